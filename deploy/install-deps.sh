@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Installs the Debian packages smtp-tls-proxy needs to build, run and test.
+# Idempotent: when every package is already installed it returns at once
+# without touching apt. Run as root (or through sudo) on Debian bookworm.
+#
+#   deploy/install-deps.sh            build + run + test dependencies
+#   deploy/install-deps.sh --runtime  only what the binary needs at run time
+set -eu
+
+build_pkgs="bazel-bootstrap android-libboringssl-dev libuv1-dev libinih-dev libc-ares-dev
+  gcc g++ clang libclang-rt-14-dev"
+runtime_pkgs="android-libboringssl libuv1 libinih1 libc-ares2"
+test_pkgs="swaks postfix openssl curl python3 ca-certificates iproute2 procps"
+
+case "${1:-}" in
+  --runtime) want="$runtime_pkgs" ;;
+  "") want="$build_pkgs $runtime_pkgs $test_pkgs" ;;
+  *) echo "usage: $0 [--runtime]" >&2; exit 2 ;;
+esac
+
+missing=""
+for p in $want; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+    missing="$missing $p"
+  fi
+done
+[ -z "$missing" ] && exit 0
+
+if [ "$(id -u)" != 0 ]; then
+  if command -v sudo >/dev/null 2>&1; then exec sudo "$0" "$@"; fi
+  echo "install-deps: need root to install:$missing" >&2
+  exit 1
+fi
+
+echo "install-deps: installing:$missing" >&2
+export DEBIAN_FRONTEND=noninteractive
+# Postfix is a test peer only (smtp-sink, smtp-source, a private instance);
+# never let its package configure or start a system mail server.
+echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections
+apt-get update -qq >/dev/null
+# shellcheck disable=SC2086
+apt-get install -y -qq --no-install-recommends $missing >/dev/null

@@ -1,0 +1,123 @@
+/*
+ * config: the INI file (parsed with inih) turned into one immutable snapshot.
+ * Every section has a table of directives (name, parser, offset, default);
+ * every error is reported as "FILE:LINE: message" (unknown section or key,
+ * bad value, missing file, unknown mode, missing required key) and all errors
+ * of a file are reported, not just the first. `--check` prints them and exits.
+ */
+#ifndef STP_CONFIG_H
+#define STP_CONFIG_H
+
+#include <netinet/in.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#include "policy/cidr.h"
+
+#define STP_CONF_MAX_LISTENERS 32
+#define STP_CONF_MAX_CERTS 8
+#define STP_CONF_MAX_ALLOW 64
+
+typedef enum { STP_MODE_INBOUND = 1, STP_MODE_OUTBOUND = 2 } stp_mode_t;
+typedef enum { STP_STARTTLS_OFFER = 1, STP_STARTTLS_REQUIRE, STP_STARTTLS_IMPLICIT } stp_starttls_t;
+typedef enum { STP_ROUTE_RELAY = 1, STP_ROUTE_ORIGINAL_DST, STP_ROUTE_MX } stp_route_t;
+/* Ordered, Postfix semantics: compare with <, >=. */
+typedef enum {
+    STP_TLS_LEVEL_NONE = 0,
+    STP_TLS_LEVEL_MAY,
+    STP_TLS_LEVEL_ENCRYPT,
+    STP_TLS_LEVEL_VERIFY,
+    STP_TLS_LEVEL_SECURE,
+} stp_tls_level_t;
+typedef enum { STP_ON_FAILURE_DEFER = 0, STP_ON_FAILURE_REJECT } stp_on_failure_t;
+typedef enum { STP_BARE_REJECT = 0, STP_BARE_NORMALIZE } stp_bare_t;
+typedef enum { STP_LOG_TEXT = 0, STP_LOG_JSON } stp_log_format_t;
+typedef enum { STP_LOG_ERROR = 0, STP_LOG_WARN, STP_LOG_INFO, STP_LOG_DEBUG } stp_log_level_t;
+
+typedef struct {
+    char host[256];               /* as written (name or literal, no brackets) */
+    uint16_t port;
+    struct sockaddr_storage addr; /* resolved at load time (numeric or getaddrinfo) */
+    socklen_t addr_len;
+} stp_hostport_t;
+
+typedef struct {
+    char name[64];  /* the NAME of [listener:NAME] */
+    int line;       /* line of the section header, for messages */
+    stp_mode_t mode;
+    stp_hostport_t listen;
+
+    /* inbound */
+    stp_hostport_t backend;
+    stp_starttls_t starttls;    /* default offer */
+    int hide_auth_before_tls;   /* default yes */
+    stp_bare_t bare_newlines;   /* reject | normalize; default reject */
+    int trace_header;           /* default yes */
+
+    /* outbound */
+    stp_cidr_t allow[STP_CONF_MAX_ALLOW];
+    size_t nallow;              /* default: 127.0.0.1/32 and ::1/128 */
+    stp_route_t route;
+    stp_hostport_t relay;       /* route = relay:HOST:PORT */
+    stp_tls_level_t tls;        /* default verify */
+    char servername[256];       /* default: relay host */
+    char ca_file[1024];         /* default: "" = system store ([tls] ca_file) */
+    int testing;                /* default no */
+    stp_on_failure_t on_failure;/* default defer */
+
+    /* limits and timers (milliseconds), each with a default */
+    size_t max_line_length;     /* 2048 */
+    unsigned max_connections;   /* 1000 */
+    unsigned max_connections_per_ip; /* 20 */
+    uint64_t max_message_size;  /* 0 = backend's SIZE decides */
+    uint64_t connect_timeout;   /* 10s:  TCP connect to backend / next hop */
+    uint64_t greeting_timeout;  /* 60s:  backend/next hop 220 */
+    uint64_t command_timeout;   /* 300s: server reply to a relayed command */
+    uint64_t idle_timeout;      /* 300s: client silent between commands */
+    uint64_t handshake_timeout; /* 30s:  TLS handshake */
+    uint64_t data_timeout;      /* 180s: client silent inside DATA; 600s for the final reply */
+    uint64_t session_timeout;   /* 3600s: whole session */
+} stp_listener_conf_t;
+
+typedef struct {
+    char *path;                 /* file the snapshot came from */
+
+    /* [proxy] */
+    char hostname[256];         /* default: gethostname() */
+    unsigned workers;           /* 0 = auto (one per CPU) */
+    stp_log_format_t log_format;
+    stp_log_level_t log_level;
+
+    /* [tls] */
+    struct {
+        char cert[1024];
+        char key[1024];
+    } certs[STP_CONF_MAX_CERTS];
+    size_t ncerts;              /* cert/key may repeat: pairs in order */
+    uint16_t min_version;       /* TLS1_2_VERSION (default) or TLS1_3_VERSION */
+    char ca_file[1024];         /* outbound trust store; "" = system default */
+
+    stp_listener_conf_t listeners[STP_CONF_MAX_LISTENERS];
+    size_t nlisteners;
+} stp_config_t;
+
+/*
+ * Loads `path`. On success returns a new snapshot (free with
+ * stp_config_free). On failure returns NULL and writes every error, one per
+ * line as "FILE:LINE: message\n", into errbuf (truncated to errlen).
+ */
+stp_config_t *stp_config_load(const char *path, char *errbuf, size_t errlen);
+
+/* Same, from a string (tests, fuzzing); `name` is used as FILE in messages. */
+stp_config_t *stp_config_load_string(const char *text, const char *name, char *errbuf,
+                                     size_t errlen);
+
+void stp_config_free(stp_config_t *cf); /* accepts NULL */
+
+/* "30s", "5m", "1h", "250ms", "10" (seconds) -> milliseconds; -1 on error. */
+int64_t stp_duration_parse(const char *s);
+/* "2048", "10k", "50M" -> bytes; -1 on error. */
+int64_t stp_size_parse(const char *s);
+
+#endif

@@ -1,0 +1,64 @@
+/*
+ * data_scan: watches message content after DATA's 354 for the one true end
+ * of data, CRLF "." CRLF (RFC 5321 4.1.1.4), across buffer boundaries, and
+ * for bare CR or bare LF, the raw material of SMTP smuggling. Pure, no I/O,
+ * resumable: input split at any byte gives the same result.
+ *
+ * The scan starts at the beginning of a line (the CRLF that ended "DATA" is
+ * the first CRLF), so content ".\r\n" at once is an empty message.
+ *
+ * Two modes:
+ *  - STP_DATA_REJECT: bytes are passed through unchanged. The first bare CR or
+ *    bare LF is reported (STP_DATA_BARE); the caller stops forwarding, keeps
+ *    feeding to find the real end, and then rejects the message.
+ *  - STP_DATA_NORMALIZE: a bare LF or bare CR becomes CRLF in the output, and
+ *    a line that starts with "." right after such a repaired line end gets
+ *    its dot doubled, so the next hop can never see an end of data (or an
+ *    unstuffed dot) that the proxy did not see. Output may be larger than
+ *    input: at most 2x + 2 bytes.
+ * In both modes the end of data is recognised only on the client's original
+ * bytes as CR LF "." CR LF.
+ */
+#ifndef STP_DATA_SCAN_H
+#define STP_DATA_SCAN_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef enum { STP_DATA_REJECT = 0, STP_DATA_NORMALIZE = 1 } stp_data_mode_t;
+
+enum {
+    STP_DATA_AGAIN = 0, /* all input consumed; end not seen yet */
+    STP_DATA_DONE = 1,  /* end of data seen; the ".\r\n" is included in what was consumed */
+    STP_DATA_BARE = 2,  /* REJECT mode: bare CR/LF; reported once per message */
+};
+
+typedef struct {
+    stp_data_mode_t mode;
+    uint64_t bytes;      /* content bytes seen so far (client's, before any repair) */
+    int saw_bare;        /* a bare CR/LF was seen in this message */
+    /* private */
+    int state;
+    int stuff_next;
+} stp_data_scan_t;
+
+void stp_data_scan_init(stp_data_scan_t *s, stp_data_mode_t mode);
+
+/*
+ * Scans in[0..n). *consumed: how many input bytes were scanned.
+ * REJECT mode: out may be NULL; the bytes to forward are in[0..*consumed)
+ *   (on BARE: in[0..*consumed) is clean content before the offending byte;
+ *   keep feeding the rest to find the end; later results never report BARE
+ *   again, and content after a BARE must not be forwarded).
+ * NORMALIZE mode: out must have room for 2*n + 2 bytes; *produced is the
+ *   number of bytes written to out, to forward instead of the input.
+ * Returns STP_DATA_AGAIN, STP_DATA_DONE or STP_DATA_BARE.
+ *
+ * The terminating ".\r\n" is part of the consumed (and, in NORMALIZE, the
+ * produced) bytes, so forwarding exactly those ends the message at the next hop.
+ * Bytes after *consumed on DONE are the client's next command.
+ */
+int stp_data_scan(stp_data_scan_t *s, const char *in, size_t n, char *out, size_t *consumed,
+                  size_t *produced);
+
+#endif

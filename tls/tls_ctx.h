@@ -1,0 +1,39 @@
+/*
+ * tls_ctx: builds BoringSSL contexts from configuration. Server contexts
+ * carry one or more certificate chains (an ECDSA and an RSA one may coexist;
+ * BoringSSL picks by the client's signature algorithms) and allow TLS 1.2 and
+ * 1.3 with AEAD ciphers only. Client contexts (outbound) have the same floor
+ * and a trust store. Errors are written to `err` as one line.
+ */
+#ifndef STP_TLS_CTX_H
+#define STP_TLS_CTX_H
+
+#include <stddef.h>
+
+#include <openssl/ssl.h>
+
+typedef struct {
+    const char *cert_file; /* PEM: leaf first, then intermediates */
+    const char *key_file;  /* PEM private key (RSA or EC); NULL: in cert_file */
+} stp_tls_keypair_t;
+
+/*
+ * Server context with `n` key pairs (at most one RSA and one ECDSA; n >= 1).
+ * min_version: TLS1_2_VERSION or TLS1_3_VERSION.
+ * Returns a new SSL_CTX (caller frees with SSL_CTX_free) or NULL with `err` set.
+ */
+SSL_CTX *stp_tls_ctx_server_new(const stp_tls_keypair_t *pairs, size_t n, uint16_t min_version,
+                                char *err, size_t err_len);
+
+/*
+ * Client context: trust anchors from `ca_file` (PEM bundle) or, when NULL,
+ * the system default paths. Peer verification is not switched on here; the
+ * caller decides per connection (see tls_verify.h in the outbound work).
+ */
+SSL_CTX *stp_tls_ctx_client_new(const char *ca_file, uint16_t min_version, char *err,
+                                size_t err_len);
+
+/* Seconds until the first certificate of `ctx` expires (negative: expired). */
+long stp_tls_ctx_cert_expiry(SSL_CTX *ctx);
+
+#endif
