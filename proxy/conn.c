@@ -1,0 +1,378 @@
+/*
+ * conn: libuv binding for plaintext and TLS connections.
+ *
+ * Reading: libuv's alloc callback hands out a per-thread buffer; for TLS the
+ * bytes are ciphertext fed to the engine and decrypted into a second
+ * per-thread buffer, chunk by chunk, each chunk passed to on_read. Nothing is
+ * kept per connection between reads, so an idle connection costs no buffer.
+ *
+ * Writing: each write is one uv_write of a single heap block (request and
+ * bytes together) freed in the write callback. For TLS the plaintext is
+ * encrypted first and the resulting ciphertext is what is queued.
+ *
+ * Callbacks into the owner may close the conn; every path checks `closing`
+ * after calling out.
+ */
+#include "proxy/conn.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define READ_BUF_SIZE (64 * 1024)
+
+static _Thread_local char read_buf[READ_BUF_SIZE];
+static _Thread_local char plain_buf[READ_BUF_SIZE];
+static _Thread_local int read_buf_busy;
+
+typedef struct {
+    uv_write_t req;
+    stp_conn_t *conn;
+    size_t len;
+    char data[];
+} write_req_t;
+
+static void on_close_cb(uv_handle_t *h)
+{
+    stp_conn_t *c = h->data;
+    c->closed = 1;
+    stp_tls_engine_free(c->tls);
+    c->tls = NULL;
+    if (c->cb->on_close) {
+        c->cb->on_close(c);
+    }
+}
+
+int stp_conn_init(uv_loop_t *loop, stp_conn_t *c, const stp_conn_cb_t *cb, void *owner)
+{
+    memset(c, 0, sizeof(*c));
+    c->cb = cb;
+    c->owner = owner;
+    int rc = uv_tcp_init(loop, &c->tcp);
+    if (rc < 0) {
+        return rc;
+    }
+    c->tcp.data = c;
+    c->initialized = 1;
+    return 0;
+}
+
+void stp_conn_tune(stp_conn_t *c)
+{
+    /* Replies are written whole; Nagle would only delay them. */
+    uv_tcp_nodelay(&c->tcp, 1);
+}
+
+void stp_conn_close(stp_conn_t *c)
+{
+    if (!c->initialized || c->closing) {
+        return;
+    }
+    c->closing = 1;
+    c->reading = 0;
+    uv_close((uv_handle_t *)&c->tcp, on_close_cb);
+}
+
+static void on_write_cb(uv_write_t *req, int status)
+{
+    write_req_t *w = (write_req_t *)req;
+    stp_conn_t *c = w->conn;
+
+    c->wq_bytes -= w->len;
+    free(w);
+    if (c->closing) {
+        return;
+    }
+    if (status < 0) {
+        c->cb->on_eof(c, uv_strerror(status));
+        return;
+    }
+    if (c->close_after_write && c->wq_bytes == 0) {
+        stp_conn_close(c);
+        return;
+    }
+    if (c->over_high && c->wq_bytes < STP_CONN_WQ_LOW) {
+        c->over_high = 0;
+        if (c->cb->on_drain) {
+            c->cb->on_drain(c);
+        }
+    }
+}
+
+static int queue_raw(stp_conn_t *c, const uv_buf_t *bufs, unsigned n)
+{
+    size_t len = 0;
+    for (unsigned i = 0; i < n; i++) {
+        len += bufs[i].len;
+    }
+    if (len == 0) {
+        return 0;
+    }
+    write_req_t *w = malloc(sizeof(*w) + len);
+    if (w == NULL) {
+        return -1;
+    }
+    w->conn = c;
+    w->len = len;
+    size_t off = 0;
+    for (unsigned i = 0; i < n; i++) {
+        memcpy(w->data + off, bufs[i].base, bufs[i].len);
+        off += bufs[i].len;
+    }
+    uv_buf_t b = uv_buf_init(w->data, (unsigned)len);
+    int rc = uv_write(&w->req, (uv_stream_t *)&c->tcp, &b, 1, on_write_cb);
+    if (rc < 0) {
+        free(w);
+        return -1;
+    }
+    c->wq_bytes += len;
+    if (c->wq_bytes > STP_CONN_WQ_HIGH) {
+        c->over_high = 1;
+    }
+    return 0;
+}
+
+/* Sends whatever ciphertext the engine has produced. */
+static int flush_tls(stp_conn_t *c)
+{
+    size_t n = stp_tls_engine_pending(c->tls);
+    if (n == 0) {
+        return 0;
+    }
+    write_req_t *w = malloc(sizeof(*w) + n);
+    if (w == NULL) {
+        return -1;
+    }
+    w->conn = c;
+    w->len = stp_tls_engine_take(c->tls, (uint8_t *)w->data, n);
+    uv_buf_t b = uv_buf_init(w->data, (unsigned)w->len);
+    int rc = uv_write(&w->req, (uv_stream_t *)&c->tcp, &b, 1, on_write_cb);
+    if (rc < 0) {
+        free(w);
+        return -1;
+    }
+    c->wq_bytes += w->len;
+    if (c->wq_bytes > STP_CONN_WQ_HIGH) {
+        c->over_high = 1;
+    }
+    return 0;
+}
+
+int stp_conn_writev(stp_conn_t *c, const uv_buf_t *bufs, unsigned n)
+{
+    if (c->closing || c->close_after_write || c->eof) {
+        return -1;
+    }
+    for (unsigned i = 0; i < n; i++) {
+        c->bytes_out += bufs[i].len;
+    }
+    if (c->tls == NULL) {
+        return queue_raw(c, bufs, n);
+    }
+    if (c->handshaking) {
+        return -1; /* the session never writes plaintext before the handshake */
+    }
+    for (unsigned i = 0; i < n; i++) {
+        if (stp_tls_engine_write(c->tls, (const uint8_t *)bufs[i].base, bufs[i].len) !=
+            STP_TLS_OK) {
+            return -1;
+        }
+    }
+    return flush_tls(c);
+}
+
+int stp_conn_write(stp_conn_t *c, const char *data, size_t len)
+{
+    uv_buf_t b = uv_buf_init((char *)data, (unsigned)len);
+    return stp_conn_writev(c, &b, 1);
+}
+
+void stp_conn_close_after_write(stp_conn_t *c)
+{
+    if (c->closing) {
+        return;
+    }
+    if (c->tls && !c->handshaking && !c->close_after_write) {
+        stp_tls_engine_shutdown(c->tls);
+        flush_tls(c);
+    }
+    c->close_after_write = 1;
+    stp_conn_read_stop(c);
+    if (c->wq_bytes == 0) {
+        stp_conn_close(c);
+    }
+}
+
+static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+{
+    (void)h;
+    (void)suggested;
+    /* A read callback never triggers another read synchronously, so one
+     * buffer per thread suffices; the flag guards that assumption. */
+    if (read_buf_busy) {
+        buf->base = NULL;
+        buf->len = 0;
+        return;
+    }
+    buf->base = read_buf;
+    buf->len = sizeof(read_buf);
+}
+
+static void deliver_tls(stp_conn_t *c)
+{
+    if (c->handshaking) {
+        int rc = stp_tls_engine_handshake(c->tls);
+        if (flush_tls(c) < 0) {
+            c->cb->on_eof(c, "out of memory");
+            return;
+        }
+        if (rc == STP_TLS_AGAIN) {
+            return;
+        }
+        c->handshaking = 0;
+        if (rc != STP_TLS_OK) {
+            const char *err = stp_tls_engine_error(c->tls);
+            c->cb->on_handshake(c, err && *err ? err : "TLS handshake failed");
+            return;
+        }
+        c->cb->on_handshake(c, NULL);
+        if (c->closing) {
+            return;
+        }
+    }
+    /* Decrypt everything that arrived, even if the owner stopped reading in
+     * the middle: it holds what it cannot use yet. Leaving plaintext inside
+     * the engine would stall, since nothing wakes us up for it later. */
+    while (!c->closing && !c->eof) {
+        ssize_t n = stp_tls_engine_read(c->tls, (uint8_t *)plain_buf, sizeof(plain_buf));
+        flush_tls(c); /* e.g. a key update or alert */
+        if (n > 0) {
+            c->bytes_in += (uint64_t)n;
+            c->cb->on_read(c, plain_buf, (size_t)n);
+            continue;
+        }
+        if (n == STP_TLS_AGAIN) {
+            return;
+        }
+        c->eof = 1;
+        stp_conn_read_stop(c);
+        c->cb->on_eof(c, n == STP_TLS_CLOSED ? NULL : stp_tls_engine_error(c->tls));
+        return;
+    }
+}
+
+static void read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
+{
+    stp_conn_t *c = s->data;
+
+    if (nread == 0 || c->closing) {
+        return;
+    }
+    if (nread < 0) {
+        c->eof = 1;
+        stp_conn_read_stop(c);
+        c->cb->on_eof(c, nread == UV_EOF ? NULL : uv_strerror((int)nread));
+        return;
+    }
+    read_buf_busy = 1;
+    if (c->tls == NULL) {
+        c->bytes_in += (uint64_t)nread;
+        c->cb->on_read(c, buf->base, (size_t)nread);
+    } else if (stp_tls_engine_feed(c->tls, (const uint8_t *)buf->base, (size_t)nread) !=
+               STP_TLS_OK) {
+        c->cb->on_eof(c, "out of memory");
+    } else {
+        deliver_tls(c);
+    }
+    read_buf_busy = 0;
+}
+
+void stp_conn_read_start(stp_conn_t *c)
+{
+    if (c->closing || c->reading || c->eof || c->close_after_write) {
+        return;
+    }
+    c->reading = 1;
+    uv_read_start((uv_stream_t *)&c->tcp, alloc_cb, read_cb);
+}
+
+void stp_conn_read_stop(stp_conn_t *c)
+{
+    if (!c->reading) {
+        return;
+    }
+    c->reading = 0;
+    if (!c->closing) {
+        uv_read_stop((uv_stream_t *)&c->tcp);
+    }
+}
+
+void stp_conn_start_tls(stp_conn_t *c, stp_tls_engine_t *e)
+{
+    c->tls = e;
+    c->handshaking = 1;
+    /* A client speaks first; a server waits for the ClientHello. */
+    if (stp_tls_engine_pending(e) == 0) {
+        int rc = stp_tls_engine_handshake(e);
+        (void)rc; /* AGAIN expected; errors surface on the next read */
+    }
+    flush_tls(c);
+}
+
+static void on_connect_cb(uv_connect_t *req, int status)
+{
+    stp_conn_t *c = req->data;
+    if (c->closing) {
+        return;
+    }
+    if (status == 0) {
+        stp_conn_tune(c);
+    }
+    c->cb->on_connect(c, status < 0 ? uv_strerror(status) : NULL);
+}
+
+int stp_conn_connect(stp_conn_t *c, const struct sockaddr *sa)
+{
+    c->connect_req.data = c;
+    return uv_tcp_connect(&c->connect_req, &c->tcp, sa, on_connect_cb);
+}
+
+const char *stp_sockaddr_str(const struct sockaddr *sa, char *buf, size_t len, int with_port)
+{
+    char ip[INET6_ADDRSTRLEN] = "?";
+
+    if (sa->sa_family == AF_INET) {
+        const struct sockaddr_in *in = (const struct sockaddr_in *)sa;
+        inet_ntop(AF_INET, &in->sin_addr, ip, sizeof(ip));
+        if (with_port) {
+            snprintf(buf, len, "%s:%u", ip, ntohs(in->sin_port));
+        } else {
+            snprintf(buf, len, "%s", ip);
+        }
+    } else if (sa->sa_family == AF_INET6) {
+        const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)sa;
+        inet_ntop(AF_INET6, &in6->sin6_addr, ip, sizeof(ip));
+        if (with_port) {
+            snprintf(buf, len, "[%s]:%u", ip, ntohs(in6->sin6_port));
+        } else {
+            snprintf(buf, len, "%s", ip);
+        }
+    } else {
+        snprintf(buf, len, "unknown");
+    }
+    return buf;
+}
+
+const char *stp_conn_peer(const stp_conn_t *c, char *buf, size_t len)
+{
+    struct sockaddr_storage ss;
+    int sl = sizeof(ss);
+    if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &sl) != 0) {
+        snprintf(buf, len, "unknown");
+        return buf;
+    }
+    return stp_sockaddr_str((struct sockaddr *)&ss, buf, len, 1);
+}

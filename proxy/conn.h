@@ -1,0 +1,98 @@
+/*
+ * conn: one TCP connection with an optional TLS engine, bound to libuv.
+ * This is the seam between the event loop and the memory-only TLS engine
+ * (tls/tls_engine.h): reads go socket -> engine -> plaintext callback, writes
+ * go plaintext -> engine -> socket. Sessions see only plaintext.
+ *
+ * Ownership: a conn is embedded in its owner (a session). stp_conn_close()
+ * is idempotent; the owner may free its memory only after cb->on_close ran.
+ * Read buffers are per thread and reused: on_read must consume (or copy) the
+ * bytes it is given before it returns.
+ */
+#ifndef STP_CONN_H
+#define STP_CONN_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <uv.h>
+
+#include "tls/tls_engine.h"
+
+#define STP_CONN_WQ_HIGH (256 * 1024) /* stop reading the other side above this */
+#define STP_CONN_WQ_LOW (64 * 1024)   /* resume below this */
+
+typedef struct stp_conn_s stp_conn_t;
+
+typedef struct {
+    void (*on_read)(stp_conn_t *c, const char *data, size_t len);
+    /* Peer closed (err == NULL) or the connection failed (static string). */
+    void (*on_eof)(stp_conn_t *c, const char *err);
+    void (*on_connect)(stp_conn_t *c, const char *err);
+    void (*on_handshake)(stp_conn_t *c, const char *err);
+    /* The write queue fell below STP_CONN_WQ_LOW after being over STP_CONN_WQ_HIGH. */
+    void (*on_drain)(stp_conn_t *c);
+    void (*on_close)(stp_conn_t *c);
+} stp_conn_cb_t;
+
+struct stp_conn_s {
+    uv_tcp_t tcp;
+    uv_connect_t connect_req;
+    stp_tls_engine_t *tls;
+    const stp_conn_cb_t *cb;
+    void *owner;
+    size_t wq_bytes;   /* bytes handed to uv_write and not yet completed */
+    uint64_t bytes_in; /* plaintext bytes delivered / accepted for sending */
+    uint64_t bytes_out;
+    unsigned initialized : 1;
+    unsigned reading : 1;
+    unsigned closing : 1;
+    unsigned closed : 1;
+    unsigned handshaking : 1;
+    unsigned over_high : 1;
+    unsigned close_after_write : 1;
+    unsigned eof : 1;
+};
+
+/* Initialises the handle on `loop`. Returns 0 or a negative libuv error. */
+int stp_conn_init(uv_loop_t *loop, stp_conn_t *c, const stp_conn_cb_t *cb, void *owner);
+
+/* Starts an outgoing connection; cb->on_connect reports the result. */
+int stp_conn_connect(stp_conn_t *c, const struct sockaddr *sa);
+
+/* Sets TCP_NODELAY etc. on an accepted or connected socket. */
+void stp_conn_tune(stp_conn_t *c);
+
+void stp_conn_read_start(stp_conn_t *c);
+void stp_conn_read_stop(stp_conn_t *c);
+
+/*
+ * Switches the connection to TLS with engine `e` (ownership passes to the
+ * conn). A client engine sends its ClientHello at once. cb->on_handshake
+ * reports the end of the handshake; plaintext flows after it.
+ */
+void stp_conn_start_tls(stp_conn_t *c, stp_tls_engine_t *e);
+
+/* Queues bytes (copied). Returns 0, or -1 if the conn is closing or broken. */
+int stp_conn_write(stp_conn_t *c, const char *data, size_t len);
+int stp_conn_writev(stp_conn_t *c, const uv_buf_t *bufs, unsigned n);
+
+/* 1 while the write queue is over the high-water mark. */
+static inline int stp_conn_congested(const stp_conn_t *c)
+{
+    return c->wq_bytes > STP_CONN_WQ_HIGH;
+}
+
+/* Closes now (pending writes are dropped). Idempotent. */
+void stp_conn_close(stp_conn_t *c);
+
+/* Closes once everything queued so far has been written (TLS: after close_notify). */
+void stp_conn_close_after_write(stp_conn_t *c);
+
+/* Formats the peer address as "1.2.3.4:25" / "[::1]:25" into buf. */
+const char *stp_conn_peer(const stp_conn_t *c, char *buf, size_t len);
+
+/* Formats any sockaddr the same way. */
+const char *stp_sockaddr_str(const struct sockaddr *sa, char *buf, size_t len, int with_port);
+
+#endif

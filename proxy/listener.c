@@ -1,0 +1,142 @@
+/*
+ * listener: builds the runtime snapshot and runs the listening sockets.
+ */
+#include "proxy/listener.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "proxy/conn.h"
+#include "proxy/log.h"
+#include "proxy/session.h"
+#include "tls/tls_ctx.h"
+
+stp_runtime_t *stp_runtime_new(stp_config_t *conf, char *err, size_t errlen)
+{
+    stp_runtime_t *rt = calloc(1, sizeof(*rt));
+    if (rt == NULL) {
+        snprintf(err, errlen, "out of memory");
+        stp_config_free(conf);
+        return NULL;
+    }
+    rt->conf = conf;
+    rt->refs = 1;
+    if (conf->ncerts > 0) {
+        stp_tls_keypair_t pairs[STP_CONF_MAX_CERTS];
+        for (size_t i = 0; i < conf->ncerts; i++) {
+            pairs[i].cert_file = conf->certs[i].cert;
+            pairs[i].key_file = conf->certs[i].key[0] ? conf->certs[i].key : NULL;
+        }
+        rt->server_ctx = stp_tls_ctx_server_new(pairs, conf->ncerts, conf->min_version, err,
+                                                errlen);
+        if (rt->server_ctx == NULL) {
+            stp_runtime_unref(rt);
+            return NULL;
+        }
+    }
+    return rt;
+}
+
+void stp_runtime_ref(stp_runtime_t *rt)
+{
+    rt->refs++;
+}
+
+void stp_runtime_unref(stp_runtime_t *rt)
+{
+    if (rt == NULL || --rt->refs > 0) {
+        return;
+    }
+    SSL_CTX_free(rt->server_ctx);
+    stp_config_free(rt->conf);
+    free(rt);
+}
+
+static void on_connection(uv_stream_t *server, int status)
+{
+    stp_listener_t *l = server->data;
+    if (status < 0) {
+        stp_log(STP_LOG_WARN, "accept listener=%s error=\"%s\"", l->conf->name,
+                uv_strerror(status));
+        return;
+    }
+    stp_session_accept(l);
+}
+
+int stp_listener_start(stp_listener_t *l, uv_loop_t *loop, stp_runtime_t *rt,
+                       const stp_listener_conf_t *conf)
+{
+    char addr[80];
+    int rc;
+
+    memset(l, 0, sizeof(*l));
+    l->loop = loop;
+    l->rt = rt;
+    l->conf = conf;
+    stp_sockaddr_str((const struct sockaddr *)&conf->listen.addr, addr, sizeof(addr), 1);
+    if (stp_limits_init(&l->limits, conf->max_connections, conf->max_connections_per_ip) < 0) {
+        stp_log(STP_LOG_ERROR, "listen listener=%s error=\"out of memory\"", conf->name);
+        return -1;
+    }
+    unsigned family = conf->listen.addr.ss_family;
+    rc = uv_tcp_init_ex(loop, &l->tcp, family);
+    if (rc < 0) {
+        stp_log(STP_LOG_ERROR, "listen listener=%s addr=%s error=\"%s\"", conf->name, addr,
+                uv_strerror(rc));
+        stp_limits_free(&l->limits);
+        return -1;
+    }
+    l->tcp.data = l;
+    rc = uv_tcp_bind(&l->tcp, (const struct sockaddr *)&conf->listen.addr,
+                     family == AF_INET6 ? UV_TCP_IPV6ONLY : 0);
+    if (rc == 0) {
+        rc = uv_listen((uv_stream_t *)&l->tcp, 511, on_connection);
+    }
+    if (rc < 0) {
+        stp_log(STP_LOG_ERROR, "listen listener=%s addr=%s error=\"%s\"", conf->name, addr,
+                uv_strerror(rc));
+        uv_close((uv_handle_t *)&l->tcp, NULL);
+        l->closed = 1;
+        return -1;
+    }
+    stp_log(STP_LOG_INFO, "listen listener=%s mode=%s addr=%s starttls=%s", conf->name,
+            conf->mode == STP_MODE_INBOUND ? "inbound" : "outbound", addr,
+            conf->starttls == STP_STARTTLS_IMPLICIT  ? "implicit"
+            : conf->starttls == STP_STARTTLS_REQUIRE ? "require"
+            : rt->server_ctx                         ? "offer"
+                                                     : "off");
+    return 0;
+}
+
+void stp_listener_session_done(stp_listener_t *l)
+{
+    if (l->draining && l->nsessions == 0 && l->on_empty) {
+        void (*cb)(stp_listener_t *) = l->on_empty;
+        l->on_empty = NULL;
+        cb(l);
+    }
+}
+
+void stp_listener_drain(stp_listener_t *l)
+{
+    if (l->draining) {
+        return;
+    }
+    l->draining = 1;
+    if (!l->closed) {
+        l->closed = 1;
+        uv_close((uv_handle_t *)&l->tcp, NULL);
+    }
+    for (stp_session_t *s = l->sessions; s; s = stp_session_next(s)) {
+        stp_session_drain(s);
+    }
+    stp_listener_session_done(l);
+}
+
+void stp_listener_kill_sessions(stp_listener_t *l)
+{
+    for (stp_session_t *s = l->sessions; s; s = stp_session_next(s)) {
+        stp_session_kill(s);
+    }
+}

@@ -1,0 +1,60 @@
+/*
+ * listener: the runtime snapshot (configuration plus what was built from it,
+ * such as the TLS server context), listening sockets, and accepting.
+ * A listener owns the sessions it accepted (a list, for draining).
+ */
+#ifndef STP_LISTENER_H
+#define STP_LISTENER_H
+
+#include <openssl/ssl.h>
+#include <uv.h>
+
+#include "proxy/config.h"
+#include "proxy/limits.h"
+
+typedef struct stp_session_s stp_session_t;
+
+/* Everything built from one configuration load. Immutable once running;
+ * sessions hold a reference so a reload can replace it under them. */
+typedef struct {
+    stp_config_t *conf;
+    SSL_CTX *server_ctx; /* NULL when no [tls] cert is configured */
+    unsigned refs;
+} stp_runtime_t;
+
+typedef struct stp_listener_s {
+    uv_tcp_t tcp;
+    uv_loop_t *loop;
+    const stp_listener_conf_t *conf;
+    stp_runtime_t *rt;
+    stp_limits_t limits;
+    stp_session_t *sessions; /* doubly linked through the session */
+    unsigned nsessions;
+    int draining;
+    int closed;
+    void (*on_empty)(struct stp_listener_s *l); /* draining and last session gone */
+} stp_listener_t;
+
+/*
+ * Builds the runtime from a loaded config: TLS contexts. Takes ownership of
+ * `conf`. Returns NULL and writes a message into err on failure.
+ */
+stp_runtime_t *stp_runtime_new(stp_config_t *conf, char *err, size_t errlen);
+void stp_runtime_ref(stp_runtime_t *rt);
+void stp_runtime_unref(stp_runtime_t *rt);
+
+/* Opens and starts listening. Returns 0 or -1 (logged). */
+int stp_listener_start(stp_listener_t *l, uv_loop_t *loop, stp_runtime_t *rt,
+                       const stp_listener_conf_t *conf);
+
+/* Stops accepting; open sessions are asked to finish (421 4.3.2 at the next
+ * command). on_empty runs once no session is left (possibly at once). */
+void stp_listener_drain(stp_listener_t *l);
+
+/* Closes every remaining session now. */
+void stp_listener_kill_sessions(stp_listener_t *l);
+
+/* Session bookkeeping, called by session.c. */
+void stp_listener_session_done(stp_listener_t *l);
+
+#endif

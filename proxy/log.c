@@ -1,0 +1,177 @@
+/*
+ * log: formatting and writing of log lines. A line is built in a stack
+ * buffer and written with one write(2) so lines of concurrent workers never
+ * interleave. Text lines look like
+ *   2026-11-23T10:00:00.123Z info session id=... client=1.2.3.4:5 ...
+ * JSON lines carry the same fields: {"ts":"...","level":"info","event":"session","id":"..."}.
+ */
+#include "proxy/log.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/time.h>
+#include <time.h>
+#include <unistd.h>
+
+static stp_log_format_t log_format = STP_LOG_TEXT;
+static stp_log_level_t log_level = STP_LOG_INFO;
+
+static const char *const level_names[] = {"error", "warn", "info", "debug"};
+
+void stp_log_init(stp_log_format_t format, stp_log_level_t level)
+{
+    log_format = format;
+    log_level = level;
+}
+
+int stp_log_enabled(stp_log_level_t level)
+{
+    return level <= log_level;
+}
+
+char *stp_log_escape(char *out, size_t cap, const char *in, size_t len)
+{
+    static const char hex[] = "0123456789abcdef";
+    size_t o = 0;
+
+    if (cap == 0) {
+        return out;
+    }
+    for (size_t i = 0; i < len; i++) {
+        unsigned char ch = (unsigned char)in[i];
+        int plain = ch >= 0x20 && ch < 0x7f && ch != '"' && ch != '\\' && ch != '=';
+        size_t need = plain ? 1 : 4;
+        if (o + need + 4 > cap) { /* keep room for "..." and NUL */
+            if (cap >= 4) {
+                memcpy(out + (o < cap - 4 ? o : cap - 4), "...", 3);
+                o = (o < cap - 4 ? o : cap - 4) + 3;
+            }
+            break;
+        }
+        if (plain) {
+            out[o++] = (char)ch;
+        } else {
+            out[o++] = '\\';
+            out[o++] = 'x';
+            out[o++] = hex[ch >> 4];
+            out[o++] = hex[ch & 15];
+        }
+    }
+    out[o < cap ? o : cap - 1] = '\0';
+    return out;
+}
+
+static size_t put(char *buf, size_t cap, size_t len, const char *s, size_t n)
+{
+    if (len + n > cap) {
+        n = cap > len ? cap - len : 0;
+    }
+    memcpy(buf + len, s, n);
+    return len + n;
+}
+
+/* Converts "event k=v k2=v2 with spaces?" into JSON members. Values run to
+ * the next " key=" boundary, so free text after the last key stays whole. */
+static size_t to_json(char *out, size_t cap, const char *msg)
+{
+    size_t o = 0;
+    const char *p = msg;
+    int first = 1;
+
+    while (*p == ' ') {
+        p++;
+    }
+    /* event name */
+    const char *sp = strchr(p, ' ');
+    const char *eq = strchr(p, '=');
+    if (*p && (eq == NULL || (sp != NULL && sp < eq))) {
+        size_t n = sp ? (size_t)(sp - p) : strlen(p);
+        o = put(out, cap, o, "\"event\":\"", 9);
+        o = put(out, cap, o, p, n);
+        o = put(out, cap, o, "\"", 1);
+        first = 0;
+        p += n;
+    }
+    while (*p) {
+        while (*p == ' ') {
+            p++;
+        }
+        const char *k = p;
+        eq = strchr(k, '=');
+        if (eq == NULL) {
+            break;
+        }
+        /* value ends before the next " word=" */
+        const char *v = eq + 1;
+        const char *end = v;
+        for (;;) {
+            const char *s2 = strchr(end, ' ');
+            if (s2 == NULL) {
+                end = v + strlen(v);
+                break;
+            }
+            const char *w = s2 + 1;
+            while (*w && *w != ' ' && *w != '=') {
+                w++;
+            }
+            if (*w == '=' && w > s2 + 1) {
+                end = s2;
+                break;
+            }
+            end = s2 + 1;
+        }
+        if (!first) {
+            o = put(out, cap, o, ",", 1);
+        }
+        first = 0;
+        o = put(out, cap, o, "\"", 1);
+        o = put(out, cap, o, k, (size_t)(eq - k));
+        o = put(out, cap, o, "\":\"", 3);
+        for (const char *c = v; c < end; c++) {
+            if (*c == '"' || *c == '\\') {
+                o = put(out, cap, o, "\\", 1);
+            }
+            o = put(out, cap, o, c, 1);
+        }
+        o = put(out, cap, o, "\"", 1);
+        p = end;
+    }
+    return o;
+}
+
+void stp_log(stp_log_level_t level, const char *fmt, ...)
+{
+    char msg[2048], line[4096], ts[40];
+    struct timeval tv;
+    struct tm tm;
+    size_t len;
+    va_list ap;
+
+    if (level > log_level) {
+        return;
+    }
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+
+    gettimeofday(&tv, NULL);
+    gmtime_r(&tv.tv_sec, &tm);
+    strftime(ts, sizeof(ts), "%Y-%m-%dT%H:%M:%S", &tm);
+    size_t tl = strlen(ts);
+    snprintf(ts + tl, sizeof(ts) - tl, ".%03dZ", (int)(tv.tv_usec / 1000));
+
+    if (log_format == STP_LOG_JSON) {
+        int n = snprintf(line, sizeof(line), "{\"ts\":\"%s\",\"level\":\"%s\",", ts,
+                         level_names[level]);
+        len = (size_t)n;
+        len += to_json(line + len, sizeof(line) - len - 3, msg);
+        len = put(line, sizeof(line), len, "}\n", 2);
+    } else {
+        int n = snprintf(line, sizeof(line), "%s %s %s\n", ts, level_names[level], msg);
+        len = n < 0 ? 0 : (size_t)n >= sizeof(line) ? sizeof(line) - 1 : (size_t)n;
+        line[len - 1] = '\n';
+    }
+    ssize_t w = write(STDERR_FILENO, line, len);
+    (void)w;
+}

@@ -1,0 +1,1160 @@
+/*
+ * session: the inbound relay. One client (an Internet MTA or MUA) and one
+ * backend (the plaintext legacy MTA), and the SMTP state machine between
+ * them.
+ *
+ * The proxy parses every client command and every backend reply. Commands
+ * are either forwarded or answered locally (STARTTLS, refusals); each one
+ * takes a slot in the pending queue, so replies go back in order even with
+ * PIPELINING and a mix of local and backend answers. After DATA, STARTTLS,
+ * AUTH and QUIT the proxy stops interpreting client input until the reply
+ * is known: what follows DATA is message content only after a 354, what
+ * follows AUTH is a SASL response only after a 334, and what follows
+ * STARTTLS is never interpreted at all (it is discarded: RFC 3207 requires
+ * STARTTLS to end a pipeline group, so only an attacker or a broken client
+ * sends anything behind it; Postfix also purges it).
+ *
+ * Message content is streamed: the data scanner finds the one true end of
+ * data (CRLF.CRLF) and rejects bare CR/LF (or normalises it, by setting), and
+ * the client's reading stops while the backend's write queue is above its
+ * high-water mark. The client gets the backend's own reply to the end of
+ * data and nothing else, so no 2xx is ever invented.
+ *
+ * Lifetime: finish() is the one way out; it closes both connections and all
+ * timers, and destroy() frees the session in the last close callback.
+ */
+#include "proxy/session.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "proxy/conn.h"
+#include "proxy/data_scan.h"
+#include "proxy/ehlo.h"
+#include "proxy/log.h"
+#include "proxy/smtp_cmd.h"
+#include "proxy/smtp_line.h"
+#include "proxy/smtp_reply.h"
+#include "proxy/trace.h"
+
+#define PENDING_MAX 128
+#define HELD_MAX (1024 * 1024)
+#define DATA_CHUNK (16 * 1024)
+#define LINGER_MS 10000
+#define FINAL_REPLY_MIN_MS 600000 /* RFC 5321 4.5.3.2.6: 10 minutes for the reply to "." */
+
+/* Pseudo-verbs for queue entries that are not client commands. */
+enum {
+    V_DATA_END = STP_CMD__COUNT + 1,
+    V_SASL,
+    V_RSET_INTERNAL,
+};
+
+typedef enum { P_BACKEND = 1, P_LOCAL, P_INTERNAL } pending_kind_t;
+typedef enum { A_NONE = 0, A_STARTTLS, A_CLOSE } pending_action_t;
+
+typedef struct {
+    unsigned char kind;
+    unsigned char verb;
+    unsigned char action;
+    const char *text; /* P_LOCAL: static reply text */
+} pending_t;
+
+typedef enum { S_CONNECTING = 1, S_GREETING, S_COMMAND, S_DATA, S_CLOSING } state_t;
+typedef enum { T_NONE = 0, T_HANDSHAKE, T_ACTIVE } tls_state_t;
+
+struct stp_session_s {
+    stp_session_t *prev, *next; /* listener's list */
+    stp_listener_t *listener;
+    stp_runtime_t *rt;
+    const stp_listener_conf_t *conf;
+    uv_loop_t *loop;
+
+    stp_conn_t client;
+    stp_conn_t backend;
+    uv_timer_t client_timer;
+    uv_timer_t backend_timer;
+    uv_timer_t session_timer;
+    int open_handles;
+
+    state_t state;
+    tls_state_t tls;
+    char id[24];
+    struct sockaddr_storage peer;
+    char peer_str[64];
+    uint64_t start_ms;
+    unsigned limits_taken : 1;
+    unsigned backend_up : 1; /* connected (the conn handle exists) */
+    unsigned ehlo_seen : 1;  /* since the last TLS handshake */
+    unsigned esmtp : 1;
+    unsigned authenticated : 1;
+    unsigned sasl : 1;          /* the next client line is a SASL response */
+    unsigned paused : 1;        /* client input is held until a reply arrives */
+    unsigned discard_input : 1; /* client bytes are dropped (after STARTTLS, QUIT) */
+    unsigned draining : 1;
+    unsigned quit_seen : 1;
+
+    char tls_version[16];
+    char tls_cipher[64];
+    char sni[128];
+    int tls_bits;
+    char helo[72];
+    char mail_from[136];
+    unsigned rcpts;
+
+    pending_t pq[PENDING_MAX];
+    unsigned pq_head, pq_len;
+
+    char *held;
+    size_t held_len, held_cap;
+
+    stp_line_t line;
+    stp_reply_parser_t *rp; /* XXX 9 KiB per session; could be allocated only while a reply is split */
+    stp_data_scan_t scan;
+    const char *msg_abort; /* reply for a message being refused after DATA */
+
+    unsigned messages;
+    unsigned rejected;
+    const char *result;
+    char error[160];
+
+    char line_buf[]; /* max_line_length bytes */
+};
+
+static _Thread_local char data_out[2 * DATA_CHUNK + 2];
+static _Thread_local unsigned session_counter;
+
+static void finish(stp_session_t *s, const char *reply, const char *result, const char *error);
+static void process(stp_session_t *s, const char *p, size_t n);
+static void arm_timers(stp_session_t *s);
+static void update_reading(stp_session_t *s);
+static void flush_queue(stp_session_t *s);
+
+/* ---- small helpers ---- */
+
+static void set_error(stp_session_t *s, const char *error)
+{
+    if (error && s->error[0] == '\0') {
+        stp_log_escape(s->error, sizeof(s->error), error, strlen(error));
+    }
+}
+
+static const char *hostname(const stp_session_t *s)
+{
+    return s->rt->conf->hostname;
+}
+
+static void client_write(stp_session_t *s, const char *text, size_t len)
+{
+    if (s->tls == T_HANDSHAKE) {
+        return; /* nothing readable can be said in the middle of a handshake */
+    }
+    stp_conn_write(&s->client, text, len);
+}
+
+static pending_t *pq_at(stp_session_t *s, unsigned i)
+{
+    return &s->pq[(s->pq_head + i) % PENDING_MAX];
+}
+
+static int pq_has_backend(stp_session_t *s)
+{
+    for (unsigned i = 0; i < s->pq_len; i++) {
+        if (pq_at(s, i)->kind != P_LOCAL) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+static void pq_push(stp_session_t *s, pending_kind_t kind, unsigned verb, const char *text,
+                    pending_action_t action)
+{
+    pending_t *p = pq_at(s, s->pq_len++);
+    p->kind = (unsigned char)kind;
+    p->verb = (unsigned char)verb;
+    p->text = text;
+    p->action = (unsigned char)action;
+}
+
+/* The queue never overflows: client input is held while it is nearly full. */
+static int pq_full(const stp_session_t *s)
+{
+    return s->pq_len >= PENDING_MAX - 1;
+}
+
+static void pq_pop(stp_session_t *s)
+{
+    s->pq_head = (s->pq_head + 1) % PENDING_MAX;
+    s->pq_len--;
+}
+
+static void local_reply(stp_session_t *s, const char *text, pending_action_t action)
+{
+    pq_push(s, P_LOCAL, 0, text, action);
+    flush_queue(s);
+}
+
+static void backend_send(stp_session_t *s, unsigned verb, const char *line, size_t len,
+                         pending_kind_t kind)
+{
+    uv_buf_t b[2] = {uv_buf_init((char *)line, (unsigned)len), uv_buf_init("\r\n", 2)};
+    if (stp_conn_writev(&s->backend, b, 2) < 0) {
+        finish(s, NULL, "backend-lost", "write to backend failed");
+        return;
+    }
+    pq_push(s, kind, verb, NULL, A_NONE);
+}
+
+/* ---- lifetime ---- */
+
+static void destroy(stp_session_t *s)
+{
+    char backend[80];
+    uint64_t ms = uv_now(s->loop) - s->start_ms;
+
+    stp_sockaddr_str((const struct sockaddr *)&s->conf->backend.addr, backend, sizeof(backend), 1);
+    stp_log(STP_LOG_INFO,
+            "session id=%s listener=%s client=%s tls=%s cipher=%s sni=%s backend=%s helo=%s "
+            "messages=%u rejected=%u bytes_in=%llu bytes_out=%llu result=%s duration=%llu.%03llus%s%s",
+            s->id, s->conf->name, s->peer_str, s->tls_version[0] ? s->tls_version : "none",
+            s->tls_cipher[0] ? s->tls_cipher : "none", s->sni[0] ? s->sni : "-", backend,
+            s->helo[0] ? s->helo : "-", s->messages, s->rejected,
+            (unsigned long long)s->client.bytes_in, (unsigned long long)s->client.bytes_out,
+            s->result ? s->result : "closed", (unsigned long long)(ms / 1000),
+            (unsigned long long)(ms % 1000), s->error[0] ? " error=" : "", s->error);
+    if (s->limits_taken) {
+        stp_limits_release(&s->listener->limits, (const struct sockaddr *)&s->peer);
+    }
+    free(s->held);
+    free(s->rp);
+    stp_listener_t *l = s->listener;
+    if (s->prev) {
+        s->prev->next = s->next;
+    } else {
+        l->sessions = s->next;
+    }
+    if (s->next) {
+        s->next->prev = s->prev;
+    }
+    l->nsessions--;
+    stp_runtime_unref(s->rt);
+    free(s);
+    stp_listener_session_done(l);
+}
+
+static void on_handle_closed(uv_handle_t *h)
+{
+    stp_session_t *s = h->data;
+    if (--s->open_handles == 0) {
+        destroy(s);
+    }
+}
+
+static void close_timer(uv_timer_t *t)
+{
+    if (!uv_is_closing((uv_handle_t *)t)) {
+        uv_close((uv_handle_t *)t, on_handle_closed);
+    }
+}
+
+static void on_linger(uv_timer_t *t)
+{
+    stp_session_t *s = t->data;
+    stp_conn_close(&s->client); /* the client did not read our last reply in time */
+}
+
+/*
+ * The one way out. `reply` (a complete CRLF-terminated line, or NULL) is the
+ * last thing the client hears; `result` is a short token for the log.
+ */
+static void finish(stp_session_t *s, const char *reply, const char *result, const char *error)
+{
+    if (s->state == S_CLOSING) {
+        return;
+    }
+    int backend_idle = s->state == S_COMMAND && s->pq_len == 0;
+    s->state = S_CLOSING;
+    if (s->result == NULL) {
+        s->result = result;
+    }
+    set_error(s, error);
+    if (reply) {
+        client_write(s, reply, strlen(reply));
+    }
+    stp_conn_close_after_write(&s->client);
+    if (s->backend_up) {
+        /* A polite QUIT only between transactions: inside DATA, closing
+         * without the final dot is what makes the backend drop the message. */
+        if (backend_idle && !s->backend.closing && !s->backend.eof) {
+            stp_conn_write(&s->backend, "QUIT\r\n", 6);
+            stp_conn_close_after_write(&s->backend);
+        } else {
+            stp_conn_close(&s->backend);
+        }
+    }
+    uv_timer_stop(&s->backend_timer);
+    uv_timer_stop(&s->session_timer);
+    close_timer(&s->backend_timer);
+    close_timer(&s->session_timer);
+    /* The client timer stays as a linger limit until the client is closed. */
+    if (s->client.closing) {
+        close_timer(&s->client_timer);
+    } else {
+        uv_timer_start(&s->client_timer, on_linger, LINGER_MS, 0);
+    }
+}
+
+static void fail_reply(stp_session_t *s, const char *code, const char *text, const char *result,
+                       const char *error)
+{
+    char buf[512];
+    snprintf(buf, sizeof(buf), "%s %s %s\r\n", code, hostname(s), text);
+    finish(s, buf, result, error);
+}
+
+/* ---- timers ---- */
+
+static void on_client_timeout(uv_timer_t *t)
+{
+    stp_session_t *s = t->data;
+    const char *what = s->tls == T_HANDSHAKE ? "handshake"
+                       : s->state == S_DATA  ? "data"
+                                             : "idle";
+    stp_log(STP_LOG_INFO, "timeout id=%s client=%s phase=%s", s->id, s->peer_str, what);
+    fail_reply(s, "421 4.4.2", "Error: timeout exceeded", "timeout", what);
+}
+
+static void on_backend_timeout(uv_timer_t *t)
+{
+    stp_session_t *s = t->data;
+    const char *what = s->state == S_CONNECTING ? "backend connect"
+                       : s->state == S_GREETING ? "backend greeting"
+                                                : "backend reply";
+    stp_log(STP_LOG_WARN, "timeout id=%s client=%s phase=\"%s\"", s->id, s->peer_str, what);
+    if (s->state == S_CONNECTING) {
+        fail_reply(s, "421 4.4.1", "Service unavailable: mail server not reachable",
+                   "backend-unavailable", what);
+    } else {
+        fail_reply(s, "421 4.4.2", "Service unavailable: mail server not responding",
+                   "backend-timeout", what);
+    }
+}
+
+static void on_session_timeout(uv_timer_t *t)
+{
+    stp_session_t *s = t->data;
+    fail_reply(s, "421 4.4.2", "Error: session time limit exceeded", "timeout", "session");
+}
+
+static uint64_t backend_wait_ms(stp_session_t *s)
+{
+    const stp_listener_conf_t *c = s->conf;
+    if (s->state == S_CONNECTING) {
+        return c->connect_timeout;
+    }
+    if (s->state == S_GREETING) {
+        return c->greeting_timeout;
+    }
+    for (unsigned i = 0; i < s->pq_len; i++) {
+        if (pq_at(s, i)->verb == V_DATA_END) {
+            return c->command_timeout > FINAL_REPLY_MIN_MS ? c->command_timeout
+                                                          : FINAL_REPLY_MIN_MS;
+        }
+    }
+    return c->command_timeout;
+}
+
+/* Derives which waits are running from the state; called after every event. */
+static void arm_timers(stp_session_t *s)
+{
+    const stp_listener_conf_t *c = s->conf;
+
+    if (s->state == S_CLOSING) {
+        return;
+    }
+    uint64_t client_ms = 0;
+    if (s->tls == T_HANDSHAKE) {
+        client_ms = c->handshake_timeout;
+    } else if (s->state == S_DATA) {
+        client_ms = c->data_timeout;
+    } else if (s->state == S_COMMAND && !s->paused && !pq_has_backend(s)) {
+        client_ms = c->idle_timeout;
+    }
+    if (client_ms) {
+        uv_timer_start(&s->client_timer, on_client_timeout, client_ms, 0);
+    } else {
+        uv_timer_stop(&s->client_timer);
+    }
+
+    int backend_wait = s->backend_up && (s->state == S_CONNECTING || s->state == S_GREETING ||
+                                         pq_has_backend(s));
+    if (backend_wait) {
+        uv_timer_start(&s->backend_timer, on_backend_timeout, backend_wait_ms(s), 0);
+    } else {
+        uv_timer_stop(&s->backend_timer);
+    }
+}
+
+/* ---- flow control ---- */
+
+static void update_reading(stp_session_t *s)
+{
+    if (s->state == S_CLOSING) {
+        return;
+    }
+    int client = s->tls == T_HANDSHAKE ||
+                 ((s->state == S_COMMAND || s->state == S_DATA) && !s->paused && !pq_full(s) &&
+                  !s->discard_input && !(s->backend_up && stp_conn_congested(&s->backend)));
+    if (client) {
+        stp_conn_read_start(&s->client);
+    } else {
+        stp_conn_read_stop(&s->client);
+    }
+    if (s->backend_up) {
+        if (s->state != S_CONNECTING && !stp_conn_congested(&s->client)) {
+            stp_conn_read_start(&s->backend);
+        } else {
+            stp_conn_read_stop(&s->backend);
+        }
+    }
+}
+
+static void hold(stp_session_t *s, const char *p, size_t n)
+{
+    if (s->held_len + n > HELD_MAX) {
+        fail_reply(s, "421 4.7.0", "Error: too much pipelined input", "protocol",
+                   "held input over limit");
+        return;
+    }
+    if (s->held_len + n > s->held_cap) {
+        size_t cap = s->held_cap ? s->held_cap : 4096;
+        while (cap < s->held_len + n) {
+            cap *= 2;
+        }
+        char *nb = realloc(s->held, cap);
+        if (nb == NULL) {
+            finish(s, NULL, "error", "out of memory");
+            return;
+        }
+        s->held = nb;
+        s->held_cap = cap;
+    }
+    memcpy(s->held + s->held_len, p, n);
+    s->held_len += n;
+}
+
+/* Lets client input flow again after the reply it waited for. */
+static void resume(stp_session_t *s)
+{
+    if (s->held_len && !s->paused) {
+        char *buf = s->held;
+        size_t len = s->held_len;
+        s->held = NULL;
+        s->held_len = s->held_cap = 0;
+        process(s, buf, len);
+        free(buf);
+    }
+    update_reading(s);
+}
+
+/* ---- client side: commands ---- */
+
+static void start_client_tls(stp_session_t *s)
+{
+    stp_tls_engine_t *e = stp_tls_engine_new_server(s->rt->server_ctx);
+    if (e == NULL) {
+        finish(s, NULL, "error", "out of memory");
+        return;
+    }
+    s->tls = T_HANDSHAKE;
+    stp_conn_start_tls(&s->client, e);
+}
+
+static void flush_queue(stp_session_t *s)
+{
+    while (s->pq_len && pq_at(s, 0)->kind == P_LOCAL && s->state != S_CLOSING) {
+        pending_t p = *pq_at(s, 0);
+        pq_pop(s);
+        client_write(s, p.text, strlen(p.text));
+        if (p.action == A_STARTTLS) {
+            start_client_tls(s);
+        } else if (p.action == A_CLOSE) {
+            finish(s, NULL, "shutdown", NULL);
+        }
+    }
+}
+
+static void forward(stp_session_t *s, unsigned verb, const char *line, size_t len)
+{
+    backend_send(s, verb, line, len, P_BACKEND);
+}
+
+static void handle_line(stp_session_t *s, const char *line, size_t len)
+{
+    stp_cmd_t cmd;
+    const stp_listener_conf_t *c = s->conf;
+    int tls = s->tls == T_ACTIVE;
+
+    if (s->sasl) {
+        /* A SASL response: relayed as is and never logged. */
+        s->sasl = 0;
+        forward(s, V_SASL, line, len);
+        s->paused = 1;
+        return;
+    }
+    if (s->draining) {
+        local_reply(s, "421 4.3.2 Service shutting down, closing connection\r\n", A_CLOSE);
+        return;
+    }
+
+    stp_cmd_parse(line, len, &cmd);
+    if (stp_log_enabled(STP_LOG_DEBUG)) {
+        char esc[200];
+        /* AUTH arguments are credentials: only the verb is logged. */
+        stp_log_escape(esc, sizeof(esc), line, cmd.verb == STP_CMD_AUTH ? 4 : len);
+        stp_log(STP_LOG_DEBUG, "command id=%s line=\"%s\"", s->id, esc);
+    }
+    if (cmd.malformed) {
+        local_reply(s,
+                    cmd.verb == STP_CMD_MAIL || cmd.verb == STP_CMD_RCPT
+                        ? "501 5.5.4 Syntax error in parameters or arguments\r\n"
+                        : "500 5.5.2 Error: bad syntax\r\n",
+                    A_NONE);
+        return;
+    }
+
+    switch (cmd.verb) {
+    case STP_CMD_STARTTLS:
+        if (cmd.arg_len) {
+            local_reply(s, "501 5.5.4 Syntax: STARTTLS\r\n", A_NONE);
+        } else if (tls) {
+            local_reply(s, "554 5.5.1 Error: TLS already active\r\n", A_NONE);
+        } else if (s->rt->server_ctx == NULL || c->starttls == STP_STARTTLS_IMPLICIT) {
+            local_reply(s, "502 5.5.1 Error: command not implemented\r\n", A_NONE);
+        } else {
+            /* Everything behind STARTTLS in this read, and anything arriving
+             * before the 220 is out, is dropped: it was sent in plaintext
+             * and must never be executed inside TLS. */
+            s->discard_input = 1;
+            s->paused = 1;
+            stp_line_reset(&s->line);
+            local_reply(s, "220 2.0.0 Ready to start TLS\r\n", A_STARTTLS);
+        }
+        return;
+
+    case STP_CMD_AUTH:
+        if (!tls) {
+            local_reply(s, "530 5.7.0 Must issue a STARTTLS command first\r\n", A_NONE);
+        } else if (s->authenticated) {
+            local_reply(s, "503 5.5.1 Error: already authenticated\r\n", A_NONE);
+        } else {
+            forward(s, STP_CMD_AUTH, line, len);
+            s->paused = 1;
+        }
+        return;
+
+    case STP_CMD_XCLIENT:
+    case STP_CMD_XFORWARD:
+        local_reply(s, "550 5.7.0 Error: command not permitted\r\n", A_NONE);
+        return;
+
+    case STP_CMD_BDAT:
+        local_reply(s, "502 5.5.1 Error: BDAT (CHUNKING) not supported\r\n", A_NONE);
+        return;
+
+    case STP_CMD_TURN:
+        local_reply(s, "502 5.5.1 Error: command not implemented\r\n", A_NONE);
+        return;
+
+    case STP_CMD_UNKNOWN:
+        local_reply(s, "500 5.5.2 Error: command not recognized\r\n", A_NONE);
+        return;
+
+    case STP_CMD_MAIL:
+    case STP_CMD_RCPT:
+    case STP_CMD_DATA:
+        if (c->starttls == STP_STARTTLS_REQUIRE && !tls) {
+            local_reply(s, "530 5.7.0 Must issue a STARTTLS command first\r\n", A_NONE);
+            return;
+        }
+        if (!s->ehlo_seen) {
+            local_reply(s, "503 5.5.1 Error: send HELO/EHLO first\r\n", A_NONE);
+            return;
+        }
+        if (cmd.verb == STP_CMD_MAIL) {
+            stp_log_escape(s->mail_from, sizeof(s->mail_from), cmd.arg, cmd.arg_len);
+            s->rcpts = 0;
+        }
+        forward(s, cmd.verb, line, len);
+        if (cmd.verb == STP_CMD_DATA) {
+            s->paused = 1; /* content only after the backend's 354 */
+        }
+        return;
+
+    case STP_CMD_HELO:
+    case STP_CMD_EHLO: {
+        size_t n = cmd.arg_len < sizeof(s->helo) - 1 ? cmd.arg_len : sizeof(s->helo) - 1;
+        memcpy(s->helo, cmd.arg, n);
+        s->helo[n] = '\0';
+        forward(s, cmd.verb, line, len);
+        return;
+    }
+
+    case STP_CMD_QUIT:
+        forward(s, cmd.verb, line, len);
+        s->quit_seen = 1;
+        s->discard_input = 1;
+        s->paused = 1;
+        return;
+
+    default: /* RSET NOOP VRFY EXPN HELP ETRN */
+        forward(s, cmd.verb, line, len);
+        return;
+    }
+}
+
+static void data_begin(stp_session_t *s)
+{
+    char hdr[1024];
+
+    s->state = S_DATA;
+    s->msg_abort = NULL;
+    stp_data_scan_init(&s->scan, s->conf->bare_newlines == STP_BARE_NORMALIZE ? STP_DATA_NORMALIZE
+                                                                             : STP_DATA_REJECT);
+    if (!s->conf->trace_header) {
+        return;
+    }
+    stp_trace_t t = {
+        .helo = s->helo,
+        .client = (const struct sockaddr *)&s->peer,
+        .hostname = hostname(s),
+        .id = s->id,
+        .esmtp = s->esmtp,
+        .authenticated = s->authenticated,
+        .tls_version = s->tls == T_ACTIVE ? s->tls_version : NULL,
+        .tls_cipher = s->tls_cipher,
+        .tls_bits = s->tls_bits,
+        .now = time(NULL),
+    };
+    size_t n = stp_trace_header(&t, hdr, sizeof(hdr));
+    if (n) {
+        stp_conn_write(&s->backend, hdr, n);
+    }
+}
+
+/* The message ended but is refused by the proxy: the backend connection is
+ * dropped before the final dot, so the legacy MTA discards what it got. */
+static void data_refuse(stp_session_t *s)
+{
+    s->rejected++;
+    stp_log(STP_LOG_INFO, "message id=%s.%u client=%s from=\"%s\" result=refused reason=\"%s\"",
+            s->id, s->messages + s->rejected, s->peer_str, s->mail_from, s->msg_abort);
+    stp_conn_close(&s->backend);
+    finish(s, s->msg_abort, "message-refused", "bare CR/LF or size in DATA");
+}
+
+/* Streams message content; returns how many input bytes were used. */
+static size_t data_input(stp_session_t *s, const char *p, size_t n)
+{
+    size_t consumed = 0, produced = 0;
+    size_t chunk = n < DATA_CHUNK ? n : DATA_CHUNK;
+    int normalize = s->scan.mode == STP_DATA_NORMALIZE;
+    int rc = stp_data_scan(&s->scan, p, chunk, normalize ? data_out : NULL, &consumed, &produced);
+
+    if (s->msg_abort == NULL) {
+        const char *out = normalize ? data_out : p;
+        size_t len = normalize ? produced : consumed;
+        if (len && stp_conn_write(&s->backend, out, len) < 0) {
+            finish(s, "451 4.4.2 Error: connection to mail server lost\r\n", "backend-lost",
+                   "write to backend failed");
+            return n;
+        }
+    }
+    if (rc == STP_DATA_BARE && s->msg_abort == NULL) {
+        s->msg_abort = "554 5.6.0 Error: bare CR or LF in message data is not allowed "
+                       "(SMTP smuggling protection); message refused\r\n";
+    }
+    if (s->conf->max_message_size && s->scan.bytes > s->conf->max_message_size &&
+        s->msg_abort == NULL) {
+        s->msg_abort = "552 5.3.4 Error: message size exceeds fixed limit\r\n";
+    }
+    if (rc == STP_DATA_DONE) {
+        if (s->msg_abort) {
+            data_refuse(s);
+            return n;
+        }
+        s->state = S_COMMAND;
+        pq_push(s, P_BACKEND, V_DATA_END, NULL, A_NONE);
+    }
+    return consumed;
+}
+
+static void process(stp_session_t *s, const char *p, size_t n)
+{
+    while (n > 0 && s->state != S_CLOSING) {
+        if (s->discard_input) {
+            if (stp_log_enabled(STP_LOG_DEBUG)) {
+                stp_log(STP_LOG_DEBUG, "discard id=%s bytes=%zu", s->id, n);
+            }
+            return;
+        }
+        if (s->paused || pq_full(s) || s->state == S_CONNECTING || s->state == S_GREETING) {
+            hold(s, p, n);
+            return;
+        }
+        if (s->state == S_DATA) {
+            size_t used = data_input(s, p, n);
+            p += used;
+            n -= used;
+            continue;
+        }
+        size_t used = 0;
+        int rc = stp_line_feed(&s->line, p, n, &used);
+        p += used;
+        n -= used;
+        if (rc == STP_LINE_DONE) {
+            handle_line(s, s->line.buf, s->line.len);
+        } else if (rc == STP_LINE_TOOLONG) {
+            if (s->sasl) {
+                s->sasl = 0;
+                forward(s, V_SASL, "*", 1); /* cancel the exchange (RFC 4954) */
+                s->paused = 1;
+            } else {
+                local_reply(s, "500 5.5.2 Error: line too long\r\n", A_NONE);
+            }
+        }
+    }
+}
+
+/* ---- client callbacks ---- */
+
+static void client_on_read(stp_conn_t *c, const char *data, size_t len)
+{
+    stp_session_t *s = c->owner;
+    process(s, data, len);
+    update_reading(s);
+    arm_timers(s);
+}
+
+static void client_on_eof(stp_conn_t *c, const char *err)
+{
+    stp_session_t *s = c->owner;
+    if (s->state == S_CLOSING) {
+        stp_conn_close(c);
+        return;
+    }
+    if (s->quit_seen && err == NULL) {
+        finish(s, NULL, "ok", NULL);
+    } else {
+        finish(s, NULL, s->tls == T_HANDSHAKE ? "tls-failed" : "client-closed", err);
+    }
+}
+
+static void backend_connect(stp_session_t *s);
+
+static void client_on_handshake(stp_conn_t *c, const char *err)
+{
+    stp_session_t *s = c->owner;
+
+    if (err) {
+        s->tls = T_NONE;
+        stp_log(STP_LOG_INFO, "tls id=%s client=%s result=failed error=\"%s\"", s->id,
+                s->peer_str, err);
+        finish(s, NULL, "tls-failed", err);
+        return;
+    }
+    s->tls = T_ACTIVE;
+    snprintf(s->tls_version, sizeof(s->tls_version), "%s", stp_tls_engine_version(c->tls));
+    snprintf(s->tls_cipher, sizeof(s->tls_cipher), "%s", stp_tls_engine_cipher(c->tls));
+    s->tls_bits = stp_tls_engine_cipher_bits(c->tls);
+    const char *sni = stp_tls_engine_sni(c->tls);
+    if (sni) {
+        stp_log_escape(s->sni, sizeof(s->sni), sni, strlen(sni));
+    }
+    stp_log(STP_LOG_DEBUG, "tls id=%s client=%s version=%s cipher=%s", s->id, s->peer_str,
+            s->tls_version, s->tls_cipher);
+
+    /* Nothing learned before TLS survives it (RFC 3207 4.2): the client
+     * must EHLO again and the backend forgets any envelope. */
+    s->ehlo_seen = 0;
+    s->esmtp = 0;
+    s->authenticated = 0;
+    s->helo[0] = '\0';
+    s->mail_from[0] = '\0';
+    stp_line_reset(&s->line);
+    free(s->held);
+    s->held = NULL;
+    s->held_len = s->held_cap = 0;
+    s->discard_input = 0;
+
+    if (s->conf->starttls == STP_STARTTLS_IMPLICIT) {
+        s->paused = 1; /* until the backend's greeting has been relayed */
+        backend_connect(s);
+    } else {
+        backend_send(s, V_RSET_INTERNAL, "RSET", 4, P_INTERNAL);
+        s->paused = 0;
+    }
+    update_reading(s);
+    arm_timers(s);
+}
+
+static void conn_on_close(stp_conn_t *c)
+{
+    stp_session_t *s = c->owner;
+    if (c == &s->client) {
+        close_timer(&s->client_timer);
+        if (s->state != S_CLOSING) {
+            finish(s, NULL, "client-closed", NULL);
+        }
+    } else if (s->state != S_CLOSING) {
+        finish(s, "421 4.4.2 Error: connection to mail server lost\r\n", "backend-lost", NULL);
+    }
+    if (--s->open_handles == 0) {
+        destroy(s);
+    }
+}
+
+static void conn_on_drain(stp_conn_t *c)
+{
+    stp_session_t *s = c->owner;
+    update_reading(s);
+}
+
+static const stp_conn_cb_t client_cb = {
+    .on_read = client_on_read,
+    .on_eof = client_on_eof,
+    .on_handshake = client_on_handshake,
+    .on_drain = conn_on_drain,
+    .on_close = conn_on_close,
+};
+
+/* ---- backend side ---- */
+
+static void relay(stp_session_t *s, const stp_reply_t *r)
+{
+    client_write(s, r->raw, r->raw_len);
+}
+
+static void relay_ehlo(stp_session_t *s, const stp_reply_t *r)
+{
+    char out[STP_REPLY_MAX_BYTES + 64];
+    size_t len = 0;
+    int tls = s->tls == T_ACTIVE;
+    stp_ehlo_opts_t o = {
+        .drop = STP_EHLO_STARTTLS | STP_EHLO_CHUNKING | STP_EHLO_BINARYMIME | STP_EHLO_XCLIENT |
+                STP_EHLO_XFORWARD | STP_EHLO_ATRN | STP_EHLO_REQUIRETLS,
+        .drop_unknown = 1,
+        .add_starttls = !tls && s->rt->server_ctx != NULL &&
+                        s->conf->starttls != STP_STARTTLS_IMPLICIT,
+    };
+    if (!tls && s->conf->hide_auth_before_tls) {
+        o.drop |= STP_EHLO_AUTH;
+    }
+    if (stp_ehlo_rewrite(r, &o, out, sizeof(out), &len, NULL) == 0) {
+        client_write(s, out, len);
+    } else {
+        relay(s, r);
+    }
+}
+
+static void handle_greeting(stp_session_t *s, const stp_reply_t *r)
+{
+    relay(s, r);
+    if (r->code != 220) {
+        finish(s, NULL, "backend-refused", "backend greeting was not 220");
+        return;
+    }
+    s->state = S_COMMAND;
+    s->paused = 0;
+    resume(s);
+}
+
+static void log_message(stp_session_t *s, const stp_reply_t *r)
+{
+    char text[160];
+    size_t len;
+    const char *t = stp_reply_text(r, r->nlines - 1, &len);
+    stp_log_escape(text, sizeof(text), t, len);
+    stp_log(STP_LOG_INFO,
+            "message id=%s.%u client=%s from=\"%s\" rcpts=%u size=%llu tls=%s cipher=%s "
+            "result=%s code=%d reply=\"%s\"",
+            s->id, s->messages + s->rejected, s->peer_str, s->mail_from, s->rcpts,
+            (unsigned long long)s->scan.bytes, s->tls == T_ACTIVE ? s->tls_version : "none",
+            s->tls == T_ACTIVE ? s->tls_cipher : "none",
+            r->code / 100 == 2 ? "accepted" : "rejected", r->code, text);
+}
+
+static void handle_reply(stp_session_t *s, const stp_reply_t *r)
+{
+    if (s->state == S_GREETING) {
+        handle_greeting(s, r);
+        return;
+    }
+    if (s->pq_len == 0 || pq_at(s, 0)->kind == P_LOCAL) {
+        if (r->code == 421) {
+            relay(s, r);
+            finish(s, NULL, "backend-closed", "backend sent 421");
+        } else {
+            finish(s, "421 4.4.2 Error: mail server protocol error\r\n", "backend-protocol",
+                   "unexpected reply from backend");
+        }
+        return;
+    }
+
+    pending_t p = *pq_at(s, 0);
+    pq_pop(s);
+    int ok = r->code / 100 == 2;
+
+    if (p.kind == P_INTERNAL) {
+        if (!ok) {
+            stp_log(STP_LOG_WARN, "backend id=%s internal RSET answered %d", s->id, r->code);
+        }
+    } else {
+        switch (p.verb) {
+        case STP_CMD_EHLO:
+            if (ok) {
+                s->ehlo_seen = 1;
+                s->esmtp = 1;
+                relay_ehlo(s, r);
+            } else {
+                relay(s, r);
+            }
+            break;
+        case STP_CMD_HELO:
+            if (ok) {
+                s->ehlo_seen = 1;
+                s->esmtp = 0;
+            }
+            relay(s, r);
+            break;
+        case STP_CMD_RCPT:
+            s->rcpts += ok;
+            relay(s, r);
+            break;
+        case STP_CMD_DATA:
+            relay(s, r);
+            if (r->code == 354) {
+                data_begin(s);
+            }
+            s->paused = 0; /* content after 354, commands otherwise */
+            break;
+        case V_DATA_END:
+            if (ok) {
+                s->messages++;
+            } else {
+                s->rejected++;
+            }
+            log_message(s, r);
+            relay(s, r);
+            break;
+        case STP_CMD_AUTH:
+        case V_SASL:
+            relay(s, r);
+            if (r->code == 334) {
+                s->sasl = 1;
+            } else if (r->code == 235) {
+                s->authenticated = 1;
+            }
+            s->paused = 0;
+            break;
+        case STP_CMD_QUIT:
+            relay(s, r);
+            finish(s, NULL, "ok", NULL);
+            return;
+        default:
+            relay(s, r);
+            break;
+        }
+        if (r->code == 421) {
+            finish(s, NULL, "backend-closed", "backend sent 421");
+            return;
+        }
+    }
+    flush_queue(s);
+    resume(s);
+}
+
+static void backend_on_read(stp_conn_t *c, const char *data, size_t len)
+{
+    stp_session_t *s = c->owner;
+
+    while (len > 0 && s->state != S_CLOSING) {
+        size_t used = 0;
+        int rc = stp_reply_feed(s->rp, data, len, &used);
+        data += used;
+        len -= used;
+        if (rc == STP_REPLY_ERROR) {
+            finish(s, "421 4.4.2 Error: mail server protocol error\r\n", "backend-protocol",
+                   s->rp->error);
+            return;
+        }
+        if (rc == STP_REPLY_DONE) {
+            handle_reply(s, &s->rp->reply);
+        }
+    }
+    update_reading(s);
+    arm_timers(s);
+}
+
+static void backend_on_eof(stp_conn_t *c, const char *err)
+{
+    stp_session_t *s = c->owner;
+    if (s->state == S_CLOSING) {
+        stp_conn_close(c);
+        return;
+    }
+    if (s->state == S_GREETING) {
+        fail_reply(s, "421 4.4.2", "Service unavailable: mail server closed the connection",
+                   "backend-lost", err ? err : "backend closed before greeting");
+    } else {
+        fail_reply(s, "421 4.4.2", "Error: connection to mail server lost", "backend-lost",
+                   err ? err : "backend closed the connection");
+    }
+}
+
+static void backend_on_connect(stp_conn_t *c, const char *err)
+{
+    stp_session_t *s = c->owner;
+    if (s->state == S_CLOSING) {
+        return;
+    }
+    if (err) {
+        char b[80];
+        stp_log(STP_LOG_WARN, "backend id=%s backend=%s result=unreachable error=\"%s\"", s->id,
+                stp_sockaddr_str((const struct sockaddr *)&s->conf->backend.addr, b, sizeof(b), 1),
+                err);
+        fail_reply(s, "421 4.4.1", "Service unavailable: mail server not reachable",
+                   "backend-unavailable", err);
+        return;
+    }
+    s->state = S_GREETING;
+    update_reading(s);
+    arm_timers(s);
+}
+
+static const stp_conn_cb_t backend_cb = {
+    .on_read = backend_on_read,
+    .on_eof = backend_on_eof,
+    .on_connect = backend_on_connect,
+    .on_drain = conn_on_drain,
+    .on_close = conn_on_close,
+};
+
+static void backend_connect(stp_session_t *s)
+{
+    if (stp_conn_init(s->loop, &s->backend, &backend_cb, s) < 0) {
+        fail_reply(s, "421 4.3.0", "Error: out of resources", "error", "backend socket");
+        return;
+    }
+    s->open_handles++;
+    s->backend_up = 1;
+    s->state = S_CONNECTING;
+    int rc = stp_conn_connect(&s->backend, (const struct sockaddr *)&s->conf->backend.addr);
+    if (rc < 0) {
+        fail_reply(s, "421 4.4.1", "Service unavailable: mail server not reachable",
+                   "backend-unavailable", uv_strerror(rc));
+        return;
+    }
+    arm_timers(s);
+}
+
+/* ---- accept ---- */
+
+void stp_session_accept(stp_listener_t *l)
+{
+    const stp_listener_conf_t *conf = l->conf;
+    stp_session_t *s = calloc(1, sizeof(*s) + conf->max_line_length);
+    if (s == NULL) {
+        return; /* the connection stays in the backlog; libuv retries */
+    }
+    s->rp = malloc(sizeof(*s->rp));
+    if (s->rp == NULL || stp_conn_init(l->loop, &s->client, &client_cb, s) < 0) {
+        free(s->rp);
+        free(s);
+        return;
+    }
+    s->listener = l;
+    s->rt = l->rt;
+    stp_runtime_ref(s->rt);
+    s->conf = conf;
+    s->loop = l->loop;
+    s->start_ms = uv_now(l->loop);
+    s->open_handles = 1;
+    uv_timer_init(l->loop, &s->client_timer);
+    uv_timer_init(l->loop, &s->backend_timer);
+    uv_timer_init(l->loop, &s->session_timer);
+    s->client_timer.data = s->backend_timer.data = s->session_timer.data = s;
+    s->open_handles += 3;
+    stp_reply_parser_init(s->rp);
+    stp_line_init(&s->line, s->line_buf, conf->max_line_length);
+    snprintf(s->id, sizeof(s->id), "%05X%05X", (unsigned)(time(NULL) & 0xFFFFF),
+             ++session_counter & 0xFFFFF);
+
+    /* link first: destroy() unlinks */
+    s->next = l->sessions;
+    if (l->sessions) {
+        l->sessions->prev = s;
+    }
+    l->sessions = s;
+    l->nsessions++;
+
+    if (uv_accept((uv_stream_t *)&l->tcp, (uv_stream_t *)&s->client.tcp) != 0) {
+        s->state = S_CONNECTING;
+        finish(s, NULL, "accept-failed", NULL);
+        return;
+    }
+    int sl = sizeof(s->peer);
+    uv_tcp_getpeername(&s->client.tcp, (struct sockaddr *)&s->peer, &sl);
+    stp_sockaddr_str((struct sockaddr *)&s->peer, s->peer_str, sizeof(s->peer_str), 1);
+    stp_conn_tune(&s->client);
+
+    stp_limit_result_t lr = stp_limits_acquire(&l->limits, (struct sockaddr *)&s->peer);
+    if (lr != STP_LIMIT_OK || l->draining) {
+        s->state = S_CONNECTING;
+        const char *text = l->draining ? "421 4.3.2 Service shutting down\r\n"
+                           : lr == STP_LIMIT_PER_IP
+                               ? "421 4.7.0 Error: too many connections from your address\r\n"
+                               : "421 4.7.0 Error: too many connections\r\n";
+        finish(s, text, l->draining ? "shutdown" : "limit", NULL);
+        return;
+    }
+    s->limits_taken = 1;
+    uv_timer_start(&s->session_timer, on_session_timeout, conf->session_timeout, 0);
+
+    if (conf->starttls == STP_STARTTLS_IMPLICIT) {
+        start_client_tls(s);
+        s->state = S_CONNECTING; /* the backend is connected after the handshake */
+        update_reading(s);
+        arm_timers(s);
+        return;
+    }
+    backend_connect(s);
+}
+
+void stp_session_drain(stp_session_t *s)
+{
+    s->draining = 1;
+    if (s->state == S_CLOSING) {
+        return;
+    }
+    if (s->tls == T_HANDSHAKE || s->state == S_CONNECTING || s->state == S_GREETING) {
+        finish(s, NULL, "shutdown", NULL);
+    } else if (s->state == S_COMMAND && s->pq_len == 0 && !s->paused) {
+        fail_reply(s, "421 4.3.2", "Service shutting down, closing connection", "shutdown",
+                   NULL);
+    }
+    /* otherwise: at the next command (see handle_line) */
+}
+
+void stp_session_kill(stp_session_t *s)
+{
+    finish(s, NULL, "killed", NULL);
+}
+
+stp_session_t *stp_session_next(stp_session_t *s)
+{
+    return s->next;
+}
