@@ -275,7 +275,7 @@ static void finish(stp_session_t *s, const char *reply, const char *result, cons
     if (s->state == S_CLOSING) {
         return;
     }
-    int backend_idle = s->state == S_COMMAND && s->pq_len == 0;
+    int backend_idle = s->state == S_COMMAND && s->pq_len == 0 && !s->quit_seen;
     s->state = S_CLOSING;
     if (s->result == NULL) {
         s->result = result;
@@ -599,6 +599,10 @@ static void handle_line(stp_session_t *s, const char *line, size_t len)
         size_t n = cmd.arg_len < sizeof(s->helo) - 1 ? cmd.arg_len : sizeof(s->helo) - 1;
         memcpy(s->helo, cmd.arg, n);
         s->helo[n] = '\0';
+        /* Counted at once, so an envelope pipelined behind it is not refused;
+         * a backend that rejects the EHLO will refuse the envelope itself. */
+        s->ehlo_seen = 1;
+        s->esmtp = cmd.verb == STP_CMD_EHLO;
         forward(s, cmd.verb, line, len);
         return;
     }
@@ -916,19 +920,10 @@ static void handle_reply(stp_session_t *s, const stp_reply_t *r)
         switch (p.verb) {
         case STP_CMD_EHLO:
             if (ok) {
-                s->ehlo_seen = 1;
-                s->esmtp = 1;
                 relay_ehlo(s, r);
             } else {
                 relay(s, r);
             }
-            break;
-        case STP_CMD_HELO:
-            if (ok) {
-                s->ehlo_seen = 1;
-                s->esmtp = 0;
-            }
-            relay(s, r);
             break;
         case STP_CMD_RCPT:
             s->rcpts += ok;
