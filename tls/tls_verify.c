@@ -1,0 +1,138 @@
+/*
+ * tls_verify: chain result and RFC 6125 name matching for outbound TLS.
+ */
+#include "tls/tls_verify.h"
+
+#include <ctype.h>
+#include <stdio.h>
+#include <string.h>
+
+#include <openssl/x509.h>
+#include <openssl/x509v3.h>
+
+static int label_count(const char *s, size_t n)
+{
+    int labels = 1;
+    for (size_t i = 0; i < n; i++) {
+        labels += s[i] == '.';
+    }
+    return labels;
+}
+
+int stp_tls_name_match(const char *pattern, size_t plen, const char *host)
+{
+    size_t hlen = strlen(host);
+
+    /* a trailing dot on either side is the same name */
+    if (plen && pattern[plen - 1] == '.') {
+        plen--;
+    }
+    if (hlen && host[hlen - 1] == '.') {
+        hlen--;
+    }
+    if (plen == 0 || hlen == 0 || memchr(pattern, '\0', plen)) {
+        return 0;
+    }
+    if (plen >= 2 && pattern[0] == '*' && pattern[1] == '.') {
+        /* "*.rest": rest needs two labels at least, host exactly one more label */
+        const char *rest = pattern + 2;
+        size_t rlen = plen - 2;
+        if (label_count(rest, rlen) < 2 || memchr(rest, '*', rlen)) {
+            return 0;
+        }
+        const char *dot = memchr(host, '.', hlen);
+        if (dot == NULL || dot == host) {
+            return 0;
+        }
+        size_t tail = hlen - (size_t)(dot + 1 - host);
+        return tail == rlen && strncasecmp(dot + 1, rest, rlen) == 0;
+    }
+    if (memchr(pattern, '*', plen)) {
+        return 0; /* partial-label wildcards are not honoured */
+    }
+    return plen == hlen && strncasecmp(pattern, host, hlen) == 0;
+}
+
+void stp_tls_verify_prepare(SSL *ssl)
+{
+    /* VERIFY_NONE still builds and checks the chain and records the result
+     * (SSL_get_verify_result); the decision is taken after the handshake. */
+    SSL_set_verify(ssl, SSL_VERIFY_NONE, NULL);
+}
+
+static void append(char *buf, size_t len, const char *s, size_t n)
+{
+    size_t used = strlen(buf);
+    if (used + 1 >= len) {
+        return;
+    }
+    size_t room = len - used - 1;
+    if (n > room) {
+        n = room;
+    }
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        buf[used + i] = isprint(c) ? (char)c : '?';
+    }
+    buf[used + n] = '\0';
+}
+
+stp_verify_result_t stp_tls_verify_peer(SSL *ssl, const char *const *names, size_t n, char *why,
+                                        size_t whylen)
+{
+    X509 *leaf = SSL_get_peer_certificate(ssl);
+    if (leaf == NULL) {
+        snprintf(why, whylen, "no certificate presented");
+        return STP_VERIFY_NO_CERT;
+    }
+    long vr = SSL_get_verify_result(ssl);
+    if (vr != X509_V_OK) {
+        snprintf(why, whylen, "%s", X509_verify_cert_error_string(vr));
+        X509_free(leaf);
+        return STP_VERIFY_CHAIN;
+    }
+
+    char seen[256] = "";
+    int dns_sans = 0, matched = 0;
+    GENERAL_NAMES *sans = X509_get_ext_d2i(leaf, NID_subject_alt_name, NULL, NULL);
+    for (size_t i = 0; sans && i < sk_GENERAL_NAME_num(sans) && !matched; i++) {
+        const GENERAL_NAME *gn = sk_GENERAL_NAME_value(sans, i);
+        if (gn->type != GEN_DNS) {
+            continue;
+        }
+        const char *p = (const char *)ASN1_STRING_get0_data(gn->d.dNSName);
+        size_t plen = (size_t)ASN1_STRING_length(gn->d.dNSName);
+        dns_sans++;
+        for (size_t k = 0; k < n && !matched; k++) {
+            matched = stp_tls_name_match(p, plen, names[k]);
+        }
+        if (dns_sans <= 4) {
+            append(seen, sizeof(seen), dns_sans > 1 ? ", " : "", dns_sans > 1 ? 2 : 0);
+            append(seen, sizeof(seen), p, plen);
+        }
+    }
+    GENERAL_NAMES_free(sans);
+
+    if (dns_sans == 0) {
+        /* RFC 6125 6.4.4: the CN only when there is no DNS-ID at all. */
+        X509_NAME *subj = X509_get_subject_name(leaf);
+        int idx = X509_NAME_get_index_by_NID(subj, NID_commonName, -1);
+        if (idx >= 0) {
+            ASN1_STRING *cn = X509_NAME_ENTRY_get_data(X509_NAME_get_entry(subj, idx));
+            const char *p = (const char *)ASN1_STRING_get0_data(cn);
+            size_t plen = (size_t)ASN1_STRING_length(cn);
+            for (size_t k = 0; k < n && !matched; k++) {
+                matched = stp_tls_name_match(p, plen, names[k]);
+            }
+            append(seen, sizeof(seen), p, plen);
+        }
+    }
+    X509_free(leaf);
+    if (matched) {
+        why[0] = '\0';
+        return STP_VERIFY_OK;
+    }
+    snprintf(why, whylen, "name mismatch: wanted %s, certificate has %s", n ? names[0] : "?",
+             seen[0] ? seen : "no names");
+    return STP_VERIFY_NAME;
+}
