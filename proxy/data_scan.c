@@ -1,22 +1,30 @@
 /*
  * data_scan: end-of-data detection and bare CR/LF handling (see header).
  *
- * The state tracks where we are relative to line starts on the client's
- * original bytes:
- *   BOL      at the beginning of a line (after a CRLF, or at the start)
- *   MID      inside a line
- *   CR       after a CR that ends... or not (waiting for LF)
- *   DOT      after "." at the beginning of a line
- *   DOTCR    after ".\r" at the beginning of a line
- * End of data: BOL '.' CR LF, where BOL was reached through a real CRLF.
- * In NORMALIZE mode, a bare LF or CR is written as CRLF, and the next line,
- * if it starts with '.', gets that dot doubled (`stuff_next`).
+ * The scanner works on the client's original bytes with these states:
+ *   BOL           at the beginning of a line reached through a real CRLF
+ *                 (or the start of the content)
+ *   BOL_REPAIRED  at the beginning of a line reached through a repaired bare
+ *                 CR/LF (NORMALIZE mode only)
+ *   MID           inside a line
+ *   CR            after a CR whose meaning is not known yet
+ *   DOT           after "." at BOL
+ *   DOTCR         after ".\r" at BOL
+ * End of data is BOL "." CR LF.
+ *
+ * Output is written lazily: a CR, a line-leading dot and ".\r" are held back
+ * until the next byte says what they are. So a prefix of the output never
+ * ends in the first half of a terminator that a lenient next hop might
+ * complete on its own, and in REJECT mode output simply stops at the first
+ * bare CR/LF (the caller then never sends anything more for this message).
+ * Worst case the output is 6 bytes per input byte plus 4 ("..\r\n" followed
+ * by a doubled dot), so callers size `out` as 6*n + 4.
  */
 #include "proxy/data_scan.h"
 
 #include <string.h>
 
-enum { BOL = 0, MID, CR, DOT, DOTCR, BOL_REPAIRED };
+enum { BOL = 0, BOL_REPAIRED, MID, CR, DOT, DOTCR };
 
 void stp_data_scan_init(stp_data_scan_t *s, stp_data_mode_t mode)
 {
@@ -28,65 +36,63 @@ void stp_data_scan_init(stp_data_scan_t *s, stp_data_mode_t mode)
 int stp_data_scan(stp_data_scan_t *s, const char *in, size_t n, char *out, size_t *consumed,
                   size_t *produced)
 {
-    int norm = s->mode == STP_DATA_NORMALIZE;
+    const int norm = s->mode == STP_DATA_NORMALIZE;
     size_t o = 0;
+    size_t i = 0;
 
-/* Reports the first bare CR/LF; the offending byte is scanned again by the
- * next call (it then counts as ordinary content). */
-#define BARE(at)                   \
-    do {                           \
-        *consumed = (at);          \
-        if (produced) {            \
-            *produced = o;         \
-        }                          \
-        s->bytes--;                \
-        return STP_DATA_BARE;      \
+/* Output stops for good at the first bare CR/LF in REJECT mode. */
+#define EMIT(c)                              \
+    do {                                     \
+        if (out != NULL && (norm || !s->saw_bare)) { \
+            out[o++] = (c);                  \
+        }                                    \
     } while (0)
 
-#define EMIT(c)                \
-    do {                       \
-        if (norm) {            \
-            out[o++] = (c);    \
-        }                      \
+/* REJECT mode: the first bare CR/LF is reported once; byte `i` is scanned
+ * again by the next call (as content: the message is refused anyway). */
+#define BARE()                         \
+    do {                               \
+        if (!s->saw_bare) {            \
+            s->saw_bare = 1;           \
+            *consumed = i;             \
+            if (produced) {            \
+                *produced = o;         \
+            }                          \
+            return STP_DATA_BARE;      \
+        }                              \
     } while (0)
 
-    for (size_t i = 0; i < n; i++) {
+    while (i < n) {
         char c = in[i];
-        s->bytes++;
         switch (s->state) {
         case BOL:
         case BOL_REPAIRED:
             if (c == '.') {
                 if (s->state == BOL_REPAIRED) {
-                    /* A dot behind a repaired line end: the client did not
-                     * mean an end of data; keep it content for the next hop. */
+                    /* The client did not mean an end of data here; keep
+                     * the dot content for the next hop. */
                     EMIT('.');
                     EMIT('.');
                     s->state = MID;
                 } else {
-                    EMIT('.');
                     s->state = DOT;
                 }
                 break;
             }
             s->state = MID;
-            /* fall through */
+            continue; /* same byte, as MID */
         case MID:
             if (c == '\r') {
                 s->state = CR;
             } else if (c == '\n') {
-                /* bare LF */
-                if (!norm) {
-                    if (!s->saw_bare) {
-                        s->saw_bare = 1;
-                        s->state = MID;
-                        BARE(i);
-                    }
-                    s->state = MID;
-                } else {
+                if (norm) {
+                    s->saw_bare = 1;
                     EMIT('\r');
                     EMIT('\n');
                     s->state = BOL_REPAIRED;
+                } else {
+                    s->state = MID;
+                    BARE();
                 }
             } else {
                 EMIT(c);
@@ -99,79 +105,66 @@ int stp_data_scan(stp_data_scan_t *s, const char *in, size_t n, char *out, size_
                 s->state = BOL;
                 break;
             }
-            /* bare CR */
-            if (!norm) {
-                if (!s->saw_bare) {
-                    s->saw_bare = 1;
-                    s->state = MID;
-                    BARE(i);
-                }
-                s->state = MID;
-                i--; /* re-examine c in MID */
-                s->bytes--;
-                break;
+            if (norm) {
+                s->saw_bare = 1;
+                EMIT('\r');
+                EMIT('\n');
+                s->state = BOL_REPAIRED;
+                continue; /* c starts the next line */
             }
-            EMIT('\r');
-            EMIT('\n');
-            s->state = BOL_REPAIRED;
-            i--; /* c starts the next line */
-            s->bytes--;
-            break;
+            s->state = MID;
+            BARE();
+            continue; /* after the report: c is content */
         case DOT:
             if (c == '\r') {
                 s->state = DOTCR;
             } else if (c == '\n') {
-                /* ".\n": not an end; a bare LF */
-                if (!norm) {
-                    if (!s->saw_bare) {
-                        s->saw_bare = 1;
-                        s->state = MID;
-                        BARE(i);
-                    }
-                    s->state = MID;
-                } else {
-                    /* the dot we emitted alone would now end a line: double it */
+                if (norm) {
+                s->saw_bare = 1;
+                    /* ".\n" would become a lone-dot line: double the dot */
+                    EMIT('.');
                     EMIT('.');
                     EMIT('\r');
                     EMIT('\n');
                     s->state = BOL_REPAIRED;
+                } else {
+                    s->state = MID;
+                    BARE();
                 }
             } else {
-                EMIT(c);
+                EMIT('.');
                 s->state = MID;
+                continue; /* c is ordinary content of this line */
             }
             break;
         case DOTCR:
             if (c == '\n') {
+                s->bytes++;
+                EMIT('.');
                 EMIT('\r');
                 EMIT('\n');
+                s->state = BOL;
                 *consumed = i + 1;
                 if (produced) {
                     *produced = o;
                 }
-                s->state = BOL;
                 return STP_DATA_DONE;
             }
-            /* ".\r" + other: bare CR after a dot */
-            if (!norm) {
-                if (!s->saw_bare) {
-                    s->saw_bare = 1;
-                    s->state = MID;
-                    BARE(i);
-                }
-                s->state = MID;
-                i--;
-                s->bytes--;
-                break;
+            if (norm) {
+                s->saw_bare = 1;
+                EMIT('.');
+                EMIT('.');
+                EMIT('\r');
+                EMIT('\n');
+                s->state = BOL_REPAIRED;
+                continue;
             }
-            EMIT('.');
-            EMIT('\r');
-            EMIT('\n');
-            s->state = BOL_REPAIRED;
-            i--;
-            s->bytes--;
-            break;
+            s->state = MID;
+            BARE();
+            continue;
         }
+        s->bytes++;
+        i++;
     }
     *consumed = n;
     if (produced) {

@@ -46,12 +46,13 @@ void stp_data_scan_init(stp_data_scan_t *s, stp_data_mode_t mode);
 
 /*
  * Scans in[0..n). *consumed: how many input bytes were scanned.
- * REJECT mode: out may be NULL; the bytes to forward are in[0..*consumed)
- *   (on BARE: in[0..*consumed) is clean content before the offending byte;
- *   keep feeding the rest to find the end; later results never report BARE
- *   again, and content after a BARE must not be forwarded).
- * NORMALIZE mode: out must have room for 2*n + 2 bytes; *produced is the
- *   number of bytes written to out, to forward instead of the input.
+ * REJECT mode: on BARE, keep feeding the rest (from *consumed) to find the
+ *   end; later results never report BARE again and produce no output.
+ * out (both modes) must have room for 6*n + 4 bytes; *produced is the
+ *   number of bytes written to it, to forward instead of the input. Output
+ *   is held back lazily (a CR, a line-leading dot) until its meaning is
+ *   known, so no prefix of it ends in half a terminator, and in REJECT mode
+ *   it stops at the first bare CR/LF.
  * Returns STP_DATA_AGAIN, STP_DATA_DONE or STP_DATA_BARE.
  *
  * The terminating ".\r\n" is part of the consumed (and, in NORMALIZE, the

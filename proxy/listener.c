@@ -124,7 +124,7 @@ void stp_listener_drain(stp_listener_t *l)
         return;
     }
     l->draining = 1;
-    if (!l->closed) {
+    if (!l->closed && !uv_is_closing((uv_handle_t *)&l->tcp)) {
         l->closed = 1;
         uv_close((uv_handle_t *)&l->tcp, NULL);
     }

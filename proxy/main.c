@@ -57,7 +57,7 @@ static void close_walk(uv_handle_t *h, void *arg)
 static void all_done(void)
 {
     for (size_t i = 0; i < nlisteners; i++) {
-        if (listeners[i].nsessions) {
+        if (listeners[i].nsessions || !listeners[i].draining) {
             return;
         }
     }
@@ -92,10 +92,15 @@ static void on_stop_signal(uv_signal_t *h, int signum)
             signum == SIGTERM ? "TERM" : "INT", SHUTDOWN_GRACE_MS / 1000);
     uv_timer_start(&grace_timer, on_grace, SHUTDOWN_GRACE_MS, 0);
     uv_unref((uv_handle_t *)&grace_timer);
+    /* Drain every listener first, then look for the end once: a listener
+     * that is already empty must not close the loop under the others. */
     for (size_t i = 0; i < nlisteners; i++) {
-        listeners[i].on_empty = on_listener_empty;
         stp_listener_drain(&listeners[i]);
     }
+    for (size_t i = 0; i < nlisteners; i++) {
+        listeners[i].on_empty = on_listener_empty;
+    }
+    all_done();
 }
 
 static void on_hup(uv_signal_t *h, int signum)

@@ -123,7 +123,7 @@ struct stp_session_s {
     char line_buf[]; /* max_line_length bytes */
 };
 
-static _Thread_local char data_out[2 * DATA_CHUNK + 2];
+static _Thread_local char data_out[6 * DATA_CHUNK + 4];
 static _Thread_local unsigned session_counter;
 
 static void finish(stp_session_t *s, const char *reply, const char *result, const char *error);
@@ -665,13 +665,10 @@ static size_t data_input(stp_session_t *s, const char *p, size_t n)
 {
     size_t consumed = 0, produced = 0;
     size_t chunk = n < DATA_CHUNK ? n : DATA_CHUNK;
-    int normalize = s->scan.mode == STP_DATA_NORMALIZE;
-    int rc = stp_data_scan(&s->scan, p, chunk, normalize ? data_out : NULL, &consumed, &produced);
+    int rc = stp_data_scan(&s->scan, p, chunk, data_out, &consumed, &produced);
 
     if (s->msg_abort == NULL) {
-        const char *out = normalize ? data_out : p;
-        size_t len = normalize ? produced : consumed;
-        if (len && stp_conn_write(&s->backend, out, len) < 0) {
+        if (produced && stp_conn_write(&s->backend, data_out, produced) < 0) {
             finish(s, "451 4.4.2 Error: connection to mail server lost\r\n", "backend-lost",
                    "write to backend failed");
             return n;
