@@ -467,7 +467,7 @@ class Limits(Base):
 
 class BigMessage(Base):
     def test_50mb_streamed_in_bounded_memory(self):
-        c = self.client()
+        c = self.client(timeout=120)
         c.reply()
         c.cmd("EHLO x.example")
         c.starttls()

@@ -47,10 +47,11 @@ class Sink:
         """Returns (message, rest) or (None, b'') on EOF."""
         ends = LENIENT_ENDS if self.args.lenient_eod else [b"\r\n.\r\n"]
         data = b"\r\n" + buf  # the CRLF that ended DATA starts the first line
+        start = 0
         while True:
             best = None
             for e in ends:
-                i = data.find(e)
+                i = data.find(e, start)
                 if i >= 0 and (best is None or i < best[0]):
                     best = (i, e)
             if best:
@@ -60,9 +61,10 @@ class Sink:
                 lines = body.split(b"\r\n")
                 body = b"\r\n".join(l[1:] if l.startswith(b".") else l for l in lines)
                 return body, data[i + len(e):]
-            chunk = conn.recv(65536)
+            chunk = conn.recv(1 << 20)
             if not chunk:
                 return None, b""
+            start = max(0, len(data) - 8)  # an ending may straddle chunks
             data += chunk
 
     def session(self, conn):
