@@ -1,731 +1,1515 @@
 /*
- * config: INI file -> immutable stp_config_t. Each section has a table of
- * directives (name, parser, offset, default, which listener modes accept it).
- * inih does the tokenising; a custom reader counts lines so every message
- * can say FILE:LINE. All errors of a file are collected, not only the first.
+ * config: the INI file turned into one immutable stp_config_t.
+ *
+ * Every section has a table of directives (name, parser, offset into the
+ * struct, default text, validator, flags). Defaults are parsed by the same
+ * parsers as the file, so a default is always a value a user could write.
+ *
+ * inih splits "key = value" lines, strips comments and calls on_key(). It is
+ * fed through read_line(), which hands it one physical line at a time and so
+ * owns the line count (Debian's inih is built without INI_HANDLER_LINENO).
+ * read_line() also recognises section headers itself: inih does not tell the
+ * handler about a section that has no keys, nor about a section header that
+ * repeats the previous one, and both matter here ([listener:a] with nothing
+ * in it must say "missing required key 'mode'"). It strips leading blanks, so
+ * inih never takes an indented line for a continuation of the previous
+ * value, and it reports lines inih would reject or silently cut (too long,
+ * NUL byte, no '=') itself, so that every bad line is reported, not only the
+ * first one inih would return.
+ *
+ * Errors are collected, sorted by line and written as "FILE:LINE: message";
+ * the file is checked to the end whatever happens. Listener keys that depend
+ * on the mode are checked after the whole file is read, since `mode` may come
+ * after them; each key remembers the line it was seen on for that purpose.
  */
 #include "proxy/config.h"
 
-#include <ctype.h>
+#include <arpa/inet.h>
 #include <errno.h>
+#include <limits.h>
 #include <netdb.h>
 #include <stdarg.h>
-#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <ini.h>
 #include <openssl/ssl.h>
 
-typedef int (*parse_fn)(const char *v, void *field, char *msg, size_t len);
+#define COUNT_OF(a) (sizeof(a) / sizeof((a)[0]))
 
-enum { M_ANY = 0, M_IN = STP_MODE_INBOUND, M_OUT = STP_MODE_OUTBOUND };
+/* A configuration file is small; anything bigger is a mistake (wrong -c). */
+#define MAX_FILE_SIZE (1024 * 1024)
+/* Errors kept for the report; beyond this only a count is kept. */
+#define MAX_MESSAGES 200
+/* Value text quoted in a message is cut here. */
+#define QUOTE_MAX 80
+
+#define MS_PER_S 1000
+#define MAX_TIMEOUT_MS (24 * 3600 * 1000LL)
+
+typedef struct loader loader_t;
+typedef struct directive directive_t;
+
+/*
+ * A parser turns `value` into the field at base + d->offset, or records a
+ * message with bad_value()/error_at() and returns -1. It may keep the field
+ * half-written on error: a snapshot with errors is never handed out.
+ */
+typedef int (*parse_fn)(loader_t *ld, const directive_t *d, void *base, const char *value);
+/* A validator returns NULL if `v` is acceptable, else what is allowed. */
+typedef const char *(*check_fn)(int64_t v);
+
+enum {
+    F_REQUIRED = 1 << 0, /* must appear (in the modes the key belongs to) */
+    F_INBOUND = 1 << 1,  /* [listener:*] key valid for mode = inbound only */
+    F_OUTBOUND = 1 << 2, /* ... for mode = outbound only */
+    F_REPEAT = 1 << 3,   /* may appear more than once in a section */
+};
+
+struct directive {
+    const char *name;
+    parse_fn parse;
+    size_t offset;
+    const char *deflt; /* parsed when the section starts; NULL: none or computed */
+    check_fn check;    /* numeric range, applied by the numeric parsers */
+    const void *arg;   /* parse_enum: the enum_name_t table */
+    unsigned flags;
+};
 
 typedef struct {
     const char *name;
-    parse_fn parse;
-    size_t off;
-    const char *def; /* NULL: no default (required or optional) */
-    int mode;        /* listener keys: which mode accepts it */
-} directive_t;
+    int value;
+    int alias; /* accepted but not listed in messages */
+} enum_name_t;
+
+/* parse_enum stores an int; the enums of config.h must have that size. */
+_Static_assert(sizeof(stp_mode_t) == sizeof(int), "enum size");
+_Static_assert(sizeof(stp_starttls_t) == sizeof(int), "enum size");
+_Static_assert(sizeof(stp_route_t) == sizeof(int), "enum size");
+_Static_assert(sizeof(stp_tls_level_t) == sizeof(int), "enum size");
+_Static_assert(sizeof(stp_on_failure_t) == sizeof(int), "enum size");
+_Static_assert(sizeof(stp_bare_t) == sizeof(int), "enum size");
+_Static_assert(sizeof(stp_log_format_t) == sizeof(int), "enum size");
+_Static_assert(sizeof(stp_log_level_t) == sizeof(int), "enum size");
+
+/* All path fields share one size, so parse_path needs no size argument. */
+#define PATH_CAP sizeof(((stp_config_t *)0)->ca_file)
+_Static_assert(sizeof(((stp_config_t *)0)->certs[0].cert) == PATH_CAP, "path size");
+_Static_assert(sizeof(((stp_config_t *)0)->certs[0].key) == PATH_CAP, "path size");
+_Static_assert(sizeof(((stp_listener_conf_t *)0)->ca_file) == PATH_CAP, "path size");
+#define HOSTNAME_CAP sizeof(((stp_config_t *)0)->hostname)
+_Static_assert(sizeof(((stp_listener_conf_t *)0)->servername) == HOSTNAME_CAP, "name size");
+_Static_assert(sizeof(((stp_hostport_t *)0)->host) == HOSTNAME_CAP, "name size");
+
+static int parse_enum(loader_t *ld, const directive_t *d, void *base, const char *value);
+static int parse_workers(loader_t *ld, const directive_t *d, void *base, const char *value);
+static int parse_count(loader_t *ld, const directive_t *d, void *base, const char *value);
+static int parse_size(loader_t *ld, const directive_t *d, void *base, const char *value);
+static int parse_size64(loader_t *ld, const directive_t *d, void *base, const char *value);
+static int parse_duration(loader_t *ld, const directive_t *d, void *base, const char *value);
+static int parse_hostname(loader_t *ld, const directive_t *d, void *base, const char *value);
+static int parse_path(loader_t *ld, const directive_t *d, void *base, const char *value);
+static int parse_cert(loader_t *ld, const directive_t *d, void *base, const char *value);
+static int parse_key(loader_t *ld, const directive_t *d, void *base, const char *value);
+static int parse_min_version(loader_t *ld, const directive_t *d, void *base, const char *value);
+static int parse_listen(loader_t *ld, const directive_t *d, void *base, const char *value);
+static int parse_allow(loader_t *ld, const directive_t *d, void *base, const char *value);
+static int parse_route(loader_t *ld, const directive_t *d, void *base, const char *value);
+
+static const char *check_workers(int64_t v);
+static const char *check_line_length(int64_t v);
+static const char *check_connections(int64_t v);
+static const char *check_message_size(int64_t v);
+static const char *check_timeout(int64_t v);
+
+/* ---- value vocabularies ---- */
+
+static const enum_name_t bool_names[] = {
+    {"yes", 1, 0}, {"no", 0, 0}, {"true", 1, 1}, {"false", 0, 1}, {"on", 1, 1},
+    {"off", 0, 1}, {"1", 1, 1},  {"0", 0, 1},    {NULL, 0, 0},
+};
+static const enum_name_t log_format_names[] = {
+    {"text", STP_LOG_TEXT, 0},
+    {"json", STP_LOG_JSON, 0},
+    {NULL, 0, 0},
+};
+static const enum_name_t log_level_names[] = {
+    {"error", STP_LOG_ERROR, 0},
+    {"warn", STP_LOG_WARN, 0},
+    {"info", STP_LOG_INFO, 0},
+    {"debug", STP_LOG_DEBUG, 0},
+    {NULL, 0, 0},
+};
+static const enum_name_t tls_version_names[] = {
+    {"1.2", TLS1_2_VERSION, 0},
+    {"1.3", TLS1_3_VERSION, 0},
+    {NULL, 0, 0},
+};
+static const enum_name_t mode_names[] = {
+    {"inbound", STP_MODE_INBOUND, 0},
+    {"outbound", STP_MODE_OUTBOUND, 0},
+    {NULL, 0, 0},
+};
+static const enum_name_t starttls_names[] = {
+    {"offer", STP_STARTTLS_OFFER, 0},
+    {"require", STP_STARTTLS_REQUIRE, 0},
+    {"implicit", STP_STARTTLS_IMPLICIT, 0},
+    {NULL, 0, 0},
+};
+static const enum_name_t bare_names[] = {
+    {"reject", STP_BARE_REJECT, 0},
+    {"normalize", STP_BARE_NORMALIZE, 0},
+    {"normalise", STP_BARE_NORMALIZE, 1},
+    {NULL, 0, 0},
+};
+static const enum_name_t tls_level_names[] = {
+    {"none", STP_TLS_LEVEL_NONE, 0},       {"may", STP_TLS_LEVEL_MAY, 0},
+    {"encrypt", STP_TLS_LEVEL_ENCRYPT, 0}, {"verify", STP_TLS_LEVEL_VERIFY, 0},
+    {"secure", STP_TLS_LEVEL_SECURE, 0},   {NULL, 0, 0},
+};
+static const enum_name_t on_failure_names[] = {
+    {"defer", STP_ON_FAILURE_DEFER, 0},
+    {"reject", STP_ON_FAILURE_REJECT, 0},
+    {NULL, 0, 0},
+};
+
+/* ---- directive tables ---- */
+
+#define CF(f) offsetof(stp_config_t, f)
+#define LC(f) offsetof(stp_listener_conf_t, f)
+
+static const directive_t proxy_directives[] = {
+    /* default: gethostname(), filled in after the file is read */
+    {"hostname", parse_hostname, CF(hostname), NULL, NULL, NULL, 0},
+    {"workers", parse_workers, CF(workers), "auto", check_workers, NULL, 0},
+    {"log_format", parse_enum, CF(log_format), "text", NULL, log_format_names, 0},
+    {"log_level", parse_enum, CF(log_level), "info", NULL, log_level_names, 0},
+};
+
+static const directive_t tls_directives[] = {
+    /* each cert starts a pair, the key that follows completes it */
+    {"cert", parse_cert, 0, NULL, NULL, NULL, F_REPEAT},
+    {"key", parse_key, 0, NULL, NULL, NULL, F_REPEAT},
+    {"min_version", parse_min_version, CF(min_version), "1.2", NULL, tls_version_names, 0},
+    {"ca_file", parse_path, CF(ca_file), "", NULL, NULL, 0},
+};
+
+static const directive_t listener_directives[] = {
+    {"mode", parse_enum, LC(mode), NULL, NULL, mode_names, F_REQUIRED},
+    {"listen", parse_listen, LC(listen), NULL, NULL, NULL, F_REQUIRED},
+
+    {"backend", parse_listen, LC(backend), NULL, NULL, NULL, F_INBOUND | F_REQUIRED},
+    {"starttls", parse_enum, LC(starttls), "offer", NULL, starttls_names, F_INBOUND},
+    {"hide_auth_before_tls", parse_enum, LC(hide_auth_before_tls), "yes", NULL, bool_names,
+     F_INBOUND},
+    {"bare_newlines", parse_enum, LC(bare_newlines), "reject", NULL, bare_names, F_INBOUND},
+    {"trace_header", parse_enum, LC(trace_header), "yes", NULL, bool_names, F_INBOUND},
+
+    {"allow", parse_allow, LC(allow), "127.0.0.1/32, ::1/128", NULL, NULL, F_OUTBOUND | F_REPEAT},
+    {"route", parse_route, LC(route), NULL, NULL, NULL, F_OUTBOUND | F_REQUIRED},
+    {"tls", parse_enum, LC(tls), "verify", NULL, tls_level_names, F_OUTBOUND},
+    /* default: the relay host, filled in after the file is read */
+    {"servername", parse_hostname, LC(servername), NULL, NULL, NULL, F_OUTBOUND},
+    /* default: [tls] ca_file, filled in after the file is read */
+    {"ca_file", parse_path, LC(ca_file), NULL, NULL, NULL, F_OUTBOUND},
+    {"testing", parse_enum, LC(testing), "no", NULL, bool_names, F_OUTBOUND},
+    {"on_failure", parse_enum, LC(on_failure), "defer", NULL, on_failure_names, F_OUTBOUND},
+
+    {"max_line_length", parse_size, LC(max_line_length), "2048", check_line_length, NULL, 0},
+    {"max_connections", parse_count, LC(max_connections), "1000", check_connections, NULL, 0},
+    {"max_connections_per_ip", parse_count, LC(max_connections_per_ip), "20", check_connections,
+     NULL, 0},
+    {"max_message_size", parse_size64, LC(max_message_size), "0", check_message_size, NULL, 0},
+    {"connect_timeout", parse_duration, LC(connect_timeout), "10s", check_timeout, NULL, 0},
+    {"greeting_timeout", parse_duration, LC(greeting_timeout), "60s", check_timeout, NULL, 0},
+    {"command_timeout", parse_duration, LC(command_timeout), "300s", check_timeout, NULL, 0},
+    {"idle_timeout", parse_duration, LC(idle_timeout), "300s", check_timeout, NULL, 0},
+    {"handshake_timeout", parse_duration, LC(handshake_timeout), "30s", check_timeout, NULL, 0},
+    {"data_timeout", parse_duration, LC(data_timeout), "180s", check_timeout, NULL, 0},
+    {"session_timeout", parse_duration, LC(session_timeout), "3600s", check_timeout, NULL, 0},
+};
+
+/* ---- the loader ---- */
+
+typedef enum { SEC_NONE = 0, SEC_SKIP, SEC_PROXY, SEC_TLS, SEC_LISTENER } section_t;
 
 typedef struct {
+    int line; /* 0: about the whole file */
+    size_t seq;
+    char *text;
+} message_t;
+
+struct loader {
+    const char *file; /* FILE in messages */
+    const char *src;  /* the whole text, not NUL-terminated for files */
+    size_t len, pos;
+    int lineno; /* of the line inih is working on */
+
     stp_config_t *cf;
-    const char *name; /* file name for messages */
-    char *err;
-    size_t errlen, errused;
-    int nerrors;
-    /* reader */
-    const char *text; /* string input */
-    size_t pos;
-    FILE *fp;
-    int line;
-    int section_line;
-    /* current section */
-    char section[128];
-    int kind; /* 0 none, 1 proxy, 2 tls, 3 listener, -1 unknown */
-    stp_listener_conf_t *lst;
-    /* per listener: line of each key seen, for mode checks */
-    int key_line[STP_CONF_MAX_LISTENERS][32];
-    int cert_open; /* a cert without key yet */
-    int entered_line; /* section_line of the section last entered */
-} loader_t;
+
+    /* the current section */
+    section_t section;
+    char section_name[96]; /* for messages, escaped */
+    const directive_t *table;
+    size_t ntable;
+    void *base;
+    int *seen;  /* line each key of the section was first seen on, 0: not yet */
+    int repeat; /* the key being parsed was seen before in this section */
+
+    int proxy_line, tls_line; /* section header lines, 0: not yet */
+    int proxy_seen[COUNT_OF(proxy_directives)];
+    int tls_seen[COUNT_OF(tls_directives)];
+    int listener_seen[STP_CONF_MAX_LISTENERS][COUNT_OF(listener_directives)];
+    int key_pending; /* the last cert has no key yet */
+
+    message_t *msgs;
+    size_t nmsgs, capmsgs, dropped;
+};
+
+/* ---- messages ---- */
+
+/*
+ * Writes `s` (n bytes) into out as printable ASCII: other bytes become \xNN.
+ * Cut with "..." at QUOTE_MAX characters, since values can be long.
+ */
+static const char *escape(char *out, size_t cap, const char *s, size_t n)
+{
+    static const char hex[] = "0123456789abcdef";
+    size_t o = 0;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (o + 8 >= cap || o >= QUOTE_MAX) {
+            memcpy(out + o, "...", 3);
+            o += 3;
+            break;
+        }
+        if (c >= 0x20 && c < 0x7f && c != '\\') {
+            out[o++] = (char)c;
+        } else {
+            out[o++] = '\\';
+            out[o++] = 'x';
+            out[o++] = hex[c >> 4];
+            out[o++] = hex[c & 15];
+        }
+    }
+    out[o] = '\0';
+    return out;
+}
+
+#define ESCAPE_CAP (QUOTE_MAX + 16)
+#define ESC(buf, s) escape((buf), sizeof(buf), (s), strlen(s))
 
 static void error_at(loader_t *ld, int line, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
 static void error_at(loader_t *ld, int line, const char *fmt, ...)
 {
-    char msg[512];
+    char text[512];
     va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof(msg), fmt, ap);
-    va_end(ap);
-    ld->nerrors++;
-    if (ld->err == NULL || ld->errused + 1 >= ld->errlen) {
+
+    if (ld->nmsgs >= MAX_MESSAGES) {
+        ld->dropped++;
         return;
     }
-    int n = snprintf(ld->err + ld->errused, ld->errlen - ld->errused, "%s:%d: %s\n", ld->name,
-                     line, msg);
-    if (n > 0) {
-        ld->errused += (size_t)n;
-        if (ld->errused >= ld->errlen) {
-            ld->errused = ld->errlen - 1;
+    if (ld->nmsgs == ld->capmsgs) {
+        size_t cap = ld->capmsgs ? ld->capmsgs * 2 : 16;
+        message_t *m = realloc(ld->msgs, cap * sizeof(*m));
+        if (m == NULL) {
+            ld->dropped++;
+            return;
+        }
+        ld->msgs = m;
+        ld->capmsgs = cap;
+    }
+    va_start(ap, fmt);
+    vsnprintf(text, sizeof(text), fmt, ap);
+    va_end(ap);
+    char *copy = strdup(text);
+    if (copy == NULL) {
+        ld->dropped++;
+        return;
+    }
+    ld->msgs[ld->nmsgs].line = line;
+    ld->msgs[ld->nmsgs].seq = ld->nmsgs;
+    ld->msgs[ld->nmsgs].text = copy;
+    ld->nmsgs++;
+}
+
+static int has_errors(const loader_t *ld)
+{
+    return ld->nmsgs > 0 || ld->dropped > 0;
+}
+
+static int has_error_on_line(const loader_t *ld, int line)
+{
+    for (size_t i = 0; i < ld->nmsgs; i++) {
+        if (ld->msgs[i].line == line) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* "bad value 'V' for 'KEY' in [SECTION]: expected ..." at the current line. */
+static void bad_value(loader_t *ld, const directive_t *d, const char *value, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+static void bad_value(loader_t *ld, const directive_t *d, const char *value, const char *fmt, ...)
+{
+    char expected[256], q[ESCAPE_CAP];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(expected, sizeof(expected), fmt, ap);
+    va_end(ap);
+    error_at(ld, ld->lineno, "bad value '%s' for '%s' in [%s]: expected %s", ESC(q, value), d->name,
+             ld->section_name, expected);
+}
+
+/* File-level messages (line 0) go last; otherwise by line, then as found. */
+static int message_order(const void *a, const void *b)
+{
+    const message_t *x = a, *y = b;
+    long lx = x->line > 0 ? x->line : (long)INT_MAX + 1;
+    long ly = y->line > 0 ? y->line : (long)INT_MAX + 1;
+    if (lx != ly) {
+        return lx < ly ? -1 : 1;
+    }
+    return x->seq < y->seq ? -1 : x->seq > y->seq;
+}
+
+/* Whole lines only; a last line says how many did not fit. */
+static void write_messages(loader_t *ld, char *errbuf, size_t errlen)
+{
+    char line[768];
+    size_t used = 0, written = 0;
+
+    if (errbuf == NULL || errlen == 0) {
+        return;
+    }
+    errbuf[0] = '\0';
+    if (ld->nmsgs > 1) {
+        qsort(ld->msgs, ld->nmsgs, sizeof(*ld->msgs), message_order);
+    }
+    for (size_t i = 0; i < ld->nmsgs; i++) {
+        int n = ld->msgs[i].line > 0
+                    ? snprintf(line, sizeof(line), "%s:%d: %s\n", ld->file, ld->msgs[i].line,
+                               ld->msgs[i].text)
+                    : snprintf(line, sizeof(line), "%s: %s\n", ld->file, ld->msgs[i].text);
+        if (n < 0 || (size_t)n >= errlen - used) {
+            break;
+        }
+        memcpy(errbuf + used, line, (size_t)n + 1);
+        used += (size_t)n;
+        written++;
+    }
+    size_t missing = ld->nmsgs - written + ld->dropped;
+    if (missing > 0) {
+        int n = snprintf(line, sizeof(line), "%s: %zu more error%s not shown\n", ld->file, missing,
+                         missing == 1 ? "" : "s");
+        if (n > 0 && (size_t)n < errlen - used) {
+            memcpy(errbuf + used, line, (size_t)n + 1);
         }
     }
 }
 
-/* ---- value parsers ---- */
+/* ---- small text helpers ---- */
 
-static int p_string(const char *v, void *f, char *msg, size_t len, size_t cap)
+static int is_blank(char c)
 {
-    if (strlen(v) >= cap) {
-        snprintf(msg, len, "value too long");
-        return -1;
-    }
-    memcpy(f, v, strlen(v) + 1);
-    return 0;
+    return c == ' ' || c == '\t' || c == '\r' || c == '\f' || c == '\v';
 }
 
-static int p_str256(const char *v, void *f, char *msg, size_t len)
+static int is_alnum(char c)
 {
-    return p_string(v, f, msg, len, 256);
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
 }
 
-static int p_path(const char *v, void *f, char *msg, size_t len)
+/* Letters, digits, '-', '_' and '.', no empty label: what goes after 220. */
+static int valid_hostname(const char *s)
 {
-    if (*v == '\0') {
-        ((char *)f)[0] = '\0';
+    size_t n = strlen(s);
+    if (n == 0 || n > 253 || s[0] == '.' || s[0] == '-' || strstr(s, "..")) {
         return 0;
     }
-    if (p_string(v, f, msg, len, 1024) < 0) {
-        return -1;
+    for (size_t i = 0; i < n; i++) {
+        if (!is_alnum(s[i]) && s[i] != '-' && s[i] != '_' && s[i] != '.') {
+            return 0;
+        }
     }
-    if (access(v, R_OK) != 0) {
-        snprintf(msg, len, "cannot read '%s': %s", v, strerror(errno));
-        return -1;
-    }
-    return 0;
+    return 1;
 }
 
-static int p_bool(const char *v, void *f, char *msg, size_t len)
+static int valid_listener_name(const char *s)
 {
-    static const char *yes[] = {"yes", "true", "on", "1"}, *no[] = {"no", "false", "off", "0"};
-    for (int i = 0; i < 4; i++) {
-        if (strcasecmp(v, yes[i]) == 0) {
-            *(int *)f = 1;
-            return 0;
-        }
-        if (strcasecmp(v, no[i]) == 0) {
-            *(int *)f = 0;
+    size_t n = strlen(s);
+    if (n == 0 || n >= sizeof(((stp_listener_conf_t *)0)->name)) {
+        return 0;
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (!is_alnum(s[i]) && s[i] != '_' && s[i] != '.' && s[i] != '-') {
             return 0;
         }
     }
-    snprintf(msg, len, "invalid value '%s' (expected yes or no)", v);
+    return 1;
+}
+
+/* "a, b or c" from the names that are not aliases. */
+static const char *enum_expected(char *out, size_t cap, const enum_name_t *names)
+{
+    size_t visible = 0, k = 0, used = 0;
+    for (const enum_name_t *e = names; e->name; e++) {
+        visible += !e->alias;
+    }
+    out[0] = '\0';
+    for (const enum_name_t *e = names; e->name; e++) {
+        if (e->alias) {
+            continue;
+        }
+        const char *sep = k == 0 ? "" : k + 1 == visible ? " or " : ", ";
+        int n = snprintf(out + used, cap - used, "%s%s", sep, e->name);
+        if (n < 0 || (size_t)n >= cap - used) {
+            break;
+        }
+        used += (size_t)n;
+        k++;
+    }
+    return out;
+}
+
+static int lookup_enum(const enum_name_t *names, const char *value, int *out)
+{
+    for (const enum_name_t *e = names; e->name; e++) {
+        if (strcmp(e->name, value) == 0) {
+            *out = e->value;
+            return 0;
+        }
+    }
     return -1;
 }
 
-static int p_enum(const char *v, void *f, char *msg, size_t len, const char *const *names,
-                  const int *values, const char *allowed)
+/* ---- numbers, sizes, durations ---- */
+
+/* Leading decimal digits of s into *out; returns the rest or NULL. */
+static const char *parse_digits(const char *s, int64_t *out)
 {
-    for (int i = 0; names[i]; i++) {
-        if (strcasecmp(v, names[i]) == 0) {
-            *(int *)f = values[i];
-            return 0;
+    int64_t n = 0;
+    const char *p = s;
+    for (; *p >= '0' && *p <= '9'; p++) {
+        if (n > (INT64_MAX - (*p - '0')) / 10) {
+            return NULL;
         }
+        n = n * 10 + (*p - '0');
     }
-    snprintf(msg, len, "invalid value '%s' (expected %s)", v, allowed);
-    return -1;
+    if (p == s) {
+        return NULL;
+    }
+    *out = n;
+    return p;
 }
 
-#define ENUM_PARSER(fn, allowed, ...)                                              \
-    static int fn(const char *v, void *f, char *msg, size_t len)                   \
-    {                                                                              \
-        static const struct {                                                      \
-            const char *n;                                                         \
-            int v;                                                                 \
-        } t[] = {__VA_ARGS__, {NULL, 0}};                                          \
-        const char *names[16];                                                     \
-        int values[16];                                                            \
-        size_t i;                                                                  \
-        for (i = 0; t[i].n; i++) {                                                 \
-            names[i] = t[i].n;                                                     \
-            values[i] = t[i].v;                                                    \
-        }                                                                          \
-        names[i] = NULL;                                                           \
-        return p_enum(v, f, msg, len, names, values, allowed);                     \
-    }
-
-ENUM_PARSER(p_mode, "inbound or outbound", {"inbound", STP_MODE_INBOUND},
-            {"outbound", STP_MODE_OUTBOUND})
-ENUM_PARSER(p_starttls, "offer, require or implicit", {"offer", STP_STARTTLS_OFFER},
-            {"require", STP_STARTTLS_REQUIRE}, {"implicit", STP_STARTTLS_IMPLICIT})
-ENUM_PARSER(p_level, "none, may, encrypt, verify or secure", {"none", STP_TLS_LEVEL_NONE},
-            {"may", STP_TLS_LEVEL_MAY}, {"encrypt", STP_TLS_LEVEL_ENCRYPT},
-            {"verify", STP_TLS_LEVEL_VERIFY}, {"secure", STP_TLS_LEVEL_SECURE})
-ENUM_PARSER(p_on_failure, "defer or reject", {"defer", STP_ON_FAILURE_DEFER},
-            {"reject", STP_ON_FAILURE_REJECT})
-ENUM_PARSER(p_bare, "reject or normalize", {"reject", STP_BARE_REJECT},
-            {"normalize", STP_BARE_NORMALIZE}, {"normalise", STP_BARE_NORMALIZE})
-ENUM_PARSER(p_log_format, "text or json", {"text", STP_LOG_TEXT}, {"json", STP_LOG_JSON})
-ENUM_PARSER(p_log_level, "error, warn, info or debug", {"error", STP_LOG_ERROR},
-            {"warn", STP_LOG_WARN}, {"info", STP_LOG_INFO}, {"debug", STP_LOG_DEBUG})
-
-static int p_min_version(const char *v, void *f, char *msg, size_t len)
+static int64_t scale(int64_t n, int64_t unit)
 {
-    if (strcmp(v, "1.2") == 0) {
-        *(uint16_t *)f = TLS1_2_VERSION;
-    } else if (strcmp(v, "1.3") == 0) {
-        *(uint16_t *)f = TLS1_3_VERSION;
-    } else {
-        snprintf(msg, len, "invalid value '%s' (expected 1.2 or 1.3)", v);
-        return -1;
-    }
-    return 0;
-}
-
-static int p_workers(const char *v, void *f, char *msg, size_t len)
-{
-    if (strcasecmp(v, "auto") == 0) {
-        *(unsigned *)f = 0;
-        return 0;
-    }
-    char *end;
-    long n = strtol(v, &end, 10);
-    if (*v == '\0' || *end != '\0' || n < 1 || n > 256) {
-        snprintf(msg, len, "invalid value '%s' (expected auto or 1..256)", v);
-        return -1;
-    }
-    *(unsigned *)f = (unsigned)n;
-    return 0;
+    return n > INT64_MAX / unit ? -1 : n * unit;
 }
 
 int64_t stp_duration_parse(const char *s)
 {
-    char *end;
-    if (*s < '0' || *s > '9') {
+    int64_t n;
+    const char *unit = parse_digits(s, &n);
+    if (unit == NULL) {
         return -1;
     }
-    errno = 0;
-    unsigned long long n = strtoull(s, &end, 10);
-    if (errno || n > 100000000ull) {
-        return -1;
+    if (strcmp(unit, "ms") == 0) {
+        return n;
     }
-    if (strcmp(end, "ms") == 0) {
-        return (int64_t)n;
+    if (*unit == '\0' || strcmp(unit, "s") == 0) {
+        return scale(n, MS_PER_S);
     }
-    if (*end == '\0' || strcmp(end, "s") == 0) {
-        return (int64_t)n * 1000;
+    if (strcmp(unit, "m") == 0) {
+        return scale(n, 60 * MS_PER_S);
     }
-    if (strcmp(end, "m") == 0) {
-        return (int64_t)n * 60000;
-    }
-    if (strcmp(end, "h") == 0) {
-        return (int64_t)n * 3600000;
+    if (strcmp(unit, "h") == 0) {
+        return scale(n, 3600 * MS_PER_S);
     }
     return -1;
 }
 
 int64_t stp_size_parse(const char *s)
 {
-    char *end;
-    if (*s < '0' || *s > '9') {
+    int64_t n;
+    const char *unit = parse_digits(s, &n);
+    if (unit == NULL) {
         return -1;
     }
-    errno = 0;
-    unsigned long long n = strtoull(s, &end, 10);
-    if (errno || n > (1ull << 40)) {
+    if (*unit == '\0') {
+        return n;
+    }
+    if (unit[1] != '\0') {
         return -1;
     }
-    unsigned long long mult = 1;
-    if (*end == 'k' || *end == 'K') {
-        mult = 1024;
-        end++;
-    } else if (*end == 'm' || *end == 'M') {
-        mult = 1024 * 1024;
-        end++;
-    } else if (*end == 'g' || *end == 'G') {
-        mult = 1024ull * 1024 * 1024;
-        end++;
-    }
-    if (*end != '\0') {
+    switch (*unit) {
+    case 'k':
+    case 'K':
+        return scale(n, 1024);
+    case 'm':
+    case 'M':
+        return scale(n, 1024 * 1024);
+    case 'g':
+    case 'G':
+        return scale(n, 1024 * 1024 * 1024);
+    default:
         return -1;
     }
-    return (int64_t)(n * mult);
 }
 
-static int p_duration(const char *v, void *f, char *msg, size_t len)
+static const char *check_workers(int64_t v)
 {
-    int64_t ms = stp_duration_parse(v);
-    if (ms <= 0) {
-        snprintf(msg, len, "invalid duration '%s' (e.g. 250ms, 30s, 5m, 1h)", v);
-        return -1;
-    }
-    *(uint64_t *)f = (uint64_t)ms;
-    return 0;
+    return v >= 1 && v <= 1024 ? NULL : "auto or a number from 1 to 1024";
 }
 
-static int p_size64(const char *v, void *f, char *msg, size_t len)
+static const char *check_line_length(int64_t v)
 {
-    int64_t n = stp_size_parse(v);
-    if (n < 0) {
-        snprintf(msg, len, "invalid size '%s' (e.g. 2048, 10k, 50M)", v);
-        return -1;
-    }
-    *(uint64_t *)f = (uint64_t)n;
-    return 0;
+    return v >= 512 && v <= 65536 ? NULL : "a size from 512 to 65536 bytes";
 }
 
-static int p_line_length(const char *v, void *f, char *msg, size_t len)
+static const char *check_connections(int64_t v)
 {
-    int64_t n = stp_size_parse(v);
-    if (n < 512 || n > 65536) {
-        snprintf(msg, len, "invalid value '%s' (expected 512..65536)", v);
-        return -1;
-    }
-    *(size_t *)f = (size_t)n;
-    return 0;
+    return v >= 0 && v <= 1000000 ? NULL : "a number from 0 (no limit) to 1000000";
 }
 
-static int p_count(const char *v, void *f, char *msg, size_t len)
+static const char *check_message_size(int64_t v)
 {
-    char *end;
-    long n = strtol(v, &end, 10);
-    if (*v == '\0' || *end != '\0' || n < 1 || n > 10000000) {
-        snprintf(msg, len, "invalid value '%s' (expected a number from 1)", v);
-        return -1;
-    }
-    *(unsigned *)f = (unsigned)n;
-    return 0;
+    return v >= 0 && v <= 4 * 1024 * 1024 * 1024LL
+               ? NULL
+               : "a size up to 4G (0: the backend's SIZE decides)";
 }
 
-/* "1.2.3.4:25", "[::1]:25", "name:25" -> resolved stp_hostport_t */
-static int parse_hostport(const char *v, stp_hostport_t *hp, char *msg, size_t len)
+/* Every wait has a timer, so 0 ("never") is not a timeout. */
+static const char *check_timeout(int64_t v)
 {
-    char host[256];
-    const char *port;
-    memset(hp, 0, sizeof(*hp));
-    if (*v == '[') {
-        const char *close = strchr(v, ']');
-        if (close == NULL || close[1] != ':' || (size_t)(close - v - 1) >= sizeof(host)) {
-            snprintf(msg, len, "invalid address '%s' (expected [IPv6]:PORT)", v);
-            return -1;
+    return v >= 1 && v <= MAX_TIMEOUT_MS ? NULL : "a duration from 1ms to 24h";
+}
+
+typedef enum { NUM_COUNT, NUM_SIZE, NUM_DURATION } num_kind_t;
+
+static int parse_number(loader_t *ld, const directive_t *d, const char *value, num_kind_t kind,
+                        int64_t *out)
+{
+    static const char *const syntax[] = {
+        [NUM_COUNT] = "a whole number",
+        [NUM_SIZE] = "a size such as 2048, 10k or 50M",
+        [NUM_DURATION] = "a duration such as 250ms, 30s, 5m or 1h (no unit: seconds)",
+    };
+    int64_t v = -1;
+    if (kind == NUM_SIZE) {
+        v = stp_size_parse(value);
+    } else if (kind == NUM_DURATION) {
+        v = stp_duration_parse(value);
+    } else {
+        const char *rest = parse_digits(value, &v);
+        if (rest == NULL || *rest != '\0') {
+            v = -1;
         }
-        memcpy(host, v + 1, (size_t)(close - v - 1));
-        host[close - v - 1] = '\0';
+    }
+    if (v < 0) {
+        bad_value(ld, d, value, "%s", syntax[kind]);
+        return -1;
+    }
+    const char *why = d->check ? d->check(v) : NULL;
+    if (why) {
+        bad_value(ld, d, value, "%s", why);
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+/* ---- parsers ---- */
+
+static void *field_of(const directive_t *d, void *base)
+{
+    return (char *)base + d->offset;
+}
+
+static int parse_enum(loader_t *ld, const directive_t *d, void *base, const char *value)
+{
+    char expected[128];
+    int v;
+    if (lookup_enum(d->arg, value, &v) < 0) {
+        bad_value(ld, d, value, "%s", enum_expected(expected, sizeof(expected), d->arg));
+        return -1;
+    }
+    *(int *)field_of(d, base) = v;
+    return 0;
+}
+
+static int parse_min_version(loader_t *ld, const directive_t *d, void *base, const char *value)
+{
+    char expected[64];
+    int v;
+    if (lookup_enum(d->arg, value, &v) < 0) {
+        bad_value(ld, d, value, "%s", enum_expected(expected, sizeof(expected), d->arg));
+        return -1;
+    }
+    *(uint16_t *)field_of(d, base) = (uint16_t)v;
+    return 0;
+}
+
+static int parse_workers(loader_t *ld, const directive_t *d, void *base, const char *value)
+{
+    int64_t v;
+    if (strcmp(value, "auto") == 0) {
+        *(unsigned *)field_of(d, base) = 0;
+        return 0;
+    }
+    const char *rest = parse_digits(value, &v);
+    if (rest == NULL || *rest != '\0' || check_workers(v)) {
+        bad_value(ld, d, value, "%s", check_workers(-1));
+        return -1;
+    }
+    *(unsigned *)field_of(d, base) = (unsigned)v;
+    return 0;
+}
+
+static int parse_count(loader_t *ld, const directive_t *d, void *base, const char *value)
+{
+    int64_t v;
+    if (parse_number(ld, d, value, NUM_COUNT, &v) < 0) {
+        return -1;
+    }
+    *(unsigned *)field_of(d, base) = (unsigned)v;
+    return 0;
+}
+
+static int parse_size(loader_t *ld, const directive_t *d, void *base, const char *value)
+{
+    int64_t v;
+    if (parse_number(ld, d, value, NUM_SIZE, &v) < 0) {
+        return -1;
+    }
+    *(size_t *)field_of(d, base) = (size_t)v;
+    return 0;
+}
+
+static int parse_size64(loader_t *ld, const directive_t *d, void *base, const char *value)
+{
+    int64_t v;
+    if (parse_number(ld, d, value, NUM_SIZE, &v) < 0) {
+        return -1;
+    }
+    *(uint64_t *)field_of(d, base) = (uint64_t)v;
+    return 0;
+}
+
+static int parse_duration(loader_t *ld, const directive_t *d, void *base, const char *value)
+{
+    int64_t v;
+    if (parse_number(ld, d, value, NUM_DURATION, &v) < 0) {
+        return -1;
+    }
+    *(uint64_t *)field_of(d, base) = (uint64_t)v;
+    return 0;
+}
+
+static int parse_hostname(loader_t *ld, const directive_t *d, void *base, const char *value)
+{
+    if (!valid_hostname(value)) {
+        bad_value(ld, d, value, "a host name (letters, digits, '-', '_' and '.')");
+        return -1;
+    }
+    char *field = field_of(d, base);
+    memcpy(field, value, strlen(value) + 1); /* valid_hostname: at most 253 */
+    return 0;
+}
+
+/*
+ * Opening the file now turns a typo in a path into a message with its line,
+ * instead of a failed TLS context at start-up. Contents are tls_ctx's job.
+ */
+static int check_readable(loader_t *ld, const char *what, const char *path)
+{
+    char q[ESCAPE_CAP];
+    struct stat st;
+    FILE *f = fopen(path, "r");
+    if (f == NULL) {
+        int e = errno;
+        error_at(ld, ld->lineno, "cannot read %s '%s': %s", what, ESC(q, path), strerror(e));
+        return -1;
+    }
+    int dir = fstat(fileno(f), &st) == 0 && S_ISDIR(st.st_mode);
+    fclose(f);
+    if (dir) {
+        error_at(ld, ld->lineno, "cannot read %s '%s': %s", what, ESC(q, path), strerror(EISDIR));
+        return -1;
+    }
+    return 0;
+}
+
+/* Into a PATH_CAP field; "" is allowed (the directive's default applies). */
+static int copy_path(loader_t *ld, const directive_t *d, char *field, const char *value)
+{
+    size_t n = strlen(value);
+    if (n >= PATH_CAP) {
+        bad_value(ld, d, value, "a path shorter than %zu bytes", PATH_CAP);
+        return -1;
+    }
+    memcpy(field, value, n + 1);
+    return 0;
+}
+
+static int parse_path(loader_t *ld, const directive_t *d, void *base, const char *value)
+{
+    if (copy_path(ld, d, field_of(d, base), value) < 0) {
+        return -1;
+    }
+    return value[0] ? check_readable(ld, d->name, value) : 0;
+}
+
+static int parse_cert(loader_t *ld, const directive_t *d, void *base, const char *value)
+{
+    stp_config_t *cf = base;
+    if (cf->ncerts >= STP_CONF_MAX_CERTS) {
+        error_at(ld, ld->lineno, "too many 'cert' entries in [tls] (at most %d)",
+                 STP_CONF_MAX_CERTS);
+        ld->key_pending = 0;
+        return -1;
+    }
+    /* Counted even when bad, so that the key that follows pairs with it. */
+    char *field = cf->certs[cf->ncerts++].cert;
+    ld->key_pending = 1;
+    if (value[0] == '\0') {
+        bad_value(ld, d, value, "the path of a PEM certificate chain");
+        return -1;
+    }
+    if (copy_path(ld, d, field, value) < 0) {
+        return -1;
+    }
+    return check_readable(ld, "cert", value);
+}
+
+static int parse_key(loader_t *ld, const directive_t *d, void *base, const char *value)
+{
+    stp_config_t *cf = base;
+    if (!ld->key_pending) {
+        error_at(ld, ld->lineno, "'key' without a 'cert' before it in [tls]%s",
+                 cf->ncerts ? " (each key follows its own cert)" : "");
+        return -1;
+    }
+    ld->key_pending = 0;
+    if (value[0] == '\0') {
+        bad_value(ld, d, value, "the path of a PEM private key");
+        return -1;
+    }
+    if (copy_path(ld, d, cf->certs[cf->ncerts - 1].key, value) < 0) {
+        return -1;
+    }
+    return check_readable(ld, "key", value);
+}
+
+static void set_port(struct sockaddr_storage *ss, uint16_t port)
+{
+    if (ss->ss_family == AF_INET) {
+        ((struct sockaddr_in *)ss)->sin_port = htons(port);
+    } else if (ss->ss_family == AF_INET6) {
+        ((struct sockaddr_in6 *)ss)->sin6_port = htons(port);
+    }
+}
+
+/*
+ * "192.0.2.1:25", "[2001:db8::1]:25", "mail.example:25" into hp->host and
+ * hp->port; address literals also into hp->addr. Returns NULL or what is
+ * expected instead.
+ */
+static const char *split_hostport(const char *value, stp_hostport_t *hp)
+{
+    const char *host = value, *port;
+    size_t hlen;
+
+    memset(hp, 0, sizeof(*hp));
+    if (value[0] == '[') {
+        const char *close = strchr(value, ']');
+        if (close == NULL || close[1] != ':') {
+            return "[IPv6]:PORT";
+        }
+        host = value + 1;
+        hlen = (size_t)(close - host);
         port = close + 2;
     } else {
-        const char *colon = strrchr(v, ':');
-        if (colon == NULL || colon == v || (size_t)(colon - v) >= sizeof(host) ||
-            memchr(v, ':', (size_t)(colon - v))) {
-            snprintf(msg, len, "invalid address '%s' (expected HOST:PORT or [IPv6]:PORT)", v);
-            return -1;
+        const char *colon = strrchr(value, ':');
+        if (colon == NULL) {
+            return "HOST:PORT or [IPv6]:PORT";
         }
-        memcpy(host, v, (size_t)(colon - v));
-        host[colon - v] = '\0';
+        hlen = (size_t)(colon - value);
         port = colon + 1;
+        if (memchr(value, ':', hlen)) {
+            return "an IPv6 address in brackets, as in [::1]:25";
+        }
     }
-    char *end;
-    long p = strtol(port, &end, 10);
-    if (*port == '\0' || *end != '\0' || p < 1 || p > 65535) {
-        snprintf(msg, len, "invalid port in '%s'", v);
-        return -1;
+    if (hlen == 0) {
+        return "HOST:PORT or [IPv6]:PORT";
     }
-    struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICSERV};
-    struct addrinfo *res = NULL;
-    int rc = getaddrinfo(host, port, &hints, &res);
-    if (rc != 0 || res == NULL) {
-        snprintf(msg, len, "cannot resolve '%s': %s", host, gai_strerror(rc));
-        return -1;
+    if (hlen >= sizeof(hp->host)) {
+        return "a host name shorter than 256 characters";
     }
-    memcpy(&hp->addr, res->ai_addr, res->ai_addrlen);
-    hp->addr_len = res->ai_addrlen;
-    freeaddrinfo(res);
-    snprintf(hp->host, sizeof(hp->host), "%s", host);
+    int64_t p;
+    const char *rest = parse_digits(port, &p);
+    if (rest == NULL || *rest != '\0' || p < 1 || p > 65535) {
+        return "a port from 1 to 65535 after the last ':'";
+    }
+    memcpy(hp->host, host, hlen);
+    hp->host[hlen] = '\0';
     hp->port = (uint16_t)p;
-    return 0;
-}
 
-static int p_hostport(const char *v, void *f, char *msg, size_t len)
-{
-    return parse_hostport(v, f, msg, len);
-}
-
-static int p_allow(const char *v, void *f, char *msg, size_t len)
-{
-    stp_listener_conf_t *l = (stp_listener_conf_t *)((char *)f - offsetof(stp_listener_conf_t, allow));
-    char buf[2048];
-    snprintf(buf, sizeof(buf), "%s", v);
-    l->nallow = 0;
-    for (char *save = NULL, *tok = strtok_r(buf, ", \t", &save); tok;
-         tok = strtok_r(NULL, ", \t", &save)) {
-        if (l->nallow >= STP_CONF_MAX_ALLOW) {
-            snprintf(msg, len, "too many networks (at most %d)", STP_CONF_MAX_ALLOW);
-            return -1;
+    struct sockaddr_in *sin = (struct sockaddr_in *)&hp->addr;
+    struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&hp->addr;
+    if (value[0] == '[') {
+        if (inet_pton(AF_INET6, hp->host, &sin6->sin6_addr) != 1) {
+            return "an IPv6 address inside [ ]";
         }
-        if (stp_cidr_parse(tok, &l->allow[l->nallow]) < 0) {
-            snprintf(msg, len, "invalid network '%s' (expected ADDRESS/PREFIX)", tok);
-            return -1;
-        }
-        l->nallow++;
+        sin6->sin6_family = AF_INET6;
+        hp->addr_len = sizeof(*sin6);
+    } else if (inet_pton(AF_INET, hp->host, &sin->sin_addr) == 1) {
+        sin->sin_family = AF_INET;
+        hp->addr_len = sizeof(*sin);
+    } else if (!valid_hostname(hp->host)) {
+        return "HOST:PORT with a host name or IPv4 address, or [IPv6]:PORT";
     }
-    if (l->nallow == 0) {
-        snprintf(msg, len, "empty list");
-        return -1;
-    }
-    return 0;
-}
-
-static int p_route(const char *v, void *f, char *msg, size_t len)
-{
-    stp_listener_conf_t *l = (stp_listener_conf_t *)((char *)f - offsetof(stp_listener_conf_t, route));
-    if (strcasecmp(v, "original-dst") == 0) {
-        l->route = STP_ROUTE_ORIGINAL_DST;
-        return 0;
-    }
-    if (strcasecmp(v, "mx") == 0) {
-        l->route = STP_ROUTE_MX;
-        return 0;
-    }
-    if (strncasecmp(v, "relay:", 6) == 0) {
-        if (parse_hostport(v + 6, &l->relay, msg, len) < 0) {
-            return -1;
-        }
-        l->route = STP_ROUTE_RELAY;
-        return 0;
-    }
-    snprintf(msg, len, "invalid value '%s' (expected relay:HOST:PORT, original-dst or mx)", v);
-    return -1;
-}
-
-#define PX(f) offsetof(stp_config_t, f)
-#define LX(f) offsetof(stp_listener_conf_t, f)
-
-static const directive_t proxy_dirs[] = {
-    {"hostname", p_str256, PX(hostname), NULL, M_ANY},
-    {"workers", p_workers, PX(workers), "auto", M_ANY},
-    {"log_format", p_log_format, PX(log_format), "text", M_ANY},
-    {"log_level", p_log_level, PX(log_level), "info", M_ANY},
-    {NULL, NULL, 0, NULL, 0},
-};
-
-static const directive_t tls_dirs[] = {
-    {"min_version", p_min_version, PX(min_version), "1.2", M_ANY},
-    {"ca_file", p_path, PX(ca_file), NULL, M_ANY},
-    {NULL, NULL, 0, NULL, 0},
-};
-
-/* Index in this table = index in key_line[]. Keep under 32 entries. */
-static const directive_t listener_dirs[] = {
-    {"mode", p_mode, LX(mode), NULL, M_ANY},
-    {"listen", p_hostport, LX(listen), NULL, M_ANY},
-    {"backend", p_hostport, LX(backend), NULL, M_IN},
-    {"starttls", p_starttls, LX(starttls), "offer", M_IN},
-    {"hide_auth_before_tls", p_bool, LX(hide_auth_before_tls), "yes", M_IN},
-    {"bare_newlines", p_bare, LX(bare_newlines), "reject", M_ANY},
-    {"trace_header", p_bool, LX(trace_header), "yes", M_ANY},
-    {"allow", p_allow, LX(allow), "127.0.0.1/32, ::1/128", M_OUT},
-    {"route", p_route, LX(route), NULL, M_OUT},
-    {"tls", p_level, LX(tls), "verify", M_OUT},
-    {"servername", p_str256, LX(servername), NULL, M_OUT},
-    {"ca_file", p_path, LX(ca_file), NULL, M_OUT},
-    {"testing", p_bool, LX(testing), "no", M_OUT},
-    {"on_failure", p_on_failure, LX(on_failure), "defer", M_OUT},
-    {"max_line_length", p_line_length, LX(max_line_length), "2048", M_ANY},
-    {"max_connections", p_count, LX(max_connections), "1000", M_ANY},
-    {"max_connections_per_ip", p_count, LX(max_connections_per_ip), "20", M_ANY},
-    {"max_message_size", p_size64, LX(max_message_size), "0", M_ANY},
-    {"connect_timeout", p_duration, LX(connect_timeout), "10s", M_ANY},
-    {"greeting_timeout", p_duration, LX(greeting_timeout), "60s", M_ANY},
-    {"command_timeout", p_duration, LX(command_timeout), "300s", M_ANY},
-    {"idle_timeout", p_duration, LX(idle_timeout), "300s", M_ANY},
-    {"handshake_timeout", p_duration, LX(handshake_timeout), "30s", M_ANY},
-    {"data_timeout", p_duration, LX(data_timeout), "180s", M_ANY},
-    {"session_timeout", p_duration, LX(session_timeout), "3600s", M_ANY},
-    {NULL, NULL, 0, NULL, 0},
-};
-
-static void apply_defaults(const directive_t *dirs, void *base)
-{
-    char msg[256];
-    for (const directive_t *d = dirs; d->name; d++) {
-        if (d->def && d->parse(d->def, (char *)base + d->off, msg, sizeof(msg)) < 0) {
-            abort(); /* a default that does not parse is a programming error */
-        }
-    }
-}
-
-static const directive_t *find(const directive_t *dirs, const char *name)
-{
-    for (const directive_t *d = dirs; d->name; d++) {
-        if (strcmp(d->name, name) == 0) {
-            return d;
-        }
-    }
+    set_port(&hp->addr, hp->port);
     return NULL;
 }
 
-static void enter_section(loader_t *ld, const char *section)
+/* Host names are looked up once, here; the first address getaddrinfo gives wins. */
+static int resolve(loader_t *ld, const directive_t *d, stp_hostport_t *hp)
 {
-    snprintf(ld->section, sizeof(ld->section), "%s", section);
-    ld->lst = NULL;
-    if (strcmp(section, "proxy") == 0) {
-        ld->kind = 1;
-    } else if (strcmp(section, "tls") == 0) {
-        ld->kind = 2;
-    } else if (strncmp(section, "listener:", 9) == 0) {
-        const char *name = section + 9;
-        size_t n = strlen(name);
-        int ok = n > 0 && n < sizeof(ld->cf->listeners[0].name);
-        for (size_t i = 0; ok && i < n; i++) {
-            ok = isalnum((unsigned char)name[i]) || strchr("_.-", name[i]);
-        }
-        ld->kind = -1;
-        if (!ok) {
-            error_at(ld, ld->section_line, "invalid listener name '%s' (letters, digits, _ . -)",
-                     name);
-            return;
-        }
-        for (size_t i = 0; i < ld->cf->nlisteners; i++) {
-            if (strcmp(ld->cf->listeners[i].name, name) == 0) {
-                error_at(ld, ld->section_line, "duplicate listener '%s' (first at line %d)", name,
-                         ld->cf->listeners[i].line);
-                return;
-            }
-        }
-        if (ld->cf->nlisteners >= STP_CONF_MAX_LISTENERS) {
-            error_at(ld, ld->section_line, "too many listeners (at most %d)",
-                     STP_CONF_MAX_LISTENERS);
-            return;
-        }
-        ld->kind = 3;
-        ld->lst = &ld->cf->listeners[ld->cf->nlisteners++];
-        memset(ld->lst, 0, sizeof(*ld->lst));
-        snprintf(ld->lst->name, sizeof(ld->lst->name), "%s", name);
-        ld->lst->line = ld->section_line;
-        apply_defaults(listener_dirs, ld->lst);
-    } else {
-        ld->kind = -1;
-        error_at(ld, ld->section_line,
-                 "unknown section [%s] (expected [proxy], [tls] or [listener:NAME])", section);
+    char q[ESCAPE_CAP];
+    struct addrinfo hints, *res = NULL;
+
+    memset(&hints, 0, sizeof(hints));
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    int rc = getaddrinfo(hp->host, NULL, &hints, &res);
+    const struct addrinfo *ai = res;
+    while (rc == 0 && ai && ai->ai_family != AF_INET && ai->ai_family != AF_INET6) {
+        ai = ai->ai_next;
     }
+    if (rc != 0 || ai == NULL || ai->ai_addrlen > sizeof(hp->addr)) {
+        error_at(ld, ld->lineno, "cannot resolve '%s' for '%s' in [%s]: %s", ESC(q, hp->host),
+                 d->name, ld->section_name, rc ? gai_strerror(rc) : "no IPv4 or IPv6 address");
+        if (res) {
+            freeaddrinfo(res);
+        }
+        return -1;
+    }
+    memcpy(&hp->addr, ai->ai_addr, ai->ai_addrlen);
+    hp->addr_len = (socklen_t)ai->ai_addrlen;
+    set_port(&hp->addr, hp->port);
+    freeaddrinfo(res);
+    return 0;
 }
 
-static int handler(void *user, const char *section, const char *name, const char *value)
+/* listen and backend: the address is needed at start-up, so names are resolved now. */
+static int parse_listen(loader_t *ld, const directive_t *d, void *base, const char *value)
 {
-    loader_t *ld = user;
-    char msg[512];
+    stp_hostport_t *hp = field_of(d, base);
+    const char *why = split_hostport(value, hp);
+    if (why) {
+        bad_value(ld, d, value, "%s", why);
+        return -1;
+    }
+    return hp->addr_len ? 0 : resolve(ld, d, hp);
+}
 
-    if (ld->kind == 0 || ld->section_line != ld->entered_line || strcmp(section, ld->section)) {
-        ld->entered_line = ld->section_line;
-        enter_section(ld, section);
+/*
+ * route = relay:HOST:PORT | original-dst | mx. A relay given by name is not
+ * resolved here (relay.addr_len stays 0): it is a remote service whose
+ * addresses may change while the proxy runs, so the outbound side looks it
+ * up for each connection. Address literals are filled in.
+ */
+static int parse_route(loader_t *ld, const directive_t *d, void *base, const char *value)
+{
+    stp_listener_conf_t *lc = base;
+    if (strcmp(value, "original-dst") == 0) {
+        lc->route = STP_ROUTE_ORIGINAL_DST;
+        return 0;
     }
-    if (*section == '\0') {
-        error_at(ld, ld->line, "key '%s' outside of any section", name);
-        return 1;
+    if (strcmp(value, "mx") == 0) {
+        lc->route = STP_ROUTE_MX;
+        return 0;
     }
-    if (ld->kind < 0) {
-        return 1; /* already reported */
+    if (strncmp(value, "relay:", 6) != 0) {
+        bad_value(ld, d, value, "relay:HOST:PORT, original-dst or mx");
+        return -1;
     }
-    if (ld->kind == 2 && (strcmp(name, "cert") == 0 || strcmp(name, "key") == 0)) {
-        stp_config_t *cf = ld->cf;
-        int is_cert = name[0] == 'c';
-        if (is_cert) {
-            if (cf->ncerts >= STP_CONF_MAX_CERTS) {
-                error_at(ld, ld->line, "too many certificates (at most %d)", STP_CONF_MAX_CERTS);
-                return 1;
-            }
-            if (p_path(value, cf->certs[cf->ncerts].cert, msg, sizeof(msg)) < 0) {
-                error_at(ld, ld->line, "cert: %s", msg);
-                return 1;
-            }
-            cf->ncerts++;
-            ld->cert_open = 1;
+    const char *why = split_hostport(value + 6, &lc->relay);
+    if (why) {
+        bad_value(ld, d, value, "relay:HOST:PORT with %s", why);
+        return -1;
+    }
+    lc->route = STP_ROUTE_RELAY;
+    return 0;
+}
+
+/*
+ * One CIDR of an allow list. "10.0.0.1/8" is refused rather than quietly
+ * widened: whoever wrote it meant either one host or the network.
+ */
+static int parse_one_cidr(loader_t *ld, const directive_t *d, const char *item, stp_cidr_t *out)
+{
+    stp_cidr_t host;
+    char addr[INET6_ADDRSTRLEN + 8], shown[INET6_ADDRSTRLEN];
+
+    if (stp_cidr_parse(item, out) < 0) {
+        bad_value(ld, d, item, "ADDRESS or ADDRESS/PREFIX, such as 10.0.0.0/8 or ::1/128");
+        return -1;
+    }
+    const char *slash = strchr(item, '/');
+    size_t alen = slash ? (size_t)(slash - item) : strlen(item);
+    if (alen < sizeof(addr)) {
+        memcpy(addr, item, alen);
+        addr[alen] = '\0';
+        if (stp_cidr_parse(addr, &host) == 0 && memcmp(host.addr, out->addr, 16) != 0 &&
+            inet_ntop(out->family, out->addr, shown, sizeof(shown))) {
+            bad_value(ld, d, item, "no bits set after the prefix, as in %s/%d", shown, out->prefix);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* allow = CIDR[, CIDR...]; repeated lines add to the list (lines are short). */
+static int parse_allow(loader_t *ld, const directive_t *d, void *base, const char *value)
+{
+    stp_listener_conf_t *lc = base;
+    char item[128];
+    int rc = 0;
+
+    if (!ld->repeat) {
+        lc->nallow = 0; /* the first line written replaces the default */
+    }
+    const char *p = value;
+    for (;;) {
+        const char *comma = strchr(p, ',');
+        const char *end = comma ? comma : p + strlen(p);
+        const char *s = p, *e = end;
+        while (s < e && is_blank(*s)) {
+            s++;
+        }
+        while (e > s && is_blank(e[-1])) {
+            e--;
+        }
+        size_t n = (size_t)(e - s);
+        if (n == 0) {
+            bad_value(ld, d, value, "a comma-separated list such as 127.0.0.1/32, ::1/128");
+            return -1;
+        }
+        if (n >= sizeof(item)) {
+            n = sizeof(item) - 1; /* cannot be an address: the message shows it */
+        }
+        memcpy(item, s, n);
+        item[n] = '\0';
+        if (lc->nallow >= STP_CONF_MAX_ALLOW) {
+            error_at(ld, ld->lineno, "too many 'allow' entries in [%s] (at most %d)",
+                     ld->section_name, STP_CONF_MAX_ALLOW);
+            return -1;
+        }
+        if (parse_one_cidr(ld, d, item, &lc->allow[lc->nallow]) == 0) {
+            lc->nallow++;
         } else {
-            if (!ld->cert_open) {
-                error_at(ld, ld->line, "key without a preceding cert");
-                return 1;
-            }
-            if (p_path(value, cf->certs[cf->ncerts - 1].key, msg, sizeof(msg)) < 0) {
-                error_at(ld, ld->line, "key: %s", msg);
-            }
-            ld->cert_open = 0;
+            rc = -1;
         }
-        return 1;
+        if (comma == NULL) {
+            return rc;
+        }
+        p = comma + 1;
     }
-    const directive_t *dirs = ld->kind == 1 ? proxy_dirs : ld->kind == 2 ? tls_dirs : listener_dirs;
-    const directive_t *d = find(dirs, name);
-    if (d == NULL) {
-        error_at(ld, ld->line, "unknown key '%s' in [%s]", name, section);
-        return 1;
-    }
-    void *base = ld->kind == 3 ? (void *)ld->lst : (void *)ld->cf;
-    if (d->parse(value, (char *)base + d->off, msg, sizeof(msg)) < 0) {
-        error_at(ld, ld->line, "%s: %s", name, msg);
-        return 1;
-    }
-    if (ld->kind == 3) {
-        size_t idx = (size_t)(d - listener_dirs);
-        ld->key_line[ld->lst - ld->cf->listeners][idx] = ld->line;
-    }
-    return 1;
 }
 
-static char *reader(char *str, int num, void *stream)
+/* ---- sections ---- */
+
+static void apply_defaults(loader_t *ld, const directive_t *table, size_t n, void *base)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (table[i].deflt) {
+            ld->repeat = 0;
+            table[i].parse(ld, &table[i], base, table[i].deflt);
+        }
+    }
+}
+
+static void enter(loader_t *ld, section_t s, const directive_t *table, size_t n, void *base,
+                  int *seen)
+{
+    ld->section = s;
+    ld->table = table;
+    ld->ntable = n;
+    ld->base = base;
+    ld->seen = seen;
+}
+
+static void begin_listener(loader_t *ld, const char *name)
+{
+    stp_config_t *cf = ld->cf;
+    char q[ESCAPE_CAP];
+
+    if (!valid_listener_name(name)) {
+        error_at(ld, ld->lineno,
+                 "bad listener name '%s': expected up to 63 letters, digits, '_', '.' or '-'",
+                 ESC(q, name));
+    }
+    for (size_t i = 0; i < cf->nlisteners; i++) {
+        if (strcmp(cf->listeners[i].name, name) == 0) {
+            error_at(ld, ld->lineno, "duplicate listener name '%s' (first at line %d)",
+                     ESC(q, name), cf->listeners[i].line);
+            break;
+        }
+    }
+    if (cf->nlisteners >= STP_CONF_MAX_LISTENERS) {
+        error_at(ld, ld->lineno, "too many listeners (at most %d)", STP_CONF_MAX_LISTENERS);
+        ld->section = SEC_SKIP;
+        return;
+    }
+    /* Even a badly named listener is checked, so that all its errors show. */
+    size_t i = cf->nlisteners++;
+    stp_listener_conf_t *lc = &cf->listeners[i];
+    snprintf(lc->name, sizeof(lc->name), "%s", name);
+    lc->line = ld->lineno;
+    enter(ld, SEC_LISTENER, listener_directives, COUNT_OF(listener_directives), lc,
+          ld->listener_seen[i]);
+    apply_defaults(ld, listener_directives, COUNT_OF(listener_directives), lc);
+}
+
+static void begin_section(loader_t *ld, const char *name)
+{
+    char q[ESCAPE_CAP];
+    int *first = NULL;
+
+    escape(ld->section_name, sizeof(ld->section_name), name, strlen(name));
+    if (strcmp(name, "proxy") == 0) {
+        first = &ld->proxy_line;
+        enter(ld, SEC_PROXY, proxy_directives, COUNT_OF(proxy_directives), ld->cf, ld->proxy_seen);
+    } else if (strcmp(name, "tls") == 0) {
+        first = &ld->tls_line;
+        enter(ld, SEC_TLS, tls_directives, COUNT_OF(tls_directives), ld->cf, ld->tls_seen);
+    } else if (strncmp(name, "listener:", 9) == 0) {
+        begin_listener(ld, name + 9);
+        return;
+    } else {
+        error_at(ld, ld->lineno,
+                 "unknown section [%s] (expected [proxy], [tls] or [listener:NAME])", ESC(q, name));
+        ld->section = SEC_SKIP;
+        return;
+    }
+    /* Keys still go to the same place; the second header is only a likely mistake. */
+    if (*first) {
+        error_at(ld, ld->lineno, "duplicate section [%s] (first at line %d)", name, *first);
+    } else {
+        *first = ld->lineno;
+    }
+}
+
+/* ---- the line reader and the inih handler ---- */
+
+/*
+ * inih's own scan for "=:" or "]" stopping at an inline comment (";" after a
+ * blank), mirrored so both agree on what a line is.
+ */
+static const char *find_or_comment(const char *s, const char *chars)
+{
+    int was_blank = 0;
+    while (*s && !strchr(chars, *s) && !(was_blank && *s == ';')) {
+        was_blank = is_blank(*s);
+        s++;
+    }
+    return s;
+}
+
+/*
+ * Looks at one trimmed, non-empty line before inih does. Returns 0 to hand
+ * it to inih, -1 to hand inih a blank line instead (it was reported here, or
+ * it is a section header, which this file handles itself).
+ */
+static int classify_line(loader_t *ld, char *line)
+{
+    char q[ESCAPE_CAP];
+
+    if (line[0] == ';' || line[0] == '#') {
+        return 0;
+    }
+    if (line[0] == '[') {
+        char *end = (char *)find_or_comment(line + 1, "]");
+        if (*end != ']') {
+            error_at(ld, ld->lineno, "missing ']' in section header '%s'", ESC(q, line));
+            ld->section = SEC_SKIP;
+            return -1;
+        }
+        const char *after = end + 1;
+        while (is_blank(*after)) {
+            after++;
+        }
+        if (*after != '\0' && *after != ';' && *after != '#') {
+            error_at(ld, ld->lineno, "unexpected text after ']' in section header '%s'",
+                     ESC(q, line));
+        }
+        *end = '\0';
+        char *name = line + 1;
+        while (is_blank(*name)) {
+            name++;
+        }
+        for (char *e = end; e > name && is_blank(e[-1]); e--) {
+            e[-1] = '\0';
+        }
+        begin_section(ld, name);
+        return -1;
+    }
+    const char *sep = find_or_comment(line, "=:");
+    if (*sep != '=' && *sep != ':') {
+        error_at(ld, ld->lineno, "expected 'key = value', '[section]' or a comment, not '%s'",
+                 ESC(q, line));
+        return -1;
+    }
+    if (sep == line) {
+        error_at(ld, ld->lineno, "missing key name before '%c'", *sep);
+        return -1;
+    }
+    return 0;
+}
+
+/* ini_reader: one physical line per call, so inih's count is ours. */
+static char *read_line(char *str, int num, void *stream)
 {
     loader_t *ld = stream;
-    char *r;
-    if (ld->fp) {
-        r = fgets(str, num, ld->fp);
-    } else {
-        if (ld->text[ld->pos] == '\0') {
-            return NULL;
+
+    if (ld->pos >= ld->len || num < 3) {
+        return NULL;
+    }
+    const char *p = ld->src + ld->pos, *end = ld->src + ld->len;
+    const char *nl = memchr(p, '\n', (size_t)(end - p));
+    const char *eol = nl ? nl : end;
+    ld->pos = (size_t)((nl ? nl + 1 : end) - ld->src);
+    ld->lineno++;
+
+    if (ld->lineno == 1 && eol - p >= 3 && memcmp(p, "\xef\xbb\xbf", 3) == 0) {
+        p += 3; /* UTF-8 byte order mark */
+    }
+    while (p < eol && is_blank(*p)) {
+        p++;
+    }
+    while (eol > p && is_blank(eol[-1])) {
+        eol--;
+    }
+    size_t n = (size_t)(eol - p);
+    str[0] = '\n';
+    str[1] = '\0';
+    if (memchr(p, '\0', n)) {
+        error_at(ld, ld->lineno, "NUL byte in line");
+        return str;
+    }
+    /*
+     * XXX inih reads into a buffer of its compile-time INI_MAX_LINE (200 in
+     * Debian), and would cut a longer line in pieces and drop the rest. A
+     * clear error is better than a truncated path; long allow lists can be
+     * split over several `allow` lines.
+     */
+    if (n + 2 > (size_t)num) {
+        error_at(ld, ld->lineno, "line too long (at most %d characters)", num - 2);
+        return str;
+    }
+    if (n == 0) {
+        return str;
+    }
+    memcpy(str, p, n);
+    str[n] = '\0';
+    if (classify_line(ld, str) < 0) {
+        str[0] = '\n';
+        str[1] = '\0';
+        return str;
+    }
+    str[n] = '\n'; /* a whole line, so inih never asks for "the rest" */
+    str[n + 1] = '\0';
+    return str;
+}
+
+/* ini_handler: `section` is ignored, the reader keeps track of sections. */
+static int on_key(void *user, const char *section, const char *name, const char *value)
+{
+    loader_t *ld = user;
+    char q[ESCAPE_CAP];
+
+    if (ld->section == SEC_NONE) {
+        error_at(ld, ld->lineno, "key '%s' outside of any section", ESC(q, name));
+        return 1;
+    }
+    if (ld->section == SEC_SKIP) {
+        return 1; /* the section header was reported */
+    }
+    const directive_t *d = NULL;
+    for (size_t i = 0; i < ld->ntable; i++) {
+        if (strcmp(ld->table[i].name, name) == 0) {
+            d = &ld->table[i];
+            break;
         }
-        int i = 0;
-        while (i < num - 1 && ld->text[ld->pos]) {
-            char c = ld->text[ld->pos++];
-            str[i++] = c;
-            if (c == '\n') {
+    }
+    if (d == NULL) {
+        error_at(ld, ld->lineno, "unknown key '%s' in [%s]", ESC(q, name), ld->section_name);
+        return 1;
+    }
+    int *seen = &ld->seen[d - ld->table];
+    if (*seen && !(d->flags & F_REPEAT)) {
+        error_at(ld, ld->lineno, "duplicate key '%s' in [%s] (first at line %d)", d->name,
+                 ld->section_name, *seen);
+        return 1;
+    }
+    ld->repeat = *seen != 0;
+    if (!*seen) {
+        *seen = ld->lineno;
+    }
+    d->parse(ld, d, ld->base, value);
+    return 1; /* errors are collected, never a reason for inih to stop */
+}
+
+/* ---- checks once the whole file is read ---- */
+
+static int directive_index(const directive_t *table, size_t n, const char *name)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (strcmp(table[i].name, name) == 0) {
+            return (int)i;
+        }
+    }
+    abort(); /* a name below that is not in the table: programming error */
+}
+
+static int listener_key_line(const loader_t *ld, size_t li, const char *name)
+{
+    return ld->listener_seen[li][directive_index(listener_directives, COUNT_OF(listener_directives),
+                                                 name)];
+}
+
+static void finish_proxy(loader_t *ld)
+{
+    stp_config_t *cf = ld->cf;
+    if (ld->proxy_seen[directive_index(proxy_directives, COUNT_OF(proxy_directives), "hostname")]) {
+        return;
+    }
+    char name[HOSTNAME_CAP + 1];
+    memset(name, 0, sizeof(name));
+    if (gethostname(name, sizeof(name) - 1) != 0 || !valid_hostname(name)) {
+        error_at(ld, ld->proxy_line,
+                 "cannot use this machine's host name in SMTP; set 'hostname' in [proxy]");
+        return;
+    }
+    memcpy(cf->hostname, name, strlen(name) + 1);
+}
+
+static void finish_listener(loader_t *ld, size_t li)
+{
+    stp_config_t *cf = ld->cf;
+    stp_listener_conf_t *lc = &cf->listeners[li];
+    const int *seen = ld->listener_seen[li];
+    char q[ESCAPE_CAP];
+    unsigned mode = lc->mode == STP_MODE_INBOUND    ? F_INBOUND
+                    : lc->mode == STP_MODE_OUTBOUND ? F_OUTBOUND
+                                                    : 0;
+
+    ESC(q, lc->name);
+    for (size_t k = 0; k < COUNT_OF(listener_directives); k++) {
+        const directive_t *d = &listener_directives[k];
+        unsigned only = d->flags & (F_INBOUND | F_OUTBOUND);
+        if (seen[k]) {
+            if (only && mode && !(only & mode)) {
+                error_at(ld, seen[k], "key '%s' is only valid for mode = %s", d->name,
+                         only == F_INBOUND ? "inbound" : "outbound");
+            }
+        } else if ((d->flags & F_REQUIRED) && (!only || (only & mode))) {
+            error_at(ld, lc->line, "missing required key '%s' in [listener:%s]", d->name, q);
+        }
+    }
+    if (lc->mode == STP_MODE_INBOUND) {
+        if (lc->starttls != STP_STARTTLS_OFFER && cf->ncerts == 0) {
+            error_at(ld, listener_key_line(ld, li, "starttls"),
+                     "starttls = %s needs a certificate: add 'cert' and 'key' to [tls]",
+                     lc->starttls == STP_STARTTLS_REQUIRE ? "require" : "implicit");
+        }
+        if (lc->listen.addr_len && lc->backend.addr_len == lc->listen.addr_len &&
+            memcmp(&lc->backend.addr, &lc->listen.addr, lc->listen.addr_len) == 0) {
+            error_at(ld, listener_key_line(ld, li, "backend"),
+                     "backend is the listener's own address: connections would loop");
+        }
+    }
+    if (lc->mode == STP_MODE_OUTBOUND) {
+        if (!listener_key_line(ld, li, "servername") && lc->route == STP_ROUTE_RELAY) {
+            memcpy(lc->servername, lc->relay.host, strlen(lc->relay.host) + 1);
+        }
+        if (!listener_key_line(ld, li, "ca_file")) {
+            memcpy(lc->ca_file, cf->ca_file, strlen(cf->ca_file) + 1);
+        }
+    }
+}
+
+static const void *ip_bytes(const struct sockaddr_storage *ss, size_t *len)
+{
+    if (ss->ss_family == AF_INET) {
+        *len = 4;
+        return &((const struct sockaddr_in *)ss)->sin_addr;
+    }
+    *len = 16;
+    return &((const struct sockaddr_in6 *)ss)->sin6_addr;
+}
+
+static int is_wildcard(const struct sockaddr_storage *ss)
+{
+    static const unsigned char zero[16];
+    size_t len;
+    const void *a = ip_bytes(ss, &len);
+    return memcmp(a, zero, len) == 0;
+}
+
+/*
+ * Two listeners cannot bind the same address and port; a wildcard overlaps
+ * every address of its family (IPv6 sockets are IPV6_V6ONLY, so the families
+ * do not meet).
+ */
+static void check_listen_overlap(loader_t *ld)
+{
+    const stp_config_t *cf = ld->cf;
+    char qa[ESCAPE_CAP], qb[ESCAPE_CAP];
+
+    for (size_t i = 0; i < cf->nlisteners; i++) {
+        const stp_hostport_t *b = &cf->listeners[i].listen;
+        for (size_t j = 0; b->addr_len && j < i; j++) {
+            const stp_hostport_t *a = &cf->listeners[j].listen;
+            if (!a->addr_len || a->addr.ss_family != b->addr.ss_family || a->port != b->port) {
+                continue;
+            }
+            size_t len;
+            const void *ab = ip_bytes(&a->addr, &len), *bb = ip_bytes(&b->addr, &len);
+            if (memcmp(ab, bb, len) == 0 || is_wildcard(&a->addr) || is_wildcard(&b->addr)) {
+                error_at(ld, listener_key_line(ld, i, "listen"),
+                         "listen address of [listener:%s] overlaps [listener:%s] (line %d)",
+                         ESC(qa, cf->listeners[i].name), ESC(qb, cf->listeners[j].name),
+                         listener_key_line(ld, j, "listen"));
                 break;
             }
         }
-        str[i] = '\0';
-        r = str;
-    }
-    if (r) {
-        ld->line++;
-        const char *p = str;
-        while (*p == ' ' || *p == '\t') {
-            p++;
-        }
-        if (*p == '[') {
-            ld->section_line = ld->line;
-        }
-    }
-    return r;
-}
-
-static void copy_str(char *dst, size_t cap, const char *src)
-{
-    size_t n = strlen(src);
-    if (n >= cap) {
-        n = cap - 1;
-    }
-    memmove(dst, src, n);
-    dst[n] = '\0';
-}
-
-static void validate(loader_t *ld)
-{
-    stp_config_t *cf = ld->cf;
-    if (cf->nlisteners == 0) {
-        error_at(ld, ld->line > 0 ? ld->line : 1, "no [listener:NAME] section: nothing to do");
-    }
-    for (size_t i = 0; i < cf->nlisteners; i++) {
-        stp_listener_conf_t *l = &cf->listeners[i];
-        int *kl = ld->key_line[i];
-        if (!kl[0]) {
-            error_at(ld, l->line, "listener '%s': missing key 'mode' (inbound or outbound)",
-                     l->name);
-            continue;
-        }
-        if (!kl[1]) {
-            error_at(ld, l->line, "listener '%s': missing key 'listen'", l->name);
-        }
-        for (size_t k = 0; listener_dirs[k].name; k++) {
-            if (kl[k] && listener_dirs[k].mode != M_ANY && listener_dirs[k].mode != (int)l->mode) {
-                error_at(ld, kl[k], "key '%s' is only valid for mode = %s", listener_dirs[k].name,
-                         listener_dirs[k].mode == M_IN ? "inbound" : "outbound");
-            }
-        }
-        if (l->mode == STP_MODE_INBOUND) {
-            if (!kl[2]) {
-                error_at(ld, l->line, "listener '%s': missing key 'backend'", l->name);
-            }
-            if (l->starttls != STP_STARTTLS_OFFER && cf->ncerts == 0) {
-                error_at(ld, kl[3] ? kl[3] : l->line,
-                         "starttls = %s needs a certificate ([tls] cert and key)",
-                         l->starttls == STP_STARTTLS_REQUIRE ? "require" : "implicit");
-            }
-        } else {
-            if (!kl[8]) {
-                error_at(ld, l->line, "listener '%s': missing key 'route'", l->name);
-            }
-            if (!kl[10] && l->route == STP_ROUTE_RELAY) {
-                copy_str(l->servername, sizeof(l->servername), l->relay.host);
-            }
-            if (!kl[11]) {
-                copy_str(l->ca_file, sizeof(l->ca_file), cf->ca_file);
-            }
-        }
-        for (size_t j = 0; j < i; j++) {
-            if (kl[1] && cf->listeners[j].listen.addr_len == l->listen.addr_len &&
-                memcmp(&cf->listeners[j].listen.addr, &l->listen.addr, l->listen.addr_len) == 0) {
-                error_at(ld, kl[1], "listener '%s': same listen address as listener '%s'",
-                         l->name, cf->listeners[j].name);
-            }
-        }
-    }
-    for (size_t i = 0; i < cf->ncerts; i++) {
-        if (cf->certs[i].key[0] == '\0') {
-            /* key may live in the cert file; tls_ctx reports it if not */
-        }
     }
 }
 
-static stp_config_t *load(loader_t *ld)
+static void finish(loader_t *ld)
 {
+    finish_proxy(ld);
+    for (size_t i = 0; i < ld->cf->nlisteners; i++) {
+        finish_listener(ld, i);
+    }
+    check_listen_overlap(ld);
+    if (ld->cf->nlisteners == 0) {
+        error_at(ld, 0, "no [listener:NAME] section: nothing to do");
+    }
+}
+
+/* ---- entry points ---- */
+
+static stp_config_t *load(const char *file, const char *src, size_t len, char *errbuf,
+                          size_t errlen)
+{
+    loader_t *ld = calloc(1, sizeof(*ld));
     stp_config_t *cf = calloc(1, sizeof(*cf));
-    if (cf == NULL) {
-        error_at(ld, 0, "out of memory");
+    char *path = strdup(file);
+
+    if (ld == NULL || cf == NULL || path == NULL) {
+        if (errbuf && errlen) {
+            snprintf(errbuf, errlen, "%s: out of memory\n", file);
+        }
+        free(ld);
+        free(cf);
+        free(path);
         return NULL;
     }
+    ld->file = file;
+    ld->src = src;
+    ld->len = len;
     ld->cf = cf;
-    apply_defaults(proxy_dirs, cf);
-    apply_defaults(tls_dirs, cf);
-    if (gethostname(cf->hostname, sizeof(cf->hostname) - 1) != 0 || cf->hostname[0] == '\0') {
-        snprintf(cf->hostname, sizeof(cf->hostname), "localhost");
+    cf->path = path;
+    snprintf(ld->section_name, sizeof(ld->section_name), "proxy");
+    apply_defaults(ld, proxy_directives, COUNT_OF(proxy_directives), cf);
+    snprintf(ld->section_name, sizeof(ld->section_name), "tls");
+    apply_defaults(ld, tls_directives, COUNT_OF(tls_directives), cf);
+    ld->section_name[0] = '\0';
+
+    int rc = ini_parse_stream(read_line, ld, on_key, ld);
+    if (rc == -2) {
+        error_at(ld, 0, "out of memory");
+    } else if (rc > 0 && !has_error_on_line(ld, rc)) {
+        error_at(ld, rc, "syntax error"); /* read_line should have caught it */
     }
-    int rc = ini_parse_stream(reader, ld, handler, ld);
-    if (rc > 0) {
-        error_at(ld, rc, "syntax error (expected [section] or key = value)");
+    finish(ld);
+
+    int failed = has_errors(ld);
+    write_messages(ld, errbuf, errlen);
+    for (size_t i = 0; i < ld->nmsgs; i++) {
+        free(ld->msgs[i].text);
     }
-    validate(ld);
-    if (ld->nerrors) {
+    free(ld->msgs);
+    free(ld);
+    if (failed) {
         stp_config_free(cf);
         return NULL;
     }
-    cf->path = strdup(ld->name);
     return cf;
 }
 
 stp_config_t *stp_config_load(const char *path, char *errbuf, size_t errlen)
 {
-    loader_t ld = {.name = path, .err = errbuf, .errlen = errlen};
-    if (errlen) {
+    struct stat st;
+    const char *why = NULL;
+    char *text = NULL;
+    size_t len = 0;
+
+    if (errbuf && errlen) {
         errbuf[0] = '\0';
     }
-    ld.fp = fopen(path, "r");
-    if (ld.fp == NULL) {
-        error_at(&ld, 0, "cannot open configuration file: %s", strerror(errno));
+    FILE *f = fopen(path, "r");
+    if (f == NULL) {
+        why = strerror(errno);
+    } else if (fstat(fileno(f), &st) != 0) {
+        why = strerror(errno);
+    } else if (S_ISDIR(st.st_mode)) {
+        why = strerror(EISDIR);
+    } else if ((text = malloc(MAX_FILE_SIZE + 1)) == NULL) {
+        why = "out of memory";
+    } else {
+        len = fread(text, 1, MAX_FILE_SIZE + 1, f);
+        if (ferror(f)) {
+            why = strerror(errno);
+        } else if (len > MAX_FILE_SIZE) {
+            why = "file too large (more than 1 MiB)";
+        }
+    }
+    if (f) {
+        fclose(f);
+    }
+    if (why) {
+        if (errbuf && errlen) {
+            snprintf(errbuf, errlen, "%s: cannot read configuration: %s\n", path, why);
+        }
+        free(text);
         return NULL;
     }
-    stp_config_t *cf = load(&ld);
-    fclose(ld.fp);
+    stp_config_t *cf = load(path, text, len, errbuf, errlen);
+    free(text);
     return cf;
 }
 
 stp_config_t *stp_config_load_string(const char *text, const char *name, char *errbuf,
                                      size_t errlen)
 {
-    loader_t ld = {.name = name, .err = errbuf, .errlen = errlen, .text = text};
-    if (errlen) {
+    if (errbuf && errlen) {
         errbuf[0] = '\0';
     }
-    return load(&ld);
+    return load(name ? name : "(string)", text ? text : "", text ? strlen(text) : 0, errbuf,
+                errlen);
 }
 
 void stp_config_free(stp_config_t *cf)
