@@ -35,6 +35,20 @@ stp_runtime_t *stp_runtime_new(stp_config_t *conf, char *err, size_t errlen)
             return NULL;
         }
     }
+    for (size_t i = 0; i < conf->nlisteners; i++) {
+        const stp_listener_conf_t *l = &conf->listeners[i];
+        if (l->mode != STP_MODE_OUTBOUND || l->tls == STP_TLS_LEVEL_NONE) {
+            continue;
+        }
+        char e[400];
+        rt->client_ctx[i] = stp_tls_ctx_client_new(l->ca_file[0] ? l->ca_file : NULL,
+                                                   TLS1_2_VERSION, e, sizeof(e));
+        if (rt->client_ctx[i] == NULL) {
+            snprintf(err, errlen, "listener '%s': %s", l->name, e);
+            stp_runtime_unref(rt);
+            return NULL;
+        }
+    }
     return rt;
 }
 
@@ -49,6 +63,9 @@ void stp_runtime_unref(stp_runtime_t *rt)
         return;
     }
     SSL_CTX_free(rt->server_ctx);
+    for (size_t i = 0; i < STP_CONF_MAX_LISTENERS; i++) {
+        SSL_CTX_free(rt->client_ctx[i]);
+    }
     stp_config_free(rt->conf);
     free(rt);
 }
@@ -99,6 +116,19 @@ int stp_listener_start(stp_listener_t *l, uv_loop_t *loop, stp_runtime_t *rt,
         uv_close((uv_handle_t *)&l->tcp, NULL);
         l->closed = 1;
         return -1;
+    }
+    if (conf->mode == STP_MODE_OUTBOUND) {
+        static const char *const levels[] = {"none", "may", "encrypt", "verify", "secure"};
+        char hop[300];
+        if (conf->route == STP_ROUTE_RELAY) {
+            snprintf(hop, sizeof(hop), "relay:%s:%u", conf->relay.host, conf->relay.port);
+        } else {
+            snprintf(hop, sizeof(hop), "%s",
+                     conf->route == STP_ROUTE_ORIGINAL_DST ? "original-dst" : "mx");
+        }
+        stp_log(STP_LOG_INFO, "listen listener=%s mode=outbound addr=%s route=%s tls=%s%s",
+                conf->name, addr, hop, levels[conf->tls], conf->testing ? " testing=yes" : "");
+        return 0;
     }
     stp_log(STP_LOG_INFO, "listen listener=%s mode=%s addr=%s starttls=%s", conf->name,
             conf->mode == STP_MODE_INBOUND ? "inbound" : "outbound", addr,

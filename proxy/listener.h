@@ -19,6 +19,9 @@ typedef struct stp_session_s stp_session_t;
 typedef struct {
     stp_config_t *conf;
     SSL_CTX *server_ctx; /* NULL when no [tls] cert is configured */
+    /* Outbound listeners: the client context toward the next hop (trust
+     * store of the listener), by listener index; NULL for tls = none. */
+    SSL_CTX *client_ctx[STP_CONF_MAX_LISTENERS];
     unsigned refs;
 } stp_runtime_t;
 

@@ -168,9 +168,10 @@ int main(int argc, char **argv)
     }
     conf = rt->conf;
     for (size_t i = 0; i < conf->nlisteners; i++) {
-        if (conf->listeners[i].mode != STP_MODE_INBOUND) {
-            fprintf(stderr, "%s:%d: listener '%s': mode = outbound is not implemented yet\n",
-                    path, conf->listeners[i].line, conf->listeners[i].name);
+        if (conf->listeners[i].mode == STP_MODE_OUTBOUND &&
+            conf->listeners[i].route == STP_ROUTE_MX) {
+            fprintf(stderr, "%s:%d: listener '%s': route = mx is not implemented yet\n", path,
+                    conf->listeners[i].line, conf->listeners[i].name);
             stp_runtime_unref(rt);
             return 1;
         }

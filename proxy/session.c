@@ -38,6 +38,12 @@
 #include "proxy/smtp_line.h"
 #include "proxy/smtp_reply.h"
 #include "proxy/trace.h"
+#include "policy/cidr.h"
+#include "tls/tls_verify.h"
+
+#include <linux/netfilter_ipv4.h>
+#include <linux/netfilter_ipv6/ip6_tables.h>
+#include <netinet/in.h>
 
 #define PENDING_MAX 128
 #define HELD_MAX (1024 * 1024)
@@ -64,6 +70,7 @@ typedef struct {
 
 typedef enum { S_CONNECTING = 1, S_GREETING, S_COMMAND, S_DATA, S_CLOSING } state_t;
 typedef enum { T_NONE = 0, T_HANDSHAKE, T_ACTIVE } tls_state_t;
+typedef enum { UP_NONE = 0, UP_EHLO1, UP_STARTTLS, UP_HANDSHAKE, UP_EHLO2 } up_phase_t;
 
 struct stp_session_s {
     stp_session_t *prev, *next; /* listener's list */
@@ -73,7 +80,9 @@ struct stp_session_s {
     uv_loop_t *loop;
 
     stp_conn_t client;
-    stp_conn_t backend;
+    stp_conn_t backends[2]; /* the second one only for a plaintext retry (tls = may) */
+    stp_conn_t *up;         /* the current backend / next hop connection */
+    unsigned nbackends;
     uv_timer_t client_timer;
     uv_timer_t backend_timer;
     uv_timer_t session_timer;
@@ -100,6 +109,16 @@ struct stp_session_s {
     char tls_cipher[64];
     char sni[128];
     int tls_bits;
+    /* outbound: the proxy's own EHLO/STARTTLS dance with the next hop */
+    int up_phase;
+    size_t up_extra;        /* bytes that followed the last reply in its read */
+    int up_plain_retry;     /* tls = may: the one plaintext retry is in use */
+    struct sockaddr_storage next_hop;
+    char next_hop_str[280];
+    char up_version[16];
+    char up_cipher[64];
+    const char *verify;     /* "ok", "failed", "skipped" */
+    const char *decision;   /* "tls", "plaintext", "deferred", "rejected" */
     char helo[72];
     char mail_from[136];
     unsigned rcpts;
@@ -131,6 +150,10 @@ static void process(stp_session_t *s, const char *p, size_t n);
 static void arm_timers(stp_session_t *s);
 static void update_reading(stp_session_t *s);
 static void flush_queue(stp_session_t *s);
+static void up_reply(stp_session_t *s, const stp_reply_t *r);
+static void up_lost(stp_session_t *s, const char *why);
+static void up_on_handshake(stp_conn_t *c, const char *err);
+static void backend_connect(stp_session_t *s);
 
 /* ---- small helpers ---- */
 
@@ -201,7 +224,7 @@ static void backend_send(stp_session_t *s, unsigned verb, const char *line, size
                          pending_kind_t kind)
 {
     uv_buf_t b[2] = {uv_buf_init((char *)line, (unsigned)len), uv_buf_init("\r\n", 2)};
-    if (stp_conn_writev(&s->backend, b, 2) < 0) {
+    if (stp_conn_writev(s->up, b, 2) < 0) {
         finish(s, NULL, "backend-lost", "write to backend failed");
         return;
     }
@@ -210,11 +233,32 @@ static void backend_send(stp_session_t *s, unsigned verb, const char *line, size
 
 /* ---- lifetime ---- */
 
+static const char *level_name(stp_tls_level_t l)
+{
+    static const char *const names[] = {"none", "may", "encrypt", "verify", "secure"};
+    return (unsigned)l < 5 ? names[l] : "?";
+}
+
 static void destroy(stp_session_t *s)
 {
     char backend[80];
     uint64_t ms = uv_now(s->loop) - s->start_ms;
 
+    if (s->conf->mode == STP_MODE_OUTBOUND) {
+        stp_log(STP_LOG_INFO,
+                "session id=%s listener=%s client=%s next_hop=%s policy=%s%s tls=%s cipher=%s "
+                "verify=%s decision=%s helo=%s messages=%u rejected=%u bytes_in=%llu "
+                "bytes_out=%llu result=%s duration=%llu.%03llus%s%s",
+                s->id, s->conf->name, s->peer_str, s->next_hop_str[0] ? s->next_hop_str : "-",
+                level_name(s->conf->tls), s->conf->testing ? "(testing)" : "",
+                s->up_version[0] ? s->up_version : "none", s->up_cipher[0] ? s->up_cipher : "none",
+                s->verify ? s->verify : "skipped", s->decision ? s->decision : "none",
+                s->helo[0] ? s->helo : "-", s->messages, s->rejected,
+                (unsigned long long)s->client.bytes_in, (unsigned long long)s->client.bytes_out,
+                s->result ? s->result : "closed", (unsigned long long)(ms / 1000),
+                (unsigned long long)(ms % 1000), s->error[0] ? " error=" : "", s->error);
+        goto logged;
+    }
     stp_sockaddr_str((const struct sockaddr *)&s->conf->backend.addr, backend, sizeof(backend), 1);
     stp_log(STP_LOG_INFO,
             "session id=%s listener=%s client=%s tls=%s cipher=%s sni=%s backend=%s helo=%s "
@@ -225,6 +269,7 @@ static void destroy(stp_session_t *s)
             (unsigned long long)s->client.bytes_in, (unsigned long long)s->client.bytes_out,
             s->result ? s->result : "closed", (unsigned long long)(ms / 1000),
             (unsigned long long)(ms % 1000), s->error[0] ? " error=" : "", s->error);
+logged:
     if (s->limits_taken) {
         stp_limits_release(&s->listener->limits, (const struct sockaddr *)&s->peer);
     }
@@ -288,11 +333,11 @@ static void finish(stp_session_t *s, const char *reply, const char *result, cons
     if (s->backend_up) {
         /* A polite QUIT only between transactions: inside DATA, closing
          * without the final dot is what makes the backend drop the message. */
-        if (backend_idle && !s->backend.closing && !s->backend.eof) {
-            stp_conn_write(&s->backend, "QUIT\r\n", 6);
-            stp_conn_close_after_write(&s->backend);
+        if (backend_idle && !s->up->closing && !s->up->eof) {
+            stp_conn_write(s->up, "QUIT\r\n", 6);
+            stp_conn_close_after_write(s->up);
         } else {
-            stp_conn_close(&s->backend);
+            stp_conn_close(s->up);
         }
     }
     uv_timer_stop(&s->backend_timer);
@@ -310,7 +355,7 @@ static void finish(stp_session_t *s, const char *reply, const char *result, cons
 static void fail_reply(stp_session_t *s, const char *code, const char *text, const char *result,
                        const char *error)
 {
-    char buf[512];
+    char buf[1024];
     snprintf(buf, sizeof(buf), "%s %s %s\r\n", code, hostname(s), text);
     finish(s, buf, result, error);
 }
@@ -355,8 +400,11 @@ static uint64_t backend_wait_ms(stp_session_t *s)
     if (s->state == S_CONNECTING) {
         return c->connect_timeout;
     }
+    if (s->up_phase == UP_HANDSHAKE) {
+        return c->handshake_timeout;
+    }
     if (s->state == S_GREETING) {
-        return c->greeting_timeout;
+        return s->up_phase ? c->command_timeout : c->greeting_timeout;
     }
     for (unsigned i = 0; i < s->pq_len; i++) {
         if (pq_at(s, i)->verb == V_DATA_END) {
@@ -407,7 +455,7 @@ static void update_reading(stp_session_t *s)
     }
     int client = s->tls == T_HANDSHAKE ||
                  ((s->state == S_COMMAND || s->state == S_DATA) && !s->paused && !pq_full(s) &&
-                  !s->discard_input && !(s->backend_up && stp_conn_congested(&s->backend)));
+                  !s->discard_input && !(s->backend_up && stp_conn_congested(s->up)));
     if (client) {
         stp_conn_read_start(&s->client);
     } else {
@@ -415,9 +463,9 @@ static void update_reading(stp_session_t *s)
     }
     if (s->backend_up) {
         if (s->state != S_CONNECTING && !stp_conn_congested(&s->client)) {
-            stp_conn_read_start(&s->backend);
+            stp_conn_read_start(s->up);
         } else {
-            stp_conn_read_stop(&s->backend);
+            stp_conn_read_stop(s->up);
         }
     }
 }
@@ -528,7 +576,9 @@ static void handle_line(stp_session_t *s, const char *line, size_t len)
 
     switch (cmd.verb) {
     case STP_CMD_STARTTLS:
-        if (cmd.arg_len) {
+        if (c->mode == STP_MODE_OUTBOUND) {
+            local_reply(s, "502 5.5.1 Error: command not implemented\r\n", A_NONE);
+        } else if (cmd.arg_len) {
             local_reply(s, "501 5.5.4 Syntax: STARTTLS\r\n", A_NONE);
         } else if (tls) {
             local_reply(s, "554 5.5.1 Error: TLS already active\r\n", A_NONE);
@@ -546,7 +596,7 @@ static void handle_line(stp_session_t *s, const char *line, size_t len)
         return;
 
     case STP_CMD_AUTH:
-        if (!tls) {
+        if (!tls && c->mode == STP_MODE_INBOUND) {
             local_reply(s, "530 5.7.0 Must issue a STARTTLS command first\r\n", A_NONE);
         } else if (s->authenticated) {
             local_reply(s, "503 5.5.1 Error: already authenticated\r\n", A_NONE);
@@ -645,7 +695,7 @@ static void data_begin(stp_session_t *s)
     };
     size_t n = stp_trace_header(&t, hdr, sizeof(hdr));
     if (n) {
-        stp_conn_write(&s->backend, hdr, n);
+        stp_conn_write(s->up, hdr, n);
     }
 }
 
@@ -656,7 +706,7 @@ static void data_refuse(stp_session_t *s)
     s->rejected++;
     stp_log(STP_LOG_INFO, "message id=%s.%u client=%s from=\"%s\" result=refused reason=\"%s\"",
             s->id, s->messages + s->rejected, s->peer_str, s->mail_from, s->msg_abort);
-    stp_conn_close(&s->backend);
+    stp_conn_close(s->up);
     finish(s, s->msg_abort, "message-refused", "bare CR/LF or size in DATA");
 }
 
@@ -668,7 +718,7 @@ static size_t data_input(stp_session_t *s, const char *p, size_t n)
     int rc = stp_data_scan(&s->scan, p, chunk, data_out, &consumed, &produced);
 
     if (s->msg_abort == NULL) {
-        if (produced && stp_conn_write(&s->backend, data_out, produced) < 0) {
+        if (produced && stp_conn_write(s->up, data_out, produced) < 0) {
             finish(s, "451 4.4.2 Error: connection to mail server lost\r\n", "backend-lost",
                    "write to backend failed");
             return n;
@@ -754,8 +804,6 @@ static void client_on_eof(stp_conn_t *c, const char *err)
     }
 }
 
-static void backend_connect(stp_session_t *s);
-
 static void client_on_handshake(stp_conn_t *c, const char *err)
 {
     stp_session_t *s = c->owner;
@@ -810,7 +858,7 @@ static void conn_on_close(stp_conn_t *c)
         if (s->state != S_CLOSING) {
             finish(s, NULL, "client-closed", NULL);
         }
-    } else if (s->state != S_CLOSING) {
+    } else if (c == s->up && s->state != S_CLOSING) {
         finish(s, "421 4.4.2 Error: connection to mail server lost\r\n", "backend-lost", NULL);
     }
     if (--s->open_handles == 0) {
@@ -851,7 +899,11 @@ static void relay_ehlo(stp_session_t *s, const stp_reply_t *r)
         .add_starttls = !tls && s->rt->server_ctx != NULL &&
                         s->conf->starttls != STP_STARTTLS_IMPLICIT,
     };
-    if (!tls && s->conf->hide_auth_before_tls) {
+    if (s->conf->mode == STP_MODE_OUTBOUND) {
+        /* The legacy MTA talks plaintext to us on a trusted network; it sees
+         * the next hop's capabilities, AUTH included, never STARTTLS. */
+        o.add_starttls = 0;
+    } else if (!tls && s->conf->hide_auth_before_tls) {
         o.drop |= STP_EHLO_AUTH;
     }
     if (stp_ehlo_rewrite(r, &o, out, sizeof(out), &len, NULL) == 0) {
@@ -890,6 +942,10 @@ static void log_message(stp_session_t *s, const stp_reply_t *r)
 
 static void handle_reply(stp_session_t *s, const stp_reply_t *r)
 {
+    if (s->conf->mode == STP_MODE_OUTBOUND && (s->state == S_GREETING || s->up_phase)) {
+        up_reply(s, r);
+        return;
+    }
     if (s->state == S_GREETING) {
         handle_greeting(s, r);
         return;
@@ -969,10 +1025,228 @@ static void handle_reply(stp_session_t *s, const stp_reply_t *r)
     resume(s);
 }
 
+/* ---- outbound: securing the next hop before the legacy MTA says a word ----
+ *
+ * Greeting, EHLO, STARTTLS, handshake, verification, EHLO again: only then
+ * does the legacy MTA get a greeting, so no envelope or message byte ever
+ * leaves before the policy is satisfied. Levels follow Postfix: none (never
+ * TLS), may (opportunistic, one plaintext retry after a failed handshake),
+ * encrypt (TLS required, unverified), verify and secure (TLS required, chain
+ * to a trusted CA and the configured name).
+ */
+
+static void up_write(stp_session_t *s, const char *line, up_phase_t next)
+{
+    uv_buf_t b[2] = {uv_buf_init((char *)line, (unsigned)strlen(line)), uv_buf_init("\r\n", 2)};
+    s->up_phase = next;
+    if (stp_conn_writev(s->up, b, 2) < 0) {
+        up_lost(s, "write failed");
+    }
+}
+
+/* The next hop is ready: greet the legacy MTA and relay from now on. */
+static void up_ready(stp_session_t *s)
+{
+    char buf[320];
+    s->up_phase = UP_NONE;
+    if (s->decision == NULL) {
+        s->decision = s->up->tls ? "tls" : "plaintext";
+    }
+    stp_log(STP_LOG_INFO,
+            "next_hop id=%s next_hop=%s policy=%s tls=%s cipher=%s verify=%s decision=%s", s->id,
+            s->next_hop_str, level_name(s->conf->tls), s->up_version[0] ? s->up_version : "none",
+            s->up_cipher[0] ? s->up_cipher : "none", s->verify ? s->verify : "skipped",
+            s->decision);
+    int n = snprintf(buf, sizeof(buf), "220 %s ESMTP smtp-tls-proxy\r\n", hostname(s));
+    client_write(s, buf, (size_t)n);
+    s->state = S_COMMAND;
+    s->paused = 0;
+    resume(s);
+}
+
+/* Policy says no: a deferral the legacy MTA will retry (4.7.x), or a 5.7.x
+ * bounce with on_failure = reject. Nothing of the mail has left. */
+static void up_refuse(stp_session_t *s, const char *subcode, const char *why)
+{
+    char buf[1500];
+    int reject = s->conf->on_failure == STP_ON_FAILURE_REJECT;
+    s->decision = reject ? "rejected" : "deferred";
+    stp_log(STP_LOG_WARN, "policy id=%s next_hop=%s policy=%s decision=%s reason=\"%s\"", s->id,
+            s->next_hop_str, level_name(s->conf->tls), s->decision, why);
+    snprintf(buf, sizeof(buf), "%s %c.%s %s %s\r\n", reject ? "554" : "421", reject ? '5' : '4',
+             subcode, hostname(s), why);
+    finish(s, buf, "policy", why);
+}
+
+/* Enforcement would refuse; under `testing` the session goes on and the
+ * log says what would have happened. Returns 1 if the caller may go on. */
+static int up_testing(stp_session_t *s, const char *why)
+{
+    if (!s->conf->testing) {
+        return 0;
+    }
+    stp_log(STP_LOG_WARN, "policy id=%s next_hop=%s policy=%s decision=testing-override "
+            "would_refuse=\"%s\"", s->id, s->next_hop_str, level_name(s->conf->tls), why);
+    s->decision = "testing-override";
+    return 1;
+}
+
+/* The next hop offers no TLS (or refused STARTTLS) on a usable session. */
+static void up_no_tls(stp_session_t *s, const char *why)
+{
+    if (s->conf->tls <= STP_TLS_LEVEL_MAY || up_testing(s, why)) {
+        up_ready(s);
+        return;
+    }
+    up_refuse(s, "7.4", why);
+}
+
+/* STARTTLS was attempted but no TLS session came of it: the connection is
+ * unusable. Under `may` (or `testing`) retry once in plaintext. */
+static void up_tls_failed(stp_session_t *s, const char *why)
+{
+    if ((s->conf->tls == STP_TLS_LEVEL_MAY || up_testing(s, why)) && !s->up_plain_retry) {
+        stp_log(STP_LOG_INFO, "next_hop id=%s next_hop=%s retry=plaintext reason=\"%s\"", s->id,
+                s->next_hop_str, why);
+        s->up_plain_retry = 1;
+        s->up_phase = UP_NONE;
+        s->up_version[0] = s->up_cipher[0] = '\0';
+        stp_conn_close(s->up);
+        backend_connect(s);
+        return;
+    }
+    up_refuse(s, "7.5", why);
+}
+
+static void up_lost(stp_session_t *s, const char *why)
+{
+    char buf[700];
+    if (s->up_phase == UP_HANDSHAKE || s->up_phase == UP_STARTTLS) {
+        snprintf(buf, sizeof(buf), "TLS with %s failed: %s", s->next_hop_str, why);
+        up_tls_failed(s, buf);
+        return;
+    }
+    snprintf(buf, sizeof(buf), "connection to %s lost: %s", s->next_hop_str, why);
+    fail_reply(s, "421 4.4.2", buf, "next-hop-lost", why);
+}
+
+static void up_reply(stp_session_t *s, const stp_reply_t *r)
+{
+    char why[700];
+    const char *host = s->conf->servername[0] ? s->conf->servername : s->next_hop_str;
+
+    if (s->state == S_GREETING && s->up_phase == UP_NONE) {
+        if (r->code != 220) {
+            snprintf(why, sizeof(why), "next hop %s refused the connection (%d)",
+                     s->next_hop_str, r->code);
+            fail_reply(s, "421 4.4.2", why, "next-hop-refused", why);
+            return;
+        }
+        if (s->conf->tls == STP_TLS_LEVEL_NONE || s->up_plain_retry) {
+            up_ready(s);
+            return;
+        }
+        snprintf(why, sizeof(why), "EHLO %s", hostname(s));
+        up_write(s, why, UP_EHLO1);
+        return;
+    }
+    switch (s->up_phase) {
+    case UP_EHLO1:
+        if (r->code == 250 && (stp_ehlo_caps(r) & STP_EHLO_STARTTLS)) {
+            up_write(s, "STARTTLS", UP_STARTTLS);
+            return;
+        }
+        snprintf(why, sizeof(why), "TLS is required, but was not offered by %s", host);
+        up_no_tls(s, why);
+        return;
+    case UP_STARTTLS:
+        if (r->code != 220) {
+            snprintf(why, sizeof(why), "TLS is required, but STARTTLS was refused by %s (%d)",
+                     host, r->code);
+            up_no_tls(s, why);
+            return;
+        }
+        if (s->up_extra > 0) {
+            /* Bytes behind the 220 were sent in plaintext and would be read
+             * as if inside TLS: a response injection; never go on with it. */
+            snprintf(why, sizeof(why), "%s sent data after its STARTTLS response", host);
+            up_tls_failed(s, why);
+            return;
+        }
+        {
+            int idx = (int)(s->conf - s->rt->conf->listeners);
+            stp_tls_engine_t *e = stp_tls_engine_new_client(
+                s->rt->client_ctx[idx], s->conf->servername[0] ? s->conf->servername : NULL);
+            if (e == NULL) {
+                fail_reply(s, "421 4.3.0", "Error: out of resources", "error", "TLS engine");
+                return;
+            }
+            stp_tls_verify_prepare(stp_tls_engine_ssl(e));
+            s->up_phase = UP_HANDSHAKE;
+            stp_conn_start_tls(s->up, e);
+        }
+        return;
+    case UP_EHLO2:
+        if (r->code != 250) {
+            snprintf(why, sizeof(why), "%s rejected EHLO after TLS (%d)", host, r->code);
+            fail_reply(s, "421 4.4.2", why, "next-hop-refused", why);
+            return;
+        }
+        up_ready(s);
+        return;
+    default:
+        fail_reply(s, "421 4.4.2", "Error: next hop protocol error", "next-hop-protocol",
+                   "unexpected reply");
+        return;
+    }
+}
+
+static void up_on_handshake(stp_conn_t *c, const char *err)
+{
+    stp_session_t *s = c->owner;
+    char why[1100], line[300];
+
+    if (c != s->up || s->state == S_CLOSING) {
+        return;
+    }
+    if (err) {
+        snprintf(why, sizeof(why), "TLS handshake with %s failed: %s", s->next_hop_str, err);
+        up_tls_failed(s, why);
+        return;
+    }
+    snprintf(s->up_version, sizeof(s->up_version), "%s", stp_tls_engine_version(c->tls));
+    snprintf(s->up_cipher, sizeof(s->up_cipher), "%s", stp_tls_engine_cipher(c->tls));
+
+    /* Verification is computed at every level (for the log) and enforced
+     * from `verify` on. */
+    const char *name = s->conf->servername;
+    stp_verify_result_t vr = STP_VERIFY_NAME;
+    char vwhy[300] = "no name to verify (set servername)";
+    if (name[0]) {
+        vr = stp_tls_verify_peer(stp_tls_engine_ssl(c->tls), &name, 1, vwhy, sizeof(vwhy));
+    }
+    s->verify = vr == STP_VERIFY_OK ? "ok" : "failed";
+    if (vr != STP_VERIFY_OK && s->conf->tls >= STP_TLS_LEVEL_VERIFY) {
+        snprintf(why, sizeof(why), "certificate verification failed for %s: %s",
+                 name[0] ? name : s->next_hop_str, vwhy);
+        if (!up_testing(s, why)) {
+            up_refuse(s, "7.5", why);
+            return;
+        }
+    }
+    snprintf(line, sizeof(line), "EHLO %s", hostname(s));
+    up_write(s, line, UP_EHLO2);
+    update_reading(s);
+    arm_timers(s);
+}
+
 static void backend_on_read(stp_conn_t *c, const char *data, size_t len)
 {
     stp_session_t *s = c->owner;
 
+    if (c != s->up) {
+        return; /* a connection we gave up on (plaintext retry) */
+    }
     while (len > 0 && s->state != S_CLOSING) {
         size_t used = 0;
         int rc = stp_reply_feed(s->rp, data, len, &used);
@@ -984,6 +1258,7 @@ static void backend_on_read(stp_conn_t *c, const char *data, size_t len)
             return;
         }
         if (rc == STP_REPLY_DONE) {
+            s->up_extra = len; /* bytes behind this reply in the same read */
             handle_reply(s, &s->rp->reply);
         }
     }
@@ -994,6 +1269,14 @@ static void backend_on_read(stp_conn_t *c, const char *data, size_t len)
 static void backend_on_eof(stp_conn_t *c, const char *err)
 {
     stp_session_t *s = c->owner;
+    if (c != s->up) {
+        stp_conn_close(c);
+        return;
+    }
+    if (s->up_phase != UP_NONE) {
+        up_lost(s, err ? err : "connection closed");
+        return;
+    }
     if (s->state == S_CLOSING) {
         stp_conn_close(c);
         return;
@@ -1010,14 +1293,12 @@ static void backend_on_eof(stp_conn_t *c, const char *err)
 static void backend_on_connect(stp_conn_t *c, const char *err)
 {
     stp_session_t *s = c->owner;
-    if (s->state == S_CLOSING) {
+    if (s->state == S_CLOSING || c != s->up) {
         return;
     }
     if (err) {
-        char b[80];
         stp_log(STP_LOG_WARN, "backend id=%s backend=%s result=unreachable error=\"%s\"", s->id,
-                stp_sockaddr_str((const struct sockaddr *)&s->conf->backend.addr, b, sizeof(b), 1),
-                err);
+                s->next_hop_str, err);
         fail_reply(s, "421 4.4.1", "Service unavailable: mail server not reachable",
                    "backend-unavailable", err);
         return;
@@ -1031,20 +1312,27 @@ static const stp_conn_cb_t backend_cb = {
     .on_read = backend_on_read,
     .on_eof = backend_on_eof,
     .on_connect = backend_on_connect,
+    .on_handshake = up_on_handshake,
     .on_drain = conn_on_drain,
     .on_close = conn_on_close,
 };
 
 static void backend_connect(stp_session_t *s)
 {
-    if (stp_conn_init(s->loop, &s->backend, &backend_cb, s) < 0) {
+    if (s->nbackends >= 2) {
+        fail_reply(s, "421 4.3.0", "Error: out of resources", "error", "no backend slot");
+        return;
+    }
+    s->up = &s->backends[s->nbackends++];
+    stp_reply_parser_init(s->rp);
+    if (stp_conn_init(s->loop, s->up, &backend_cb, s) < 0) {
         fail_reply(s, "421 4.3.0", "Error: out of resources", "error", "backend socket");
         return;
     }
     s->open_handles++;
     s->backend_up = 1;
     s->state = S_CONNECTING;
-    int rc = stp_conn_connect(&s->backend, (const struct sockaddr *)&s->conf->backend.addr);
+    int rc = stp_conn_connect(s->up, (const struct sockaddr *)&s->next_hop);
     if (rc < 0) {
         fail_reply(s, "421 4.4.1", "Service unavailable: mail server not reachable",
                    "backend-unavailable", uv_strerror(rc));
@@ -1054,6 +1342,37 @@ static void backend_connect(stp_session_t *s)
 }
 
 /* ---- accept ---- */
+
+/* route = original-dst: where the legacy MTA meant to connect before an
+ * iptables/nftables REDIRECT sent it to us. */
+static int original_dst(stp_session_t *s)
+{
+    struct sockaddr_storage dst, local;
+    socklen_t len = sizeof(dst);
+    int ll = sizeof(local), rc = -1;
+    uv_os_fd_t fd;
+
+    memset(&dst, 0, sizeof(dst));
+    if (uv_fileno((uv_handle_t *)&s->client.tcp, &fd) == 0 &&
+        uv_tcp_getsockname(&s->client.tcp, (struct sockaddr *)&local, &ll) == 0) {
+        if (local.ss_family == AF_INET) {
+            rc = getsockopt(fd, SOL_IP, SO_ORIGINAL_DST, &dst, &len);
+        } else {
+            rc = getsockopt(fd, SOL_IPV6, IP6T_SO_ORIGINAL_DST, &dst, &len);
+        }
+    }
+    /* Without a redirect the "original" destination is the proxy itself. */
+    if (rc < 0 || (len == (socklen_t)ll && memcmp(&dst, &local, (size_t)ll) == 0)) {
+        stp_log(STP_LOG_WARN, "route id=%s client=%s result=no-original-destination", s->id,
+                s->peer_str);
+        finish(s, "421 4.3.5 Error: no original destination (is the REDIRECT rule in place?)\r\n",
+               "no-original-dst", "SO_ORIGINAL_DST unavailable");
+        return -1;
+    }
+    memcpy(&s->next_hop, &dst, sizeof(dst));
+    stp_sockaddr_str((struct sockaddr *)&dst, s->next_hop_str, sizeof(s->next_hop_str), 1);
+    return 0;
+}
 
 void stp_session_accept(stp_listener_t *l)
 {
@@ -1115,6 +1434,29 @@ void stp_session_accept(stp_listener_t *l)
     }
     s->limits_taken = 1;
     uv_timer_start(&s->session_timer, on_session_timeout, conf->session_timeout, 0);
+
+    if (conf->mode == STP_MODE_OUTBOUND) {
+        /* Never an open relay: only the configured networks may use it. */
+        if (!stp_cidr_list_match(conf->allow, conf->nallow, (struct sockaddr *)&s->peer)) {
+            stp_log(STP_LOG_WARN, "access id=%s listener=%s client=%s result=denied", s->id,
+                    conf->name, s->peer_str);
+            finish(s, "554 5.7.1 Access denied\r\n", "denied", "client not in allow");
+            return;
+        }
+        if (conf->route == STP_ROUTE_ORIGINAL_DST) {
+            if (original_dst(s) < 0) {
+                return;
+            }
+        } else {
+            memcpy(&s->next_hop, &conf->relay.addr, sizeof(s->next_hop));
+            snprintf(s->next_hop_str, sizeof(s->next_hop_str), "%s:%u", conf->relay.host,
+                     conf->relay.port);
+        }
+        backend_connect(s);
+        return;
+    }
+    memcpy(&s->next_hop, &conf->backend.addr, sizeof(s->next_hop));
+    stp_sockaddr_str((struct sockaddr *)&s->next_hop, s->next_hop_str, sizeof(s->next_hop_str), 1);
 
     if (conf->starttls == STP_STARTTLS_IMPLICIT) {
         start_client_tls(s);
