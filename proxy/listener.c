@@ -3,6 +3,7 @@
  */
 #include "proxy/listener.h"
 
+#include <netdb.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -36,8 +37,27 @@ stp_runtime_t *stp_runtime_new(stp_config_t *conf, char *err, size_t errlen)
         }
     }
     for (size_t i = 0; i < conf->nlisteners; i++) {
-        const stp_listener_conf_t *l = &conf->listeners[i];
-        if (l->mode != STP_MODE_OUTBOUND || l->tls == STP_TLS_LEVEL_NONE) {
+        stp_listener_conf_t *l = &conf->listeners[i];
+        if (l->mode != STP_MODE_OUTBOUND) {
+            continue;
+        }
+        /* A relay given by name is resolved once here, at start-up. */
+        if (l->route == STP_ROUTE_RELAY && l->relay.addr_len == 0) {
+            struct addrinfo hints = {.ai_socktype = SOCK_STREAM}, *res = NULL;
+            char port[8];
+            snprintf(port, sizeof(port), "%u", l->relay.port);
+            int rc = getaddrinfo(l->relay.host, port, &hints, &res);
+            if (rc != 0 || res == NULL) {
+                snprintf(err, errlen, "listener '%s': cannot resolve relay '%s': %s", l->name,
+                         l->relay.host, gai_strerror(rc));
+                stp_runtime_unref(rt);
+                return NULL;
+            }
+            memcpy(&l->relay.addr, res->ai_addr, res->ai_addrlen);
+            l->relay.addr_len = res->ai_addrlen;
+            freeaddrinfo(res);
+        }
+        if (l->tls == STP_TLS_LEVEL_NONE) {
             continue;
         }
         char e[400];
