@@ -1247,7 +1247,9 @@ static void backend_on_read(stp_conn_t *c, const char *data, size_t len)
     if (c != s->up) {
         return; /* a connection we gave up on (plaintext retry) */
     }
-    while (len > 0 && s->state != S_CLOSING) {
+    /* Stop as soon as this conn is replaced (plaintext retry): what is
+     * left of its bytes must never be read as the new conn's replies. */
+    while (len > 0 && s->state != S_CLOSING && c == s->up) {
         size_t used = 0;
         int rc = stp_reply_feed(s->rp, data, len, &used);
         data += used;

@@ -7,7 +7,7 @@ set -eu
 out=${1:?usage: gen.sh OUTDIR}
 mkdir -p "$out"
 cd "$out"
-[ -s ecdsa.pem ] && [ -s rsa.pem ] && [ -s ca.pem ] && exit 0
+[ -s ecdsa.pem ] && [ -s rsa.pem ] && [ -s ca.pem ] && [ -s expired.pem ] && exit 0
 
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 30 \
   -subj "/CN=smtp-tls-proxy test CA" -keyout ca.key -out ca.pem \
@@ -26,4 +26,48 @@ openssl x509 -req -in rsa.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 30 
   -extfile ext.cnf -out rsa.leaf 2>/dev/null
 cat ecdsa.leaf ca.pem > ecdsa.pem
 cat rsa.leaf ca.pem > rsa.pem
-rm -f ./*.csr ext.cnf
+
+# Bad certificates for the outbound downgrade tests, each with its key:
+#   selfsigned  mx.example.test, self-signed
+#   unknownca   mx.example.test, signed by a CA nobody trusts
+#   wrongname   other.example.test, signed by the test CA
+#   expired     mx.example.test, signed by the test CA, expired in 2020
+#   wildcard    "*.test" and "m*.example.test": wildcard tricks, test CA
+leaf() { # name subject-alt-names [signing-ca-prefix]
+  local name=$1 san=$2 ca=${3:-ca}
+  printf 'subjectAltName=%s\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n' "$san" > "$name.cnf"
+  openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=${san#DNS:}" \
+    -keyout "$name.key" -out "$name.csr" 2>/dev/null
+  openssl x509 -req -in "$name.csr" -CA "$ca.pem" -CAkey "$ca.key" -CAcreateserial -days 30 \
+    -extfile "$name.cnf" -out "$name.pem" 2>/dev/null
+}
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 30 \
+  -subj /CN=mx.example.test -addext subjectAltName=DNS:mx.example.test \
+  -keyout selfsigned.key -out selfsigned.pem 2>/dev/null
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 30 \
+  -subj "/CN=untrusted CA" -keyout otherca.key -out otherca.pem \
+  -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign 2>/dev/null
+leaf unknownca DNS:mx.example.test otherca
+leaf wrongname DNS:other.example.test
+leaf wildcard "DNS:*.test,DNS:m*.example.test"
+# expired: `openssl ca` is the only stock way to set dates in the past
+mkdir -p expired.db && : > expired.db/index.txt && echo 1000 > expired.db/serial
+cat > expired.db/ca.cnf <<CNF
+[ca]
+default_ca = c
+[c]
+database = expired.db/index.txt
+new_certs_dir = expired.db
+serial = expired.db/serial
+default_md = sha256
+policy = p
+copy_extensions = copy
+unique_subject = no
+[p]
+commonName = supplied
+CNF
+openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj /CN=mx.example.test \
+  -addext subjectAltName=DNS:mx.example.test -keyout expired.key -out expired.csr 2>/dev/null
+openssl ca -batch -config expired.db/ca.cnf -cert ca.pem -keyfile ca.key -in expired.csr \
+  -out expired.pem -startdate 20200101000000Z -enddate 20200201000000Z -notext 2>/dev/null
+rm -rf ./*.csr ./*.cnf expired.db

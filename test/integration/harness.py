@@ -16,6 +16,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 BIN = os.environ.get("STP_BIN", os.path.join(ROOT, "bazel-bin/proxy/smtp-tls-proxy"))
 CERTS = os.environ.get("STP_CERTS", "")
 SINK = os.path.join(ROOT, "test/peers/sink.py")
+NEXTHOP = os.path.join(ROOT, "test/peers/nexthop.py")
 PY = sys.executable or "python3"
 
 
@@ -122,10 +123,11 @@ class Proxy:
             port = free_port()
             self.ports[name] = port
             lines.append("[listener:%s]" % name)
-            lines.append("mode = inbound")
+            lines.append("mode = %s" % keys.get("mode", "inbound"))
             lines.append("listen = 127.0.0.1:%d" % port)
             for k, v in keys.items():
-                lines.append("%s = %s" % (k, v))
+                if k != "mode":
+                    lines.append("%s = %s" % (k, v))
         self.ini = os.path.join(tmp, "proxy-%d.ini" % free_port())
         with open(self.ini, "w") as f:
             f.write("\n".join(lines) + "\n")
@@ -229,3 +231,25 @@ def split_trace(msg):
 
 def tmpdir():
     return tempfile.mkdtemp(prefix="stp-it-")
+
+
+class NextHop:
+    """A scripted receiving MTA (test/peers/nexthop.py) with a certificate and a mode."""
+
+    def __init__(self, tmp, mode="good", cert="ecdsa"):
+        self.port = free_port()
+        self.maildir = os.path.join(tmp, "nexthop-%d" % self.port)
+        key = cert
+        self.proc = Process([PY, NEXTHOP, "--listen", "127.0.0.1:%d" % self.port, "--maildir",
+                             self.maildir, "--cert", os.path.join(CERTS, cert + ".pem"), "--key",
+                             os.path.join(CERTS, key + ".key"), "--mode", mode],
+                            os.path.join(tmp, "nexthop-%d.log" % self.port))
+        line = self.proc.p.stdout.readline()
+        if b"ready" not in line:
+            raise RuntimeError("nexthop did not start: " + self.proc.log())
+
+    def stored(self):
+        return sorted(os.listdir(self.maildir)) if os.path.isdir(self.maildir) else []
+
+    def stop(self):
+        self.proc.stop()

@@ -1,0 +1,209 @@
+"""Outbound: the proxy originates TLS toward the next hop and never
+downgrades where policy requires TLS.
+
+Each scenario runs one scripted next hop (test/peers/nexthop.py) behind one
+proxy with an outbound listener per TLS level, sends one message through
+every level, and checks the outcome: delivered over TLS, delivered in
+plaintext, or deferred with the expected enhanced code and nothing stored.
+"""
+import os
+import shutil
+import subprocess
+import time
+import unittest
+
+from harness import CERTS, Client, NextHop, Proxy, Sink, poll, split_trace, tmpdir
+
+LEVELS = ("none", "may", "encrypt", "verify", "secure")
+TLS, PLAIN = "tls", "plain"
+
+# scenario: (nexthop mode, certificate, outcome per level)
+SCENARIOS = {
+    "good": ("good", "ecdsa", (PLAIN, TLS, TLS, TLS, TLS)),
+    "starttls_stripped": ("strip", "ecdsa", (PLAIN, PLAIN, "4.7.4", "4.7.4", "4.7.4")),
+    "starttls_454": ("refuse454", "ecdsa", (PLAIN, PLAIN, "4.7.4", "4.7.4", "4.7.4")),
+    "starttls_502": ("refuse502", "ecdsa", (PLAIN, PLAIN, "4.7.4", "4.7.4", "4.7.4")),
+    "starttls_garbage": ("garbage", "ecdsa", (PLAIN, "4.", "4.", "4.", "4.")),
+    "esmtp_hidden": ("helo-only", "ecdsa", (PLAIN, PLAIN, "4.7.4", "4.7.4", "4.7.4")),
+    "injection_after_220": ("inject", "ecdsa", (PLAIN, PLAIN, "4.7.5", "4.7.5", "4.7.5")),
+    "fragment_after_220": ("fragment", "ecdsa", (PLAIN, PLAIN, "4.7.5", "4.7.5", "4.7.5")),
+    "self_signed": ("good", "selfsigned", (PLAIN, TLS, TLS, "4.7.5", "4.7.5")),
+    "unknown_ca": ("good", "unknownca", (PLAIN, TLS, TLS, "4.7.5", "4.7.5")),
+    "wrong_name": ("good", "wrongname", (PLAIN, TLS, TLS, "4.7.5", "4.7.5")),
+    "expired": ("good", "expired", (PLAIN, TLS, TLS, "4.7.5", "4.7.5")),
+    "wildcard_trick": ("good", "wildcard", (PLAIN, TLS, TLS, "4.7.5", "4.7.5")),
+    "tls10_only": ("tls10", "ecdsa", (PLAIN, PLAIN, "4.7.5", "4.7.5", "4.7.5")),
+}
+
+
+def attempt(port):
+    """Sends one message; returns ("delivered", code) or ("refused", code, text)."""
+    c = Client(port, timeout=15)
+    try:
+        code, lines = c.reply()
+        if code != 220:
+            return ("refused", code, lines[0])
+        code, lines = c.cmd("EHLO legacy.example")
+        if code == 502:
+            code, lines = c.cmd("HELO legacy.example")  # as a real MTA falls back
+        if code != 250:
+            return ("refused", code, lines[0])
+        assert "STARTTLS" not in " ".join(lines), lines
+        for cmd in ("MAIL FROM:<a@example.test>", "RCPT TO:<b@example.test>"):
+            code, lines = c.cmd(cmd)
+            if code != 250:
+                return ("refused", code, lines[0])
+        code, lines = c.cmd("DATA")
+        if code != 354:
+            return ("refused", code, lines[0])
+        c.send(b"Subject: outbound\r\n\r\nbody\r\n.\r\n")
+        try:
+            code, lines = c.reply()
+        except EOFError:
+            return ("refused", 0, "closed after data")
+        return ("delivered", code) if code == 250 else ("refused", code, lines[0])
+    finally:
+        c.close()
+
+
+class Levels(unittest.TestCase):
+    def run_scenario(self, name):
+        mode, cert, outcomes = SCENARIOS[name]
+        tmp = tmpdir()
+        self.addCleanup(shutil.rmtree, tmp, True)
+        hop = NextHop(tmp, mode, cert)
+        self.addCleanup(hop.stop)
+        listeners = {}
+        for level in LEVELS:
+            listeners[level] = {"mode": "outbound", "route": "relay:127.0.0.1:%d" % hop.port,
+                                "tls": level, "servername": "mx.example.test",
+                                "ca_file": os.path.join(CERTS, "ca.pem")}
+        proxy = Proxy(tmp, listeners, tls=False)
+        self.addCleanup(proxy.stop)
+        for level, want in zip(LEVELS, outcomes):
+            before = hop.stored()
+            got = attempt(proxy.port(level))
+            after = hop.stored()
+            new = [f for f in after if f not in before]
+            label = "%s/%s: %r" % (name, level, got)
+            if want in (TLS, PLAIN):
+                self.assertEqual(got[0], "delivered", label)
+                self.assertEqual(len(new), 1, label)
+                self.assertTrue(new[0].endswith("-%s.eml" % want), label + " " + new[0])
+            else:
+                self.assertEqual(got[0], "refused", label)
+                self.assertTrue(400 <= got[1] < 500, label)
+                self.assertIn(" " + want, got[2], label)
+                self.assertEqual(new, [], label)  # nothing left the proxy in plaintext
+        self.assertEqual(proxy.stop(), 0)
+        log = proxy.log()
+        self.assertIn("policy=", log)
+
+
+for _name in SCENARIOS:
+    setattr(Levels, "test_" + _name,
+            lambda self, n=_name: self.run_scenario(n))
+
+
+class Behaviour(unittest.TestCase):
+    def setUp(self):
+        self.tmp = tmpdir()
+        self.addCleanup(shutil.rmtree, self.tmp, True)
+
+    def proxy(self, hop_port, **keys):
+        k = {"mode": "outbound", "route": "relay:127.0.0.1:%d" % hop_port, "tls": "verify",
+             "servername": "mx.example.test", "ca_file": os.path.join(CERTS, "ca.pem")}
+        k.update(keys)
+        p = Proxy(self.tmp, {"out": k}, tls=False)
+        self.addCleanup(p.stop)
+        return p
+
+    def test_testing_mode_delivers_and_logs(self):
+        hop = NextHop(self.tmp, "good", "selfsigned")
+        self.addCleanup(hop.stop)
+        p = self.proxy(hop.port, testing="yes")
+        self.assertEqual(attempt(p.port("out"))[0], "delivered")
+        self.assertEqual(len(hop.stored()), 1)
+        self.assertEqual(p.stop(), 0)
+        self.assertIn("decision=testing-override", p.log())
+        self.assertIn("would_refuse=", p.log())
+
+    def test_on_failure_reject_bounces(self):
+        hop = NextHop(self.tmp, "strip")
+        self.addCleanup(hop.stop)
+        p = self.proxy(hop.port, on_failure="reject")
+        got = attempt(p.port("out"))
+        self.assertEqual(got[:2], ("refused", 554))
+        self.assertIn("5.7.4 ", got[2])
+        self.assertIn("TLS is required, but was not offered", got[2])
+
+    def test_drop_after_dot_never_250(self):
+        hop = NextHop(self.tmp, "drop-after-dot")
+        self.addCleanup(hop.stop)
+        p = self.proxy(hop.port)
+        got = attempt(p.port("out"))
+        self.assertEqual(got[0], "refused")
+        self.assertTrue(got[1] == 0 or 400 <= got[1] < 500, got)
+
+    def test_not_an_open_relay(self):
+        hop = NextHop(self.tmp, "good")
+        self.addCleanup(hop.stop)
+        p = self.proxy(hop.port, allow="10.0.0.0/8")
+        c = Client(p.port("out"))
+        code, lines = c.reply()
+        self.assertEqual(code, 554)
+        self.assertIn("5.7.1", lines[0])
+        self.assertTrue(c.closed())
+        c.close()
+        self.assertEqual(hop.stored(), [])
+
+    def test_sni_sent_is_servername(self):
+        hop = NextHop(self.tmp, "good")
+        self.addCleanup(hop.stop)
+        # our own inbound listener as next hop records the SNI it saw
+        sink = Sink(self.tmp)
+        self.addCleanup(sink.stop)
+        inbound = Proxy(self.tmp, {"in": {"backend": "127.0.0.1:%d" % sink.port}})
+        self.addCleanup(inbound.stop)
+        p = self.proxy(inbound.port("in"))
+        self.assertEqual(attempt(p.port("out"))[0], "delivered")
+        self.assertEqual(inbound.stop(), 0)
+        self.assertIn("sni=mx.example.test", inbound.log())
+
+
+class Chain(unittest.TestCase):
+    """legacy client -> outbound (verify) -> inbound (STARTTLS) -> recording backend."""
+
+    def setUp(self):
+        self.tmp = tmpdir()
+        self.addCleanup(shutil.rmtree, self.tmp, True)
+        self.sink = Sink(self.tmp)
+        self.addCleanup(self.sink.stop)
+        self.inbound = Proxy(self.tmp, {"in": {"backend": "127.0.0.1:%d" % self.sink.port}})
+        self.addCleanup(self.inbound.stop)
+        self.out = Proxy(self.tmp, {"out": {
+            "mode": "outbound", "route": "relay:127.0.0.1:%d" % self.inbound.port("in"),
+            "tls": "secure", "servername": "mx.example.test",
+            "ca_file": os.path.join(CERTS, "ca.pem")}}, tls=False)
+        self.addCleanup(self.out.stop)
+
+    def test_swaks_through_both(self):
+        out = subprocess.run(["swaks", "--server", "127.0.0.1:%d" % self.out.port("out"),
+                              "--to", "b@example.test", "--from", "a@example.test",
+                              "--body", "chained body"], capture_output=True, timeout=30)
+        self.assertEqual(out.returncode, 0, out.stdout.decode())
+        msgs = poll(self.sink.messages)
+        self.assertEqual(len(msgs), 1)
+        trace, rest = split_trace(msgs[0])
+        self.assertIn("with ESMTPS", trace)  # the outbound -> inbound hop was TLS
+        self.assertIn(b"chained body", rest)
+
+    def test_smtp_source_burst(self):
+        out = subprocess.run(["smtp-source", "-s", "5", "-m", "20", "-c", "-f", "a@example.test",
+                              "-t", "b@example.test", "127.0.0.1:%d" % self.out.port("out")],
+                             capture_output=True, timeout=60)
+        self.assertEqual(out.returncode, 0, out.stderr)
+        msgs = poll(lambda: len(self.sink.messages()) >= 20 and self.sink.messages(), timeout=30)
+        self.assertEqual(len(msgs), 20)
+        for m in msgs:
+            self.assertIn("using TLSv1.3", split_trace(m)[0])

@@ -1,0 +1,149 @@
+#!/usr/bin/env python3
+"""A scripted next hop for the outbound tests: a receiving MTA that offers
+STARTTLS with a chosen certificate, or misbehaves in a chosen way.
+
+  nexthop.py --listen 127.0.0.1:PORT --maildir DIR --cert PEM --key KEY --mode MODE
+
+Messages are stored as NNNN-tls.eml or NNNN-plain.eml (how they arrived).
+Modes: good, strip (no STARTTLS in EHLO), refuse454, refuse502, garbage
+(STARTTLS answered with junk), inject (bytes behind the 220), fragment (a
+CRLF-less fragment behind the 220), tls10 (only TLS 1.0), drop-after-dot
+(closes the connection instead of answering the final dot), helo-only
+(no ESMTP: EHLO refused).
+"""
+import argparse
+import os
+import socket
+import ssl
+import sys
+import threading
+
+
+class Conn:
+    def __init__(self, sock):
+        self.sock = sock
+        self.buf = b""
+        self.tls = False
+
+    def line(self):
+        while b"\n" not in self.buf:
+            d = self.sock.recv(65536)
+            if not d:
+                return None
+            self.buf += d
+        l, self.buf = self.buf.split(b"\n", 1)
+        return l.rstrip(b"\r")
+
+    def send(self, b):
+        self.sock.sendall(b)
+
+
+def serve(c, a, count, lock):
+    conn = Conn(c)
+    try:
+        conn.send(b"220 nexthop.example.test ESMTP\r\n")
+        while True:
+            l = conn.line()
+            if l is None:
+                return
+            u = l.upper()
+            if u.startswith(b"EHLO"):
+                if a.mode == "helo-only":
+                    conn.send(b"502 5.5.1 EHLO not supported\r\n")
+                    continue
+                caps = [b"250-nexthop.example.test", b"250-PIPELINING", b"250-8BITMIME"]
+                if not conn.tls and a.mode != "strip":
+                    caps.append(b"250-STARTTLS")
+                caps.append(b"250 ENHANCEDSTATUSCODES")
+                conn.send(b"\r\n".join(caps) + b"\r\n")
+            elif u.startswith(b"HELO"):
+                conn.send(b"250 nexthop.example.test\r\n")
+            elif u == b"STARTTLS":
+                if a.mode == "refuse454":
+                    conn.send(b"454 4.7.0 TLS not available due to temporary reason\r\n")
+                    continue
+                if a.mode == "refuse502":
+                    conn.send(b"502 5.5.1 Error: command not implemented\r\n")
+                    continue
+                if a.mode == "garbage":
+                    conn.send(b"hello there\r\n")
+                    continue
+                if a.mode == "inject":
+                    conn.send(b"220 2.0.0 Ready\r\n250-injected\r\n250 STARTTLS\r\n")
+                elif a.mode == "fragment":
+                    conn.send(b"220 2.0.0 Ready\r\n250 inj")
+                else:
+                    conn.send(b"220 2.0.0 Ready to start TLS\r\n")
+                ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+                ctx.load_cert_chain(a.cert, a.key)
+                if a.mode == "tls10":
+                    ctx.set_ciphers("DEFAULT:@SECLEVEL=0")
+                    ctx.minimum_version = ssl.TLSVersion.TLSv1
+                    ctx.maximum_version = ssl.TLSVersion.TLSv1
+                try:
+                    conn.sock = ctx.wrap_socket(conn.sock, server_side=True)
+                except (ssl.SSLError, OSError):
+                    return
+                conn.tls = True
+                conn.buf = b""
+            elif u.startswith(b"MAIL") or u.startswith(b"RCPT") or u == b"RSET" or u == b"NOOP":
+                conn.send(b"250 2.0.0 Ok\r\n")
+            elif u == b"DATA":
+                conn.send(b"354 go ahead\r\n")
+                lines = []
+                while True:
+                    l = conn.line()
+                    if l is None:
+                        return
+                    if l == b".":
+                        break
+                    lines.append(l[1:] if l.startswith(b".") else l)
+                if a.mode == "drop-after-dot":
+                    return
+                with lock:
+                    count[0] += 1
+                    n = count[0]
+                name = "%04d-%s.eml" % (n, "tls" if conn.tls else "plain")
+                with open(os.path.join(a.maildir, name), "wb") as f:
+                    f.write(b"\r\n".join(lines) + b"\r\n")
+                conn.send(b"250 2.0.0 Ok: queued\r\n")
+            elif u == b"QUIT":
+                conn.send(b"221 2.0.0 Bye\r\n")
+                return
+            else:
+                conn.send(b"502 5.5.2 Error: command not recognized\r\n")
+    except (OSError, ssl.SSLError):
+        pass
+    finally:
+        try:
+            conn.sock.close()
+        except OSError:
+            pass
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--listen", required=True)
+    p.add_argument("--maildir", required=True)
+    p.add_argument("--cert", required=True)
+    p.add_argument("--key", required=True)
+    p.add_argument("--mode", default="good")
+    a = p.parse_args()
+    os.makedirs(a.maildir, exist_ok=True)
+    host, port = a.listen.rsplit(":", 1)
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind((host, int(port)))
+    s.listen(64)
+    print("ready", flush=True)
+    count, lock = [0], threading.Lock()
+    while True:
+        c, _ = s.accept()
+        threading.Thread(target=serve, args=(c, a, count, lock), daemon=True).start()
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except KeyboardInterrupt:
+        sys.exit(0)
