@@ -1,9 +1,19 @@
 """Integration test harness: real processes on loopback, stopped by PID.
 
-Env: STP_BIN (proxy binary, default bazel-bin/proxy/smtp-tls-proxy),
-STP_CERTS (directory made by test/certs/gen.sh).
+Everything a test starts (the proxy, a backend, a client tool) is a child of
+the test process, is stopped by its PID (or, for a script we started in its
+own session, its process group) and is stopped on failure too: use the
+context managers or TestCase.addCleanup, never pkill.
+
+Environment:
+  STP_BIN    proxy binary (default bazel-bin/proxy/smtp-tls-proxy), so the same
+             tests run against the ASan+UBSan build
+  STP_CERTS  directory made by test/certs/gen.sh (run.py makes one if unset)
+  STP_ASAN   set when STP_BIN is a sanitizer build (looser memory bounds)
 """
 import os
+import re
+import shutil
 import signal
 import socket
 import ssl
@@ -11,16 +21,20 @@ import subprocess
 import sys
 import tempfile
 import time
+import unittest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-BIN = os.environ.get("STP_BIN", os.path.join(ROOT, "bazel-bin/proxy/smtp-tls-proxy"))
+BIN = os.path.abspath(os.environ.get("STP_BIN", os.path.join(ROOT, "bazel-bin/proxy/smtp-tls-proxy")))
 CERTS = os.environ.get("STP_CERTS", "")
 SINK = os.path.join(ROOT, "test/peers/sink.py")
-NEXTHOP = os.path.join(ROOT, "test/peers/nexthop.py")
-PY = sys.executable or "python3"
+PY = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else sys.executable
+ASAN = bool(os.environ.get("STP_ASAN"))
+
+# --- waiting -----------------------------------------------------------------
 
 
 def free_port():
+    """A loopback TCP port nobody listens on right now."""
     s = socket.socket()
     s.bind(("127.0.0.1", 0))
     port = s.getsockname()[1]
@@ -29,6 +43,8 @@ def free_port():
 
 
 def wait_port(port, timeout=10, host="127.0.0.1"):
+    """Waits until something accepts on host:port. (Opens a connection: do not
+    use it on the proxy, where that would be a session of its own.)"""
     deadline = time.time() + timeout
     while time.time() < deadline:
         try:
@@ -36,37 +52,68 @@ def wait_port(port, timeout=10, host="127.0.0.1"):
             return
         except OSError:
             time.sleep(0.05)
-    raise RuntimeError("port %d not listening" % port)
+    raise RuntimeError("port %d not listening after %ss" % (port, timeout))
 
 
-def poll(fn, timeout=10):
+def poll(fn, timeout=10, interval=0.05):
+    """Calls fn until it returns something true or timeout passes; returns
+    its last value."""
     deadline = time.time() + timeout
     while time.time() < deadline:
         v = fn()
         if v:
             return v
-        time.sleep(0.05)
+        time.sleep(interval)
     return fn()
 
 
-class Process:
-    """A child process we own; stop() ends it by PID only."""
+def tmpdir():
+    return tempfile.mkdtemp(prefix="stp-it-")
 
-    def __init__(self, argv, stderr_path, env=None):
+
+# --- processes ----------------------------------------------------------------
+
+
+class Process:
+    """A child process we own. stop() ends it by PID only (SIGTERM, then
+    SIGKILL after a timeout); with own_group=True the child leads a new
+    session and the signal goes to that group, which only holds our children.
+    Usable as a context manager."""
+
+    def __init__(self, argv, stderr_path, env=None, stdout=subprocess.PIPE, own_group=False,
+                 cwd=None):
+        self.argv = argv
         self.stderr_path = stderr_path
+        self.own_group = own_group
         self.errf = open(stderr_path, "wb")
-        self.p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=self.errf,
-                                  stdin=subprocess.DEVNULL, env=env)
+        self.p = subprocess.Popen(argv, stdout=stdout, stderr=self.errf, stdin=subprocess.DEVNULL,
+                                  env=env, cwd=cwd, start_new_session=own_group)
+        self.pid = self.p.pid
+
+    def _signal(self, sig):
+        if self.own_group:
+            os.killpg(self.pid, sig)
+        else:
+            self.p.send_signal(sig)
+
+    def running(self):
+        return self.p.poll() is None
 
     def stop(self, sig=signal.SIGTERM, timeout=15):
+        """Returns the exit code (negative: killed by a signal)."""
         if self.p.poll() is None:
-            self.p.send_signal(sig)
             try:
+                self._signal(sig)
                 self.p.wait(timeout)
             except subprocess.TimeoutExpired:
-                self.p.kill()
+                self._signal(signal.SIGKILL)
                 self.p.wait()
-        self.errf.close()
+            except ProcessLookupError:
+                self.p.wait()
+        if self.p.stdout:
+            self.p.stdout.close()
+        if not self.errf.closed:
+            self.errf.close()
         return self.p.returncode
 
     def log(self):
@@ -75,8 +122,16 @@ class Process:
         with open(self.stderr_path, "rb") as f:
             return f.read().decode("utf-8", "replace")
 
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
+
 
 class Sink:
+    """test/peers/sink.py on a free port; args are sink options."""
+
     def __init__(self, tmp, *args):
         self.port = free_port()
         self.maildir = os.path.join(tmp, "mail-%d" % self.port)
@@ -87,9 +142,11 @@ class Sink:
                             os.path.join(tmp, "sink-%d.log" % self.port))
         line = self.proc.p.stdout.readline()
         if b"ready" not in line:
+            self.proc.stop()
             raise RuntimeError("sink did not start: " + self.proc.log())
 
     def messages(self):
+        """The stored messages, oldest first, as bytes."""
         if not os.path.isdir(self.maildir):
             return []
         out = []
@@ -100,42 +157,54 @@ class Sink:
         return out
 
     def lines(self):
+        """Every command line the backend received (and its "(...)" markers)."""
         with open(self.transcript, "rb") as f:
             return f.read().splitlines()
 
     def stop(self):
-        self.proc.stop()
+        return self.proc.stop()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
 
 
 class Proxy:
-    """Writes an INI and runs the proxy. `listeners` maps name -> dict of keys."""
+    """Writes an INI into tmp and runs the proxy in the foreground.
 
-    def __init__(self, tmp, listeners, tls=True, proxy_extra=None):
+    listeners maps a listener name to its keys; mode and listen are filled in
+    (listen on a free loopback port, see port(name)). tls=False leaves out the
+    [tls] section (no certificate: STARTTLS must not be offered)."""
+
+    def __init__(self, tmp, listeners, tls=True, proxy_extra=None, tls_extra=None, env=None):
         self.tmp = tmp
         self.ports = {}
         lines = ["[proxy]", "hostname = mx.example.test", "log_level = info"]
-        for k, v in (proxy_extra or {}).items():
-            lines.append("%s = %s" % (k, v))
+        lines += ["%s = %s" % kv for kv in (proxy_extra or {}).items()]
         if tls:
             lines += ["[tls]", "cert = %s/ecdsa.pem" % CERTS, "key = %s/ecdsa.key" % CERTS,
                       "cert = %s/rsa.pem" % CERTS, "key = %s/rsa.key" % CERTS]
+            lines += ["%s = %s" % kv for kv in (tls_extra or {}).items()]
         for name, keys in listeners.items():
             port = free_port()
             self.ports[name] = port
+            keys = dict(keys)
             lines.append("[listener:%s]" % name)
-            lines.append("mode = %s" % keys.get("mode", "inbound"))
+            lines.append("mode = %s" % keys.pop("mode", "inbound"))
             lines.append("listen = 127.0.0.1:%d" % port)
-            for k, v in keys.items():
-                if k != "mode":
-                    lines.append("%s = %s" % (k, v))
-        self.ini = os.path.join(tmp, "proxy-%d.ini" % free_port())
-        with open(self.ini, "w") as f:
+            lines += ["%s = %s" % kv for kv in keys.items()]
+        fd, self.ini = tempfile.mkstemp(prefix="proxy-", suffix=".ini", dir=tmp)
+        with os.fdopen(fd, "w") as f:
             f.write("\n".join(lines) + "\n")
-        self.proc = Process([BIN, "-c", self.ini], self.ini + ".log")
+        self.proc = Process([BIN, "-c", self.ini], self.ini + ".log", env=env)
+        self.pid = self.proc.pid
         # Ready once it logged its start; probing the ports would open sessions.
-        if not poll(lambda: " start version=" in self.proc.log() or self.proc.p.poll() is not None):
+        if not poll(lambda: " start version=" in self.proc.log() or not self.proc.running()):
+            self.proc.stop(signal.SIGKILL)
             raise RuntimeError("proxy did not start:\n" + self.proc.log())
-        if self.proc.p.poll() is not None:
+        if not self.proc.running():
             raise RuntimeError("proxy exited:\n" + self.proc.log())
 
     def port(self, name="in"):
@@ -148,8 +217,28 @@ class Proxy:
     def log(self):
         return self.proc.log()
 
+    def log_lines(self, kind):
+        """Log lines of one kind: "session", "message", "start", ..."""
+        return [l for l in self.log().splitlines() if (" %s " % kind) in l]
+
+    def hwm_kb(self):
+        """Peak resident set size (VmHWM) in kB."""
+        with open("/proc/%d/status" % self.pid) as f:
+            return int([l for l in f if l.startswith("VmHWM")][0].split()[1])
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
+
+
+# --- clients -------------------------------------------------------------------
+
 
 def client_ctx(version=None):
+    """A verifying client context trusting the test CA; version "1.2" or
+    "1.3" pins the protocol."""
     ctx = ssl.create_default_context(cafile=os.path.join(CERTS, "ca.pem"))
     if version == "1.2":
         ctx.maximum_version = ssl.TLSVersion.TLSv1_2
@@ -159,12 +248,14 @@ def client_ctx(version=None):
 
 
 class Client:
-    """A raw SMTP client that reads multi-line replies."""
+    """A raw SMTP client: send exact bytes, read multi-line replies with a
+    timeout, switch to TLS after a 220 to STARTTLS."""
 
-    def __init__(self, port, timeout=10, implicit=False):
+    def __init__(self, port, timeout=10, implicit=False, version=None):
         self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
         if implicit:
-            self.sock = client_ctx().wrap_socket(self.sock, server_hostname="mx.example.test")
+            self.sock = client_ctx(version).wrap_socket(self.sock,
+                                                        server_hostname="mx.example.test")
         self.buf = b""
 
     def send(self, data):
@@ -180,27 +271,49 @@ class Client:
         return line.rstrip(b"\r")
 
     def reply(self):
-        """Returns (code, [lines]) of the next complete reply."""
+        """Returns (code, [lines]) of the next complete (multi-line) reply."""
         lines = []
         while True:
             line = self._line()
             lines.append(line.decode("utf-8", "replace"))
-            if len(line) < 4 or line[3:4] != b"-":
+            if not re.match(rb"^[2-5][0-9][0-9]([ -]|$)", line):
+                raise AssertionError("not an SMTP reply line: %r" % line)
+            if line[3:4] != b"-":
                 return int(line[:3]), lines
 
     def cmd(self, text):
         self.send(text.encode() + b"\r\n")
         return self.reply()
 
-    def starttls(self, version=None, sni="mx.example.test"):
-        code, _ = self.cmd("STARTTLS")
-        assert code == 220, code
-        assert self.buf == b"", "bytes after 220: %r" % self.buf
+    def tls(self, version=None, sni="mx.example.test"):
+        """Handshakes on the current socket (after a 220 to STARTTLS)."""
         self.sock = client_ctx(version).wrap_socket(self.sock, server_hostname=sni)
         return self.sock.version()
 
+    def starttls(self, version=None, sni="mx.example.test"):
+        """STARTTLS, asserting "220 2.0.0" and that nothing follows it in
+        plaintext, then the handshake. Returns the TLS version."""
+        code, lines = self.cmd("STARTTLS")
+        assert code == 220 and lines[0].startswith("220 2.0.0"), lines
+        assert self.buf == b"", "bytes after 220: %r" % self.buf
+        return self.tls(version, sni)
+
+    def silent(self, seconds=1.0):
+        """True if the server sends nothing for `seconds` (and keeps the
+        connection open)."""
+        self.sock.settimeout(seconds)
+        try:
+            d = self.sock.recv(65536)
+        except (socket.timeout, TimeoutError):
+            return True
+        finally:
+            self.sock.settimeout(10)
+        self.buf += d
+        return False
+
     def closed(self, timeout=5):
-        """True if the server closes the connection (reading EOF) within timeout."""
+        """True if the server closes the connection (reading EOF) within
+        timeout; anything read meanwhile is kept in buf."""
         self.sock.settimeout(timeout)
         try:
             while True:
@@ -208,9 +321,9 @@ class Client:
                 if not d:
                     return True
                 self.buf += d
-        except (socket.timeout, ssl.SSLError):
+        except (socket.timeout, TimeoutError):
             return False
-        except OSError:
+        except (OSError, ssl.SSLError):
             return True
 
     def close(self):
@@ -219,37 +332,136 @@ class Client:
         except OSError:
             pass
 
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+# --- messages --------------------------------------------------------------------
+
 
 def split_trace(msg):
-    """Returns (Received header text, rest) of a stored message."""
+    """Returns (the first header, unfolded to one line, and the rest of the
+    message) of a stored message; asserts the first header is Received:."""
     assert msg.startswith(b"Received: "), msg[:200]
-    i = msg.find(b"\r\n", 0)
-    while msg[i + 2:i + 3] == b"\t":
+    i = msg.find(b"\r\n")
+    while msg[i + 2:i + 3] in (b"\t", b" "):
         i = msg.find(b"\r\n", i + 2)
-    return msg[:i + 2].decode(), msg[i + 2:]
+    return msg[:i].decode().replace("\r\n", ""), msg[i + 2:]
 
 
-def tmpdir():
-    return tempfile.mkdtemp(prefix="stp-it-")
+# "Received: from HELO ([IP]) by HOSTNAME (smtp-tls-proxy) with PROTO id ID
+#  (using TLSvX with cipher NAME (N/N bits)); DATE", folded with tabs.
+TRACE_RE = re.compile(
+    r"^Received: from (?P<helo>\S+) \(\[(?P<ip>[0-9a-fA-F.:]+)\]\)\s+by (?P<host>\S+) "
+    r"\(smtp-tls-proxy\) with (?P<proto>E?SMTPS?A?) id (?P<id>\S+)"
+    r"(?:\s+\(using (?P<version>TLSv1\.[23]) with cipher (?P<cipher>[A-Z0-9_-]+) "
+    r"\((?P<bits>\d+)/(?P<abits>\d+) bits\)\))?;\s+(?P<date>\w{3}, \d{1,2} \w{3} \d{4} "
+    r"\d\d:\d\d:\d\d [+-]\d{4})$")
 
 
-class NextHop:
-    """A scripted receiving MTA (test/peers/nexthop.py) with a certificate and a mode."""
+def parse_trace(header):
+    """The fields of our Received: header (see TRACE_RE); asserts the shape."""
+    m = TRACE_RE.match(header)
+    assert m, "Received: header not in the expected shape: %r" % header
+    return m.groupdict()
 
-    def __init__(self, tmp, mode="good", cert="ecdsa"):
-        self.port = free_port()
-        self.maildir = os.path.join(tmp, "nexthop-%d" % self.port)
-        key = cert
-        self.proc = Process([PY, NEXTHOP, "--listen", "127.0.0.1:%d" % self.port, "--maildir",
-                             self.maildir, "--cert", os.path.join(CERTS, cert + ".pem"), "--key",
-                             os.path.join(CERTS, key + ".key"), "--mode", mode],
-                            os.path.join(tmp, "nexthop-%d.log" % self.port))
-        line = self.proc.p.stdout.readline()
-        if b"ready" not in line:
-            raise RuntimeError("nexthop did not start: " + self.proc.log())
 
-    def stored(self):
-        return sorted(os.listdir(self.maildir)) if os.path.isdir(self.maildir) else []
+def log_fields(line):
+    """key=value fields of a log line (values may be "quoted")."""
+    return {k: v.strip('"') for k, v in re.findall(r'(\w+)=("(?:[^"\\]|\\.)*"|\S*)', line)}
 
-    def stop(self):
-        self.proc.stop()
+
+# --- the common test case ------------------------------------------------------------
+
+BODY = (b"From: a@example.test\r\nTo: b@example.test\r\nSubject: hello\r\n\r\n"
+        b"line one\r\n..a line that starts with a dot\r\nlast line\r\n")
+BODY_UNSTUFFED = BODY.replace(b"\r\n..a", b"\r\n.a")
+
+
+class ProxyCase(unittest.TestCase):
+    """A proxy (with listeners `listeners`, each pointed at a fresh sink
+    started with `sink_args`) per test. Its exit code at SIGTERM must be 0,
+    so under ASan a leak or an unclean shutdown fails the test."""
+
+    sink_args = ()
+    listeners = {"in": {}}
+    tls = True
+    proxy_extra = None
+
+    def setUp(self):
+        self.tmp = tmpdir()
+        self.addCleanup(shutil.rmtree, self.tmp, True)
+        self.sink = Sink(self.tmp, *self.sink_args)
+        self.addCleanup(self.sink.stop)
+        ls = {}
+        for name, keys in self.listeners.items():
+            k = {"backend": "127.0.0.1:%d" % self.sink.port}
+            k.update(keys)
+            ls[name] = k
+        self.proxy = Proxy(self.tmp, ls, tls=self.tls, proxy_extra=self.proxy_extra)
+        self.addCleanup(self.stop_proxy)
+
+    def stop_proxy(self):
+        if self.proxy is not None:
+            proxy, self.proxy = self.proxy, None
+            rc = proxy.stop()
+            self.assertEqual(rc, 0, "proxy exit code %s at SIGTERM\n%s" % (rc, proxy.log()[-4000:]))
+
+    def client(self, name="in", **kw):
+        c = Client(self.proxy.port(name), **kw)
+        self.addCleanup(c.close)
+        return c
+
+    def ready_client(self, name="in", tls=True, helo="client.example", **kw):
+        """A client past the greeting and EHLO (and STARTTLS + EHLO again)."""
+        c = self.client(name, **kw)
+        self.assertEqual(c.reply()[0], 220)
+        self.assertEqual(c.cmd("EHLO " + helo)[0], 250)
+        if tls:
+            c.starttls()
+            self.assertEqual(c.cmd("EHLO " + helo)[0], 250)
+        return c
+
+    def send_message(self, c, body=BODY, rcpts=("b@example.test",), sender="a@example.test"):
+        """MAIL, RCPTs, DATA, body (already dot-stuffed, CRLF-ended) and the
+        final dot; returns the reply to the end of data."""
+        self.assertEqual(c.cmd("MAIL FROM:<%s>" % sender)[0], 250)
+        for r in rcpts:
+            self.assertEqual(c.cmd("RCPT TO:<%s>" % r)[0], 250)
+        self.assertEqual(c.cmd("DATA")[0], 354)
+        c.send(body + b".\r\n")
+        return c.reply()
+
+    def messages(self, n=1, timeout=10):
+        """Waits for exactly n stored messages and returns them."""
+        msgs = poll(lambda: len(self.sink.messages()) >= n and self.sink.messages(), timeout)
+        msgs = msgs or self.sink.messages()
+        self.assertEqual(len(msgs), n, [m[:300] for m in msgs])
+        return msgs
+
+    def one_message(self):
+        """(unfolded Received: header, rest) of the single stored message."""
+        return split_trace(self.messages(1)[0])
+
+    def assert_trace(self, header, proto, version=None, helo=None):
+        t = parse_trace(header)
+        self.assertEqual(t["proto"], proto, header)
+        self.assertEqual(t["host"], "mx.example.test", header)
+        self.assertEqual(t["ip"], "127.0.0.1", header)
+        if helo:
+            self.assertEqual(t["helo"], helo, header)
+        if version:
+            self.assertEqual(t["version"], version, header)
+            self.assertTrue(t["cipher"], header)
+        else:
+            self.assertIsNone(t["version"], header)
+        return t
+
+    def assert_never_sent(self, *needles):
+        """No transcript line of the backend contains any of needles."""
+        for line in self.sink.lines():
+            for n in needles:
+                self.assertNotIn(n.upper(), line.upper(), "backend saw %r" % line)
