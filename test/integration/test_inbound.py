@@ -237,7 +237,7 @@ class Attacks(Base):
         c.cmd("EHLO x.example")
         # the backend was reset: RCPT without a new MAIL is refused there
         c.cmd("RCPT TO:<b@example.test>")
-        self.assertEqual(c.cmd("DATA")[0], 554)
+        self.assertEqual(c.cmd("DATA")[0] // 100, 5)  # no envelope at the backend
         self.assertIn(b"RSET", self.sink.lines())
         self.assertEqual(self.sink.messages(), [])
 

@@ -79,7 +79,7 @@ static void test_limits(void)
     CHECK_STR(out, "E|");
 
     /* more than STP_REPLY_MAX_LINES continuation lines */
-    static char many[(STP_REPLY_MAX_LINES + 2) * 8];
+    static char many[(STP_REPLY_MAX_LINES + 2) * 9 + 8];
     size_t o = 0;
     for (int i = 0; i < STP_REPLY_MAX_LINES + 1; i++) {
         memcpy(many + o, "250-abc\r\n", 9);
