@@ -10,6 +10,8 @@
 
 #include <openssl/err.h>
 #include <openssl/pem.h>
+#include <openssl/evp.h>
+#include <openssl/mem.h>
 #include <openssl/x509.h>
 
 /* TLS 1.2 suites: ECDHE + AEAD only. TLS 1.3 suites are fixed in BoringSSL
@@ -47,6 +49,98 @@ static SSL_CTX *base_ctx(uint16_t min_version, char *err, size_t err_len)
     return ctx;
 }
 
+/* Loads one certificate chain and its key into `ctx`, checking they match. */
+static int load_pair(SSL_CTX *ctx, const stp_tls_keypair_t *pair, char *err, size_t err_len)
+{
+    const char *cert = pair->cert_file;
+    const char *key = pair->key_file ? pair->key_file : cert;
+    ERR_clear_error();
+    if (!SSL_CTX_use_certificate_chain_file(ctx, cert)) {
+        ssl_error(err, err_len, "cert", cert);
+        return -1;
+    }
+    if (!SSL_CTX_use_PrivateKey_file(ctx, key, SSL_FILETYPE_PEM)) {
+        ssl_error(err, err_len, "key", key);
+        return -1;
+    }
+    if (!SSL_CTX_check_private_key(ctx)) {
+        ERR_clear_error();
+        snprintf(err, err_len, "key %s does not match certificate %s", key, cert);
+        return -1;
+    }
+    return 0;
+}
+
+/*
+ * RSA + ECDSA for one name. An SSL_CTX holds one certificate here, so each
+ * pair lives in a context of its own and the ClientHello decides which one
+ * a connection uses (SSL_set_SSL_CTX swaps only the certificate settings;
+ * versions, ciphers and session tickets stay those of the main context).
+ */
+typedef struct {
+    SSL_CTX *ecdsa;
+    SSL_CTX *rsa;
+} dual_t;
+
+static int dual_index = -1;
+
+static void dual_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int index, long argl,
+                      void *argp)
+{
+    dual_t *d = ptr;
+    (void)parent, (void)ad, (void)index, (void)argl, (void)argp;
+    if (d) {
+        SSL_CTX_free(d->ecdsa);
+        SSL_CTX_free(d->rsa);
+        OPENSSL_free(d);
+    }
+}
+
+static int has_u16(const uint8_t *p, size_t len, const uint16_t *want, size_t nwant)
+{
+    for (size_t i = 0; i + 1 < len; i += 2) {
+        uint16_t v = (uint16_t)(p[i] << 8 | p[i + 1]);
+        for (size_t k = 0; k < nwant; k++) {
+            if (v == want[k]) {
+                return 1;
+            }
+        }
+    }
+    return 0;
+}
+
+/* ECDSA if the client can verify an ECDSA signature in the version it will
+ * get: TLS 1.3 needs an ECDSA signature algorithm; TLS 1.2 also an
+ * ECDHE-ECDSA suite. Otherwise RSA, which every client supports. */
+static int client_takes_ecdsa(const SSL_CLIENT_HELLO *hello)
+{
+    static const uint16_t ecdsa_sigalgs[] = {0x0403, 0x0503, 0x0603};
+    static const uint16_t tls13[] = {0x0304};
+    static const uint16_t ecdsa_suites[] = {0xc02b, 0xc02c, 0xcca9};
+    const uint8_t *ext;
+    size_t len;
+    int sig_ok = 1; /* no signature_algorithms: TLS 1.2 defaults allow ECDSA (SHA-1) */
+
+    if (SSL_early_callback_ctx_extension_get(hello, TLSEXT_TYPE_signature_algorithms, &ext, &len)) {
+        sig_ok = len > 2 && has_u16(ext + 2, len - 2, ecdsa_sigalgs, 3);
+    }
+    if (SSL_early_callback_ctx_extension_get(hello, TLSEXT_TYPE_supported_versions, &ext, &len) &&
+        len > 1 && has_u16(ext + 1, len - 1, tls13, 1)) {
+        return sig_ok;
+    }
+    return sig_ok && has_u16(hello->cipher_suites, hello->cipher_suites_len, ecdsa_suites, 3);
+}
+
+static enum ssl_select_cert_result_t select_cert(const SSL_CLIENT_HELLO *hello)
+{
+    SSL *ssl = hello->ssl;
+    dual_t *d = SSL_CTX_get_ex_data(SSL_get_SSL_CTX(ssl), dual_index);
+    if (d && !SSL_set_SSL_CTX(ssl, client_takes_ecdsa(hello) ? d->ecdsa : d->rsa)) {
+        return ssl_select_cert_error;
+    }
+    return ssl_select_cert_success;
+}
+
 SSL_CTX *stp_tls_ctx_server_new(const stp_tls_keypair_t *pairs, size_t n, uint16_t min_version,
                                 char *err, size_t err_len)
 {
@@ -54,27 +148,50 @@ SSL_CTX *stp_tls_ctx_server_new(const stp_tls_keypair_t *pairs, size_t n, uint16
     if (ctx == NULL) {
         return NULL;
     }
-    for (size_t i = 0; i < n; i++) {
-        const char *cert = pairs[i].cert_file;
-        const char *key = pairs[i].key_file ? pairs[i].key_file : cert;
-        ERR_clear_error();
-        if (!SSL_CTX_use_certificate_chain_file(ctx, cert)) {
-            ssl_error(err, err_len, "cert", cert);
-            SSL_CTX_free(ctx);
-            return NULL;
-        }
-        if (!SSL_CTX_use_PrivateKey_file(ctx, key, SSL_FILETYPE_PEM)) {
-            ssl_error(err, err_len, "key", key);
-            SSL_CTX_free(ctx);
-            return NULL;
-        }
-        if (!SSL_CTX_check_private_key(ctx)) {
-            ERR_clear_error();
-            snprintf(err, err_len, "key %s does not match certificate %s", key, cert);
-            SSL_CTX_free(ctx);
-            return NULL;
-        }
+    if (n == 0 || n > 2) {
+        snprintf(err, err_len, "%s", n ? "at most one RSA and one ECDSA certificate"
+                                       : "no certificate");
+        SSL_CTX_free(ctx);
+        return NULL;
     }
+    if (load_pair(ctx, &pairs[0], err, err_len) < 0) {
+        SSL_CTX_free(ctx);
+        return NULL;
+    }
+    if (n == 1) {
+        return ctx;
+    }
+
+    dual_t *d = OPENSSL_malloc(sizeof(*d));
+    if (d == NULL) {
+        snprintf(err, err_len, "out of memory");
+        SSL_CTX_free(ctx);
+        return NULL;
+    }
+    d->ecdsa = d->rsa = NULL;
+    if (dual_index < 0) {
+        dual_index = SSL_CTX_get_ex_new_index(0, NULL, NULL, NULL, dual_free);
+    }
+    SSL_CTX_set_ex_data(ctx, dual_index, d); /* freed with ctx from here on */
+    for (size_t i = 0; i < n; i++) {
+        SSL_CTX *one = base_ctx(min_version, err, err_len);
+        if (one == NULL || load_pair(one, &pairs[i], err, err_len) < 0) {
+            SSL_CTX_free(one);
+            SSL_CTX_free(ctx);
+            return NULL;
+        }
+        int type = EVP_PKEY_id(SSL_CTX_get0_privatekey(one));
+        SSL_CTX **slot = type == EVP_PKEY_EC ? &d->ecdsa : type == EVP_PKEY_RSA ? &d->rsa : NULL;
+        if (slot == NULL || *slot != NULL) {
+            snprintf(err, err_len, "cert %s: need one RSA and one ECDSA certificate",
+                     pairs[i].cert_file);
+            SSL_CTX_free(one);
+            SSL_CTX_free(ctx);
+            return NULL;
+        }
+        *slot = one;
+    }
+    SSL_CTX_set_select_certificate_cb(ctx, select_cert);
     return ctx;
 }
 

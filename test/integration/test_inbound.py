@@ -130,6 +130,25 @@ class RealPeers(Base):
         self.assertIn("using TLSv1.2", split_trace(msgs[0])[0])
         self.assertIn("using TLSv1.3", split_trace(msgs[1])[0])
 
+    def test_tls_posture_rsa_and_ecdsa(self):
+        def probe(*args):
+            out = subprocess.run(["openssl", "s_client", "-connect",
+                                  "127.0.0.1:%d" % self.proxy.port("smtps")] + list(args),
+                                 input=b"", capture_output=True, timeout=20)
+            return out.stdout.decode("utf-8", "replace")
+        cases = [
+            (("-tls1_2", "-cipher", "ECDHE-ECDSA-AES128-GCM-SHA256"), "Server public key is 256 bit"),
+            (("-tls1_2", "-cipher", "ECDHE-RSA-AES256-GCM-SHA384"), "Server public key is 2048 bit"),
+            (("-tls1_3", "-sigalgs", "ecdsa_secp256r1_sha256"), "Server public key is 256 bit"),
+            (("-tls1_3", "-sigalgs", "rsa_pss_rsae_sha256"), "Server public key is 2048 bit"),
+        ]
+        for args, want in cases:
+            self.assertIn(want, probe(*args), args)
+        # no CBC, no static RSA key exchange, nothing below TLS 1.2
+        for args in (("-tls1_2", "-cipher", "ECDHE-RSA-AES128-SHA"), ("-tls1_2", "-cipher", "AES128-GCM-SHA256"),
+                     ("-tls1_1",), ("-tls1",)):
+            self.assertIn("Cipher is (NONE)", probe(*args), args)
+
     def test_curl_ssl_reqd(self):
         mail = os.path.join(self.tmp, "curl.eml")
         with open(mail, "wb") as f:
