@@ -1345,6 +1345,20 @@ static void backend_connect(stp_session_t *s)
 
 /* ---- accept ---- */
 
+static int same_endpoint(const struct sockaddr *a, const struct sockaddr *b)
+{
+    if (a->sa_family != b->sa_family) {
+        return 0;
+    }
+    if (a->sa_family == AF_INET) {
+        const struct sockaddr_in *x = (const void *)a, *y = (const void *)b;
+        return x->sin_port == y->sin_port && x->sin_addr.s_addr == y->sin_addr.s_addr;
+    }
+    const struct sockaddr_in6 *x = (const void *)a, *y = (const void *)b;
+    return x->sin6_port == y->sin6_port &&
+           memcmp(&x->sin6_addr, &y->sin6_addr, sizeof(x->sin6_addr)) == 0;
+}
+
 /* route = original-dst: where the legacy MTA meant to connect before an
  * iptables/nftables REDIRECT sent it to us. */
 static int original_dst(stp_session_t *s)
@@ -1363,8 +1377,10 @@ static int original_dst(stp_session_t *s)
             rc = getsockopt(fd, SOL_IPV6, IP6T_SO_ORIGINAL_DST, &dst, &len);
         }
     }
-    /* Without a redirect the "original" destination is the proxy itself. */
-    if (rc < 0 || (len == (socklen_t)ll && memcmp(&dst, &local, (size_t)ll) == 0)) {
+    /* Without a redirect the "original" destination is the proxy itself;
+     * connecting there would loop. Compare address and port only (the
+     * kernel's sockaddr padding differs between the two calls). */
+    if (rc < 0 || same_endpoint((struct sockaddr *)&dst, (struct sockaddr *)&local)) {
         stp_log(STP_LOG_WARN, "route id=%s client=%s result=no-original-destination", s->id,
                 s->peer_str);
         finish(s, "421 4.3.5 Error: no original destination (is the REDIRECT rule in place?)\r\n",

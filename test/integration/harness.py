@@ -29,6 +29,10 @@ CERTS = os.environ.get("STP_CERTS", "")
 SINK = os.path.join(ROOT, "test/peers/sink.py")
 PY = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else sys.executable
 ASAN = bool(os.environ.get("STP_ASAN"))
+NEXTHOP = os.path.join(ROOT, "test/peers/nexthop.py")
+# Set to ["ip", "netns", "exec", NAME] to start processes inside a network
+# namespace (`ip netns exec` execs the command, so the PID stays the child's).
+PREFIX = []
 
 # --- waiting -----------------------------------------------------------------
 
@@ -86,7 +90,7 @@ class Process:
         self.stderr_path = stderr_path
         self.own_group = own_group
         self.errf = open(stderr_path, "wb")
-        self.p = subprocess.Popen(argv, stdout=stdout, stderr=self.errf, stdin=subprocess.DEVNULL,
+        self.p = subprocess.Popen(PREFIX + argv, stdout=stdout, stderr=self.errf, stdin=subprocess.DEVNULL,
                                   env=env, cwd=cwd, start_new_session=own_group)
         self.pid = self.p.pid
 
@@ -178,7 +182,8 @@ class Proxy:
     (listen on a free loopback port, see port(name)). tls=False leaves out the
     [tls] section (no certificate: STARTTLS must not be offered)."""
 
-    def __init__(self, tmp, listeners, tls=True, proxy_extra=None, tls_extra=None, env=None):
+    def __init__(self, tmp, listeners, tls=True, proxy_extra=None, tls_extra=None, env=None,
+                 ports=None):
         self.tmp = tmp
         self.ports = {}
         lines = ["[proxy]", "hostname = mx.example.test", "log_level = info"]
@@ -188,7 +193,7 @@ class Proxy:
                       "cert = %s/rsa.pem" % CERTS, "key = %s/rsa.key" % CERTS]
             lines += ["%s = %s" % kv for kv in (tls_extra or {}).items()]
         for name, keys in listeners.items():
-            port = free_port()
+            port = (ports or {}).get(name) or free_port()
             self.ports[name] = port
             keys = dict(keys)
             lines.append("[listener:%s]" % name)
@@ -231,6 +236,27 @@ class Proxy:
 
     def __exit__(self, *exc):
         self.stop()
+
+
+class NextHop:
+    """A scripted receiving MTA (test/peers/nexthop.py) with a certificate and a mode."""
+
+    def __init__(self, tmp, mode="good", cert="ecdsa", port=None):
+        self.port = port or free_port()
+        self.maildir = os.path.join(tmp, "nexthop-%d" % self.port)
+        self.proc = Process([PY, NEXTHOP, "--listen", "127.0.0.1:%d" % self.port, "--maildir",
+                             self.maildir, "--cert", os.path.join(CERTS, cert + ".pem"), "--key",
+                             os.path.join(CERTS, cert + ".key"), "--mode", mode],
+                            os.path.join(tmp, "nexthop-%d.log" % self.port))
+        line = self.proc.p.stdout.readline()
+        if b"ready" not in line:
+            raise RuntimeError("nexthop did not start: " + self.proc.log())
+
+    def stored(self):
+        return sorted(os.listdir(self.maildir)) if os.path.isdir(self.maildir) else []
+
+    def stop(self):
+        self.proc.stop()
 
 
 # --- clients -------------------------------------------------------------------

@@ -42,8 +42,8 @@ class OriginalDst(unittest.TestCase):
         subprocess.run(["ip", "netns", "exec", self.ns, "ip", "link", "set", "lo", "up"],
                        check=True)
         self.hop_port, self.proxy_port = free_port(), free_port()
-        rules = ("table ip stp { chain out { type nat hook output priority -100; "
-                 "ip saddr 127.0.0.2 tcp dport %d redirect to :%d; } }"
+        rules = ("table ip stp {\n chain out {\n  type nat hook output priority -100;\n"
+                 "  ip saddr 127.0.0.2 tcp dport %d redirect to :%d\n }\n}\n"
                  % (self.hop_port, self.proxy_port))
         r = subprocess.run(["ip", "netns", "exec", self.ns, "nft", "-f", "-"],
                            input=rules.encode(), capture_output=True)
