@@ -1,179 +1,222 @@
 #!/usr/bin/env python3
 """A recording SMTP backend for tests and the demo: a plaintext legacy MTA.
 
-Stores each accepted message (dot-unstuffed, exactly as received) as
-NNNN.eml in --maildir, appends every command line it receives to
---transcript (so tests can prove what never reached the backend), and can
-be told to misbehave like real legacy servers do.
+Stores each accepted message as NNNN.eml in --maildir: the raw bytes exactly
+as received between the 354 and the end of data, dot-unstuffed. Appends every
+command line it receives, verbatim, to --transcript, so tests can prove what
+never reached the backend (XCLIENT, AUTH before TLS, a smuggled MAIL). It can
+be told to misbehave the way real legacy servers do:
+
+  --lenient-eod      ends DATA on "\\n.\\n", "\\r.\\r", "\\n.\\r\\n", "\\r\\n.\\n", ...
+                     like a server vulnerable to SMTP smuggling
+  --reject-rcpt S    550 for any RCPT containing S (case-insensitive)
+  --reject-data      554 after the end of data; nothing stored
+  --close-after-data reads the whole message, then drops the connection
+                     without a reply (and stores nothing)
+  --no-greeting      accepts TCP and never says anything
+  --greeting TEXT    the text of the 220 line
+  --auth-ok          AUTH succeeds (235); otherwise 535
 
   sink.py --listen 127.0.0.1:2526 --maildir DIR [--transcript FILE]
-          [--ehlo-caps "PIPELINING,SIZE 10240000,..."] [--reject-rcpt SUBSTR]
-          [--reject-data] [--lenient-eod] [--greeting TEXT] [--no-greeting]
-          [--auth-ok]
+          [--ehlo-caps "PIPELINING,SIZE 10240000,..."] [options above]
+
+Transcript markers (lines that are not commands) start with "(":
+"(connection lost in DATA)" when a client disappears before the end of data,
+so a test can prove a partial message was discarded.
+
+Prints "ready" on stdout once listening. Python 3 standard library only.
 """
 import argparse
+import asyncio
 import os
-import socket
 import sys
-import threading
 
 DEFAULT_CAPS = ("PIPELINING,SIZE 52428800,8BITMIME,STARTTLS,AUTH PLAIN LOGIN,CHUNKING,"
                 "BINARYMIME,XCLIENT NAME ADDR,XFORWARD NAME ADDR,SMTPUTF8,DSN,ENHANCEDSTATUSCODES")
-LENIENT_ENDS = [b"\r\n.\r\n", b"\n.\n", b"\r.\r", b"\n.\r\n", b"\r\n.\n", b"\r.\r\n", b"\n.\r",
-                b"\r\n.\r"]
+STRICT_ENDS = (b"\r\n.\r\n",)
+# What vulnerable servers accept as the end of data (SMTP smuggling, 2023).
+LENIENT_ENDS = (b"\r\n.\r\n", b"\n.\n", b"\r.\r", b"\n.\r\n", b"\r\n.\n", b"\r.\r\n", b"\n.\r",
+                b"\r\n.\r")
+MAX_LINE = 1 << 20
 
 
 class Sink:
     def __init__(self, args):
         self.args = args
-        self.lock = threading.Lock()
         self.count = 0
+        self.ends = LENIENT_ENDS if args.lenient_eod else STRICT_ENDS
         os.makedirs(args.maildir, exist_ok=True)
+        # Continue numbering after messages already in the folder (demo restarts).
+        for name in os.listdir(args.maildir):
+            if name.endswith(".eml") and name[:-4].isdigit():
+                self.count = max(self.count, int(name[:-4]))
 
-    def log(self, line):
+    def record(self, line):
         if self.args.transcript:
-            with self.lock, open(self.args.transcript, "ab") as f:
+            with open(self.args.transcript, "ab") as f:
                 f.write(line if line.endswith(b"\n") else line + b"\n")
 
     def store(self, msg):
-        with self.lock:
-            self.count += 1
-            path = os.path.join(self.args.maildir, "%04d.eml" % self.count)
+        self.count += 1
+        path = os.path.join(self.args.maildir, "%04d.eml" % self.count)
         with open(path + ".tmp", "wb") as f:
             f.write(msg)
-        os.rename(path + ".tmp", path)
+        os.rename(path + ".tmp", path)  # readers never see half a message
+        return self.count
 
-    def read_data(self, conn, buf):
-        """Returns (message, rest) or (None, b'') on EOF."""
-        ends = LENIENT_ENDS if self.args.lenient_eod else [b"\r\n.\r\n"]
-        data = b"\r\n" + buf  # the CRLF that ended DATA starts the first line
+    def find_end(self, data, start):
+        best = None
+        for e in self.ends:
+            i = data.find(e, start)
+            if i >= 0 and (best is None or i < best[0]):
+                best = (i, e)
+        return best
+
+    async def read_data(self, reader, buf):
+        """Returns (message, rest) or (None, b"") if the client went away."""
+        # The CRLF that ended the DATA line starts the first line of data.
+        data = bytearray(b"\r\n" + buf)
         start = 0
         while True:
-            best = None
-            for e in ends:
-                i = data.find(e, start)
-                if i >= 0 and (best is None or i < best[0]):
-                    best = (i, e)
-            if best:
-                i, e = best
-                body = data[2:i + 2] if i >= 2 else b""
-                # dot-unstuffing on CRLF lines
+            hit = self.find_end(data, start)
+            if hit:
+                i, e = hit
+                body = bytes(data[2:i + 2]) if i >= 2 else b""
                 lines = body.split(b"\r\n")
                 body = b"\r\n".join(l[1:] if l.startswith(b".") else l for l in lines)
-                return body, data[i + len(e):]
-            chunk = conn.recv(1 << 20)
+                return body, bytes(data[i + len(e):])
+            chunk = await reader.read(1 << 20)
             if not chunk:
                 return None, b""
-            start = max(0, len(data) - 8)  # an ending may straddle chunks
+            start = max(0, len(data) - 8)  # an ending may straddle two reads
             data += chunk
 
-    def session(self, conn):
+    async def session(self, reader, writer):
         a = self.args
-        f_buf = b""
+        buf = b""
         try:
             if a.no_greeting:
-                while conn.recv(4096):
+                while await reader.read(65536):
                     pass
                 return
-            conn.sendall(("220 %s\r\n" % a.greeting).encode())
-            rcpts = 0
+            writer.write(("220 %s\r\n" % a.greeting).encode())
             mail = False
+            rcpts = 0
             while True:
-                while b"\n" not in f_buf:
-                    chunk = conn.recv(65536)
+                while b"\n" not in buf:
+                    chunk = await reader.read(65536)
                     if not chunk:
                         return
-                    f_buf += chunk
-                line, f_buf = f_buf.split(b"\n", 1)
-                self.log(line + b"\n")
-                cmd = line.rstrip(b"\r").upper()
-                if cmd.startswith(b"EHLO"):
+                    buf += chunk
+                    if len(buf) > MAX_LINE:
+                        return
+                line, buf = buf.split(b"\n", 1)
+                self.record(line + b"\n")
+                cmd = line.rstrip(b"\r")
+                verb = cmd.split(b" ", 1)[0].upper()
+                out = b"502 5.5.2 Error: command not recognized\r\n"
+                if verb == b"EHLO":
                     caps = [c for c in a.ehlo_caps.split(",") if c]
-                    out = ["250-backend.test"] + ["250-" + c for c in caps]
-                    out[-1] = "250 " + out[-1][4:]
-                    conn.sendall(("\r\n".join(out) + "\r\n").encode())
-                elif cmd.startswith(b"HELO"):
-                    conn.sendall(b"250 backend.test\r\n")
-                elif cmd.startswith(b"MAIL"):
-                    rcpts = 0
-                    mail = True
-                    conn.sendall(b"250 2.1.0 Ok\r\n")
-                elif cmd.startswith(b"RCPT"):
+                    lines = ["backend.test"] + caps
+                    out = "".join("250%s%s\r\n" % ("-" if i < len(lines) - 1 else " ", l)
+                                  for i, l in enumerate(lines)).encode()
+                    mail, rcpts = False, 0
+                elif verb == b"HELO":
+                    out = b"250 backend.test\r\n"
+                    mail, rcpts = False, 0
+                elif verb == b"MAIL":
+                    if mail:
+                        out = b"503 5.5.1 Error: nested MAIL command\r\n"
+                    else:
+                        mail, rcpts = True, 0
+                        out = b"250 2.1.0 Ok\r\n"
+                elif verb == b"RCPT":
                     if not mail:
-                        conn.sendall(b"503 5.5.1 Error: need MAIL command\r\n")
-                    elif a.reject_rcpt and a.reject_rcpt.encode().upper() in cmd:
-                        conn.sendall(b"550 5.1.1 <rejected>: Recipient address rejected\r\n")
+                        out = b"503 5.5.1 Error: need MAIL command\r\n"
+                    elif a.reject_rcpt and a.reject_rcpt.encode().upper() in cmd.upper():
+                        out = b"550 5.1.1 <rejected>: Recipient address rejected\r\n"
                     else:
                         rcpts += 1
-                        conn.sendall(b"250 2.1.5 Ok\r\n")
-                elif cmd == b"DATA":
-                    if rcpts == 0:
-                        conn.sendall(b"554 5.5.1 Error: no valid recipients\r\n")
-                        continue
-                    conn.sendall(b"354 End data with <CR><LF>.<CR><LF>\r\n")
-                    msg, f_buf = self.read_data(conn, f_buf)
-                    if msg is None:
-                        self.log(b"(connection lost in DATA)\n")
-                        return
-                    if a.reject_data:
-                        conn.sendall(b"554 5.7.1 Message rejected by content filter\r\n")
+                        out = b"250 2.1.5 Ok\r\n"
+                elif verb == b"DATA":
+                    if not mail:
+                        out = b"503 5.5.1 Error: need RCPT command\r\n"
+                    elif rcpts == 0:
+                        out = b"554 5.5.1 Error: no valid recipients\r\n"
                     else:
-                        self.store(msg)
-                        conn.sendall(b"250 2.0.0 Ok: queued as %04d\r\n" % self.count)
-                    rcpts = 0
-                    mail = False
-                elif cmd.startswith(b"AUTH"):
+                        writer.write(b"354 End data with <CR><LF>.<CR><LF>\r\n")
+                        await writer.drain()
+                        msg, buf = await self.read_data(reader, buf)
+                        mail, rcpts = False, 0
+                        if msg is None:
+                            self.record(b"(connection lost in DATA)")
+                            return
+                        if a.close_after_data:
+                            self.record(b"(closed after DATA without a reply)")
+                            return
+                        if a.reject_data:
+                            out = b"554 5.7.1 Message rejected by content filter\r\n"
+                        else:
+                            n = self.store(msg)
+                            out = b"250 2.0.0 Ok: queued as %04d\r\n" % n
+                elif verb == b"AUTH":
                     if a.auth_ok:
-                        conn.sendall(b"235 2.7.0 Authentication successful\r\n")
+                        out = b"235 2.7.0 Authentication successful\r\n"
                     else:
-                        conn.sendall(b"535 5.7.8 Error: authentication failed\r\n")
-                elif cmd == b"RSET":
-                    rcpts = 0
-                    mail = False
-                    conn.sendall(b"250 2.0.0 Ok\r\n")
-                elif cmd == b"NOOP":
-                    conn.sendall(b"250 2.0.0 Ok\r\n")
-                elif cmd.startswith(b"VRFY"):
-                    conn.sendall(b"252 2.0.0 Send some mail, I'll try my best\r\n")
-                elif cmd == b"QUIT":
-                    conn.sendall(b"221 2.0.0 Bye\r\n")
+                        out = b"535 5.7.8 Error: authentication failed\r\n"
+                elif verb == b"RSET":
+                    mail, rcpts = False, 0
+                    out = b"250 2.0.0 Ok\r\n"
+                elif verb == b"NOOP":
+                    out = b"250 2.0.0 Ok\r\n"
+                elif verb == b"VRFY":
+                    out = b"252 2.0.0 Send some mail, I'll try my best\r\n"
+                elif verb == b"QUIT":
+                    writer.write(b"221 2.0.0 Bye\r\n")
+                    await writer.drain()
                     return
-                else:
-                    conn.sendall(b"502 5.5.2 Error: command not recognized\r\n")
-        except OSError:
+                writer.write(out)
+                # PIPELINING: answer in order; flush only when no more input is waiting.
+                if b"\n" not in buf:
+                    await writer.drain()
+        except (OSError, asyncio.IncompleteReadError):
             pass
         finally:
-            conn.close()
+            try:
+                writer.close()
+            except OSError:
+                pass
+
+
+async def serve(args):
+    host, port = args.listen.rsplit(":", 1)
+    sink = Sink(args)
+    server = await asyncio.start_server(sink.session, host.strip("[]"), int(port),
+                                        reuse_address=True, backlog=256, limit=MAX_LINE)
+    print("ready", flush=True)
+    async with server:
+        await server.serve_forever()
 
 
 def main():
-    p = argparse.ArgumentParser()
-    p.add_argument("--listen", required=True)
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--listen", required=True, help="HOST:PORT ([v6]:PORT)")
     p.add_argument("--maildir", required=True)
     p.add_argument("--transcript")
-    p.add_argument("--ehlo-caps", default=DEFAULT_CAPS)
+    p.add_argument("--ehlo-caps", default=DEFAULT_CAPS, help="comma-separated EHLO keywords")
     p.add_argument("--reject-rcpt")
     p.add_argument("--reject-data", action="store_true")
     p.add_argument("--lenient-eod", action="store_true")
+    p.add_argument("--close-after-data", action="store_true")
     p.add_argument("--greeting", default="backend.test ESMTP sink")
     p.add_argument("--no-greeting", action="store_true")
     p.add_argument("--auth-ok", action="store_true")
-    a = p.parse_args()
-    host, port = a.listen.rsplit(":", 1)
-    sink = Sink(a)
-    fam = socket.AF_INET6 if ":" in host.strip("[]") else socket.AF_INET
-    s = socket.socket(fam, socket.SOCK_STREAM)
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    s.bind((host.strip("[]"), int(port)))
-    s.listen(128)
-    print("ready", flush=True)
-    while True:
-        c, _ = s.accept()
-        threading.Thread(target=sink.session, args=(c,), daemon=True).start()
+    args = p.parse_args()
+    try:
+        asyncio.run(serve(args))
+    except KeyboardInterrupt:
+        pass
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except KeyboardInterrupt:
-        sys.exit(0)
+    sys.exit(main())

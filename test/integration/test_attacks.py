@@ -1,0 +1,365 @@
+"""Attacks on the STARTTLS boundary, on the backend and on the message
+boundary. Each test shows the exchange it expects; the backend's transcript
+proves what never reached it.
+"""
+import socket
+
+from harness import BODY, BODY_UNSTUFFED, ProxyCase, client_ctx, parse_trace, split_trace
+
+MUST_STARTTLS = "530 5.7.0 Must issue a STARTTLS command first"
+
+
+class StarttlsBoundary(ProxyCase):
+    sink_args = ("--auth-ok",)
+    listeners = {"in": {}, "smtps": {"starttls": "implicit"}}
+
+    def test_command_injection_in_one_segment(self):
+        # C: STARTTLS\r\nRSET\r\nMAIL FROM:<evil@attacker.example>\r\n   (one write)
+        # S: 220 2.0.0 Ready to start TLS
+        # ... TLS: no replies to RSET/MAIL; they were never executed.
+        c = self.client()
+        c.reply()
+        c.cmd("EHLO x.example")
+        c.send(b"STARTTLS\r\nRSET\r\nMAIL FROM:<evil@attacker.example>\r\n")
+        code, lines = c.reply()
+        self.assertEqual(lines, ["220 2.0.0 Ready to start TLS"])
+        # Either discarded (then the handshake works) or the connection dropped.
+        try:
+            c.tls()
+        except (OSError, EOFError):
+            self.assert_never_sent(b"evil", b"MAIL")
+            return
+        self.assertTrue(c.silent(1.0), "replies inside TLS to injected commands: %r" % c.buf)
+        self.assertEqual(c.cmd("EHLO x.example")[0], 250)
+        self.assertEqual(c.cmd("MAIL FROM:<good@example.test>")[0], 250)
+        self.assert_never_sent(b"evil")
+        # The backend saw: EHLO, the proxy's reset (RSET or EHLO), EHLO, MAIL <good>.
+        lines = self.sink.lines()
+        self.assertEqual(lines[0], b"EHLO x.example")
+        self.assertEqual(lines[-1], b"MAIL FROM:<good@example.test>")
+        self.assertEqual(sum(1 for l in lines if l.startswith(b"MAIL")), 1, lines)
+
+    def test_injection_with_crlf_and_bare_lf(self):
+        c = self.client()
+        c.reply()
+        c.send(b"EHLO x.example\r\nSTARTTLS\nMAIL FROM:<evil@attacker.example>\n")
+        self.assertEqual(c.reply()[0], 250)
+        self.assertEqual(c.reply()[0], 220)
+        try:
+            c.tls()
+            self.assertTrue(c.silent(1.0), c.buf)
+        except (OSError, EOFError):
+            pass
+        self.assert_never_sent(b"evil")
+
+    def test_envelope_before_starttls_not_reused(self):
+        c = self.client()
+        c.reply()
+        c.cmd("EHLO x.example")
+        self.assertEqual(c.cmd("MAIL FROM:<early@example.test>")[0], 250)
+        c.starttls()
+        c.cmd("EHLO x.example")
+        # The backend was reset: a RCPT without a new MAIL fails, so does DATA.
+        code, lines = c.cmd("RCPT TO:<b@example.test>")
+        self.assertEqual(code, 503, lines)
+        self.assertIn(c.cmd("DATA")[0], (503, 554))
+        self.assertEqual(self.sink.messages(), [])
+        # And a full transaction afterwards works, with the new envelope only.
+        self.assertEqual(self.send_message(c)[0], 250)
+        self.assertEqual(len(self.messages(1)), 1)
+
+    def test_mail_after_tls_before_new_ehlo_refused(self):
+        c = self.client()
+        c.reply()
+        c.cmd("EHLO x.example")
+        c.starttls()
+        for cmd in ("MAIL FROM:<a@example.test>", "RCPT TO:<b@example.test>", "DATA"):
+            code, lines = c.cmd(cmd)
+            self.assertEqual(code, 503, cmd)
+            self.assertTrue(lines[0].startswith("503 5.5.1"), lines)
+        self.assertEqual(self.sink.lines().count(b"MAIL FROM:<a@example.test>"), 0)
+        c.cmd("EHLO x.example")
+        self.assertEqual(self.send_message(c)[0], 250)
+
+    def test_auth_before_tls_refused_and_never_forwarded(self):
+        c = self.client()
+        c.reply()
+        c.cmd("EHLO x.example")
+        code, lines = c.cmd("AUTH PLAIN AHVzZXIAc2VjcmV0LXBhc3N3b3Jk")
+        self.assertEqual(code, 530)
+        self.assertTrue(lines[0].startswith("530 5.7.0"), lines)
+        code, _ = c.cmd("AUTH LOGIN")
+        self.assertEqual(code, 530)
+        self.assert_never_sent(b"AUTH")
+        c.starttls()
+        c.cmd("EHLO x.example")
+        self.assertEqual(c.cmd("AUTH PLAIN AHVzZXIAc2VjcmV0LXBhc3N3b3Jk")[0], 235)
+        self.assertEqual(self.send_message(c)[0], 250)
+        self.assertEqual(parse_trace(self.one_message()[0])["proto"], "ESMTPSA")
+        c.cmd("QUIT")
+        self.stop_proxy()  # flushes the session log
+        # AUTH payloads are never logged (the sink's transcript is not a log).
+
+    def test_auth_payload_never_logged(self):
+        c = self.client()
+        c.reply()
+        c.cmd("EHLO x.example")
+        c.cmd("AUTH PLAIN AHVzZXIAc2VjcmV0LXBhc3N3b3Jk")
+        c.starttls()
+        c.cmd("EHLO x.example")
+        c.cmd("AUTH PLAIN AHVzZXIAc2VjcmV0LXBhc3N3b3Jk")
+        c.cmd("AUTH LOGIN")
+        c.cmd("c2VjcmV0LXBhc3N3b3Jk")
+        c.cmd("QUIT")
+        proxy = self.proxy
+        self.stop_proxy()
+        log = proxy.log()
+        self.assertNotIn("AHVzZXIAc2VjcmV0LXBhc3N3b3Jk", log)
+        self.assertNotIn("c2VjcmV0LXBhc3N3b3Jk", log)
+        self.assertNotIn("secret-password", log)
+
+    def test_starttls_with_argument(self):
+        c = self.client()
+        c.reply()
+        c.cmd("EHLO x.example")
+        code, lines = c.cmd("STARTTLS now")
+        self.assertEqual(code, 501)
+        self.assertTrue(lines[0].startswith("501 5.5.4"), lines)
+        self.assertEqual(c.cmd("NOOP")[0], 250)  # still plaintext, still served
+        c.starttls()
+        self.assertEqual(c.cmd("EHLO x.example")[0], 250)
+
+    def test_starttls_inside_tls_refused(self):
+        c = self.client()
+        c.reply()
+        c.cmd("EHLO x.example")
+        c.starttls()
+        c.cmd("EHLO x.example")
+        code, lines = c.cmd("STARTTLS")
+        self.assertEqual(code, 554)
+        self.assertTrue(lines[0].startswith("554 5.5.1"), lines)
+        self.assertEqual(c.cmd("NOOP")[0], 250)
+        self.assert_never_sent(b"STARTTLS")
+
+    def test_starttls_on_implicit_listener_refused(self):
+        c = self.client("smtps", implicit=True)
+        c.reply()
+        c.cmd("EHLO x.example")
+        code, lines = c.cmd("STARTTLS")
+        self.assertEqual(code, 554)
+        self.assertTrue(lines[0].startswith("554 5.5.1"), lines)
+        self.assertEqual(self.send_message(c)[0], 250)
+
+    def test_plaintext_on_implicit_listener(self):
+        # A plaintext client on the TLS port gets no SMTP from the backend.
+        c = self.client("smtps")
+        c.send(b"EHLO x.example\r\n")
+        self.assertTrue(c.closed(10))
+        self.assertNotIn(b"250", c.buf)
+        self.assertNotIn(b"backend.test", c.buf)
+        self.assert_never_sent(b"EHLO")
+
+
+class RequireTls(ProxyCase):
+    listeners = {"in": {"starttls": "require"}}
+
+    def test_commands_before_tls(self):
+        c = self.client()
+        c.reply()
+        self.assertEqual(c.cmd("EHLO x.example")[0], 250)
+        self.assertEqual(c.cmd("NOOP")[0], 250)
+        for cmd in ("MAIL FROM:<a@example.test>", "RCPT TO:<b@example.test>", "DATA",
+                    "AUTH PLAIN AGEAYg=="):
+            code, lines = c.cmd(cmd)
+            self.assertEqual(lines, [MUST_STARTTLS], cmd)
+        self.assert_never_sent(b"MAIL", b"RCPT", b"DATA", b"AUTH")
+        c.starttls()
+        c.cmd("EHLO x.example")
+        self.assertEqual(self.send_message(c)[0], 250)
+        t = parse_trace(self.one_message()[0])
+        self.assertEqual((t["proto"], t["version"]), ("ESMTPS", "TLSv1.3"))
+
+    def test_pipelined_envelope_before_tls(self):
+        c = self.client()
+        c.reply()
+        c.send(b"EHLO x.example\r\nMAIL FROM:<a@example.test>\r\nRCPT TO:<b@example.test>\r\n"
+               b"DATA\r\nSubject: x\r\n\r\nbody\r\n.\r\n")
+        self.assertEqual(c.reply()[0], 250)
+        for _ in range(3):
+            self.assertEqual(c.reply()[1], [MUST_STARTTLS])
+        # The would-be message lines are commands now; none may become mail.
+        self.assert_never_sent(b"MAIL", b"RCPT", b"DATA")
+        self.assertEqual(self.sink.messages(), [])
+
+
+class RefusedCommands(ProxyCase):
+    listeners = {"in": {}}
+
+    def test_xclient_xforward_bdat(self):
+        c = self.client()
+        c.reply()
+        c.cmd("EHLO x.example")
+        for cmd, want in (("XCLIENT ADDR=192.0.2.1 NAME=trusted.example", "550 5.7.0"),
+                          ("XFORWARD ADDR=192.0.2.1", "550 5.7.0"),
+                          ("xclient addr=192.0.2.1", "550 5.7.0"),
+                          ("BDAT 10 LAST", "502 5.5.1")):
+            code, lines = c.cmd(cmd)
+            self.assertTrue(lines[0].startswith(want), (cmd, lines))
+        c.starttls()
+        c.cmd("EHLO x.example")
+        self.assertTrue(c.cmd("XCLIENT ADDR=192.0.2.1")[1][0].startswith("550 5.7.0"))
+        self.assertEqual(self.send_message(c)[0], 250)
+        self.assert_never_sent(b"XCLIENT", b"XFORWARD", b"BDAT")
+
+    def test_overlong_line_then_normal_service(self):
+        c = self.client()
+        c.reply()
+        c.cmd("EHLO x.example")
+        code, lines = c.cmd("NOOP " + "x" * 5000)
+        self.assertEqual(code, 500)
+        self.assertTrue(lines[0].startswith("500 5.5.2"), lines)
+        self.assertEqual(c.cmd("NOOP")[0], 250)
+        self.assertEqual(c.cmd("EHLO x.example")[0], 250)
+        # the same inside TLS, in the envelope
+        c.starttls()
+        c.cmd("EHLO x.example")
+        c.cmd("MAIL FROM:<a@example.test>")
+        code, lines = c.cmd("RCPT TO:<" + "y" * 100000 + "@example.test>")
+        self.assertEqual(code, 500)
+        self.assertEqual(c.cmd("RCPT TO:<b@example.test>")[0], 250)
+        self.assertEqual(c.cmd("DATA")[0], 354)
+        c.send(BODY + b".\r\n")
+        self.assertEqual(c.reply()[0], 250)
+        self.assertFalse(any(len(l) > 2100 for l in self.sink.lines()))
+
+    def test_pipelining_replies_in_order(self):
+        c = self.client()
+        c.reply()
+        c.cmd("EHLO x.example")
+        c.send(b"MAIL FROM:<a@example.test>\r\nRCPT TO:<one@example.test>\r\n"
+               b"XCLIENT ADDR=1.2.3.4\r\nRCPT TO:<two@example.test>\r\nNOOP\r\nDATA\r\n")
+        codes = [c.reply()[0] for _ in range(6)]
+        self.assertEqual(codes, [250, 250, 550, 250, 250, 354])
+        c.send(b"body\r\n.\r\nQUIT\r\n")
+        self.assertEqual(c.reply()[0], 250)
+        self.assertEqual(c.reply()[0], 221)
+        self.assertEqual(split_trace(self.messages(1)[0])[1], b"body\r\n")
+
+    def test_pipelined_session_in_one_segment_over_tls(self):
+        c = self.client()
+        c.reply()
+        c.cmd("EHLO x.example")
+        c.starttls()
+        c.send(b"EHLO x.example\r\nMAIL FROM:<a@example.test>\r\nRCPT TO:<b@example.test>\r\n"
+               b"RCPT TO:<c@example.test>\r\nDATA\r\n")
+        self.assertEqual([c.reply()[0] for _ in range(5)], [250, 250, 250, 250, 354])
+        c.send(BODY + b".\r\nMAIL FROM:<a@example.test>\r\nRCPT TO:<d@example.test>\r\n"
+               b"DATA\r\n")
+        self.assertEqual([c.reply()[0] for _ in range(4)], [250, 250, 250, 354])
+        c.send(b"second\r\n.\r\nQUIT\r\n")
+        self.assertEqual([c.reply()[0] for _ in range(2)], [250, 221])
+        one, two = self.messages(2)
+        self.assertEqual(split_trace(one)[1], BODY_UNSTUFFED)
+        self.assertEqual(split_trace(two)[1], b"second\r\n")
+
+    def test_escape_sequences_not_logged_raw(self):
+        c = self.client()
+        c.reply()
+        c.cmd("EHLO evil\x1b[31m\x07.example")
+        c.cmd("MAIL FROM:<a\x1b[2J@example.test>")
+        c.cmd("QUIT")
+        proxy = self.proxy
+        self.stop_proxy()
+        log = proxy.log()
+        self.assertNotIn("\x1b", log)
+        self.assertNotIn("\x07", log)
+        self.assertTrue(proxy.log_lines("session"), log)
+
+
+SMUGGLE_ENDINGS = [b"\n.\n", b"\r.\r\n", b"\n.\r\n", b"\r\n.\n", b"\r.\r", b"\n.\r", b"\r\n.\r"]
+SECOND = (b"MAIL FROM:<evil@attacker.example>\r\nRCPT TO:<victim@example.test>\r\nDATA\r\n"
+          b"Subject: smuggled\r\n\r\nsmuggled\r\n")
+
+
+class Smuggling(ProxyCase):
+    """Against a backend that ends DATA on any of the endings (like a
+    vulnerable legacy server): the proxy must make sure it never does."""
+    sink_args = ("--lenient-eod",)
+    listeners = {"in": {}, "norm": {"bare_newlines": "normalize"}}
+
+    def attempt(self, c, ending):
+        self.assertEqual(c.cmd("MAIL FROM:<a@example.test>")[0], 250)
+        self.assertEqual(c.cmd("RCPT TO:<b@example.test>")[0], 250)
+        self.assertEqual(c.cmd("DATA")[0], 354)
+        c.send(b"Subject: first\r\n\r\nfirst" + ending + SECOND + b"\r\n.\r\n")
+        return c.reply()
+
+    def assert_nothing_smuggled(self):
+        self.assert_never_sent(b"victim", b"evil@attacker")
+        for m in self.sink.messages():
+            self.assertFalse(m.startswith(b"Subject: smuggled") or m.startswith(b"smuggled"), m)
+            self.assertFalse(split_trace(m)[1].startswith(b"Subject: smuggled"), m)
+
+    def test_reject_mode(self):
+        for ending in SMUGGLE_ENDINGS:
+            with self.subTest(ending=ending):
+                c = self.client()
+                c.reply()
+                c.cmd("EHLO x.example")
+                code, lines = self.attempt(c, ending)
+                self.assertEqual(code, 554, lines)
+                self.assertTrue(lines[0].startswith("554 5.6.0"), lines)
+                self.assertTrue(c.closed(), "connection left open after 554")
+                c.close()
+        self.assertEqual(self.sink.messages(), [])
+        self.assert_nothing_smuggled()
+        # The backend lost each connection inside DATA: no partial message kept.
+        lost = self.sink.lines().count(b"(connection lost in DATA)")
+        self.assertEqual(lost, len(SMUGGLE_ENDINGS))
+
+    def test_reject_mode_inside_tls(self):
+        c = self.client()
+        c.reply()
+        c.cmd("EHLO x.example")
+        c.starttls()
+        c.cmd("EHLO x.example")
+        code, lines = self.attempt(c, b"\n.\r\n")
+        self.assertTrue(lines[0].startswith("554 5.6.0"), lines)
+        self.assertEqual(self.sink.messages(), [])
+        self.assert_nothing_smuggled()
+
+    def test_normalize_mode(self):
+        for i, ending in enumerate(SMUGGLE_ENDINGS):
+            with self.subTest(ending=ending):
+                c = self.client("norm")
+                c.reply()
+                c.cmd("EHLO x.example")
+                self.assertEqual(self.attempt(c, ending)[0], 250)
+                msgs = self.messages(i + 1)
+                trace, rest = split_trace(msgs[-1])
+                self.assertTrue(rest.startswith(b"Subject: first\r\n\r\nfirst"), rest)
+                # The would-be second transaction is content of the first message.
+                self.assertIn(b"MAIL FROM:<evil@attacker.example>", rest)
+                self.assertIn(b"smuggled", rest)
+                # Every line end the backend got is CRLF.
+                self.assertNotIn(b"\n", rest.replace(b"\r\n", b""))
+                self.assertNotIn(b"\r", rest.replace(b"\r\n", b""))
+                self.assertEqual(c.cmd("QUIT")[0], 221)
+                c.close()
+        self.assert_nothing_smuggled()
+
+    def test_nul_and_dots_are_content(self):
+        c = self.client()
+        c.reply()
+        c.cmd("EHLO x.example")
+        body = b"Subject: dots\r\n\r\n\x00.\r\n...\r\n.. .\r\nend\r\n"
+        self.assertEqual(self.attempt_raw(c, body)[0], 250)
+        _, rest = split_trace(self.messages(1)[0])
+        self.assertEqual(rest, b"Subject: dots\r\n\r\n\x00.\r\n..\r\n. .\r\nend\r\n")
+
+    def attempt_raw(self, c, body):
+        self.assertEqual(c.cmd("MAIL FROM:<a@example.test>")[0], 250)
+        self.assertEqual(c.cmd("RCPT TO:<b@example.test>")[0], 250)
+        self.assertEqual(c.cmd("DATA")[0], 354)
+        c.send(body + b".\r\n")
+        return c.reply()

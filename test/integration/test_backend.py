@@ -1,0 +1,153 @@
+"""The backend: its replies relayed exactly, its failures turned into 4xx
+(never a 2xx, so the sender keeps the message), and logged.
+"""
+import shutil
+import socket
+import unittest
+
+from harness import BODY, Client, Proxy, ProxyCase, free_port, log_fields, split_trace, tmpdir
+
+
+class RejectsOneRcpt(ProxyCase):
+    sink_args = ("--reject-rcpt", "nobody")
+
+    def test_rcpt_rejection_relayed_exactly(self):
+        c = self.ready_client()
+        c.cmd("MAIL FROM:<a@example.test>")
+        self.assertEqual(c.cmd("RCPT TO:<nobody@example.test>"),
+                         (550, ["550 5.1.1 <rejected>: Recipient address rejected"]))
+        self.assertEqual(c.cmd("RCPT TO:<b@example.test>"), (250, ["250 2.1.5 Ok"]))
+        self.assertEqual(c.cmd("DATA")[0], 354)
+        c.send(BODY + b".\r\n")
+        self.assertEqual(c.reply()[0], 250)
+        self.assertEqual(split_trace(self.messages(1)[0])[1],
+                         BODY.replace(b"\r\n..a", b"\r\n.a"))
+
+    def test_pipelined_rcpts(self):
+        c = self.ready_client()
+        c.send(b"MAIL FROM:<a@example.test>\r\nRCPT TO:<one@example.test>\r\n"
+               b"RCPT TO:<nobody@example.test>\r\nRCPT TO:<two@example.test>\r\nDATA\r\n")
+        replies = [c.reply() for _ in range(5)]
+        self.assertEqual([r[0] for r in replies], [250, 250, 550, 250, 354])
+        self.assertEqual(replies[2][1], ["550 5.1.1 <rejected>: Recipient address rejected"])
+        c.send(b"x\r\n.\r\n")
+        self.assertEqual(c.reply()[0], 250)
+
+
+class RejectsData(ProxyCase):
+    sink_args = ("--reject-data",)
+
+    def test_data_rejection_relayed(self):
+        c = self.ready_client()
+        self.assertEqual(self.send_message(c),
+                         (554, ["554 5.7.1 Message rejected by content filter"]))
+        self.assertEqual(self.sink.messages(), [])
+        self.assertEqual(c.cmd("QUIT")[0], 221)
+        proxy = self.proxy
+        self.stop_proxy()
+        msg = proxy.log_lines("message")
+        self.assertEqual(len(msg), 1, proxy.log())
+        f = log_fields(msg[0])
+        self.assertNotEqual(f.get("result"), "accepted", msg[0])
+        self.assertEqual(f.get("code"), "554", msg[0])
+
+
+class ClosesAfterData(ProxyCase):
+    """The backend takes the whole message and drops the connection without
+    a reply: the client must not be told the message was accepted."""
+    sink_args = ("--close-after-data",)
+
+    def test_lost_before_final_reply_is_421(self):
+        c = self.ready_client()
+        code, lines = self.send_message(c)
+        self.assertEqual(code, 421, lines)
+        self.assertTrue(lines[0].startswith("421 4.4.2"), lines)
+        self.assertTrue(c.closed())
+        self.assertEqual(self.sink.messages(), [])
+
+
+class BackendLostMidSession(ProxyCase):
+    def test_backend_killed_between_commands(self):
+        c = self.ready_client()
+        self.assertEqual(c.cmd("MAIL FROM:<a@example.test>")[0], 250)
+        self.sink.stop()  # SIGTERM to the sink's PID: its sockets close
+        code, lines = c.cmd("RCPT TO:<b@example.test>")
+        self.assertEqual(code, 421, lines)
+        self.assertTrue(lines[0].startswith("421 4.4.2"), lines)
+        self.assertTrue(c.closed())
+
+
+class Unreachable(unittest.TestCase):
+    def setUp(self):
+        self.tmp = tmpdir()
+        self.addCleanup(shutil.rmtree, self.tmp, True)
+
+    def proxy(self, backend_port, **keys):
+        self.backend_port = backend_port
+        keys["backend"] = "127.0.0.1:%d" % backend_port
+        p = Proxy(self.tmp, {"in": keys})
+        self.addCleanup(p.stop)
+        return p
+
+    def test_backend_down_is_421_and_logged(self):
+        p = self.proxy(free_port())
+        with Client(p.port()) as c:
+            code, lines = c.reply()
+            self.assertEqual(code, 421, lines)
+            self.assertTrue(lines[0].startswith("421 4.4.1"), lines)
+            self.assertTrue(c.closed())
+        self.assertEqual(p.stop(), 0)
+        line = [l for l in p.log().splitlines() if " session " in l]
+        self.assertEqual(len(line), 1, p.log())
+        f = log_fields(line[0])
+        self.assertNotEqual(f.get("result"), "ok", line[0])
+        self.assertEqual(f.get("backend"), "127.0.0.1:%d" % self.backend_port)
+
+    def test_backend_down_on_implicit_listener(self):
+        p = self.proxy(free_port(), starttls="implicit")
+        with Client(p.port(), implicit=True) as c:
+            code, lines = c.reply()
+            self.assertEqual(code, 421, lines)
+            self.assertTrue(lines[0].startswith("421 4.4.1"), lines)
+
+    def test_backend_silent_is_421(self):
+        silent = socket.socket()
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        self.addCleanup(silent.close)
+        p = self.proxy(silent.getsockname()[1], greeting_timeout="1s")
+        with Client(p.port()) as c:
+            code, lines = c.reply()
+            self.assertEqual(code, 421, lines)
+            self.assertTrue(lines[0].startswith("421 4.4.2"), lines)
+            self.assertTrue(c.closed())
+
+    def test_backend_silent_client_talks_first(self):
+        # A client that speaks before any greeting gets no 2xx either.
+        silent = socket.socket()
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        self.addCleanup(silent.close)
+        p = self.proxy(silent.getsockname()[1], greeting_timeout="1s")
+        with Client(p.port()) as c:
+            c.send(b"EHLO x.example\r\nMAIL FROM:<a@example.test>\r\n")
+            code, lines = c.reply()
+            self.assertNotEqual(code // 100, 2, lines)
+            self.assertTrue(c.closed())
+
+    def test_backend_refusing_greeting_never_2xx(self):
+        # A backend that answers 554 at connect: the client is not greeted
+        # with a 2xx (the proxy may relay the 554 or defer with a 4xx).
+        srv = socket.socket()
+        srv.bind(("127.0.0.1", 0))
+        srv.listen(8)
+        self.addCleanup(srv.close)
+        p = self.proxy(srv.getsockname()[1], greeting_timeout="3s")
+        c = Client(p.port())
+        self.addCleanup(c.close)
+        conn, _ = srv.accept()
+        self.addCleanup(conn.close)
+        conn.sendall(b"554 5.3.2 busy, go away\r\n")
+        code, lines = c.reply()
+        self.assertIn(code // 100, (4, 5), lines)
+

@@ -1,0 +1,154 @@
+"""The command line, config validation (--check), the session log, and a
+clean exit at SIGTERM (which the ASan pass turns into a leak check)."""
+import os
+import shutil
+import subprocess
+import unittest
+
+from harness import BIN, CERTS, ProxyCase, log_fields, poll, tmpdir
+
+
+class Check(unittest.TestCase):
+    def setUp(self):
+        self.tmp = tmpdir()
+        self.addCleanup(shutil.rmtree, self.tmp, True)
+
+    def check(self, text):
+        path = os.path.join(self.tmp, "c.ini")
+        with open(path, "w") as f:
+            f.write(text)
+        out = subprocess.run([BIN, "--check", "-c", path], capture_output=True, timeout=10)
+        return out.returncode, out.stderr.decode() + out.stdout.decode(), path
+
+    GOOD = ("[proxy]\nhostname = mx.example.test\n"
+            "[tls]\ncert = {c}/ecdsa.pem\nkey = {c}/ecdsa.key\ncert = {c}/rsa.pem\nkey = {c}/rsa.key\n"
+            "[listener:smtp]\nmode = inbound\nlisten = 127.0.0.1:2525\nbackend = 127.0.0.1:2526\n"
+            "starttls = offer\n"
+            "[listener:submission]\nmode = inbound\nlisten = [::1]:5870\n"
+            "backend = 127.0.0.1:2526\nstarttls = require\nbare_newlines = normalize\n"
+            "idle_timeout = 30s\nmax_line_length = 4096\nmax_connections_per_ip = 5\n"
+            "[listener:smtps]\nmode = inbound\nlisten = 127.0.0.1:4650\n"
+            "backend = 127.0.0.1:2526\nstarttls = implicit\n")
+
+    def test_good_config(self):
+        rc, out, _ = self.check(self.GOOD.format(c=CERTS))
+        self.assertEqual(rc, 0, out)
+
+    def test_each_error_has_file_and_line(self):
+        cases = [
+            ("unknown key", "[proxy]\nbogus_key = 1\n", 2, "bogus_key"),
+            ("unknown mode", "[listener:a]\nmode = sideways\nlisten = 127.0.0.1:1\n"
+             "backend = 127.0.0.1:2\n", 2, "sideways"),
+            ("bad port", "[listener:a]\nmode = inbound\nlisten = 127.0.0.1:1\n"
+             "backend = 127.0.0.1:x\n", 4, "backend"),
+            ("bad starttls", "[listener:a]\nmode = inbound\nlisten = 127.0.0.1:1\n"
+             "backend = 127.0.0.1:2\nstarttls = maybe\n", 5, "maybe"),
+            ("bad duration", "[listener:a]\nmode = inbound\nlisten = 127.0.0.1:1\n"
+             "backend = 127.0.0.1:2\nidle_timeout = soon\n", 5, "idle_timeout"),
+            ("missing cert file", "[tls]\ncert = /nonexistent/cert.pem\nkey = /nonexistent/k.pem\n",
+             2, "/nonexistent/cert.pem"),
+            ("unknown section", "[frobnicate]\nx = 1\n", 1, "frobnicate"),
+        ]
+        for label, text, line, word in cases:
+            with self.subTest(label):
+                rc, out, path = self.check(text)
+                self.assertNotEqual(rc, 0, label)
+                self.assertIn("%s:%d:" % (path, line), out, label)
+                self.assertIn(word, out, label)
+
+    def test_all_errors_reported(self):
+        rc, out, path = self.check("[proxy]\nbogus = 1\n[listener:a]\nmode = sideways\n"
+                                   "listen = 127.0.0.1:2525\nbackend = 127.0.0.1:x\n"
+                                   "[tls]\ncert = /nonexistent.pem\n")
+        self.assertNotEqual(rc, 0)
+        for n in (2, 4, 6, 8):
+            self.assertIn("%s:%d:" % (path, n), out)
+
+    def test_key_does_not_match_cert(self):
+        rc, out, _ = self.check("[tls]\ncert = {c}/ecdsa.pem\nkey = {c}/rsa.key\n"
+                                "[listener:a]\nmode = inbound\nlisten = 127.0.0.1:2525\n"
+                                "backend = 127.0.0.1:2526\n".format(c=CERTS))
+        self.assertNotEqual(rc, 0)
+        self.assertIn("rsa.key", out)
+
+    def test_missing_file(self):
+        out = subprocess.run([BIN, "--check", "-c", os.path.join(self.tmp, "nope.ini")],
+                             capture_output=True, timeout=10)
+        self.assertNotEqual(out.returncode, 0)
+        self.assertIn(b"nope.ini", out.stderr)
+
+    def test_run_with_bad_config_exits(self):
+        path = os.path.join(self.tmp, "bad.ini")
+        with open(path, "w") as f:
+            f.write("[proxy]\nbogus = 1\n")
+        out = subprocess.run([BIN, "-c", path], capture_output=True, timeout=10)
+        self.assertNotEqual(out.returncode, 0)
+        self.assertIn(("%s:2:" % path).encode(), out.stderr)
+
+
+class Flags(unittest.TestCase):
+    def test_version(self):
+        out = subprocess.run([BIN, "--version"], capture_output=True, timeout=10)
+        self.assertEqual(out.returncode, 0)
+        self.assertRegex(out.stdout.decode(), r"^smtp-tls-proxy \d+\.\d+")
+
+    def test_help(self):
+        out = subprocess.run([BIN, "--help"], capture_output=True, timeout=10)
+        self.assertEqual(out.returncode, 0)
+        for flag in (b"--check", b"-c", b"--version"):
+            self.assertIn(flag, out.stdout)
+
+    def test_unknown_flag(self):
+        out = subprocess.run([BIN, "--bogus"], capture_output=True, timeout=10)
+        self.assertEqual(out.returncode, 2)
+        self.assertTrue(out.stderr)
+
+
+class SessionLog(ProxyCase):
+    def test_tls_session_line(self):
+        c = self.ready_client(helo="log.example")
+        self.assertEqual(self.send_message(c)[0], 250)
+        c.cmd("QUIT")
+        line = poll(lambda: self.proxy.log_lines("session"))
+        self.assertEqual(len(line), 1, self.proxy.log())
+        f = log_fields(line[0])
+        self.assertRegex(f.get("client", ""), r"^127\.0\.0\.1:\d+$")
+        self.assertEqual(f.get("tls"), "TLSv1.3")
+        self.assertRegex(f.get("cipher", ""), r"^TLS_")
+        self.assertEqual(f.get("backend"), "127.0.0.1:%d" % self.sink.port)
+        self.assertEqual(f.get("messages"), "1")
+        self.assertEqual(f.get("result"), "ok")
+        self.assertRegex(f.get("duration", ""), r"^\d")
+        self.assertIn("bytes_in", f)
+        msg = self.proxy.log_lines("message")
+        self.assertEqual(len(msg), 1)
+        m = log_fields(msg[0])
+        self.assertEqual(m.get("result"), "accepted")
+        self.assertEqual(m.get("tls"), "TLSv1.3")
+
+    def test_plaintext_session_line(self):
+        c = self.ready_client(tls=False)
+        c.cmd("QUIT")
+        line = poll(lambda: self.proxy.log_lines("session"))
+        f = log_fields(line[0])
+        self.assertEqual(f.get("tls"), "none")
+        self.assertEqual(f.get("messages"), "0")
+
+    def test_one_line_per_session(self):
+        for _ in range(3):
+            c = self.ready_client(tls=False)
+            c.cmd("QUIT")
+            c.close()
+        self.assertEqual(len(poll(lambda: len(self.proxy.log_lines("session")) == 3 and
+                                  self.proxy.log_lines("session"))), 3)
+
+
+class Shutdown(ProxyCase):
+    def test_sigterm_with_idle_session_exits_cleanly(self):
+        # stop_proxy asserts exit code 0 (and, under ASan, no leaks) while a
+        # client is still connected and silent.
+        c = self.ready_client()
+        proxy = self.proxy
+        self.stop_proxy()
+        self.assertIn(" stop ", proxy.log())
+        self.assertTrue(c.closed(5))

@@ -1,0 +1,134 @@
+"""The EHLO reply, rewritten as data.
+
+  C: EHLO x.example
+  B: 250-backend.test / PIPELINING / SIZE / 8BITMIME / STARTTLS / AUTH PLAIN LOGIN /
+     CHUNKING / BINARYMIME / XCLIENT / XFORWARD / SMTPUTF8 / DSN / ENHANCEDSTATUSCODES
+  S: 250-backend.test / PIPELINING / SIZE / 8BITMIME / SMTPUTF8 / DSN /
+     ENHANCEDSTATUSCODES / STARTTLS                  (before TLS: AUTH hidden)
+  S: ... AUTH PLAIN LOGIN ... (no STARTTLS)           (after TLS)
+"""
+from harness import ProxyCase, parse_trace
+
+KEPT = ("PIPELINING", "SIZE", "8BITMIME", "SMTPUTF8", "DSN", "ENHANCEDSTATUSCODES")
+STRIPPED = ("CHUNKING", "BINARYMIME", "XCLIENT", "XFORWARD")
+
+
+def keywords(lines):
+    """EHLO keywords of a reply (the first line is the greeting name)."""
+    return [l[4:].split(" ")[0].upper() for l in lines[1:]]
+
+
+class EhloRewrite(ProxyCase):
+    listeners = {"in": {}, "smtps": {"starttls": "implicit"}, "req": {"starttls": "require"}}
+
+    def test_before_tls(self):
+        c = self.client()
+        self.assertEqual(c.reply(), (220, ["220 backend.test ESMTP sink"]))
+        code, lines = c.cmd("EHLO x.example")
+        self.assertEqual(code, 250)
+        self.assertEqual(lines[0], "250-backend.test")
+        kws = keywords(lines)
+        self.assertEqual(kws.count("STARTTLS"), 1, lines)  # the backend's own is gone
+        self.assertNotIn("AUTH", kws)
+        for gone in STRIPPED:
+            self.assertNotIn(gone, kws)
+        for kept in KEPT:
+            self.assertEqual(kws.count(kept), 1, kept)
+        self.assertIn("250-SIZE 52428800", lines)  # parameters kept verbatim
+        self.assertTrue(all(l.startswith("250-") for l in lines[:-1]) and
+                        lines[-1].startswith("250 "), lines)
+
+    def test_after_tls(self):
+        c = self.client()
+        c.reply()
+        c.cmd("EHLO x.example")
+        c.starttls()
+        code, lines = c.cmd("EHLO x.example")
+        self.assertEqual(code, 250)
+        kws = keywords(lines)
+        self.assertNotIn("STARTTLS", kws)
+        self.assertIn("AUTH PLAIN LOGIN", [l[4:] for l in lines[1:]])
+        for gone in STRIPPED:
+            self.assertNotIn(gone, kws)
+        for kept in KEPT:
+            self.assertIn(kept, kws)
+        self.assertTrue(lines[-1].startswith("250 "), lines)
+
+    def test_starttls_without_ehlo_first(self):
+        c = self.client()
+        c.reply()
+        c.starttls()  # RFC 3207 does not require EHLO before STARTTLS
+        self.assertNotIn("STARTTLS", keywords(c.cmd("EHLO x.example")[1]))
+
+    def test_implicit_listener(self):
+        c = self.client("smtps", implicit=True)
+        self.assertEqual(c.reply()[0], 220)
+        kws = keywords(c.cmd("EHLO x.example")[1])
+        self.assertNotIn("STARTTLS", kws)
+        self.assertIn("AUTH", kws)
+
+    def test_require_listener_offers_starttls(self):
+        c = self.client("req")
+        c.reply()
+        kws = keywords(c.cmd("EHLO x.example")[1])
+        self.assertEqual(kws.count("STARTTLS"), 1)
+        self.assertNotIn("AUTH", kws)
+
+    def test_helo(self):
+        c = self.client()
+        c.reply()
+        code, lines = c.cmd("HELO old.example")
+        self.assertEqual((code, len(lines)), (250, 1))
+        self.assertEqual(self.send_message(c)[0], 250)
+        trace, _ = self.one_message()
+        t = parse_trace(trace)
+        self.assertEqual((t["proto"], t["helo"]), ("SMTP", "old.example"))
+
+    def test_helo_after_starttls(self):
+        c = self.client()
+        c.reply()
+        c.starttls()
+        self.assertEqual(c.cmd("HELO old.example")[0], 250)
+        self.assertEqual(self.send_message(c)[0], 250)
+        t = parse_trace(self.one_message()[0])
+        self.assertEqual(t["proto"], "SMTPS")
+        self.assertEqual(t["version"], "TLSv1.3")
+
+
+class BackendWithoutStarttls(ProxyCase):
+    """A backend that knows nothing of TLS still gets STARTTLS offered for it."""
+    sink_args = ("--ehlo-caps", "PIPELINING,8BITMIME")
+
+    def test_starttls_added(self):
+        c = self.client()
+        c.reply()
+        code, lines = c.cmd("EHLO x.example")
+        self.assertEqual(keywords(lines), ["PIPELINING", "8BITMIME", "STARTTLS"])
+
+
+class BackendWithOnlyGreetingLine(ProxyCase):
+    """A backend whose EHLO reply is one line still gets STARTTLS added."""
+    sink_args = ("--ehlo-caps", "")
+
+    def test_single_line_ehlo(self):
+        c = self.client()
+        c.reply()
+        code, lines = c.cmd("EHLO x.example")
+        self.assertEqual(lines, ["250-backend.test", "250 STARTTLS"])
+
+
+class NoCertificate(ProxyCase):
+    tls = False
+
+    def test_no_starttls_offered_without_cert(self):
+        c = self.client()
+        c.reply()
+        code, lines = c.cmd("EHLO x.example")
+        self.assertNotIn("STARTTLS", keywords(lines))
+        code, lines = c.cmd("STARTTLS")
+        self.assertEqual(code, 502)
+        self.assertEqual(self.send_message(c)[0], 250)
+        t = parse_trace(self.one_message()[0])
+        self.assertEqual(t["proto"], "ESMTP")
+        self.assertIsNone(t["version"])
+        self.assert_never_sent(b"STARTTLS")

@@ -1,0 +1,128 @@
+"""Bounded everything: timers, connection caps, memory under a 50 MB message."""
+import hashlib
+import time
+
+from harness import ASAN, ProxyCase, log_fields, poll, split_trace
+
+
+class IdleTimeout(ProxyCase):
+    listeners = {"in": {"idle_timeout": "1s"}}
+
+    def test_stalled_client_gets_421(self):
+        c = self.ready_client(tls=False)
+        c.send(b"MAIL FROM:<a@exa")  # and stall mid-line
+        t0 = time.time()
+        code, lines = c.reply()
+        self.assertEqual(code, 421, lines)
+        self.assertTrue(lines[0].startswith("421 4.4.2"), lines)
+        self.assertTrue(c.closed())
+        self.assertLess(time.time() - t0, 5)
+        self.assert_never_sent(b"MAIL")
+
+    def test_stalled_client_inside_tls(self):
+        c = self.ready_client(tls=True)
+        code, lines = c.reply()  # sends nothing at all
+        self.assertEqual(code, 421, lines)
+        self.assertTrue(lines[0].startswith("421 4.4.2"), lines)
+        self.assertTrue(c.closed())
+
+    def test_silent_after_connect(self):
+        c = self.client()
+        self.assertEqual(c.reply()[0], 220)
+        code, lines = c.reply()
+        self.assertEqual(code, 421, lines)
+
+
+class DataTimeout(ProxyCase):
+    listeners = {"in": {"data_timeout": "1s"}}
+
+    def test_stall_inside_data_never_delivers(self):
+        c = self.ready_client()
+        c.cmd("MAIL FROM:<a@example.test>")
+        c.cmd("RCPT TO:<b@example.test>")
+        self.assertEqual(c.cmd("DATA")[0], 354)
+        c.send(b"Subject: half\r\n\r\nhalf a mess")
+        code, lines = c.reply()
+        self.assertEqual(code, 421, lines)
+        self.assertTrue(lines[0].startswith("421 4.4.2"), lines)
+        self.assertTrue(c.closed())
+        poll(lambda: b"(connection lost in DATA)" in self.sink.lines(), 5)
+        self.assertEqual(self.sink.messages(), [])
+
+
+class HandshakeTimeout(ProxyCase):
+    listeners = {"in": {"handshake_timeout": "1s"}}
+
+    def test_no_client_hello(self):
+        c = self.client()
+        c.reply()
+        self.assertEqual(c.cmd("STARTTLS")[0], 220)
+        self.assertTrue(c.closed(5), "connection kept open without a handshake")
+
+
+class PerIpLimit(ProxyCase):
+    listeners = {"in": {"max_connections_per_ip": "2"}}
+
+    def test_third_connection_refused(self):
+        a, b = self.client(), self.client()
+        self.assertEqual(a.reply()[0], 220)
+        self.assertEqual(b.reply()[0], 220)
+        c = self.client()
+        code, lines = c.reply()
+        self.assertEqual(code, 421, lines)
+        self.assertTrue(lines[0].startswith("421 4.7.0"), lines)
+        self.assertTrue(c.closed())
+        a.cmd("QUIT")
+        a.close()
+        # The slot is free again once the proxy saw the close.
+        def fresh():
+            d = self.client()
+            return d.reply()[0] == 220
+        self.assertTrue(poll(fresh, 5))
+        # The backend saw only the sessions that were admitted.
+
+
+class TotalLimit(ProxyCase):
+    listeners = {"in": {"max_connections": "3", "max_connections_per_ip": "10"}}
+
+    def test_fourth_connection_refused(self):
+        cs = [self.client() for _ in range(3)]
+        for c in cs:
+            self.assertEqual(c.reply()[0], 220)
+        d = self.client()
+        code, lines = d.reply()
+        self.assertEqual(code, 421, lines)
+        self.assertTrue(lines[0].startswith("421 4.7.0"), lines)
+
+
+class BigMessage(ProxyCase):
+    timeout = 180
+
+    def test_50mb_through_starttls_in_bounded_memory(self):
+        c = self.ready_client(tls=True, timeout=120)
+        c.cmd("MAIL FROM:<a@example.test>")
+        c.cmd("RCPT TO:<b@example.test>")
+        self.assertEqual(c.cmd("DATA")[0], 354)
+        line = b"0123456789abcdefghijklmnopqrstuvwxyz0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ!!\r\n"
+        chunk = line * 8192  # 624 KB
+        total = 0
+        h = hashlib.sha256()
+        while total < 50 * 1024 * 1024:
+            c.send(chunk)
+            h.update(chunk)
+            total += len(chunk)
+        c.send(b".\r\n")
+        self.assertEqual(c.reply()[0], 250)
+        msg = self.messages(1, timeout=60)[0]
+        _, rest = split_trace(msg)
+        self.assertEqual(len(rest), total)
+        self.assertEqual(hashlib.sha256(rest).hexdigest(), h.hexdigest())
+        kb = self.proxy.hwm_kb()
+        # ASan's shadow memory and quarantine are not the proxy's buffers.
+        limit = 256 * 1024 if ASAN else 64 * 1024
+        self.assertLess(kb, limit, "VmHWM %d kB" % kb)
+        c.cmd("QUIT")
+        proxy = self.proxy
+        self.stop_proxy()
+        f = log_fields(proxy.log_lines("message")[0])
+        self.assertGreaterEqual(int(f.get("size", "0")), total)
