@@ -115,7 +115,12 @@ int stp_ehlo_rewrite(const stp_reply_t *r, const stp_ehlo_opts_t *opts, char *ou
         keep[nkeep++] = i;
     }
     int add = opts->add_starttls && !have_starttls;
-    size_t total = nkeep + (size_t)add;
+    /* The rebuilt reply must stay within what a reply may hold, so that it
+     * parses again (here and at the client): an absurdly long EHLO loses
+     * its last keywords rather than our STARTTLS. */
+    if (1 + nkeep + (size_t)add > STP_REPLY_MAX_LINES) {
+        nkeep = STP_REPLY_MAX_LINES - 1 - (size_t)add;
+    }
 
     size_t glen;
     const char *g = stp_reply_text(r, 0, &glen);
@@ -123,6 +128,19 @@ int stp_ehlo_rewrite(const stp_reply_t *r, const stp_ehlo_opts_t *opts, char *ou
         g = opts->greeting;
         glen = strlen(g);
     }
+    /* Same for bytes: keep the keyword lines that fit. */
+    size_t budget = cap < STP_REPLY_MAX_BYTES ? cap : STP_REPLY_MAX_BYTES;
+    size_t need = 4 + glen + 2 + (add ? 14 : 0);
+    for (size_t k = 0; k < nkeep; k++) {
+        size_t len;
+        (void)stp_reply_text(r, keep[k], &len);
+        if (need + 6 + len > budget) {
+            nkeep = k;
+            break;
+        }
+        need += 6 + len;
+    }
+    size_t total = nkeep + (size_t)add;
     if (put_line(out, cap, &o, total == 0, g, glen) < 0) {
         return -1;
     }

@@ -109,8 +109,36 @@ static void test_caps_and_size(void)
     CHECK_EQ_INT(stp_ehlo_size(parse("250-mx\r\n250 SIZE\r\n")), 0);
 }
 
+/* A reply already at the limits still rebuilds into one that parses. */
+static void test_full_reply_stays_parseable(void)
+{
+    static char in[STP_REPLY_MAX_BYTES + 64], out[STP_REPLY_MAX_BYTES + 64];
+    static stp_reply_parser_t q;
+    size_t n = 0, len, used;
+    n += (size_t)snprintf(in + n, sizeof(in) - n, "250-mx\r\n");
+    for (int i = 0; i < STP_REPLY_MAX_LINES - 2; i++) {
+        n += (size_t)snprintf(in + n, sizeof(in) - n, "250-X%0100d\r\n", i);
+    }
+    n += (size_t)snprintf(in + n, sizeof(in) - n, "250 DSN\r\n");
+    stp_reply_parser_init(&parser);
+    if (stp_reply_feed(&parser, in, n, &used) != STP_REPLY_DONE) {
+        /* too long for the parser itself: shorten the keywords */
+        CHECK(0);
+        return;
+    }
+    stp_ehlo_opts_t o = {.add_starttls = 1};
+    CHECK_EQ_INT(stp_ehlo_rewrite(&parser.reply, &o, out, sizeof(out), &len, NULL), 0);
+    stp_reply_parser_init(&q);
+    CHECK_EQ_INT(stp_reply_feed(&q, out, len, &used), STP_REPLY_DONE);
+    CHECK_EQ_INT(used, len);
+    size_t tl;
+    const char *t = stp_reply_text(&q.reply, q.reply.nlines - 1, &tl);
+    CHECK_MEM(t, tl, "STARTTLS", 8);
+}
+
 int main(void)
 {
+    STP_RUN(test_full_reply_stays_parseable);
     STP_RUN(test_inbound_before_tls);
     STP_RUN(test_inbound_after_tls);
     STP_RUN(test_shrinks_to_one_line);
