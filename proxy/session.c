@@ -244,6 +244,9 @@ static void destroy(stp_session_t *s)
     char backend[80];
     uint64_t ms = uv_now(s->loop) - s->start_ms;
 
+    char helo[sizeof(s->helo) * 4 + 4];
+    /* the client's HELO name is peer text: escaped like any other */
+    stp_log_escape(helo, sizeof(helo), s->helo[0] ? s->helo : "-", s->helo[0] ? strlen(s->helo) : 1);
     if (s->conf->mode == STP_MODE_OUTBOUND) {
         stp_log(STP_LOG_INFO,
                 "session id=%s listener=%s client=%s next_hop=%s policy=%s%s tls=%s cipher=%s "
@@ -253,7 +256,7 @@ static void destroy(stp_session_t *s)
                 level_name(s->conf->tls), s->conf->testing ? "(testing)" : "",
                 s->up_version[0] ? s->up_version : "none", s->up_cipher[0] ? s->up_cipher : "none",
                 s->verify ? s->verify : "skipped", s->decision ? s->decision : "none",
-                s->helo[0] ? s->helo : "-", s->messages, s->rejected,
+                helo, s->messages, s->rejected,
                 (unsigned long long)s->client.bytes_in, (unsigned long long)s->client.bytes_out,
                 s->result ? s->result : "closed", (unsigned long long)(ms / 1000),
                 (unsigned long long)(ms % 1000), s->error[0] ? " error=" : "", s->error);
@@ -265,7 +268,7 @@ static void destroy(stp_session_t *s)
             "messages=%u rejected=%u bytes_in=%llu bytes_out=%llu result=%s duration=%llu.%03llus%s%s",
             s->id, s->conf->name, s->peer_str, s->tls_version[0] ? s->tls_version : "none",
             s->tls_cipher[0] ? s->tls_cipher : "none", s->sni[0] ? s->sni : "-", backend,
-            s->helo[0] ? s->helo : "-", s->messages, s->rejected,
+            helo, s->messages, s->rejected,
             (unsigned long long)s->client.bytes_in, (unsigned long long)s->client.bytes_out,
             s->result ? s->result : "closed", (unsigned long long)(ms / 1000),
             (unsigned long long)(ms % 1000), s->error[0] ? " error=" : "", s->error);
