@@ -1,23 +1,55 @@
 #!/usr/bin/env bash
 # Demo: installs what is missing, builds, and runs smtp-tls-proxy in the
-# foreground in front of a demo plaintext mail server that stores every
-# message it receives under ./demo/mail/. Ctrl-C stops both.
+# foreground (logging to stderr) in front of a demo plaintext mail server
+# that stores every message it receives under ./demo/mail/. Ctrl-C stops both.
+#
+#   deploy/demo.sh
+#
+# Overrides (used by the integration test of this script):
+#   DEMO_DIR (./demo), DEMO_SMTP_PORT (2525), DEMO_SMTPS_PORT (4650),
+#   DEMO_BACKEND_PORT (2526), STP_BIN (a prebuilt binary: skips the build)
 set -eu
 cd "$(dirname "$0")/.."
 root=$(pwd)
-demo="$root/demo"
+demo=${DEMO_DIR:-$root/demo}
+smtp_port=${DEMO_SMTP_PORT:-2525}
+smtps_port=${DEMO_SMTPS_PORT:-4650}
+backend_port=${DEMO_BACKEND_PORT:-2526}
 
 bash deploy/install-deps.sh
-bazel build //proxy:smtp-tls-proxy
-mkdir -p "$demo/mail"
-bash test/certs/gen.sh "$demo/certs" >/dev/null
+if [ -n "${STP_BIN:-}" ]; then
+  bin=$STP_BIN
+else
+  bazel build //proxy:smtp-tls-proxy
+  bin=$root/bazel-bin/proxy/smtp-tls-proxy
+fi
+py=/usr/bin/python3
+[ -x "$py" ] || py=python3
 
-python3 test/peers/sink.py --listen 127.0.0.1:2526 --maildir "$demo/mail" \
+mkdir -p "$demo/mail"
+bash test/certs/gen.sh "$demo/certs"
+
+# The "legacy" backend: plaintext only; it records every command it is sent
+# in backend-commands.log, so you can see what the proxy let through.
+"$py" test/peers/sink.py --listen "127.0.0.1:$backend_port" --maildir "$demo/mail" \
   --transcript "$demo/backend-commands.log" --greeting "legacy.example.test ESMTP demo backend" \
-  --ehlo-caps "PIPELINING,SIZE 52428800,8BITMIME,AUTH PLAIN LOGIN,ENHANCEDSTATUSCODES" \
+  --ehlo-caps "PIPELINING,SIZE 52428800,8BITMIME,AUTH PLAIN LOGIN,XCLIENT NAME ADDR,ENHANCEDSTATUSCODES" \
   >"$demo/backend.log" 2>&1 &
 sink=$!
-trap 'kill "$sink" 2>/dev/null; wait "$sink" 2>/dev/null' EXIT INT TERM
+echo "$sink" >"$demo/backend.pid"
+stop_sink() {
+  kill "$sink" 2>/dev/null || true
+  wait "$sink" 2>/dev/null || true
+  rm -f "$demo/backend.pid"
+}
+trap stop_sink EXIT
+trap 'stop_sink; exit 130' INT
+trap 'stop_sink; exit 143' TERM
+for _ in $(seq 50); do
+  grep -q ready "$demo/backend.log" 2>/dev/null && break
+  kill -0 "$sink" 2>/dev/null || { cat "$demo/backend.log" >&2; exit 1; }
+  sleep 0.1
+done
 
 cat >"$demo/demo.ini" <<INI
 ; smtp-tls-proxy demo configuration (written by deploy/demo.sh)
@@ -32,30 +64,33 @@ key = $demo/certs/rsa.key
 
 [listener:smtp]
 mode = inbound
-listen = 127.0.0.1:2525
-backend = 127.0.0.1:2526
+listen = 127.0.0.1:$smtp_port
+backend = 127.0.0.1:$backend_port
 starttls = offer
 
 [listener:smtps]
 mode = inbound
-listen = 127.0.0.1:4650
-backend = 127.0.0.1:2526
+listen = 127.0.0.1:$smtps_port
+backend = 127.0.0.1:$backend_port
 starttls = implicit
 INI
 
 cat <<TXT
 
 smtp-tls-proxy demo
-  STARTTLS listener  127.0.0.1:2525   implicit TLS listener  127.0.0.1:4650
-  demo backend       127.0.0.1:2526 (plaintext), stores messages in $demo/mail/
+  STARTTLS listener      127.0.0.1:$smtp_port    (config: $demo/demo.ini)
+  implicit TLS listener  127.0.0.1:$smtps_port
+  demo backend           127.0.0.1:$backend_port    plaintext; stores messages in $demo/mail/
 
 Send a message through it from another terminal:
-  swaks --server 127.0.0.1:2525 --tls --to you@example.test --from me@example.test
-  swaks --server 127.0.0.1:4650 --tlsc --to you@example.test --from me@example.test
-Then look at the stored message and its Received: header (TLS version and cipher):
+  swaks --server 127.0.0.1:$smtp_port --tls --to you@example.test --from me@example.test
+  swaks --server 127.0.0.1:$smtps_port --tlsc --to you@example.test --from me@example.test
+Then look at the stored message; its first line is the proxy's Received:
+header with the TLS version and cipher:
   ls $demo/mail/ && cat $demo/mail/0001.eml
+What the plaintext backend was sent: $demo/backend-commands.log
 
 Proxy log follows (one line per message and per session). Ctrl-C stops the demo.
 
 TXT
-bazel-bin/proxy/smtp-tls-proxy -c "$demo/demo.ini"
+"$bin" -c "$demo/demo.ini"

@@ -1,108 +1,160 @@
 #!/usr/bin/env bash
-# The whole test suite: unit tests, integration tests with real peers, the
-# same under ASan+UBSan (with leak checking), and a short fuzz run.
-# Ends with one line "N passed, N failed"; exits non-zero on any failure.
+# The whole test suite, non-interactively (CI=true, no stdin is fine):
 #
-#   test/run.sh           everything
-#   test/run.sh --quick   skip the sanitizer pass and fuzzing
+#   1. deploy/install-deps.sh (fast when everything is installed)
+#   2. bazel build //...
+#   3. unit tests: bazel test //test/unit/...          (one result per target)
+#   4. integration tests against the normal binary      (one result per test)
+#   5. the proxy and unit tests rebuilt under ASan+UBSan; unit tests and the
+#      integration suite again, with leak checking at each proxy's SIGTERM
+#   6. test/fuzz/run.sh 10, if present                  (one result per target)
+#
+# Ends with exactly one line "N passed, N failed" (the sum of every stage);
+# exits non-zero on any failure.
+#
+#   test/run.sh            everything
+#   test/run.sh --quick    skip the sanitizer pass and fuzzing
+#
+# The ASan build uses `-c dbg` so its outputs live in their own tree
+# (bazel-out/k8-dbg) and `--symlink_prefix=/` so bazel-bin keeps pointing at
+# the normal build: other people's bazel-bin/proxy/smtp-tls-proxy is never
+# swapped for a sanitizer build behind their back. The normal binary is also
+# copied aside before anything else is built.
 set -u
 cd "$(dirname "$0")/.."
 root=$(pwd)
-quick=0
-[ "${1:-}" = "--quick" ] && quick=1
 
+quick=0
+for arg in "$@"; do
+  case "$arg" in
+    --quick) quick=1 ;;
+    -h | --help) sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) echo "usage: $0 [--quick]" >&2; exit 2 ;;
+  esac
+done
+
+py=/usr/bin/python3
+[ -x "$py" ] || py=python3
 passed=0
 failed=0
+summary=""
 work=$(mktemp -d /tmp/stp-run.XXXXXX)
 trap 'rm -rf "$work"' EXIT
 
 note() { printf '\n=== %s\n' "$*"; }
-count() { # count "<N passed, N failed>" lines from a log
+
+# add LABEL PASSED FAILED: adds a stage's results to the totals.
+add() {
+  passed=$((passed + $2))
+  failed=$((failed + $3))
+  summary="$summary$(printf '  %-34s %4d passed, %d failed' "$1" "$2" "$3")"$'\n'
+}
+
+# add_from_log LABEL LOG: takes the last "N passed, N failed" line of LOG;
+# a stage that printed none (crashed, timed out) counts as one failure.
+add_from_log() {
   local line
-  line=$(grep -E '^[0-9]+ passed, [0-9]+ failed$' "$1" | tail -n 1)
+  line=$(grep -E '^[0-9]+ passed, [0-9]+ failed$' "$2" | tail -n 1)
   if [ -z "$line" ]; then
-    failed=$((failed + 1))
-    echo "FAIL $2: no result line"
+    echo "FAIL $1: no result line; last output:"
+    tail -n 20 "$2" | sed 's/^/    /'
+    add "$1" 0 1
     return
   fi
-  passed=$((passed + $(echo "$line" | cut -d' ' -f1)))
-  failed=$((failed + $(echo "$line" | cut -d' ' -f3)))
+  add "$1" "$(echo "$line" | cut -d' ' -f1)" "$(echo "$line" | cut -d' ' -f3)"
 }
 
-# Runs the Bazel unit tests; one result per test target.
+# finish: prints the per-stage summary and the one final line.
+finish() {
+  echo
+  echo "=== summary"
+  printf '%s' "$summary"
+  echo
+  echo "$passed passed, $failed failed"
+  [ "$failed" = 0 ]
+  exit $?
+}
+
+# unit_tests LABEL BAZEL-FLAGS...: one result per //test/unit target.
 unit_tests() {
-  local cfg=$1 log="$work/unit$1.log"
-  # shellcheck disable=SC2086
-  bazel test $cfg //test/unit/... >"$log" 2>&1
+  local label=$1 log="$work/$1.log"
+  shift
+  timeout 1800 bazel test "$@" //test/unit/... >"$log" 2>&1
   local p f
-  p=$(grep -cE '^//test/unit:[a-z_]+ +(\(cached\) )?PASSED' "$log")
-  f=$(grep -cE '^//test/unit:[a-z_]+ +(\(cached\) )?(FAILED|TIMEOUT|NO STATUS)' "$log")
-  if grep -q "FAILED: Build did NOT complete" "$log"; then
-    f=$((f + 1))
-    grep -E "error|ERROR" "$log" | head -20
-  fi
+  p=$(grep -cE '^//test/unit:[A-Za-z0-9_]+ +(\(cached\) )?PASSED' "$log")
+  f=$(grep -E '^//test/unit:[A-Za-z0-9_]+ ' "$log" | grep -cv 'PASSED')
   grep -E '^//test/unit:' "$log" | sed 's/^/  /'
+  if [ "$p" = 0 ] && [ "$f" = 0 ]; then
+    echo "FAIL $label: no test ran; last output:"
+    tail -n 30 "$log" | sed 's/^/    /'
+    f=1
+  elif grep -q "Build did NOT complete" "$log"; then
+    grep -E '^(ERROR|.*error:)' "$log" | head -20 | sed 's/^/    /'
+    [ "$f" = 0 ] && f=1
+  fi
   echo "$p passed, $f failed"
-  passed=$((passed + p))
-  failed=$((failed + f))
+  add "$label" "$p" "$f"
 }
 
+# integration LABEL BINARY [ENV...]: the integration suite against BINARY.
 integration() {
-  local bin=$1 label=$2 log="$work/it-$2.log"
-  STP_BIN="$bin" STP_CERTS="$work/certs" python3 test/integration/run.py 2>&1 | tee "$log" |
-    grep -E '^(PASS|FAIL|    )|passed, '
-  count "$log" "integration ($label)"
+  local label=$1 bin=$2 log="$work/$1.log"
+  shift 2
+  env STP_BIN="$bin" STP_CERTS="$work/certs" "$@" \
+    timeout 1800 "$py" test/integration/run.py >"$log" 2>&1
+  grep -E '^(PASS|FAIL|    )|^[0-9]+ passed, [0-9]+ failed$' "$log"
+  add_from_log "$label" "$log"
 }
 
 note "dependencies"
-bash deploy/install-deps.sh || { echo "0 passed, 1 failed"; exit 1; }
+if ! bash deploy/install-deps.sh </dev/null; then
+  add "dependencies" 0 1
+  finish
+fi
 bash test/certs/gen.sh "$work/certs"
 
 note "build"
-if ! bazel build //... >"$work/build.log" 2>&1; then
-  tail -40 "$work/build.log"
-  echo "0 passed, 1 failed"
-  exit 1
+if ! timeout 1800 bazel build //... >"$work/build.log" 2>&1; then
+  grep -E 'ERROR|error:' "$work/build.log" | head -30
+  tail -n 20 "$work/build.log"
+  add "build" 0 1
+  finish
 fi
+echo "ok"
 cp bazel-bin/proxy/smtp-tls-proxy "$work/smtp-tls-proxy"
 
 note "unit tests"
-unit_tests ""
+unit_tests "unit" 
 
 note "integration tests"
-integration "$work/smtp-tls-proxy" plain
+integration "integration" "$work/smtp-tls-proxy"
 
 if [ "$quick" = 0 ]; then
+  asan=(--config=asan -c dbg --symlink_prefix=/)
   note "ASan+UBSan build"
-  if bazel build --config=asan //proxy:smtp-tls-proxy >"$work/build-asan.log" 2>&1; then
-    cp bazel-bin/proxy/smtp-tls-proxy "$work/smtp-tls-proxy-asan"
+  if timeout 1800 bazel build "${asan[@]}" //proxy:smtp-tls-proxy >"$work/build-asan.log" 2>&1; then
+    echo "ok"
+    cp "$(bazel info "${asan[@]}" bazel-bin 2>/dev/null)/proxy/smtp-tls-proxy" \
+      "$work/smtp-tls-proxy-asan"
+
     note "unit tests (ASan+UBSan)"
-    unit_tests "--config=asan"
-    note "integration tests (ASan+UBSan, leak checking)"
-    export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:exitcode=23
-    export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
-    STP_ASAN=1 integration "$work/smtp-tls-proxy-asan" asan
-    unset ASAN_OPTIONS UBSAN_OPTIONS
+    unit_tests "unit (ASan+UBSan)" "${asan[@]}"
+
+    note "integration tests (ASan+UBSan, leak check at every SIGTERM)"
+    integration "integration (ASan+UBSan)" "$work/smtp-tls-proxy-asan" STP_ASAN=1 \
+      ASAN_OPTIONS=detect_leaks=1:halt_on_error=1:abort_on_error=0:exitcode=23:strict_string_checks=1 \
+      UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
   else
-    tail -40 "$work/build-asan.log"
-    failed=$((failed + 1))
+    grep -E 'ERROR|error:' "$work/build-asan.log" | head -30
+    add "ASan+UBSan build" 0 1
   fi
-  if [ -x test/fuzz/run.sh ] || [ -f test/fuzz/run.sh ]; then
-    note "fuzz (short run)"
-    bash test/fuzz/run.sh 10 >"$work/fuzz.log" 2>&1
-    rc=$?
-    grep -E '^(PASS|FAIL)' "$work/fuzz.log"
-    if grep -qE '^[0-9]+ passed, [0-9]+ failed$' "$work/fuzz.log"; then
-      count "$work/fuzz.log" fuzz
-    elif [ $rc = 0 ]; then
-      passed=$((passed + 1))
-    else
-      tail -20 "$work/fuzz.log"
-      failed=$((failed + 1))
-    fi
+
+  if [ -f test/fuzz/run.sh ]; then
+    note "fuzzing (10 s per target)"
+    STP_FUZZ_OUT="$work/fuzz" timeout 1800 bash test/fuzz/run.sh 10 >"$work/fuzz.log" 2>&1
+    grep -E '^(PASS|FAIL|    )|^[0-9]+ passed, [0-9]+ failed$' "$work/fuzz.log"
+    add_from_log "fuzz" "$work/fuzz.log"
   fi
 fi
 
-echo
-echo "$passed passed, $failed failed"
-[ "$failed" = 0 ]
+finish
