@@ -37,12 +37,21 @@ PREFIX = []
 # --- waiting -----------------------------------------------------------------
 
 
+_handed_out = set()
+
+
 def free_port():
-    """A loopback TCP port nobody listens on right now."""
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
+    """A loopback TCP port nobody listens on right now, and never the same
+    one twice in this run (the kernel may offer a just-closed port again,
+    which would give two listeners of one test the same address)."""
+    while True:
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+        s.close()
+        if port not in _handed_out:
+            _handed_out.add(port)
+            break
     return port
 
 
