@@ -10,7 +10,8 @@ set -eu
 build_pkgs="bazel-bootstrap android-libboringssl-dev libuv1-dev libinih-dev libc-ares-dev
   gcc g++ clang libclang-rt-14-dev"
 runtime_pkgs="android-libboringssl libuv1 libinih1 libc-ares2"
-test_pkgs="swaks libnet-ssleay-perl postfix openssl curl python3 ca-certificates iproute2 procps nftables"
+test_pkgs="swaks libnet-ssleay-perl postfix openssl curl python3 ca-certificates iproute2 procps nftables
+  nginx-light libnginx-mod-mail"
 
 case "${1:-}" in
   --runtime) want="$runtime_pkgs" ;;
@@ -37,6 +38,15 @@ export DEBIAN_FRONTEND=noninteractive
 # Postfix is a test peer only (smtp-sink, smtp-source, a private instance);
 # never let its package configure or start a system mail server.
 echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections
+# Test peers (nginx, postfix) are started by the tests themselves: keep their
+# packages from starting system services (Debian's policy-rc.d mechanism).
+cleanup=""
+if [ ! -e /usr/sbin/policy-rc.d ]; then
+  printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d
+  chmod +x /usr/sbin/policy-rc.d
+  cleanup=/usr/sbin/policy-rc.d
+fi
+trap '[ -n "$cleanup" ] && rm -f "$cleanup"' EXIT
 apt-get update -qq >/dev/null
 # shellcheck disable=SC2086
 apt-get install -y -qq --no-install-recommends $missing >/dev/null

@@ -12,7 +12,8 @@ import subprocess
 import time
 import unittest
 
-from harness import CERTS, Client, NextHop, Proxy, Sink, poll, split_trace, tmpdir
+from harness import (CERTS, Client, NextHop, Process, Proxy, Sink, free_port, poll, split_trace,
+                     tmpdir)
 
 LEVELS = ("none", "may", "encrypt", "verify", "secure")
 TLS, PLAIN = "tls", "plain"
@@ -207,3 +208,77 @@ class Chain(unittest.TestCase):
         self.assertEqual(len(msgs), 20)
         for m in msgs:
             self.assertIn("using TLSv1.3", split_trace(m)[0])
+
+
+class NginxNextHop(unittest.TestCase):
+    """nginx's mail proxy with `starttls only` as the next hop, relaying to a
+    recording backend: the proxy must secure it before the legacy MTA speaks."""
+
+    def setUp(self):
+        self.tmp = tmpdir()
+        self.addCleanup(shutil.rmtree, self.tmp, True)
+        module = "/usr/lib/nginx/modules/ngx_mail_module.so"
+        if not (os.path.exists("/usr/sbin/nginx") and os.path.exists(module)):
+            self.fail("nginx with the mail module is missing (deploy/install-deps.sh installs it)")
+        self.sink = Sink(self.tmp)
+        self.addCleanup(self.sink.stop)
+        self.port, auth = free_port(), free_port()
+        conf = os.path.join(self.tmp, "nginx.conf")
+        with open(conf, "w") as f:
+            f.write("""
+load_module %(module)s;
+user root;
+worker_processes 1;
+daemon off;
+master_process off;
+pid %(tmp)s/nginx.pid;
+error_log %(tmp)s/nginx-error.log info;
+events {}
+http {
+    access_log off;
+    client_body_temp_path %(tmp)s; proxy_temp_path %(tmp)s; fastcgi_temp_path %(tmp)s;
+    uwsgi_temp_path %(tmp)s; scgi_temp_path %(tmp)s;
+    server {
+        listen 127.0.0.1:%(auth)d;
+        location /auth {
+            add_header Auth-Status OK;
+            add_header Auth-Server 127.0.0.1;
+            add_header Auth-Port %(sink)d;
+            return 204;
+        }
+    }
+}
+mail {
+    server_name nexthop.example.test;
+    auth_http 127.0.0.1:%(auth)d/auth;
+    xclient off;
+    server {
+        listen 127.0.0.1:%(port)d;
+        protocol smtp;
+        smtp_auth none;
+        starttls only;
+        ssl_certificate %(certs)s/ecdsa.pem;
+        ssl_certificate_key %(certs)s/ecdsa.key;
+    }
+}
+""" % {"module": module, "tmp": self.tmp, "auth": auth, "sink": self.sink.port,
+       "port": self.port, "certs": CERTS})
+        self.nginx = Process(["/usr/sbin/nginx", "-p", self.tmp, "-c", conf, "-e",
+                              os.path.join(self.tmp, "nginx-stderr.log")],
+                             os.path.join(self.tmp, "nginx.out"))
+        self.addCleanup(self.nginx.stop)
+        from harness import wait_port
+        wait_port(self.port)
+
+    def test_delivers_through_nginx_over_verified_tls(self):
+        p = Proxy(self.tmp, {"out": {
+            "mode": "outbound", "route": "relay:127.0.0.1:%d" % self.port, "tls": "secure",
+            "servername": "mx.example.test", "ca_file": os.path.join(CERTS, "ca.pem")}}, tls=False)
+        self.addCleanup(p.stop)
+        self.assertEqual(attempt(p.port("out")), ("delivered", 250))
+        msgs = poll(self.sink.messages)
+        self.assertEqual(len(msgs), 1)
+        self.assertIn(b"Subject: outbound", msgs[0])
+        self.assertEqual(p.stop(), 0)
+        self.assertIn("decision=tls", p.log())
+        self.assertIn("verify=ok", p.log())
