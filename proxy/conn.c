@@ -102,6 +102,21 @@ static void on_write_cb(uv_write_t *req, int status)
     }
 }
 
+/* Hands a filled request to libuv (it is freed in on_write_cb, or here). */
+static int submit(stp_conn_t *c, write_req_t *w)
+{
+    uv_buf_t b = uv_buf_init(w->data, (unsigned)w->len);
+    if (uv_write(&w->req, (uv_stream_t *)&c->tcp, &b, 1, on_write_cb) < 0) {
+        free(w);
+        return -1;
+    }
+    c->wq_bytes += w->len;
+    if (c->wq_bytes > STP_CONN_WQ_HIGH) {
+        c->over_high = 1;
+    }
+    return 0;
+}
+
 static int queue_raw(stp_conn_t *c, const uv_buf_t *bufs, unsigned n)
 {
     size_t len = 0;
@@ -122,17 +137,7 @@ static int queue_raw(stp_conn_t *c, const uv_buf_t *bufs, unsigned n)
         memcpy(w->data + off, bufs[i].base, bufs[i].len);
         off += bufs[i].len;
     }
-    uv_buf_t b = uv_buf_init(w->data, (unsigned)len);
-    int rc = uv_write(&w->req, (uv_stream_t *)&c->tcp, &b, 1, on_write_cb);
-    if (rc < 0) {
-        free(w);
-        return -1;
-    }
-    c->wq_bytes += len;
-    if (c->wq_bytes > STP_CONN_WQ_HIGH) {
-        c->over_high = 1;
-    }
-    return 0;
+    return submit(c, w);
 }
 
 /* Sends whatever ciphertext the engine has produced. */
@@ -148,17 +153,7 @@ static int flush_tls(stp_conn_t *c)
     }
     w->conn = c;
     w->len = stp_tls_engine_take(c->tls, (uint8_t *)w->data, n);
-    uv_buf_t b = uv_buf_init(w->data, (unsigned)w->len);
-    int rc = uv_write(&w->req, (uv_stream_t *)&c->tcp, &b, 1, on_write_cb);
-    if (rc < 0) {
-        free(w);
-        return -1;
-    }
-    c->wq_bytes += w->len;
-    if (c->wq_bytes > STP_CONN_WQ_HIGH) {
-        c->over_high = 1;
-    }
-    return 0;
+    return submit(c, w);
 }
 
 int stp_conn_writev(stp_conn_t *c, const uv_buf_t *bufs, unsigned n)
