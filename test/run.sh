@@ -114,6 +114,16 @@ fi
 bash test/certs/gen.sh "$work/certs"
 
 note "build"
+# Convenience symlinks that belong to another checkout (e.g. committed ones in
+# a fresh clone) would make //... descend into that checkout's output tree.
+own_base=$(bazel info output_base 2>/dev/null)
+for link in bazel-*; do
+  [ -L "$link" ] && [ -n "$own_base" ] || continue
+  case "$(readlink "$link")" in
+    "$own_base"/*) ;;
+    *) echo "removing stale symlink $link -> $(readlink "$link")"; rm -f "$link" ;;
+  esac
+done
 if ! timeout 1800 bazel build //... >"$work/build.log" 2>&1; then
   grep -E 'ERROR|error:' "$work/build.log" | head -30
   tail -n 20 "$work/build.log"
