@@ -22,35 +22,61 @@ def run(argv, timeout=30, **kw):
                           **kw)
 
 
+def swaks_data(out):
+    """The message swaks sent, as the backend must store it: the lines it
+    printed (" -> " / " ~> ") between the 354 and the final dot, CRLF-ended
+    and dot-unstuffed."""
+    lines, inside = [], False
+    for line in out.splitlines():
+        if line[:3] in ("<- ", "<~ ") and line[4:7] == "354":
+            inside = True
+        elif inside and line[:4] in (" -> ", " ~> "):
+            if line[4:] == ".":
+                break
+            lines.append(line[4:])
+    return "".join((l[1:] if l.startswith(".") else l) + "\r\n" for l in lines).encode()
+
+
 class Swaks(ProxyCase):
     listeners = {"in": {}, "smtps": {"starttls": "implicit"}}
 
     def swaks(self, port, *extra):
         out = run(["swaks", "--server", "127.0.0.1:%d" % port, "--to", "b@example.test",
                    "--from", "a@example.test", "--helo", "swaks.example",
-                   "--h-Subject", "swaks", "--body", "swaks body line",
+                   "--h-Subject", "swaks", "--body", "swaks body line\n.a dot line\nlast",
                    "--tls-ca-path", os.path.join(CERTS, "ca.pem"), "--tls-verify"] + list(extra))
-        self.assertEqual(out.returncode, 0, out.stdout.decode() + out.stderr.decode())
-        return out.stdout.decode()
+        text = out.stdout.decode()
+        self.assertEqual(out.returncode, 0, text + out.stderr.decode())
+        sent = swaks_data(text)
+        self.assertIn(b"\r\n.a dot line\r\n", sent)
+        return text, sent
 
     def test_swaks_starttls_default_is_tls13(self):
-        self.swaks(self.proxy.port(), "--tls")
+        _, sent = self.swaks(self.proxy.port(), "--tls")
         trace, rest = self.one_message()
         self.assert_trace(trace, "ESMTPS", "TLSv1.3", helo="swaks.example")
+        self.assertEqual(rest, sent)
         self.assertIn(b"\r\nSubject: swaks\r\n", rest)
-        self.assertTrue(rest.rstrip(b"\r\n").endswith(b"\r\n\r\nswaks body line"), rest)
 
     def test_swaks_starttls_tls12(self):
-        self.swaks(self.proxy.port(), "--tls", "--tls-protocol", "tlsv1_2")
-        trace, _ = self.one_message()
+        _, sent = self.swaks(self.proxy.port(), "--tls", "--tls-protocol", "tlsv1_2")
+        trace, rest = self.one_message()
         t = self.assert_trace(trace, "ESMTPS", "TLSv1.2")
         self.assertRegex(t["cipher"], "GCM|CHACHA20")
+        self.assertEqual(rest, sent)
 
     def test_swaks_implicit_tls(self):
-        out = self.swaks(self.proxy.port("smtps"), "--tlsc")
+        out, sent = self.swaks(self.proxy.port("smtps"), "--tlsc")
         self.assertIn("220 backend.test ESMTP sink", out)  # the greeting comes after the handshake
-        trace, _ = self.one_message()
+        trace, rest = self.one_message()
         self.assert_trace(trace, "ESMTPS", "TLSv1.3")
+        self.assertEqual(rest, sent)
+
+    def test_swaks_plaintext(self):
+        _, sent = self.swaks(self.proxy.port())
+        trace, rest = self.one_message()
+        self.assert_trace(trace, "ESMTP", None, helo="swaks.example")
+        self.assertEqual(rest, sent)
 
 
 class Smtplib(ProxyCase):
