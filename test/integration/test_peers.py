@@ -12,7 +12,7 @@ import smtplib
 import subprocess
 import time
 
-from harness import (BODY, CERTS, Client, Process, Proxy, ProxyCase, client_ctx, free_port,
+from harness import (BODY, CERTS, Process, Proxy, ProxyCase, client_ctx, free_port,
                      parse_trace, poll, split_trace, tmpdir, wait_port)
 
 
