@@ -20,7 +20,8 @@ bash deploy/install-deps.sh
 if [ -n "${STP_BIN:-}" ]; then
   bin=$STP_BIN
 else
-  bazel build //proxy:smtp-tls-proxy
+  # Debian's /etc/bazel/bazelrc turns on --sandbox_debug: pages of noise here.
+  bazel build --nosandbox_debug //proxy:smtp-tls-proxy
   bin=$root/bazel-bin/proxy/smtp-tls-proxy
 fi
 py=/usr/bin/python3
@@ -36,15 +37,22 @@ bash test/certs/gen.sh "$demo/certs"
   --ehlo-caps "PIPELINING,SIZE 52428800,8BITMIME,AUTH PLAIN LOGIN,XCLIENT NAME ADDR,ENHANCEDSTATUSCODES" \
   >"$demo/backend.log" 2>&1 &
 sink=$!
+proxy=""
 echo "$sink" >"$demo/backend.pid"
-stop_sink() {
+# Stops what this script started, by PID: the proxy first (it finishes its
+# sessions), then the backend.
+stop_all() {
+  if [ -n "$proxy" ]; then
+    kill -TERM "$proxy" 2>/dev/null || true
+    wait "$proxy" 2>/dev/null || true
+  fi
   kill "$sink" 2>/dev/null || true
   wait "$sink" 2>/dev/null || true
   rm -f "$demo/backend.pid"
 }
-trap stop_sink EXIT
-trap 'stop_sink; exit 130' INT
-trap 'stop_sink; exit 143' TERM
+trap stop_all EXIT
+trap 'stop_all; exit 130' INT
+trap 'stop_all; exit 143' TERM
 for _ in $(seq 50); do
   grep -q ready "$demo/backend.log" 2>/dev/null && break
   kill -0 "$sink" 2>/dev/null || { cat "$demo/backend.log" >&2; exit 1; }
@@ -93,4 +101,8 @@ What the plaintext backend was sent: $demo/backend-commands.log
 Proxy log follows (one line per message and per session). Ctrl-C stops the demo.
 
 TXT
-"$bin" -c "$demo/demo.ini"
+# The proxy runs as a child we wait for, so Ctrl-C (or a signal to this
+# script alone) reaches the trap at once; the trap stops the proxy with SIGTERM.
+"$bin" -c "$demo/demo.ini" &
+proxy=$!
+wait "$proxy"

@@ -27,13 +27,14 @@ def alive(pid):
 class Demo(unittest.TestCase):
     timeout = 90
 
-    def test_demo_end_to_end(self):
+    def start_demo(self):
         tmp = tmpdir()
         self.addCleanup(shutil.rmtree, tmp, True)
-        demo = os.path.join(tmp, "demo")
-        ports = {"DEMO_SMTP_PORT": free_port(), "DEMO_SMTPS_PORT": free_port(),
-                 "DEMO_BACKEND_PORT": free_port()}
-        env = dict(os.environ, DEMO_DIR=demo, STP_BIN=BIN, **{k: str(v) for k, v in ports.items()})
+        self.demo = os.path.join(tmp, "demo")
+        self.ports = {"DEMO_SMTP_PORT": free_port(), "DEMO_SMTPS_PORT": free_port(),
+                      "DEMO_BACKEND_PORT": free_port()}
+        env = dict(os.environ, DEMO_DIR=self.demo, STP_BIN=BIN,
+                   **{k: str(v) for k, v in self.ports.items()})
         out_path = os.path.join(tmp, "demo.out")
         with open(out_path, "wb") as out:
             p = Process(["bash", os.path.join(ROOT, "deploy/demo.sh")],
@@ -42,34 +43,43 @@ class Demo(unittest.TestCase):
         started = poll(lambda: " start version=" in p.log() or not p.running(), 60)
         self.assertTrue(started and p.running(), p.log())
         with open(out_path) as f:
-            text = f.read()
-        self.assertIn("swaks --server 127.0.0.1:%d --tls" % ports["DEMO_SMTP_PORT"], text)
-        self.assertIn(os.path.join(demo, "mail"), text)
+            self.printed = f.read()
+        with open(os.path.join(self.demo, "backend.pid")) as f:
+            self.sink_pid = int(f.read())
+        return p
 
-        r = subprocess.run(["swaks", "--server", "127.0.0.1:%d" % ports["DEMO_SMTP_PORT"], "--tls",
-                            "--to", "you@example.test", "--from", "me@example.test"],
-                           capture_output=True, timeout=30, stdin=subprocess.DEVNULL)
-        self.assertEqual(r.returncode, 0, r.stdout.decode() + r.stderr.decode())
-        r = subprocess.run(["swaks", "--server", "127.0.0.1:%d" % ports["DEMO_SMTPS_PORT"],
-                            "--tlsc", "--to", "you@example.test", "--from", "me@example.test"],
-                           capture_output=True, timeout=30, stdin=subprocess.DEVNULL)
-        self.assertEqual(r.returncode, 0, r.stdout.decode() + r.stderr.decode())
-        first = os.path.join(demo, "mail", "0001.eml")
-        self.assertTrue(poll(lambda: os.path.exists(os.path.join(demo, "mail", "0002.eml"))))
-        with open(first, "rb") as f:
-            trace, _ = split_trace(f.read())
-        self.assertIn("with ESMTPS", trace)
-        self.assertIn("TLSv1.3", trace)
-        with open(os.path.join(demo, "backend.pid")) as f:
-            sink_pid = int(f.read())
-
-        # Ctrl-C: SIGINT to the demo's process group, as a terminal does.
-        os.killpg(p.pid, signal.SIGINT)
+    def assert_stopped(self, p):
         try:
             p.p.wait(40)
         except subprocess.TimeoutExpired:
-            self.fail("demo did not stop at Ctrl-C:\n" + p.log())
-        self.assertTrue(poll(lambda: not alive(sink_pid), 10), "demo backend still running")
-        for port in ports.values():
+            self.fail("demo did not stop:\n" + p.log())
+        self.assertTrue(poll(lambda: not alive(self.sink_pid), 10), "demo backend still running")
+        for port in self.ports.values():
             with self.assertRaises(OSError):
                 socket.create_connection(("127.0.0.1", port), timeout=1).close()
+
+    def test_send_as_printed_then_ctrl_c(self):
+        p = self.start_demo()
+        smtp, smtps = self.ports["DEMO_SMTP_PORT"], self.ports["DEMO_SMTPS_PORT"]
+        self.assertIn("swaks --server 127.0.0.1:%d --tls" % smtp, self.printed)
+        self.assertIn(os.path.join(self.demo, "mail"), self.printed)
+        for args in (["--server", "127.0.0.1:%d" % smtp, "--tls"],
+                     ["--server", "127.0.0.1:%d" % smtps, "--tlsc"]):
+            r = subprocess.run(["swaks"] + args + ["--to", "you@example.test", "--from",
+                                                   "me@example.test"],
+                               capture_output=True, timeout=30, stdin=subprocess.DEVNULL)
+            self.assertEqual(r.returncode, 0, r.stdout.decode() + r.stderr.decode())
+        self.assertTrue(poll(lambda: os.path.exists(os.path.join(self.demo, "mail", "0002.eml"))))
+        with open(os.path.join(self.demo, "mail", "0001.eml"), "rb") as f:
+            trace, _ = split_trace(f.read())
+        self.assertIn("with ESMTPS", trace)
+        self.assertIn("TLSv1.3", trace)
+        # Ctrl-C: SIGINT to the demo's process group, as a terminal does.
+        os.killpg(p.pid, signal.SIGINT)
+        self.assert_stopped(p)
+
+    def test_sigterm_to_the_script_alone(self):
+        p = self.start_demo()
+        os.kill(p.pid, signal.SIGTERM)
+        self.assert_stopped(p)
+        self.assertIn(" stop ", p.log())  # the proxy was stopped, not orphaned
