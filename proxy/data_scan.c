@@ -1,27 +1,61 @@
 /*
- * data_scan: end-of-data detection and bare CR/LF handling (see header).
+ * data_scan: finds the end of message content (CR LF "." CR LF) and handles
+ * bare CR / bare LF, the raw material of SMTP smuggling (see data_scan.h).
  *
- * The scanner works on the client's original bytes with these states:
- *   BOL           at the beginning of a line reached through a real CRLF
- *                 (or the start of the content)
- *   BOL_REPAIRED  at the beginning of a line reached through a repaired bare
- *                 CR/LF (NORMALIZE mode only)
+ * SMTP smuggling works when two hops disagree on where a message ends: the
+ * proxy sees one message, a lenient next hop sees "\n.\n" (or "\r.\r\n",
+ * ...) as its end and runs what follows as a second, forged transaction. So
+ * the proxy recognises exactly one ending, on the client's original bytes,
+ * and makes sure the next hop can recognise no other:
+ *  - REJECT forwards the bytes unchanged up to the first bare CR/LF and
+ *    nothing after it; the session refuses the message at its real end and
+ *    drops the backend connection before any "." line.
+ *  - NORMALIZE turns every bare CR/LF into CRLF and doubles a dot that
+ *    starts a line after such a repaired line end. The proxy did not see a
+ *    line start there, so a "." the next hop would read as an end (or as a
+ *    stuffed dot) must become content.
+ *
+ * States, on the client's bytes:
+ *   BOL           at a line start reached through a real CRLF (or the start
+ *                 of the content: the CRLF after "DATA" counts as the first)
+ *   BOL_REPAIRED  at a line start reached through a repaired bare CR/LF
+ *                 (NORMALIZE only); the proxy's own view is "not a line
+ *                 start", so "." here is never the end
  *   MID           inside a line
- *   CR            after a CR whose meaning is not known yet
+ *   CR            after a CR whose meaning depends on the next byte
  *   DOT           after "." at BOL
  *   DOTCR         after ".\r" at BOL
- * End of data is BOL "." CR LF.
+ * The end of data is BOL "." CR LF, nothing else.
  *
- * Output is written lazily: a CR, a line-leading dot and ".\r" are held back
- * until the next byte says what they are. So a prefix of the output never
- * ends in the first half of a terminator that a lenient next hop might
- * complete on its own, and in REJECT mode output simply stops at the first
- * bare CR/LF (the caller then never sends anything more for this message).
- * Worst case the output is 6 bytes per input byte plus 4 ("..\r\n" followed
- * by a doubled dot), so callers size `out` as 6*n + 4.
+ * Output is written lazily: a CR, a line-leading "." and ".\r" are held in
+ * the state (not in a buffer) until the next byte tells what they are, which
+ * may be in the next call. So a prefix of the output never ends in the first
+ * part of a terminator that a lenient next hop might complete by itself, and
+ * in REJECT mode nothing of the line with the bare CR/LF is sent at all.
+ *
+ * Output bound: every client byte turns into at most two output bytes
+ * (a dot doubled, a bare CR/LF repaired as CRLF), written when the byte is
+ * scanned or, if held, when a later byte decides; one call can also flush
+ * the at most two bytes held from the call before. So a call writes at most
+ * 2*n + 4 bytes, within the header's 6*n + 4 (the fuzz target checks it).
+ *
+ * Decisions where the header leaves room:
+ *  - NUL is content in both modes, as the header's REJECT mode says (bytes
+ *    unchanged) and as RFC 5321 leaves it to the receiver. "\r\n\0.\r\n" is
+ *    therefore never an end of data here, and its output line is "\0.", not
+ *    ".". XXX: a next hop that silently deletes NUL bytes would read that
+ *    line as an end of data; such a hop needs the proxy to refuse NUL,
+ *    which would be a new mode, not a reading of this one.
+ *  - `bytes` counts every consumed byte, the terminating ".\r\n" included:
+ *    a held "." may turn out to be the terminator only later, and a count
+ *    that never goes down is what a size limit checked after each call
+ *    needs.
+ *  - In NORMALIZE mode `saw_bare` is set when a line end was repaired, but
+ *    STP_DATA_BARE is never returned.
  */
 #include "proxy/data_scan.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 enum { BOL = 0, BOL_REPAIRED, MID, CR, DOT, DOTCR };
@@ -40,64 +74,74 @@ int stp_data_scan(stp_data_scan_t *s, const char *in, size_t n, char *out, size_
     size_t o = 0;
     size_t i = 0;
 
-/* Output stops for good at the first bare CR/LF in REJECT mode. */
-#define EMIT(c)                              \
-    do {                                     \
-        if (out != NULL && (norm || !s->saw_bare)) { \
-            out[o++] = (c);                  \
-        }                                    \
+/* Writes one output byte. In REJECT mode output ends for good at the first
+ * bare CR/LF: the caller forwards nothing of this message after it. */
+#define EMIT(c)                                                                                    \
+    do {                                                                                           \
+        if (out != NULL && (norm || !s->saw_bare)) {                                               \
+            out[o++] = (c);                                                                        \
+        }                                                                                          \
     } while (0)
 
-/* REJECT mode: the first bare CR/LF is reported once; byte `i` is scanned
- * again by the next call (as content: the message is refused anyway). */
-#define BARE()                         \
-    do {                               \
-        if (!s->saw_bare) {            \
-            s->saw_bare = 1;           \
-            *consumed = i;             \
-            if (produced) {            \
-                *produced = o;         \
-            }                          \
-            return STP_DATA_BARE;      \
-        }                              \
+/* Writes a repaired line end (NORMALIZE): the next line does not start at
+ * a real CRLF, so its leading dot will be doubled. */
+#define REPAIR()                                                                                   \
+    do {                                                                                           \
+        s->saw_bare = 1;                                                                           \
+        EMIT('\r');                                                                                \
+        EMIT('\n');                                                                                \
+        s->state = BOL_REPAIRED;                                                                   \
+    } while (0)
+
+/* REJECT mode: reports the first bare CR/LF once. Byte `i` is not consumed:
+ * the next call scans it again, as content of the current line (the message
+ * is refused anyway, and only its real end still matters). */
+#define BARE()                                                                                     \
+    do {                                                                                           \
+        if (!s->saw_bare) {                                                                        \
+            s->saw_bare = 1;                                                                       \
+            *consumed = i;                                                                         \
+            if (produced != NULL) {                                                                \
+                *produced = o;                                                                     \
+            }                                                                                      \
+            return STP_DATA_BARE;                                                                  \
+        }                                                                                          \
     } while (0)
 
     while (i < n) {
         char c = in[i];
+
         switch (s->state) {
         case BOL:
         case BOL_REPAIRED:
-            if (c == '.') {
-                if (s->state == BOL_REPAIRED) {
-                    /* The client did not mean an end of data here; keep
-                     * the dot content for the next hop. */
-                    EMIT('.');
-                    EMIT('.');
-                    s->state = MID;
-                } else {
-                    s->state = DOT;
-                }
+            if (c != '.') {
+                s->state = MID;
+                continue; /* the same byte, inside the line */
+            }
+            if (s->state == BOL) {
+                s->state = DOT; /* held: end of data or a stuffed dot */
                 break;
             }
+            /* The client did not start a line here; this dot is content and
+             * must stay content at the next hop, which does see a line start. */
+            EMIT('.');
+            EMIT('.');
             s->state = MID;
-            continue; /* same byte, as MID */
+            break;
+
         case MID:
             if (c == '\r') {
-                s->state = CR;
-            } else if (c == '\n') {
-                if (norm) {
-                    s->saw_bare = 1;
-                    EMIT('\r');
-                    EMIT('\n');
-                    s->state = BOL_REPAIRED;
-                } else {
-                    s->state = MID;
-                    BARE();
-                }
-            } else {
+                s->state = CR; /* held */
+            } else if (c != '\n') {
                 EMIT(c);
+            } else if (norm) {
+                REPAIR();
+            } else {
+                BARE();
+                /* after the report: the LF is content, the line goes on */
             }
             break;
+
         case CR:
             if (c == '\n') {
                 EMIT('\r');
@@ -106,37 +150,35 @@ int stp_data_scan(stp_data_scan_t *s, const char *in, size_t n, char *out, size_
                 break;
             }
             if (norm) {
-                s->saw_bare = 1;
-                EMIT('\r');
-                EMIT('\n');
-                s->state = BOL_REPAIRED;
+                REPAIR();
                 continue; /* c starts the next line */
             }
             s->state = MID;
             BARE();
             continue; /* after the report: c is content */
+
         case DOT:
             if (c == '\r') {
-                s->state = DOTCR;
-            } else if (c == '\n') {
-                if (norm) {
-                s->saw_bare = 1;
-                    /* ".\n" would become a lone-dot line: double the dot */
-                    EMIT('.');
-                    EMIT('.');
-                    EMIT('\r');
-                    EMIT('\n');
-                    s->state = BOL_REPAIRED;
-                } else {
-                    s->state = MID;
-                    BARE();
-                }
-            } else {
-                EMIT('.');
-                s->state = MID;
-                continue; /* c is ordinary content of this line */
+                s->state = DOTCR; /* held */
+                break;
             }
+            if (c != '\n') {
+                EMIT('.'); /* a line that merely starts with a dot */
+                s->state = MID;
+                continue;
+            }
+            if (norm) {
+                /* ".\n" repaired as ".\r\n" would be an end the proxy did not
+                 * see: the dot is doubled. */
+                EMIT('.');
+                EMIT('.');
+                REPAIR();
+                break;
+            }
+            s->state = MID;
+            BARE();
             break;
+
         case DOTCR:
             if (c == '\n') {
                 s->bytes++;
@@ -145,32 +187,34 @@ int stp_data_scan(stp_data_scan_t *s, const char *in, size_t n, char *out, size_
                 EMIT('\n');
                 s->state = BOL;
                 *consumed = i + 1;
-                if (produced) {
+                if (produced != NULL) {
                     *produced = o;
                 }
                 return STP_DATA_DONE;
             }
             if (norm) {
-                s->saw_bare = 1;
+                /* ".\r" then not LF: a bare CR after a lone dot. */
                 EMIT('.');
                 EMIT('.');
-                EMIT('\r');
-                EMIT('\n');
-                s->state = BOL_REPAIRED;
-                continue;
+                REPAIR();
+                continue; /* c starts the next line */
             }
             s->state = MID;
             BARE();
             continue;
+
+        default:
+            abort(); /* a state this module never sets: memory corruption */
         }
         s->bytes++;
         i++;
     }
     *consumed = n;
-    if (produced) {
+    if (produced != NULL) {
         *produced = o;
     }
     return STP_DATA_AGAIN;
 #undef EMIT
+#undef REPAIR
 #undef BARE
 }

@@ -1,15 +1,43 @@
 /*
- * ehlo: EHLO reply rewriting as data (see header). Each keyword line is
- * classified once; the output is rebuilt from the kept lines.
+ * ehlo: rewrites a server's EHLO reply as data (see ehlo.h). The parsed
+ * reply is read line by line, each keyword line is classified once, a keep
+ * list is computed from the options, and a new reply is written from
+ * scratch. The server's bytes are never patched in place, so no option can
+ * leave half a line or a stale separator behind.
+ *
+ * Decisions where the header leaves room (the safest reading was taken):
+ *  - A keyword is recognised generously: leading blanks are skipped and it
+ *    ends at the first byte that cannot be part of an EHLO keyword (RFC 5321:
+ *    ALPHA / DIGIT / "-"). So "AUTH=LOGIN" is AUTH, and "STARTTLS\t" or
+ *    " XCLIENT" are dropped like their plain forms: a lenient client must
+ *    not find a capability the proxy meant to hide.
+ *  - The rebuilt reply always parses again as one reply within the limits
+ *    of smtp_reply.h, here and at the client:
+ *      - a keyword line whose rebuilt form would pass STP_REPLY_MAX_LINE
+ *        (possible only for a line that ended in a bare LF) is dropped;
+ *      - the greeting is cut at a CR or LF (only a caller's `greeting` can
+ *        hold one) and to the longest text a line may carry;
+ *      - if the lines do not fit STP_REPLY_MAX_LINES / _MAX_BYTES, the
+ *        keyword lines that do not fit are left out, in order, but never
+ *        STARTTLS: the one kept or added is reserved room first.
+ *  - The reply is rebuilt with code 250 whatever 2xx the server used.
+ *  - `seen` is filled for any 2xx reply, even when `out` is too small.
+ *  - XXX: the header comment mentions an `auth_mechs` output that the
+ *    signature does not have; the AUTH line is kept or dropped as a whole.
  */
 #include "proxy/ehlo.h"
 
-#include <stdlib.h>
 #include <string.h>
-#include <strings.h>
+
+#define LINE_OVERHEAD 6 /* "250-" and CRLF */
+#define MAX_TEXT (STP_REPLY_MAX_LINE - LINE_OVERHEAD)
+
+/* The greeting and a STARTTLS line, both at most a full line, always fit. */
+_Static_assert(STP_REPLY_MAX_LINES >= 2 && 2 * STP_REPLY_MAX_LINE <= STP_REPLY_MAX_BYTES,
+               "reply limits too small for a rebuilt EHLO reply");
 
 static const struct {
-    const char *kw;
+    const char *kw; /* upper case */
     unsigned bit;
 } keywords[] = {
     {"STARTTLS", STP_EHLO_STARTTLS},
@@ -30,15 +58,53 @@ static const struct {
     {"REQUIRETLS", STP_EHLO_REQUIRETLS},
 };
 
-/* Classifies one keyword line; "AUTH=LOGIN" (obsolete form) counts as AUTH. */
+static int is_keyword_char(char c)
+{
+    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-';
+}
+
+/* Finds the keyword of an EHLO line: sets *kw and *kwlen, returns the offset
+ * just after it. */
+static size_t keyword(const char *s, size_t len, const char **kw, size_t *kwlen)
+{
+    size_t i = 0, start;
+    while (i < len && (s[i] == ' ' || s[i] == '\t')) {
+        i++;
+    }
+    start = i;
+    while (i < len && is_keyword_char(s[i])) {
+        i++;
+    }
+    *kw = s + start;
+    *kwlen = i - start;
+    return i;
+}
+
+static int keyword_is(const char *kw, size_t kwlen, const char *upper)
+{
+    if (strlen(upper) != kwlen) {
+        return 0;
+    }
+    for (size_t i = 0; i < kwlen; i++) {
+        char c = kw[i];
+        if (c >= 'a' && c <= 'z') {
+            c = (char)(c - 'a' + 'A');
+        }
+        if (c != upper[i]) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+/* The STP_EHLO_* bit of one keyword line (STP_EHLO_OTHER if unknown). */
 static unsigned classify(const char *s, size_t len)
 {
-    size_t kl = 0;
-    while (kl < len && s[kl] != ' ' && s[kl] != '=') {
-        kl++;
-    }
+    const char *kw;
+    size_t kwlen;
+    (void)keyword(s, len, &kw, &kwlen);
     for (size_t i = 0; i < sizeof(keywords) / sizeof(keywords[0]); i++) {
-        if (strlen(keywords[i].kw) == kl && strncasecmp(s, keywords[i].kw, kl) == 0) {
+        if (keyword_is(kw, kwlen, keywords[i].kw)) {
             return keywords[i].bit;
         }
     }
@@ -48,6 +114,7 @@ static unsigned classify(const char *s, size_t len)
 unsigned stp_ehlo_caps(const stp_reply_t *r)
 {
     unsigned caps = 0;
+    /* Line 0 is the greeting ("mx.example Hello"), never a keyword. */
     for (size_t i = 1; i < r->nlines; i++) {
         size_t len;
         const char *t = stp_reply_text(r, i, &len);
@@ -56,34 +123,56 @@ unsigned stp_ehlo_caps(const stp_reply_t *r)
     return caps;
 }
 
+/*
+ * "SIZE" [SP number] (RFC 1870). The first SIZE line counts. A missing or
+ * zero number means no limit; so does a number that does not fit, or one
+ * followed by anything but blanks, since the proxy must not invent a limit
+ * the server did not clearly state.
+ */
 unsigned long long stp_ehlo_size(const stp_reply_t *r)
 {
     for (size_t i = 1; i < r->nlines; i++) {
-        size_t len;
+        size_t len, k;
         const char *t = stp_reply_text(r, i, &len);
-        if (classify(t, len) == STP_EHLO_SIZE && len > 5 && t[4] == ' ') {
-            unsigned long long v = 0;
-            for (size_t k = 5; k < len && t[k] >= '0' && t[k] <= '9'; k++) {
-                if (v > (~0ull - 9) / 10) {
-                    return 0;
-                }
-                v = v * 10 + (unsigned)(t[k] - '0');
-            }
-            return v;
+        const char *kw;
+        size_t kwlen;
+        unsigned long long v = 0;
+
+        k = keyword(t, len, &kw, &kwlen);
+        if (!keyword_is(kw, kwlen, "SIZE")) {
+            continue;
         }
+        if (k >= len || t[k] != ' ') {
+            return 0;
+        }
+        while (k < len && t[k] == ' ') {
+            k++;
+        }
+        for (; k < len && t[k] >= '0' && t[k] <= '9'; k++) {
+            unsigned d = (unsigned)(t[k] - '0');
+            if (v > (~0ull - d) / 10) {
+                return 0;
+            }
+            v = v * 10 + d;
+        }
+        while (k < len && (t[k] == ' ' || t[k] == '\t')) {
+            k++;
+        }
+        return k == len ? v : 0;
     }
     return 0;
 }
 
+/* Appends "250-text\r\n" (or "250 " for the last line) if it fits in cap. */
 static int put_line(char *out, size_t cap, size_t *o, int last, const char *t, size_t len)
 {
-    if (*o + 4 + len + 2 > cap) {
+    if (cap - *o < LINE_OVERHEAD || cap - *o - LINE_OVERHEAD < len) {
         return -1;
     }
     memcpy(out + *o, last ? "250 " : "250-", 4);
     memcpy(out + *o + 4, t, len);
     memcpy(out + *o + 4 + len, "\r\n", 2);
-    *o += 4 + len + 2;
+    *o += len + LINE_OVERHEAD;
     return 0;
 }
 
@@ -91,60 +180,90 @@ int stp_ehlo_rewrite(const stp_reply_t *r, const stp_ehlo_opts_t *opts, char *ou
                      size_t *out_len, unsigned *seen)
 {
     size_t keep[STP_REPLY_MAX_LINES];
-    size_t nkeep = 0, o = 0;
+    size_t nkeep = 0, starttls_k = (size_t)-1;
     unsigned caps = 0;
-    int have_starttls = 0;
+    const char *g;
+    size_t glen, o = 0;
 
-    if (r->code / 100 != 2 || r->nlines == 0) {
+    if (seen != NULL) {
+        *seen = 0;
+    }
+    if (r->nlines == 0 || r->nlines > STP_REPLY_MAX_LINES || r->code / 100 != 2) {
         return -1;
     }
+
+    /* 1. Which keyword lines survive the options. */
     for (size_t i = 1; i < r->nlines; i++) {
         size_t len;
         const char *t = stp_reply_text(r, i, &len);
         unsigned bit = classify(t, len);
+
         caps |= bit;
-        if ((bit & opts->drop) || (bit == STP_EHLO_OTHER && opts->drop_unknown)) {
+        if ((bit & opts->drop) != 0 || (bit == STP_EHLO_OTHER && opts->drop_unknown)) {
             continue;
         }
+        if (len > MAX_TEXT) {
+            continue; /* would not parse once rebuilt with CRLF */
+        }
         if (bit == STP_EHLO_STARTTLS) {
-            if (have_starttls) {
-                continue; /* never twice */
+            if (starttls_k != (size_t)-1) {
+                continue; /* offered once, never twice */
             }
-            have_starttls = 1;
+            starttls_k = nkeep;
         }
         keep[nkeep++] = i;
     }
-    int add = opts->add_starttls && !have_starttls;
-    /* The rebuilt reply must stay within what a reply may hold, so that it
-     * parses again (here and at the client): an absurdly long EHLO loses
-     * its last keywords rather than our STARTTLS. */
-    if (1 + nkeep + (size_t)add > STP_REPLY_MAX_LINES) {
-        nkeep = STP_REPLY_MAX_LINES - 1 - (size_t)add;
+    if (seen != NULL) {
+        *seen = caps;
+    }
+    int add = opts->add_starttls && starttls_k == (size_t)-1;
+
+    /* 2. The greeting line. */
+    if (opts->greeting != NULL) {
+        g = opts->greeting;
+        glen = strcspn(g, "\r\n");
+    } else {
+        g = stp_reply_text(r, 0, &glen);
+    }
+    if (glen > MAX_TEXT) {
+        glen = MAX_TEXT;
     }
 
-    size_t glen;
-    const char *g = stp_reply_text(r, 0, &glen);
-    if (opts->greeting) {
-        g = opts->greeting;
-        glen = strlen(g);
+    /* 3. What fits in one reply. Room for the greeting and for STARTTLS
+     * (kept or added) is taken first (it always fits, see the static
+     * assertion); the other kept lines follow in the server's order while
+     * they fit. */
+    size_t lines_left = STP_REPLY_MAX_LINES - 1;
+    size_t bytes_left = STP_REPLY_MAX_BYTES - (glen + LINE_OVERHEAD);
+    if (add) {
+        lines_left--;
+        bytes_left -= 8 + LINE_OVERHEAD;
+    } else if (starttls_k != (size_t)-1) {
+        size_t len;
+        (void)stp_reply_text(r, keep[starttls_k], &len);
+        lines_left--;
+        bytes_left -= len + LINE_OVERHEAD;
     }
-    /* Same for bytes: keep the keyword lines that fit. */
-    size_t budget = cap < STP_REPLY_MAX_BYTES ? cap : STP_REPLY_MAX_BYTES;
-    size_t need = 4 + glen + 2 + (add ? 14 : 0);
+    size_t nfit = 0;
     for (size_t k = 0; k < nkeep; k++) {
         size_t len;
         (void)stp_reply_text(r, keep[k], &len);
-        if (need + 6 + len > budget) {
-            nkeep = k;
-            break;
+        if (k != starttls_k) {
+            if (lines_left == 0 || len + LINE_OVERHEAD > bytes_left) {
+                continue;
+            }
+            lines_left--;
+            bytes_left -= len + LINE_OVERHEAD;
         }
-        need += 6 + len;
+        keep[nfit++] = keep[k];
     }
-    size_t total = nkeep + (size_t)add;
+
+    /* 4. Rebuild. */
+    size_t total = nfit + (size_t)add; /* lines after the greeting */
     if (put_line(out, cap, &o, total == 0, g, glen) < 0) {
         return -1;
     }
-    for (size_t k = 0; k < nkeep; k++) {
+    for (size_t k = 0; k < nfit; k++) {
         size_t len;
         const char *t = stp_reply_text(r, keep[k], &len);
         if (put_line(out, cap, &o, k + 1 == total, t, len) < 0) {
@@ -155,8 +274,5 @@ int stp_ehlo_rewrite(const stp_reply_t *r, const stp_ehlo_opts_t *opts, char *ou
         return -1;
     }
     *out_len = o;
-    if (seen) {
-        *seen = caps;
-    }
     return 0;
 }

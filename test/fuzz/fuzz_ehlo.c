@@ -1,46 +1,148 @@
-/* fuzz_ehlo: any parsed reply rewrites without overrun; the rewritten reply
- * parses again as one 250 reply and never holds STARTTLS when told to drop
- * it, nor twice. */
+/*
+ * fuzz_ehlo: libFuzzer target for EHLO rewriting.
+ *
+ * Input: byte 0 holds options (bit 0 drop_unknown, bit 1 add_starttls,
+ * bit 2 a replacement greeting, bit 3 drop OTHER too), bytes 1-2 the drop
+ * mask over the known keyword bits, byte 3 how the reply is split; the rest
+ * is the server's reply.
+ * Checked, for any reply the parser accepts: a 2xx rewrites (never fails
+ * with a large enough buffer), anything else is refused; the result is the
+ * same however the reply was split; it parses again as exactly one 250
+ * reply within the limits, with CRLF only; STARTTLS appears at most once,
+ * always when added, never when dropped and not added; no dropped keyword
+ * survives; every keyword line comes from the server (nothing invented but
+ * STARTTLS); `seen` equals stp_ehlo_caps().
+ */
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 
 #include "proxy/ehlo.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+static const char greeting[] = "proxy.example ESMTP";
+
+/* Parses d[0..n) fed in two pieces cut at `cut` (0: whole). Returns 1 if
+ * the first reply was complete. */
+static int parse(stp_reply_parser_t *p, const uint8_t *d, size_t n, size_t cut)
+{
+    size_t pos = 0;
+    stp_reply_parser_init(p);
+    while (pos < n) {
+        size_t avail = n - pos, used = 0;
+        if (pos == 0 && cut > 0 && cut < avail) {
+            avail = cut;
+        }
+        int rc = stp_reply_feed(p, (const char *)d + pos, avail, &used);
+        pos += used;
+        if (rc == STP_REPLY_DONE) {
+            return 1;
+        }
+        if (rc == STP_REPLY_ERROR) {
+            return 0;
+        }
+    }
+    return 0;
+}
+
+/* 1 if text t[0..len) is the text of some keyword line of r. */
+static int from_server(const stp_reply_t *r, const char *t, size_t len)
+{
+    for (size_t i = 1; i < r->nlines; i++) {
+        size_t l;
+        const char *s = stp_reply_text(r, i, &l);
+        if (l == len && memcmp(s, t, len) == 0) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    static stp_reply_parser_t p, q;
-    static char out[STP_REPLY_MAX_BYTES + 64];
-    size_t used, len;
-    if (size < 1) {
+    static stp_reply_parser_t p, p2, q;
+    static char out[STP_REPLY_MAX_BYTES + 64], out2[STP_REPLY_MAX_BYTES + 64];
+    size_t len = 0, len2 = 0, used;
+    unsigned seen = 0, seen2 = 0;
+
+    if (size < 4) {
         return 0;
     }
-    stp_reply_parser_init(&p);
-    if (stp_reply_feed(&p, (const char *)data + 1, size - 1, &used) != STP_REPLY_DONE) {
+    const uint8_t *d = data + 4;
+    size_t n = size - 4;
+    if (!parse(&p, d, n, 0)) {
         return 0;
     }
-    stp_ehlo_opts_t o = {.drop = data[0] & 1 ? STP_EHLO_STARTTLS : 0,
-                         .drop_unknown = data[0] & 2,
-                         .add_starttls = data[0] & 4};
-    if (stp_ehlo_rewrite(&p.reply, &o, out, sizeof(out), &len, NULL) != 0) {
+    stp_ehlo_opts_t o = {
+        .drop = ((unsigned)data[1] | (unsigned)data[2] << 8) & 0x7fffu,
+        .drop_unknown = data[0] & 1,
+        .add_starttls = (data[0] >> 1) & 1,
+        .greeting = data[0] & 4 ? greeting : NULL,
+    };
+    if (data[0] & 8) {
+        o.drop |= STP_EHLO_OTHER;
+    }
+    int rc = stp_ehlo_rewrite(&p.reply, &o, out, sizeof(out), &len, &seen);
+    if (p.reply.code / 100 != 2) {
+        if (rc != -1) {
+            abort();
+        }
         return 0;
     }
+    if (rc != 0 || len > STP_REPLY_MAX_BYTES || seen != stp_ehlo_caps(&p.reply)) {
+        abort();
+    }
+
+    /* the same reply, split: the same rewrite */
+    if (!parse(&p2, d, n, n ? data[3] % n : 0) ||
+        stp_ehlo_rewrite(&p2.reply, &o, out2, sizeof(out2), &len2, &seen2) != 0 || len2 != len ||
+        memcmp(out, out2, len) != 0 || seen2 != seen) {
+        abort();
+    }
+
+    /* one well-formed 250 reply */
     stp_reply_parser_init(&q);
     if (stp_reply_feed(&q, out, len, &used) != STP_REPLY_DONE || used != len ||
-        q.reply.code != 250) {
-        __builtin_trap();
+        q.reply.code != 250 || q.reply.bare_lf) {
+        abort();
     }
-    int starttls = 0;
+    if (o.greeting != NULL) {
+        size_t gl;
+        const char *g = stp_reply_text(&q.reply, 0, &gl);
+        if (gl != strlen(greeting) || memcmp(g, greeting, gl) != 0) {
+            abort();
+        }
+    }
+    unsigned caps = stp_ehlo_caps(&q.reply);
+    size_t starttls = 0;
     for (size_t i = 1; i < q.reply.nlines; i++) {
         size_t tl;
         const char *t = stp_reply_text(&q.reply, i, &tl);
-        starttls += tl == 8 && strncasecmp(t, "STARTTLS", 8) == 0;
+        unsigned bit;
+        static stp_reply_t one; /* the line alone, to classify it */
+        one.code = 250;
+        one.nlines = 2;
+        one.text_off[0] = 0;
+        one.text_len[0] = 0;
+        one.text_off[1] = 0;
+        one.text_len[1] = tl;
+        memcpy(one.raw, t, tl);
+        one.raw_len = tl;
+        bit = stp_ehlo_caps(&one);
+        starttls += bit == STP_EHLO_STARTTLS;
+        if (!from_server(&p.reply, t, tl) && !(tl == 8 && memcmp(t, "STARTTLS", 8) == 0)) {
+            abort(); /* a line the server did not send */
+        }
     }
-    if (starttls > 1 || ((data[0] & 1) && !(data[0] & 4) && starttls)) {
-        __builtin_trap();
+    if (starttls > 1 || (o.add_starttls && starttls != 1) ||
+        ((o.drop & STP_EHLO_STARTTLS) && !o.add_starttls && starttls != 0)) {
+        abort();
     }
-    (void)stp_ehlo_caps(&p.reply);
+    if ((caps & o.drop & ~(unsigned)STP_EHLO_STARTTLS) != 0 ||
+        (o.drop_unknown && (caps & STP_EHLO_OTHER))) {
+        abort();
+    }
     (void)stp_ehlo_size(&p.reply);
     return 0;
 }

@@ -1,16 +1,47 @@
 #!/usr/bin/env bash
-# Builds every libFuzzer target with clang (ASan+UBSan) and runs each on its
-# seed corpus for SECONDS (default 10). Prints PASS/FAIL per target and
-# "N passed, N failed"; a crash leaves its reproducer in the output dir.
+# Builds every libFuzzer target with clang (libFuzzer + ASan + UBSan) straight
+# from the sources and runs each for SECONDS (default 10) on a copy of its
+# seed corpus (test/fuzz/corpus/<target>/), with test/fuzz/smtp.dict.
+# Prints PASS/FAIL per target and "N passed, N failed"; exits non-zero if a
+# target fails to build or finds a crash, leak, sanitizer error or broken
+# invariant. A crash leaves its reproducer in the output directory:
+#   $OUT/<target>-crash-<sha1>; replay with  $OUT/<target> <file>
+#
 #   test/fuzz/run.sh [SECONDS]
+#
+# Environment: STP_FUZZ_OUT (default /tmp/stp-fuzz) for binaries, logs and
+# working corpora (nothing is written to the tree); CC_FUZZ (default
+# /usr/bin/clang, else clang from PATH).
+#
+# This script does not use Bazel, so it never takes the Bazel lock or
+# switches the shared output tree's C toolchain. The same targets build in
+# Bazel too:  bazel --output_base=/tmp/stp-fuzz-bazel build --config=fuzz
+# //test/fuzz:fuzzers  (see test/fuzz/BUILD.bazel and .bazelrc).
 set -u
 cd "$(dirname "$0")/../.."
+
 secs=${1:-10}
+case "$secs" in
+  '' | *[!0-9]*) echo "usage: $0 [SECONDS]" >&2; exit 2 ;;
+esac
 out=${STP_FUZZ_OUT:-/tmp/stp-fuzz}
 mkdir -p "$out"
-cc=${CC_FUZZ:-clang}
-flags="-g -O1 -std=c11 -D_GNU_SOURCE -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -I. -I/usr/include/android"
+out=$(cd "$out" && pwd)
+cc=${CC_FUZZ:-/usr/bin/clang}
+[ -x "$cc" ] || cc=$(command -v clang || true)
+if [ -z "$cc" ]; then
+  echo "FAIL fuzz: no clang (install clang and libclang-rt-dev)"
+  echo "0 passed, 1 failed"
+  exit 1
+fi
 
+# The house warnings, without -Werror: this build's job is finding crashes,
+# and `bazel build` already enforces warnings with gcc.
+flags="-std=c11 -D_GNU_SOURCE -Wall -Wextra -Wno-unused-parameter -g -O1
+  -fno-omit-frame-pointer -fsanitize=fuzzer,address,undefined
+  -fno-sanitize-recover=all -I. -I/usr/include/android"
+
+# target -> the sources and libraries it links (as in test/fuzz/BUILD.bazel)
 declare -A srcs=(
   [fuzz_smtp_line]="proxy/smtp_line.c"
   [fuzz_smtp_cmd]="proxy/smtp_cmd.c"
@@ -19,26 +50,46 @@ declare -A srcs=(
   [fuzz_data_scan]="proxy/data_scan.c"
   [fuzz_config]="proxy/config.c policy/cidr.c -linih"
 )
+# The parser targets must exist; fuzz_config is optional (written elsewhere).
+required="fuzz_data_scan fuzz_ehlo fuzz_smtp_cmd fuzz_smtp_line fuzz_smtp_reply"
+
 passed=0
 failed=0
 for t in $(printf '%s\n' "${!srcs[@]}" | sort); do
-  [ -f "test/fuzz/$t.c" ] || continue
+  if [ ! -f "test/fuzz/$t.c" ]; then
+    case " $required " in
+      *" $t "*) echo "FAIL $t: test/fuzz/$t.c is missing"; failed=$((failed + 1)) ;;
+    esac
+    continue
+  fi
   # shellcheck disable=SC2086
-  if ! $cc $flags -o "$out/$t" "test/fuzz/$t.c" ${srcs[$t]} 2>"$out/$t.build.log"; then
-    echo "FAIL $t: build"; sed 's/^/    /' "$out/$t.build.log" | head -20
-    failed=$((failed + 1)); continue
+  if ! "$cc" $flags -o "$out/$t" "test/fuzz/$t.c" ${srcs[$t]} >"$out/$t.build.log" 2>&1; then
+    echo "FAIL $t: build"
+    sed 's/^/    /' "$out/$t.build.log" | head -20
+    failed=$((failed + 1))
+    continue
   fi
   work="$out/$t.corpus"
   rm -rf "$work" && mkdir -p "$work"
-  cp test/fuzz/corpus/"$t"/* "$work"/ 2>/dev/null
-  # run from an empty directory: crash files land there, nothing in the tree
-  if (cd "$out" && "./$t" -max_total_time="$secs" -timeout=10 -rss_limit_mb=2048 \
+  if [ -d "test/fuzz/corpus/$t" ]; then
+    cp test/fuzz/corpus/"$t"/* "$work"/ 2>/dev/null
+  fi
+  dict=()
+  [ "$t" != fuzz_config ] && dict=(-dict="$PWD/test/fuzz/smtp.dict")
+  # Run from the output directory: crash files and anything the target
+  # opens by a relative name stay out of the tree. `timeout` is a backstop
+  # for a target that hangs outside libFuzzer's own -timeout.
+  rm -f "$out/$t"-crash-* "$out/$t"-leak-* "$out/$t"-timeout-* "$out/$t"-oom-*
+  if (cd "$out" && timeout $((secs + 120)) "./$t" -max_total_time="$secs" -timeout=10 \
+        -rss_limit_mb=2048 -print_final_stats=1 "${dict[@]}" \
         -artifact_prefix="$out/$t-" "$work" >"$out/$t.log" 2>&1); then
-    echo "PASS $t ($(grep -o 'stat::number_of_executed_runs: *[0-9]*' "$out/$t.log" |
-      grep -o '[0-9]*$' || grep -Eo '#[0-9]+' "$out/$t.log" | tail -1) runs in ${secs}s)"
+    runs=$(grep -Eo '^Done [0-9]+ runs' "$out/$t.log" | grep -Eo '[0-9]+')
+    echo "PASS $t (${runs:-?} runs in ${secs}s)"
     passed=$((passed + 1))
   else
-    echo "FAIL $t: see $out/$t.log"; grep -E "ERROR|SUMMARY|Test unit written" "$out/$t.log" | head -5
+    echo "FAIL $t: see $out/$t.log"
+    grep -E "ERROR|SUMMARY|Test unit written|deadly signal" "$out/$t.log" | head -5 |
+      sed 's/^/    /'
     failed=$((failed + 1))
   fi
 done
