@@ -912,7 +912,10 @@ static void relay_ehlo(stp_session_t *s, const stp_reply_t *r)
     if (stp_ehlo_rewrite(r, &o, out, sizeof(out), &len, NULL) == 0) {
         client_write(s, out, len);
     } else {
-        relay(s, r);
+        /* Fail closed: never pass the backend's own keywords through
+         * unfiltered; a bare 250 offers no extension at all. */
+        int n = snprintf(out, sizeof(out), "250 %s\r\n", hostname(s));
+        client_write(s, out, (size_t)n);
     }
 }
 
