@@ -47,8 +47,7 @@ typedef struct {
 /*
  * Rebuilds reply `r` (a 250 EHLO reply) into out[0..cap) as CRLF-terminated
  * "250-"/"250 " lines. Sets *out_len and, if `seen` is non-NULL, *seen to the
- * STP_EHLO_* bits the server advertised (before dropping). For AUTH, *auth_mechs
- * (if non-NULL, cap auth_cap) receives the mechanism list, space separated.
+ * STP_EHLO_* bits the server advertised (before dropping).
  * Returns 0, or -1 if `out` is too small or the reply is not a 2xx.
  */
 int stp_ehlo_rewrite(const stp_reply_t *r, const stp_ehlo_opts_t *opts, char *out, size_t cap,

@@ -1,7 +1,8 @@
 /*
  * tls_ctx: builds BoringSSL contexts from configuration. Server contexts
- * carry one or more certificate chains (an ECDSA and an RSA one may coexist;
- * BoringSSL picks by the client's signature algorithms) and allow TLS 1.2 and
+ * carry one certificate chain, or an ECDSA and an RSA one side by side (this
+ * BoringSSL keeps one per SSL_CTX, so a select-certificate callback installs
+ * the one the ClientHello can use), and allow TLS 1.2 and
  * 1.3 with AEAD ciphers only. Client contexts (outbound) have the same floor
  * and a trust store. Errors are written to `err` as one line.
  */
