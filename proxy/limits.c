@@ -45,7 +45,27 @@ int stp_limits_init(stp_limits_t *l, unsigned max_total, unsigned max_per_ip)
     l->max_per_ip = max_per_ip;
     l->nbuckets = 1024;
     l->buckets = calloc(l->nbuckets, sizeof(*l->buckets));
-    return l->buckets ? 0 : -1;
+    if (l->buckets == NULL) {
+        return -1;
+    }
+    pthread_mutex_init(&l->lock, NULL);
+    return 0;
+}
+
+void stp_limits_set(stp_limits_t *l, unsigned max_total, unsigned max_per_ip)
+{
+    pthread_mutex_lock(&l->lock);
+    l->max_total = max_total;
+    l->max_per_ip = max_per_ip;
+    pthread_mutex_unlock(&l->lock);
+}
+
+unsigned stp_limits_total(stp_limits_t *l)
+{
+    pthread_mutex_lock(&l->lock);
+    unsigned n = l->total;
+    pthread_mutex_unlock(&l->lock);
+    return n;
 }
 
 void stp_limits_free(stp_limits_t *l)
@@ -63,9 +83,10 @@ void stp_limits_free(stp_limits_t *l)
     }
     free(l->buckets);
     l->buckets = NULL;
+    pthread_mutex_destroy(&l->lock);
 }
 
-stp_limit_result_t stp_limits_acquire(stp_limits_t *l, const struct sockaddr *sa)
+static stp_limit_result_t acquire_locked(stp_limits_t *l, const struct sockaddr *sa)
 {
     unsigned char key[16];
     stp_ip_count_t *e;
@@ -97,9 +118,19 @@ stp_limit_result_t stp_limits_acquire(stp_limits_t *l, const struct sockaddr *sa
     return STP_LIMIT_OK;
 }
 
+stp_limit_result_t stp_limits_acquire(stp_limits_t *l, const struct sockaddr *sa)
+{
+    pthread_mutex_lock(&l->lock);
+    stp_limit_result_t r = acquire_locked(l, sa);
+    pthread_mutex_unlock(&l->lock);
+    return r;
+}
+
 void stp_limits_release(stp_limits_t *l, const struct sockaddr *sa)
 {
     unsigned char key[16];
+
+    pthread_mutex_lock(&l->lock);
 
     addr_key(sa, key);
     size_t b = hash_key(key, l->nbuckets);
@@ -113,7 +144,8 @@ void stp_limits_release(stp_limits_t *l, const struct sockaddr *sa)
             if (l->total > 0) {
                 l->total--;
             }
-            return;
+            break;
         }
     }
+    pthread_mutex_unlock(&l->lock);
 }

@@ -1,5 +1,8 @@
-/* limits_test: total and per-address connection caps, IPv4-mapped addresses. */
+/* limits_test: total and per-address connection caps, IPv4-mapped addresses,
+ * and the caps holding when several worker threads share one table. */
 #include <arpa/inet.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <string.h>
 
 #include "proxy/limits.h"
@@ -84,8 +87,98 @@ static void test_release_unknown_is_harmless(void)
     stp_limits_free(&l);
 }
 
+/* Worker threads hammering one table: the per-IP cap is never exceeded at
+ * any moment, and every slot taken is given back. */
+#define THREADS 4
+#define ROUNDS 20000
+#define CAP 3
+
+typedef struct {
+    stp_limits_t *l;
+    atomic_int *held;
+    atomic_int *over;
+    atomic_int *ok;
+} shared_t;
+
+static void *hammer(void *arg)
+{
+    shared_t *sh = arg;
+    struct sockaddr_storage a = v4("192.0.2.7");
+    for (int i = 0; i < ROUNDS; i++) {
+        if (stp_limits_acquire(sh->l, SA(a)) == STP_LIMIT_OK) {
+            atomic_fetch_add(sh->ok, 1);
+            if (atomic_fetch_add(sh->held, 1) + 1 > CAP) {
+                atomic_fetch_add(sh->over, 1);
+            }
+            atomic_fetch_sub(sh->held, 1);
+            stp_limits_release(sh->l, SA(a));
+        }
+    }
+    return NULL;
+}
+
+static void test_shared_by_threads(void)
+{
+    stp_limits_t l;
+    atomic_int held = 0, over = 0, ok = 0;
+    shared_t sh = {&l, &held, &over, &ok};
+    pthread_t t[THREADS];
+    CHECK_EQ_INT(stp_limits_init(&l, 0, CAP), 0);
+    for (int i = 0; i < THREADS; i++) {
+        CHECK_EQ_INT(pthread_create(&t[i], NULL, hammer, &sh), 0);
+    }
+    for (int i = 0; i < THREADS; i++) {
+        pthread_join(t[i], NULL);
+    }
+    CHECK_EQ_INT(atomic_load(&over), 0);
+    CHECK(atomic_load(&ok) > 0);
+    CHECK_EQ_INT(stp_limits_total(&l), 0);
+    /* and the table is empty again: exactly CAP fresh slots for that address */
+    struct sockaddr_storage a = v4("192.0.2.7");
+    for (int i = 0; i < CAP; i++) {
+        CHECK_EQ_INT(stp_limits_acquire(&l, SA(a)), STP_LIMIT_OK);
+    }
+    CHECK_EQ_INT(stp_limits_acquire(&l, SA(a)), STP_LIMIT_PER_IP);
+    stp_limits_free(&l);
+}
+
+/* Threads racing for the last slots of a total cap: exactly the cap wins. */
+static void *grab(void *arg)
+{
+    shared_t *sh = arg;
+    char ip[32];
+    for (int i = 0; i < 50; i++) {
+        snprintf(ip, sizeof(ip), "198.51.100.%d", i);
+        struct sockaddr_storage a = v4(ip);
+        if (stp_limits_acquire(sh->l, SA(a)) == STP_LIMIT_OK) {
+            atomic_fetch_add(sh->ok, 1);
+        }
+    }
+    return NULL;
+}
+
+static void test_total_cap_across_threads(void)
+{
+    stp_limits_t l;
+    atomic_int held = 0, over = 0, ok = 0;
+    shared_t sh = {&l, &held, &over, &ok};
+    pthread_t t[THREADS];
+    CHECK_EQ_INT(stp_limits_init(&l, 70, 0), 0);
+    for (int i = 0; i < THREADS; i++) {
+        CHECK_EQ_INT(pthread_create(&t[i], NULL, grab, &sh), 0);
+    }
+    for (int i = 0; i < THREADS; i++) {
+        pthread_join(t[i], NULL);
+    }
+    CHECK_EQ_INT(atomic_load(&ok), 70);
+    CHECK_EQ_INT(stp_limits_total(&l), 70);
+    stp_limits_free(&l);
+}
+
 int main(void)
 {
+    STP_RUN(test_shared_by_threads);
+    STP_RUN(test_total_cap_across_threads);
     STP_RUN(test_per_ip_cap);
     STP_RUN(test_total_cap);
     STP_RUN(test_mapped_counts_as_ipv4);
