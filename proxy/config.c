@@ -25,6 +25,7 @@
 #include "proxy/config.h"
 
 #include <arpa/inet.h>
+#include <ctype.h>
 #include <errno.h>
 #include <limits.h>
 #include <netdb.h>
@@ -112,6 +113,7 @@ static int parse_size64(loader_t *ld, const directive_t *d, void *base, const ch
 static int parse_duration(loader_t *ld, const directive_t *d, void *base, const char *value);
 static int parse_hostname(loader_t *ld, const directive_t *d, void *base, const char *value);
 static int parse_path(loader_t *ld, const directive_t *d, void *base, const char *value);
+static int parse_account(loader_t *ld, const directive_t *d, void *base, const char *value);
 static int parse_cert(loader_t *ld, const directive_t *d, void *base, const char *value);
 static int parse_key(loader_t *ld, const directive_t *d, void *base, const char *value);
 static int parse_min_version(loader_t *ld, const directive_t *d, void *base, const char *value);
@@ -185,6 +187,9 @@ static const directive_t proxy_directives[] = {
     /* default: gethostname(), filled in after the file is read */
     {"hostname", parse_hostname, CF(hostname), NULL, NULL, NULL, 0},
     {"workers", parse_workers, CF(workers), "auto", check_workers, NULL, 0},
+    {"user", parse_account, CF(user), "", NULL, NULL, 0},
+    {"group", parse_account, CF(group), "", NULL, NULL, 0},
+    {"shutdown_grace", parse_duration, CF(shutdown_grace), "30s", check_timeout, NULL, 0},
     {"log_format", parse_enum, CF(log_format), "text", NULL, log_format_names, 0},
     {"log_level", parse_enum, CF(log_level), "info", NULL, log_level_names, 0},
 };
@@ -711,6 +716,23 @@ static int parse_duration(loader_t *ld, const directive_t *d, void *base, const 
         return -1;
     }
     *(uint64_t *)field_of(d, base) = (uint64_t)v;
+    return 0;
+}
+
+/* A user or group name (resolved at start-up, when privileges are dropped). */
+static int parse_account(loader_t *ld, const directive_t *d, void *base, const char *value)
+{
+    size_t n = strlen(value);
+    int ok = n < 64;
+    for (size_t i = 0; i < n && ok; i++) {
+        unsigned char c = (unsigned char)value[i];
+        ok = isalnum(c) || c == '_' || c == '-' || c == '.' || (c == '$' && i == n - 1);
+    }
+    if (!ok || value[0] == '-') {
+        bad_value(ld, d, value, "a user or group name (letters, digits, '_', '-', '.')");
+        return -1;
+    }
+    memcpy(field_of(d, base), value, n + 1);
     return 0;
 }
 

@@ -86,6 +86,9 @@ typedef struct {
     /* [proxy] */
     char hostname[256];         /* default: gethostname() */
     unsigned workers;           /* 0 = auto (one per CPU) */
+    char user[64];              /* "" = keep the starting user */
+    char group[64];             /* "" = the user's primary group */
+    uint64_t shutdown_grace;    /* 30s: drain time at SIGTERM before 421 4.3.2 */
     stp_log_format_t log_format;
     stp_log_level_t log_level;
 
