@@ -3,7 +3,10 @@
  */
 #include "proxy/listener.h"
 
+#include <errno.h>
 #include <netdb.h>
+#include <sys/socket.h>
+#include <unistd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -98,11 +101,38 @@ static void on_connection(uv_stream_t *server, int status)
                 uv_strerror(status));
         return;
     }
+    stp_log(STP_LOG_DEBUG, "accept listener=%s worker=%u", l->conf->name, l->worker);
     stp_session_accept(l);
 }
 
+int stp_listener_bind(const stp_listener_conf_t *conf)
+{
+    char addr[80];
+    int one = 1;
+    unsigned family = conf->listen.addr.ss_family;
+    socklen_t len = family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
+
+    stp_sockaddr_str((const struct sockaddr *)&conf->listen.addr, addr, sizeof(addr), 1);
+    int fd = socket((int)family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0 ||
+        setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) < 0 ||
+        (family == AF_INET6 &&
+         setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one)) < 0) ||
+        bind(fd, (const struct sockaddr *)&conf->listen.addr, len) < 0 || listen(fd, 511) < 0) {
+        int e = errno;
+        stp_log(STP_LOG_ERROR, "listen listener=%s addr=%s error=\"%s\"", conf->name, addr,
+                strerror(e));
+        if (fd >= 0) {
+            close(fd);
+        }
+        return -1;
+    }
+    return fd;
+}
+
 int stp_listener_start(stp_listener_t *l, uv_loop_t *loop, stp_runtime_t *rt,
-                       const stp_listener_conf_t *conf)
+                       const stp_listener_conf_t *conf, int fd, stp_limits_t *limits,
+                       unsigned worker)
 {
     char addr[80];
     int rc;
@@ -111,23 +141,22 @@ int stp_listener_start(stp_listener_t *l, uv_loop_t *loop, stp_runtime_t *rt,
     l->loop = loop;
     l->rt = rt;
     l->conf = conf;
+    l->limits = limits;
+    l->worker = worker;
     stp_sockaddr_str((const struct sockaddr *)&conf->listen.addr, addr, sizeof(addr), 1);
-    if (stp_limits_init(&l->limits, conf->max_connections, conf->max_connections_per_ip) < 0) {
-        stp_log(STP_LOG_ERROR, "listen listener=%s error=\"out of memory\"", conf->name);
-        return -1;
-    }
-    unsigned family = conf->listen.addr.ss_family;
-    rc = uv_tcp_init_ex(loop, &l->tcp, family);
+    rc = uv_tcp_init(loop, &l->tcp);
     if (rc < 0) {
         stp_log(STP_LOG_ERROR, "listen listener=%s addr=%s error=\"%s\"", conf->name, addr,
                 uv_strerror(rc));
-        stp_limits_free(&l->limits);
+        close(fd);
+        l->closed = 1;
         return -1;
     }
     l->tcp.data = l;
-    rc = uv_tcp_bind(&l->tcp, (const struct sockaddr *)&conf->listen.addr,
-                     family == AF_INET6 ? UV_TCP_IPV6ONLY : 0);
-    if (rc == 0) {
+    rc = uv_tcp_open(&l->tcp, fd);
+    if (rc < 0) {
+        close(fd);
+    } else {
         rc = uv_listen((uv_stream_t *)&l->tcp, 511, on_connection);
     }
     if (rc < 0) {
@@ -136,6 +165,9 @@ int stp_listener_start(stp_listener_t *l, uv_loop_t *loop, stp_runtime_t *rt,
         uv_close((uv_handle_t *)&l->tcp, NULL);
         l->closed = 1;
         return -1;
+    }
+    if (worker > 0) {
+        return 0; /* the first worker's copy says it for all */
     }
     if (conf->mode == STP_MODE_OUTBOUND) {
         static const char *const levels[] = {"none", "may", "encrypt", "verify", "secure"};

@@ -22,7 +22,7 @@ typedef struct {
     /* Outbound listeners: the client context toward the next hop (trust
      * store of the listener), by listener index; NULL for tls = none. */
     SSL_CTX *client_ctx[STP_CONF_MAX_LISTENERS];
-    unsigned refs;
+    _Atomic unsigned refs; /* sessions of every worker take and drop references */
 } stp_runtime_t;
 
 typedef struct stp_listener_s {
@@ -30,7 +30,8 @@ typedef struct stp_listener_s {
     uv_loop_t *loop;
     const stp_listener_conf_t *conf;
     stp_runtime_t *rt;
-    stp_limits_t limits;
+    stp_limits_t *limits; /* shared by every worker's copy of this listener */
+    unsigned worker;      /* which worker thread runs this copy */
     stp_session_t *sessions; /* doubly linked through the session */
     unsigned nsessions;
     int draining;
@@ -46,9 +47,19 @@ stp_runtime_t *stp_runtime_new(stp_config_t *conf, char *err, size_t errlen);
 void stp_runtime_ref(stp_runtime_t *rt);
 void stp_runtime_unref(stp_runtime_t *rt);
 
-/* Opens and starts listening. Returns 0 or -1 (logged). */
+/*
+ * Creates a listening socket for `conf` with SO_REUSEPORT, so that every
+ * worker can have its own socket on the same address and the kernel spreads
+ * connections among them. Called before privileges are dropped. Returns the
+ * descriptor or -1 (logged).
+ */
+int stp_listener_bind(const stp_listener_conf_t *conf);
+
+/* Starts accepting on `fd` (from stp_listener_bind; taken over) in `loop`.
+ * `limits` is borrowed and shared. Returns 0 or -1 (logged, fd closed). */
 int stp_listener_start(stp_listener_t *l, uv_loop_t *loop, stp_runtime_t *rt,
-                       const stp_listener_conf_t *conf);
+                       const stp_listener_conf_t *conf, int fd, stp_limits_t *limits,
+                       unsigned worker);
 
 /* Stops accepting; open sessions are asked to finish (421 4.3.2 at the next
  * command). on_empty runs once no session is left (possibly at once). */

@@ -4,15 +4,27 @@
  *   smtp-tls-proxy -c FILE           run in the foreground, log to stderr
  *   smtp-tls-proxy --check -c FILE   validate the configuration and exit
  *
- * SIGTERM/SIGINT: stop accepting, let sessions finish (each gets
- * "421 4.3.2" at its next command), and after the grace period close what
- * is left; the process exits once every handle is closed.
+ * Start-up: load the configuration and certificates, bind every listener
+ * once per worker (SO_REUSEPORT), drop to `user`/`group`, then run one
+ * thread per worker, each with its own libuv loop and its own copy of every
+ * listener; the kernel spreads connections among the copies. The main
+ * thread only handles signals.
+ *
+ * SIGTERM/SIGINT: every worker stops accepting and lets its sessions finish
+ * (each gets "421 4.3.2" at its next command); after `shutdown_grace` what
+ * is left is closed; the process exits once every worker's loop is empty.
  */
+#include <errno.h>
 #include <getopt.h>
+#include <grp.h>
+#include <pwd.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/types.h>
+#include <unistd.h>
 
 #include <uv.h>
 
@@ -22,12 +34,29 @@
 
 #define STP_VERSION "0.1.0"
 #define DEFAULT_CONFIG "/etc/smtp-tls-proxy/smtp-tls-proxy.ini"
-#define SHUTDOWN_GRACE_MS 30000
+#define MAX_WORKERS 256
 
-static stp_listener_t listeners[STP_CONF_MAX_LISTENERS];
-static size_t nlisteners;
+/* One worker thread: its loop, its copies of the listeners, and the async
+ * handle through which the main thread tells it to stop. */
+typedef struct {
+    unsigned id;
+    uv_thread_t thread;
+    uv_loop_t loop;
+    uv_async_t wake;
+    uv_timer_t grace;
+    stp_listener_t listeners[STP_CONF_MAX_LISTENERS];
+    size_t nlisteners;
+    atomic_int stop;  /* set by the main thread before waking */
+    int stopping;     /* worker's own view */
+    uint64_t grace_ms;
+} worker_t;
+
+static worker_t *workers;
+static unsigned nworkers;
+static stp_limits_t limits[STP_CONF_MAX_LISTENERS]; /* per listener, shared by the workers */
 static uv_signal_t sig_term, sig_int, sig_hup;
-static uv_timer_t grace_timer;
+static uv_async_t worker_done;
+static atomic_uint workers_finished;
 static int stopping;
 
 static void usage(FILE *f)
@@ -54,31 +83,72 @@ static void close_walk(uv_handle_t *h, void *arg)
     }
 }
 
-static void all_done(void)
+/* ---- worker side (runs on the worker's thread) ---- */
+
+static void worker_all_done(worker_t *w)
 {
-    for (size_t i = 0; i < nlisteners; i++) {
-        if (listeners[i].nsessions || !listeners[i].draining) {
+    for (size_t i = 0; i < w->nlisteners; i++) {
+        if (w->listeners[i].nsessions || !w->listeners[i].draining) {
             return;
         }
     }
-    stp_log(STP_LOG_INFO, "stop reason=shutdown");
-    /* Everything left is ours (signals, timer): close it so the loop ends. */
-    uv_walk(uv_default_loop(), close_walk, NULL);
+    /* Everything left is the worker's own (async, timer): close it so the
+     * loop ends and the thread returns. */
+    uv_walk(&w->loop, close_walk, NULL);
 }
 
 static void on_listener_empty(stp_listener_t *l)
 {
-    (void)l;
-    all_done();
+    worker_all_done(&workers[l->worker]);
 }
 
 static void on_grace(uv_timer_t *t)
 {
-    (void)t;
-    stp_log(STP_LOG_WARN, "stop grace period over, closing remaining sessions");
-    for (size_t i = 0; i < nlisteners; i++) {
-        stp_listener_kill_sessions(&listeners[i]);
+    worker_t *w = t->data;
+    stp_log(STP_LOG_WARN, "stop worker=%u grace period over, closing remaining sessions", w->id);
+    for (size_t i = 0; i < w->nlisteners; i++) {
+        stp_listener_kill_sessions(&w->listeners[i]);
     }
+}
+
+static void on_wake(uv_async_t *a)
+{
+    worker_t *w = a->data;
+    if (!atomic_load(&w->stop) || w->stopping) {
+        return;
+    }
+    w->stopping = 1;
+    uv_timer_start(&w->grace, on_grace, w->grace_ms, 0);
+    uv_unref((uv_handle_t *)&w->grace);
+    /* Drain every listener first, then look for the end once: a listener
+     * that is already empty must not close the loop under the others. */
+    for (size_t i = 0; i < w->nlisteners; i++) {
+        stp_listener_drain(&w->listeners[i]);
+    }
+    for (size_t i = 0; i < w->nlisteners; i++) {
+        w->listeners[i].on_empty = on_listener_empty;
+    }
+    worker_all_done(w);
+}
+
+static void worker_main(void *arg)
+{
+    worker_t *w = arg;
+    uv_run(&w->loop, UV_RUN_DEFAULT);
+    atomic_fetch_add(&workers_finished, 1);
+    uv_async_send(&worker_done);
+}
+
+/* ---- main thread ---- */
+
+static void on_worker_done(uv_async_t *a)
+{
+    (void)a;
+    if (atomic_load(&workers_finished) < nworkers) {
+        return;
+    }
+    stp_log(STP_LOG_INFO, "stop reason=shutdown");
+    uv_walk(uv_default_loop(), close_walk, NULL);
 }
 
 static void on_stop_signal(uv_signal_t *h, int signum)
@@ -88,27 +158,77 @@ static void on_stop_signal(uv_signal_t *h, int signum)
         return;
     }
     stopping = 1;
-    stp_log(STP_LOG_INFO, "stop signal=%s draining=yes grace=%ds",
-            signum == SIGTERM ? "TERM" : "INT", SHUTDOWN_GRACE_MS / 1000);
-    uv_timer_start(&grace_timer, on_grace, SHUTDOWN_GRACE_MS, 0);
-    uv_unref((uv_handle_t *)&grace_timer);
-    /* Drain every listener first, then look for the end once: a listener
-     * that is already empty must not close the loop under the others. */
-    for (size_t i = 0; i < nlisteners; i++) {
-        stp_listener_drain(&listeners[i]);
+    stp_log(STP_LOG_INFO, "stop signal=%s draining=yes grace=%llums workers=%u",
+            signum == SIGTERM ? "TERM" : "INT", (unsigned long long)workers[0].grace_ms,
+            nworkers);
+    for (unsigned i = 0; i < nworkers; i++) {
+        atomic_store(&workers[i].stop, 1);
+        uv_async_send(&workers[i].wake);
     }
-    for (size_t i = 0; i < nlisteners; i++) {
-        listeners[i].on_empty = on_listener_empty;
-    }
-    all_done();
 }
 
 static void on_hup(uv_signal_t *h, int signum)
 {
     (void)h;
     (void)signum;
-    /* XXX reload arrives with the production-service work (issue 5). */
+    /* XXX reload is not built yet (issue 5). */
     stp_log(STP_LOG_WARN, "reload not supported yet; restart to apply a new configuration");
+}
+
+/*
+ * Drops to `user`/`group` once every socket is bound and every file read.
+ * Returns 0, or -1 (logged) when asked to drop and it could not be done:
+ * the caller must not go on serving with more privileges than configured.
+ */
+static int drop_privileges(const stp_config_t *conf)
+{
+    if (conf->user[0] == '\0' && conf->group[0] == '\0') {
+        return 0;
+    }
+    uid_t uid = getuid();
+    gid_t gid = getgid();
+    if (conf->user[0]) {
+        struct passwd *pw = getpwnam(conf->user);
+        if (pw == NULL) {
+            stp_log(STP_LOG_ERROR, "privileges error=\"unknown user\" user=%s", conf->user);
+            return -1;
+        }
+        uid = pw->pw_uid;
+        gid = pw->pw_gid;
+    }
+    if (conf->group[0]) {
+        struct group *gr = getgrnam(conf->group);
+        if (gr == NULL) {
+            stp_log(STP_LOG_ERROR, "privileges error=\"unknown group\" group=%s", conf->group);
+            return -1;
+        }
+        gid = gr->gr_gid;
+    }
+    if (geteuid() == 0 && setgroups(1, &gid) < 0) {
+        stp_log(STP_LOG_ERROR, "privileges error=\"setgroups: %s\"", strerror(errno));
+        return -1;
+    }
+    if (setgid(gid) < 0 || setuid(uid) < 0) {
+        stp_log(STP_LOG_ERROR, "privileges error=\"%s\" user=%s group=%s", strerror(errno),
+                conf->user[0] ? conf->user : "-", conf->group[0] ? conf->group : "-");
+        return -1;
+    }
+    /* Check the result rather than trust the calls: root must be gone for
+     * good (a saved set-user-ID of 0 would let it come back). */
+    if (getuid() != uid || geteuid() != uid || getgid() != gid || getegid() != gid ||
+        (uid != 0 && setuid(0) == 0)) {
+        stp_log(STP_LOG_ERROR, "privileges error=\"drop did not take effect\"");
+        return -1;
+    }
+    stp_log(STP_LOG_INFO, "privileges user=%s uid=%u gid=%u", conf->user[0] ? conf->user : "-",
+            (unsigned)uid, (unsigned)gid);
+    return 0;
+}
+
+static unsigned cpu_count(void)
+{
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n < 1 ? 1 : n > MAX_WORKERS ? MAX_WORKERS : (unsigned)n;
 }
 
 int main(int argc, char **argv)
@@ -184,35 +304,94 @@ int main(int argc, char **argv)
 
     stp_log_init(conf->log_format, conf->log_level);
     uv_loop_t *loop = uv_default_loop();
-    int failed = 0;
-    for (size_t i = 0; i < conf->nlisteners && !failed; i++) {
-        if (stp_listener_start(&listeners[i], loop, rt, &conf->listeners[i]) < 0) {
+    nworkers = conf->workers ? conf->workers : cpu_count();
+    if (nworkers > MAX_WORKERS) {
+        nworkers = MAX_WORKERS;
+    }
+    workers = calloc(nworkers, sizeof(*workers));
+    int failed = workers == NULL;
+    size_t nlimits = 0;
+    for (; nlimits < conf->nlisteners && !failed; nlimits++) {
+        const stp_listener_conf_t *lc = &conf->listeners[nlimits];
+        if (stp_limits_init(&limits[nlimits], lc->max_connections, lc->max_connections_per_ip) <
+            0) {
+            stp_log(STP_LOG_ERROR, "start error=\"out of memory\"");
             failed = 1;
-        } else {
-            nlisteners++;
+            break;
         }
     }
-    uv_timer_init(loop, &grace_timer);
+    /* Every socket is bound here, before privileges are dropped, and every
+     * worker's handles are set up before its thread starts. */
+    unsigned ninit = 0;
+    for (; ninit < nworkers && !failed; ninit++) {
+        worker_t *w = &workers[ninit];
+        w->id = ninit;
+        w->grace_ms = conf->shutdown_grace;
+        uv_loop_init(&w->loop);
+        uv_async_init(&w->loop, &w->wake, on_wake);
+        w->wake.data = w;
+        uv_timer_init(&w->loop, &w->grace);
+        w->grace.data = w;
+        for (size_t i = 0; i < conf->nlisteners && !failed; i++) {
+            int fd = stp_listener_bind(&conf->listeners[i]);
+            if (fd < 0 || stp_listener_start(&w->listeners[i], &w->loop, rt, &conf->listeners[i],
+                                             fd, &limits[i], ninit) < 0) {
+                failed = 1;
+            } else {
+                w->nlisteners++;
+            }
+        }
+    }
+    if (!failed && drop_privileges(conf) < 0) {
+        failed = 1;
+    }
     uv_signal_init(loop, &sig_term);
     uv_signal_init(loop, &sig_int);
     uv_signal_init(loop, &sig_hup);
+    uv_async_init(loop, &worker_done, on_worker_done);
     if (!failed) {
         uv_signal_start(&sig_term, on_stop_signal, SIGTERM);
         uv_signal_start(&sig_int, on_stop_signal, SIGINT);
         uv_signal_start(&sig_hup, on_hup, SIGHUP);
-        stp_log(STP_LOG_INFO, "start version=%s hostname=%s listeners=%zu tls=%s", STP_VERSION,
-                conf->hostname, nlisteners, rt->server_ctx ? "yes" : "no");
+        if (geteuid() == 0) {
+            stp_log(STP_LOG_WARN,
+                    "privileges WARNING: still running as root after start-up; set [proxy] "
+                    "user = (and group =) to drop privileges once the ports are bound, or run "
+                    "as an unprivileged user with CAP_NET_BIND_SERVICE");
+        }
+        stp_log(STP_LOG_INFO, "start version=%s hostname=%s listeners=%zu workers=%u tls=%s",
+                STP_VERSION, conf->hostname, conf->nlisteners, nworkers,
+                rt->server_ctx ? "yes" : "no");
+        for (unsigned i = 0; i < nworkers; i++) {
+            if (uv_thread_create(&workers[i].thread, worker_main, &workers[i]) != 0) {
+                stp_log(STP_LOG_ERROR, "start error=\"cannot create worker thread\"");
+                abort();
+            }
+        }
         uv_run(loop, UV_RUN_DEFAULT);
+        for (unsigned i = 0; i < nworkers; i++) {
+            uv_thread_join(&workers[i].thread);
+        }
     } else {
-        for (size_t i = 0; i < nlisteners; i++) {
-            stp_listener_drain(&listeners[i]);
+        /* Nothing ran: close what was set up on each worker's loop. */
+        for (unsigned i = 0; i < ninit; i++) {
+            worker_t *w = &workers[i];
+            for (size_t j = 0; j < w->nlisteners; j++) {
+                stp_listener_drain(&w->listeners[j]);
+            }
+            uv_walk(&w->loop, close_walk, NULL);
+            uv_run(&w->loop, UV_RUN_DEFAULT);
         }
         uv_walk(loop, close_walk, NULL);
         uv_run(loop, UV_RUN_DEFAULT);
     }
-    for (size_t i = 0; i < nlisteners; i++) {
-        stp_limits_free(&listeners[i].limits);
+    for (unsigned i = 0; i < ninit; i++) {
+        uv_loop_close(&workers[i].loop);
     }
+    for (size_t i = 0; i < nlimits; i++) {
+        stp_limits_free(&limits[i]);
+    }
+    free(workers);
     stp_runtime_unref(rt);
     uv_loop_close(loop);
     return failed ? 1 : 0;

@@ -143,7 +143,7 @@ struct stp_session_s {
 };
 
 static _Thread_local char data_out[6 * DATA_CHUNK + 4];
-static _Thread_local unsigned session_counter;
+static _Atomic unsigned session_counter; /* shared: ids stay unique across workers */
 
 static void finish(stp_session_t *s, const char *reply, const char *result, const char *error);
 static void process(stp_session_t *s, const char *p, size_t n);
@@ -274,7 +274,7 @@ static void destroy(stp_session_t *s)
             (unsigned long long)(ms % 1000), s->error[0] ? " error=" : "", s->error);
 logged:
     if (s->limits_taken) {
-        stp_limits_release(&s->listener->limits, (const struct sockaddr *)&s->peer);
+        stp_limits_release(s->listener->limits, (const struct sockaddr *)&s->peer);
     }
     free(s->held);
     free(s->rp);
@@ -1446,7 +1446,7 @@ void stp_session_accept(stp_listener_t *l)
     stp_sockaddr_str((struct sockaddr *)&s->peer, s->peer_str, sizeof(s->peer_str), 1);
     stp_conn_tune(&s->client);
 
-    stp_limit_result_t lr = stp_limits_acquire(&l->limits, (struct sockaddr *)&s->peer);
+    stp_limit_result_t lr = stp_limits_acquire(l->limits, (struct sockaddr *)&s->peer);
     if (lr != STP_LIMIT_OK || l->draining) {
         s->state = S_CONNECTING;
         const char *text = l->draining ? "421 4.3.2 Service shutting down\r\n"
