@@ -195,8 +195,10 @@ class Proxy:
                  ports=None):
         self.tmp = tmp
         self.ports = {}
-        lines = ["[proxy]", "hostname = mx.example.test", "log_level = info"]
-        lines += ["%s = %s" % kv for kv in (proxy_extra or {}).items()]
+        proxy_extra = dict(proxy_extra or {})
+        lines = ["[proxy]", "hostname = mx.example.test",
+                 "log_level = %s" % proxy_extra.pop("log_level", "info")]
+        lines += ["%s = %s" % kv for kv in proxy_extra.items()]
         if tls:
             lines += ["[tls]", "cert = %s/ecdsa.pem" % CERTS, "key = %s/ecdsa.key" % CERTS,
                       "cert = %s/rsa.pem" % CERTS, "key = %s/rsa.key" % CERTS]

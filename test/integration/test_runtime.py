@@ -1,0 +1,176 @@
+"""The daemon at run time: worker threads sharing the load and the limits,
+draining at SIGTERM within shutdown_grace, and dropping root after binding."""
+import os
+import re
+import signal
+import socket
+import threading
+import time
+
+from harness import ProxyCase, poll
+
+
+def accepts_by_worker(log):
+    """Worker ids of the debug `accept` lines, counted."""
+    counts = {}
+    for m in re.finditer(r" accept listener=\S+ worker=(\d+)", log):
+        counts[m.group(1)] = counts.get(m.group(1), 0) + 1
+    return counts
+
+
+def proc_status(pid, field):
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return line.split()[1:]
+    return None
+
+
+class TwoWorkers(ProxyCase):
+    proxy_extra = {"workers": "2", "log_level": "debug"}
+    listeners = {"in": {"max_connections_per_ip": "50"}}
+
+    def test_threads_exist_and_both_accept(self):
+        tasks = os.listdir("/proc/%d/task" % self.proxy.pid)
+        self.assertGreaterEqual(len(tasks), 3, tasks)  # main + 2 workers
+        self.assertIn("workers=2", self.proxy.log_lines("start")[0])
+        # Sessions from many source ports: SO_REUSEPORT hashes the 4-tuple,
+        # so 40 connections land on both sockets (chance of one: 2^-39).
+        for i in range(40):
+            c = self.client()
+            self.assertEqual(c.reply()[0], 220)
+            self.assertEqual(c.cmd("QUIT")[0], 221)
+            c.close()
+        counts = poll(lambda: (lambda n: len(n) == 2 and n)(accepts_by_worker(self.proxy.log())),
+                      5) or accepts_by_worker(self.proxy.log())
+        self.assertEqual(sorted(counts), ["0", "1"], counts)
+        self.assertEqual(sum(counts.values()), 40, counts)
+
+    def test_messages_through_both_workers(self):
+        for i in range(10):
+            c = self.ready_client(tls=(i % 2 == 0))
+            self.assertEqual(self.send_message(c)[0], 250)
+            c.cmd("QUIT")
+            c.close()
+        self.messages(10)
+
+
+class PerIpAcrossWorkers(ProxyCase):
+    proxy_extra = {"workers": "2", "log_level": "debug"}
+    listeners = {"in": {"max_connections_per_ip": "3", "max_connections": "100"}}
+
+    def test_cap_holds_whatever_worker_accepts(self):
+        admitted, refused = [], []
+        for i in range(24):  # both workers see some (all on one: 2^-23)
+            c = self.client()
+            code, lines = c.reply()
+            (admitted if code == 220 else refused).append((c, lines))
+        self.assertEqual(len(admitted), 3, [l for _, l in refused])
+        for _, lines in refused:
+            self.assertTrue(lines[0].startswith("421 4.7.0"), lines)
+        counts = accepts_by_worker(self.proxy.log())
+        self.assertEqual(sorted(counts), ["0", "1"], counts)  # both workers took part
+        # Slots come back when a session ends, wherever it ran.
+        for c, _ in admitted:
+            c.cmd("QUIT")
+            c.close()
+
+        def three_again():
+            cs = [self.client() for _ in range(3)]
+            ok = all(c.reply()[0] == 220 for c in cs)
+            for c in cs:
+                c.close()
+            return ok
+        self.assertTrue(poll(three_again, 5))
+
+
+class Drain(ProxyCase):
+    proxy_extra = {"workers": "2", "shutdown_grace": "2s"}
+
+    def test_inflight_message_completes_new_connections_refused(self):
+        busy = self.ready_client()
+        self.assertEqual(busy.cmd("MAIL FROM:<a@example.test>")[0], 250)
+        self.assertEqual(busy.cmd("RCPT TO:<b@example.test>")[0], 250)
+        self.assertEqual(busy.cmd("DATA")[0], 354)
+        busy.send(b"Subject: drain\r\n\r\nfirst half\r\n")
+        os.kill(self.proxy.pid, signal.SIGTERM)
+        self.assertTrue(poll(lambda: " stop signal=TERM" in self.proxy.log(), 5))
+        # No new connection is accepted once the signal is seen.
+        def refused():
+            s = socket.socket()
+            s.settimeout(2)
+            try:
+                s.connect(("127.0.0.1", self.proxy.port()))
+                data = s.recv(100)
+                return data == b"" or data.startswith(b"421")
+            except OSError:
+                return True
+            finally:
+                s.close()
+        self.assertTrue(poll(refused, 5))
+        # The message in flight still completes...
+        busy.send(b"second half\r\n.\r\n")
+        code, lines = busy.reply()
+        self.assertEqual(code, 250, lines)
+        # ...and the next command is refused with 421 4.3.2.
+        code, lines = busy.cmd("MAIL FROM:<c@example.test>")
+        self.assertEqual(code, 421, lines)
+        self.assertTrue(lines[0].startswith("421 4.3.2"), lines)
+        self.assertTrue(busy.closed())
+        self.assertIn(b"second half", self.messages(1)[0])
+        self.assertEqual(self.proxy.proc.stop(), 0)
+        self.proxy = None
+
+    def test_session_stuck_past_grace_is_closed(self):
+        stuck = self.ready_client()
+        self.assertEqual(stuck.cmd("MAIL FROM:<a@example.test>")[0], 250)
+        self.assertEqual(stuck.cmd("RCPT TO:<b@example.test>")[0], 250)
+        self.assertEqual(stuck.cmd("DATA")[0], 354)
+        stuck.send(b"Subject: slow\r\n\r\nnever finished\r\n")
+        t0 = time.time()
+        os.kill(self.proxy.pid, signal.SIGTERM)
+        self.assertTrue(stuck.closed(10))
+        elapsed = time.time() - t0
+        self.assertGreaterEqual(elapsed, 1.5)  # the 2s grace was given
+        self.assertLess(elapsed, 8)
+        self.assertTrue(poll(lambda: not self.proxy.proc.running(), 10))
+        self.assertIn("grace period over", self.proxy.log())
+        self.assertEqual(self.sink.messages(), [])  # never half a message
+        self.assertEqual(self.proxy.proc.stop(), 0)
+        self.proxy = None
+
+
+@__import__("unittest").skipUnless(os.geteuid() == 0, "needs root to drop privileges")
+class DropPrivileges(ProxyCase):
+    proxy_extra = {"user": "nobody", "group": "nogroup", "workers": "2"}
+
+    def test_runs_as_nobody_and_serves(self):
+        import pwd, grp
+        uid, gid = pwd.getpwnam("nobody").pw_uid, grp.getgrnam("nogroup").gr_gid
+        self.assertEqual(proc_status(self.proxy.pid, "Uid"), [str(uid)] * 4)
+        self.assertEqual(proc_status(self.proxy.pid, "Gid"), [str(gid)] * 4)
+        self.assertEqual(proc_status(self.proxy.pid, "Groups"), [str(gid)])
+        for t in os.listdir("/proc/%d/task" % self.proxy.pid):  # every thread too
+            with open("/proc/%d/task/%s/status" % (self.proxy.pid, t)) as f:
+                self.assertIn("Uid:\t%d\t%d\t%d\t%d" % ((uid,) * 4), f.read())
+        self.assertNotIn("still running as root", self.proxy.log())
+        c = self.ready_client()
+        self.assertEqual(self.send_message(c)[0], 250)
+        self.messages(1)
+
+
+@__import__("unittest").skipUnless(os.geteuid() == 0, "runs as root")
+class StillRoot(ProxyCase):
+    def test_loud_warning(self):
+        log = self.proxy.log()
+        self.assertIn("still running as root", log)
+        self.assertIn("CAP_NET_BIND_SERVICE", log)
+
+
+class UnknownUser(ProxyCase):
+    def test_refuses_to_start(self):
+        from harness import Proxy
+        with self.assertRaises(RuntimeError) as e:
+            Proxy(self.tmp, {"x": {"backend": "127.0.0.1:9"}},
+                  proxy_extra={"user": "no-such-user-stp"})
+        self.assertIn("unknown user", str(e.exception))
