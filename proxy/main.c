@@ -31,6 +31,7 @@
 #include "proxy/config.h"
 #include "proxy/listener.h"
 #include "proxy/log.h"
+#include "proxy/metrics.h"
 
 #define STP_VERSION "0.1.0"
 #define DEFAULT_CONFIG "/etc/smtp-tls-proxy/smtp-tls-proxy.ini"
@@ -47,6 +48,9 @@ typedef struct {
     stp_listener_t listeners[STP_CONF_MAX_LISTENERS];
     size_t nlisteners;
     atomic_int stop;  /* set by the main thread before waking */
+    uv_mutex_t lock;  /* guards pending */
+    stp_runtime_t *pending; /* a reloaded snapshot to adopt (one reference) */
+    stp_runtime_t *rt;      /* the worker's current snapshot (one reference) */
     int stopping;     /* worker's own view */
     uint64_t grace_ms;
 } worker_t;
@@ -58,6 +62,8 @@ static uv_signal_t sig_term, sig_int, sig_hup;
 static uv_async_t worker_done;
 static atomic_uint workers_finished;
 static int stopping;
+static const char *config_path;
+static stp_runtime_t *current_rt; /* the main thread's reference */
 
 static void usage(FILE *f)
 {
@@ -73,6 +79,11 @@ static void usage(FILE *f)
             "  -h, --help         print this help and exit\n"
             "\n"
             "Runs in the foreground and logs to stderr. SIGTERM/SIGINT drain and stop.\n");
+}
+
+static int same_address(const stp_hostport_t *a, const stp_hostport_t *b)
+{
+    return a->addr_len == b->addr_len && memcmp(&a->addr, &b->addr, a->addr_len) == 0;
 }
 
 static void close_walk(uv_handle_t *h, void *arg)
@@ -111,9 +122,35 @@ static void on_grace(uv_timer_t *t)
     }
 }
 
+/* New sessions of every listener use `rt`; a listener's conf moves to the
+ * new snapshot's listener with the same address (the reload checked that
+ * each has one). Sessions already running keep their own reference. */
+static void worker_adopt(worker_t *w, stp_runtime_t *rt)
+{
+    for (size_t i = 0; i < w->nlisteners; i++) {
+        stp_listener_t *l = &w->listeners[i];
+        for (size_t j = 0; j < rt->conf->nlisteners; j++) {
+            if (same_address(&l->conf->listen, &rt->conf->listeners[j].listen)) {
+                l->conf = &rt->conf->listeners[j];
+                break;
+            }
+        }
+        l->rt = rt;
+    }
+    stp_runtime_unref(w->rt);
+    w->rt = rt;
+}
+
 static void on_wake(uv_async_t *a)
 {
     worker_t *w = a->data;
+    uv_mutex_lock(&w->lock);
+    stp_runtime_t *rt = w->pending;
+    w->pending = NULL;
+    uv_mutex_unlock(&w->lock);
+    if (rt) {
+        worker_adopt(w, rt);
+    }
     if (!atomic_load(&w->stop) || w->stopping) {
         return;
     }
@@ -167,12 +204,96 @@ static void on_stop_signal(uv_signal_t *h, int signum)
     }
 }
 
+static void reload_failed(const char *why)
+{
+    stp_metrics_count(STP_M_RELOADS, "result=\"failed\"", 1);
+    stp_log(STP_LOG_ERROR, "reload result=failed reason=\"%s\" keeping=previous", why);
+}
+
+/*
+ * SIGHUP: load the file again and build a new snapshot (certificates read
+ * again). Any error keeps the running snapshot. Keys that shape the process
+ * (workers, user, group, log_format, log_level) and the set of listen
+ * addresses need a restart; changing them is refused with a message.
+ */
 static void on_hup(uv_signal_t *h, int signum)
 {
     (void)h;
     (void)signum;
-    /* XXX reload is not built yet (issue 5). */
-    stp_log(STP_LOG_WARN, "reload not supported yet; restart to apply a new configuration");
+    char err[16384];
+    const stp_config_t *old = current_rt->conf;
+
+    if (stopping) {
+        return;
+    }
+    err[0] = '\0';
+    stp_config_t *conf = stp_config_load(config_path, err, sizeof(err));
+    if (conf == NULL) {
+        char *save = NULL, esc[1200];
+        for (char *line = strtok_r(err, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+            stp_log(STP_LOG_ERROR, "reload error=\"%s\"",
+                    stp_log_escape(esc, sizeof(esc), line, strlen(line)));
+        }
+        reload_failed("configuration errors");
+        return;
+    }
+    const char *restart = NULL;
+    if (conf->workers != old->workers || strcmp(conf->user, old->user) ||
+        strcmp(conf->group, old->group) || conf->log_format != old->log_format ||
+        conf->log_level != old->log_level) {
+        restart = "workers, user, group, log_format and log_level need a restart";
+    } else if (conf->nlisteners != old->nlisteners) {
+        restart = "adding or removing listeners needs a restart";
+    }
+    for (size_t i = 0; i < old->nlisteners && !restart; i++) {
+        size_t j = 0;
+        while (j < conf->nlisteners &&
+               !same_address(&old->listeners[i].listen, &conf->listeners[j].listen)) {
+            j++;
+        }
+        if (j == conf->nlisteners) {
+            restart = "changing a listen address needs a restart";
+        } else if (conf->listeners[j].mode == STP_MODE_OUTBOUND &&
+                   conf->listeners[j].route == STP_ROUTE_MX) {
+            restart = "route = mx is not implemented yet";
+        }
+    }
+    if (restart) {
+        stp_config_free(conf);
+        reload_failed(restart);
+        return;
+    }
+    stp_runtime_t *rt = stp_runtime_new(conf, err, sizeof(err));
+    if (rt == NULL) {
+        stp_log(STP_LOG_ERROR, "reload error=\"%s: %s\"", config_path, err);
+        reload_failed("cannot build the new snapshot");
+        return;
+    }
+    /* Caps are per listener and shared: change them in place. */
+    for (size_t i = 0; i < old->nlisteners; i++) {
+        for (size_t j = 0; j < rt->conf->nlisteners; j++) {
+            const stp_listener_conf_t *n = &rt->conf->listeners[j];
+            if (same_address(&old->listeners[i].listen, &n->listen)) {
+                stp_limits_set(&limits[i], n->max_connections, n->max_connections_per_ip);
+            }
+        }
+    }
+    for (unsigned i = 0; i < nworkers; i++) {
+        worker_t *w = &workers[i];
+        stp_runtime_ref(rt);
+        w->grace_ms = rt->conf->shutdown_grace; /* read by the worker only at stop */
+        uv_mutex_lock(&w->lock);
+        stp_runtime_t *stale = w->pending;
+        w->pending = rt;
+        uv_mutex_unlock(&w->lock);
+        stp_runtime_unref(stale); /* a reload the worker had not taken yet */
+        uv_async_send(&w->wake);
+    }
+    stp_runtime_unref(current_rt);
+    current_rt = rt;
+    stp_metrics_count(STP_M_RELOADS, "result=\"ok\"", 1);
+    stp_log(STP_LOG_INFO, "reload result=ok listeners=%zu tls=%s", rt->conf->nlisteners,
+            rt->server_ctx ? "yes" : "no");
 }
 
 /*
@@ -303,6 +424,8 @@ int main(int argc, char **argv)
     }
 
     stp_log_init(conf->log_format, conf->log_level);
+    config_path = path;
+    current_rt = rt;
     uv_loop_t *loop = uv_default_loop();
     nworkers = conf->workers ? conf->workers : cpu_count();
     if (nworkers > MAX_WORKERS) {
@@ -327,6 +450,9 @@ int main(int argc, char **argv)
         worker_t *w = &workers[ninit];
         w->id = ninit;
         w->grace_ms = conf->shutdown_grace;
+        uv_mutex_init(&w->lock);
+        stp_runtime_ref(rt);
+        w->rt = rt;
         uv_loop_init(&w->loop);
         uv_async_init(&w->loop, &w->wake, on_wake);
         w->wake.data = w;
@@ -387,12 +513,15 @@ int main(int argc, char **argv)
     }
     for (unsigned i = 0; i < ninit; i++) {
         uv_loop_close(&workers[i].loop);
+        uv_mutex_destroy(&workers[i].lock);
+        stp_runtime_unref(workers[i].pending);
+        stp_runtime_unref(workers[i].rt);
     }
     for (size_t i = 0; i < nlimits; i++) {
         stp_limits_free(&limits[i]);
     }
     free(workers);
-    stp_runtime_unref(rt);
+    stp_runtime_unref(current_rt);
     uv_loop_close(loop);
     return failed ? 1 : 0;
 }

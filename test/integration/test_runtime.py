@@ -174,3 +174,119 @@ class UnknownUser(ProxyCase):
             Proxy(self.tmp, {"x": {"backend": "127.0.0.1:9"}},
                   proxy_extra={"user": "no-such-user-stp"})
         self.assertIn("unknown user", str(e.exception))
+
+
+def served_fingerprint(port):
+    """SHA-256 of the certificate the proxy presents after STARTTLS (smtplib)."""
+    import hashlib
+    import smtplib
+    import ssl
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    with smtplib.SMTP("127.0.0.1", port, timeout=10) as s:
+        s.starttls(context=ctx)
+        return hashlib.sha256(s.sock.getpeercert(binary_form=True)).hexdigest()
+
+
+def file_fingerprint(pem):
+    import hashlib
+    import ssl
+    with open(pem) as f:
+        der = ssl.PEM_cert_to_DER_cert(f.read())
+    return hashlib.sha256(der).hexdigest()
+
+
+class Reload(ProxyCase):
+    proxy_extra = {"workers": "2"}
+
+    def rewrite(self, fn):
+        with open(self.proxy.ini) as f:
+            text = f.read()
+        with open(self.proxy.ini, "w") as f:
+            f.write(fn(text))
+
+    def test_certificate_swapped_under_load(self):
+        import smtplib
+        import ssl
+        from harness import CERTS
+        old = file_fingerprint(os.path.join(CERTS, "ecdsa.pem"))
+        new = file_fingerprint(os.path.join(CERTS, "selfsigned.pem"))
+        self.assertEqual(served_fingerprint(self.proxy.port()), old)
+        stop, failures, done = threading.Event(), [], [0]
+
+        def load():
+            ctx = ssl.create_default_context()
+            ctx.check_hostname = False
+            ctx.verify_mode = ssl.CERT_NONE
+            while not stop.is_set():
+                try:
+                    with smtplib.SMTP("127.0.0.1", self.proxy.port(), timeout=10) as s:
+                        s.starttls(context=ctx)
+                        s.sendmail("a@example.test", ["b@example.test"],
+                                   b"Subject: load\r\n\r\nunder reload\r\n")
+                    done[0] += 1
+                except Exception as e:  # any failure fails the test
+                    failures.append(repr(e))
+        threads = [threading.Thread(target=load) for _ in range(3)]
+        for t in threads:
+            t.start()
+        try:
+            self.assertTrue(poll(lambda: done[0] >= 5, 20))
+            self.rewrite(lambda t: t.replace("ecdsa.pem", "selfsigned.pem")
+                         .replace("ecdsa.key", "selfsigned.key"))
+            os.kill(self.proxy.pid, signal.SIGHUP)
+            self.assertTrue(poll(lambda: " reload result=ok" in self.proxy.log(), 10),
+                            self.proxy.log()[-2000:])
+            before = done[0]
+            self.assertTrue(poll(lambda: done[0] >= before + 5, 20))
+        finally:
+            stop.set()
+            for t in threads:
+                t.join(30)
+        self.assertEqual(failures, [])
+        self.assertTrue(poll(lambda: served_fingerprint(self.proxy.port()) == new, 5))
+        # Every connection (several, on both workers) now gets the new one.
+        for _ in range(6):
+            self.assertEqual(served_fingerprint(self.proxy.port()), new)
+        self.messages(done[0], timeout=20)
+
+    def test_broken_config_refused_old_keeps_serving(self):
+        from harness import CERTS
+        old = file_fingerprint(os.path.join(CERTS, "ecdsa.pem"))
+        self.rewrite(lambda t: t.replace("ecdsa.pem", "selfsigned.pem")
+                     + "no_such_key = 1\nmax_connections = many\n")
+        os.kill(self.proxy.pid, signal.SIGHUP)
+        self.assertTrue(poll(lambda: " reload result=failed" in self.proxy.log(), 10))
+        log = self.proxy.log()
+        name = os.path.basename(self.proxy.ini)
+        errors = [l for l in log.splitlines() if " reload error=" in l]
+        self.assertEqual(len(errors), 2, errors)
+        self.assertTrue(all(name + ":" in l for l in errors), errors)
+        self.assertIn("no_such_key", errors[0])
+        self.assertIn("many", errors[1])
+        self.assertTrue(self.proxy.proc.running())
+        for _ in range(4):
+            self.assertEqual(served_fingerprint(self.proxy.port()), old)
+        c = self.ready_client()
+        self.assertEqual(self.send_message(c)[0], 250)
+
+    def test_new_limits_apply(self):
+        self.rewrite(lambda t: t + "max_connections_per_ip = 1\n")
+        os.kill(self.proxy.pid, signal.SIGHUP)
+        self.assertTrue(poll(lambda: " reload result=ok" in self.proxy.log(), 10))
+        a = self.client()
+        self.assertEqual(a.reply()[0], 220)
+        b = self.client()
+        code, lines = b.reply()
+        self.assertEqual(code, 421, lines)
+
+    def test_listen_change_needs_restart(self):
+        from harness import free_port
+        port = self.proxy.port()
+        self.rewrite(lambda t: t.replace("127.0.0.1:%d" % port, "127.0.0.1:%d" % free_port()))
+        os.kill(self.proxy.pid, signal.SIGHUP)
+        self.assertTrue(poll(lambda: " reload result=failed" in self.proxy.log(), 10))
+        self.assertIn("needs a restart", self.proxy.log())
+        c = self.client()
+        self.assertEqual(c.reply()[0], 220)
