@@ -28,6 +28,7 @@
 
 #include <uv.h>
 
+#include "proxy/certwatch.h"
 #include "proxy/config.h"
 #include "proxy/listener.h"
 #include "proxy/log.h"
@@ -36,6 +37,7 @@
 #define STP_VERSION "0.1.0"
 #define DEFAULT_CONFIG "/etc/smtp-tls-proxy/smtp-tls-proxy.ini"
 #define MAX_WORKERS 256
+#define CERT_POLL_MS 2000 /* how often certificate files are looked at */
 
 /* One worker thread: its loop, its copies of the listeners, and the async
  * handle through which the main thread tells it to stop. */
@@ -185,6 +187,7 @@ static void on_worker_done(uv_async_t *a)
         return;
     }
     stp_log(STP_LOG_INFO, "stop reason=shutdown");
+    stp_certwatch_stop();
     uv_walk(uv_default_loop(), close_walk, NULL);
 }
 
@@ -204,6 +207,15 @@ static void on_stop_signal(uv_signal_t *h, int signum)
     }
 }
 
+static void reload(const char *trigger);
+
+/* A certificate or key file changed on disk: the same as SIGHUP (the file
+ * names come from the configuration, so it is read again too). */
+static void on_cert_change(void)
+{
+    reload("certificate-files");
+}
+
 static void reload_failed(const char *why)
 {
     stp_metrics_count(STP_M_RELOADS, "result=\"failed\"", 1);
@@ -216,10 +228,8 @@ static void reload_failed(const char *why)
  * (workers, user, group, log_format, log_level) and the set of listen
  * addresses need a restart; changing them is refused with a message.
  */
-static void on_hup(uv_signal_t *h, int signum)
+static void reload(const char *trigger)
 {
-    (void)h;
-    (void)signum;
     char err[16384];
     const stp_config_t *old = current_rt->conf;
 
@@ -292,8 +302,17 @@ static void on_hup(uv_signal_t *h, int signum)
     stp_runtime_unref(current_rt);
     current_rt = rt;
     stp_metrics_count(STP_M_RELOADS, "result=\"ok\"", 1);
-    stp_log(STP_LOG_INFO, "reload result=ok listeners=%zu tls=%s", rt->conf->nlisteners,
-            rt->server_ctx ? "yes" : "no");
+    stp_log(STP_LOG_INFO, "reload result=ok trigger=%s listeners=%zu tls=%s", trigger,
+            rt->conf->nlisteners, rt->server_ctx ? "yes" : "no");
+    stp_certwatch_check(rt->conf);
+    stp_certwatch_start(uv_default_loop(), rt->conf, CERT_POLL_MS, on_cert_change);
+}
+
+static void on_hup(uv_signal_t *h, int signum)
+{
+    (void)h;
+    (void)signum;
+    reload("signal");
 }
 
 /*
@@ -485,6 +504,8 @@ int main(int argc, char **argv)
                     "user = (and group =) to drop privileges once the ports are bound, or run "
                     "as an unprivileged user with CAP_NET_BIND_SERVICE");
         }
+        stp_certwatch_check(conf);
+        stp_certwatch_start(loop, conf, CERT_POLL_MS, on_cert_change);
         stp_log(STP_LOG_INFO, "start version=%s hostname=%s listeners=%zu workers=%u tls=%s",
                 STP_VERSION, conf->hostname, conf->nlisteners, nworkers,
                 rt->server_ctx ? "yes" : "no");

@@ -1,0 +1,192 @@
+/*
+ * certwatch: certificate expiry in logs and metrics, and renewed files
+ * noticed without a signal.
+ */
+#include "proxy/certwatch.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <openssl/asn1.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
+#include <openssl/x509v3.h>
+
+#include "proxy/log.h"
+#include "proxy/metrics.h"
+
+#define DAY_MS (24ull * 3600 * 1000)
+#define SETTLE_MS 500 /* quiet time after a change: a rewrite may come in pieces */
+
+static struct {
+    uv_loop_t *loop;
+    uv_fs_poll_t *polls[2 * STP_CONF_MAX_CERTS]; /* freed in their close callback */
+    size_t npolls;
+    uv_timer_t settle, daily;
+    int timers;
+    const stp_config_t *conf;
+    void (*on_change)(void);
+} w;
+
+/* "a.example,b.example": DNS names of the SAN, else the CN. */
+static void cert_names(X509 *x, char *out, size_t cap)
+{
+    size_t len = 0;
+    out[0] = '\0';
+    GENERAL_NAMES *gens = X509_get_ext_d2i(x, NID_subject_alt_name, NULL, NULL);
+    for (size_t i = 0; gens && i < sk_GENERAL_NAME_num(gens); i++) {
+        const GENERAL_NAME *g = sk_GENERAL_NAME_value(gens, i);
+        if (g->type != GEN_DNS) {
+            continue;
+        }
+        const unsigned char *p = ASN1_STRING_get0_data(g->d.dNSName);
+        int n = ASN1_STRING_length(g->d.dNSName);
+        if (len + (size_t)n + 2 < cap) {
+            if (len) {
+                out[len++] = ',';
+            }
+            memcpy(out + len, p, (size_t)n);
+            len += (size_t)n;
+            out[len] = '\0';
+        }
+    }
+    GENERAL_NAMES_free(gens);
+    if (len == 0) {
+        X509_NAME_get_text_by_NID(X509_get_subject_name(x), NID_commonName, out, (int)cap);
+    }
+}
+
+static void check_one(const char *file)
+{
+    char label[1200], esc_file[1100], names[512], esc_names[600], when[32];
+    FILE *f = fopen(file, "r");
+    X509 *x = f ? PEM_read_X509(f, NULL, NULL, NULL) : NULL;
+    if (f) {
+        fclose(f);
+    }
+    stp_log_escape(esc_file, sizeof(esc_file), file, strlen(file));
+    if (x == NULL) {
+        stp_log(STP_LOG_ERROR, "certificate file=\"%s\" error=\"cannot be read\"", esc_file);
+        return;
+    }
+    int days = 0, secs = 0;
+    if (!ASN1_TIME_diff(&days, &secs, NULL, X509_get0_notAfter(x))) {
+        days = secs = 0;
+    }
+    time_t not_after = time(NULL) + (time_t)days * 86400 + secs;
+    struct tm tm;
+    gmtime_r(&not_after, &tm);
+    strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", &tm);
+    cert_names(x, names, sizeof(names));
+    stp_log_escape(esc_names, sizeof(esc_names), names, strlen(names));
+    X509_free(x);
+
+    long left = (long)days * 86400 + secs;
+    stp_log_level_t level = left <= 0                                    ? STP_LOG_ERROR
+                            : left < (long)STP_CERT_WARN_DAYS * 86400 ? STP_LOG_WARN
+                                                                         : STP_LOG_INFO;
+    stp_log(level, "certificate file=\"%s\" names=%s not_after=%s days_left=%ld%s", esc_file,
+            esc_names, when, left / 86400,
+            left <= 0 ? " expired=yes" : level == STP_LOG_WARN ? " expires=soon" : "");
+    char lf[1100];
+    snprintf(label, sizeof(label), "cert=\"%s\"", stp_metrics_label_escape(lf, sizeof(lf), file));
+    stp_metrics_gauge_set(STP_M_CERT_EXPIRY, label, (double)not_after);
+}
+
+void stp_certwatch_check(const stp_config_t *conf)
+{
+    for (size_t i = 0; i < conf->ncerts; i++) {
+        check_one(conf->certs[i].cert);
+    }
+}
+
+static void on_settled(uv_timer_t *t)
+{
+    (void)t;
+    if (w.on_change) {
+        w.on_change();
+    }
+}
+
+static void on_file(uv_fs_poll_t *p, int status, const uv_stat_t *prev, const uv_stat_t *curr)
+{
+    (void)prev;
+    (void)curr;
+    char esc[1100];
+    const char *file = p->data;
+    stp_log(STP_LOG_INFO, "certificate file=\"%s\" changed=yes%s",
+            stp_log_escape(esc, sizeof(esc), file, strlen(file)), status < 0 ? " missing=yes" : "");
+    uv_timer_start(&w.settle, on_settled, SETTLE_MS, 0);
+}
+
+static void on_daily(uv_timer_t *t)
+{
+    (void)t;
+    if (w.conf) {
+        stp_certwatch_check(w.conf);
+    }
+}
+
+static void free_handle(uv_handle_t *h)
+{
+    free(h);
+}
+
+static void watch(const char *file, unsigned interval_ms)
+{
+    uv_fs_poll_t *p = malloc(sizeof(*p));
+    if (p == NULL) {
+        return;
+    }
+    uv_fs_poll_init(w.loop, p);
+    p->data = (void *)file;
+    if (uv_fs_poll_start(p, on_file, file, interval_ms) == 0) {
+        uv_unref((uv_handle_t *)p);
+        w.polls[w.npolls++] = p;
+    } else {
+        uv_close((uv_handle_t *)p, free_handle);
+    }
+}
+
+static void close_polls(void)
+{
+    for (size_t i = 0; i < w.npolls; i++) {
+        uv_close((uv_handle_t *)w.polls[i], free_handle);
+    }
+    w.npolls = 0;
+}
+
+void stp_certwatch_start(uv_loop_t *loop, const stp_config_t *conf, unsigned interval_ms,
+                         void (*on_change)(void))
+{
+    close_polls(); /* a reload may have changed the file names */
+    w.loop = loop;
+    w.conf = conf;
+    w.on_change = on_change;
+    if (!w.timers) {
+        uv_timer_init(loop, &w.settle);
+        uv_timer_init(loop, &w.daily);
+        w.timers = 1;
+        uv_timer_start(&w.daily, on_daily, DAY_MS, DAY_MS);
+        uv_unref((uv_handle_t *)&w.daily);
+    }
+    for (size_t i = 0; i < conf->ncerts; i++) {
+        watch(conf->certs[i].cert, interval_ms);
+        if (conf->certs[i].key[0]) {
+            watch(conf->certs[i].key, interval_ms);
+        }
+    }
+}
+
+void stp_certwatch_stop(void)
+{
+    close_polls();
+    if (w.timers) {
+        uv_close((uv_handle_t *)&w.settle, NULL);
+        uv_close((uv_handle_t *)&w.daily, NULL);
+        w.timers = 0;
+    }
+    w.conf = NULL;
+}
