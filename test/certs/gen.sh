@@ -7,7 +7,8 @@ set -eu
 out=${1:?usage: gen.sh OUTDIR}
 mkdir -p "$out"
 cd "$out"
-[ -s ecdsa.pem ] && [ -s rsa.pem ] && [ -s ca.pem ] && [ -s expired.pem ] && exit 0
+[ -s ecdsa.pem ] && [ -s rsa.pem ] && [ -s ca.pem ] && [ -s expired.pem ] && [ -s soon.pem ] &&
+  [ -s other.pem ] && exit 0
 
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 30 \
   -subj "/CN=smtp-tls-proxy test CA" -keyout ca.key -out ca.pem \
@@ -33,12 +34,15 @@ cat rsa.leaf ca.pem > rsa.pem
 #   wrongname   other.example.test, signed by the test CA
 #   expired     mx.example.test, signed by the test CA, expired in 2020
 #   wildcard    "*.test" and "m*.example.test": wildcard tricks, test CA
-leaf() { # name subject-alt-names [signing-ca-prefix]
-  local name=$1 san=$2 ca=${3:-ca}
+# and for the server side:
+#   soon        mx.example.test, test CA, expires in 10 days (expiry warning)
+#   other       other.example.test and *.other.test, test CA (SNI)
+leaf() { # name subject-alt-names [signing-ca-prefix] [days]
+  local name=$1 san=$2 ca=${3:-ca} days=${4:-30}
   printf 'subjectAltName=%s\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n' "$san" > "$name.cnf"
   openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=${san#DNS:}" \
     -keyout "$name.key" -out "$name.csr" 2>/dev/null
-  openssl x509 -req -in "$name.csr" -CA "$ca.pem" -CAkey "$ca.key" -CAcreateserial -days 30 \
+  openssl x509 -req -in "$name.csr" -CA "$ca.pem" -CAkey "$ca.key" -CAcreateserial -days "$days" \
     -extfile "$name.cnf" -out "$name.pem" 2>/dev/null
 }
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 30 \
@@ -50,6 +54,8 @@ openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 30 \
 leaf unknownca DNS:mx.example.test otherca
 leaf wrongname DNS:other.example.test
 leaf wildcard "DNS:*.test,DNS:m*.example.test"
+leaf soon DNS:mx.example.test ca 10
+leaf other "DNS:other.example.test,DNS:*.other.test"
 # expired: `openssl ca` is the only stock way to set dates in the past
 mkdir -p expired.db && : > expired.db/index.txt && echo 1000 > expired.db/serial
 cat > expired.db/ca.cnf <<CNF

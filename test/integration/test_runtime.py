@@ -193,7 +193,9 @@ def file_fingerprint(pem):
     import hashlib
     import ssl
     with open(pem) as f:
-        der = ssl.PEM_cert_to_DER_cert(f.read())
+        text = f.read()
+    end = "-----END CERTIFICATE-----"
+    der = ssl.PEM_cert_to_DER_cert(text[:text.index(end) + len(end)])  # the leaf
     return hashlib.sha256(der).hexdigest()
 
 
@@ -290,3 +292,92 @@ class Reload(ProxyCase):
         self.assertIn("needs a restart", self.proxy.log())
         c = self.client()
         self.assertEqual(c.reply()[0], 220)
+
+
+class Certificates(ProxyCase):
+    """Expiry in the log, and certificate files renewed on disk picked up
+    without a signal (certbot switches symlinks, acme.sh rewrites in place)."""
+
+    def rewrite(self, fn):
+        with open(self.proxy.ini) as f:
+            text = f.read()
+        with open(self.proxy.ini, "w") as f:
+            f.write(fn(text))
+
+    def test_expiry_logged_at_start(self):
+        lines = [l for l in self.proxy.log().splitlines() if " certificate file=" in l]
+        self.assertEqual(len(lines), 2, lines)  # ECDSA and RSA
+        for l in lines:
+            self.assertIn(" info ", l)
+            self.assertIn("names=mx.example.test,localhost", l)
+            self.assertRegex(l, r"not_after=\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ days_left=(29|30)\b")
+
+    def test_expiring_in_10_days_warns(self):
+        self.rewrite(lambda t: t.replace("ecdsa.pem", "soon.pem").replace("ecdsa.key", "soon.key"))
+        os.kill(self.proxy.pid, signal.SIGHUP)
+        self.assertTrue(poll(lambda: " reload result=ok" in self.proxy.log(), 10))
+        warn = [l for l in self.proxy.log().splitlines()
+                if " certificate file=" in l and "soon.pem" in l]
+        self.assertEqual(len(warn), 1, warn)
+        self.assertIn(" warn ", warn[0])
+        self.assertRegex(warn[0], r"days_left=(9|10) expires=soon")
+
+    def install(self, pem, key):
+        """Points the config at cert.pem/cert.key in the test dir (copies of
+        pem/key) and reloads; returns their paths."""
+        import shutil
+        from harness import CERTS
+        cert, k = os.path.join(self.tmp, "cert.pem"), os.path.join(self.tmp, "cert.key")
+        shutil.copy(os.path.join(CERTS, pem), cert)
+        shutil.copy(os.path.join(CERTS, key), k)
+        self.rewrite(lambda t: t.replace(os.path.join(CERTS, "ecdsa.pem"), cert)
+                     .replace(os.path.join(CERTS, "ecdsa.key"), k))
+        os.kill(self.proxy.pid, signal.SIGHUP)
+        self.assertTrue(poll(lambda: " reload result=ok" in self.proxy.log(), 10))
+        return cert, k
+
+    def test_rewritten_in_place(self):
+        from harness import CERTS
+        cert, key = self.install("ecdsa.pem", "ecdsa.key")
+        new = file_fingerprint(os.path.join(CERTS, "selfsigned.pem"))
+        for src, dst in (("selfsigned.pem", cert), ("selfsigned.key", key)):
+            with open(os.path.join(CERTS, src), "rb") as f, open(dst, "r+b") as out:
+                out.truncate(0)
+                out.write(f.read())
+        self.assertTrue(poll(lambda: "trigger=certificate-files" in self.proxy.log(), 15),
+                        self.proxy.log()[-2000:])
+        self.assertTrue(poll(lambda: served_fingerprint(self.proxy.port()) == new, 5))
+
+    def test_symlink_switched_like_certbot(self):
+        from harness import CERTS
+        import shutil
+        live = os.path.join(self.tmp, "live")
+        os.mkdir(live)
+        for n in ("ecdsa.pem", "ecdsa.key", "selfsigned.pem", "selfsigned.key"):
+            shutil.copy(os.path.join(CERTS, n), os.path.join(live, n))
+        cert, key = os.path.join(self.tmp, "fullchain.pem"), os.path.join(self.tmp, "privkey.pem")
+        os.symlink(os.path.join(live, "ecdsa.pem"), cert)
+        os.symlink(os.path.join(live, "ecdsa.key"), key)
+        self.rewrite(lambda t: t.replace(os.path.join(CERTS, "ecdsa.pem"), cert)
+                     .replace(os.path.join(CERTS, "ecdsa.key"), key))
+        os.kill(self.proxy.pid, signal.SIGHUP)
+        self.assertTrue(poll(lambda: " reload result=ok" in self.proxy.log(), 10))
+        old = file_fingerprint(os.path.join(CERTS, "ecdsa.pem"))
+        self.assertEqual(served_fingerprint(self.proxy.port()), old, self.proxy.log())
+        for link, target in ((cert, "selfsigned.pem"), (key, "selfsigned.key")):
+            os.symlink(os.path.join(live, target), link + ".new")
+            os.rename(link + ".new", link)  # atomic switch, as certbot does
+        new = file_fingerprint(os.path.join(CERTS, "selfsigned.pem"))
+        self.assertTrue(poll(lambda: served_fingerprint(self.proxy.port()) == new, 15),
+                        self.proxy.log()[-2000:])
+
+    def test_bad_new_pair_keeps_old(self):
+        from harness import CERTS
+        cert, key = self.install("ecdsa.pem", "ecdsa.key")
+        old = file_fingerprint(os.path.join(CERTS, "ecdsa.pem"))
+        with open(os.path.join(CERTS, "selfsigned.pem"), "rb") as f, open(cert, "wb") as out:
+            out.write(f.read())  # new certificate, old key: no match
+        self.assertTrue(poll(lambda: " reload result=failed" in self.proxy.log(), 15))
+        self.assertIn("does not match", self.proxy.log())
+        for _ in range(4):
+            self.assertEqual(served_fingerprint(self.proxy.port()), old)
