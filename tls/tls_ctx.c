@@ -14,6 +14,7 @@
  */
 #include "tls/tls_ctx.h"
 
+#include <ctype.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -30,6 +31,7 @@
 #include <openssl/pem.h>
 #include <openssl/pool.h>
 #include <openssl/x509.h>
+#include <openssl/x509v3.h>
 
 /* TLS 1.2: ECDHE with AES-GCM or ChaCha20-Poly1305 only; no CBC, no static
  * RSA key exchange, no PSK. Clients choose among them (all are strong). */
@@ -54,10 +56,20 @@ typedef struct {
     uint16_t group;        /* ECDSA: its curve as a TLS group id */
 } credential_t;
 
-/* What a server context with an RSA and an ECDSA pair carries (ex_data). */
+#define MAX_PAIRS 8
+#define MAX_NAMES 32
+
+/* A pair and the DNS names its leaf certificate is for (lower case). */
 typedef struct {
-    credential_t ecdsa;
-    credential_t rsa;
+    credential_t cred;
+    char *names[MAX_NAMES];
+    size_t nnames;
+} entry_t;
+
+/* What a server context with several pairs carries (ex_data). */
+typedef struct {
+    entry_t e[MAX_PAIRS];
+    size_t n;
 } cert_choice_t;
 
 static void credential_clear(credential_t *c)
@@ -75,8 +87,12 @@ static void cert_choice_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int in
 {
     cert_choice_t *choice = ptr;
     if (choice != NULL) {
-        credential_clear(&choice->ecdsa);
-        credential_clear(&choice->rsa);
+        for (size_t i = 0; i < choice->n; i++) {
+            credential_clear(&choice->e[i].cred);
+            for (size_t j = 0; j < choice->e[i].nnames; j++) {
+                OPENSSL_free(choice->e[i].names[j]);
+            }
+        }
         OPENSSL_free(choice);
     }
 }
@@ -346,6 +362,112 @@ static int client_takes_ecdsa(const SSL_CLIENT_HELLO *hello, const credential_t 
            has_u16(list, ec->group);
 }
 
+static void add_name(entry_t *e, const unsigned char *p, size_t n)
+{
+    if (e->nnames == MAX_NAMES || n == 0 || memchr(p, '\0', n) != NULL) {
+        return;
+    }
+    char *name = OPENSSL_malloc(n + 1);
+    if (name == NULL) {
+        return;
+    }
+    for (size_t i = 0; i < n; i++) {
+        name[i] = (char)tolower(p[i]);
+    }
+    name[n] = '\0';
+    e->names[e->nnames++] = name;
+}
+
+/* The DNS names of the leaf: its subjectAltName entries, else its CN. */
+static void read_names(entry_t *e)
+{
+    X509 *leaf = X509_parse_from_buffer(e->cred.chain[0]);
+    if (leaf == NULL) {
+        ERR_clear_error();
+        return;
+    }
+    GENERAL_NAMES *gens = X509_get_ext_d2i(leaf, NID_subject_alt_name, NULL, NULL);
+    for (size_t i = 0; gens != NULL && i < sk_GENERAL_NAME_num(gens); i++) {
+        const GENERAL_NAME *g = sk_GENERAL_NAME_value(gens, i);
+        if (g->type == GEN_DNS) {
+            add_name(e, ASN1_STRING_get0_data(g->d.dNSName),
+                     (size_t)ASN1_STRING_length(g->d.dNSName));
+        }
+    }
+    GENERAL_NAMES_free(gens);
+    if (e->nnames == 0) {
+        char cn[256];
+        int n = X509_NAME_get_text_by_NID(X509_get_subject_name(leaf), NID_commonName, cn,
+                                          sizeof(cn));
+        if (n > 0) {
+            add_name(e, (const unsigned char *)cn, (size_t)n);
+        }
+    }
+    X509_free(leaf);
+    ERR_clear_error();
+}
+
+/* `host` (lower case) against a certificate name: equal, or "*.rest" for
+ * exactly one non-empty label in front of "rest". */
+static int name_matches(const char *name, const char *host)
+{
+    if (strcmp(name, host) == 0) {
+        return 1;
+    }
+    if (name[0] != '*' || name[1] != '.') {
+        return 0;
+    }
+    const char *dot = strchr(host, '.');
+    return dot != NULL && dot != host && strcmp(dot + 1, name + 2) == 0;
+}
+
+static int entry_matches(const entry_t *e, const char *host)
+{
+    for (size_t i = 0; i < e->nnames; i++) {
+        if (name_matches(e->names[i], host)) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* The host_name of the server_name extension, lower case; 0 if none. */
+static int client_sni(const SSL_CLIENT_HELLO *hello, char *out, size_t cap)
+{
+    const uint8_t *data;
+    size_t len;
+    CBS ext, list, name;
+    uint8_t type;
+    if (!SSL_early_callback_ctx_extension_get(hello, TLSEXT_TYPE_server_name, &data, &len)) {
+        return 0;
+    }
+    CBS_init(&ext, data, len);
+    if (!CBS_get_u16_length_prefixed(&ext, &list)) {
+        return 0;
+    }
+    while (CBS_get_u8(&list, &type) && CBS_get_u16_length_prefixed(&list, &name)) {
+        if (type != TLSEXT_NAMETYPE_host_name || CBS_len(&name) == 0 ||
+            CBS_len(&name) >= cap || CBS_contains_zero_byte(&name)) {
+            continue;
+        }
+        for (size_t i = 0; i < CBS_len(&name); i++) {
+            out[i] = (char)tolower(CBS_data(&name)[i]);
+        }
+        out[CBS_len(&name)] = '\0';
+        if (CBS_len(&name) > 1 && out[CBS_len(&name) - 1] == '.') {
+            out[CBS_len(&name) - 1] = '\0'; /* an absolute name */
+        }
+        return 1;
+    }
+    return 0;
+}
+
+/*
+ * The pairs whose names match the client's server_name are the candidates;
+ * when none does (or no name was sent), the pairs for the first pair's
+ * first name (the default). Among the candidates, ECDSA when the client can
+ * take it, else RSA, else the first.
+ */
 static enum ssl_select_cert_result_t select_certificate(const SSL_CLIENT_HELLO *hello)
 {
     SSL *ssl = hello->ssl;
@@ -353,8 +475,36 @@ static enum ssl_select_cert_result_t select_certificate(const SSL_CLIENT_HELLO *
     if (choice == NULL) {
         return ssl_select_cert_success;
     }
-    const credential_t *c =
-        client_takes_ecdsa(hello, &choice->ecdsa) ? &choice->ecdsa : &choice->rsa;
+    char host[256];
+    int cand[MAX_PAIRS] = {0}, any = 0;
+    if (client_sni(hello, host, sizeof(host))) {
+        for (size_t i = 0; i < choice->n; i++) {
+            any |= cand[i] = entry_matches(&choice->e[i], host);
+        }
+    }
+    if (!any) {
+        for (size_t i = 0; i < choice->n; i++) {
+            cand[i] = i == 0 || (choice->e[0].nnames > 0 &&
+                                 entry_matches(&choice->e[i], choice->e[0].names[0]));
+        }
+    }
+    const credential_t *c = NULL, *rsa = NULL, *first = NULL;
+    for (size_t i = 0; i < choice->n; i++) {
+        const credential_t *x = &choice->e[i].cred;
+        if (!cand[i]) {
+            continue;
+        }
+        if (first == NULL) {
+            first = x;
+        }
+        if (c == NULL && x->type == EVP_PKEY_EC && client_takes_ecdsa(hello, x)) {
+            c = x;
+        }
+        if (rsa == NULL && x->type == EVP_PKEY_RSA) {
+            rsa = x;
+        }
+    }
+    c = c ? c : rsa ? rsa : first;
     /* References only: the buffers and the key are shared, not copied. */
     if (!SSL_set_chain_and_key(ssl, c->chain, c->chain_len, c->key, NULL)) {
         return ssl_select_cert_error;
@@ -362,31 +512,54 @@ static enum ssl_select_cert_result_t select_certificate(const SSL_CLIENT_HELLO *
     return ssl_select_cert_success;
 }
 
+static int share_a_name(const entry_t *a, const entry_t *b)
+{
+    for (size_t i = 0; i < a->nnames; i++) {
+        for (size_t j = 0; j < b->nnames; j++) {
+            if (strcmp(a->names[i], b->names[j]) == 0) {
+                return 1;
+            }
+        }
+    }
+    return a->nnames == 0 && b->nnames == 0;
+}
+
 SSL_CTX *stp_tls_ctx_server_new(const stp_tls_keypair_t *pairs, size_t n, uint16_t min_version,
                                 char *err, size_t err_len)
 {
-    if (n == 0 || n > 2) {
+    if (n == 0 || n > MAX_PAIRS) {
         snprintf(err, err_len, "%s",
-                 n == 0 ? "no certificate configured"
-                        : "at most one RSA and one ECDSA certificate");
+                 n == 0 ? "no certificate configured" : "at most 8 certificates");
         return NULL;
     }
-    credential_t creds[2];
-    memset(creds, 0, sizeof(creds));
+    pthread_once(&choice_index_once, choice_index_init);
+    cert_choice_t *choice = OPENSSL_malloc(sizeof(*choice));
     SSL_CTX *ctx = NULL;
-
+    if (choice != NULL) {
+        memset(choice, 0, sizeof(*choice));
+    }
+    if (choice == NULL || choice_index < 0) {
+        snprintf(err, err_len, "out of memory");
+        goto fail;
+    }
     for (size_t i = 0; i < n; i++) {
-        if (load_credential(&pairs[i], &creds[i], err, err_len) < 0) {
+        if (load_credential(&pairs[i], &choice->e[i].cred, err, err_len) < 0) {
             goto fail;
         }
+        choice->n++;
+        read_names(&choice->e[i]);
     }
-    if (n == 2) {
-        int ec0 = creds[0].type == EVP_PKEY_EC, ec1 = creds[1].type == EVP_PKEY_EC;
-        int rsa0 = creds[0].type == EVP_PKEY_RSA, rsa1 = creds[1].type == EVP_PKEY_RSA;
-        if (!((ec0 && rsa1) || (rsa0 && ec1))) {
-            snprintf(err, err_len, "cert %s and cert %s: need one RSA and one ECDSA certificate",
-                     pairs[0].cert_file, pairs[1].cert_file);
-            goto fail;
+    /* Per name, one pair of each key type: a second one could never be chosen. */
+    for (size_t i = 0; i < n; i++) {
+        for (size_t j = i + 1; j < n; j++) {
+            if (choice->e[i].cred.type == choice->e[j].cred.type &&
+                share_a_name(&choice->e[i], &choice->e[j])) {
+                snprintf(err, err_len,
+                         "cert %s and cert %s: same name and key type (per name: one RSA and "
+                         "one ECDSA certificate)",
+                         pairs[i].cert_file, pairs[j].cert_file);
+                goto fail;
+            }
         }
     }
 
@@ -397,7 +570,8 @@ SSL_CTX *stp_tls_ctx_server_new(const stp_tls_keypair_t *pairs, size_t n, uint16
     /* The first pair is also the context's own certificate, so that
      * SSL_CTX_get0_certificate and friends see a configured context. */
     ERR_clear_error();
-    if (!SSL_CTX_set_chain_and_key(ctx, creds[0].chain, creds[0].chain_len, creds[0].key, NULL)) {
+    const credential_t *c0 = &choice->e[0].cred;
+    if (!SSL_CTX_set_chain_and_key(ctx, c0->chain, c0->chain_len, c0->key, NULL)) {
         file_error(err, err_len, "cert", pairs[0].cert_file);
         goto fail;
     }
@@ -407,33 +581,20 @@ SSL_CTX *stp_tls_ctx_server_new(const stp_tls_keypair_t *pairs, size_t n, uint16
      * price of up to 20k cached sessions held by the context. */
     SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
 
-    if (n == 2) {
-        pthread_once(&choice_index_once, choice_index_init);
-        cert_choice_t *choice = OPENSSL_malloc(sizeof(*choice));
-        if (choice_index < 0 || choice == NULL) {
-            snprintf(err, err_len, "out of memory");
-            goto fail;
-        }
-        int first_is_ec = creds[0].type == EVP_PKEY_EC;
-        choice->ecdsa = creds[first_is_ec ? 0 : 1];
-        choice->rsa = creds[first_is_ec ? 1 : 0];
-        memset(creds, 0, sizeof(creds)); /* now owned by `choice` */
+    if (n > 1) {
         if (!SSL_CTX_set_ex_data(ctx, choice_index, choice)) {
             ERR_clear_error();
-            cert_choice_free(NULL, choice, NULL, 0, 0, NULL);
             snprintf(err, err_len, "out of memory");
             goto fail;
         }
-        /* from here on `choice` is freed with ctx */
+        choice = NULL; /* from here on freed with ctx */
         SSL_CTX_set_select_certificate_cb(ctx, select_certificate);
     }
-    credential_clear(&creds[0]);
-    credential_clear(&creds[1]);
+    cert_choice_free(NULL, choice, NULL, 0, 0, NULL);
     return ctx;
 
 fail:
-    credential_clear(&creds[0]);
-    credential_clear(&creds[1]);
+    cert_choice_free(NULL, choice, NULL, 0, 0, NULL);
     SSL_CTX_free(ctx);
     return NULL;
 }
@@ -487,7 +648,7 @@ static long seconds_left(const X509 *x, int *ok)
 }
 
 /*
- * With an RSA and an ECDSA pair, the one that expires first counts: that is
+ * With several pairs, the one that expires first counts: that is
  * the deadline an operator has to act on.
  */
 long stp_tls_ctx_cert_expiry(SSL_CTX *ctx)
@@ -502,9 +663,8 @@ long stp_tls_ctx_cert_expiry(SSL_CTX *ctx)
     }
     long soonest = 0;
     int have = 0;
-    const credential_t *both[2] = {&choice->ecdsa, &choice->rsa};
-    for (int i = 0; i < 2; i++) {
-        X509 *leaf = X509_parse_from_buffer(both[i]->chain[0]);
+    for (size_t i = 0; i < choice->n; i++) {
+        X509 *leaf = X509_parse_from_buffer(choice->e[i].cred.chain[0]);
         int one_ok = 1;
         long left = seconds_left(leaf, &one_ok);
         X509_free(leaf);

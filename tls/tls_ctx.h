@@ -1,9 +1,10 @@
 /*
  * tls_ctx: builds BoringSSL contexts from configuration. Server contexts
- * carry one certificate chain, or an ECDSA and an RSA one side by side (this
- * BoringSSL keeps one per SSL_CTX, so a select-certificate callback installs
- * the one the ClientHello can use), and allow TLS 1.2 and
- * 1.3 with AEAD ciphers only. Client contexts (outbound) have the same floor
+ * carry up to 8 certificate chains: per name (the leaf's DNS SANs, else its
+ * CN) an ECDSA and/or an RSA one. This BoringSSL keeps one per SSL_CTX, so a
+ * select-certificate callback installs the one for the ClientHello's
+ * server_name (exact or wildcard match; the first pair's name when nothing
+ * matches) and key type. TLS 1.2 and 1.3 with AEAD ciphers only. Client contexts (outbound) have the same floor
  * and a trust store. Errors are written to `err` as one line.
  */
 #ifndef STP_TLS_CTX_H
@@ -19,7 +20,8 @@ typedef struct {
 } stp_tls_keypair_t;
 
 /*
- * Server context with `n` key pairs (at most one RSA and one ECDSA; n >= 1).
+ * Server context with `n` key pairs (1 to 8; per name at most one RSA and one
+ * ECDSA).
  * min_version: TLS1_2_VERSION or TLS1_3_VERSION.
  * Returns a new SSL_CTX (caller frees with SSL_CTX_free) or NULL with `err` set.
  */
