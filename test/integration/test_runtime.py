@@ -381,3 +381,84 @@ class Certificates(ProxyCase):
         self.assertIn("does not match", self.proxy.log())
         for _ in range(4):
             self.assertEqual(served_fingerprint(self.proxy.port()), old)
+
+
+class SniTwoNames(ProxyCase):
+    """[tls] with mx.example.test (ECDSA + RSA) and other.example.test plus
+    *.other.test (ECDSA): the client's server_name picks the certificate."""
+
+    def setUp(self):
+        from harness import CERTS
+        super().setUp()
+        self.proxy.stop()
+        with open(self.proxy.ini) as f:
+            text = f.read()
+        text = text.replace("[listener:", "cert = %s/other.pem\nkey = %s/other.key\n[listener:"
+                            % (CERTS, CERTS), 1)
+        with open(self.proxy.ini, "w") as f:
+            f.write(text)
+        from harness import Process, poll as p
+        from harness import BIN
+        proc = Process([BIN, "-c", self.proxy.ini], self.proxy.ini + ".log2")
+        self.proxy.proc, self.proxy.pid = proc, proc.pid
+        self.assertTrue(p(lambda: " start version=" in proc.log() or not proc.running()),
+                        proc.log())
+
+    def fingerprint(self, sni):
+        import hashlib
+        import ssl
+        ctx = ssl.create_default_context()
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        c = self.client()
+        self.assertEqual(c.reply()[0], 220)
+        self.assertEqual(c.cmd("EHLO x")[0], 250)
+        self.assertEqual(c.cmd("STARTTLS")[0], 220)
+        s = ctx.wrap_socket(c.sock, server_hostname=sni)
+        der = s.getpeercert(binary_form=True)
+        s.close()
+        return hashlib.sha256(der).hexdigest()
+
+    def test_name_picks_certificate(self):
+        from harness import CERTS
+        mx = file_fingerprint(os.path.join(CERTS, "ecdsa.pem"))
+        other = file_fingerprint(os.path.join(CERTS, "other.pem"))
+        self.assertEqual(self.fingerprint("mx.example.test"), mx)
+        self.assertEqual(self.fingerprint("other.example.test"), other)
+        self.assertEqual(self.fingerprint("OTHER.example.test"), other)
+        self.assertEqual(self.fingerprint("a.other.test"), other)  # wildcard
+        self.assertEqual(self.fingerprint("a.b.other.test"), mx)  # one label only: default
+        self.assertEqual(self.fingerprint("unknown.example"), mx)  # default: the first pair
+        self.assertEqual(self.fingerprint(None), mx)
+        names = [l for l in self.proxy.log().splitlines() if "other.pem" in l]
+        self.assertIn("names=other.example.test,*.other.test", names[0])
+
+    def test_verifying_client_for_other_name(self):
+        import ssl
+        from harness import CERTS
+        ctx = ssl.create_default_context(cafile=os.path.join(CERTS, "ca.pem"))
+        c = self.client()
+        c.reply()
+        c.cmd("EHLO x")
+        c.cmd("STARTTLS")
+        s = ctx.wrap_socket(c.sock, server_hostname="other.example.test")  # verifies the name
+        s.close()
+
+    def test_rsa_only_client_gets_rsa_for_default_name(self):
+        import hashlib
+        import ssl
+        from harness import CERTS
+        ctx = ssl.create_default_context()
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        ctx.maximum_version = ssl.TLSVersion.TLSv1_2
+        ctx.set_ciphers("ECDHE-RSA-AES128-GCM-SHA256")
+        c = self.client()
+        c.reply()
+        c.cmd("EHLO x")
+        c.cmd("STARTTLS")
+        s = ctx.wrap_socket(c.sock, server_hostname="mx.example.test")
+        der = s.getpeercert(binary_form=True)
+        s.close()
+        self.assertEqual(hashlib.sha256(der).hexdigest(),
+                         file_fingerprint(os.path.join(CERTS, "rsa.pem")))
