@@ -105,7 +105,29 @@ static void on_connection(uv_stream_t *server, int status)
     stp_session_accept(l);
 }
 
-int stp_listener_bind(const stp_listener_conf_t *conf)
+/*
+ * SO_REUSEPORT would let a second proxy (or anything else running as the
+ * same user) share the address silently. A first bind without it tells
+ * whether the address is already taken, like a plain bind always did.
+ */
+static int address_taken(const stp_listener_conf_t *conf, socklen_t len)
+{
+    int one = 1;
+    int fd = socket(conf->listen.addr.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        return 0; /* the real socket() will say why */
+    }
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    if (conf->listen.addr.ss_family == AF_INET6) {
+        setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
+    }
+    int taken = bind(fd, (const struct sockaddr *)&conf->listen.addr, len) < 0 &&
+                errno == EADDRINUSE;
+    close(fd);
+    return taken;
+}
+
+int stp_listener_bind(const stp_listener_conf_t *conf, int first)
 {
     char addr[80];
     int one = 1;
@@ -113,6 +135,11 @@ int stp_listener_bind(const stp_listener_conf_t *conf)
     socklen_t len = family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
 
     stp_sockaddr_str((const struct sockaddr *)&conf->listen.addr, addr, sizeof(addr), 1);
+    if (first && address_taken(conf, len)) {
+        stp_log(STP_LOG_ERROR, "listen listener=%s addr=%s error=\"%s\"", conf->name, addr,
+                strerror(EADDRINUSE));
+        return -1;
+    }
     int fd = socket((int)family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
     if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0 ||
         setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) < 0 ||

@@ -50,10 +50,11 @@ void stp_runtime_unref(stp_runtime_t *rt);
 /*
  * Creates a listening socket for `conf` with SO_REUSEPORT, so that every
  * worker can have its own socket on the same address and the kernel spreads
- * connections among them. Called before privileges are dropped. Returns the
- * descriptor or -1 (logged).
+ * connections among them. Called before privileges are dropped. `first`: the
+ * first socket for this address, which fails when something already listens
+ * there. Returns the descriptor or -1 (logged).
  */
-int stp_listener_bind(const stp_listener_conf_t *conf);
+int stp_listener_bind(const stp_listener_conf_t *conf, int first);
 
 /* Starts accepting on `fd` (from stp_listener_bind; taken over) in `loop`.
  * `limits` is borrowed and shared. Returns 0 or -1 (logged, fd closed). */

@@ -189,6 +189,10 @@ static void on_worker_done(uv_async_t *a)
     stp_log(STP_LOG_INFO, "stop reason=shutdown");
     stp_certwatch_stop();
     uv_walk(uv_default_loop(), close_walk, NULL);
+    /* Closing the signal handles restored the default actions: a repeated
+     * SIGTERM must not kill a process that is already on its way out. */
+    signal(SIGTERM, SIG_IGN);
+    signal(SIGINT, SIG_IGN);
 }
 
 static void on_stop_signal(uv_signal_t *h, int signum)
@@ -478,7 +482,7 @@ int main(int argc, char **argv)
         uv_timer_init(&w->loop, &w->grace);
         w->grace.data = w;
         for (size_t i = 0; i < conf->nlisteners && !failed; i++) {
-            int fd = stp_listener_bind(&conf->listeners[i]);
+            int fd = stp_listener_bind(&conf->listeners[i], ninit == 0);
             if (fd < 0 || stp_listener_start(&w->listeners[i], &w->loop, rt, &conf->listeners[i],
                                              fd, &limits[i], ninit) < 0) {
                 failed = 1;

@@ -118,6 +118,7 @@ class Drain(ProxyCase):
         self.assertTrue(lines[0].startswith("421 4.3.2"), lines)
         self.assertTrue(busy.closed())
         self.assertIn(b"second half", self.messages(1)[0])
+        self.assertTrue(poll(lambda: not self.proxy.proc.running(), 10))  # exits by itself
         self.assertEqual(self.proxy.proc.stop(), 0)
         self.proxy = None
 
@@ -462,3 +463,15 @@ class SniTwoNames(ProxyCase):
         s.close()
         self.assertEqual(hashlib.sha256(der).hexdigest(),
                          file_fingerprint(os.path.join(CERTS, "rsa.pem")))
+
+
+class AddressInUse(ProxyCase):
+    def test_second_process_on_same_address_refused(self):
+        """SO_REUSEPORT must not let a second proxy share a busy address."""
+        from harness import Proxy
+        with self.assertRaises(RuntimeError) as e:
+            Proxy(self.tmp, {"in": {"backend": "127.0.0.1:9"}},
+                  ports={"in": self.proxy.port()})
+        self.assertIn("Address already in use", str(e.exception))
+        c = self.client()  # the first one still serves
+        self.assertEqual(c.reply()[0], 220)
