@@ -122,6 +122,17 @@ class Drain(ProxyCase):
         self.assertEqual(self.proxy.proc.stop(), 0)
         self.proxy = None
 
+    def test_idle_session_told_421_4_3_2(self):
+        idle = self.ready_client()
+        os.kill(self.proxy.pid, signal.SIGTERM)
+        code, lines = idle.reply()
+        self.assertEqual(code, 421, lines)
+        self.assertTrue(lines[0].startswith("421 4.3.2"), lines)
+        self.assertTrue(idle.closed())
+        self.assertTrue(poll(lambda: not self.proxy.proc.running(), 10))
+        self.assertEqual(self.proxy.proc.stop(), 0)
+        self.proxy = None
+
     def test_session_stuck_past_grace_is_closed(self):
         stuck = self.ready_client()
         self.assertEqual(stuck.cmd("MAIL FROM:<a@example.test>")[0], 250)
