@@ -80,7 +80,8 @@ static void usage(FILE *f)
             "  -v, --version      print the version and exit\n"
             "  -h, --help         print this help and exit\n"
             "\n"
-            "Runs in the foreground and logs to stderr. SIGTERM/SIGINT drain and stop.\n");
+            "Runs in the foreground and logs to stderr. SIGTERM/SIGINT drain and stop;\n"
+            "SIGHUP reloads the configuration and certificates.\n");
 }
 
 static int same_address(const stp_hostport_t *a, const stp_hostport_t *b)
