@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 
 #include <openssl/asn1.h>
@@ -20,11 +21,17 @@
 #define DAY_MS (24ull * 3600 * 1000)
 #define SETTLE_MS 500 /* quiet time after a change: a rewrite may come in pieces */
 
+typedef struct {
+    const char *path; /* borrowed from the configuration */
+    struct stat st;
+    int ok;
+} file_t;
+
 static struct {
     uv_loop_t *loop;
-    uv_fs_poll_t *polls[2 * STP_CONF_MAX_CERTS]; /* freed in their close callback */
-    size_t npolls;
-    uv_timer_t settle, daily;
+    file_t files[2 * STP_CONF_MAX_CERTS];
+    size_t nfiles;
+    uv_timer_t poll, settle, daily;
     int timers;
     const stp_config_t *conf;
     void (*on_change)(void);
@@ -110,15 +117,39 @@ static void on_settled(uv_timer_t *t)
     }
 }
 
-static void on_file(uv_fs_poll_t *p, int status, const uv_stat_t *prev, const uv_stat_t *curr)
+/* What a change looks like from stat(2): a new inode (a rename or a
+ * switched symlink), or new contents (size, mtime, ctime). */
+static int same_stat(const struct stat *a, const struct stat *b)
 {
-    (void)prev;
-    (void)curr;
-    char esc[1100];
-    const char *file = p->data;
-    stp_log(STP_LOG_INFO, "certificate file=\"%s\" changed=yes%s",
-            stp_log_escape(esc, sizeof(esc), file, strlen(file)), status < 0 ? " missing=yes" : "");
-    uv_timer_start(&w.settle, on_settled, SETTLE_MS, 0);
+    return a->st_ino == b->st_ino && a->st_dev == b->st_dev && a->st_size == b->st_size &&
+           a->st_mtim.tv_sec == b->st_mtim.tv_sec && a->st_mtim.tv_nsec == b->st_mtim.tv_nsec &&
+           a->st_ctim.tv_sec == b->st_ctim.tv_sec && a->st_ctim.tv_nsec == b->st_ctim.tv_nsec;
+}
+
+static void look(file_t *f, int report)
+{
+    struct stat st;
+    int ok = stat(f->path, &st) == 0;
+    if (!ok) {
+        memset(&st, 0, sizeof(st));
+    }
+    if (report && (ok != f->ok || !same_stat(&st, &f->st))) {
+        char esc[1100];
+        stp_log(STP_LOG_INFO, "certificate file=\"%s\" changed=yes%s",
+                stp_log_escape(esc, sizeof(esc), f->path, strlen(f->path)),
+                ok ? "" : " missing=yes");
+        uv_timer_start(&w.settle, on_settled, SETTLE_MS, 0);
+    }
+    f->ok = ok;
+    f->st = st;
+}
+
+static void on_poll(uv_timer_t *t)
+{
+    (void)t;
+    for (size_t i = 0; i < w.nfiles; i++) {
+        look(&w.files[i], 1);
+    }
 }
 
 static void on_daily(uv_timer_t *t)
@@ -129,64 +160,54 @@ static void on_daily(uv_timer_t *t)
     }
 }
 
-static void free_handle(uv_handle_t *h)
+static void watch(const char *path)
 {
-    free(h);
+    file_t *f = &w.files[w.nfiles++];
+    f->path = path;
+    look(f, 0);
 }
 
-static void watch(const char *file, unsigned interval_ms)
-{
-    uv_fs_poll_t *p = malloc(sizeof(*p));
-    if (p == NULL) {
-        return;
-    }
-    uv_fs_poll_init(w.loop, p);
-    p->data = (void *)file;
-    if (uv_fs_poll_start(p, on_file, file, interval_ms) == 0) {
-        uv_unref((uv_handle_t *)p);
-        w.polls[w.npolls++] = p;
-    } else {
-        uv_close((uv_handle_t *)p, free_handle);
-    }
-}
-
-static void close_polls(void)
-{
-    for (size_t i = 0; i < w.npolls; i++) {
-        uv_close((uv_handle_t *)w.polls[i], free_handle);
-    }
-    w.npolls = 0;
-}
-
+/*
+ * Polling with stat(2) from a timer rather than uv_fs_poll: the state a
+ * change is compared with is taken here, synchronously, right after the
+ * files were loaded (uv_fs_poll takes its first look later, in the thread
+ * pool, and would miss a change made in between).
+ * XXX a change between reading a file and this stat is still missed, until
+ * the next change or reload: the window is a few microseconds.
+ */
 void stp_certwatch_start(uv_loop_t *loop, const stp_config_t *conf, unsigned interval_ms,
                          void (*on_change)(void))
 {
-    close_polls(); /* a reload may have changed the file names */
     w.loop = loop;
     w.conf = conf;
     w.on_change = on_change;
     if (!w.timers) {
+        uv_timer_init(loop, &w.poll);
         uv_timer_init(loop, &w.settle);
         uv_timer_init(loop, &w.daily);
         w.timers = 1;
         uv_timer_start(&w.daily, on_daily, DAY_MS, DAY_MS);
         uv_unref((uv_handle_t *)&w.daily);
     }
+    w.nfiles = 0; /* a reload may have changed the file names */
     for (size_t i = 0; i < conf->ncerts; i++) {
-        watch(conf->certs[i].cert, interval_ms);
+        watch(conf->certs[i].cert);
         if (conf->certs[i].key[0]) {
-            watch(conf->certs[i].key, interval_ms);
+            watch(conf->certs[i].key);
         }
     }
+    uv_timer_start(&w.poll, on_poll, interval_ms, interval_ms);
+    uv_unref((uv_handle_t *)&w.poll);
 }
 
 void stp_certwatch_stop(void)
 {
-    close_polls();
     if (w.timers) {
+        uv_close((uv_handle_t *)&w.poll, NULL);
         uv_close((uv_handle_t *)&w.settle, NULL);
         uv_close((uv_handle_t *)&w.daily, NULL);
         w.timers = 0;
     }
+    w.nfiles = 0;
     w.conf = NULL;
 }
