@@ -94,6 +94,7 @@ _Static_assert(sizeof(stp_on_failure_t) == sizeof(int), "enum size");
 _Static_assert(sizeof(stp_bare_t) == sizeof(int), "enum size");
 _Static_assert(sizeof(stp_log_format_t) == sizeof(int), "enum size");
 _Static_assert(sizeof(stp_log_level_t) == sizeof(int), "enum size");
+_Static_assert(sizeof(stp_log_target_t) == sizeof(int), "enum size");
 
 /* All path fields share one size, so parse_path needs no size argument. */
 #define PATH_CAP sizeof(((stp_config_t *)0)->ca_file)
@@ -134,6 +135,11 @@ static const enum_name_t bool_names[] = {
 static const enum_name_t log_format_names[] = {
     {"text", STP_LOG_TEXT, 0},
     {"json", STP_LOG_JSON, 0},
+    {NULL, 0, 0},
+};
+static const enum_name_t log_target_names[] = {
+    {"stderr", STP_LOG_STDERR, 0},
+    {"syslog", STP_LOG_SYSLOG, 0},
     {NULL, 0, 0},
 };
 static const enum_name_t log_level_names[] = {
@@ -187,6 +193,9 @@ static const directive_t proxy_directives[] = {
     {"workers", parse_workers, CF(workers), "auto", check_workers, NULL, 0},
     {"log_format", parse_enum, CF(log_format), "text", NULL, log_format_names, 0},
     {"log_level", parse_enum, CF(log_level), "info", NULL, log_level_names, 0},
+    {"log_target", parse_enum, CF(log_target), "stderr", NULL, log_target_names, 0},
+    /* default: none (no endpoint) */
+    {"metrics", parse_listen, CF(metrics), NULL, NULL, NULL, 0},
 };
 
 static const directive_t tls_directives[] = {

@@ -33,6 +33,7 @@ typedef enum {
 typedef enum { STP_ON_FAILURE_DEFER = 0, STP_ON_FAILURE_REJECT } stp_on_failure_t;
 typedef enum { STP_BARE_REJECT = 0, STP_BARE_NORMALIZE } stp_bare_t;
 typedef enum { STP_LOG_TEXT = 0, STP_LOG_JSON } stp_log_format_t;
+typedef enum { STP_LOG_STDERR = 0, STP_LOG_SYSLOG } stp_log_target_t;
 typedef enum { STP_LOG_ERROR = 0, STP_LOG_WARN, STP_LOG_INFO, STP_LOG_DEBUG } stp_log_level_t;
 
 typedef struct {
@@ -88,6 +89,8 @@ typedef struct {
     unsigned workers;           /* 0 = auto (one per CPU) */
     stp_log_format_t log_format;
     stp_log_level_t log_level;
+    stp_log_target_t log_target; /* stderr (default) | syslog (facility mail) */
+    stp_hostport_t metrics;     /* port 0: no metrics endpoint */
 
     /* [tls] */
     struct {

@@ -19,6 +19,7 @@
 #include "proxy/config.h"
 #include "proxy/listener.h"
 #include "proxy/log.h"
+#include "proxy/metrics_http.h"
 
 #define STP_VERSION "0.1.0"
 #define DEFAULT_CONFIG "/etc/smtp-tls-proxy/smtp-tls-proxy.ini"
@@ -62,8 +63,16 @@ static void all_done(void)
         }
     }
     stp_log(STP_LOG_INFO, "stop reason=shutdown");
+    stp_metrics_http_stop();
     /* Everything left is ours (signals, timer): close it so the loop ends. */
     uv_walk(uv_default_loop(), close_walk, NULL);
+}
+
+/* /readyz: ready until a stop signal starts the drain. */
+static int is_ready(void *arg)
+{
+    (void)arg;
+    return !stopping;
 }
 
 static void on_listener_empty(stp_listener_t *l)
@@ -183,6 +192,7 @@ int main(int argc, char **argv)
     }
 
     stp_log_init(conf->log_format, conf->log_level);
+    stp_log_set_target(conf->log_target);
     uv_loop_t *loop = uv_default_loop();
     int failed = 0;
     for (size_t i = 0; i < conf->nlisteners && !failed; i++) {
@@ -190,6 +200,13 @@ int main(int argc, char **argv)
             failed = 1;
         } else {
             nlisteners++;
+        }
+    }
+    if (!failed && conf->metrics.port) {
+        if (stp_metrics_http_start(loop, (const struct sockaddr *)&conf->metrics.addr, is_ready,
+                                   NULL, err, sizeof(err)) < 0) {
+            stp_log(STP_LOG_ERROR, "start error=\"%s\"", err);
+            failed = 1;
         }
     }
     uv_timer_init(loop, &grace_timer);
@@ -207,6 +224,7 @@ int main(int argc, char **argv)
         for (size_t i = 0; i < nlisteners; i++) {
             stp_listener_drain(&listeners[i]);
         }
+        stp_metrics_http_stop();
         uv_walk(loop, close_walk, NULL);
         uv_run(loop, UV_RUN_DEFAULT);
     }
