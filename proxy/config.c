@@ -216,6 +216,9 @@ static const directive_t listener_directives[] = {
      F_INBOUND},
     {"bare_newlines", parse_enum, LC(bare_newlines), "reject", NULL, bare_names, F_INBOUND},
     {"trace_header", parse_enum, LC(trace_header), "yes", NULL, bool_names, F_INBOUND},
+    {"proxy_protocol", parse_enum, LC(proxy_protocol), "no", NULL, bool_names, F_INBOUND},
+    /* no default: required with proxy_protocol = yes */
+    {"proxy_from", parse_allow, LC(proxy_from), NULL, NULL, NULL, F_INBOUND | F_REPEAT},
 
     {"allow", parse_allow, LC(allow), "127.0.0.1/32, ::1/128", NULL, NULL, F_OUTBOUND | F_REPEAT},
     {"route", parse_route, LC(route), NULL, NULL, NULL, F_OUTBOUND | F_REQUIRED},
@@ -988,15 +991,19 @@ static int parse_one_cidr(loader_t *ld, const directive_t *d, const char *item, 
     return 0;
 }
 
-/* allow = CIDR[, CIDR...]; repeated lines add to the list (lines are short). */
+/* allow (and proxy_from) = CIDR[, CIDR...]; repeated lines add to the list
+ * (lines are short). */
 static int parse_allow(loader_t *ld, const directive_t *d, void *base, const char *value)
 {
     stp_listener_conf_t *lc = base;
     char item[128];
     int rc = 0;
+    int from = strcmp(d->name, "proxy_from") == 0;
+    stp_cidr_t *list = from ? lc->proxy_from : lc->allow;
+    size_t *count = from ? &lc->nproxy_from : &lc->nallow;
 
     if (!ld->repeat) {
-        lc->nallow = 0; /* the first line written replaces the default */
+        *count = 0; /* the first line written replaces the default */
     }
     const char *p = value;
     for (;;) {
@@ -1019,13 +1026,13 @@ static int parse_allow(loader_t *ld, const directive_t *d, void *base, const cha
         }
         memcpy(item, s, n);
         item[n] = '\0';
-        if (lc->nallow >= STP_CONF_MAX_ALLOW) {
-            error_at(ld, ld->lineno, "too many 'allow' entries in [%s] (at most %d)",
+        if (*count >= STP_CONF_MAX_ALLOW) {
+            error_at(ld, ld->lineno, "too many '%s' entries in [%s] (at most %d)", d->name,
                      ld->section_name, STP_CONF_MAX_ALLOW);
             return -1;
         }
-        if (parse_one_cidr(ld, d, item, &lc->allow[lc->nallow]) == 0) {
-            lc->nallow++;
+        if (parse_one_cidr(ld, d, item, &list[*count]) == 0) {
+            (*count)++;
         } else {
             rc = -1;
         }
@@ -1346,6 +1353,10 @@ static void finish_listener(loader_t *ld, size_t li)
             memcmp(&lc->backend.addr, &lc->listen.addr, lc->listen.addr_len) == 0) {
             error_at(ld, listener_key_line(ld, li, "backend"),
                      "backend is the listener's own address: connections would loop");
+        }
+        if (lc->proxy_protocol && lc->nproxy_from == 0) {
+            error_at(ld, listener_key_line(ld, li, "proxy_protocol"),
+                     "proxy_protocol = yes needs 'proxy_from' (the load balancers' networks)");
         }
     }
     if (lc->mode == STP_MODE_OUTBOUND) {

@@ -55,6 +55,9 @@ typedef struct {
     int hide_auth_before_tls;   /* default yes */
     stp_bare_t bare_newlines;   /* reject | normalize; default reject */
     int trace_header;           /* default yes */
+    int proxy_protocol;         /* default no: yes reads a PROXY v1/v2 header first */
+    stp_cidr_t proxy_from[STP_CONF_MAX_ALLOW]; /* who may send it (required with yes) */
+    size_t nproxy_from;
 
     /* outbound */
     stp_cidr_t allow[STP_CONF_MAX_ALLOW];

@@ -34,6 +34,7 @@
 #include "proxy/data_scan.h"
 #include "proxy/ehlo.h"
 #include "proxy/log.h"
+#include "proxy/proxy_proto.h"
 #include "proxy/session_metrics.h"
 #include "proxy/smtp_cmd.h"
 #include "proxy/smtp_line.h"
@@ -50,6 +51,7 @@
 #define HELD_MAX (1024 * 1024)
 #define DATA_CHUNK (16 * 1024)
 #define LINGER_MS 10000
+#define PROXY_HEADER_MS 5000 /* a load balancer sends its PROXY header at once */
 #define FINAL_REPLY_MIN_MS 600000 /* RFC 5321 4.5.3.2.6: 10 minutes for the reply to "." */
 
 /* Pseudo-verbs for queue entries that are not client commands. */
@@ -109,6 +111,7 @@ struct stp_session_s {
     char tls_version[16];
     char tls_cipher[64];
     uint64_t hs_start_ns;   /* uv_hrtime() when the current handshake began */
+    stp_proxy_t *pp;        /* proxy_protocol: the header parser until it is done */
     const char *down_reason; /* metrics: why TLS toward the next hop failed */
     char sni[128];
     int tls_bits;
@@ -157,6 +160,7 @@ static void up_reply(stp_session_t *s, const stp_reply_t *r);
 static void up_lost(stp_session_t *s, const char *why);
 static void up_on_handshake(stp_conn_t *c, const char *err);
 static void backend_connect(stp_session_t *s);
+static size_t proxy_header_input(stp_session_t *s, const char *data, size_t len);
 
 /* ---- small helpers ---- */
 
@@ -284,6 +288,7 @@ logged:
     }
     free(s->held);
     free(s->rp);
+    free(s->pp);
     stp_listener_t *l = s->listener;
     if (s->prev) {
         s->prev->next = s->next;
@@ -799,6 +804,14 @@ static void process(stp_session_t *s, const char *p, size_t n)
 static void client_on_read(stp_conn_t *c, const char *data, size_t len)
 {
     stp_session_t *s = c->owner;
+    if (s->pp) {
+        size_t used = proxy_header_input(s, data, len);
+        if (s->pp || s->state == S_CLOSING) {
+            return;
+        }
+        data += used;
+        len -= used;
+    }
     process(s, data, len);
     update_reading(s);
     arm_timers(s);
@@ -1438,6 +1451,74 @@ static int original_dst(stp_session_t *s)
     return 0;
 }
 
+static void session_begin(stp_session_t *s);
+
+/* ---- PROXY protocol (proxy_protocol = yes) ---- */
+
+static void on_proxy_timeout(uv_timer_t *t)
+{
+    stp_session_t *s = t->data;
+    stp_log(STP_LOG_WARN, "proxy_protocol id=%s listener=%s client=%s result=timeout", s->id,
+            s->conf->name, s->peer_str);
+    stp_sm_refused(s->conf->name, "proxy_protocol");
+    finish(s, NULL, "proxy-protocol", "no PROXY header in time");
+}
+
+/* Only the configured load balancers may speak for someone else; the
+ * header must arrive before the greeting (the backend is not contacted). */
+static void proxy_header_wait(stp_session_t *s)
+{
+    const stp_listener_conf_t *conf = s->conf;
+    s->state = S_CONNECTING;
+    if (!stp_cidr_list_match(conf->proxy_from, conf->nproxy_from, (struct sockaddr *)&s->peer)) {
+        stp_log(STP_LOG_WARN, "proxy_protocol id=%s listener=%s client=%s result=denied", s->id,
+                conf->name, s->peer_str);
+        stp_sm_refused(conf->name, "proxy_not_allowed");
+        finish(s, NULL, "denied", "client not in proxy_from");
+        return;
+    }
+    s->pp = malloc(sizeof(*s->pp));
+    if (s->pp == NULL) {
+        finish(s, NULL, "error", "out of memory");
+        return;
+    }
+    stp_proxy_init(s->pp);
+    uv_timer_start(&s->client_timer, on_proxy_timeout, PROXY_HEADER_MS, 0);
+    stp_conn_read_start(&s->client);
+}
+
+/* Feeds the header parser; returns the bytes it used. When the header is
+ * complete the client's real address replaces the socket's and the session
+ * begins; what follows the header is the client's SMTP. */
+static size_t proxy_header_input(stp_session_t *s, const char *data, size_t len)
+{
+    size_t used = 0;
+    int rc = stp_proxy_feed(s->pp, data, len, &used);
+    if (rc == STP_PROXY_AGAIN) {
+        return used;
+    }
+    uv_timer_stop(&s->client_timer);
+    if (rc == STP_PROXY_ERROR) {
+        stp_log(STP_LOG_WARN, "proxy_protocol id=%s listener=%s client=%s result=invalid "
+                "error=\"%s\"", s->id, s->conf->name, s->peer_str, s->pp->error);
+        stp_sm_refused(s->conf->name, "proxy_protocol");
+        finish(s, NULL, "proxy-protocol", s->pp->error);
+        return used;
+    }
+    char via[64];
+    memcpy(via, s->peer_str, sizeof(via));
+    if (!s->pp->local) {
+        memcpy(&s->peer, &s->pp->src, sizeof(s->peer));
+        stp_sockaddr_str((struct sockaddr *)&s->peer, s->peer_str, sizeof(s->peer_str), 1);
+    }
+    stp_log(STP_LOG_INFO, "proxy_protocol id=%s listener=%s client=%s via=%s version=%d%s", s->id,
+            s->conf->name, s->peer_str, via, s->pp->version, s->pp->local ? " local=yes" : "");
+    free(s->pp);
+    s->pp = NULL;
+    session_begin(s);
+    return used;
+}
+
 void stp_session_accept(stp_listener_t *l)
 {
     const stp_listener_conf_t *conf = l->conf;
@@ -1486,7 +1567,19 @@ void stp_session_accept(stp_listener_t *l)
     uv_tcp_getpeername(&s->client.tcp, (struct sockaddr *)&s->peer, &sl);
     stp_sockaddr_str((struct sockaddr *)&s->peer, s->peer_str, sizeof(s->peer_str), 1);
     stp_conn_tune(&s->client);
+    if (conf->mode == STP_MODE_INBOUND && conf->proxy_protocol) {
+        proxy_header_wait(s);
+        return;
+    }
+    session_begin(s);
+}
 
+/* The client's address is known (from the socket or the PROXY header):
+ * limits, access, then the backend. */
+static void session_begin(stp_session_t *s)
+{
+    stp_listener_t *l = s->listener;
+    const stp_listener_conf_t *conf = s->conf;
     stp_limit_result_t lr = stp_limits_acquire(&l->limits, (struct sockaddr *)&s->peer);
     if (lr != STP_LIMIT_OK || l->draining) {
         s->state = S_CONNECTING;
