@@ -140,7 +140,13 @@ static size_t to_json(char *out, size_t cap, const char *msg)
         o = put(out, cap, o, "\"", 1);
         o = put(out, cap, o, k, (size_t)(eq - k));
         o = put(out, cap, o, "\":\"", 3);
-        for (const char *c = v; c < end; c++) {
+        /* key="quoted text" in a text line is the string itself in JSON */
+        const char *vs = v, *ve = end;
+        if (ve - vs >= 2 && vs[0] == '"' && ve[-1] == '"') {
+            vs++;
+            ve--;
+        }
+        for (const char *c = vs; c < ve; c++) {
             if (*c == '"' || *c == '\\') {
                 o = put(out, cap, o, "\\", 1);
             }
