@@ -165,6 +165,9 @@ class Metrics(unittest.TestCase):
         c.send(b".\r\n")
         self.assertEqual(c.reply()[0], 250)
         c.close()
+        # it exits by itself once drained (a second SIGTERM could land after
+        # its signal handlers are gone)
+        self.assertTrue(poll(lambda: not self.proxy.proc.running(), timeout=30))
         self.assertEqual(self.proxy.stop(), 0, self.proxy.log()[-3000:])
 
 
