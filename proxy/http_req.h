@@ -25,9 +25,9 @@ enum {
 enum { STP_HTTP_GET = 1, STP_HTTP_HEAD = 2 };
 
 typedef struct {
-    int method;                    /* after DONE */
-    char path[STP_HTTP_PATH_MAX];  /* after DONE: NUL-terminated, no query */
-    int status;                    /* after ERROR: 400, 405, 414, 431 or 505 */
+    int method;                   /* after DONE */
+    char path[STP_HTTP_PATH_MAX]; /* after DONE: NUL-terminated, no query */
+    int status;                   /* after ERROR: 400, 405, 414, 431 or 505 */
     /* private */
     size_t len;
     int state;

@@ -27,10 +27,10 @@ typedef struct conn_s {
     uv_write_t wreq;
     uv_shutdown_t sreq;
     struct conn_s *prev, *next;
-    int closing;    /* handles closing: wait for both callbacks */
-    int pending;    /* close callbacks still to come */
-    int answered;   /* response written: discard further input */
-    char *out;      /* response bytes (owned) */
+    int closing;  /* handles closing: wait for both callbacks */
+    int pending;  /* close callbacks still to come */
+    int answered; /* response written: discard further input */
+    char *out;    /* response bytes (owned) */
     char rbuf[1024];
     stp_http_req_t req;
 } conn_t;
@@ -105,16 +105,26 @@ static void on_written(uv_write_t *req, int status)
 static const char *reason_of(int status)
 {
     switch (status) {
-    case 200: return "OK";
-    case 400: return "Bad Request";
-    case 404: return "Not Found";
-    case 405: return "Method Not Allowed";
-    case 414: return "URI Too Long";
-    case 431: return "Request Header Fields Too Large";
-    case 500: return "Internal Server Error";
-    case 503: return "Service Unavailable";
-    case 505: return "HTTP Version Not Supported";
-    default: return "Error";
+    case 200:
+        return "OK";
+    case 400:
+        return "Bad Request";
+    case 404:
+        return "Not Found";
+    case 405:
+        return "Method Not Allowed";
+    case 414:
+        return "URI Too Long";
+    case 431:
+        return "Request Header Fields Too Large";
+    case 500:
+        return "Internal Server Error";
+    case 503:
+        return "Service Unavailable";
+    case 505:
+        return "HTTP Version Not Supported";
+    default:
+        return "Error";
     }
 }
 
@@ -253,8 +263,8 @@ static void on_connection(uv_stream_t *server, int status)
     }
 }
 
-int stp_metrics_http_start(uv_loop_t *loop, const struct sockaddr *addr,
-                           stp_metrics_ready_fn ready, void *arg, char *err, size_t errlen)
+int stp_metrics_http_start(uv_loop_t *loop, const struct sockaddr *addr, stp_metrics_ready_fn ready,
+                           void *arg, char *err, size_t errlen)
 {
     int rc;
     if (srv.running) {

@@ -25,8 +25,8 @@ typedef int (*stp_metrics_ready_fn)(void *arg);
  * Starts serving on `addr` on `loop` (one server per process). Returns 0, or
  * -1 with a message in err. `ready` is borrowed and called per /readyz.
  */
-int stp_metrics_http_start(uv_loop_t *loop, const struct sockaddr *addr,
-                           stp_metrics_ready_fn ready, void *arg, char *err, size_t errlen);
+int stp_metrics_http_start(uv_loop_t *loop, const struct sockaddr *addr, stp_metrics_ready_fn ready,
+                           void *arg, char *err, size_t errlen);
 
 /* Stops listening and closes open connections; idempotent. Memory is freed
  * in the close callbacks, so run the loop afterwards. */

@@ -56,8 +56,8 @@ void stp_sm_handshake(const char *listener, const char *side, const char *versio
 {
     char l[80], lab[LABELS_MAX];
     esc(l, sizeof(l), listener);
-    snprintf(lab, sizeof(lab), "listener=\"%s\",side=\"%s\",version=\"%s\",result=\"%s\"", l,
-             side, ok && version && version[0] ? version : "none", ok ? "ok" : "failed");
+    snprintf(lab, sizeof(lab), "listener=\"%s\",side=\"%s\",version=\"%s\",result=\"%s\"", l, side,
+             ok && version && version[0] ? version : "none", ok ? "ok" : "failed");
     stp_metrics_count(STP_M_HANDSHAKES, lab, 1);
     snprintf(lab, sizeof(lab), "listener=\"%s\",side=\"%s\"", l, side);
     stp_metrics_observe(STP_M_HANDSHAKE_SECONDS, lab, seconds);

@@ -37,8 +37,8 @@ size_t stp_xtext_encode(char *out, size_t cap, const char *in, size_t len)
     return o;
 }
 
-size_t stp_xclient_format(char *out, size_t cap, const struct sockaddr *client,
-                          const char *helo, int esmtp)
+size_t stp_xclient_format(char *out, size_t cap, const struct sockaddr *client, const char *helo,
+                          int esmtp)
 {
     char ip[INET6_ADDRSTRLEN], addr[INET6_ADDRSTRLEN + 8], h[3 * 255 + 1];
     unsigned port = 0;

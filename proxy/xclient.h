@@ -20,8 +20,8 @@
  * into out. helo may be NULL or empty (then HELO=[UNAVAILABLE]). Returns the
  * length, or 0 if it does not fit in cap (out is then empty).
  */
-size_t stp_xclient_format(char *out, size_t cap, const struct sockaddr *client,
-                          const char *helo, int esmtp);
+size_t stp_xclient_format(char *out, size_t cap, const struct sockaddr *client, const char *helo,
+                          int esmtp);
 
 /* xtext-encodes in[0..len) into out (NUL-terminated); returns the length,
  * or (size_t)-1 if it does not fit. */

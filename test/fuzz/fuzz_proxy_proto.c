@@ -55,8 +55,8 @@ static void feed(const uint8_t *d, size_t n, size_t cut, size_t chunk, outcome_t
         if (stp_proxy_feed(&p, "P", 1, &more) != STP_PROXY_DONE || more != 0) {
             abort();
         }
-        if ((p.version == 1 && pos > STP_PROXY_V1_MAX) || (p.version == 2 && pos > STP_PROXY_V2_MAX) ||
-            (p.version != 1 && p.version != 2)) {
+        if ((p.version == 1 && pos > STP_PROXY_V1_MAX) ||
+            (p.version == 2 && pos > STP_PROXY_V2_MAX) || (p.version != 1 && p.version != 2)) {
             abort();
         }
         o->version = p.version;

@@ -66,8 +66,9 @@ static void test_table(void)
         size_t len;
         const char *want;
     } cases[] = {
-        {"prometheus", S("GET /metrics HTTP/1.1\r\nHost: 127.0.0.1:9925\r\nAccept: text/plain;"
-                         "version=0.0.4\r\nUser-Agent: Prometheus/2\r\n\r\n"),
+        {"prometheus",
+         S("GET /metrics HTTP/1.1\r\nHost: 127.0.0.1:9925\r\nAccept: text/plain;"
+           "version=0.0.4\r\nUser-Agent: Prometheus/2\r\n\r\n"),
          "GET /metrics used=107"},
         {"http/1.0 no headers", S("GET /healthz HTTP/1.0\r\n\r\n"), "GET /healthz used=25"},
         {"head", S("HEAD /readyz HTTP/1.1\r\nHost: x\r\n\r\n"), "HEAD /readyz used=34"},

@@ -156,8 +156,8 @@ static void test_v1_no_crlf_in_107(void)
 }
 
 /* Builds a v2 header: ver_cmd, fam, body of blen bytes. */
-static size_t v2(unsigned char *out, unsigned ver_cmd, unsigned fam, const void *body,
-                 size_t blen, int lie)
+static size_t v2(unsigned char *out, unsigned ver_cmd, unsigned fam, const void *body, size_t blen,
+                 int lie)
 {
     static const unsigned char sig[12] = {0x0d, 0x0a, 0x0d, 0x0a, 0x00, 0x0d,
                                           0x0a, 0x51, 0x55, 0x49, 0x54, 0x0a};
@@ -253,8 +253,7 @@ static void test_v2(void)
     big[12] = 0x04, big[13] = (unsigned char)(pad >> 8), big[14] = (unsigned char)pad;
     n = v2(b, 0x21, 0x11, big, sizeof(big), 0);
     char want[128];
-    snprintf(want, sizeof(want), "v2 192.0.2.1:56324 -> 198.51.100.2:25 used=%d",
-             STP_PROXY_V2_MAX);
+    snprintf(want, sizeof(want), "v2 192.0.2.1:56324 -> 198.51.100.2:25 used=%d", STP_PROXY_V2_MAX);
     check_case("v2 at the cap", (char *)b, n, want);
 }
 
