@@ -95,6 +95,7 @@ _Static_assert(sizeof(stp_on_failure_t) == sizeof(int), "enum size");
 _Static_assert(sizeof(stp_bare_t) == sizeof(int), "enum size");
 _Static_assert(sizeof(stp_log_format_t) == sizeof(int), "enum size");
 _Static_assert(sizeof(stp_log_level_t) == sizeof(int), "enum size");
+_Static_assert(sizeof(stp_log_target_t) == sizeof(int), "enum size");
 
 /* All path fields share one size, so parse_path needs no size argument. */
 #define PATH_CAP sizeof(((stp_config_t *)0)->ca_file)
@@ -136,6 +137,11 @@ static const enum_name_t bool_names[] = {
 static const enum_name_t log_format_names[] = {
     {"text", STP_LOG_TEXT, 0},
     {"json", STP_LOG_JSON, 0},
+    {NULL, 0, 0},
+};
+static const enum_name_t log_target_names[] = {
+    {"stderr", STP_LOG_STDERR, 0},
+    {"syslog", STP_LOG_SYSLOG, 0},
     {NULL, 0, 0},
 };
 static const enum_name_t log_level_names[] = {
@@ -192,6 +198,9 @@ static const directive_t proxy_directives[] = {
     {"shutdown_grace", parse_duration, CF(shutdown_grace), "30s", check_timeout, NULL, 0},
     {"log_format", parse_enum, CF(log_format), "text", NULL, log_format_names, 0},
     {"log_level", parse_enum, CF(log_level), "info", NULL, log_level_names, 0},
+    {"log_target", parse_enum, CF(log_target), "stderr", NULL, log_target_names, 0},
+    /* default: none (no endpoint) */
+    {"metrics", parse_listen, CF(metrics), NULL, NULL, NULL, 0},
 };
 
 static const directive_t tls_directives[] = {
@@ -212,6 +221,9 @@ static const directive_t listener_directives[] = {
      F_INBOUND},
     {"bare_newlines", parse_enum, LC(bare_newlines), "reject", NULL, bare_names, F_INBOUND},
     {"trace_header", parse_enum, LC(trace_header), "yes", NULL, bool_names, F_INBOUND},
+    {"proxy_protocol", parse_enum, LC(proxy_protocol), "no", NULL, bool_names, F_INBOUND},
+    /* no default: required with proxy_protocol = yes */
+    {"proxy_from", parse_allow, LC(proxy_from), NULL, NULL, NULL, F_INBOUND | F_REPEAT},
 
     {"allow", parse_allow, LC(allow), "127.0.0.1/32, ::1/128", NULL, NULL, F_OUTBOUND | F_REPEAT},
     {"route", parse_route, LC(route), NULL, NULL, NULL, F_OUTBOUND | F_REQUIRED},
@@ -1001,15 +1013,19 @@ static int parse_one_cidr(loader_t *ld, const directive_t *d, const char *item, 
     return 0;
 }
 
-/* allow = CIDR[, CIDR...]; repeated lines add to the list (lines are short). */
+/* allow (and proxy_from) = CIDR[, CIDR...]; repeated lines add to the list
+ * (lines are short). */
 static int parse_allow(loader_t *ld, const directive_t *d, void *base, const char *value)
 {
     stp_listener_conf_t *lc = base;
     char item[128];
     int rc = 0;
+    int from = strcmp(d->name, "proxy_from") == 0;
+    stp_cidr_t *list = from ? lc->proxy_from : lc->allow;
+    size_t *count = from ? &lc->nproxy_from : &lc->nallow;
 
     if (!ld->repeat) {
-        lc->nallow = 0; /* the first line written replaces the default */
+        *count = 0; /* the first line written replaces the default */
     }
     const char *p = value;
     for (;;) {
@@ -1032,13 +1048,13 @@ static int parse_allow(loader_t *ld, const directive_t *d, void *base, const cha
         }
         memcpy(item, s, n);
         item[n] = '\0';
-        if (lc->nallow >= STP_CONF_MAX_ALLOW) {
-            error_at(ld, ld->lineno, "too many 'allow' entries in [%s] (at most %d)",
+        if (*count >= STP_CONF_MAX_ALLOW) {
+            error_at(ld, ld->lineno, "too many '%s' entries in [%s] (at most %d)", d->name,
                      ld->section_name, STP_CONF_MAX_ALLOW);
             return -1;
         }
-        if (parse_one_cidr(ld, d, item, &lc->allow[lc->nallow]) == 0) {
-            lc->nallow++;
+        if (parse_one_cidr(ld, d, item, &list[*count]) == 0) {
+            (*count)++;
         } else {
             rc = -1;
         }
@@ -1359,6 +1375,10 @@ static void finish_listener(loader_t *ld, size_t li)
             memcmp(&lc->backend.addr, &lc->listen.addr, lc->listen.addr_len) == 0) {
             error_at(ld, listener_key_line(ld, li, "backend"),
                      "backend is the listener's own address: connections would loop");
+        }
+        if (lc->proxy_protocol && lc->nproxy_from == 0) {
+            error_at(ld, listener_key_line(ld, li, "proxy_protocol"),
+                     "proxy_protocol = yes needs 'proxy_from' (the load balancers' networks)");
         }
     }
     if (lc->mode == STP_MODE_OUTBOUND) {

@@ -33,6 +33,7 @@ typedef enum {
 typedef enum { STP_ON_FAILURE_DEFER = 0, STP_ON_FAILURE_REJECT } stp_on_failure_t;
 typedef enum { STP_BARE_REJECT = 0, STP_BARE_NORMALIZE } stp_bare_t;
 typedef enum { STP_LOG_TEXT = 0, STP_LOG_JSON } stp_log_format_t;
+typedef enum { STP_LOG_STDERR = 0, STP_LOG_SYSLOG } stp_log_target_t;
 typedef enum { STP_LOG_ERROR = 0, STP_LOG_WARN, STP_LOG_INFO, STP_LOG_DEBUG } stp_log_level_t;
 
 typedef struct {
@@ -54,6 +55,9 @@ typedef struct {
     int hide_auth_before_tls;   /* default yes */
     stp_bare_t bare_newlines;   /* reject | normalize; default reject */
     int trace_header;           /* default yes */
+    int proxy_protocol;         /* default no: yes reads a PROXY v1/v2 header first */
+    stp_cidr_t proxy_from[STP_CONF_MAX_ALLOW]; /* who may send it (required with yes) */
+    size_t nproxy_from;
 
     /* outbound */
     stp_cidr_t allow[STP_CONF_MAX_ALLOW];
@@ -91,6 +95,8 @@ typedef struct {
     uint64_t shutdown_grace;    /* 30s: drain time at SIGTERM before 421 4.3.2 */
     stp_log_format_t log_format;
     stp_log_level_t log_level;
+    stp_log_target_t log_target; /* stderr (default) | syslog (facility mail) */
+    stp_hostport_t metrics;     /* port 0: no metrics endpoint */
 
     /* [tls] */
     struct {

@@ -11,11 +11,13 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/time.h>
+#include <syslog.h>
 #include <time.h>
 #include <unistd.h>
 
 static stp_log_format_t log_format = STP_LOG_TEXT;
 static stp_log_level_t log_level = STP_LOG_INFO;
+static stp_log_target_t log_target = STP_LOG_STDERR;
 
 static const char *const level_names[] = {"error", "warn", "info", "debug"};
 
@@ -23,6 +25,16 @@ void stp_log_init(stp_log_format_t format, stp_log_level_t level)
 {
     log_format = format;
     log_level = level;
+}
+
+void stp_log_set_target(stp_log_target_t target)
+{
+    if (target == STP_LOG_SYSLOG && log_target != STP_LOG_SYSLOG) {
+        openlog("smtp-tls-proxy", LOG_PID | LOG_NDELAY, LOG_MAIL);
+    } else if (target != STP_LOG_SYSLOG && log_target == STP_LOG_SYSLOG) {
+        closelog();
+    }
+    log_target = target;
 }
 
 int stp_log_enabled(stp_log_level_t level)
@@ -128,7 +140,13 @@ static size_t to_json(char *out, size_t cap, const char *msg)
         o = put(out, cap, o, "\"", 1);
         o = put(out, cap, o, k, (size_t)(eq - k));
         o = put(out, cap, o, "\":\"", 3);
-        for (const char *c = v; c < end; c++) {
+        /* key="quoted text" in a text line is the string itself in JSON */
+        const char *vs = v, *ve = end;
+        if (ve - vs >= 2 && vs[0] == '"' && ve[-1] == '"') {
+            vs++;
+            ve--;
+        }
+        for (const char *c = vs; c < ve; c++) {
             if (*c == '"' || *c == '\\') {
                 o = put(out, cap, o, "\\", 1);
             }
@@ -161,6 +179,20 @@ void stp_log(stp_log_level_t level, const char *fmt, ...)
     size_t tl = strlen(ts);
     snprintf(ts + tl, sizeof(ts) - tl, ".%03dZ", (int)(tv.tv_usec / 1000));
 
+    if (log_target == STP_LOG_SYSLOG) {
+        /* syslog stamps the time itself; the level becomes the priority. */
+        static const int prio[] = {LOG_ERR, LOG_WARNING, LOG_INFO, LOG_DEBUG};
+        if (log_format == STP_LOG_JSON) {
+            int n = snprintf(line, sizeof(line), "{\"level\":\"%s\",", level_names[level]);
+            len = (size_t)n;
+            len += to_json(line + len, sizeof(line) - len - 3, msg);
+            len = put(line, sizeof(line), len, "}", 1);
+            syslog(prio[level], "%.*s", (int)len, line);
+        } else {
+            syslog(prio[level], "%s", msg);
+        }
+        return;
+    }
     if (log_format == STP_LOG_JSON) {
         int n = snprintf(line, sizeof(line), "{\"ts\":\"%s\",\"level\":\"%s\",", ts,
                          level_names[level]);

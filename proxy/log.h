@@ -11,6 +11,10 @@
 
 void stp_log_init(stp_log_format_t format, stp_log_level_t level);
 
+/* stderr (default) or syslog (openlog with facility mail); the format
+ * applies to both, without the timestamp for syslog. */
+void stp_log_set_target(stp_log_target_t target);
+
 /* 1 if messages of `level` are printed. */
 int stp_log_enabled(stp_log_level_t level);
 

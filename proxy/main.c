@@ -33,6 +33,7 @@
 #include "proxy/listener.h"
 #include "proxy/log.h"
 #include "proxy/metrics.h"
+#include "proxy/metrics_http.h"
 
 #define STP_VERSION "0.1.0"
 #define DEFAULT_CONFIG "/etc/smtp-tls-proxy/smtp-tls-proxy.ini"
@@ -109,6 +110,13 @@ static void worker_all_done(worker_t *w)
     /* Everything left is the worker's own (async, timer): close it so the
      * loop ends and the thread returns. */
     uv_walk(&w->loop, close_walk, NULL);
+}
+
+/* /readyz: ready until a stop signal starts the drain. */
+static int is_ready(void *arg)
+{
+    (void)arg;
+    return !stopping;
 }
 
 static void on_listener_empty(stp_listener_t *l)
@@ -189,6 +197,7 @@ static void on_worker_done(uv_async_t *a)
     }
     stp_log(STP_LOG_INFO, "stop reason=shutdown");
     stp_certwatch_stop();
+    stp_metrics_http_stop();
     uv_walk(uv_default_loop(), close_walk, NULL);
     /* Closing the signal handles restored the default actions: a repeated
      * SIGTERM must not kill a process that is already on its way out. */
@@ -450,6 +459,7 @@ int main(int argc, char **argv)
     stp_log_init(conf->log_format, conf->log_level);
     config_path = path;
     current_rt = rt;
+    stp_log_set_target(conf->log_target);
     uv_loop_t *loop = uv_default_loop();
     nworkers = conf->workers ? conf->workers : cpu_count();
     if (nworkers > MAX_WORKERS) {
@@ -495,6 +505,13 @@ int main(int argc, char **argv)
     if (!failed && drop_privileges(conf) < 0) {
         failed = 1;
     }
+    if (!failed && conf->metrics.port) {
+        if (stp_metrics_http_start(loop, (const struct sockaddr *)&conf->metrics.addr, is_ready,
+                                   NULL, err, sizeof(err)) < 0) {
+            stp_log(STP_LOG_ERROR, "start error=\"%s\"", err);
+            failed = 1;
+        }
+    }
     uv_signal_init(loop, &sig_term);
     uv_signal_init(loop, &sig_int);
     uv_signal_init(loop, &sig_hup);
@@ -534,6 +551,7 @@ int main(int argc, char **argv)
             uv_walk(&w->loop, close_walk, NULL);
             uv_run(&w->loop, UV_RUN_DEFAULT);
         }
+        stp_metrics_http_stop();
         uv_walk(loop, close_walk, NULL);
         uv_run(loop, UV_RUN_DEFAULT);
     }

@@ -34,6 +34,8 @@
 #include "proxy/data_scan.h"
 #include "proxy/ehlo.h"
 #include "proxy/log.h"
+#include "proxy/proxy_proto.h"
+#include "proxy/session_metrics.h"
 #include "proxy/smtp_cmd.h"
 #include "proxy/smtp_line.h"
 #include "proxy/smtp_reply.h"
@@ -49,6 +51,7 @@
 #define HELD_MAX (1024 * 1024)
 #define DATA_CHUNK (16 * 1024)
 #define LINGER_MS 10000
+#define PROXY_HEADER_MS 5000 /* a load balancer sends its PROXY header at once */
 #define FINAL_REPLY_MIN_MS 600000 /* RFC 5321 4.5.3.2.6: 10 minutes for the reply to "." */
 
 /* Pseudo-verbs for queue entries that are not client commands. */
@@ -107,6 +110,9 @@ struct stp_session_s {
 
     char tls_version[16];
     char tls_cipher[64];
+    uint64_t hs_start_ns;   /* uv_hrtime() when the current handshake began */
+    stp_proxy_t *pp;        /* proxy_protocol: the header parser until it is done */
+    const char *down_reason; /* metrics: why TLS toward the next hop failed */
     char sni[128];
     int tls_bits;
     /* outbound: the proxy's own EHLO/STARTTLS dance with the next hop */
@@ -154,6 +160,7 @@ static void up_reply(stp_session_t *s, const stp_reply_t *r);
 static void up_lost(stp_session_t *s, const char *why);
 static void up_on_handshake(stp_conn_t *c, const char *err);
 static void backend_connect(stp_session_t *s);
+static size_t proxy_header_input(stp_session_t *s, const char *data, size_t len);
 
 /* ---- small helpers ---- */
 
@@ -273,11 +280,15 @@ static void destroy(stp_session_t *s)
             s->result ? s->result : "closed", (unsigned long long)(ms / 1000),
             (unsigned long long)(ms % 1000), s->error[0] ? " error=" : "", s->error);
 logged:
+    stp_sm_session_close(s->conf->name,
+                         s->conf->mode == STP_MODE_OUTBOUND ? s->up_version : s->tls_version,
+                         !s->limits_taken || (s->result && strcmp(s->result, "denied") == 0));
     if (s->limits_taken) {
         stp_limits_release(s->listener->limits, (const struct sockaddr *)&s->peer);
     }
     free(s->held);
     free(s->rp);
+    free(s->pp);
     stp_listener_t *l = s->listener;
     if (s->prev) {
         s->prev->next = s->next;
@@ -372,6 +383,9 @@ static void on_client_timeout(uv_timer_t *t)
                        : s->state == S_DATA  ? "data"
                                              : "idle";
     stp_log(STP_LOG_INFO, "timeout id=%s client=%s phase=%s", s->id, s->peer_str, what);
+    if (s->tls == T_HANDSHAKE) {
+        stp_sm_starttls(s->conf->name, "failed", "timeout");
+    }
     fail_reply(s, "421 4.4.2", "Error: timeout exceeded", "timeout", what);
 }
 
@@ -521,6 +535,7 @@ static void start_client_tls(stp_session_t *s)
         return;
     }
     s->tls = T_HANDSHAKE;
+    s->hs_start_ns = uv_hrtime();
     stp_conn_start_tls(&s->client, e);
 }
 
@@ -709,6 +724,7 @@ static void data_refuse(stp_session_t *s)
     s->rejected++;
     stp_log(STP_LOG_INFO, "message id=%s.%u client=%s from=\"%s\" result=refused reason=\"%s\"",
             s->id, s->messages + s->rejected, s->peer_str, s->mail_from, s->msg_abort);
+    stp_sm_message(s->conf->name, 0, 0);
     stp_conn_close(s->up);
     finish(s, s->msg_abort, "message-refused", "bare CR/LF or size in DATA");
 }
@@ -788,6 +804,14 @@ static void process(stp_session_t *s, const char *p, size_t n)
 static void client_on_read(stp_conn_t *c, const char *data, size_t len)
 {
     stp_session_t *s = c->owner;
+    if (s->pp) {
+        size_t used = proxy_header_input(s, data, len);
+        if (s->pp || s->state == S_CLOSING) {
+            return;
+        }
+        data += used;
+        len -= used;
+    }
     process(s, data, len);
     update_reading(s);
     arm_timers(s);
@@ -803,6 +827,9 @@ static void client_on_eof(stp_conn_t *c, const char *err)
     if (s->quit_seen && err == NULL) {
         finish(s, NULL, "ok", NULL);
     } else {
+        if (s->tls == T_HANDSHAKE) {
+            stp_sm_starttls(s->conf->name, "failed", "closed");
+        }
         finish(s, NULL, s->tls == T_HANDSHAKE ? "tls-failed" : "client-closed", err);
     }
 }
@@ -815,6 +842,8 @@ static void client_on_handshake(stp_conn_t *c, const char *err)
         s->tls = T_NONE;
         stp_log(STP_LOG_INFO, "tls id=%s client=%s result=failed error=\"%s\"", s->id,
                 s->peer_str, err);
+        stp_sm_handshake(s->conf->name, "server", NULL, 0, (uv_hrtime() - s->hs_start_ns) / 1e9);
+        stp_sm_starttls(s->conf->name, "failed", "handshake");
         finish(s, NULL, "tls-failed", err);
         return;
     }
@@ -828,6 +857,9 @@ static void client_on_handshake(stp_conn_t *c, const char *err)
     }
     stp_log(STP_LOG_DEBUG, "tls id=%s client=%s version=%s cipher=%s", s->id, s->peer_str,
             s->tls_version, s->tls_cipher);
+    stp_sm_handshake(s->conf->name, "server", s->tls_version, 1,
+                     (uv_hrtime() - s->hs_start_ns) / 1e9);
+    stp_sm_starttls(s->conf->name, "accepted", NULL);
 
     /* Nothing learned before TLS survives it (RFC 3207 4.2): the client
      * must EHLO again and the backend forgets any envelope. */
@@ -910,6 +942,9 @@ static void relay_ehlo(stp_session_t *s, const stp_reply_t *r)
         o.drop |= STP_EHLO_AUTH;
     }
     if (stp_ehlo_rewrite(r, &o, out, sizeof(out), &len, NULL) == 0) {
+        if (o.add_starttls && r->code == 250) {
+            stp_sm_starttls(s->conf->name, "offered", NULL);
+        }
         client_write(s, out, len);
     } else {
         /* Fail closed: never pass the backend's own keywords through
@@ -944,6 +979,7 @@ static void log_message(stp_session_t *s, const stp_reply_t *r)
             (unsigned long long)s->scan.bytes, s->tls == T_ACTIVE ? s->tls_version : "none",
             s->tls == T_ACTIVE ? s->tls_cipher : "none",
             r->code / 100 == 2 ? "accepted" : "rejected", r->code, text);
+    stp_sm_message(s->conf->name, r->code, s->scan.bytes);
 }
 
 static void handle_reply(stp_session_t *s, const stp_reply_t *r)
@@ -1057,6 +1093,10 @@ static void up_ready(stp_session_t *s)
     s->up_phase = UP_NONE;
     if (s->decision == NULL) {
         s->decision = s->up->tls ? "tls" : "plaintext";
+        stp_sm_policy(s->conf->name, "config",
+                      !s->up->tls                                    ? "plaintext"
+                      : s->verify && strcmp(s->verify, "ok") == 0 ? "tls_verified"
+                                                                     : "tls_encrypted");
     }
     stp_log(STP_LOG_INFO,
             "next_hop id=%s next_hop=%s policy=%s tls=%s cipher=%s verify=%s decision=%s", s->id,
@@ -1079,6 +1119,9 @@ static void up_refuse(stp_session_t *s, const char *subcode, const char *why)
     s->decision = reject ? "rejected" : "deferred";
     stp_log(STP_LOG_WARN, "policy id=%s next_hop=%s policy=%s decision=%s reason=\"%s\"", s->id,
             s->next_hop_str, level_name(s->conf->tls), s->decision, why);
+    stp_sm_policy(s->conf->name, "config", "refused");
+    stp_sm_downgrade(s->conf->name, level_name(s->conf->tls),
+                     s->down_reason ? s->down_reason : "handshake");
     snprintf(buf, sizeof(buf), "%s %c.%s %s %s\r\n", reject ? "554" : "421", reject ? '5' : '4',
              subcode, hostname(s), why);
     finish(s, buf, "policy", why);
@@ -1093,6 +1136,7 @@ static int up_testing(stp_session_t *s, const char *why)
     }
     stp_log(STP_LOG_WARN, "policy id=%s next_hop=%s policy=%s decision=testing-override "
             "would_refuse=\"%s\"", s->id, s->next_hop_str, level_name(s->conf->tls), why);
+    stp_sm_policy(s->conf->name, "config", "would_refuse");
     s->decision = "testing-override";
     return 1;
 }
@@ -1163,12 +1207,14 @@ static void up_reply(stp_session_t *s, const stp_reply_t *r)
             return;
         }
         snprintf(why, sizeof(why), "TLS is required, but was not offered by %s", host);
+        s->down_reason = "not_offered";
         up_no_tls(s, why);
         return;
     case UP_STARTTLS:
         if (r->code != 220) {
             snprintf(why, sizeof(why), "TLS is required, but STARTTLS was refused by %s (%d)",
                      host, r->code);
+            s->down_reason = "starttls_refused";
             up_no_tls(s, why);
             return;
         }
@@ -1176,6 +1222,7 @@ static void up_reply(stp_session_t *s, const stp_reply_t *r)
             /* Bytes behind the 220 were sent in plaintext and would be read
              * as if inside TLS: a response injection; never go on with it. */
             snprintf(why, sizeof(why), "%s sent data after its STARTTLS response", host);
+            s->down_reason = "injection";
             up_tls_failed(s, why);
             return;
         }
@@ -1189,6 +1236,7 @@ static void up_reply(stp_session_t *s, const stp_reply_t *r)
             }
             stp_tls_verify_prepare(stp_tls_engine_ssl(e));
             s->up_phase = UP_HANDSHAKE;
+            s->hs_start_ns = uv_hrtime();
             stp_conn_start_tls(s->up, e);
         }
         return;
@@ -1217,11 +1265,15 @@ static void up_on_handshake(stp_conn_t *c, const char *err)
     }
     if (err) {
         snprintf(why, sizeof(why), "TLS handshake with %s failed: %s", s->next_hop_str, err);
+        s->down_reason = "handshake";
+        stp_sm_handshake(s->conf->name, "client", NULL, 0, (uv_hrtime() - s->hs_start_ns) / 1e9);
         up_tls_failed(s, why);
         return;
     }
     snprintf(s->up_version, sizeof(s->up_version), "%s", stp_tls_engine_version(c->tls));
     snprintf(s->up_cipher, sizeof(s->up_cipher), "%s", stp_tls_engine_cipher(c->tls));
+    stp_sm_handshake(s->conf->name, "client", s->up_version, 1,
+                     (uv_hrtime() - s->hs_start_ns) / 1e9);
 
     /* Verification is computed at every level (for the log) and enforced
      * from `verify` on. */
@@ -1235,6 +1287,7 @@ static void up_on_handshake(stp_conn_t *c, const char *err)
     if (vr != STP_VERIFY_OK && s->conf->tls >= STP_TLS_LEVEL_VERIFY) {
         snprintf(why, sizeof(why), "certificate verification failed for %s: %s",
                  name[0] ? name : s->next_hop_str, vwhy);
+        s->down_reason = "certificate";
         if (!up_testing(s, why)) {
             up_refuse(s, "7.5", why);
             return;
@@ -1398,6 +1451,74 @@ static int original_dst(stp_session_t *s)
     return 0;
 }
 
+static void session_begin(stp_session_t *s);
+
+/* ---- PROXY protocol (proxy_protocol = yes) ---- */
+
+static void on_proxy_timeout(uv_timer_t *t)
+{
+    stp_session_t *s = t->data;
+    stp_log(STP_LOG_WARN, "proxy_protocol id=%s listener=%s client=%s result=timeout", s->id,
+            s->conf->name, s->peer_str);
+    stp_sm_refused(s->conf->name, "proxy_protocol");
+    finish(s, NULL, "proxy-protocol", "no PROXY header in time");
+}
+
+/* Only the configured load balancers may speak for someone else; the
+ * header must arrive before the greeting (the backend is not contacted). */
+static void proxy_header_wait(stp_session_t *s)
+{
+    const stp_listener_conf_t *conf = s->conf;
+    s->state = S_CONNECTING;
+    if (!stp_cidr_list_match(conf->proxy_from, conf->nproxy_from, (struct sockaddr *)&s->peer)) {
+        stp_log(STP_LOG_WARN, "proxy_protocol id=%s listener=%s client=%s result=denied", s->id,
+                conf->name, s->peer_str);
+        stp_sm_refused(conf->name, "proxy_not_allowed");
+        finish(s, NULL, "denied", "client not in proxy_from");
+        return;
+    }
+    s->pp = malloc(sizeof(*s->pp));
+    if (s->pp == NULL) {
+        finish(s, NULL, "error", "out of memory");
+        return;
+    }
+    stp_proxy_init(s->pp);
+    uv_timer_start(&s->client_timer, on_proxy_timeout, PROXY_HEADER_MS, 0);
+    stp_conn_read_start(&s->client);
+}
+
+/* Feeds the header parser; returns the bytes it used. When the header is
+ * complete the client's real address replaces the socket's and the session
+ * begins; what follows the header is the client's SMTP. */
+static size_t proxy_header_input(stp_session_t *s, const char *data, size_t len)
+{
+    size_t used = 0;
+    int rc = stp_proxy_feed(s->pp, data, len, &used);
+    if (rc == STP_PROXY_AGAIN) {
+        return used;
+    }
+    uv_timer_stop(&s->client_timer);
+    if (rc == STP_PROXY_ERROR) {
+        stp_log(STP_LOG_WARN, "proxy_protocol id=%s listener=%s client=%s result=invalid "
+                "error=\"%s\"", s->id, s->conf->name, s->peer_str, s->pp->error);
+        stp_sm_refused(s->conf->name, "proxy_protocol");
+        finish(s, NULL, "proxy-protocol", s->pp->error);
+        return used;
+    }
+    char via[64];
+    memcpy(via, s->peer_str, sizeof(via));
+    if (!s->pp->local) {
+        memcpy(&s->peer, &s->pp->src, sizeof(s->peer));
+        stp_sockaddr_str((struct sockaddr *)&s->peer, s->peer_str, sizeof(s->peer_str), 1);
+    }
+    stp_log(STP_LOG_INFO, "proxy_protocol id=%s listener=%s client=%s via=%s version=%d%s", s->id,
+            s->conf->name, s->peer_str, via, s->pp->version, s->pp->local ? " local=yes" : "");
+    free(s->pp);
+    s->pp = NULL;
+    session_begin(s);
+    return used;
+}
+
 void stp_session_accept(stp_listener_t *l)
 {
     const stp_listener_conf_t *conf = l->conf;
@@ -1435,6 +1556,7 @@ void stp_session_accept(stp_listener_t *l)
     }
     l->sessions = s;
     l->nsessions++;
+    stp_sm_session_open(conf->name);
 
     if (uv_accept((uv_stream_t *)&l->tcp, (uv_stream_t *)&s->client.tcp) != 0) {
         s->state = S_CONNECTING;
@@ -1445,7 +1567,19 @@ void stp_session_accept(stp_listener_t *l)
     uv_tcp_getpeername(&s->client.tcp, (struct sockaddr *)&s->peer, &sl);
     stp_sockaddr_str((struct sockaddr *)&s->peer, s->peer_str, sizeof(s->peer_str), 1);
     stp_conn_tune(&s->client);
+    if (conf->mode == STP_MODE_INBOUND && conf->proxy_protocol) {
+        proxy_header_wait(s);
+        return;
+    }
+    session_begin(s);
+}
 
+/* The client's address is known (from the socket or the PROXY header):
+ * limits, access, then the backend. */
+static void session_begin(stp_session_t *s)
+{
+    stp_listener_t *l = s->listener;
+    const stp_listener_conf_t *conf = s->conf;
     stp_limit_result_t lr = stp_limits_acquire(l->limits, (struct sockaddr *)&s->peer);
     if (lr != STP_LIMIT_OK || l->draining) {
         s->state = S_CONNECTING;
@@ -1453,6 +1587,9 @@ void stp_session_accept(stp_listener_t *l)
                            : lr == STP_LIMIT_PER_IP
                                ? "421 4.7.0 Error: too many connections from your address\r\n"
                                : "421 4.7.0 Error: too many connections\r\n";
+        stp_sm_refused(conf->name, l->draining               ? "draining"
+                                   : lr == STP_LIMIT_PER_IP ? "max_connections_per_ip"
+                                                            : "max_connections");
         finish(s, text, l->draining ? "shutdown" : "limit", NULL);
         return;
     }
@@ -1464,6 +1601,7 @@ void stp_session_accept(stp_listener_t *l)
         if (!stp_cidr_list_match(conf->allow, conf->nallow, (struct sockaddr *)&s->peer)) {
             stp_log(STP_LOG_WARN, "access id=%s listener=%s client=%s result=denied", s->id,
                     conf->name, s->peer_str);
+            stp_sm_refused(conf->name, "not_allowed");
             finish(s, "554 5.7.1 Access denied\r\n", "denied", "client not in allow");
             return;
         }

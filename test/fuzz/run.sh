@@ -49,9 +49,11 @@ declare -A srcs=(
   [fuzz_ehlo]="proxy/ehlo.c proxy/smtp_reply.c"
   [fuzz_data_scan]="proxy/data_scan.c"
   [fuzz_config]="proxy/config.c policy/cidr.c -linih"
+  [fuzz_proxy_proto]="proxy/proxy_proto.c"
+  [fuzz_http_req]="proxy/http_req.c"
 )
 # The parser targets must exist; fuzz_config is optional (written elsewhere).
-required="fuzz_data_scan fuzz_ehlo fuzz_smtp_cmd fuzz_smtp_line fuzz_smtp_reply"
+required="fuzz_data_scan fuzz_ehlo fuzz_http_req fuzz_proxy_proto fuzz_smtp_cmd fuzz_smtp_line fuzz_smtp_reply"
 
 passed=0
 failed=0

@@ -217,7 +217,8 @@ class Proxy:
         self.proc = Process([BIN, "-c", self.ini], self.ini + ".log", env=env)
         self.pid = self.proc.pid
         # Ready once it logged its start; probing the ports would open sessions.
-        if not poll(lambda: " start version=" in self.proc.log() or not self.proc.running()):
+        started = (" start version=", '"event":"start"')  # text or JSON log
+        if not poll(lambda: any(m in self.proc.log() for m in started) or not self.proc.running()):
             self.proc.stop(signal.SIGKILL)
             raise RuntimeError("proxy did not start:\n" + self.proc.log())
         if not self.proc.running():

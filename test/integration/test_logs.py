@@ -1,0 +1,96 @@
+"""Logs: with log_format = json every line is one JSON object, and the
+session and message events carry the fields the README documents (the
+answer to "was this mail encrypted, and with what?")."""
+import json
+import os
+import shutil
+import unittest
+
+from harness import BODY, NextHop, Proxy, ProxyCase
+from harness import CERTS, tmpdir
+from test_outbound import attempt
+
+INBOUND_SESSION = ("ts level event id listener client tls cipher sni backend helo messages "
+                   "rejected bytes_in bytes_out result duration").split()
+OUTBOUND_SESSION = ("ts level event id listener client next_hop policy tls cipher verify "
+                    "decision helo messages rejected bytes_in bytes_out result duration").split()
+MESSAGE = "ts level event id client from rcpts size tls cipher result code reply".split()
+
+
+class JsonLogs(ProxyCase):
+    proxy_extra = {"log_format": "json"}
+
+    def events(self, proxy):
+        out = []
+        for line in proxy.log().splitlines():
+            if line.startswith("{"):
+                obj = json.loads(line)  # every line parses
+                self.assertIsInstance(obj, dict)
+                for v in obj.values():
+                    self.assertIsInstance(v, str)
+                out.append(obj)
+            else:
+                self.fail("not a JSON line: %r" % line)
+        return out
+
+    def test_inbound_tls_session_and_message(self):
+        c = self.ready_client(helo='weird"helo\\x')
+        self.assertEqual(self.send_message(c)[0], 250)
+        self.assertEqual(c.cmd("QUIT")[0], 221)
+        c.close()
+        proxy = self.proxy
+        self.stop_proxy()
+        ev = self.events(proxy)
+        kinds = [e["event"] for e in ev]
+        self.assertEqual(kinds[0], "listen")
+        self.assertIn("start", kinds)
+        self.assertEqual(kinds[-1], "stop")
+        sess = [e for e in ev if e["event"] == "session"]
+        msgs = [e for e in ev if e["event"] == "message"]
+        self.assertEqual(len(sess), 1)
+        self.assertEqual(len(msgs), 1)
+        self.assertEqual(sorted(sess[0]), sorted(INBOUND_SESSION))
+        self.assertEqual(sorted(msgs[0]), sorted(MESSAGE))
+        s, m = sess[0], msgs[0]
+        self.assertEqual(s["level"], "info")
+        self.assertEqual(s["tls"], "TLSv1.3")
+        self.assertTrue(s["cipher"].startswith("TLS_"), s)
+        self.assertEqual(s["result"], "ok")
+        self.assertEqual(s["messages"], "1")
+        self.assertEqual(s["helo"], "weird\\x22helo\\x5cx")  # escaped peer text
+        self.assertTrue(s["client"].startswith("127.0.0.1:"))
+        self.assertRegex(s["duration"], r"^\d+\.\d{3}s$")
+        self.assertEqual(m["id"], s["id"] + ".1")
+        self.assertEqual((m["tls"], m["cipher"]), (s["tls"], s["cipher"]))
+        self.assertEqual((m["result"], m["code"]), ("accepted", "250"))
+        self.assertEqual(m["from"], "<a@example.test>")  # the reverse-path as sent
+        self.assertGreaterEqual(int(m["size"]), len(BODY) - 1)
+
+
+class JsonLogsOutbound(unittest.TestCase):
+    def test_outbound_session_fields(self):
+        tmp = tmpdir()
+        self.addCleanup(shutil.rmtree, tmp, True)
+        hop = NextHop(tmp, "good")
+        self.addCleanup(hop.stop)
+        proxy = Proxy(tmp, {"out": {"mode": "outbound", "route": "relay:127.0.0.1:%d" % hop.port,
+                                    "tls": "verify", "servername": "mx.example.test",
+                                    "ca_file": os.path.join(CERTS, "ca.pem")}},
+                      tls=False, proxy_extra={"log_format": "json"})
+        self.addCleanup(proxy.stop)
+        self.assertEqual(attempt(proxy.port("out"))[0], "delivered")
+        self.assertEqual(proxy.stop(), 0)
+        ev = [json.loads(l) for l in proxy.log().splitlines()]
+        sess = [e for e in ev if e["event"] == "session"]
+        self.assertEqual(len(sess), 1)
+        self.assertEqual(sorted(sess[0]), sorted(OUTBOUND_SESSION))
+        self.assertEqual((sess[0]["verify"], sess[0]["decision"]), ("ok", "tls"))
+        self.assertTrue(sess[0]["tls"].startswith("TLSv1."), sess[0])
+        hops = [e for e in ev if e["event"] == "next_hop"]
+        self.assertEqual(len(hops), 1)
+        for k in ("id", "next_hop", "policy", "tls", "cipher", "verify", "decision"):
+            self.assertIn(k, hops[0])
+
+
+if __name__ == "__main__":
+    unittest.main()

@@ -1,0 +1,147 @@
+"""PROXY protocol on an inbound listener (proxy_protocol = yes): a real
+haproxy in front (send-proxy and send-proxy-v2), clients connecting to it
+from other loopback addresses (127.0.0.2, 127.0.0.3) so that the real client
+address differs from haproxy's (127.0.0.1, the only proxy_from network).
+
+Checked: the backend's Received: header and the proxy's log carry the
+original client address; per-IP limits count the original address, so the
+check happens after the header; a direct connection from an address outside
+proxy_from and a malformed header from an allowed one are closed without a
+greeting and logged.
+"""
+import os
+import shutil
+import smtplib
+import socket
+import struct
+import unittest
+
+from harness import (BODY, Process, Proxy, Sink, free_port, log_fields, parse_trace, poll,
+                     split_trace, tmpdir)
+
+HAPROXY = shutil.which("haproxy") or "/usr/sbin/haproxy"
+
+
+class Haproxy:
+    """haproxy in the foreground with one TCP frontend per (port, server option)."""
+
+    def __init__(self, tmp, target_port, options):
+        self.ports = {}
+        lines = ["global", "    maxconn 100", "defaults", "    mode tcp",
+                 "    timeout connect 5s", "    timeout client 30s", "    timeout server 30s"]
+        for name, opt in options.items():
+            port = free_port()
+            self.ports[name] = port
+            lines += ["frontend f_%s" % name, "    bind 127.0.0.1:%d" % port,
+                      "    default_backend b_%s" % name,
+                      "backend b_%s" % name,
+                      "    server s1 127.0.0.1:%d %s" % (target_port, opt)]
+        self.cfg = os.path.join(tmp, "haproxy.cfg")
+        with open(self.cfg, "w") as f:
+            f.write("\n".join(lines) + "\n")
+        self.proc = Process([HAPROXY, "-db", "-f", self.cfg], self.cfg + ".log")
+        for port in self.ports.values():
+            if not poll(lambda p=port: listening(p)):
+                raise RuntimeError("haproxy did not listen:\n" + self.proc.log())
+
+    def stop(self):
+        self.proc.stop()
+
+
+def listening(port):
+    """True once something listens on 127.0.0.1:port (read from /proc, so
+    no connection is made)."""
+    want = ":%04X" % port
+    for path in ("/proc/net/tcp",):
+        with open(path) as f:
+            for line in f.readlines()[1:]:
+                cols = line.split()
+                if cols[1].endswith(want) and cols[3] == "0A":
+                    return True
+    return False
+
+
+@unittest.skipUnless(os.path.exists(HAPROXY), "haproxy not installed (deploy/install-deps.sh)")
+class ProxyProtocol(unittest.TestCase):
+    def setUp(self):
+        self.tmp = tmpdir()
+        self.addCleanup(shutil.rmtree, self.tmp, True)
+        self.sink = Sink(self.tmp)
+        self.addCleanup(self.sink.stop)
+        self.proxy = Proxy(self.tmp, {"in": {
+            "backend": "127.0.0.1:%d" % self.sink.port, "proxy_protocol": "yes",
+            "proxy_from": "127.0.0.1/32", "max_connections_per_ip": "1"}})
+        self.addCleanup(self.proxy.stop)
+        self.ha = Haproxy(self.tmp, self.proxy.port("in"),
+                          {"v1": "send-proxy", "v2": "send-proxy-v2"})
+        self.addCleanup(self.ha.stop)
+
+    def send_via(self, name, source):
+        s = smtplib.SMTP(timeout=10, source_address=(source, 0))
+        s.connect("127.0.0.1", self.ha.ports[name])
+        port = s.sock.getsockname()[1]
+        s.ehlo("client.example")
+        s.sendmail("a@example.test", ["b@example.test"], BODY)
+        s.quit()
+        return port
+
+    def check_version(self, name, version):
+        port = self.send_via(name, "127.0.0.2")
+        header, _ = split_trace(self.sink.messages()[-1])
+        self.assertEqual(parse_trace(header)["ip"], "127.0.0.2", header)
+        poll(lambda: self.proxy.log_lines("session"))
+        pp = [log_fields(l) for l in self.proxy.log_lines("proxy_protocol")]
+        self.assertEqual([(f["client"], f["version"]) for f in pp],
+                         [("127.0.0.2:%d" % port, version)], self.proxy.log())
+        self.assertTrue(pp[0]["via"].startswith("127.0.0.1:"), pp)
+        sess = [log_fields(l) for l in self.proxy.log_lines("session")]
+        self.assertEqual([f["client"] for f in sess], ["127.0.0.2:%d" % port], self.proxy.log())
+
+    def test_v1_via_haproxy(self):
+        self.check_version("v1", "1")
+
+    def test_v2_via_haproxy(self):
+        self.check_version("v2", "2")
+
+    def test_limits_use_the_real_address(self):
+        # two clients behind the same haproxy: one connection each is allowed
+        a = socket.create_connection(("127.0.0.1", self.ha.ports["v2"]), timeout=10,
+                                     source_address=("127.0.0.2", 0))
+        self.addCleanup(a.close)
+        self.assertTrue(a.recv(512).startswith(b"220 "))
+        b = socket.create_connection(("127.0.0.1", self.ha.ports["v2"]), timeout=10,
+                                     source_address=("127.0.0.3", 0))
+        self.addCleanup(b.close)
+        self.assertTrue(b.recv(512).startswith(b"220 "))
+        # a second one from 127.0.0.2 is over its per-IP limit
+        c = socket.create_connection(("127.0.0.1", self.ha.ports["v1"]), timeout=10,
+                                     source_address=("127.0.0.2", 0))
+        self.addCleanup(c.close)
+        self.assertTrue(c.recv(512).startswith(b"421 4.7.0 "))
+
+    def test_direct_from_outside_proxy_from_is_closed(self):
+        s = socket.create_connection(("127.0.0.1", self.proxy.port("in")), timeout=10,
+                                     source_address=("127.0.0.3", 0))
+        self.addCleanup(s.close)
+        s.sendall(b"PROXY TCP4 192.0.2.1 127.0.0.1 1234 25\r\n")
+        self.assertEqual(s.recv(512), b"")  # no greeting, closed
+        self.assertTrue(poll(lambda: self.proxy.log_lines("proxy_protocol")))
+        f = log_fields(self.proxy.log_lines("proxy_protocol")[0])
+        self.assertEqual(f["result"], "denied")
+        self.assertTrue(f["client"].startswith("127.0.0.3:"), f)
+        self.assertEqual(self.sink.messages(), [])
+
+    def test_malformed_header_is_closed(self):
+        for bad in (b"EHLO x\r\n", b"PROXY TCP4 1.2.3.4 1.2.3.4 99999 25\r\n",
+                    b"\r\n\r\n\x00\r\nQUIT\n\x21\x11\x00\x04" + struct.pack("!I", 0)):
+            s = socket.create_connection(("127.0.0.1", self.proxy.port("in")), timeout=10)
+            s.sendall(bad)
+            self.assertEqual(s.recv(512), b"", bad)
+            s.close()
+        self.assertTrue(poll(lambda: len(self.proxy.log_lines("proxy_protocol")) == 3))
+        for l in self.proxy.log_lines("proxy_protocol"):
+            self.assertEqual(log_fields(l)["result"], "invalid", l)
+
+
+if __name__ == "__main__":
+    unittest.main()
