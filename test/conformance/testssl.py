@@ -57,7 +57,7 @@ class Testssl(unittest.TestCase):
         out = os.path.join(tmp, "testssl.json")
         argv = [TESTSSL, "--quiet", "--color", "0", "--warnings", "off", "--nodns", "none",
                 "--ip", "127.0.0.1", "--connect-timeout", "5", "--openssl-timeout", "5",
-                "--fast", "-p", "-s", "-R", "-C", "-B", "-O", "-Z", "-W", "-F", "-A", "-H", "-I",
+                "--fast", "-p", "-s", "-R", "-C", "-J", "-O", "-Z", "-W", "-F", "-A", "-H", "-I",
                 "-T", "-L", "-D", "-e", "--jsonfile", out]
         if starttls:
             argv += ["--starttls", "smtp"]
