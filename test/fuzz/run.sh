@@ -49,11 +49,10 @@ declare -A srcs=(
   [fuzz_ehlo]="proxy/ehlo.c proxy/smtp_reply.c"
   [fuzz_data_scan]="proxy/data_scan.c"
   [fuzz_config]="proxy/config.c policy/cidr.c -linih"
-  [fuzz_session]="proxy/conn.c proxy/limits.c proxy/listener.c proxy/log.c proxy/session.c
-    proxy/trace.c proxy/config.c proxy/data_scan.c proxy/ehlo.c proxy/smtp_cmd.c
-    proxy/smtp_line.c proxy/smtp_reply.c policy/cidr.c tls/tls_ctx.c tls/tls_engine.c
-    tls/tls_verify.c -L/usr/lib/x86_64-linux-gnu/android
-    -Wl,-rpath,/usr/lib/x86_64-linux-gnu/android -lssl -lcrypto -luv -linih"
+  # the whole daemon but main(): every proxy/, tls/ and policy/ source
+  [fuzz_session]="$(ls proxy/*.c tls/*.c policy/*.c | grep -v '^proxy/main\.c$' | tr '\n' ' ')
+    -L/usr/lib/x86_64-linux-gnu/android -Wl,-rpath,/usr/lib/x86_64-linux-gnu/android
+    -lssl -lcrypto -luv -linih -lcares"
 )
 # The parser targets must exist; fuzz_config is optional (written elsewhere).
 required="fuzz_data_scan fuzz_ehlo fuzz_session fuzz_smtp_cmd fuzz_smtp_line fuzz_smtp_reply"
