@@ -655,6 +655,55 @@ class Faults(unittest.TestCase):
         note(self, "; ".join(results))
 
 
+class OpenRelay(unittest.TestCase):
+    """The outbound listener relays only for its allow list: probes from
+    another loopback address (127.0.0.2, not in allow) are refused at once,
+    before any next-hop byte, whatever they try."""
+
+    def test_probe_from_outside_allow(self):
+        tmp = tmpdir()
+        self.addCleanup(shutil.rmtree, tmp, True)
+        hop = NextHop(tmp, "good")
+        self.addCleanup(hop.stop)
+        p = Proxy(tmp, {"out": {"mode": "outbound", "route": "relay:127.0.0.1:%d" % hop.port,
+                                "tls": "verify", "servername": "mx.example.test",
+                                "ca_file": os.path.join(CERTS, "ca.pem"),
+                                "allow": "127.0.0.1/32"}}, tls=False)
+        self.addCleanup(p.stop)
+        for probe in (b"EHLO probe.example\r\nMAIL FROM:<spam@evil.example>\r\n"
+                      b"RCPT TO:<victim@elsewhere.example>\r\nDATA\r\nspam\r\n.\r\n",
+                      b"HELO probe.example\r\nMAIL FROM:<>\r\nRCPT TO:<\"victim@x\"@[127.0.0.1]>\r\n"):
+            s = socket.create_connection(("127.0.0.1", p.port("out")), timeout=10,
+                                         source_address=("127.0.0.2", 0))
+            got = b""
+            try:
+                while b"\n" not in got:
+                    d = s.recv(65536)
+                    if not d:
+                        break
+                    got += d
+                self.assertTrue(got.startswith(b"554 5.7.1"), got)
+                # and whatever it tries next goes nowhere
+                s.sendall(probe)
+                while True:
+                    d = s.recv(65536)
+                    if not d:
+                        break
+                    got += d
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # closed by the proxy: the right answer
+            finally:
+                s.close()
+            self.assertNotIn(b"\n250", got)
+            self.assertNotIn(b"\n354", got)
+        self.assertEqual(hop.stored(), [])
+        # The allowed address is served (the probe was refused for its address).
+        self.assertEqual(attempt(p.port("out"))[0], "delivered")
+        self.assertEqual(len(hop.stored()), 1)
+        self.assertEqual(p.stop(), 0)
+        note(self, "127.0.0.2: 554 5.7.1 and closed, nothing relayed; 127.0.0.1 delivered")
+
+
 class OutboundFaults(unittest.TestCase):
     def test_nexthop_closes_mid_handshake(self):
         tmp = tmpdir()

@@ -104,6 +104,8 @@ CASES = [
     (O, "sni_sent", "SNI = servername", "test_outbound.Behaviour.test_sni_sent_is_servername"),
     (O, "open_relay_probe", "554 5.7.1 outside allow, nothing delivered",
      "test_outbound.Behaviour.test_not_an_open_relay"),
+    (O, "open_relay_probe_other_address", "554 5.7.1 from 127.0.0.2, nothing relayed",
+     "cases.OpenRelay.test_probe_from_outside_allow"),
     (O, "nexthop_drops_after_dot", "never 250 to the legacy MTA",
      "test_outbound.Behaviour.test_drop_after_dot_never_250"),
     # both directions
