@@ -40,12 +40,17 @@
  * 2*n + 4 bytes, within the header's 6*n + 4 (the fuzz target checks it).
  *
  * Decisions where the header leaves room:
- *  - NUL is content in both modes, as the header's REJECT mode says (bytes
- *    unchanged) and as RFC 5321 leaves it to the receiver. "\r\n\0.\r\n" is
- *    therefore never an end of data here, and its output line is "\0.", not
- *    ".". XXX: a next hop that silently deletes NUL bytes would read that
- *    line as an end of data; such a hop needs the proxy to refuse NUL,
- *    which would be a new mode, not a reading of this one.
+ *  - NUL is treated like a bare CR/LF: REJECT reports it (STP_DATA_BARE),
+ *    NORMALIZE deletes it. Legacy servers that silently delete NUL bytes
+ *    read "\r\n\0.\r\n" or "\r\n.\0\r\n" as an end of data the proxy
+ *    did not see (SMTP smuggling; found by the conformance suite against a
+ *    NUL-deleting backend). Deleting it in NORMALIZE is not transparent to
+ *    the line structure: a NUL at a line start leaves that start
+ *    BOL_REPAIRED (a following dot is doubled, as the proxy's own view of
+ *    the line is "\0.", not "."), a NUL right after a line-leading dot
+ *    makes that dot content (doubled), and a held CR becomes a repaired
+ *    line end. So neither kind of next hop, NUL-keeping or NUL-deleting,
+ *    can see an end or an unstuffed dot the proxy did not see.
  *  - `bytes` counts every consumed byte, the terminating ".\r\n" included:
  *    a held "." may turn out to be the terminator only later, and a count
  *    that never goes down is what a size limit checked after each call
@@ -110,6 +115,41 @@ int stp_data_scan(stp_data_scan_t *s, const char *in, size_t n, char *out, size_
 
     while (i < n) {
         char c = in[i];
+
+        if (c == '\0') {
+            if (!norm) {
+                /* After the report the NUL is content (nothing is forwarded
+                 * any more; only the real end still matters). */
+                BARE();
+            } else {
+                switch (s->state) {
+                case BOL:
+                case BOL_REPAIRED:
+                    s->state = BOL_REPAIRED; /* deleted; a dot after it is content */
+                    break;
+                case MID:
+                    break; /* deleted */
+                case CR:
+                    REPAIR(); /* the held CR was bare; the NUL is deleted */
+                    break;
+                case DOT:
+                    EMIT('.');
+                    EMIT('.');
+                    s->state = MID;
+                    break;
+                case DOTCR:
+                    EMIT('.');
+                    EMIT('.');
+                    REPAIR();
+                    break;
+                default:
+                    abort();
+                }
+                s->bytes++;
+                i++;
+                continue;
+            }
+        }
 
         switch (s->state) {
         case BOL:

@@ -8,14 +8,14 @@
  * the first CRLF), so content ".\r\n" at once is an empty message.
  *
  * Two modes:
- *  - STP_DATA_REJECT: bytes are passed through unchanged. The first bare CR or
- *    bare LF is reported (STP_DATA_BARE); the caller stops forwarding, keeps
- *    feeding to find the real end, and then rejects the message.
- *  - STP_DATA_NORMALIZE: a bare LF or bare CR becomes CRLF in the output, and
- *    a line that starts with "." right after such a repaired line end gets
- *    its dot doubled, so the next hop can never see an end of data (or an
- *    unstuffed dot) that the proxy did not see. Output may be larger than
- *    input: at most 2x + 2 bytes.
+ *  - STP_DATA_REJECT: bytes are passed through unchanged. The first bare CR,
+ *    bare LF or NUL is reported (STP_DATA_BARE); the caller stops forwarding,
+ *    keeps feeding to find the real end, and then rejects the message.
+ *  - STP_DATA_NORMALIZE: a bare LF or bare CR becomes CRLF in the output, a
+ *    NUL is deleted, and a line that starts with "." right after such a
+ *    repaired line end (or a deleted NUL) gets its dot doubled, so the next
+ *    hop can never see an end of data (or an unstuffed dot) that the proxy
+ *    did not see. Output may be larger than input: at most 2x + 2 bytes.
  * In both modes the end of data is recognised only on the client's original
  * bytes as CR LF "." CR LF.
  */
@@ -30,13 +30,13 @@ typedef enum { STP_DATA_REJECT = 0, STP_DATA_NORMALIZE = 1 } stp_data_mode_t;
 enum {
     STP_DATA_AGAIN = 0, /* all input consumed; end not seen yet */
     STP_DATA_DONE = 1,  /* end of data seen; the ".\r\n" is included in what was consumed */
-    STP_DATA_BARE = 2,  /* REJECT mode: bare CR/LF; reported once per message */
+    STP_DATA_BARE = 2,  /* REJECT mode: bare CR/LF or NUL; reported once per message */
 };
 
 typedef struct {
     stp_data_mode_t mode;
     uint64_t bytes;      /* content bytes seen so far (client's, before any repair) */
-    int saw_bare;        /* a bare CR/LF was seen in this message */
+    int saw_bare;        /* a bare CR/LF (REJECT: or NUL) was seen in this message */
     /* private */
     int state;
     int stuff_next;

@@ -744,7 +744,7 @@ static size_t data_input(stp_session_t *s, const char *p, size_t n)
         }
     }
     if (rc == STP_DATA_BARE && s->msg_abort == NULL) {
-        s->msg_abort = "554 5.6.0 Error: bare CR or LF in message data is not allowed "
+        s->msg_abort = "554 5.6.0 Error: bare CR, LF or NUL in message data is not allowed "
                        "(SMTP smuggling protection); message refused\r\n";
     }
     if (s->conf->max_message_size && s->scan.bytes > s->conf->max_message_size &&

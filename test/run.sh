@@ -5,6 +5,8 @@
 #   2. bazel build //...
 #   3. unit tests: bazel test //test/unit/...          (one result per target)
 #   4. integration tests against the normal binary      (one result per test)
+#   4b. the security conformance suite (test/conformance/run.py: attacks,
+#      faults, testssl.sh), one result per named case, its table printed
 #   5. the proxy and unit tests rebuilt under ASan+UBSan; unit tests and the
 #      integration suite again, with leak checking at each proxy's SIGTERM
 #   6. test/fuzz/run.sh 10, if present                  (one result per target)
@@ -28,7 +30,7 @@ quick=0
 for arg in "$@"; do
   case "$arg" in
     --quick) quick=1 ;;
-    -h | --help) sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h | --help) sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "usage: $0 [--quick]" >&2; exit 2 ;;
   esac
 done
@@ -138,6 +140,12 @@ unit_tests "unit"
 
 note "integration tests"
 integration "integration" "$work/smtp-tls-proxy"
+
+note "security conformance (test/conformance/run.py)"
+STP_BIN="$work/smtp-tls-proxy" STP_CERTS="$work/certs" \
+  timeout 1200 "$py" test/conformance/run.py -v >"$work/conformance.log" 2>&1
+grep -Ev '^[0-9]+ passed, [0-9]+ failed$' "$work/conformance.log"
+add_from_log "conformance" "$work/conformance.log"
 
 if [ "$quick" = 0 ]; then
   asan=(--config=asan -c dbg --symlink_prefix=/)

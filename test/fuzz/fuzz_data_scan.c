@@ -7,7 +7,8 @@
  * the same bytes, reports BARE as often and ends at the same offset; the
  * end is where an independent model puts it (the first CRLF "." CRLF, the
  * CRLF after DATA included); REJECT reports BARE exactly when the model
- * finds a bare CR/LF and forwards an unchanged prefix of the input; the
+ * finds a bare CR/LF or a NUL and forwards an unchanged prefix of the input; the
+ * output never holds a NUL (a hop that deletes NULs sees the same lines); the
  * output never holds a lone "." line except the final one; NORMALIZE
  * output has CRLF line ends only; no call writes more than 2*n + 4 bytes.
  */
@@ -90,7 +91,7 @@ static int model_bare(const uint8_t *d, size_t n)
 {
     for (size_t i = 0; i < n; i++) {
         if ((d[i] == '\n' && (i == 0 || d[i - 1] != '\r')) ||
-            (d[i] == '\r' && i + 1 < n && d[i + 1] != '\n')) {
+            (d[i] == '\r' && i + 1 < n && d[i + 1] != '\n') || d[i] == '\0') {
             return 1;
         }
     }
@@ -132,6 +133,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         if (memcmp(o + i, "\r\n.\r\n", 5) == 0 && !(i + 5 == ol && end >= 0)) {
             abort();
         }
+    }
+    /* no NUL is forwarded, so a hop that deletes NULs sees the same lines */
+    if (memchr(o, '\0', ol) != NULL) {
+        abort();
     }
     if (mode == STP_DATA_REJECT) {
         if (whole.bare != model_bare(d, upto) || ol > upto || memcmp(o, d, ol) != 0) {

@@ -51,9 +51,14 @@ declare -A srcs=(
   [fuzz_config]="proxy/config.c policy/cidr.c -linih"
   [fuzz_proxy_proto]="proxy/proxy_proto.c"
   [fuzz_http_req]="proxy/http_req.c"
+
+  # the whole daemon but main(): every proxy/, tls/ and policy/ source
+  [fuzz_session]="$(ls proxy/*.c tls/*.c policy/*.c | grep -v '^proxy/main\.c$' | tr '\n' ' ')
+    -L/usr/lib/x86_64-linux-gnu/android -Wl,-rpath,/usr/lib/x86_64-linux-gnu/android
+    -lssl -lcrypto -luv -linih -lcares"
 )
 # The parser targets must exist; fuzz_config is optional (written elsewhere).
-required="fuzz_data_scan fuzz_ehlo fuzz_http_req fuzz_proxy_proto fuzz_smtp_cmd fuzz_smtp_line fuzz_smtp_reply"
+required="fuzz_data_scan fuzz_ehlo fuzz_http_req fuzz_proxy_proto fuzz_session fuzz_smtp_cmd fuzz_smtp_line fuzz_smtp_reply"
 
 passed=0
 failed=0

@@ -275,7 +275,8 @@ class RefusedCommands(ProxyCase):
         self.assertTrue(proxy.log_lines("session"), log)
 
 
-SMUGGLE_ENDINGS = [b"\n.\n", b"\r.\r\n", b"\n.\r\n", b"\r\n.\n", b"\r.\r", b"\n.\r", b"\r\n.\r"]
+SMUGGLE_ENDINGS = [b"\n.\n", b"\r.\r\n", b"\n.\r\n", b"\r\n.\n", b"\r.\r", b"\n.\r", b"\r\n.\r",
+                   b"\r.\n", b"\r\n\x00.\r\n", b"\r\n.\x00\r\n"]
 SECOND = (b"MAIL FROM:<evil@attacker.example>\r\nRCPT TO:<victim@example.test>\r\nDATA\r\n"
           b"Subject: smuggled\r\n\r\nsmuggled\r\n")
 
@@ -349,14 +350,34 @@ class Smuggling(ProxyCase):
                 c.close()
         self.assert_nothing_smuggled()
 
-    def test_nul_and_dots_are_content(self):
+    def test_dots_are_content(self):
         c = self.client()
         c.reply()
         c.cmd("EHLO x.example")
-        body = b"Subject: dots\r\n\r\n\x00.\r\n...\r\n.. .\r\nend\r\n"
+        body = b"Subject: dots\r\n\r\nx.\r\n...\r\n.. .\r\nend\r\n"
         self.assertEqual(self.attempt_raw(c, body)[0], 250)
         _, rest = split_trace(self.messages(1)[0])
-        self.assertEqual(rest, b"Subject: dots\r\n\r\n\x00.\r\n..\r\n. .\r\nend\r\n")
+        self.assertEqual(rest, b"Subject: dots\r\n\r\nx.\r\n..\r\n. .\r\nend\r\n")
+
+    def test_nul_refused_or_deleted(self):
+        # The lenient backend deletes NUL bytes, as some legacy servers do,
+        # so "\r\n\0.\r\n" and "\r\n.\0\r\n" would end its DATA: reject
+        # mode refuses NUL like a bare CR/LF, normalize mode deletes it and
+        # keeps a dot that the deletion brings to a line start as content.
+        body = b"Subject: nul\r\n\r\n\x00.\r\n.\x00\r\nend\r\n"
+        c = self.client()
+        c.reply()
+        c.cmd("EHLO x.example")
+        code, lines = self.attempt_raw(c, body)
+        self.assertTrue(lines[0].startswith("554 5.6.0"), lines)
+        self.assertIn("NUL", lines[0])
+        self.assertTrue(c.closed())
+        c = self.client("norm")
+        c.reply()
+        c.cmd("EHLO x.example")
+        self.assertEqual(self.attempt_raw(c, body)[0], 250)
+        _, rest = split_trace(self.messages(1)[0])
+        self.assertEqual(rest, b"Subject: nul\r\n\r\n.\r\n.\r\nend\r\n")
 
     def attempt_raw(self, c, body):
         self.assertEqual(c.cmd("MAIL FROM:<a@example.test>")[0], 250)

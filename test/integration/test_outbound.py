@@ -24,6 +24,7 @@ SCENARIOS = {
     "starttls_stripped": ("strip", "ecdsa", (PLAIN, PLAIN, "4.7.4", "4.7.4", "4.7.4")),
     "starttls_454": ("refuse454", "ecdsa", (PLAIN, PLAIN, "4.7.4", "4.7.4", "4.7.4")),
     "starttls_502": ("refuse502", "ecdsa", (PLAIN, PLAIN, "4.7.4", "4.7.4", "4.7.4")),
+    "starttls_421": ("refuse421", "ecdsa", (PLAIN, "4.", "4.", "4.", "4.")),
     "starttls_garbage": ("garbage", "ecdsa", (PLAIN, "4.", "4.", "4.", "4.")),
     "esmtp_hidden": ("helo-only", "ecdsa", (PLAIN, PLAIN, "4.7.4", "4.7.4", "4.7.4")),
     "injection_after_220": ("inject", "ecdsa", (PLAIN, PLAIN, "4.7.5", "4.7.5", "4.7.5")),
@@ -34,6 +35,8 @@ SCENARIOS = {
     "expired": ("good", "expired", (PLAIN, TLS, TLS, "4.7.5", "4.7.5")),
     "wildcard_trick": ("good", "wildcard", (PLAIN, TLS, TLS, "4.7.5", "4.7.5")),
     "tls10_only": ("tls10", "ecdsa", (PLAIN, PLAIN, "4.7.5", "4.7.5", "4.7.5")),
+    "tls11_only": ("tls11", "ecdsa", (PLAIN, PLAIN, "4.7.5", "4.7.5", "4.7.5")),
+    "closed_mid_handshake": ("drop-in-handshake", "ecdsa", (PLAIN, PLAIN, "4.7.5", "4.7.5", "4.7.5")),
 }
 
 

@@ -9,7 +9,8 @@ Modes: good, strip (no STARTTLS in EHLO), refuse454, refuse502, garbage
 (STARTTLS answered with junk), inject (bytes behind the 220), fragment (a
 CRLF-less fragment behind the 220), tls10 (only TLS 1.0), drop-after-dot
 (closes the connection instead of answering the final dot), helo-only
-(no ESMTP: EHLO refused).
+(no ESMTP: EHLO refused), refuse421 (421 to STARTTLS, then closes), tls11
+(only TLS 1.1), drop-in-handshake (reads the ClientHello, then closes).
 """
 import argparse
 import os
@@ -65,6 +66,9 @@ def serve(c, a, count, lock):
                 if a.mode == "refuse502":
                     conn.send(b"502 5.5.1 Error: command not implemented\r\n")
                     continue
+                if a.mode == "refuse421":
+                    conn.send(b"421 4.3.2 Service shutting down\r\n")
+                    return
                 if a.mode == "garbage":
                     conn.send(b"hello there\r\n")
                     continue
@@ -74,12 +78,19 @@ def serve(c, a, count, lock):
                     conn.send(b"220 2.0.0 Ready\r\n250 inj")
                 else:
                     conn.send(b"220 2.0.0 Ready to start TLS\r\n")
+                if a.mode == "drop-in-handshake":
+                    conn.sock.recv(100)  # part of the ClientHello
+                    return
                 ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
                 ctx.load_cert_chain(a.cert, a.key)
                 if a.mode == "tls10":
                     ctx.set_ciphers("DEFAULT:@SECLEVEL=0")
                     ctx.minimum_version = ssl.TLSVersion.TLSv1
                     ctx.maximum_version = ssl.TLSVersion.TLSv1
+                if a.mode == "tls11":
+                    ctx.set_ciphers("DEFAULT:@SECLEVEL=0")
+                    ctx.minimum_version = ssl.TLSVersion.TLSv1_1
+                    ctx.maximum_version = ssl.TLSVersion.TLSv1_1
                 try:
                     conn.sock = ctx.wrap_socket(conn.sock, server_side=True)
                 except (ssl.SSLError, OSError):

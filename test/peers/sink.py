@@ -8,6 +8,7 @@ never reached the backend (XCLIENT, AUTH before TLS, a smuggled MAIL). It can
 be told to misbehave the way real legacy servers do:
 
   --lenient-eod      ends DATA on "\\n.\\n", "\\r.\\r", "\\n.\\r\\n", "\\r\\n.\\n", ...
+                     and deletes NUL bytes first (so "\\r\\n\\0.\\r\\n" ends it too),
                      like a server vulnerable to SMTP smuggling
   --reject-rcpt S    550 for any RCPT containing S (case-insensitive)
   --reject-data      554 after the end of data; nothing stored
@@ -36,7 +37,7 @@ DEFAULT_CAPS = ("PIPELINING,SIZE 52428800,8BITMIME,STARTTLS,AUTH PLAIN LOGIN,CHU
 STRICT_ENDS = (b"\r\n.\r\n",)
 # What vulnerable servers accept as the end of data (SMTP smuggling, 2023).
 LENIENT_ENDS = (b"\r\n.\r\n", b"\n.\n", b"\r.\r", b"\n.\r\n", b"\r\n.\n", b"\r.\r\n", b"\n.\r",
-                b"\r\n.\r")
+                b"\r\n.\r", b"\r.\n")
 MAX_LINE = 1 << 20
 
 
@@ -75,7 +76,8 @@ class Sink:
     async def read_data(self, reader, buf):
         """Returns (message, rest) or (None, b"") if the client went away."""
         # The CRLF that ended the DATA line starts the first line of data.
-        data = bytearray(b"\r\n" + buf)
+        lenient = self.ends is LENIENT_ENDS
+        data = bytearray(b"\r\n" + (buf.replace(b"\0", b"") if lenient else buf))
         start = 0
         while True:
             hit = self.find_end(data, start)
@@ -89,7 +91,7 @@ class Sink:
             if not chunk:
                 return None, b""
             start = max(0, len(data) - 8)  # an ending may straddle two reads
-            data += chunk
+            data += chunk.replace(b"\0", b"") if lenient else chunk
 
     async def session(self, reader, writer):
         a = self.args

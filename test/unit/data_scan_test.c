@@ -121,10 +121,6 @@ static void test_clean_messages(void)
         check_case("no end yet: held dot CR", m, S("a\r\n.\r"), S("a\r\n"), 0, -1);
         check_case("8-bit and controls are content", m, S("\xc3\xbc\t\x01\r\n.\r\n"),
                    S("\xc3\xbc\t\x01\r\n.\r\n"), 0, 9);
-        /* NUL is content: a line "\0." is not a dot line */
-        check_case("nul before dot is content", m, S("a\r\n\0.\r\n.\r\n"), S("a\r\n\0.\r\n.\r\n"),
-                   0, 10);
-        check_case("nul after dot is content", m, S(".\0\r\n.\r\n"), S(".\0\r\n.\r\n"), 0, 7);
         check_case("the next command stays unread", m, S(".\r\nMAIL FROM:<a@b>\r\n"), S(".\r\n"), 0,
                    3);
     }
@@ -136,6 +132,31 @@ static void test_clean_messages(void)
  * forwards nothing from the bare CR/LF on; NORMALIZE forwards the ending as
  * `norm` (never a lone "." line) and the rest as content.
  */
+/*
+ * NUL: a backend that deletes NUL bytes would read "\0." or ".\0" as a dot
+ * line. REJECT reports it and forwards nothing from it on; NORMALIZE deletes
+ * it and doubles a dot that the deletion would bring to a line start.
+ */
+static void test_nul(void)
+{
+    check_case("nul before dot (reject)", STP_DATA_REJECT, S("a\r\n\0.\r\n.\r\n"), S("a\r\n"), 1,
+               10);
+    check_case("nul after dot (reject)", STP_DATA_REJECT, S(".\0\r\n.\r\n"), S(""), 1, 7);
+    check_case("nul mid-line (reject)", STP_DATA_REJECT, S("ab\0c\r\n.\r\n"), S("ab"), 1, 9);
+    check_case("nul before dot (normalize)", STP_DATA_NORMALIZE, S("a\r\n\0.\r\n.\r\n"),
+               S("a\r\n..\r\n.\r\n"), 0, 10);
+    check_case("nuls before dot (normalize)", STP_DATA_NORMALIZE, S("\0\0.\r\n.\r\n"),
+               S("..\r\n.\r\n"), 0, 8);
+    check_case("nul after dot (normalize)", STP_DATA_NORMALIZE, S(".\0\r\n.\r\n"),
+               S("..\r\n.\r\n"), 0, 7);
+    check_case("nul after dot CR (normalize)", STP_DATA_NORMALIZE, S(".\r\0\r\n.\r\n"),
+               S("..\r\n\r\n.\r\n"), 0, 8);
+    check_case("nul after CR (normalize)", STP_DATA_NORMALIZE, S("a\r\0\r\n.\r\n"),
+               S("a\r\n\r\n.\r\n"), 0, 8);
+    check_case("nul mid-line deleted (normalize)", STP_DATA_NORMALIZE, S("ab\0c\r\n.\r\n"),
+               S("abc\r\n.\r\n"), 0, 9);
+}
+
 static const struct {
     const char *label;
     const char *ending;
@@ -150,7 +171,8 @@ static const struct {
     {"CR . CRLF", S("\r.\r\n"), "first", 1, S("\r\n..\r\n")},
     {"CRLF . LF", S("\r\n.\n"), "first\r\n", 1, S("\r\n..\r\n")},
     {"CRLF . CR", S("\r\n.\r"), "first\r\n", 1, S("\r\n..\r\n")},
-    {"CRLF NUL . CRLF", S("\r\n\0.\r\n"), NULL, 0, S("\r\n\0.\r\n")},
+    {"CRLF NUL . CRLF", S("\r\n\0.\r\n"), "first\r\n", 1, S("\r\n..\r\n")},
+    {"CRLF . NUL CRLF", S("\r\n.\0\r\n"), "first\r\n", 1, S("\r\n..\r\n")},
     {"CR . CR", S("\r.\r"), "first", 1, S("\r\n..\r\n")},
     {"LF . CR", S("\n.\r"), "first", 1, S("\r\n..\r\n")},
     {"CR . LF", S("\r.\n"), "first", 1, S("\r\n..\r\n")},
@@ -393,6 +415,7 @@ static void test_random_soak(void)
 int main(void)
 {
     STP_RUN(test_clean_messages);
+    STP_RUN(test_nul);
     STP_RUN(test_smuggling_reject);
     STP_RUN(test_smuggling_normalize);
     STP_RUN(test_normalize_examples);
