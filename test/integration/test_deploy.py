@@ -8,6 +8,7 @@ import re
 import shutil
 import subprocess
 import unittest
+import json
 
 from harness import BIN, CERTS, ROOT, tmpdir
 
@@ -16,7 +17,7 @@ DEPLOY = os.path.join(ROOT, "deploy")
 
 def with_test_certs(text):
     """The example's certificate paths pointed at the generated test certs."""
-    return re.sub(r"/etc/smtp-tls-proxy/(ecdsa|rsa)\.(pem|key)",
+    return re.sub(r"/etc/smtp-tls-proxy/(?:tls/)?(ecdsa|rsa)\.(pem|key)",
                   lambda m: os.path.join(CERTS, "%s.%s" % (m.group(1), m.group(2))), text)
 
 
@@ -48,6 +49,68 @@ class ExampleConfigs(unittest.TestCase):
         out = subprocess.run([BIN, "--check", "-c", copy], capture_output=True, timeout=20)
         self.assertNotEqual(out.returncode, 0)
         self.assertIn("no_such_key", (out.stderr + out.stdout).decode())
+
+
+def load_yaml_documents(path):
+    """Every YAML document in PATH, parsed by PyYAML (Debian's python3-yaml,
+    run through /usr/bin/python3 when this interpreter lacks it)."""
+    prog = ("import json, sys, yaml\n"
+            "print(json.dumps(list(yaml.safe_load_all(open(sys.argv[1])))))")
+    for py in ("python3", "/usr/bin/python3"):
+        out = subprocess.run([py, "-c", prog, path], capture_output=True, timeout=30)
+        if out.returncode == 0:
+            return json.loads(out.stdout)
+        if b"No module named" not in out.stderr:
+            raise AssertionError("%s: %s" % (path, out.stderr.decode()))
+    raise unittest.SkipTest("no PyYAML (python3-yaml)")
+
+
+class Kubernetes(unittest.TestCase):
+    K8S = os.path.join(DEPLOY, "k8s")
+
+    def setUp(self):
+        self.tmp = tmpdir()
+        self.addCleanup(shutil.rmtree, self.tmp, True)
+        self.objects = {}
+        for path in sorted(glob.glob(os.path.join(self.K8S, "*.yaml"))):
+            for doc in load_yaml_documents(path):
+                self.assertIn("apiVersion", doc, path)
+                self.objects[doc["kind"]] = doc
+
+    def test_manifests_parse_and_cover_the_deployment(self):
+        self.assertEqual(sorted(self.objects), ["ConfigMap", "Deployment", "Secret", "Service"])
+
+    def test_configmap_ini_passes_check(self):
+        text = with_test_certs(self.objects["ConfigMap"]["data"]["smtp-tls-proxy.ini"])
+        # Host names are resolved at load time: the cluster's backend service
+        # name stands for a reachable address here.
+        text = text.replace("legacy-mta.mail.svc.cluster.local", "127.0.0.1")
+        path = os.path.join(self.tmp, "k8s.ini")
+        with open(path, "w") as f:
+            f.write(text)
+        out = subprocess.run([BIN, "--check", "-c", path], capture_output=True, timeout=20)
+        self.assertEqual(out.returncode, 0, (out.stderr + out.stdout).decode())
+
+    def test_pod_runs_unprivileged_and_ports_line_up(self):
+        spec = self.objects["Deployment"]["spec"]["template"]["spec"]
+        self.assertTrue(spec["securityContext"]["runAsNonRoot"])
+        self.assertNotEqual(spec["securityContext"]["runAsUser"], 0)
+        (container,) = spec["containers"]
+        self.assertFalse(container["securityContext"]["allowPrivilegeEscalation"])
+        self.assertIn("livenessProbe", container)
+        self.assertIn("readinessProbe", container)
+        ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+        ini = self.objects["ConfigMap"]["data"]["smtp-tls-proxy.ini"]
+        for port in ports.values():
+            self.assertIn("0.0.0.0:%d" % port, ini)
+        service = {p["port"]: p["targetPort"] for p in self.objects["Service"]["spec"]["ports"]}
+        self.assertEqual(service, {25: "smtp", 587: "submission", 465: "smtps"})
+        self.assertTrue(set(service.values()) <= set(ports))
+
+    def test_secret_is_a_template(self):
+        for value in self.objects["Secret"]["stringData"].values():
+            self.assertIn("REPLACE", value)
+            self.assertNotIn("PRIVATE KEY-----", value)
 
 
 class SystemdUnit(unittest.TestCase):
