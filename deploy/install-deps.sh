@@ -11,7 +11,7 @@ build_pkgs="bazel-bootstrap android-libboringssl-dev libuv1-dev libinih-dev libc
   gcc g++ clang libclang-rt-14-dev"
 runtime_pkgs="android-libboringssl libuv1 libinih1 libc-ares2"
 test_pkgs="swaks libnet-ssleay-perl postfix openssl curl python3 ca-certificates iproute2 procps nftables
-  nginx-light libnginx-mod-mail haproxy testssl.sh"
+  nginx-light libnginx-mod-mail haproxy testssl.sh systemd python3-yaml"
 
 case "${1:-}" in
   --runtime) want="$runtime_pkgs" ;;

@@ -1,0 +1,176 @@
+"""Shipped deployment files stay valid: every example INI passes --check,
+the systemd unit passes systemd-analyze verify, haproxy.cfg passes
+haproxy -c. (The container image has its own, slower test:
+deploy/container/test.sh.)"""
+import glob
+import os
+import re
+import shutil
+import subprocess
+import unittest
+import json
+
+from harness import BIN, CERTS, ROOT, tmpdir
+
+DEPLOY = os.path.join(ROOT, "deploy")
+
+
+def with_test_certs(text):
+    """The example's certificate paths pointed at the generated test certs."""
+    return re.sub(r"/etc/smtp-tls-proxy/(?:tls/)?(ecdsa|rsa)\.(pem|key)",
+                  lambda m: os.path.join(CERTS, "%s.%s" % (m.group(1), m.group(2))), text)
+
+
+class ExampleConfigs(unittest.TestCase):
+    def setUp(self):
+        self.tmp = tmpdir()
+        self.addCleanup(shutil.rmtree, self.tmp, True)
+
+    def test_every_example_ini_passes_check(self):
+        paths = sorted(glob.glob(os.path.join(DEPLOY, "**", "*.ini"), recursive=True))
+        self.assertIn(os.path.join(DEPLOY, "smtp-tls-proxy.example.ini"), paths)
+        for path in paths:
+            with open(path) as f:
+                text = with_test_certs(f.read())
+            copy = os.path.join(self.tmp, os.path.basename(path))
+            with open(copy, "w") as f:
+                f.write(text)
+            out = subprocess.run([BIN, "--check", "-c", copy], capture_output=True, timeout=20)
+            self.assertEqual(out.returncode, 0, "%s: %s" % (path, (out.stderr + out.stdout).decode()))
+
+    def test_check_still_refuses_a_broken_copy(self):
+        # Guards the test above against a --check that accepts anything.
+        path = os.path.join(DEPLOY, "smtp-tls-proxy.example.ini")
+        with open(path) as f:
+            text = with_test_certs(f.read()) + "\n[proxy]\nno_such_key = 1\n"
+        copy = os.path.join(self.tmp, "broken.ini")
+        with open(copy, "w") as f:
+            f.write(text)
+        out = subprocess.run([BIN, "--check", "-c", copy], capture_output=True, timeout=20)
+        self.assertNotEqual(out.returncode, 0)
+        self.assertIn("no_such_key", (out.stderr + out.stdout).decode())
+
+
+def load_yaml_documents(path):
+    """Every YAML document in PATH, parsed by PyYAML (Debian's python3-yaml,
+    run through /usr/bin/python3 when this interpreter lacks it)."""
+    prog = ("import json, sys, yaml\n"
+            "print(json.dumps(list(yaml.safe_load_all(open(sys.argv[1])))))")
+    for py in ("python3", "/usr/bin/python3"):
+        out = subprocess.run([py, "-c", prog, path], capture_output=True, timeout=30)
+        if out.returncode == 0:
+            return json.loads(out.stdout)
+        if b"No module named" not in out.stderr:
+            raise AssertionError("%s: %s" % (path, out.stderr.decode()))
+    raise unittest.SkipTest("no PyYAML (python3-yaml)")
+
+
+class Kubernetes(unittest.TestCase):
+    K8S = os.path.join(DEPLOY, "k8s")
+
+    def setUp(self):
+        self.tmp = tmpdir()
+        self.addCleanup(shutil.rmtree, self.tmp, True)
+        self.objects = {}
+        for path in sorted(glob.glob(os.path.join(self.K8S, "*.yaml"))):
+            for doc in load_yaml_documents(path):
+                self.assertIn("apiVersion", doc, path)
+                self.objects[doc["kind"]] = doc
+
+    def test_manifests_parse_and_cover_the_deployment(self):
+        self.assertEqual(sorted(self.objects), ["ConfigMap", "Deployment", "Secret", "Service"])
+
+    def test_configmap_ini_passes_check(self):
+        text = with_test_certs(self.objects["ConfigMap"]["data"]["smtp-tls-proxy.ini"])
+        # Host names are resolved at load time: the cluster's backend service
+        # name stands for a reachable address here.
+        text = text.replace("legacy-mta.mail.svc.cluster.local", "127.0.0.1")
+        path = os.path.join(self.tmp, "k8s.ini")
+        with open(path, "w") as f:
+            f.write(text)
+        out = subprocess.run([BIN, "--check", "-c", path], capture_output=True, timeout=20)
+        self.assertEqual(out.returncode, 0, (out.stderr + out.stdout).decode())
+
+    def test_pod_runs_unprivileged_and_ports_line_up(self):
+        spec = self.objects["Deployment"]["spec"]["template"]["spec"]
+        self.assertTrue(spec["securityContext"]["runAsNonRoot"])
+        self.assertNotEqual(spec["securityContext"]["runAsUser"], 0)
+        (container,) = spec["containers"]
+        self.assertFalse(container["securityContext"]["allowPrivilegeEscalation"])
+        self.assertIn("livenessProbe", container)
+        self.assertIn("readinessProbe", container)
+        ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+        ini = self.objects["ConfigMap"]["data"]["smtp-tls-proxy.ini"]
+        for port in ports.values():
+            self.assertIn("0.0.0.0:%d" % port, ini)
+        service = {p["port"]: p["targetPort"] for p in self.objects["Service"]["spec"]["ports"]}
+        self.assertEqual(service, {25: "smtp", 587: "submission", 465: "smtps"})
+        self.assertTrue(set(service.values()) <= set(ports))
+
+    def test_secret_is_a_template(self):
+        for value in self.objects["Secret"]["stringData"].values():
+            self.assertIn("REPLACE", value)
+            self.assertNotIn("PRIVATE KEY-----", value)
+
+
+class SystemdUnit(unittest.TestCase):
+    UNIT = os.path.join(DEPLOY, "systemd", "smtp-tls-proxy.service")
+
+    def setUp(self):
+        self.tmp = tmpdir()
+        self.addCleanup(shutil.rmtree, self.tmp, True)
+
+    def verify(self, text):
+        path = os.path.join(self.tmp, "smtp-tls-proxy.service")
+        with open(path, "w") as f:
+            f.write(text)
+        return subprocess.run(["systemd-analyze", "verify", path], capture_output=True, timeout=60)
+
+    def unit_text(self):
+        with open(self.UNIT) as f:
+            text = f.read()
+        # verify checks that ExecStart's binary exists: point it at the build.
+        return text.replace("/usr/local/bin/smtp-tls-proxy", BIN)
+
+    def test_unit_verifies(self):
+        out = self.verify(self.unit_text())
+        self.assertEqual(out.returncode, 0, (out.stderr + out.stdout).decode())
+        self.assertEqual(out.stderr.decode().strip(), "")
+
+    def test_verify_catches_a_broken_unit(self):
+        out = self.verify(self.unit_text().replace("ProtectSystem=strict", "ProtectSystem=bogus")
+                          .replace("Type=exec", "Type=nonsense"))
+        err = (out.stderr + out.stdout).decode()
+        self.assertIn("service type", err)
+        self.assertIn("protect system", err)
+
+    def test_unit_is_hardened(self):
+        with open(self.UNIT) as f:
+            keys = dict(line.split("=", 1) for line in f.read().splitlines()
+                        if "=" in line and not line.startswith("#"))
+        for key, value in [("AmbientCapabilities", "CAP_NET_BIND_SERVICE"),
+                           ("CapabilityBoundingSet", "CAP_NET_BIND_SERVICE"),
+                           ("NoNewPrivileges", "yes"), ("ProtectSystem", "strict"),
+                           ("ProtectHome", "yes"), ("PrivateTmp", "yes"), ("PrivateDevices", "yes"),
+                           ("RestrictAddressFamilies", "AF_INET AF_INET6 AF_UNIX"),
+                           ("SystemCallFilter", "@system-service"), ("MemoryDenyWriteExecute", "yes"),
+                           ("LockPersonality", "yes"), ("KillSignal", "SIGTERM"),
+                           ("ExecReload", "/bin/kill -HUP $MAINPID")]:
+            self.assertEqual(keys.get(key), value, key)
+        self.assertTrue(keys.get("DynamicUser") == "yes" or keys.get("User"))
+
+
+class Haproxy(unittest.TestCase):
+    CFG = os.path.join(DEPLOY, "haproxy", "haproxy.cfg")
+
+    def test_config_is_valid(self):
+        out = subprocess.run(["haproxy", "-c", "-f", self.CFG], capture_output=True, timeout=30)
+        self.assertEqual(out.returncode, 0, (out.stderr + out.stdout).decode())
+
+    def test_every_server_sends_proxy_v2(self):
+        with open(self.CFG) as f:
+            servers = [line.split() for line in f if line.strip().startswith("server ")]
+        self.assertGreaterEqual(len(servers), 2)
+        for words in servers:
+            self.assertIn("send-proxy-v2", words)
+            self.assertIn("check-send-proxy", words)
