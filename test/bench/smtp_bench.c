@@ -507,7 +507,7 @@ int main(int argc, char **argv)
             return 2;
         }
     }
-    if (argc - optind != 2 || o.concurrency < 1 || o.messages < 1 || o.size < 0) {
+    if (argc - optind != 2 || o.concurrency < 1 || o.sessions < 1 || o.messages < 1 || o.size < 0) {
         usage(stderr);
         return 2;
     }
@@ -534,9 +534,6 @@ int main(int argc, char **argv)
     uv_signal_init(loop, &sig_term);
     uv_signal_start(&sig_int, on_signal, SIGINT);
     uv_signal_start(&sig_term, on_signal, SIGTERM);
-    if (o.hold) {
-        uv_unref((uv_handle_t *)&sig_int);
-    }
     t0 = uv_hrtime();
     if (o.duration)
         stop_at = t0 + (uint64_t)o.duration * 1000000000ull;
