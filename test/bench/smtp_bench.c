@@ -1,0 +1,562 @@
+/* smtp-bench: an SMTP load generator (libuv + BoringSSL over memory BIOs).
+ *
+ * Each connection is one explicit state machine: greeting, EHLO, STARTTLS and
+ * the TLS handshake (or implicit TLS, or plaintext), EHLO again, then
+ * MAIL/RCPT/DATA/body for each message, QUIT. Replies are read into a fixed
+ * per-connection buffer (no per-line allocation). The report gives sessions/s,
+ * messages/s, MB/s, session latency percentiles and errors, as text or JSON.
+ * --hold keeps sessions open and idle after EHLO (or RCPT) until SIGINT or
+ * SIGTERM, for measuring a server's memory per idle session. */
+#include <getopt.h>
+#include <openssl/ssl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <uv.h>
+
+enum mode { MODE_PLAIN, MODE_STARTTLS, MODE_IMPLICIT };
+enum state {
+    S_GREETING,
+    S_EHLO1,
+    S_STARTTLS,
+    S_HANDSHAKE,
+    S_EHLO2,
+    S_MAIL,
+    S_RCPT,
+    S_DATA,
+    S_BODY,
+    S_QUIT,
+    S_HOLD
+};
+
+struct opts {
+    const char *host;
+    int port, concurrency, sessions, messages, size, duration, resume, hold, hold_rcpt, json;
+    enum mode mode;
+};
+
+typedef struct conn {
+    uv_tcp_t tcp;
+    SSL *ssl;
+    BIO *rbio, *wbio;
+    enum state st;
+    int msgs_left, tls, closing;
+    uint64_t start_ns;
+    size_t rlen;
+    char rbuf[4096];
+    char inbuf[16384];
+} conn_t;
+
+static struct opts o = {"127.0.0.1", 25, 50, 1000, 1, 4096, 0, 0, 0, 0, 0, MODE_STARTTLS};
+static uv_loop_t *loop;
+static SSL_CTX *ctx;
+static SSL_SESSION *saved_session;
+static struct sockaddr_storage addr;
+static char *message;
+static size_t message_len;
+static int started, active, done_ok, errors, held;
+static uint64_t msgs_done, bytes_done, t0, stop_at;
+static double *lat;
+static size_t nlat;
+static uv_signal_t sig_int, sig_term;
+
+static int resumed;
+
+static void conn_start(void);
+
+/* TLS 1.3 tickets arrive after the handshake: keep the newest one. */
+static int on_new_session(SSL *ssl, SSL_SESSION *sess)
+{
+    if (!o.resume)
+        return 0;
+    if (saved_session != NULL)
+        SSL_SESSION_free(saved_session);
+    saved_session = sess;
+    return 1; /* we took the reference */
+}
+
+static void on_closed(uv_handle_t *h)
+{
+    conn_t *c = h->data;
+    if (c->ssl)
+        SSL_free(c->ssl);
+    free(c);
+    active--;
+    conn_start();
+    if (active == 0) {
+        uv_close((uv_handle_t *)&sig_int, NULL);
+        uv_close((uv_handle_t *)&sig_term, NULL);
+    }
+}
+
+static const char *const state_names[] = {"greeting", "ehlo", "starttls", "handshake",
+                                          "ehlo-tls", "mail", "rcpt",     "data",
+                                          "body",     "quit", "hold"};
+static int errors_at[S_HOLD + 1];
+
+static void conn_end(conn_t *c, int ok)
+{
+    if (c->closing)
+        return;
+    if (!ok)
+        errors_at[c->st]++;
+    c->closing = 1;
+    if (ok) {
+        done_ok++;
+        if (nlat < (size_t)o.sessions)
+            lat[nlat++] = (double)(uv_hrtime() - c->start_ns) / 1e6;
+    } else {
+        errors++;
+    }
+    uv_close((uv_handle_t *)&c->tcp, on_closed);
+}
+
+static void on_written(uv_write_t *w, int status)
+{
+    conn_t *c = w->data;
+    free(w);
+    if (status < 0)
+        conn_end(c, 0);
+}
+
+/* Sends len bytes as they are on the wire (ciphertext already, or plaintext). */
+static void raw_send(conn_t *c, const char *p, size_t len)
+{
+    uv_write_t *w = malloc(sizeof(*w) + len);
+    if (w == NULL)
+        abort();
+    memcpy(w + 1, p, len);
+    uv_buf_t b = uv_buf_init((char *)(w + 1), (unsigned)len);
+    w->data = c;
+    if (uv_write(w, (uv_stream_t *)&c->tcp, &b, 1, on_written) < 0) {
+        free(w);
+        conn_end(c, 0);
+    }
+}
+
+static void flush_tls(conn_t *c)
+{
+    const char *p;
+    size_t n = BIO_ctrl_pending(c->wbio);
+    if (n == 0)
+        return;
+    BIO_mem_contents(c->wbio, (const uint8_t **)&p, &n);
+    raw_send(c, p, n);
+    (void)BIO_reset(c->wbio);
+}
+
+static void send_data(conn_t *c, const char *p, size_t len)
+{
+    if (!c->tls) {
+        raw_send(c, p, len);
+        return;
+    }
+    if (SSL_write(c->ssl, p, (int)len) != (int)len) {
+        conn_end(c, 0);
+        return;
+    }
+    flush_tls(c);
+}
+
+static void send_str(conn_t *c, const char *s)
+{
+    send_data(c, s, strlen(s));
+}
+
+static void start_tls(conn_t *c)
+{
+    c->ssl = SSL_new(ctx);
+    c->rbio = BIO_new(BIO_s_mem());
+    c->wbio = BIO_new(BIO_s_mem());
+    if (c->ssl == NULL || c->rbio == NULL || c->wbio == NULL)
+        abort();
+    SSL_set_bio(c->ssl, c->rbio, c->wbio);
+    SSL_set_connect_state(c->ssl);
+    SSL_set_tlsext_host_name(c->ssl, "mx.example.test");
+    if (o.resume && saved_session != NULL)
+        SSL_set_session(c->ssl, saved_session);
+    c->tls = 1;
+    c->st = S_HANDSHAKE;
+}
+
+static void after_ehlo(conn_t *c)
+{
+    if (o.hold && !o.hold_rcpt) {
+        c->st = S_HOLD;
+        held++;
+        return;
+    }
+    c->st = S_MAIL;
+    send_str(c, "MAIL FROM:<bench@example.test>\r\n");
+}
+
+/* One complete reply (code) arrived: advance the state machine. */
+static void on_reply(conn_t *c, int code)
+{
+    switch (c->st) {
+    case S_GREETING:
+        if (code != 220)
+            goto fail;
+        c->st = S_EHLO1;
+        send_str(c, "EHLO bench.example.test\r\n");
+        return;
+    case S_EHLO1:
+    case S_EHLO2:
+        if (code != 250)
+            goto fail;
+        if (c->st == S_EHLO1 && o.mode == MODE_STARTTLS) {
+            c->st = S_STARTTLS;
+            send_str(c, "STARTTLS\r\n");
+            return;
+        }
+        after_ehlo(c);
+        return;
+    case S_STARTTLS:
+        if (code != 220)
+            goto fail;
+        start_tls(c);
+        SSL_do_handshake(c->ssl);
+        flush_tls(c);
+        return;
+    case S_MAIL:
+        if (code != 250)
+            goto fail;
+        c->st = S_RCPT;
+        send_str(c, "RCPT TO:<sink@example.test>\r\n");
+        return;
+    case S_RCPT:
+        if (code != 250)
+            goto fail;
+        if (o.hold) {
+            c->st = S_HOLD;
+            held++;
+            return;
+        }
+        c->st = S_DATA;
+        send_str(c, "DATA\r\n");
+        return;
+    case S_DATA:
+        if (code != 354)
+            goto fail;
+        c->st = S_BODY;
+        send_data(c, message, message_len);
+        return;
+    case S_BODY:
+        if (code != 250)
+            goto fail;
+        msgs_done++;
+        bytes_done += message_len;
+        if (--c->msgs_left > 0) {
+            c->st = S_MAIL;
+            send_str(c, "MAIL FROM:<bench@example.test>\r\n");
+            return;
+        }
+        c->st = S_QUIT;
+        send_str(c, "QUIT\r\n");
+        return;
+    case S_QUIT:
+        conn_end(c, code == 221);
+        return;
+    case S_HANDSHAKE:
+    case S_HOLD:
+        goto fail;
+    }
+fail:
+    conn_end(c, 0);
+}
+
+/* Plaintext from the server: split into lines, a reply ends at "NNN ". */
+static void on_plain(conn_t *c, const char *p, size_t n)
+{
+    for (size_t i = 0; i < n && !c->closing; i++) {
+        if (c->rlen < sizeof(c->rbuf))
+            c->rbuf[c->rlen++] = p[i];
+        if (p[i] != '\n')
+            continue;
+        int last = c->rlen >= 4 && c->rbuf[3] != '-';
+        int code = c->rlen >= 3 ? atoi(c->rbuf) : 0;
+        c->rlen = 0;
+        if (last) {
+            if (c->st == S_STARTTLS && i + 1 < n) {
+                conn_end(c, 0); /* bytes after 220 to STARTTLS: injection */
+                return;
+            }
+            on_reply(c, code);
+        }
+    }
+}
+
+static void on_tls_bytes(conn_t *c, const char *p, size_t n)
+{
+    BIO_write(c->rbio, p, (int)n);
+    if (c->st == S_HANDSHAKE) {
+        int r = SSL_do_handshake(c->ssl);
+        flush_tls(c);
+        if (r != 1) {
+            int e = SSL_get_error(c->ssl, r);
+            if (e != SSL_ERROR_WANT_READ)
+                conn_end(c, 0);
+            return;
+        }
+        if (SSL_session_reused(c->ssl))
+            resumed++;
+        if (o.mode == MODE_STARTTLS) {
+            c->st = S_EHLO2;
+            send_str(c, "EHLO bench.example.test\r\n");
+        } else {
+            c->st = S_GREETING;
+        }
+    }
+    char buf[16384];
+    for (;;) {
+        int r = SSL_read(c->ssl, buf, sizeof(buf));
+        if (r > 0) {
+            on_plain(c, buf, (size_t)r);
+            if (c->closing)
+                return;
+            continue;
+        }
+        int e = SSL_get_error(c->ssl, r);
+        if (e != SSL_ERROR_WANT_READ)
+            conn_end(c, c->st == S_QUIT);
+        break;
+    }
+    flush_tls(c);
+}
+
+static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *b)
+{
+    conn_t *c = h->data;
+    *b = uv_buf_init(c->inbuf, sizeof(c->inbuf));
+}
+
+static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b)
+{
+    conn_t *c = s->data;
+    if (n < 0) {
+        conn_end(c, c->st == S_QUIT);
+        return;
+    }
+    if (c->tls)
+        on_tls_bytes(c, b->base, (size_t)n);
+    else
+        on_plain(c, b->base, (size_t)n);
+}
+
+static void on_connect(uv_connect_t *req, int status)
+{
+    conn_t *c = req->data;
+    free(req);
+    if (status < 0) {
+        conn_end(c, 0);
+        return;
+    }
+    uv_tcp_nodelay(&c->tcp, 1);
+    uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
+    if (o.mode == MODE_IMPLICIT) {
+        start_tls(c);
+        SSL_do_handshake(c->ssl);
+        flush_tls(c);
+    }
+}
+
+static int want_more(void)
+{
+    if (stop_at)
+        return uv_hrtime() < stop_at;
+    return started < o.sessions;
+}
+
+static void conn_start(void)
+{
+    while (active < o.concurrency && want_more()) {
+        conn_t *c = calloc(1, sizeof(*c));
+        uv_connect_t *req = malloc(sizeof(*req));
+        if (c == NULL || req == NULL)
+            abort();
+        c->tcp.data = c;
+        c->msgs_left = o.messages;
+        c->start_ns = uv_hrtime();
+        started++;
+        active++;
+        uv_tcp_init(loop, &c->tcp);
+        req->data = c;
+        if (uv_tcp_connect(req, &c->tcp, (struct sockaddr *)&addr, on_connect) < 0) {
+            free(req);
+            conn_end(c, 0);
+        }
+    }
+}
+
+static void close_held(uv_handle_t *h, void *arg)
+{
+    if (h->type == UV_TCP && !uv_is_closing(h)) {
+        conn_t *c = h->data;
+        conn_end(c, c->st == S_HOLD);
+    }
+}
+
+/* SIGINT/SIGTERM: start nothing new, close every connection (held ones count as done). */
+static void on_signal(uv_signal_t *s, int signum)
+{
+    stop_at = 1;
+    o.sessions = started;
+    uv_walk(loop, close_held, NULL);
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+static double pct(double p)
+{
+    if (nlat == 0)
+        return 0;
+    size_t i = (size_t)(p * (double)(nlat - 1) + 0.5);
+    return lat[i];
+}
+
+static void usage(FILE *f)
+{
+    fprintf(
+        f,
+        "usage: smtp-bench [options] HOST PORT\n"
+        "  -c N   concurrency (50)          -n N   total sessions (1000)\n"
+        "  -d S   run for S seconds instead of -n\n"
+        "  -m N   messages per session (1)  -s N   message size in bytes (4096)\n"
+        "  -M starttls|implicit|plain (starttls)\n"
+        "  -r     TLS session resumption (reuse one ticket across connections)\n"
+        "  -H     idle-hold: open -c sessions, EHLO (STARTTLS, EHLO), hold until SIGINT/SIGTERM\n"
+        "  -R     with -H: also MAIL and RCPT before holding\n"
+        "  -j     report as JSON\n");
+}
+
+static void build_message(void)
+{
+    static const char head[] =
+        "From: <bench@example.test>\r\nTo: <sink@example.test>\r\nSubject: bench\r\n\r\n";
+    size_t n = (size_t)o.size < sizeof(head) ? sizeof(head) : (size_t)o.size;
+    message = malloc(n + 5);
+    if (message == NULL)
+        abort();
+    memcpy(message, head, sizeof(head) - 1);
+    size_t len = sizeof(head) - 1;
+    while (len + 2 <= n) {
+        size_t line = n - len - 2 > 76 ? 76 : n - len - 2;
+        memset(message + len, 'x', line);
+        len += line;
+        message[len++] = '\r';
+        message[len++] = '\n';
+    }
+    memcpy(message + len, ".\r\n", 3);
+    message_len = len + 3;
+}
+
+int main(int argc, char **argv)
+{
+    int ch;
+    while ((ch = getopt(argc, argv, "c:n:d:m:s:M:rHRjh")) != -1) {
+        switch (ch) {
+        case 'c':
+            o.concurrency = atoi(optarg);
+            break;
+        case 'n':
+            o.sessions = atoi(optarg);
+            break;
+        case 'd':
+            o.duration = atoi(optarg);
+            break;
+        case 'm':
+            o.messages = atoi(optarg);
+            break;
+        case 's':
+            o.size = atoi(optarg);
+            break;
+        case 'M':
+            if (strcmp(optarg, "plain") == 0)
+                o.mode = MODE_PLAIN;
+            else if (strcmp(optarg, "implicit") == 0)
+                o.mode = MODE_IMPLICIT;
+            else if (strcmp(optarg, "starttls") == 0)
+                o.mode = MODE_STARTTLS;
+            else {
+                usage(stderr);
+                return 2;
+            }
+            break;
+        case 'r':
+            o.resume = 1;
+            break;
+        case 'H':
+            o.hold = 1;
+            break;
+        case 'R':
+            o.hold_rcpt = 1;
+            break;
+        case 'j':
+            o.json = 1;
+            break;
+        case 'h':
+            usage(stdout);
+            return 0;
+        default:
+            usage(stderr);
+            return 2;
+        }
+    }
+    if (argc - optind != 2 || o.concurrency < 1 || o.sessions < 1 || o.messages < 1 || o.size < 0) {
+        usage(stderr);
+        return 2;
+    }
+    o.host = argv[optind];
+    o.port = atoi(argv[optind + 1]);
+    if (uv_ip4_addr(o.host, o.port, (struct sockaddr_in *)&addr) != 0 &&
+        uv_ip6_addr(o.host, o.port, (struct sockaddr_in6 *)&addr) != 0) {
+        fprintf(stderr, "smtp-bench: bad address %s\n", o.host);
+        return 2;
+    }
+    if (o.hold)
+        o.sessions = o.concurrency;
+    signal(SIGPIPE, SIG_IGN);
+    ctx = SSL_CTX_new(TLS_method());
+    SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+    SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL);
+    SSL_CTX_sess_set_new_cb(ctx, on_new_session);
+    build_message();
+    lat = calloc((size_t)(o.duration ? 10000000 : o.sessions) + 1, sizeof(double));
+    if (o.duration)
+        o.sessions = 10000000;
+    loop = uv_default_loop();
+    uv_signal_init(loop, &sig_int);
+    uv_signal_init(loop, &sig_term);
+    uv_signal_start(&sig_int, on_signal, SIGINT);
+    uv_signal_start(&sig_term, on_signal, SIGTERM);
+    t0 = uv_hrtime();
+    if (o.duration)
+        stop_at = t0 + (uint64_t)o.duration * 1000000000ull;
+    conn_start();
+    uv_run(loop, UV_RUN_DEFAULT);
+    double secs = (double)(uv_hrtime() - t0) / 1e9;
+    qsort(lat, nlat, sizeof(double), cmp_double);
+    if (o.json)
+        printf("{\"sessions\":%d,\"errors\":%d,\"messages\":%llu,\"bytes\":%llu,\"seconds\":%.3f,"
+               "\"sessions_per_s\":%.1f,\"messages_per_s\":%.1f,\"mb_per_s\":%.2f,"
+               "\"p50_ms\":%.2f,\"p90_ms\":%.2f,\"p99_ms\":%.2f,\"held\":%d,\"resumed\":%d}\n",
+               done_ok, errors, (unsigned long long)msgs_done, (unsigned long long)bytes_done, secs,
+               done_ok / secs, (double)msgs_done / secs, (double)bytes_done / secs / 1e6, pct(0.5),
+               pct(0.9), pct(0.99), held, resumed);
+    else
+        printf("sessions %d errors %d messages %llu held %d in %.3f s\n"
+               "%.1f sessions/s  %.1f messages/s  %.2f MB/s\n"
+               "latency ms p50 %.2f p90 %.2f p99 %.2f  resumed %d\n",
+               done_ok, errors, (unsigned long long)msgs_done, held, secs, done_ok / secs,
+               (double)msgs_done / secs, (double)bytes_done / secs / 1e6, pct(0.5), pct(0.9),
+               pct(0.99), resumed);
+    for (int i = 0; i <= S_HOLD; i++)
+        if (errors_at[i])
+            fprintf(stderr, "smtp-bench: %d sessions failed at %s\n", errors_at[i], state_names[i]);
+    return errors ? 1 : 0;
+}
