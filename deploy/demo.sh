@@ -41,13 +41,21 @@ proxy=""
 echo "$sink" >"$demo/backend.pid"
 # Stops what this script started, by PID: the proxy first (it finishes its
 # sessions), then the backend.
+# stop PID: SIGTERM, then up to 10 s for it to go (the proxy drains), then
+# SIGKILL. Polls instead of `wait`, which could block here after the job had
+# already been reaped in a trap.
+stop() {
+  kill -TERM "$1" 2>/dev/null || return 0
+  for _ in $(seq 100); do
+    kill -0 "$1" 2>/dev/null || return 0
+    sleep 0.1
+  done
+  kill -KILL "$1" 2>/dev/null || true
+}
 stop_all() {
-  if [ -n "$proxy" ]; then
-    kill -TERM "$proxy" 2>/dev/null || true
-    wait "$proxy" 2>/dev/null || true
-  fi
-  kill "$sink" 2>/dev/null || true
-  wait "$sink" 2>/dev/null || true
+  trap - EXIT INT TERM
+  [ -z "$proxy" ] || stop "$proxy"
+  stop "$sink"
   rm -f "$demo/backend.pid"
 }
 trap stop_all EXIT
