@@ -55,6 +55,7 @@ enum { NLISTENERS = 3, MAX_SCRIPT = 64, MAX_BACKEND_LINE = 8192, MAX_ITER = 2000
 static uv_loop_t loop;
 static stp_runtime_t *rt;
 static stp_listener_t listeners[NLISTENERS];
+static stp_limits_t limits[NLISTENERS]; /* shared limits, as main.c gives each listener */
 static uv_tcp_t backend_srv;
 static int backend_port;
 static int listen_ports[NLISTENERS];
@@ -393,7 +394,11 @@ static int initialize(void)
     unlink(key);
     stp_log_init(rt->conf->log_format, rt->conf->log_level);
     for (int i = 0; i < NLISTENERS; i++) {
-        if (stp_listener_start(&listeners[i], &loop, rt, &rt->conf->listeners[i]) < 0) {
+        const stp_listener_conf_t *lc = &rt->conf->listeners[i];
+        int fd = stp_listener_bind(lc, 1);
+        if (fd < 0 || stp_limits_init(&limits[i], lc->max_connections,
+                                      lc->max_connections_per_ip) < 0 ||
+            stp_listener_start(&listeners[i], &loop, rt, lc, fd, &limits[i], 0) < 0) {
             abort();
         }
     }
