@@ -50,6 +50,7 @@ declare -A srcs=(
   [fuzz_data_scan]="proxy/data_scan.c"
   [fuzz_mta_sts]="policy/mta_sts.c"
   [fuzz_http_resp]="policy/http_resp.c"
+  [fuzz_policy_cache]="policy/policy_cache.c policy/mta_sts.c"
   [fuzz_config]="proxy/config.c policy/cidr.c -linih"
   [fuzz_proxy_proto]="proxy/proxy_proto.c"
   [fuzz_http_req]="proxy/http_req.c"
@@ -60,7 +61,7 @@ declare -A srcs=(
     -lssl -lcrypto -luv -linih -lcares"
 )
 # The parser targets must exist; fuzz_config is optional (written elsewhere).
-required="fuzz_data_scan fuzz_ehlo fuzz_http_req fuzz_http_resp fuzz_mta_sts fuzz_proxy_proto fuzz_session fuzz_smtp_cmd fuzz_smtp_line fuzz_smtp_reply"
+required="fuzz_data_scan fuzz_ehlo fuzz_http_req fuzz_http_resp fuzz_mta_sts fuzz_policy_cache fuzz_proxy_proto fuzz_session fuzz_smtp_cmd fuzz_smtp_line fuzz_smtp_reply"
 
 passed=0
 failed=0
