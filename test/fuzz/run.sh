@@ -51,7 +51,7 @@ declare -A srcs=(
   [fuzz_mta_sts]="policy/mta_sts.c"
   [fuzz_http_resp]="policy/http_resp.c"
   [fuzz_policy_cache]="policy/policy_cache.c policy/mta_sts.c"
-  [fuzz_config]="proxy/config.c policy/cidr.c -linih"
+  [fuzz_config]="proxy/config.c policy/cidr.c policy/domain_policy.c -linih"
   [fuzz_proxy_proto]="proxy/proxy_proto.c"
   [fuzz_http_req]="proxy/http_req.c"
 
