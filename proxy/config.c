@@ -102,9 +102,14 @@ _Static_assert(sizeof(stp_log_target_t) == sizeof(int), "enum size");
 _Static_assert(sizeof(((stp_config_t *)0)->certs[0].cert) == PATH_CAP, "path size");
 _Static_assert(sizeof(((stp_config_t *)0)->certs[0].key) == PATH_CAP, "path size");
 _Static_assert(sizeof(((stp_listener_conf_t *)0)->ca_file) == PATH_CAP, "path size");
+_Static_assert(sizeof(((stp_config_t *)0)->state_dir) == PATH_CAP, "path size");
+_Static_assert(sizeof(((stp_config_t *)0)->mta_sts_ca_file) == PATH_CAP, "path size");
+_Static_assert(sizeof(((stp_domain_policy_t *)0)->ca_file) == PATH_CAP, "path size");
+_Static_assert(sizeof(stp_policy_tls_t) == sizeof(int), "enum size");
 #define HOSTNAME_CAP sizeof(((stp_config_t *)0)->hostname)
 _Static_assert(sizeof(((stp_listener_conf_t *)0)->servername) == HOSTNAME_CAP, "name size");
 _Static_assert(sizeof(((stp_hostport_t *)0)->host) == HOSTNAME_CAP, "name size");
+_Static_assert(sizeof(((stp_domain_policy_t *)0)->servername) == HOSTNAME_CAP, "name size");
 
 static int parse_enum(loader_t *ld, const directive_t *d, void *base, const char *value);
 static int parse_workers(loader_t *ld, const directive_t *d, void *base, const char *value);
@@ -121,12 +126,16 @@ static int parse_min_version(loader_t *ld, const directive_t *d, void *base, con
 static int parse_listen(loader_t *ld, const directive_t *d, void *base, const char *value);
 static int parse_allow(loader_t *ld, const directive_t *d, void *base, const char *value);
 static int parse_route(loader_t *ld, const directive_t *d, void *base, const char *value);
+static int parse_state_dir(loader_t *ld, const directive_t *d, void *base, const char *value);
+static int parse_policy_tls(loader_t *ld, const directive_t *d, void *base, const char *value);
 
 static const char *check_workers(int64_t v);
 static const char *check_line_length(int64_t v);
 static const char *check_connections(int64_t v);
 static const char *check_message_size(int64_t v);
 static const char *check_timeout(int64_t v);
+static const char *check_remember(int64_t v);
+static const char *check_port(int64_t v);
 
 /* ---- value vocabularies ---- */
 
@@ -201,6 +210,13 @@ static const directive_t proxy_directives[] = {
     {"log_target", parse_enum, CF(log_target), "stderr", NULL, log_target_names, 0},
     /* default: none (no endpoint) */
     {"metrics", parse_listen, CF(metrics), NULL, NULL, NULL, 0},
+    /* MTA-STS and remembered TLS for route = mx */
+    {"state_dir", parse_state_dir, CF(state_dir), "", NULL, NULL, 0},
+    {"remember_tls", parse_duration, CF(remember_tls), "0", check_remember, NULL, 0},
+    {"mta_sts_port", parse_count, CF(mta_sts_port), "443", check_port, NULL, 0},
+    {"mta_sts_timeout", parse_duration, CF(mta_sts_timeout), "30s", check_timeout, NULL, 0},
+    /* default: [tls] ca_file, filled in after the file is read */
+    {"mta_sts_ca_file", parse_path, CF(mta_sts_ca_file), NULL, NULL, NULL, 0},
 };
 
 static const directive_t tls_directives[] = {
@@ -249,9 +265,20 @@ static const directive_t listener_directives[] = {
     {"session_timeout", parse_duration, LC(session_timeout), "3600s", check_timeout, NULL, 0},
 };
 
+#define PC(f) offsetof(stp_domain_policy_t, f)
+
+/* [policy:DOMAIN]; which keys suit which level is checked after the file is read. */
+static const directive_t policy_directives[] = {
+    {"tls", parse_policy_tls, PC(tls), NULL, NULL, NULL, F_REQUIRED},
+    {"servername", parse_hostname, PC(servername), NULL, NULL, NULL, 0},
+    {"ca_file", parse_path, PC(ca_file), NULL, NULL, NULL, 0},
+};
+
+typedef int policy_seen_t[COUNT_OF(policy_directives)];
+
 /* ---- the loader ---- */
 
-typedef enum { SEC_NONE = 0, SEC_SKIP, SEC_PROXY, SEC_TLS, SEC_LISTENER } section_t;
+typedef enum { SEC_NONE = 0, SEC_SKIP, SEC_PROXY, SEC_TLS, SEC_LISTENER, SEC_POLICY } section_t;
 
 typedef struct {
     int line; /* 0: about the whole file */
@@ -281,6 +308,10 @@ struct loader {
     int tls_seen[COUNT_OF(tls_directives)];
     int listener_seen[STP_CONF_MAX_LISTENERS][COUNT_OF(listener_directives)];
     int key_pending; /* the last cert has no key yet */
+    policy_seen_t *policy_seen; /* per entry of cf->policies.entries */
+    size_t policy_cap;
+    policy_seen_t default_seen;
+    int default_line; /* [policy:default] header, 0: not seen */
 
     message_t *msgs;
     size_t nmsgs, capmsgs, dropped;
@@ -551,6 +582,9 @@ int64_t stp_duration_parse(const char *s)
     if (strcmp(unit, "h") == 0) {
         return scale(n, 3600 * MS_PER_S);
     }
+    if (strcmp(unit, "d") == 0) {
+        return scale(n, 86400LL * MS_PER_S);
+    }
     return -1;
 }
 
@@ -604,6 +638,17 @@ static const char *check_message_size(int64_t v)
                : "a size up to 4G (0: the backend's SIZE decides)";
 }
 
+/* remember_tls: 0 switches it off; ten years is already forever. */
+static const char *check_remember(int64_t v)
+{
+    return v >= 0 && v <= 3650LL * 86400 * MS_PER_S ? NULL : "a duration up to 3650d (0: off)";
+}
+
+static const char *check_port(int64_t v)
+{
+    return v >= 1 && v <= 65535 ? NULL : "a port from 1 to 65535";
+}
+
 /* Every wait has a timer, so 0 ("never") is not a timeout. */
 static const char *check_timeout(int64_t v)
 {
@@ -618,7 +663,7 @@ static int parse_number(loader_t *ld, const directive_t *d, const char *value, n
     static const char *const syntax[] = {
         [NUM_COUNT] = "a whole number",
         [NUM_SIZE] = "a size such as 2048, 10k or 50M",
-        [NUM_DURATION] = "a duration such as 250ms, 30s, 5m or 1h (no unit: seconds)",
+        [NUM_DURATION] = "a duration such as 250ms, 30s, 5m, 1h or 7d (no unit: seconds)",
     };
     int64_t v = -1;
     if (kind == NUM_SIZE) {
@@ -944,6 +989,45 @@ static int resolve(loader_t *ld, const directive_t *d, stp_hostport_t *hp)
     return 0;
 }
 
+/*
+ * state_dir: an existing directory the proxy may write into (the state file
+ * is replaced by rename, so the directory itself must be writable).
+ */
+static int parse_state_dir(loader_t *ld, const directive_t *d, void *base, const char *value)
+{
+    char q[ESCAPE_CAP];
+    struct stat st;
+    if (copy_path(ld, d, field_of(d, base), value) < 0 || value[0] == '\0') {
+        return value[0] == '\0' ? 0 : -1;
+    }
+    if (stat(value, &st) != 0) {
+        int e = errno;
+        error_at(ld, ld->lineno, "cannot use state_dir '%s': %s", ESC(q, value), strerror(e));
+        return -1;
+    }
+    if (!S_ISDIR(st.st_mode)) {
+        error_at(ld, ld->lineno, "cannot use state_dir '%s': %s", ESC(q, value), strerror(ENOTDIR));
+        return -1;
+    }
+    if (access(value, W_OK | X_OK) != 0) {
+        int e = errno;
+        error_at(ld, ld->lineno, "cannot use state_dir '%s': %s", ESC(q, value), strerror(e));
+        return -1;
+    }
+    return 0;
+}
+
+static int parse_policy_tls(loader_t *ld, const directive_t *d, void *base, const char *value)
+{
+    stp_policy_tls_t t;
+    if (stp_policy_tls_parse(value, &t) < 0) {
+        bad_value(ld, d, value, "none, may, encrypt, verify, secure, dane, dane-only or mta-sts");
+        return -1;
+    }
+    *(stp_policy_tls_t *)field_of(d, base) = t;
+    return 0;
+}
+
 /* listen and backend: the address is needed at start-up, so names are resolved now. */
 static int parse_listen(loader_t *ld, const directive_t *d, void *base, const char *value)
 {
@@ -1119,6 +1203,77 @@ static void begin_listener(loader_t *ld, const char *name)
     apply_defaults(ld, listener_directives, COUNT_OF(listener_directives), lc);
 }
 
+/*
+ * [policy:NAME]: "default", a domain, or ".suffix". Entries are kept in file
+ * order; the table grows by doubling, which is safe because only the
+ * current section's entry is addressed by pointer while the file is read.
+ */
+static void begin_policy(loader_t *ld, const char *raw)
+{
+    stp_config_t *cf = ld->cf;
+    stp_policy_table_t *t = &cf->policies;
+    char q[ESCAPE_CAP], name[256];
+
+    if (stp_policy_name_normalize(raw, name) < 0) {
+        error_at(ld, ld->lineno,
+                 "bad policy name '%s': expected a domain, .domain (names below it) or default",
+                 ESC(q, raw));
+        ld->section = SEC_SKIP;
+        return;
+    }
+    if (strcmp(name, "default") == 0) {
+        if (ld->default_line) {
+            error_at(ld, ld->lineno, "duplicate section [policy:default] (first at line %d)",
+                     ld->default_line);
+            ld->section = SEC_SKIP;
+            return;
+        }
+        ld->default_line = ld->lineno;
+        memset(&t->deflt, 0, sizeof(t->deflt));
+        memcpy(t->deflt.name, "default", 8);
+        t->deflt.line = ld->lineno;
+        enter(ld, SEC_POLICY, policy_directives, COUNT_OF(policy_directives), &t->deflt,
+              ld->default_seen);
+        return;
+    }
+    for (size_t i = 0; i < t->n; i++) {
+        if (strcmp(t->entries[i].name, name) == 0) {
+            error_at(ld, ld->lineno, "duplicate section [policy:%s] (first at line %d)", name,
+                     t->entries[i].line);
+            ld->section = SEC_SKIP;
+            return;
+        }
+    }
+    if (t->n >= STP_CONF_MAX_POLICIES) {
+        error_at(ld, ld->lineno, "too many [policy:DOMAIN] sections (at most %d)",
+                 STP_CONF_MAX_POLICIES);
+        ld->section = SEC_SKIP;
+        return;
+    }
+    if (t->n == ld->policy_cap) {
+        size_t cap = ld->policy_cap ? ld->policy_cap * 2 : 8;
+        stp_domain_policy_t *e = realloc(t->entries, cap * sizeof(*e));
+        if (e) {
+            t->entries = e;
+        }
+        policy_seen_t *seen = e ? realloc(ld->policy_seen, cap * sizeof(*seen)) : NULL;
+        if (seen == NULL) {
+            error_at(ld, ld->lineno, "out of memory");
+            ld->section = SEC_SKIP;
+            return;
+        }
+        ld->policy_seen = seen;
+        ld->policy_cap = cap;
+    }
+    stp_domain_policy_t *p = &t->entries[t->n];
+    memset(p, 0, sizeof(*p));
+    memset(ld->policy_seen[t->n], 0, sizeof(ld->policy_seen[t->n]));
+    memcpy(p->name, name, strlen(name) + 1);
+    p->line = ld->lineno;
+    enter(ld, SEC_POLICY, policy_directives, COUNT_OF(policy_directives), p, ld->policy_seen[t->n]);
+    t->n++;
+}
+
 static void begin_section(loader_t *ld, const char *name)
 {
     char q[ESCAPE_CAP];
@@ -1134,9 +1289,14 @@ static void begin_section(loader_t *ld, const char *name)
     } else if (strncmp(name, "listener:", 9) == 0) {
         begin_listener(ld, name + 9);
         return;
+    } else if (strncmp(name, "policy:", 7) == 0) {
+        begin_policy(ld, name + 7);
+        return;
     } else {
         error_at(ld, ld->lineno,
-                 "unknown section [%s] (expected [proxy], [tls] or [listener:NAME])", ESC(q, name));
+                 "unknown section [%s] (expected [proxy], [tls], [listener:NAME] or "
+                 "[policy:DOMAIN])",
+                 ESC(q, name));
         ld->section = SEC_SKIP;
         return;
     }
@@ -1439,9 +1599,42 @@ static void check_listen_overlap(loader_t *ld)
     }
 }
 
+/* Which keys suit which level, and required keys, per policy section. */
+static void finish_policy(loader_t *ld, const stp_domain_policy_t *p, const int *seen)
+{
+    int key_tls = directive_index(policy_directives, COUNT_OF(policy_directives), "tls");
+    int key_sn = directive_index(policy_directives, COUNT_OF(policy_directives), "servername");
+    int key_ca = directive_index(policy_directives, COUNT_OF(policy_directives), "ca_file");
+    if (!seen[key_tls]) {
+        error_at(ld, p->line, "missing required key 'tls' in [policy:%s]", p->name);
+        return;
+    }
+    if (seen[key_sn] && p->tls != STP_POLICY_TLS_VERIFY && p->tls != STP_POLICY_TLS_SECURE) {
+        error_at(ld, seen[key_sn], "key 'servername' in [policy:%s] needs tls = verify or secure",
+                 p->name);
+    }
+    if (seen[key_ca] && (p->tls == STP_POLICY_TLS_NONE || p->tls == STP_POLICY_TLS_MAY ||
+                         p->tls == STP_POLICY_TLS_ENCRYPT || p->tls == STP_POLICY_TLS_DANE_ONLY)) {
+        error_at(ld, seen[key_ca],
+                 "key 'ca_file' in [policy:%s] needs tls = verify, secure, dane or mta-sts "
+                 "(tls = %s verifies no certificate chain)",
+                 p->name, stp_policy_tls_name(p->tls));
+    }
+}
+
 static void finish(loader_t *ld)
 {
     finish_proxy(ld);
+    if (!ld->proxy_seen[directive_index(proxy_directives, COUNT_OF(proxy_directives),
+                                        "mta_sts_ca_file")]) {
+        memcpy(ld->cf->mta_sts_ca_file, ld->cf->ca_file, strlen(ld->cf->ca_file) + 1);
+    }
+    for (size_t i = 0; i < ld->cf->policies.n; i++) {
+        finish_policy(ld, &ld->cf->policies.entries[i], ld->policy_seen[i]);
+    }
+    if (ld->default_line) {
+        finish_policy(ld, &ld->cf->policies.deflt, ld->default_seen);
+    }
     for (size_t i = 0; i < ld->cf->nlisteners; i++) {
         finish_listener(ld, i);
     }
@@ -1479,6 +1672,9 @@ static stp_config_t *load(const char *file, const char *src, size_t len, char *e
     snprintf(ld->section_name, sizeof(ld->section_name), "tls");
     apply_defaults(ld, tls_directives, COUNT_OF(tls_directives), cf);
     ld->section_name[0] = '\0';
+    /* without [policy:default]: everything the standards offer, best first */
+    memcpy(cf->policies.deflt.name, "default", 8);
+    cf->policies.deflt.tls = STP_POLICY_TLS_DANE;
 
     int rc = ini_parse_stream(read_line, ld, on_key, ld);
     if (rc == -2) {
@@ -1494,6 +1690,7 @@ static stp_config_t *load(const char *file, const char *src, size_t len, char *e
         free(ld->msgs[i].text);
     }
     free(ld->msgs);
+    free(ld->policy_seen);
     free(ld);
     if (failed) {
         stp_config_free(cf);
@@ -1560,5 +1757,6 @@ void stp_config_free(stp_config_t *cf)
         return;
     }
     free(cf->path);
+    free(cf->policies.entries);
     free(cf);
 }

@@ -14,10 +14,12 @@
 #include <sys/socket.h>
 
 #include "policy/cidr.h"
+#include "policy/domain_policy.h"
 
 #define STP_CONF_MAX_LISTENERS 32
 #define STP_CONF_MAX_CERTS 8
 #define STP_CONF_MAX_ALLOW 64
+#define STP_CONF_MAX_POLICIES 10000
 
 typedef enum { STP_MODE_INBOUND = 1, STP_MODE_OUTBOUND = 2 } stp_mode_t;
 typedef enum { STP_STARTTLS_OFFER = 1, STP_STARTTLS_REQUIRE, STP_STARTTLS_IMPLICIT } stp_starttls_t;
@@ -98,6 +100,13 @@ typedef struct {
     stp_log_target_t log_target; /* stderr (default) | syslog (facility mail) */
     stp_hostport_t metrics;     /* port 0: no metrics endpoint */
 
+    /* [proxy]: delivery to any domain (route = mx): MTA-STS and remembered TLS */
+    char state_dir[1024];       /* "" (default): nothing survives a restart */
+    uint64_t remember_tls;      /* ms a domain reached over verified TLS must keep it; 0 = off */
+    unsigned mta_sts_port;      /* 443; tests point it elsewhere */
+    uint64_t mta_sts_timeout;   /* 30s: one whole policy fetch */
+    char mta_sts_ca_file[1024]; /* trust store for policy hosts; default [tls] ca_file */
+
     /* [tls] */
     struct {
         char cert[1024];
@@ -109,6 +118,9 @@ typedef struct {
 
     stp_listener_conf_t listeners[STP_CONF_MAX_LISTENERS];
     size_t nlisteners;
+
+    /* [policy:DOMAIN] and [policy:default]; stp_policy_lookup(&cf->policies, domain) */
+    stp_policy_table_t policies;
 } stp_config_t;
 
 /*
@@ -124,7 +136,7 @@ stp_config_t *stp_config_load_string(const char *text, const char *name, char *e
 
 void stp_config_free(stp_config_t *cf); /* accepts NULL */
 
-/* "30s", "5m", "1h", "250ms", "10" (seconds) -> milliseconds; -1 on error. */
+/* "30s", "5m", "1h", "30d", "250ms", "10" (seconds) -> milliseconds; -1 on error. */
 int64_t stp_duration_parse(const char *s);
 /* "2048", "10k", "50M" -> bytes; -1 on error. */
 int64_t stp_size_parse(const char *s);

@@ -134,12 +134,13 @@ if ! timeout 1800 bazel build //... >"$work/build.log" 2>&1; then
 fi
 echo "ok"
 cp bazel-bin/proxy/smtp-tls-proxy "$work/smtp-tls-proxy"
+cp bazel-bin/test/mtasts/fetch "$work/mta-sts-fetch"
 
 note "unit tests"
 unit_tests "unit" 
 
 note "integration tests"
-integration "integration" "$work/smtp-tls-proxy"
+integration "integration" "$work/smtp-tls-proxy" STP_MTA_STS_FETCH="$work/mta-sts-fetch"
 
 note "security conformance (test/conformance/run.py)"
 STP_BIN="$work/smtp-tls-proxy" STP_CERTS="$work/certs" \
@@ -150,16 +151,19 @@ add_from_log "conformance" "$work/conformance.log"
 if [ "$quick" = 0 ]; then
   asan=(--config=asan -c dbg --symlink_prefix=/)
   note "ASan+UBSan build"
-  if timeout 1800 bazel build "${asan[@]}" //proxy:smtp-tls-proxy >"$work/build-asan.log" 2>&1; then
+  if timeout 1800 bazel build "${asan[@]}" //proxy:smtp-tls-proxy //test/mtasts:fetch \
+      >"$work/build-asan.log" 2>&1; then
     echo "ok"
-    cp "$(bazel info "${asan[@]}" bazel-bin 2>/dev/null)/proxy/smtp-tls-proxy" \
-      "$work/smtp-tls-proxy-asan"
+    asan_bin=$(bazel info "${asan[@]}" bazel-bin 2>/dev/null)
+    cp "$asan_bin/proxy/smtp-tls-proxy" "$work/smtp-tls-proxy-asan"
+    cp "$asan_bin/test/mtasts/fetch" "$work/mta-sts-fetch-asan"
 
     note "unit tests (ASan+UBSan)"
     unit_tests "unit (ASan+UBSan)" "${asan[@]}"
 
     note "integration tests (ASan+UBSan, leak check at every SIGTERM)"
     integration "integration (ASan+UBSan)" "$work/smtp-tls-proxy-asan" STP_ASAN=1 \
+      STP_MTA_STS_FETCH="$work/mta-sts-fetch-asan" \
       ASAN_OPTIONS=detect_leaks=1:halt_on_error=1:abort_on_error=0:exitcode=23:strict_string_checks=1 \
       UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
   else

@@ -48,7 +48,10 @@ declare -A srcs=(
   [fuzz_smtp_reply]="proxy/smtp_reply.c"
   [fuzz_ehlo]="proxy/ehlo.c proxy/smtp_reply.c"
   [fuzz_data_scan]="proxy/data_scan.c"
-  [fuzz_config]="proxy/config.c policy/cidr.c -linih"
+  [fuzz_mta_sts]="policy/mta_sts.c"
+  [fuzz_http_resp]="policy/http_resp.c"
+  [fuzz_policy_cache]="policy/policy_cache.c policy/mta_sts.c"
+  [fuzz_config]="proxy/config.c policy/cidr.c policy/domain_policy.c -linih"
   [fuzz_proxy_proto]="proxy/proxy_proto.c"
   [fuzz_http_req]="proxy/http_req.c"
 
@@ -58,7 +61,7 @@ declare -A srcs=(
     -lssl -lcrypto -luv -linih -lcares"
 )
 # The parser targets must exist; fuzz_config is optional (written elsewhere).
-required="fuzz_data_scan fuzz_ehlo fuzz_http_req fuzz_proxy_proto fuzz_session fuzz_smtp_cmd fuzz_smtp_line fuzz_smtp_reply"
+required="fuzz_data_scan fuzz_ehlo fuzz_http_req fuzz_http_resp fuzz_mta_sts fuzz_policy_cache fuzz_proxy_proto fuzz_session fuzz_smtp_cmd fuzz_smtp_line fuzz_smtp_reply"
 
 passed=0
 failed=0
@@ -81,8 +84,13 @@ for t in $(printf '%s\n' "${!srcs[@]}" | sort); do
   if [ -d "test/fuzz/corpus/$t" ]; then
     cp test/fuzz/corpus/"$t"/* "$work"/ 2>/dev/null
   fi
+  # A target's own dictionary (test/fuzz/<target minus fuzz_>.dict) if it has one.
   dict=()
-  [ "$t" != fuzz_config ] && dict=(-dict="$PWD/test/fuzz/smtp.dict")
+  if [ -f "test/fuzz/${t#fuzz_}.dict" ]; then
+    dict=(-dict="$PWD/test/fuzz/${t#fuzz_}.dict")
+  elif [ "$t" != fuzz_config ]; then
+    dict=(-dict="$PWD/test/fuzz/smtp.dict")
+  fi
   # Run from the output directory: crash files and anything the target
   # opens by a relative name stay out of the tree. `timeout` is a backstop
   # for a target that hangs outside libFuzzer's own -timeout.

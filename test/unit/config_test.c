@@ -171,9 +171,9 @@ static void test_sections(void)
 {
     static const config_case_t cases[] = {
         {"unknown section and its keys",
-         MX "[policy:bank.example]\ntls = secure\n",
-         {"t.ini:5: unknown section [policy:bank.example] (expected [proxy], [tls] or "
-          "[listener:NAME])"}},
+         MX "[policies]\ntls = secure\n",
+         {"t.ini:5: unknown section [policies] (expected [proxy], [tls], [listener:NAME] or "
+          "[policy:DOMAIN])"}},
         {"section names are case-sensitive", MX "[Proxy]\n", {"t.ini:5: unknown section [Proxy]"}},
         {"duplicate section",
          MX "[proxy]\nworkers = 2\n[proxy]\nlog_level = warn\n",
@@ -698,10 +698,12 @@ static void test_limits_and_timers(void)
         {"timeout with a space",
          MX "greeting_timeout = 10 s\n",
          {"t.ini:5: bad value '10 s' for 'greeting_timeout' in [listener:mx]: expected a duration "
-          "such as 250ms, 30s, 5m or 1h (no unit: seconds)"}},
-        {"timeout in days",
-         MX "command_timeout = 1d\n",
-         {"t.ini:5: bad value '1d' for 'command_timeout'"}},
+          "such as 250ms, 30s, 5m, 1h or 7d (no unit: seconds)"}},
+        {"timeout of one day", MX "command_timeout = 1d\n", {NULL}},
+        {"timeout over a day",
+         MX "command_timeout = 2d\n",
+         {"t.ini:5: bad value '2d' for 'command_timeout' in [listener:mx]: expected a duration "
+          "from 1ms to 24h"}},
         {"timeout empty", MX "idle_timeout =\n", {"t.ini:5: bad value '' for 'idle_timeout'"}},
         {"timeout overflow",
          MX "handshake_timeout = 99999999999999999999\n",
@@ -738,11 +740,203 @@ static void test_all_errors_together(void)
         "t.ini:8: missing required key 'backend' in [listener:mx]\n"
         "t.ini:10: listen address of [listener:mx] overlaps [listener:out] (line 4)\n"
         "t.ini:13: cannot read cert 'missing.pem': No such file or directory\n"
-        "t.ini:14: unknown section [metrics] (expected [proxy], [tls] or [listener:NAME])\n"
+        "t.ini:14: unknown section [metrics] (expected [proxy], [tls], [listener:NAME] or "
+        "[policy:DOMAIN])\n"
         "t.ini:15: expected 'key = value', '[section]' or a comment, not 'junk'\n";
     stp_config_t *cf = stp_config_load_string(ini, "t.ini", errbuf, sizeof(errbuf));
     CHECK(cf == NULL);
     CHECK_STR(errbuf, want);
+}
+
+/* ---- [policy:DOMAIN] and the [proxy] keys of route = mx ---- */
+
+static void test_policy_sections(void)
+{
+    static const config_case_t cases[] = {
+        {"every level",
+         MX "[policy:a.example]\ntls = none\n[policy:b.example]\ntls = may\n"
+            "[policy:c.example]\ntls = encrypt\n[policy:d.example]\ntls = verify\n"
+            "[policy:e.example]\ntls = secure\n[policy:f.example]\ntls = dane\n"
+            "[policy:g.example]\ntls = dane-only\n[policy:h.example]\ntls = mta-sts\n"
+            "[policy:default]\ntls = may\n",
+         {NULL}},
+        {"suffix and exact side by side",
+         MX "[policy:.example.com]\ntls = verify\n[policy:example.com]\ntls = secure\n",
+         {NULL}},
+        {"servername and ca_file with verify and secure",
+         MX "[policy:bank.example]\ntls = secure\nservername = mx.bank.example\nca_file = ca.pem\n"
+            "[policy:.corp.example]\ntls = verify\nca_file = ca.pem\n",
+         {NULL}},
+        {"ca_file with dane and mta-sts",
+         MX "[policy:a.example]\ntls = dane\nca_file = ca.pem\n[policy:b.example]\n"
+            "tls = mta-sts\nca_file = ca.pem\n",
+         {NULL}},
+        {"unknown level",
+         MX "[policy:a.example]\ntls = strict\n",
+         {"t.ini:6: bad value 'strict' for 'tls' in [policy:a.example]: expected none, may, "
+          "encrypt, verify, secure, dane, dane-only or mta-sts"}},
+        {"levels are case-sensitive",
+         MX "[policy:a.example]\ntls = DANE\n",
+         {"t.ini:6: bad value 'DANE' for 'tls' in [policy:a.example]"}},
+        {"missing tls",
+         MX "[policy:a.example]\nservername = x.example\n",
+         {"t.ini:5: missing required key 'tls' in [policy:a.example]"}},
+        {"missing tls in default",
+         MX "[policy:default]\n",
+         {"t.ini:5: missing required key 'tls' in [policy:default]"}},
+        {"servername needs verify or secure",
+         MX "[policy:a.example]\ntls = dane\nservername = mx.a.example\n",
+         {"t.ini:7: key 'servername' in [policy:a.example] needs tls = verify or secure"}},
+        {"ca_file makes no sense without a chain",
+         MX "[policy:a.example]\ntls = may\nca_file = ca.pem\n[policy:b.example]\n"
+            "tls = dane-only\nca_file = ca.pem\n",
+         {"t.ini:7: key 'ca_file' in [policy:a.example] needs tls = verify, secure, dane or "
+          "mta-sts (tls = may verifies no certificate chain)",
+          "t.ini:10: key 'ca_file' in [policy:b.example] needs tls = verify, secure, dane or "
+          "mta-sts (tls = dane-only"}},
+        {"missing ca_file",
+         MX "[policy:a.example]\ntls = verify\nca_file = nothere.pem\n",
+         {"t.ini:7: cannot read ca_file 'nothere.pem': No such file or directory"}},
+        {"unknown key",
+         MX "[policy:a.example]\ntls = may\nroute = mx\n",
+         {"t.ini:7: unknown key 'route' in [policy:a.example]"}},
+        {"duplicate key",
+         MX "[policy:a.example]\ntls = may\ntls = secure\n",
+         {"t.ini:7: duplicate key 'tls' in [policy:a.example] (first at line 6)"}},
+        {"duplicate section, any case, trailing dot",
+         MX "[policy:a.example]\ntls = may\n[policy:A.Example.]\ntls = secure\n",
+         {"t.ini:7: duplicate section [policy:a.example] (first at line 5)"}},
+        {"duplicate default",
+         MX "[policy:default]\ntls = may\n[policy:default]\ntls = none\n",
+         {"t.ini:7: duplicate section [policy:default] (first at line 5)"}},
+        {"bad names",
+         MX "[policy:*.example.com]\ntls = may\n[policy:]\n[policy:a..b]\n[policy:a b]\n",
+         {"t.ini:5: bad policy name '*.example.com': expected a domain, .domain (names below it) "
+          "or default",
+          "t.ini:7: bad policy name ''", "t.ini:8: bad policy name 'a..b'",
+          "t.ini:9: bad policy name 'a b'"}},
+    };
+    RUN_CASES(cases);
+}
+
+static void test_policy_lookup_from_file(void)
+{
+    stp_config_t *cf = load_ok(MX "[policy:.example.com]\ntls = verify\n"           /* 5 */
+                                  "[policy:example.com]\ntls = secure\n"            /* 7 */
+                                  "servername = mx.example.com\nca_file = ca.pem\n" /* 9 */
+                                  "[policy:.mail.example.com]\ntls = dane-only\n"   /* 11 */
+                                  "[policy:Legacy.Example.NET.]\ntls = none\n"      /* 13 */
+                                  "[policy:default]\ntls = mta-sts\n");             /* 15 */
+    if (cf == NULL) {
+        return;
+    }
+    CHECK_EQ_INT(cf->policies.n, 4);
+    const stp_domain_policy_t *p = stp_policy_lookup(&cf->policies, "Example.com.");
+    CHECK_STR(p->name, "example.com");
+    CHECK_EQ_INT(p->line, 7);
+    CHECK_EQ_INT(p->tls, STP_POLICY_TLS_SECURE);
+    CHECK_STR(p->servername, "mx.example.com");
+    CHECK_STR(p->ca_file, "ca.pem");
+    p = stp_policy_lookup(&cf->policies, "a.example.com");
+    CHECK_STR(p->name, ".example.com");
+    CHECK_EQ_INT(p->tls, STP_POLICY_TLS_VERIFY);
+    CHECK_STR(p->servername, "");
+    CHECK_STR(p->ca_file, "");
+    CHECK_STR(stp_policy_lookup(&cf->policies, "b.a.mail.example.com")->name, ".mail.example.com");
+    CHECK_STR(stp_policy_lookup(&cf->policies, "mail.example.com")->name, ".example.com");
+    CHECK_STR(stp_policy_lookup(&cf->policies, "legacy.example.net")->name, "legacy.example.net");
+    p = stp_policy_lookup(&cf->policies, "example.org");
+    CHECK_STR(p->name, "default");
+    CHECK_EQ_INT(p->line, 15);
+    CHECK_EQ_INT(p->tls, STP_POLICY_TLS_MTA_STS);
+    stp_config_free(cf);
+
+    /* without [policy:default]: dane, the built-in default */
+    cf = load_ok(MX);
+    if (cf) {
+        CHECK_EQ_INT(cf->policies.n, 0);
+        p = stp_policy_lookup(&cf->policies, "example.org");
+        CHECK_STR(p->name, "default");
+        CHECK_EQ_INT(p->line, 0);
+        CHECK_EQ_INT(p->tls, STP_POLICY_TLS_DANE);
+    }
+    stp_config_free(cf);
+
+    /* many sections (the table grows) */
+    char *ini = malloc(200000);
+    size_t used = (size_t)snprintf(ini, 200000, MX);
+    for (int i = 0; i < 500; i++) {
+        used += (size_t)snprintf(ini + used, 200000 - used, "[policy:d%d.example]\ntls = %s\n", i,
+                                 i % 2 ? "secure" : "may");
+    }
+    cf = load_ok(ini);
+    if (cf) {
+        CHECK_EQ_INT(cf->policies.n, 500);
+        CHECK_EQ_INT(stp_policy_lookup(&cf->policies, "d499.example")->tls, STP_POLICY_TLS_SECURE);
+        CHECK_EQ_INT(stp_policy_lookup(&cf->policies, "d0.example")->line, 5);
+    }
+    stp_config_free(cf);
+    free(ini);
+}
+
+static void test_delivery_keys(void)
+{
+    static const config_case_t cases[] = {
+        {"all of them",
+         MX "[proxy]\nstate_dir = adir\nremember_tls = 30d\nmta_sts_port = 8443\n"
+            "mta_sts_timeout = 10s\nmta_sts_ca_file = ca.pem\n",
+         {NULL}},
+        {"remember_tls off", MX "[proxy]\nremember_tls = 0\n", {NULL}},
+        {"state_dir empty", MX "[proxy]\nstate_dir =\n", {NULL}},
+        {"state_dir missing",
+         MX "[proxy]\nstate_dir = nothere\n",
+         {"t.ini:6: cannot use state_dir 'nothere': No such file or directory"}},
+        {"state_dir is a file",
+         MX "[proxy]\nstate_dir = ca.pem\n",
+         {"t.ini:6: cannot use state_dir 'ca.pem': Not a directory"}},
+        {"remember_tls too long",
+         MX "[proxy]\nremember_tls = 3651d\n",
+         {"t.ini:6: bad value '3651d' for 'remember_tls' in [proxy]: expected a duration up to "
+          "3650d (0: off)"}},
+        {"remember_tls words",
+         MX "[proxy]\nremember_tls = forever\n",
+         {"t.ini:6: bad value 'forever' for 'remember_tls' in [proxy]: expected a duration"}},
+        {"mta_sts_port 0",
+         MX "[proxy]\nmta_sts_port = 0\n",
+         {"t.ini:6: bad value '0' for 'mta_sts_port' in [proxy]: expected a port from 1 to "
+          "65535"}},
+        {"mta_sts_port too big",
+         MX "[proxy]\nmta_sts_port = 65536\n",
+         {"t.ini:6: bad value '65536' for 'mta_sts_port' in [proxy]: expected a port"}},
+        {"mta_sts_timeout 0",
+         MX "[proxy]\nmta_sts_timeout = 0\n",
+         {"t.ini:6: bad value '0' for 'mta_sts_timeout' in [proxy]: expected a duration from 1ms "
+          "to 24h"}},
+        {"mta_sts_ca_file missing",
+         MX "[proxy]\nmta_sts_ca_file = nothere.pem\n",
+         {"t.ini:6: cannot read mta_sts_ca_file 'nothere.pem'"}},
+    };
+    RUN_CASES(cases);
+
+    stp_config_t *cf = load_ok(MX "[tls]\nca_file = ca.pem\n");
+    if (cf) {
+        CHECK_STR(cf->state_dir, "");
+        CHECK_EQ_INT(cf->remember_tls, 0);
+        CHECK_EQ_INT(cf->mta_sts_port, 443);
+        CHECK_EQ_INT(cf->mta_sts_timeout, 30000);
+        CHECK_STR(cf->mta_sts_ca_file, "ca.pem"); /* follows [tls] ca_file */
+    }
+    stp_config_free(cf);
+    cf = load_ok(MX "[proxy]\nstate_dir = adir\nremember_tls = 30d\nmta_sts_port = 8443\n"
+                    "mta_sts_timeout = 10s\nmta_sts_ca_file = cert.pem\n[tls]\nca_file = ca.pem\n");
+    if (cf) {
+        CHECK_STR(cf->state_dir, "adir");
+        CHECK_EQ_INT(cf->remember_tls, 30LL * 86400 * 1000);
+        CHECK_EQ_INT(cf->mta_sts_port, 8443);
+        CHECK_EQ_INT(cf->mta_sts_timeout, 10000);
+        CHECK_STR(cf->mta_sts_ca_file, "cert.pem");
+    }
+    stp_config_free(cf);
 }
 
 /* ---- values ---- */
@@ -944,7 +1138,10 @@ static void test_duration_parse(void)
         {"1.5s", -1},
         {"-1s", -1},
         {"+1s", -1},
-        {"1d", -1},
+        {"1d", 86400000},
+        {"7d", 604800000},
+        {"1D", -1},
+        {"1w", -1},
         {"10sec", -1},
         {"1hm", -1},
         {"10ms ", -1},
@@ -1238,6 +1435,12 @@ static void test_example(void)
         CHECK_EQ_INT(all->nlisteners, 3);
         CHECK_EQ_INT(all->listeners[2].mode, STP_MODE_OUTBOUND);
         CHECK_STR(all->listeners[2].servername, "smtp.provider.example");
+        /* and so are the commented-out policy sections */
+        CHECK_EQ_INT(all->policies.n, 3);
+        CHECK_EQ_INT(all->policies.deflt.tls, STP_POLICY_TLS_DANE);
+        CHECK_EQ_INT(stp_policy_lookup(&all->policies, "bank.example")->tls, STP_POLICY_TLS_SECURE);
+        CHECK_EQ_INT(stp_policy_lookup(&all->policies, "a.corp.example")->tls,
+                     STP_POLICY_TLS_VERIFY);
     }
     stp_config_free(all);
 }
@@ -1313,6 +1516,9 @@ int main(void)
     STP_RUN(test_many_errors);
     STP_RUN(test_truncated_everywhere);
     STP_RUN(test_example);
+    STP_RUN(test_policy_sections);
+    STP_RUN(test_policy_lookup_from_file);
+    STP_RUN(test_delivery_keys);
     free(example_text);
     return STP_CHECK_DONE();
 }

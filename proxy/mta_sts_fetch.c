@@ -1,0 +1,364 @@
+/*
+ * mta_sts_fetch: the HTTPS policy fetch, built from parts the proxy already
+ * has: proxy/conn (a TCP connection with the memory-BIO TLS engine), the
+ * tls_ctx client context and tls_verify, and two pure parsers fed straight
+ * from the socket (HTTP response, then MTA-STS policy), so no response is
+ * ever buffered whole and nothing grows past the 64 KiB cap.
+ *
+ * Life cycle: start -> connect -> handshake -> verify -> request -> read
+ * until the response is complete or fails; whatever happens first (an
+ * error, the end, the timer, cancel) runs finish() once, which closes both
+ * handles; the object is freed in the second close callback. The callback
+ * is called from finish(), so always from a libuv callback.
+ */
+#include "proxy/mta_sts_fetch.h"
+
+#include <arpa/inet.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "policy/http_resp.h"
+#include "proxy/conn.h"
+#include "tls/tls_engine.h"
+#include "tls/tls_verify.h"
+
+#define DEFAULT_TIMEOUT_MS 30000
+
+struct stp_mta_sts_fetch_s {
+    stp_conn_t conn;
+    uv_timer_t timer;
+    uv_loop_t *loop;
+    SSL_CTX *ctx;
+    stp_mta_sts_fetch_cb cb;
+    void *arg;
+    uint64_t started;
+    uint64_t timeout_ms;
+    char host[256]; /* mta-sts.DOMAIN, lower case, no trailing dot */
+    char request[512];
+    int port;
+
+    stp_http_resp_t http;
+    stp_mta_sts_parser_t sts;
+    stp_mta_sts_policy_t policy;
+
+    int open_handles; /* freed when it drops to 0 */
+    unsigned done : 1;
+    unsigned cancelled : 1;
+    unsigned headers : 1;
+
+    /* an error found inside start(), reported from the timer */
+    stp_mta_sts_fetch_status_t early_status;
+    const char *early_error;
+};
+
+static const stp_conn_cb_t conn_cb;
+
+const char *stp_mta_sts_fetch_status_name(stp_mta_sts_fetch_status_t s)
+{
+    switch (s) {
+    case STP_MTA_STS_FETCH_OK:
+        return "ok";
+    case STP_MTA_STS_FETCH_CONNECT:
+        return "connect";
+    case STP_MTA_STS_FETCH_TLS:
+        return "tls";
+    case STP_MTA_STS_FETCH_CERT:
+        return "certificate";
+    case STP_MTA_STS_FETCH_HTTP:
+        return "http";
+    case STP_MTA_STS_FETCH_TOO_BIG:
+        return "too-big";
+    case STP_MTA_STS_FETCH_POLICY:
+        return "policy";
+    case STP_MTA_STS_FETCH_TIMEOUT:
+        return "timeout";
+    case STP_MTA_STS_FETCH_IO:
+        return "io";
+    case STP_MTA_STS_FETCH_INTERNAL:
+        return "internal";
+    }
+    return "?";
+}
+
+static void release(stp_mta_sts_fetch_t *f)
+{
+    if (--f->open_handles > 0) {
+        return;
+    }
+    SSL_CTX_free(f->ctx);
+    free(f);
+}
+
+static void on_timer_close(uv_handle_t *h)
+{
+    release(h->data);
+}
+
+static void on_conn_close(stp_conn_t *c)
+{
+    release(c->owner);
+}
+
+/* The one way out: report (unless cancelled), then close both handles. */
+static void finish(stp_mta_sts_fetch_t *f, stp_mta_sts_fetch_status_t status, const char *error)
+{
+    if (f->done) {
+        return;
+    }
+    f->done = 1;
+    uv_timer_stop(&f->timer);
+    if (!f->cancelled && f->cb) {
+        stp_mta_sts_fetch_result_t r;
+        memset(&r, 0, sizeof(r));
+        r.status = status;
+        r.http_status = f->http.status;
+        r.error = error ? error : "";
+        r.policy = status == STP_MTA_STS_FETCH_OK ? &f->policy : NULL;
+        r.elapsed_ms = uv_now(f->loop) - f->started;
+        f->cb(&r, f->arg);
+    }
+    stp_conn_close(&f->conn);
+    uv_close((uv_handle_t *)&f->timer, on_timer_close);
+}
+
+static void fail_fmt(stp_mta_sts_fetch_t *f, stp_mta_sts_fetch_status_t status, const char *what,
+                     const char *detail)
+{
+    char msg[512];
+    snprintf(msg, sizeof(msg), "%s%s%s", what, detail && *detail ? ": " : "", detail ? detail : "");
+    finish(f, status, msg);
+}
+
+static void on_timer(uv_timer_t *t)
+{
+    stp_mta_sts_fetch_t *f = t->data;
+    char msg[384];
+    if (f->early_error) {
+        fail_fmt(f, f->early_status, "cannot connect to the policy host", f->early_error);
+        return;
+    }
+    snprintf(msg, sizeof(msg), "no complete policy from %s within %llu ms", f->host,
+             (unsigned long long)f->timeout_ms);
+    finish(f, STP_MTA_STS_FETCH_TIMEOUT, msg);
+}
+
+/* The body is complete: it must parse as a policy. */
+static void body_done(stp_mta_sts_fetch_t *f)
+{
+    char why[256];
+    if (stp_mta_sts_parser_finish(&f->sts) != STP_MTA_STS_OK) {
+        fail_fmt(f, STP_MTA_STS_FETCH_POLICY, "invalid policy",
+                 stp_mta_sts_parser_error(&f->sts, why, sizeof(why)));
+        return;
+    }
+    finish(f, STP_MTA_STS_FETCH_OK, NULL);
+}
+
+static void http_failed(stp_mta_sts_fetch_t *f)
+{
+    char why[256];
+    stp_http_resp_error(&f->http, why, sizeof(why));
+    /* the parser refuses an oversized body before it arrives */
+    int big = strncmp(why, "body over ", 10) == 0;
+    finish(f, big ? STP_MTA_STS_FETCH_TOO_BIG : STP_MTA_STS_FETCH_HTTP, why);
+}
+
+static void on_read(stp_conn_t *c, const char *data, size_t len)
+{
+    stp_mta_sts_fetch_t *f = c->owner;
+    size_t pos = 0;
+
+    while (!f->done) {
+        size_t used = 0, blen = 0;
+        const char *body = NULL;
+        int rc = stp_http_resp_feed(&f->http, data + pos, len - pos, &used, &body, &blen);
+        pos += used;
+        switch (rc) {
+        case STP_HTTP_AGAIN:
+            return;
+        case STP_HTTP_HEADERS:
+            f->headers = 1;
+            break;
+        case STP_HTTP_BODY:
+            /* judged as it arrives: an invalid policy ends the fetch early */
+            if (stp_mta_sts_parser_feed(&f->sts, body, blen) == STP_MTA_STS_ERROR) {
+                char why[256];
+                fail_fmt(f, STP_MTA_STS_FETCH_POLICY, "invalid policy",
+                         stp_mta_sts_parser_error(&f->sts, why, sizeof(why)));
+            }
+            break;
+        case STP_HTTP_DONE:
+            body_done(f);
+            return;
+        default:
+            http_failed(f);
+            return;
+        }
+    }
+}
+
+static void on_eof(stp_conn_t *c, const char *err)
+{
+    stp_mta_sts_fetch_t *f = c->owner;
+    if (f->done) {
+        return;
+    }
+    if (err) {
+        fail_fmt(f, STP_MTA_STS_FETCH_IO, "connection to the policy host failed", err);
+        return;
+    }
+    /*
+     * A body that ends with the connection must end with TLS close_notify:
+     * a bare TCP FIN could be an attacker cutting the policy short.
+     */
+    if (f->http.framing == STP_HTTP_FRAMING_CLOSE && f->headers && c->tls &&
+        !(SSL_get_shutdown(stp_tls_engine_ssl(c->tls)) & SSL_RECEIVED_SHUTDOWN)) {
+        finish(f, STP_MTA_STS_FETCH_IO,
+               "connection closed without TLS close_notify before the end of the body");
+        return;
+    }
+    if (stp_http_resp_eof(&f->http) != STP_HTTP_DONE) {
+        http_failed(f);
+        return;
+    }
+    body_done(f);
+}
+
+static void on_handshake(stp_conn_t *c, const char *err)
+{
+    stp_mta_sts_fetch_t *f = c->owner;
+    char why[512];
+    if (err) {
+        fail_fmt(f, STP_MTA_STS_FETCH_TLS, "TLS handshake with the policy host failed", err);
+        return;
+    }
+    const char *name = f->host;
+    if (stp_tls_verify_peer(stp_tls_engine_ssl(c->tls), &name, 1, why, sizeof(why)) !=
+        STP_VERIFY_OK) {
+        fail_fmt(f, STP_MTA_STS_FETCH_CERT, "certificate of the policy host not verified", why);
+        return;
+    }
+    if (stp_conn_write(c, f->request, strlen(f->request)) < 0) {
+        finish(f, STP_MTA_STS_FETCH_IO, "cannot send the request");
+    }
+}
+
+static void on_connect(stp_conn_t *c, const char *err)
+{
+    stp_mta_sts_fetch_t *f = c->owner;
+    if (err) {
+        fail_fmt(f, STP_MTA_STS_FETCH_CONNECT, "cannot connect to the policy host", err);
+        return;
+    }
+    stp_tls_engine_t *e = stp_tls_engine_new_client(f->ctx, f->host);
+    if (e == NULL) {
+        finish(f, STP_MTA_STS_FETCH_INTERNAL, "out of memory");
+        return;
+    }
+    stp_tls_verify_prepare(stp_tls_engine_ssl(e));
+    stp_conn_read_start(c);
+    stp_conn_start_tls(c, e);
+}
+
+static const stp_conn_cb_t conn_cb = {
+    .on_read = on_read,
+    .on_eof = on_eof,
+    .on_connect = on_connect,
+    .on_handshake = on_handshake,
+    .on_close = on_conn_close,
+};
+
+static int port_of(const struct sockaddr *sa)
+{
+    if (sa->sa_family == AF_INET) {
+        return ntohs(((const struct sockaddr_in *)sa)->sin_port);
+    }
+    if (sa->sa_family == AF_INET6) {
+        return ntohs(((const struct sockaddr_in6 *)sa)->sin6_port);
+    }
+    return -1;
+}
+
+stp_mta_sts_fetch_t *stp_mta_sts_fetch_start(uv_loop_t *loop, const stp_mta_sts_fetch_opts_t *o,
+                                             stp_mta_sts_fetch_cb cb, void *arg)
+{
+    if (loop == NULL || o == NULL || o->ctx == NULL || o->domain == NULL || o->addr == NULL ||
+        cb == NULL || !stp_mta_sts_domain_valid(o->domain)) {
+        return NULL;
+    }
+    int port = port_of(o->addr);
+    size_t dlen = strlen(o->domain);
+    if (o->domain[dlen - 1] == '.') {
+        dlen--;
+    }
+    if (port <= 0 || dlen + 8 > 253) {
+        return NULL;
+    }
+    stp_mta_sts_fetch_t *f = calloc(1, sizeof(*f));
+    if (f == NULL) {
+        return NULL;
+    }
+    f->loop = loop;
+    f->cb = cb;
+    f->arg = arg;
+    f->port = port;
+    f->timeout_ms = o->timeout_ms ? o->timeout_ms : DEFAULT_TIMEOUT_MS;
+    memcpy(f->host, "mta-sts.", 8);
+    for (size_t i = 0; i < dlen; i++) {
+        char ch = o->domain[i];
+        f->host[8 + i] = ch >= 'A' && ch <= 'Z' ? (char)(ch + 32) : ch;
+    }
+    f->host[8 + dlen] = '\0';
+    char hostport[300];
+    if (port == 443) {
+        snprintf(hostport, sizeof(hostport), "%s", f->host);
+    } else {
+        snprintf(hostport, sizeof(hostport), "%s:%d", f->host, port);
+    }
+    snprintf(f->request, sizeof(f->request),
+             "GET /.well-known/mta-sts.txt HTTP/1.1\r\n"
+             "Host: %s\r\n"
+             "User-Agent: smtp-tls-proxy\r\n"
+             "Accept: text/plain\r\n"
+             "Connection: close\r\n"
+             "\r\n",
+             hostport);
+    stp_http_resp_init(&f->http, STP_HTTP_MTA_STS_BODY_MAX);
+    stp_mta_sts_parser_init(&f->sts, &f->policy);
+
+    if (uv_timer_init(loop, &f->timer) < 0) {
+        free(f);
+        return NULL;
+    }
+    f->timer.data = f;
+    f->open_handles = 1;
+    if (stp_conn_init(loop, &f->conn, &conn_cb, f) < 0) {
+        uv_close((uv_handle_t *)&f->timer, on_timer_close);
+        return NULL; /* freed by the timer's close callback */
+    }
+    f->open_handles = 2;
+    SSL_CTX_up_ref(o->ctx);
+    f->ctx = o->ctx;
+    f->started = uv_now(loop);
+
+    int rc = stp_conn_connect(&f->conn, o->addr);
+    if (rc < 0) {
+        /* reported from the loop, like every other outcome */
+        f->early_status = STP_MTA_STS_FETCH_CONNECT;
+        f->early_error = uv_strerror(rc);
+        uv_timer_start(&f->timer, on_timer, 0, 0);
+    } else {
+        uv_timer_start(&f->timer, on_timer, f->timeout_ms, 0);
+    }
+    return f;
+}
+
+void stp_mta_sts_fetch_cancel(stp_mta_sts_fetch_t *f)
+{
+    if (f == NULL || f->done) {
+        return;
+    }
+    f->cancelled = 1;
+    finish(f, STP_MTA_STS_FETCH_INTERNAL, "cancelled");
+}
