@@ -46,6 +46,7 @@ struct stp_mta_sts_fetch_s {
     unsigned done : 1;
     unsigned cancelled : 1;
     unsigned headers : 1;
+    unsigned secured : 1; /* handshake done and peer verified */
 
     /* an error found inside start(), reported from the timer */
     stp_mta_sts_fetch_status_t early_status;
@@ -204,6 +205,10 @@ static void on_eof(stp_conn_t *c, const char *err)
     if (f->done) {
         return;
     }
+    if (!f->secured) {
+        fail_fmt(f, STP_MTA_STS_FETCH_TLS, "connection closed during the TLS handshake", err);
+        return;
+    }
     if (err) {
         fail_fmt(f, STP_MTA_STS_FETCH_IO, "connection to the policy host failed", err);
         return;
@@ -219,7 +224,9 @@ static void on_eof(stp_conn_t *c, const char *err)
         return;
     }
     if (stp_http_resp_eof(&f->http) != STP_HTTP_DONE) {
-        http_failed(f);
+        char why[256];
+        /* a response cut short is a transport failure, not the server's answer */
+        finish(f, STP_MTA_STS_FETCH_IO, stp_http_resp_error(&f->http, why, sizeof(why)));
         return;
     }
     body_done(f);
@@ -239,6 +246,7 @@ static void on_handshake(stp_conn_t *c, const char *err)
         fail_fmt(f, STP_MTA_STS_FETCH_CERT, "certificate of the policy host not verified", why);
         return;
     }
+    f->secured = 1;
     if (stp_conn_write(c, f->request, strlen(f->request)) < 0) {
         finish(f, STP_MTA_STS_FETCH_IO, "cannot send the request");
     }

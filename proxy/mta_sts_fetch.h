@@ -29,13 +29,13 @@
 typedef enum {
     STP_MTA_STS_FETCH_OK = 0,   /* a valid policy is in result->policy */
     STP_MTA_STS_FETCH_CONNECT,  /* TCP connection refused or failed */
-    STP_MTA_STS_FETCH_TLS,      /* TLS handshake failed */
+    STP_MTA_STS_FETCH_TLS,      /* TLS handshake failed, or the connection ended during it */
     STP_MTA_STS_FETCH_CERT,     /* certificate chain or name not verified */
     STP_MTA_STS_FETCH_HTTP,     /* not a 200 text/plain response (http_status says which) */
     STP_MTA_STS_FETCH_TOO_BIG,  /* body over 64 KiB */
     STP_MTA_STS_FETCH_POLICY,   /* the body is not a valid MTA-STS policy */
     STP_MTA_STS_FETCH_TIMEOUT,  /* the time cap expired */
-    STP_MTA_STS_FETCH_IO,       /* connection lost or reset in the middle */
+    STP_MTA_STS_FETCH_IO,       /* connection lost, reset or closed before the response ended */
     STP_MTA_STS_FETCH_INTERNAL, /* bad arguments or out of memory */
 } stp_mta_sts_fetch_status_t;
 

@@ -234,10 +234,12 @@ http {
 class CloseDelimited(unittest.TestCase):
     """A policy whose end is the end of the connection (HTTP/1.0, no
     Content-Length) is taken only if TLS ends with close_notify: a bare TCP
-    FIN could be an attacker cutting the policy short. The server is a
-    python ssl socket in a thread of the test."""
+    FIN could be an attacker cutting the policy short. And connections that
+    end too early. The server is a python ssl socket in a thread of the test."""
 
-    def serve(self, clean):
+    CLOSE_DELIMITED = b"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\n" + POLICY.encode()
+
+    def serve(self, clean, response=CLOSE_DELIMITED, handshake=True):
         import socket
         import ssl
         import threading
@@ -254,13 +256,16 @@ class CloseDelimited(unittest.TestCase):
 
         def run():
             conn, _ = lsock.accept()
+            if not handshake:
+                conn.close()  # before the ServerHello
+                return
             with ctx.wrap_socket(conn, server_side=True) as s:
                 while b"\r\n\r\n" not in self.got:
                     data = s.recv(4096)
                     if not data:
                         return
                     self.got += data
-                s.sendall(b"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\n" + POLICY.encode())
+                s.sendall(response)
                 if clean:
                     try:
                         s.unwrap()  # close_notify, then wait for the client's
@@ -291,3 +296,21 @@ class CloseDelimited(unittest.TestCase):
         r = self.fetch(self.serve(clean=False))
         self.assertEqual(r["status"], "io", r)
         self.assertIn("without TLS close_notify", r["error"])
+
+    def test_closed_during_handshake(self):
+        r = self.fetch(self.serve(clean=False, handshake=False))
+        self.assertEqual(r["status"], "tls", r)
+        self.assertIn("connection closed during the TLS handshake", r["error"])
+
+    def test_body_cut_short(self):
+        cut = (b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 500\r\n\r\n" +
+               POLICY.encode())
+        r = self.fetch(self.serve(clean=True, response=cut))
+        self.assertEqual(r["status"], "io", r)
+        self.assertEqual(r["error"], "connection closed before the end of the body")
+        self.assertEqual(r["http_status"], 200)
+
+    def test_headers_cut_short(self):
+        r = self.fetch(self.serve(clean=True, response=b"HTTP/1.1 200 OK\r\nContent-Type: te"))
+        self.assertEqual(r["status"], "io", r)
+        self.assertEqual(r["error"], "connection closed before the end of the headers")
