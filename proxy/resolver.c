@@ -640,3 +640,54 @@ int stp_resolver_check_dnssec(stp_resolver_t *r, const char *probe, stp_dns_cb c
     job_t *job = new_job(r, JOB_DNSKEY, name, cb, arg);
     return job ? run_job(job, name, STP_DNS_T_DNSKEY, NULL, 0) : -1;
 }
+
+typedef struct {
+    int done, validates;
+    char *why;
+    size_t whylen;
+    const char *probe;
+} sync_check_t;
+
+static void on_sync_check(stp_dns_result_t *res, void *arg)
+{
+    sync_check_t *c = arg;
+    c->done = 1;
+    c->validates = res->status == STP_DNS_OK && res->secure;
+    if (c->validates) {
+        snprintf(c->why, c->whylen, "the DNSKEY of %s validated (AD bit set)", c->probe);
+    } else if (res->status == STP_DNS_OK) {
+        snprintf(c->why, c->whylen,
+                 "no AD bit on the DNSKEY of %s: the resolver does not validate DNSSEC",
+                 c->probe);
+    } else {
+        snprintf(c->why, c->whylen, "DNSKEY of %s: %s", c->probe, res->why);
+    }
+    stp_dns_result_free(res);
+}
+
+int stp_resolver_validates(const char *server, unsigned timeout_ms, const char *probe, char *why,
+                           size_t whylen)
+{
+    uv_loop_t loop;
+    sync_check_t c = {0, 0, why, whylen, probe != NULL && probe[0] != '\0' ? probe : "."};
+    char err[256];
+
+    if (uv_loop_init(&loop) != 0) {
+        snprintf(why, whylen, "cannot make a loop");
+        return 0;
+    }
+    stp_resolver_t *r = stp_resolver_new(&loop, server, timeout_ms, err, sizeof(err));
+    if (r == NULL) {
+        snprintf(why, whylen, "%s", err);
+    } else {
+        if (stp_resolver_check_dnssec(r, probe, on_sync_check, &c) != 0) {
+            snprintf(why, whylen, "invalid probe name '%s'", c.probe);
+        } else {
+            uv_run(&loop, UV_RUN_DEFAULT); /* until the check is done (bounded by timeout_ms) */
+        }
+        stp_resolver_close(r);
+        uv_run(&loop, UV_RUN_DEFAULT); /* the close callbacks */
+    }
+    uv_loop_close(&loop);
+    return c.validates;
+}

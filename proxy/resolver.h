@@ -120,6 +120,15 @@ int stp_resolver_txt(stp_resolver_t *r, const char *name, stp_dns_cb cb, void *a
  */
 int stp_resolver_check_dnssec(stp_resolver_t *r, const char *probe, stp_dns_cb cb, void *arg);
 
+/*
+ * The same, synchronously, on a private loop: for start-up, before the
+ * workers run. Returns 1 when the resolver validates; else 0 with `why`
+ * ready for the loud warning ("no AD bit on the DNSKEY of example.test: the
+ * resolver does not validate DNSSEC", "timed out"...).
+ */
+int stp_resolver_validates(const char *server, unsigned timeout_ms, const char *probe, char *why,
+                           size_t whylen);
+
 void stp_dns_result_free(stp_dns_result_t *res); /* accepts NULL */
 
 const char *stp_dns_status_name(stp_dns_status_t s); /* "ok", "nodata", "nxdomain", ... */

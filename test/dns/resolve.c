@@ -4,7 +4,10 @@
  * tests can check what the proxy's resolver sees (status, AD bit, sorted MX,
  * addresses, TLSA, TXT) against real nsd/unbound servers.
  *
- *   resolve [--server IP:PORT] [--timeout MS] mx|addrs|tlsa|txt|dnssec NAME
+ *   resolve [--server IP:PORT] [--timeout MS] mx|addrs|tlsa|txt|dnssec|startup NAME
+ *
+ * `startup` runs the synchronous start-up check (stp_resolver_validates)
+ * and prints {"validates": BOOL, "why": TEXT}.
  */
 #include <arpa/inet.h>
 #include <stdio.h>
@@ -99,11 +102,19 @@ int main(int argc, char **argv)
     }
     if (argc - i != 2) {
         fprintf(stderr, "usage: resolve [--server IP:PORT] [--timeout MS] "
-                        "mx|addrs|tlsa|txt|dnssec NAME\n");
+                        "mx|addrs|tlsa|txt|dnssec|startup NAME\n");
         return 2;
     }
     const char *kind = argv[i], *name = argv[i + 1];
     char err[256];
+    if (strcmp(kind, "startup") == 0) {
+        stp_resolver_global_init();
+        int ok = stp_resolver_validates(server, timeout, name, err, sizeof(err));
+        printf("{\"validates\": %s, \"why\": ", ok ? "true" : "false");
+        json_str(err, strlen(err));
+        printf("}\n");
+        return 0;
+    }
     uv_loop_t loop;
     uv_loop_init(&loop);
     stp_resolver_global_init();

@@ -110,6 +110,16 @@ class Validating(unittest.TestCase):
         self.assertEqual((r["status"], r["secure"]), ("ok", False), r)
         r = resolve("127.0.0.1:%d" % self.dns.nsd_port, "mx", "example.test")
         self.assertEqual((r["status"], r["secure"]), ("ok", False), r)
+        r = resolve("127.0.0.1:%d" % self.dns.nsd_port, "startup", "example.test")
+        self.assertEqual(r, {"validates": False, "why": "no AD bit on the DNSKEY of example.test: "
+                                                        "the resolver does not validate DNSSEC"})
+        r = resolve(self.dns.resolver, "startup", "example.test")
+        self.assertEqual(r, {"validates": True,
+                             "why": "the DNSKEY of example.test validated (AD bit set)"})
+        # a probe name outside any signed zone: nothing to validate
+        r = resolve(self.dns.resolver, "startup", "insecure.test")
+        self.assertEqual(r, {"validates": False,
+                             "why": "DNSKEY of insecure.test: no records of that type"})
 
 
 class Scripted(unittest.TestCase):
@@ -134,6 +144,8 @@ class Scripted(unittest.TestCase):
         r, took = self.run_mode("silent", timeout_ms=800)
         self.assertEqual(r["status"], "timeout", r)
         self.assertLess(took, 5, "the timeout bounds the whole query, retries included")
+        r, took = self.run_mode("silent", kind="startup", name="example.test", timeout_ms=800)
+        self.assertEqual(r, {"validates": False, "why": "DNSKEY of example.test: timed out"})
 
     def test_malformed_answers(self):
         for mode, why in [("loop", "compression pointer does not point backwards"),
