@@ -20,11 +20,8 @@ from dnsenv import DnsEnv, Responder
 
 
 def resolve_bin():
-    if os.environ.get("STP_RESOLVE"):
-        return os.environ["STP_RESOLVE"]
-    # next to the proxy binary under test (bazel-bin, or the ASan tree)
-    root = os.path.dirname(os.path.dirname(harness.BIN))
-    return os.path.join(root, "test/dns/resolve")
+    """STP_RESOLVE (test/run.sh sets it, to the ASan build in that pass), or bazel-bin's."""
+    return os.environ.get("STP_RESOLVE") or os.path.join(harness.ROOT, "bazel-bin/test/dns/resolve")
 
 
 def resolve(server, kind, name, timeout_ms=5000):
@@ -32,6 +29,8 @@ def resolve(server, kind, name, timeout_ms=5000):
                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=30)
     if r.returncode != 0:
         raise AssertionError("resolve %s %s: exit %d: %s" % (kind, name, r.returncode, r.stderr.decode()))
+    if r.stderr:  # sanitizer reports, even with exit 0
+        raise AssertionError("resolve %s %s: stderr: %s" % (kind, name, r.stderr.decode()[:2000]))
     return json.loads(r.stdout)
 
 

@@ -123,7 +123,7 @@ static void build_mx(msg_t *m)
     rr_end(m, l);
     ptr(m, q);
     l = rr_head(m, 46 /* RRSIG */, 300);
-    bytes(m, "\x00\x0f\x0d\x02\x00\x00\x01\x2c signature bytes", 26);
+    bytes(m, "\x00\x0f\x0d\x02\x00\x00\x01\x2c signature bytes", 24);
     rr_end(m, l);
     u8(m, 0); /* OPT */
     u16(m, STP_DNS_T_OPT);
