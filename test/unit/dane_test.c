@@ -210,6 +210,55 @@ static void test_unusable(void)
     sk_X509_pop_free(chain, X509_free);
 }
 
+/* A server and a client SSL over a BIO pair, handshaken; the client checks
+ * DANE on what SSL_get_peer_cert_chain gives (leaf first on a client). */
+static void test_on_a_handshake(void)
+{
+    char chain[700], key[700];
+    snprintf(chain, sizeof(chain), "%s/dane-chain.pem", dir);
+    snprintf(key, sizeof(key), "%s/dane-leaf.key", dir);
+    SSL_CTX *sctx = SSL_CTX_new(TLS_method()), *cctx = SSL_CTX_new(TLS_method());
+    CHECK(SSL_CTX_use_certificate_chain_file(sctx, chain) == 1);
+    CHECK(SSL_CTX_use_PrivateKey_file(sctx, key, SSL_FILETYPE_PEM) == 1);
+    SSL *srv = SSL_new(sctx), *cli = SSL_new(cctx);
+    BIO *b1, *b2;
+    CHECK(BIO_new_bio_pair(&b1, 0, &b2, 0) == 1);
+    SSL_set_bio(srv, b1, b1);
+    SSL_set_bio(cli, b2, b2);
+    SSL_set_accept_state(srv);
+    SSL_set_connect_state(cli);
+    SSL_set_tlsext_host_name(cli, "mx.example.test");
+    int sdone = 0, cdone = 0;
+    for (int i = 0; i < 50 && !(sdone && cdone); i++) {
+        if (!cdone) {
+            cdone = SSL_do_handshake(cli) == 1;
+        }
+        if (!sdone) {
+            sdone = SSL_do_handshake(srv) == 1;
+        }
+    }
+    CHECK(sdone && cdone);
+
+    STACK_OF(X509) *sent = load_chain("dane-chain.pem");
+    static rec_t ta, ee, wrong;
+    make(&ta, sk_X509_value(sent, 1), 2, 1, 1, 0);
+    make(&ee, sk_X509_value(sent, 0), 3, 1, 2, 0);
+    make(&wrong, sk_X509_value(sent, 0), 3, 1, 1, 1);
+    char why[256];
+    size_t matched = 9;
+    CHECK_EQ_INT(stp_dane_verify(cli, &ta.rec, 1, MX, 1, &matched, why, sizeof(why)), STP_DANE_OK);
+    printf("  handshake, TA on the intermediate -> %s\n", why);
+    CHECK_EQ_INT(stp_dane_verify(cli, &ee.rec, 1, MX, 1, &matched, why, sizeof(why)), STP_DANE_OK);
+    CHECK(strstr(why, "matched the leaf") != NULL);
+    CHECK_EQ_INT(stp_dane_verify(cli, &wrong.rec, 1, MX, 1, NULL, why, sizeof(why)),
+                 STP_DANE_FAIL);
+    sk_X509_pop_free(sent, X509_free);
+    SSL_free(srv);
+    SSL_free(cli);
+    SSL_CTX_free(sctx);
+    SSL_CTX_free(cctx);
+}
+
 int main(void)
 {
     const char *tmp = getenv("TEST_TMPDIR");
@@ -224,5 +273,6 @@ int main(void)
     STP_RUN(test_ta_anchors_and_names);
     STP_RUN(test_expiry_and_self_signed);
     STP_RUN(test_unusable);
+    STP_RUN(test_on_a_handshake);
     return STP_CHECK_DONE();
 }
