@@ -33,8 +33,8 @@ static uint32_t get32(const uint8_t *p)
 
 static int plain_byte(uint8_t b)
 {
-    return (b >= 'a' && b <= 'z') || (b >= 'A' && b <= 'Z') || (b >= '0' && b <= '9') ||
-           b == '-' || b == '_';
+    return (b >= 'a' && b <= 'z') || (b >= 'A' && b <= 'Z') || (b >= '0' && b <= '9') || b == '-' ||
+           b == '_';
 }
 
 /*
@@ -116,8 +116,7 @@ static const char *read_name(const uint8_t *msg, size_t msglen, size_t *pos, siz
     return NULL;
 }
 
-static const char *parse_rdata(stp_dns_msg_t *m, stp_dns_rr_t *rr, const cursor_t *c,
-                               size_t rdlen)
+static const char *parse_rdata(stp_dns_msg_t *m, stp_dns_rr_t *rr, const cursor_t *c, size_t rdlen)
 {
     const uint8_t *rd = c->buf + c->pos;
     size_t end = c->pos + rdlen, p;
@@ -190,8 +189,8 @@ static const char *parse_rdata(stp_dns_msg_t *m, stp_dns_rr_t *rr, const cursor_
 
 static int known_type(uint16_t t)
 {
-    return t == STP_DNS_T_A || t == STP_DNS_T_AAAA || t == STP_DNS_T_MX ||
-           t == STP_DNS_T_CNAME || t == STP_DNS_T_TLSA || t == STP_DNS_T_TXT;
+    return t == STP_DNS_T_A || t == STP_DNS_T_AAAA || t == STP_DNS_T_MX || t == STP_DNS_T_CNAME ||
+           t == STP_DNS_T_TLSA || t == STP_DNS_T_TXT;
 }
 
 /* One resource record; stored when `store` and its type is known. */
@@ -357,7 +356,8 @@ size_t stp_dns_query_build(uint8_t *out, size_t cap, uint16_t id, const char *na
     for (size_t i = 0; i < nl;) {
         size_t j = i;
         while (j < nl && name[j] != '.') {
-            if (name[j] == '\\' || (unsigned char)name[j] <= ' ' || (unsigned char)name[j] >= 0x7F) {
+            if (name[j] == '\\' || (unsigned char)name[j] <= ' ' ||
+                (unsigned char)name[j] >= 0x7F) {
                 return 0;
             }
             j++;

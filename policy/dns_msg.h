@@ -82,11 +82,11 @@ typedef struct {
     uint16_t qdcount, ancount, nscount, arcount;
     char qname[STP_DNS_NAME_TEXT_MAX];
     uint16_t qtype, qclass;
-    size_t nrr;                      /* answer records of a known type, in message order */
+    size_t nrr; /* answer records of a known type, in message order */
     stp_dns_rr_t rr[STP_DNS_MAX_RR];
-    const char *error;               /* static text when parsing failed */
+    const char *error; /* static text when parsing failed */
     size_t pool_len;
-    uint8_t pool[STP_DNS_MSG_MAX];   /* TLSA data and concatenated TXT strings */
+    uint8_t pool[STP_DNS_MSG_MAX]; /* TLSA data and concatenated TXT strings */
 } stp_dns_msg_t;
 
 /*

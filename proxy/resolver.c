@@ -10,8 +10,8 @@
  */
 #include "proxy/resolver.h"
 
-#include <arpa/inet.h>
 #include <ares.h>
+#include <arpa/inet.h>
 #include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -364,8 +364,7 @@ static void collect(job_t *job, const stp_dns_msg_t *m, uint16_t type, const cha
                 const void *d = pool_add(res, rr->data, rr->data_len);
                 if (d != NULL) {
                     res->tlsa[res->ntlsa++] = (stp_dane_tlsa_t){
-                        rr->u.tlsa.usage, rr->u.tlsa.selector, rr->u.tlsa.mtype, d,
-                        rr->data_len};
+                        rr->u.tlsa.usage, rr->u.tlsa.selector, rr->u.tlsa.mtype, d, rr->data_len};
                 }
             }
             break;
@@ -413,9 +412,9 @@ static void on_answer(void *arg, int status, int timeouts, unsigned char *abuf, 
             secure = m->ad;
             nx = 1;
         } else if (m->rcode != STP_DNS_RCODE_NOERROR) {
-            why = m->rcode == STP_DNS_RCODE_REFUSED ? "REFUSED"
+            why = m->rcode == STP_DNS_RCODE_REFUSED   ? "REFUSED"
                   : m->rcode == STP_DNS_RCODE_FORMERR ? "FORMERR"
-                                                       : "unexpected RCODE";
+                                                      : "unexpected RCODE";
         } else {
             const char *final = stp_dns_msg_final_name(m);
             if (final == NULL) {
@@ -601,8 +600,7 @@ int stp_resolver_mx(stp_resolver_t *r, const char *domain, stp_dns_cb cb, void *
     return job ? run_job(job, job->res->name, STP_DNS_T_MX, NULL, 0) : -1;
 }
 
-int stp_resolver_addrs(stp_resolver_t *r, const char *host, uint16_t port, stp_dns_cb cb,
-                       void *arg)
+int stp_resolver_addrs(stp_resolver_t *r, const char *host, uint16_t port, stp_dns_cb cb, void *arg)
 {
     job_t *job = new_job(r, JOB_ADDRS, host, cb, arg);
     if (job == NULL) {
@@ -612,8 +610,7 @@ int stp_resolver_addrs(stp_resolver_t *r, const char *host, uint16_t port, stp_d
     return run_job(job, job->res->name, STP_DNS_T_A, job->res->name, STP_DNS_T_AAAA);
 }
 
-int stp_resolver_tlsa(stp_resolver_t *r, const char *host, uint16_t port, stp_dns_cb cb,
-                      void *arg)
+int stp_resolver_tlsa(stp_resolver_t *r, const char *host, uint16_t port, stp_dns_cb cb, void *arg)
 {
     char name[600];
     size_t hl = strlen(host);
@@ -657,8 +654,7 @@ static void on_sync_check(stp_dns_result_t *res, void *arg)
         snprintf(c->why, c->whylen, "the DNSKEY of %s validated (AD bit set)", c->probe);
     } else if (res->status == STP_DNS_OK) {
         snprintf(c->why, c->whylen,
-                 "no AD bit on the DNSKEY of %s: the resolver does not validate DNSSEC",
-                 c->probe);
+                 "no AD bit on the DNSKEY of %s: the resolver does not validate DNSSEC", c->probe);
     } else {
         snprintf(c->why, c->whylen, "DNSKEY of %s: %s", c->probe, res->why);
     }

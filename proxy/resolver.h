@@ -56,9 +56,9 @@ typedef struct {
 
 typedef struct {
     stp_dns_status_t status;
-    int secure;       /* every answer this result comes from had AD=1 */
-    const char *why;  /* static text for logs ("SERVFAIL (bogus or failed)", "timed out") */
-    char name[1024];  /* the name asked; for TLSA and TXT the final name after CNAMEs */
+    int secure;      /* every answer this result comes from had AD=1 */
+    const char *why; /* static text for logs ("SERVFAIL (bogus or failed)", "timed out") */
+    char name[1024]; /* the name asked; for TLSA and TXT the final name after CNAMEs */
 
     /* stp_resolver_mx: sorted by preference (ties keep the answer's order).
      * null_mx: the domain accepts no mail (RFC 7505: a single MX "." ).
@@ -109,8 +109,7 @@ int stp_resolver_mx(stp_resolver_t *r, const char *domain, stp_dns_cb cb, void *
 int stp_resolver_addrs(stp_resolver_t *r, const char *host, uint16_t port, stp_dns_cb cb,
                        void *arg);
 /* TLSA at _PORT._tcp.HOST */
-int stp_resolver_tlsa(stp_resolver_t *r, const char *host, uint16_t port, stp_dns_cb cb,
-                      void *arg);
+int stp_resolver_tlsa(stp_resolver_t *r, const char *host, uint16_t port, stp_dns_cb cb, void *arg);
 int stp_resolver_txt(stp_resolver_t *r, const char *name, stp_dns_cb cb, void *arg);
 
 /*

@@ -97,7 +97,7 @@ static const char *mt_name(uint8_t m)
  * Verifies that `leaf` chains to `anchor` through the peer's certificates.
  * Returns 1, or 0 with `err` set to the verifier's reason.
  */
-static int chains_to(X509 *leaf, STACK_OF(X509) *chain, X509 *anchor, const char **err)
+static int chains_to(X509 *leaf, STACK_OF(X509) * chain, X509 *anchor, const char **err)
 {
     X509_STORE *store = X509_STORE_new();
     X509_STORE_CTX *ctx = X509_STORE_CTX_new();
@@ -131,7 +131,7 @@ static X509 *record_cert(const stp_dane_tlsa_t *r)
     return x;
 }
 
-stp_dane_result_t stp_dane_verify_chain(STACK_OF(X509) *chain, const stp_dane_tlsa_t *recs,
+stp_dane_result_t stp_dane_verify_chain(STACK_OF(X509) * chain, const stp_dane_tlsa_t *recs,
                                         size_t n, const char *const *names, size_t nnames,
                                         size_t *matched, char *why, size_t whylen)
 {
@@ -196,7 +196,8 @@ stp_dane_result_t stp_dane_verify_chain(STACK_OF(X509) *chain, const stp_dane_tl
         }
         char seen[256];
         if (!stp_tls_leaf_name_match(leaf, names, nnames, seen, sizeof(seen))) {
-            snprintf(why, whylen, "DANE-TA(2) chain verified, but name mismatch: wanted %s, certificate has %s",
+            snprintf(why, whylen,
+                     "DANE-TA(2) chain verified, but name mismatch: wanted %s, certificate has %s",
                      nnames ? names[0] : "?", seen[0] ? seen : "no names");
             return STP_DANE_FAIL;
         }
@@ -224,6 +225,6 @@ stp_dane_result_t stp_dane_verify(SSL *ssl, const stp_dane_tlsa_t *recs, size_t 
                                   const char *const *names, size_t nnames, size_t *matched,
                                   char *why, size_t whylen)
 {
-    return stp_dane_verify_chain(SSL_get_peer_cert_chain(ssl), recs, n, names, nnames, matched,
-                                 why, whylen);
+    return stp_dane_verify_chain(SSL_get_peer_cert_chain(ssl), recs, n, names, nnames, matched, why,
+                                 whylen);
 }

@@ -68,7 +68,7 @@ int stp_dane_usable(const stp_dane_tlsa_t *r);
  * the log either way ("DANE-EE(3) SPKI SHA2-256 matched the leaf", "no TLSA
  * record matched: 2 usable (DANE-EE 1, DANE-TA 1)").
  */
-stp_dane_result_t stp_dane_verify_chain(STACK_OF(X509) *chain, const stp_dane_tlsa_t *recs,
+stp_dane_result_t stp_dane_verify_chain(STACK_OF(X509) * chain, const stp_dane_tlsa_t *recs,
                                         size_t n, const char *const *names, size_t nnames,
                                         size_t *matched, char *why, size_t whylen);
 

@@ -17,7 +17,7 @@
 
 static char dir[512];
 
-static STACK_OF(X509) *load_chain(const char *file)
+static STACK_OF(X509) * load_chain(const char *file)
 {
     char path[700];
     snprintf(path, sizeof(path), "%s/%s", dir, file);
@@ -61,12 +61,12 @@ static void make(rec_t *r, X509 *cert, uint8_t usage, uint8_t sel, uint8_t mt, i
 
 static const char *const MX[] = {"mx.example.test"};
 
-static stp_dane_result_t run(STACK_OF(X509) *chain, const stp_dane_tlsa_t *recs, size_t n,
+static stp_dane_result_t run(STACK_OF(X509) * chain, const stp_dane_tlsa_t *recs, size_t n,
                              const char *const *names, size_t *matched, const char *label)
 {
     char why[512];
-    stp_dane_result_t r = stp_dane_verify_chain(chain, recs, n, names, names ? 1 : 0, matched, why,
-                                                sizeof(why));
+    stp_dane_result_t r =
+        stp_dane_verify_chain(chain, recs, n, names, names ? 1 : 0, matched, why, sizeof(why));
     CHECK(why[0] != '\0');
     printf("  %-44s -> %d: %s\n", label, (int)r, why);
     return r;
@@ -74,7 +74,7 @@ static stp_dane_result_t run(STACK_OF(X509) *chain, const stp_dane_tlsa_t *recs,
 
 static void test_matrix(void)
 {
-    STACK_OF(X509) *ee_chain = load_chain("ecdsa.pem");  /* leaf + root */
+    STACK_OF(X509) *ee_chain = load_chain("ecdsa.pem");      /* leaf + root */
     STACK_OF(X509) *ta_chain = load_chain("dane-chain.pem"); /* leaf + intermediate */
     X509 *ee_leaf = sk_X509_value(ee_chain, 0), *inter = sk_X509_value(ta_chain, 1);
     static rec_t r;
@@ -250,8 +250,7 @@ static void test_on_a_handshake(void)
     printf("  handshake, TA on the intermediate -> %s\n", why);
     CHECK_EQ_INT(stp_dane_verify(cli, &ee.rec, 1, MX, 1, &matched, why, sizeof(why)), STP_DANE_OK);
     CHECK(strstr(why, "matched the leaf") != NULL);
-    CHECK_EQ_INT(stp_dane_verify(cli, &wrong.rec, 1, MX, 1, NULL, why, sizeof(why)),
-                 STP_DANE_FAIL);
+    CHECK_EQ_INT(stp_dane_verify(cli, &wrong.rec, 1, MX, 1, NULL, why, sizeof(why)), STP_DANE_FAIL);
     sk_X509_pop_free(sent, X509_free);
     SSL_free(srv);
     SSL_free(cli);

@@ -264,7 +264,11 @@ static void test_escaped_names(void)
 {
     msg_t m;
     header(&m, 0x8180, 1, 0, 0, 0);
-    bytes(&m, "\x05" "a.b\x01\\" "\x04test\x00", 12);
+    bytes(&m,
+          "\x05"
+          "a.b\x01\\"
+          "\x04test\x00",
+          12);
     u16(&m, STP_DNS_T_A);
     u16(&m, 1);
     CHECK_EQ_INT(stp_dns_msg_parse(M, m.b, m.n), 0);
@@ -486,11 +490,12 @@ static void test_malformed(void)
 static void test_query_build(void)
 {
     uint8_t q[512];
-    size_t n = stp_dns_query_build(q, sizeof(q), 0xBEEF, "_25._tcp.MX.example.test.", STP_DNS_T_TLSA);
+    size_t n =
+        stp_dns_query_build(q, sizeof(q), 0xBEEF, "_25._tcp.MX.example.test.", STP_DNS_T_TLSA);
     CHECK(n > 0);
     CHECK_EQ_INT(q[0], 0xBE);
-    CHECK_EQ_INT(q[2], 0x01); /* RD */
-    CHECK_EQ_INT(q[3], 0x20); /* AD */
+    CHECK_EQ_INT(q[2], 0x01);                     /* RD */
+    CHECK_EQ_INT(q[3], 0x20);                     /* AD */
     CHECK_EQ_INT(stp_dns_msg_parse(M, q, n), -1); /* a query is not a response */
     q[2] |= 0x80;
     CHECK_EQ_INT(stp_dns_msg_parse(M, q, n), 0);
@@ -503,8 +508,9 @@ static void test_query_build(void)
     CHECK_EQ_INT(stp_dns_query_build(q, sizeof(q), 1, ".", STP_DNS_T_DNSKEY), 12 + 5 + 11);
     CHECK_EQ_INT(stp_dns_query_build(q, sizeof(q), 1, "", STP_DNS_T_DNSKEY), 12 + 5 + 11);
 
-    static const char *invalid[] = {"a..b", ".a", "a b", "a\\.b", "a.b..",
-        "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa.test"};
+    static const char *invalid[] = {
+        "a..b",  ".a",    "a b",
+        "a\\.b", "a.b..", "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa.test"};
     for (size_t i = 0; i < sizeof(invalid) / sizeof(invalid[0]); i++) {
         if (stp_dns_query_build(q, sizeof(q), 1, invalid[i], 1) != 0) {
             fprintf(stderr, "  accepted: %s\n", invalid[i]);
