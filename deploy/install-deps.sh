@@ -11,7 +11,7 @@ build_pkgs="bazel-bootstrap android-libboringssl-dev libuv1-dev libinih-dev libc
   gcc g++ clang libclang-rt-14-dev"
 runtime_pkgs="android-libboringssl libuv1 libinih1 libc-ares2"
 test_pkgs="swaks libnet-ssleay-perl postfix openssl curl python3 ca-certificates iproute2 procps nftables
-  nginx-light libnginx-mod-mail haproxy testssl.sh systemd python3-yaml"
+  nginx-light libnginx-mod-mail haproxy testssl.sh systemd python3-yaml nsd unbound ldnsutils"
 
 case "${1:-}" in
   --runtime) want="$runtime_pkgs" ;;
@@ -38,7 +38,7 @@ export DEBIAN_FRONTEND=noninteractive
 # Postfix is a test peer only (smtp-sink, smtp-source, a private instance);
 # never let its package configure or start a system mail server.
 echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections
-# Test peers (nginx, postfix) are started by the tests themselves: keep their
+# Test peers (nginx, postfix, nsd, unbound) are started by the tests themselves: keep their
 # packages from starting system services (Debian's policy-rc.d mechanism).
 cleanup=""
 if [ ! -e /usr/sbin/policy-rc.d ]; then

@@ -128,6 +128,7 @@ static int parse_allow(loader_t *ld, const directive_t *d, void *base, const cha
 static int parse_route(loader_t *ld, const directive_t *d, void *base, const char *value);
 static int parse_state_dir(loader_t *ld, const directive_t *d, void *base, const char *value);
 static int parse_policy_tls(loader_t *ld, const directive_t *d, void *base, const char *value);
+static int parse_resolver(loader_t *ld, const directive_t *d, void *base, const char *value);
 
 static const char *check_workers(int64_t v);
 static const char *check_line_length(int64_t v);
@@ -217,6 +218,11 @@ static const directive_t proxy_directives[] = {
     {"mta_sts_timeout", parse_duration, CF(mta_sts_timeout), "30s", check_timeout, NULL, 0},
     /* default: [tls] ca_file, filled in after the file is read */
     {"mta_sts_ca_file", parse_path, CF(mta_sts_ca_file), NULL, NULL, NULL, 0},
+    /* default: "" (the servers of /etc/resolv.conf) */
+    {"resolver", parse_resolver, CF(resolver), NULL, NULL, NULL, 0},
+    {"dns_timeout", parse_duration, CF(dns_timeout), "10s", check_timeout, NULL, 0},
+    /* default: "" (the root zone) */
+    {"dnssec_probe", parse_hostname, CF(dnssec_probe), NULL, NULL, NULL, 0},
 };
 
 static const directive_t tls_directives[] = {
@@ -1025,6 +1031,26 @@ static int parse_policy_tls(loader_t *ld, const directive_t *d, void *base, cons
         return -1;
     }
     *(stp_policy_tls_t *)field_of(d, base) = t;
+    return 0;
+}
+
+/*
+ * resolver = IP:PORT | [IPv6]:PORT: an address literal only (the DNS server
+ * cannot be found by name), kept as text for c-ares.
+ */
+static int parse_resolver(loader_t *ld, const directive_t *d, void *base, const char *value)
+{
+    stp_hostport_t hp;
+    const char *why = split_hostport(value, &hp);
+    if (why == NULL && hp.addr_len == 0) {
+        why = "an IP address and port, as in 127.0.0.1:53 or [::1]:53 (not a host name)";
+    }
+    if (why) {
+        bad_value(ld, d, value, "%s", why);
+        return -1;
+    }
+    snprintf(field_of(d, base), sizeof(((stp_config_t *)0)->resolver),
+             hp.addr.ss_family == AF_INET6 ? "[%s]:%u" : "%s:%u", hp.host, (unsigned)hp.port);
     return 0;
 }
 

@@ -107,6 +107,11 @@ typedef struct {
     uint64_t mta_sts_timeout;   /* 30s: one whole policy fetch */
     char mta_sts_ca_file[1024]; /* trust store for policy hosts; default [tls] ca_file */
 
+    /* [proxy]: DNS for route = mx, DANE and MTA-STS */
+    char resolver[64];          /* DNS server "IP:PORT" or "[IPv6]:PORT"; "" = /etc/resolv.conf */
+    uint64_t dns_timeout;       /* 10s: one DNS lookup, retries included */
+    char dnssec_probe[256];     /* name whose DNSKEY must validate when DANE is used; "" = root */
+
     /* [tls] */
     struct {
         char cert[1024];

@@ -135,12 +135,14 @@ fi
 echo "ok"
 cp bazel-bin/proxy/smtp-tls-proxy "$work/smtp-tls-proxy"
 cp bazel-bin/test/mtasts/fetch "$work/mta-sts-fetch"
+cp bazel-bin/test/dns/resolve "$work/resolve"
 
 note "unit tests"
 unit_tests "unit" 
 
 note "integration tests"
-integration "integration" "$work/smtp-tls-proxy" STP_MTA_STS_FETCH="$work/mta-sts-fetch"
+integration "integration" "$work/smtp-tls-proxy" STP_MTA_STS_FETCH="$work/mta-sts-fetch" \
+  STP_RESOLVE="$work/resolve"
 
 note "security conformance (test/conformance/run.py)"
 STP_BIN="$work/smtp-tls-proxy" STP_CERTS="$work/certs" \
@@ -152,11 +154,13 @@ if [ "$quick" = 0 ]; then
   asan=(--config=asan -c dbg --symlink_prefix=/)
   note "ASan+UBSan build"
   if timeout 1800 bazel build "${asan[@]}" //proxy:smtp-tls-proxy //test/mtasts:fetch \
+      //test/dns:resolve \
       >"$work/build-asan.log" 2>&1; then
     echo "ok"
     asan_bin=$(bazel info "${asan[@]}" bazel-bin 2>/dev/null)
     cp "$asan_bin/proxy/smtp-tls-proxy" "$work/smtp-tls-proxy-asan"
     cp "$asan_bin/test/mtasts/fetch" "$work/mta-sts-fetch-asan"
+    cp "$asan_bin/test/dns/resolve" "$work/resolve-asan"
 
     note "unit tests (ASan+UBSan)"
     unit_tests "unit (ASan+UBSan)" "${asan[@]}"
@@ -164,6 +168,7 @@ if [ "$quick" = 0 ]; then
     note "integration tests (ASan+UBSan, leak check at every SIGTERM)"
     integration "integration (ASan+UBSan)" "$work/smtp-tls-proxy-asan" STP_ASAN=1 \
       STP_MTA_STS_FETCH="$work/mta-sts-fetch-asan" \
+      STP_RESOLVE="$work/resolve-asan" \
       ASAN_OPTIONS=detect_leaks=1:halt_on_error=1:abort_on_error=0:exitcode=23:strict_string_checks=1 \
       UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
   else

@@ -77,23 +77,13 @@ static void append(char *buf, size_t len, const char *s, size_t n)
     buf[used + n] = '\0';
 }
 
-stp_verify_result_t stp_tls_verify_peer(SSL *ssl, const char *const *names, size_t n, char *why,
-                                        size_t whylen)
+int stp_tls_leaf_name_match(X509 *leaf, const char *const *names, size_t n, char *seen,
+                            size_t seenlen)
 {
-    X509 *leaf = SSL_get_peer_certificate(ssl);
-    if (leaf == NULL) {
-        snprintf(why, whylen, "no certificate presented");
-        return STP_VERIFY_NO_CERT;
-    }
-    long vr = SSL_get_verify_result(ssl);
-    if (vr != X509_V_OK) {
-        snprintf(why, whylen, "%s", X509_verify_cert_error_string(vr));
-        X509_free(leaf);
-        return STP_VERIFY_CHAIN;
-    }
-
-    char seen[256] = "";
     int dns_sans = 0, matched = 0;
+    if (seenlen > 0) {
+        seen[0] = '\0';
+    }
     GENERAL_NAMES *sans = X509_get_ext_d2i(leaf, NID_subject_alt_name, NULL, NULL);
     for (size_t i = 0; sans && i < sk_GENERAL_NAME_num(sans) && !matched; i++) {
         const GENERAL_NAME *gn = sk_GENERAL_NAME_value(sans, i);
@@ -107,8 +97,8 @@ stp_verify_result_t stp_tls_verify_peer(SSL *ssl, const char *const *names, size
             matched = stp_tls_name_match(p, plen, names[k]);
         }
         if (dns_sans <= 4) {
-            append(seen, sizeof(seen), dns_sans > 1 ? ", " : "", dns_sans > 1 ? 2 : 0);
-            append(seen, sizeof(seen), p, plen);
+            append(seen, seenlen, dns_sans > 1 ? ", " : "", dns_sans > 1 ? 2 : 0);
+            append(seen, seenlen, p, plen);
         }
     }
     GENERAL_NAMES_free(sans);
@@ -124,9 +114,29 @@ stp_verify_result_t stp_tls_verify_peer(SSL *ssl, const char *const *names, size
             for (size_t k = 0; k < n && !matched; k++) {
                 matched = stp_tls_name_match(p, plen, names[k]);
             }
-            append(seen, sizeof(seen), p, plen);
+            append(seen, seenlen, p, plen);
         }
     }
+    return matched;
+}
+
+stp_verify_result_t stp_tls_verify_peer(SSL *ssl, const char *const *names, size_t n, char *why,
+                                        size_t whylen)
+{
+    X509 *leaf = SSL_get_peer_certificate(ssl);
+    if (leaf == NULL) {
+        snprintf(why, whylen, "no certificate presented");
+        return STP_VERIFY_NO_CERT;
+    }
+    long vr = SSL_get_verify_result(ssl);
+    if (vr != X509_V_OK) {
+        snprintf(why, whylen, "%s", X509_verify_cert_error_string(vr));
+        X509_free(leaf);
+        return STP_VERIFY_CHAIN;
+    }
+
+    char seen[256];
+    int matched = stp_tls_leaf_name_match(leaf, names, n, seen, sizeof(seen));
     X509_free(leaf);
     if (matched) {
         why[0] = '\0';

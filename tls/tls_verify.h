@@ -30,6 +30,14 @@ typedef enum {
 int stp_tls_name_match(const char *pattern, size_t plen, const char *host);
 
 /*
+ * 1 if the certificate's DNS-ID SANs (or, without any, its subject CN) match
+ * one of names[0..n) under RFC 6125 rules. `seen` receives up to four of the
+ * certificate's names, comma-separated, for error messages.
+ */
+int stp_tls_leaf_name_match(X509 *leaf, const char *const *names, size_t n, char *seen,
+                            size_t seenlen);
+
+/*
  * After a client handshake: checks the chain result BoringSSL recorded and
  * whether the leaf matches any of names[0..n). `why` receives a one-line
  * explanation ("certificate has expired", "name mismatch: wanted

@@ -8,7 +8,7 @@ out=${1:?usage: gen.sh OUTDIR}
 mkdir -p "$out"
 cd "$out"
 [ -s ecdsa.pem ] && [ -s rsa.pem ] && [ -s ca.pem ] && [ -s expired.pem ] && [ -s soon.pem ] &&
-  [ -s other.pem ] && exit 0
+  [ -s other.pem ] && [ -s dane-chain.pem ] && exit 0
 
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 30 \
   -subj "/CN=smtp-tls-proxy test CA" -keyout ca.key -out ca.pem \
@@ -76,4 +76,16 @@ openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj /CN=mx.exam
   -addext subjectAltName=DNS:mx.example.test -keyout expired.key -out expired.csr 2>/dev/null
 openssl ca -batch -config expired.db/ca.cnf -cert ca.pem -keyfile ca.key -in expired.csr \
   -out expired.pem -startdate 20200101000000Z -enddate 20200201000000Z -notext 2>/dev/null
+
+# For DANE-TA: an intermediate CA under the test CA, and a leaf for
+# mx.example.test under it; dane-chain.pem = leaf + intermediate (what a
+# server sends), dane-full.pem = the same plus the root.
+printf 'basicConstraints=critical,CA:TRUE\nkeyUsage=critical,keyCertSign,cRLSign\n' > int.cnf
+openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=smtp-tls-proxy test intermediate" \
+  -keyout dane-int.key -out dane-int.csr 2>/dev/null
+openssl x509 -req -in dane-int.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 30 \
+  -extfile int.cnf -out dane-int.pem 2>/dev/null
+leaf dane-leaf DNS:mx.example.test dane-int
+cat dane-leaf.pem dane-int.pem > dane-chain.pem
+cat dane-chain.pem ca.pem > dane-full.pem
 rm -rf ./*.csr ./*.cnf expired.db

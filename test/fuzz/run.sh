@@ -48,6 +48,7 @@ declare -A srcs=(
   [fuzz_smtp_reply]="proxy/smtp_reply.c"
   [fuzz_ehlo]="proxy/ehlo.c proxy/smtp_reply.c"
   [fuzz_data_scan]="proxy/data_scan.c"
+  [fuzz_dns_msg]="policy/dns_msg.c"
   [fuzz_mta_sts]="policy/mta_sts.c"
   [fuzz_http_resp]="policy/http_resp.c"
   [fuzz_policy_cache]="policy/policy_cache.c policy/mta_sts.c"
@@ -61,7 +62,7 @@ declare -A srcs=(
     -lssl -lcrypto -luv -linih -lcares"
 )
 # The parser targets must exist; fuzz_config is optional (written elsewhere).
-required="fuzz_data_scan fuzz_ehlo fuzz_http_req fuzz_http_resp fuzz_mta_sts fuzz_policy_cache fuzz_proxy_proto fuzz_session fuzz_smtp_cmd fuzz_smtp_line fuzz_smtp_reply"
+required="fuzz_data_scan fuzz_dns_msg fuzz_ehlo fuzz_http_req fuzz_http_resp fuzz_mta_sts fuzz_policy_cache fuzz_proxy_proto fuzz_session fuzz_smtp_cmd fuzz_smtp_line fuzz_smtp_reply"
 
 passed=0
 failed=0
@@ -88,7 +89,7 @@ for t in $(printf '%s\n' "${!srcs[@]}" | sort); do
   dict=()
   if [ -f "test/fuzz/${t#fuzz_}.dict" ]; then
     dict=(-dict="$PWD/test/fuzz/${t#fuzz_}.dict")
-  elif [ "$t" != fuzz_config ]; then
+  elif [ "$t" != fuzz_config ] && [ "$t" != fuzz_dns_msg ]; then
     dict=(-dict="$PWD/test/fuzz/smtp.dict")
   fi
   # Run from the output directory: crash files and anything the target

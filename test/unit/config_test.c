@@ -369,6 +369,46 @@ static void test_proxy_keys(void)
     RUN_CASES(cases);
 }
 
+static void test_dns_keys(void)
+{
+    static const config_case_t cases[] = {
+        {"dns keys",
+         MX "[proxy]\nresolver = 127.0.0.1:5353\ndns_timeout = 3s\ndnssec_probe = example.test\n",
+         {NULL}},
+        {"resolver ipv6", MX "[proxy]\nresolver = [::1]:53\n", {NULL}},
+        {"resolver by name",
+         MX "[proxy]\nresolver = localhost:53\n",
+         {"t.ini:6: bad value 'localhost:53' for 'resolver' in [proxy]: expected an IP address "
+          "and port, as in 127.0.0.1:53 or [::1]:53 (not a host name)"}},
+        {"resolver without port",
+         MX "[proxy]\nresolver = 127.0.0.1\n",
+         {"t.ini:6: bad value '127.0.0.1' for 'resolver' in [proxy]: expected HOST:PORT"}},
+        {"resolver port 0",
+         MX "[proxy]\nresolver = 127.0.0.1:0\n",
+         {"t.ini:6: bad value '127.0.0.1:0' for 'resolver' in [proxy]: expected a port"}},
+        {"dns_timeout 0",
+         MX "[proxy]\ndns_timeout = 0\n",
+         {"t.ini:6: bad value '0' for 'dns_timeout' in [proxy]"}},
+        {"dnssec_probe not a name",
+         MX "[proxy]\ndnssec_probe = a b\n",
+         {"t.ini:6: bad value 'a b' for 'dnssec_probe' in [proxy]: expected a host name"}},
+    };
+    RUN_CASES(cases);
+    stp_config_t *cf = load_ok(MX "[proxy]\nresolver = [::1]:5353\ndns_timeout = 2500ms\n");
+    if (cf != NULL) {
+        CHECK_STR(cf->resolver, "[::1]:5353");
+        CHECK_EQ_INT(cf->dns_timeout, 2500);
+        CHECK_STR(cf->dnssec_probe, "");
+        stp_config_free(cf);
+    }
+    cf = load_ok(MX);
+    if (cf != NULL) {
+        CHECK_STR(cf->resolver, "");
+        CHECK_EQ_INT(cf->dns_timeout, 10000);
+        stp_config_free(cf);
+    }
+}
+
 static void test_tls_keys(void)
 {
     static const config_case_t cases[] = {
@@ -1499,6 +1539,7 @@ int main(void)
     STP_RUN(test_sections);
     STP_RUN(test_required_and_modes);
     STP_RUN(test_proxy_keys);
+    STP_RUN(test_dns_keys);
     STP_RUN(test_tls_keys);
     STP_RUN(test_inbound_keys);
     STP_RUN(test_outbound_keys);
