@@ -188,7 +188,8 @@ class Proxy:
     """Writes an INI into tmp and runs the proxy in the foreground.
 
     listeners maps a listener name to its keys; mode and listen are filled in
-    (listen on a free loopback port, see port(name)). tls=False leaves out the
+    (listen on a free loopback port, see port(name); a `listen` key, e.g.
+    "[::1]:PORT" with that port in `ports`, replaces it). tls=False leaves out the
     [tls] section (no certificate: STARTTLS must not be offered)."""
 
     def __init__(self, tmp, listeners, tls=True, proxy_extra=None, tls_extra=None, env=None,
@@ -209,7 +210,7 @@ class Proxy:
             keys = dict(keys)
             lines.append("[listener:%s]" % name)
             lines.append("mode = %s" % keys.pop("mode", "inbound"))
-            lines.append("listen = 127.0.0.1:%d" % port)
+            lines.append("listen = %s" % keys.pop("listen", "127.0.0.1:%d" % port))
             lines += ["%s = %s" % kv for kv in keys.items()]
         fd, self.ini = tempfile.mkstemp(prefix="proxy-", suffix=".ini", dir=tmp)
         with os.fdopen(fd, "w") as f:
@@ -253,11 +254,12 @@ class Proxy:
 class NextHop:
     """A scripted receiving MTA (test/peers/nexthop.py) with a certificate and a mode."""
 
-    def __init__(self, tmp, mode="good", cert="ecdsa", port=None):
+    def __init__(self, tmp, mode="good", cert="ecdsa", port=None, host="127.0.0.1"):
         self.port = port or free_port()
         self.maildir = os.path.join(tmp, "nexthop-%d" % self.port)
-        self.proc = Process([PY, NEXTHOP, "--listen", "127.0.0.1:%d" % self.port, "--maildir",
-                             self.maildir, "--cert", os.path.join(CERTS, cert + ".pem"), "--key",
+        self.proc = Process([PY, NEXTHOP, "--listen",
+                             ("[%s]:%d" if ":" in host else "%s:%d") % (host, self.port),
+                             "--maildir", self.maildir, "--cert", os.path.join(CERTS, cert + ".pem"), "--key",
                              os.path.join(CERTS, cert + ".key"), "--mode", mode],
                             os.path.join(tmp, "nexthop-%d.log" % self.port))
         line = self.proc.p.stdout.readline()

@@ -1,11 +1,13 @@
-"""route = original-dst: a legacy MTA's connection redirected by nftables.
+"""route = original-dst: a legacy MTA's connection redirected by nftables,
+over IPv4 (SO_ORIGINAL_DST) and IPv6 (IP6T_SO_ORIGINAL_DST).
 
-Runs in a private network namespace: the legacy client connects from
-127.0.0.2 to the next hop's port, an nftables REDIRECT sends it to the
-proxy, and the proxy reads the original destination (SO_ORIGINAL_DST) and
-secures that. The proxy's own connection (from 127.0.0.1) is exempt from the
-rule by its source address; on a real host the exemption is a socket-owner
-or mark match (see README).
+Runs in a private network namespace: the legacy client connects from a
+second loopback address (127.0.0.2, or fd00:5c::2 for IPv6) to the next
+hop's port, an nftables REDIRECT (`table ip` / `table ip6`) sends it to the
+proxy, and the proxy reads the original destination and secures that. The
+proxy's own connection (from 127.0.0.1 or ::1) is exempt from the rule by
+its source address; on a real host the exemption is a socket-owner match
+(see README).
 """
 import os
 import shutil
@@ -18,7 +20,7 @@ from harness import CERTS, NextHop, Proxy, free_port, tmpdir
 CLIENT = r"""
 import smtplib, sys
 try:
-    s = smtplib.SMTP("127.0.0.1", int(sys.argv[1]), timeout=15, source_address=(sys.argv[2], 0))
+    s = smtplib.SMTP(sys.argv[1], int(sys.argv[2]), timeout=15, source_address=(sys.argv[3], 0))
     s.ehlo("legacy.example")
     s.sendmail("a@example.test", ["b@example.test"], b"Subject: redirected\r\n\r\nbody\r\n")
     s.quit()
@@ -28,6 +30,8 @@ except smtplib.SMTPResponseException as e:
 except smtplib.SMTPServerDisconnected as e:
     print("disconnected %s" % e)
 """
+
+V6_CLIENT = "fd00:5c::2"
 
 
 class OriginalDst(unittest.TestCase):
@@ -39,51 +43,74 @@ class OriginalDst(unittest.TestCase):
         if r.returncode != 0:
             self.skipTest("original-dst: kernel refused a network namespace: %s" % r.stderr)
         self.addCleanup(subprocess.run, ["ip", "netns", "del", self.ns], capture_output=True)
-        subprocess.run(["ip", "netns", "exec", self.ns, "ip", "link", "set", "lo", "up"],
-                       check=True)
+        self.ns_run(["ip", "link", "set", "lo", "up"])
         self.hop_port, self.proxy_port = free_port(), free_port()
-        rules = ("table ip stp {\n chain out {\n  type nat hook output priority -100;\n"
-                 "  ip saddr 127.0.0.2 tcp dport %d redirect to :%d\n }\n}\n"
-                 % (self.hop_port, self.proxy_port))
-        r = subprocess.run(["ip", "netns", "exec", self.ns, "nft", "-f", "-"],
-                           input=rules.encode(), capture_output=True)
-        if r.returncode != 0:
-            self.skipTest("original-dst: nftables REDIRECT refused: %s" % r.stderr)
         self.tmp = tmpdir()
         self.addCleanup(shutil.rmtree, self.tmp, True)
         harness.PREFIX = ["ip", "netns", "exec", self.ns]
         self.addCleanup(setattr, harness, "PREFIX", [])
 
-    def client(self, port, source):
-        out = subprocess.run(["ip", "netns", "exec", self.ns, harness.PY, "-c", CLIENT,
-                              str(port), source], capture_output=True, timeout=30)
+    def ns_run(self, argv, **kw):
+        return subprocess.run(["ip", "netns", "exec", self.ns] + argv, check=kw.pop("check", True),
+                              capture_output=True, **kw)
+
+    def redirect(self, family, client):
+        """The legacy MTA's rule: its connections to the next hop's port go
+        to the proxy. Skips the test where the kernel refuses it."""
+        rules = ("table %s stp {\n chain out {\n  type nat hook output priority -100;\n"
+                 "  %s saddr %s tcp dport %d redirect to :%d\n }\n}\n"
+                 % (family, family, client, self.hop_port, self.proxy_port))
+        r = self.ns_run(["nft", "-f", "-"], input=rules.encode(), check=False)
+        if r.returncode != 0:
+            self.skipTest("original-dst: nftables %s REDIRECT refused by the kernel: %s"
+                          % (family, r.stderr.decode().strip()))
+
+    def client(self, host, port, source):
+        out = self.ns_run([harness.PY, "-c", CLIENT, host, str(port), source], check=False,
+                          timeout=30)
         return out.stdout.decode().strip()
 
-    def test_redirected_connection_is_secured(self):
-        hop = NextHop.__new__(NextHop)
-        # the next hop must listen on the port the rule matches
-        harness.free_port_orig = harness.free_port
-        harness.free_port = lambda: self.hop_port
-        try:
-            hop = NextHop(self.tmp, "good")
-        finally:
-            harness.free_port = harness.free_port_orig
-        self.addCleanup(hop.stop)
-        harness.free_port = lambda: self.proxy_port
-        try:
-            p = Proxy(self.tmp, {"out": {
-                "mode": "outbound", "route": "original-dst", "tls": "verify",
-                "servername": "mx.example.test", "ca_file": os.path.join(CERTS, "ca.pem"),
-                "allow": "127.0.0.0/8"}}, tls=False)
-        finally:
-            harness.free_port = harness.free_port_orig
+    def proxy(self, listen, allow):
+        p = Proxy(self.tmp, {"out": {
+            "mode": "outbound", "listen": listen, "route": "original-dst", "tls": "verify",
+            "servername": "mx.example.test", "ca_file": os.path.join(CERTS, "ca.pem"),
+            "allow": allow}}, tls=False, ports={"out": self.proxy_port})
         self.addCleanup(p.stop)
+        return p
 
-        self.assertEqual(self.client(self.hop_port, "127.0.0.2"), "delivered")
+    def test_redirected_connection_is_secured(self):
+        self.redirect("ip", "127.0.0.2")
+        hop = NextHop(self.tmp, "good", port=self.hop_port)
+        self.addCleanup(hop.stop)
+        p = self.proxy("127.0.0.1:%d" % self.proxy_port, "127.0.0.0/8")
+
+        self.assertEqual(self.client("127.0.0.1", self.hop_port, "127.0.0.2"), "delivered")
         self.assertEqual([f[-8:] for f in hop.stored()], ["-tls.eml"])
         # not redirected: the proxy refuses instead of looping to itself
-        got = self.client(self.proxy_port, "127.0.0.1")
+        got = self.client("127.0.0.1", self.proxy_port, "127.0.0.1")
         self.assertTrue(got.startswith("refused 421") or got.startswith("disconnected"), got)
         self.assertEqual(p.stop(), 0)
         self.assertIn("next_hop=127.0.0.1:%d" % self.hop_port, p.log())
         self.assertIn("result=no-original-dst", p.log())
+
+    def test_redirected_ipv6_connection_is_secured(self):
+        r = self.ns_run(["ip", "-6", "addr", "add", V6_CLIENT + "/128", "dev", "lo", "nodad"],
+                        check=False)
+        if r.returncode != 0:
+            self.skipTest("original-dst: kernel refused an IPv6 address in the namespace: %s"
+                          % r.stderr.decode().strip())
+        self.redirect("ip6", V6_CLIENT)
+        hop = NextHop(self.tmp, "good", port=self.hop_port, host="::1")
+        self.addCleanup(hop.stop)
+        p = self.proxy("[::1]:%d" % self.proxy_port, "::1/128, fd00:5c::/64")
+
+        self.assertEqual(self.client("::1", self.hop_port, V6_CLIENT), "delivered")
+        self.assertEqual([f[-8:] for f in hop.stored()], ["-tls.eml"])
+        got = self.client("::1", self.proxy_port, "::1")
+        self.assertTrue(got.startswith("refused 421") or got.startswith("disconnected"), got)
+        self.assertEqual(p.stop(), 0)
+        log = p.log()
+        self.assertIn("next_hop=[::1]:%d" % self.hop_port, log)
+        self.assertRegex(log, r"client=\[?fd00:5c::2\]?:\d+ .*next_hop=\[::1\]:%d .*"
+                         r"verify=ok decision=tls" % self.hop_port)
+        self.assertIn("result=no-original-dst", log)

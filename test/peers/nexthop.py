@@ -2,7 +2,7 @@
 """A scripted next hop for the outbound tests: a receiving MTA that offers
 STARTTLS with a chosen certificate, or misbehaves in a chosen way.
 
-  nexthop.py --listen 127.0.0.1:PORT --maildir DIR --cert PEM --key KEY --mode MODE
+  nexthop.py --listen 127.0.0.1:PORT|[::1]:PORT --maildir DIR --cert PEM --key KEY --mode MODE
 
 Messages are stored as NNNN-tls.eml or NNNN-plain.eml (how they arrived).
 Modes: good, strip (no STARTTLS in EHLO), refuse454, refuse502, garbage
@@ -142,7 +142,8 @@ def main():
     a = p.parse_args()
     os.makedirs(a.maildir, exist_ok=True)
     host, port = a.listen.rsplit(":", 1)
-    s = socket.socket()
+    host = host.strip("[]")  # [::1]:PORT
+    s = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
     s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     s.bind((host, int(port)))
     s.listen(64)
