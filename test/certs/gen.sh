@@ -8,7 +8,7 @@ out=${1:?usage: gen.sh OUTDIR}
 mkdir -p "$out"
 cd "$out"
 [ -s ecdsa.pem ] && [ -s rsa.pem ] && [ -s ca.pem ] && [ -s expired.pem ] && [ -s soon.pem ] &&
-  [ -s other.pem ] && [ -s dane-chain.pem ] && exit 0
+  [ -s other.pem ] && [ -s dane-chain.pem ] && [ -s wildcardok.pem ] && exit 0
 
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 30 \
   -subj "/CN=smtp-tls-proxy test CA" -keyout ca.key -out ca.pem \
@@ -34,6 +34,8 @@ cat rsa.leaf ca.pem > rsa.pem
 #   wrongname   other.example.test, signed by the test CA
 #   expired     mx.example.test, signed by the test CA, expired in 2020
 #   wildcard    "*.test" and "m*.example.test": wildcard tricks, test CA
+#   wildcard2   "*.*.test", "mx.*.test", "*.mx.example.test": more tricks, test CA
+#   wildcardok  "*.example.test": a whole left-most label, matches mx.example.test
 # and for the server side:
 #   soon        mx.example.test, test CA, expires in 10 days (expiry warning)
 #   other       other.example.test and *.other.test, test CA (SNI)
@@ -54,6 +56,8 @@ openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 30 \
 leaf unknownca DNS:mx.example.test otherca
 leaf wrongname DNS:other.example.test
 leaf wildcard "DNS:*.test,DNS:m*.example.test"
+leaf wildcard2 "DNS:*.*.test,DNS:mx.*.test,DNS:*.mx.example.test"
+leaf wildcardok "DNS:*.example.test"
 leaf soon DNS:mx.example.test ca 10
 leaf other "DNS:other.example.test,DNS:*.other.test"
 # expired: `openssl ca` is the only stock way to set dates in the past

@@ -34,6 +34,8 @@ SCENARIOS = {
     "wrong_name": ("good", "wrongname", (PLAIN, TLS, TLS, "4.7.5", "4.7.5")),
     "expired": ("good", "expired", (PLAIN, TLS, TLS, "4.7.5", "4.7.5")),
     "wildcard_trick": ("good", "wildcard", (PLAIN, TLS, TLS, "4.7.5", "4.7.5")),
+    "wildcard_trick_more": ("good", "wildcard2", (PLAIN, TLS, TLS, "4.7.5", "4.7.5")),
+    "wildcard_left_label": ("good", "wildcardok", (PLAIN, TLS, TLS, TLS, TLS)),
     "tls10_only": ("tls10", "ecdsa", (PLAIN, PLAIN, "4.7.5", "4.7.5", "4.7.5")),
     "tls11_only": ("tls11", "ecdsa", (PLAIN, PLAIN, "4.7.5", "4.7.5", "4.7.5")),
     "closed_mid_handshake": ("drop-in-handshake", "ecdsa", (PLAIN, PLAIN, "4.7.5", "4.7.5", "4.7.5")),
@@ -173,6 +175,84 @@ class Behaviour(unittest.TestCase):
         self.assertEqual(attempt(p.port("out"))[0], "delivered")
         self.assertEqual(inbound.stop(), 0)
         self.assertIn("sni=mx.example.test", inbound.log())
+
+
+    def test_may_retries_once_in_plaintext_and_logs_it(self):
+        hop = NextHop(self.tmp, "tls10")
+        self.addCleanup(hop.stop)
+        p = self.proxy(hop.port, tls="may")
+        self.assertEqual(attempt(p.port("out")), ("delivered", 250))
+        self.assertEqual([f[-10:] for f in hop.stored()], ["-plain.eml"])
+        self.assertEqual(p.stop(), 0)
+        log = p.log()
+        self.assertEqual(log.count("retry=plaintext"), 1, log)
+        self.assertRegex(log, r"policy=may .*decision=plaintext")
+
+    def test_auth_relayed_to_submission_server_over_tls(self):
+        """The legacy MTA authenticates to a provider's submission server
+        through the proxy: it sees AUTH (only offered there after TLS), not
+        STARTTLS, CHUNKING or XCLIENT, and the AUTH payload is never logged."""
+        hop = NextHop(self.tmp, "auth")
+        self.addCleanup(hop.stop)
+        p = self.proxy(hop.port, tls="secure")
+        c = Client(p.port("out"))
+        self.addCleanup(c.close)
+        self.assertEqual(c.reply()[0], 220)
+        code, lines = c.cmd("EHLO legacy.example")
+        self.assertEqual(code, 250)
+        kws = [l[4:].split(" ")[0].upper() for l in lines[1:]]
+        self.assertIn("AUTH", kws)
+        for gone in ("STARTTLS", "CHUNKING", "XCLIENT"):
+            self.assertNotIn(gone, kws)
+        self.assertEqual(c.cmd("MAIL FROM:<a@example.test>")[0], 530)  # the hop's own rule
+        self.assertEqual(c.cmd("AUTH PLAIN AHVzZXIAd3Jvbmc=")[0], 535)
+        self.assertEqual(c.cmd("AUTH PLAIN AHVzZXIAc2VjcmV0")[0], 235)
+        for cmd in ("MAIL FROM:<a@example.test>", "RCPT TO:<b@example.test>"):
+            self.assertEqual(c.cmd(cmd)[0], 250)
+        self.assertEqual(c.cmd("DATA")[0], 354)
+        c.send(b"Subject: submitted\r\n\r\nbody\r\n.\r\n")
+        self.assertEqual(c.reply()[0], 250)
+        self.assertEqual(c.cmd("QUIT")[0], 221)
+        self.assertEqual([f[-13:] for f in hop.stored()], ["-tls-auth.eml"])
+        self.assertEqual(p.stop(), 0)
+        log = p.log()
+        self.assertRegex(log, r"policy=secure tls=TLSv1\.3 .*verify=ok decision=tls")
+        for secret in ("AHVzZXIAc2VjcmV0", "AHVzZXIAd3Jvbmc", "secret"):
+            self.assertNotIn(secret, log)
+
+    def test_bare_lf_in_data_never_reaches_the_next_hop(self):
+        hop = NextHop(self.tmp, "good")
+        self.addCleanup(hop.stop)
+        p = self.proxy(hop.port)
+        c = Client(p.port("out"))
+        self.addCleanup(c.close)
+        self.assertEqual(c.reply()[0], 220)
+        for cmd in ("EHLO legacy.example", "MAIL FROM:<a@example.test>",
+                    "RCPT TO:<b@example.test>"):
+            self.assertEqual(c.cmd(cmd)[0], 250)
+        self.assertEqual(c.cmd("DATA")[0], 354)
+        # a smuggling attempt: a lenient next hop would end the message at
+        # "\n.\r\n" and run the MAIL behind it
+        c.send(b"Subject: smuggle\r\n\r\nbody\n.\r\nMAIL FROM:<evil@example.test>\r\n"
+               b"RCPT TO:<victim@example.test>\r\nDATA\r\nSubject: evil\r\n\r\nx\r\n.\r\n")
+        code, lines = c.reply()
+        self.assertEqual(code, 554, lines)
+        self.assertIn("5.6.0", lines[0])
+        time.sleep(0.5)
+        self.assertEqual(hop.stored(), [])  # neither the message nor the smuggled one
+
+    def test_silent_next_hop_is_a_timeout_not_a_hang(self):
+        import socket
+        silent = socket.socket()
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)  # the kernel accepts; nobody ever greets
+        self.addCleanup(silent.close)
+        p = self.proxy(silent.getsockname()[1], greeting_timeout="1s")
+        started = time.time()
+        got = attempt(p.port("out"))
+        self.assertEqual(got[:2], ("refused", 421), got)
+        self.assertIn("4.4.2", got[2])
+        self.assertLess(time.time() - started, 10)
 
 
 class Chain(unittest.TestCase):

@@ -10,7 +10,9 @@ Modes: good, strip (no STARTTLS in EHLO), refuse454, refuse502, garbage
 CRLF-less fragment behind the 220), tls10 (only TLS 1.0), drop-after-dot
 (closes the connection instead of answering the final dot), helo-only
 (no ESMTP: EHLO refused), refuse421 (421 to STARTTLS, then closes), tls11
-(only TLS 1.1), drop-in-handshake (reads the ClientHello, then closes).
+(only TLS 1.1), drop-in-handshake (reads the ClientHello, then closes),
+auth (a submission server: after TLS it offers AUTH PLAIN, CHUNKING and
+XCLIENT, accepts AUTH PLAIN for user/secret and stores NNNN-tls-auth.eml).
 """
 import argparse
 import os
@@ -25,6 +27,7 @@ class Conn:
         self.sock = sock
         self.buf = b""
         self.tls = False
+        self.authed = False
 
     def line(self):
         while b"\n" not in self.buf:
@@ -55,6 +58,8 @@ def serve(c, a, count, lock):
                 caps = [b"250-nexthop.example.test", b"250-PIPELINING", b"250-8BITMIME"]
                 if not conn.tls and a.mode != "strip":
                     caps.append(b"250-STARTTLS")
+                if conn.tls and a.mode == "auth":
+                    caps += [b"250-AUTH PLAIN LOGIN", b"250-CHUNKING", b"250-XCLIENT NAME ADDR"]
                 caps.append(b"250 ENHANCEDSTATUSCODES")
                 conn.send(b"\r\n".join(caps) + b"\r\n")
             elif u.startswith(b"HELO"):
@@ -97,6 +102,14 @@ def serve(c, a, count, lock):
                     return
                 conn.tls = True
                 conn.buf = b""
+            elif u.startswith(b"AUTH ") and a.mode == "auth" and conn.tls:
+                if l[5:] == b"PLAIN AHVzZXIAc2VjcmV0":  # \0user\0secret
+                    conn.authed = True
+                    conn.send(b"235 2.7.0 Authentication successful\r\n")
+                else:
+                    conn.send(b"535 5.7.8 Error: authentication failed\r\n")
+            elif u.startswith(b"MAIL") and a.mode == "auth" and not conn.authed:
+                conn.send(b"530 5.7.0 Authentication required\r\n")
             elif u.startswith(b"MAIL") or u.startswith(b"RCPT") or u == b"RSET" or u == b"NOOP":
                 conn.send(b"250 2.0.0 Ok\r\n")
             elif u == b"DATA":
@@ -114,7 +127,8 @@ def serve(c, a, count, lock):
                 with lock:
                     count[0] += 1
                     n = count[0]
-                name = "%04d-%s.eml" % (n, "tls" if conn.tls else "plain")
+                name = "%04d-%s%s.eml" % (n, "tls" if conn.tls else "plain",
+                                          "-auth" if conn.authed else "")
                 with open(os.path.join(a.maildir, name), "wb") as f:
                     f.write(b"\r\n".join(lines) + b"\r\n")
                 conn.send(b"250 2.0.0 Ok: queued\r\n")
