@@ -29,6 +29,8 @@ SCENARIOS = {
     "esmtp_hidden": ("helo-only", "ecdsa", (PLAIN, PLAIN, "4.7.4", "4.7.4", "4.7.4")),
     "injection_after_220": ("inject", "ecdsa", (PLAIN, PLAIN, "4.7.5", "4.7.5", "4.7.5")),
     "fragment_after_220": ("fragment", "ecdsa", (PLAIN, PLAIN, "4.7.5", "4.7.5", "4.7.5")),
+    "fragment_late_after_220": ("fragment-late", "ecdsa",
+                                (PLAIN, PLAIN, "4.7.5", "4.7.5", "4.7.5")),
     "self_signed": ("good", "selfsigned", (PLAIN, TLS, TLS, "4.7.5", "4.7.5")),
     "unknown_ca": ("good", "unknownca", (PLAIN, TLS, TLS, "4.7.5", "4.7.5")),
     "wrong_name": ("good", "wrongname", (PLAIN, TLS, TLS, "4.7.5", "4.7.5")),

@@ -11,8 +11,10 @@ CRLF-less fragment behind the 220), tls10 (only TLS 1.0), drop-after-dot
 (closes the connection instead of answering the final dot), helo-only
 (no ESMTP: EHLO refused), refuse421 (421 to STARTTLS, then closes), tls11
 (only TLS 1.1), drop-in-handshake (reads the ClientHello, then closes),
-auth (a submission server: after TLS it offers AUTH PLAIN, CHUNKING and
-XCLIENT, accepts AUTH PLAIN for user/secret and stores NNNN-tls-auth.eml).
+fragment-late (the CRLF-less fragment 50 ms after the 220, in a segment of
+its own), auth (a submission server: after TLS it offers AUTH PLAIN,
+CHUNKING and XCLIENT, accepts AUTH PLAIN for user/secret and stores
+NNNN-tls-auth.eml).
 """
 import argparse
 import os
@@ -20,6 +22,7 @@ import socket
 import ssl
 import sys
 import threading
+import time
 
 
 class Conn:
@@ -81,6 +84,10 @@ def serve(c, a, count, lock):
                     conn.send(b"220 2.0.0 Ready\r\n250-injected\r\n250 STARTTLS\r\n")
                 elif a.mode == "fragment":
                     conn.send(b"220 2.0.0 Ready\r\n250 inj")
+                elif a.mode == "fragment-late":
+                    conn.send(b"220 2.0.0 Ready\r\n")
+                    time.sleep(0.05)  # a segment of its own, while the ClientHello is on its way
+                    conn.send(b"250 inj")
                 else:
                     conn.send(b"220 2.0.0 Ready to start TLS\r\n")
                 if a.mode == "drop-in-handshake":
