@@ -53,7 +53,7 @@ class PostfixAsLegacyMta(PostfixCase):
     """legacy Postfix -> outbound (verify) -> inbound (STARTTLS) -> sink."""
 
     def chain(self, inbound_port=None):
-        """The sink, the inbound listener (on inbound_port if given) and the outbound proxy."""
+        """A recording sink behind the inbound listener (on inbound_port if given)."""
         sink = Sink(self.tmp)
         self.addCleanup(sink.stop)
         inbound = Proxy(self.tmp, {"in": {"backend": "127.0.0.1:%d" % sink.port}},
