@@ -244,6 +244,7 @@ static const directive_t listener_directives[] = {
     {"bare_newlines", parse_enum, LC(bare_newlines), "reject", NULL, bare_names, F_INBOUND},
     {"trace_header", parse_enum, LC(trace_header), "yes", NULL, bool_names, F_INBOUND},
     {"proxy_protocol", parse_enum, LC(proxy_protocol), "no", NULL, bool_names, F_INBOUND},
+    {"xclient", parse_enum, LC(xclient), "no", NULL, bool_names, F_INBOUND},
     /* no default: required with proxy_protocol = yes */
     {"proxy_from", parse_allow, LC(proxy_from), NULL, NULL, NULL, F_INBOUND | F_REPEAT},
 

@@ -60,6 +60,7 @@ typedef struct {
     int proxy_protocol;         /* default no: yes reads a PROXY v1/v2 header first */
     stp_cidr_t proxy_from[STP_CONF_MAX_ALLOW]; /* who may send it (required with yes) */
     size_t nproxy_from;
+    int xclient;                /* default no: yes sends XCLIENT when the backend offers it */
 
     /* outbound */
     stp_cidr_t allow[STP_CONF_MAX_ALLOW];

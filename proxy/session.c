@@ -20,6 +20,8 @@
  * high-water mark. The client gets the backend's own reply to the end of
  * data and nothing else, so no 2xx is ever invented.
  *
+ * XCLIENT (xclient = yes): see xclient_begin().
+ *
  * Lifetime: finish() is the one way out; it closes both connections and all
  * timers, and destroy() frees the session in the last close callback.
  */
@@ -40,6 +42,7 @@
 #include "proxy/smtp_line.h"
 #include "proxy/smtp_reply.h"
 #include "proxy/trace.h"
+#include "proxy/xclient.h"
 #include "policy/cidr.h"
 #include "tls/tls_verify.h"
 
@@ -59,6 +62,8 @@ enum {
     V_DATA_END = STP_CMD__COUNT + 1,
     V_SASL,
     V_RSET_INTERNAL,
+    V_XC_EHLO, /* xclient: the EHLO that asks the backend whether it offers XCLIENT */
+    V_XCLIENT, /* xclient: the XCLIENT command */
 };
 
 typedef enum { P_BACKEND = 1, P_LOCAL, P_INTERNAL } pending_kind_t;
@@ -107,6 +112,7 @@ struct stp_session_s {
     unsigned discard_input : 1; /* client bytes are dropped (after STARTTLS, QUIT) */
     unsigned draining : 1;
     unsigned quit_seen : 1;
+    unsigned xclient_tried : 1; /* XCLIENT is considered once per session, never sent twice */
 
     char tls_version[16];
     char tls_cipher[64];
@@ -126,6 +132,9 @@ struct stp_session_s {
     const char *verify;     /* "ok", "failed", "skipped" */
     const char *decision;   /* "tls", "plaintext", "deferred", "rejected" */
     char helo[72];
+    char *xc_line;          /* xclient: the client's EHLO/HELO line, held while XCLIENT runs */
+    size_t xc_len;
+    unsigned char xc_verb;  /* STP_CMD_EHLO or STP_CMD_HELO */
     char mail_from[136];
     unsigned rcpts;
 
@@ -157,6 +166,8 @@ static void arm_timers(stp_session_t *s);
 static void update_reading(stp_session_t *s);
 static void flush_queue(stp_session_t *s);
 static void up_reply(stp_session_t *s, const stp_reply_t *r);
+static void relay(stp_session_t *s, const stp_reply_t *r);
+static void relay_ehlo(stp_session_t *s, const stp_reply_t *r);
 static void up_lost(stp_session_t *s, const char *why);
 static void up_on_handshake(stp_conn_t *c, const char *err);
 static void backend_connect(stp_session_t *s);
@@ -287,6 +298,7 @@ logged:
         stp_limits_release(s->listener->limits, (const struct sockaddr *)&s->peer);
     }
     free(s->held);
+    free(s->xc_line);
     free(s->rp);
     free(s->pp);
     stp_listener_t *l = s->listener;
@@ -558,6 +570,141 @@ static void forward(stp_session_t *s, unsigned verb, const char *line, size_t le
     backend_send(s, verb, line, len, P_BACKEND);
 }
 
+/*
+ * XCLIENT (Postfix's XCLIENT_README): tells the backend the real client's
+ * address (after a PROXY header), port and HELO name, so its logs, access
+ * rules and Received: header name the client and not the proxy.
+ *
+ * Once per session, at the client's first EHLO/HELO, with client input held
+ * until the exchange is over (nothing may reach the backend in between):
+ *
+ *   proxy -> backend  EHLO name        (a HELO client's name, too: only an
+ *                                       EHLO reply lists XCLIENT)
+ *   backend           250-... XCLIENT ADDR PORT HELO PROTO ...
+ *   proxy -> backend  XCLIENT ADDR=... PORT=... HELO=... PROTO=ESMTP|SMTP
+ *   backend           220 ...          (a new greeting: the session restarts)
+ *   proxy -> backend  the client's own EHLO/HELO line
+ *   backend           250 ...          relayed (EHLO reply rewritten as usual)
+ *
+ * so the client sees exactly one reply to its EHLO: the backend's reply after
+ * XCLIENT. A backend that does not offer XCLIENT (Postfix offers it only to
+ * smtpd_authorized_xclient_hosts) gets the session without it and the first
+ * EHLO reply is the client's (logged once: xclient=unsupported). A backend
+ * that offers XCLIENT and then refuses it ends the session with 421 4.3.0:
+ * going on would present the proxy's own address as the client, which a
+ * backend trusting the proxy's network (Postfix's mynetworks) could treat as
+ * a permission to relay.
+ *
+ * After STARTTLS no XCLIENT is sent again: the backend connection is the
+ * same, and Postfix keeps the XCLIENT attributes for the rest of the
+ * connection (a new EHLO only changes the HELO name, which the client's new
+ * EHLO sets itself); a second XCLIENT would also be judged against the
+ * address the first one installed, not the proxy's.
+ */
+static void xclient_begin(stp_session_t *s, unsigned verb, const char *line, size_t len,
+                          const char *arg, size_t arg_len)
+{
+    char probe[8 + 1024];
+
+    s->xclient_tried = 1;
+    s->xc_line = malloc(len ? len : 1);
+    if (s->xc_line == NULL) {
+        finish(s, "421 4.3.0 Error: out of resources\r\n", "error", "out of memory");
+        return;
+    }
+    memcpy(s->xc_line, line, len);
+    s->xc_len = len;
+    s->xc_verb = (unsigned char)verb;
+    s->paused = 1;
+    if (verb == STP_CMD_EHLO) {
+        backend_send(s, V_XC_EHLO, line, len, P_BACKEND);
+        return;
+    }
+    if (arg_len > sizeof(probe) - 6) {
+        arg_len = sizeof(probe) - 6; /* only the reply's keywords matter */
+    }
+    memcpy(probe, "EHLO ", 5);
+    memcpy(probe + 5, arg, arg_len);
+    backend_send(s, V_XC_EHLO, probe, 5 + arg_len, P_BACKEND);
+}
+
+/* The client's EHLO/HELO has had its reply: client input flows again. */
+static void xclient_end(stp_session_t *s)
+{
+    if (s->xc_line) {
+        free(s->xc_line);
+        s->xc_line = NULL;
+        s->paused = 0;
+    }
+}
+
+/* code: the backend's reply to XCLIENT when it refused it, else 0 */
+static void xclient_log(stp_session_t *s, const char *result, int code)
+{
+    if (code) {
+        stp_log(STP_LOG_WARN, "backend id=%s backend=%s client=%s xclient=%s code=%d", s->id,
+                s->next_hop_str, s->peer_str, result, code);
+    } else {
+        stp_log(STP_LOG_INFO, "backend id=%s backend=%s client=%s xclient=%s", s->id,
+                s->next_hop_str, s->peer_str, result);
+    }
+}
+
+/* The backend's reply to the EHLO that asked for its capabilities. */
+static void xclient_probe_reply(stp_session_t *s, const stp_reply_t *r)
+{
+    char line[1200], helo[256];
+
+    if (r->code / 100 == 2 && stp_xclient_offered(r)) {
+        stp_cmd_t cmd;
+        stp_cmd_parse(s->xc_line, s->xc_len, &cmd);
+        /* a name too long for XCLIENT is sent as [UNAVAILABLE] */
+        size_t n = cmd.arg_len < sizeof(helo) ? cmd.arg_len : 0;
+        memcpy(helo, cmd.arg, n);
+        helo[n] = '\0';
+        n = stp_xclient_format(line, sizeof(line), (const struct sockaddr *)&s->peer, helo,
+                               s->xc_verb == STP_CMD_EHLO);
+        if (n == 0) {
+            fail_reply(s, "421 4.3.0", "Error: cannot identify the client to the mail server",
+                       "xclient-refused", "XCLIENT line too long");
+            return;
+        }
+        backend_send(s, V_XCLIENT, line, n, P_BACKEND);
+        return;
+    }
+    if (r->code / 100 == 2) {
+        xclient_log(s, "unsupported", 0);
+    }
+    if (s->xc_verb == STP_CMD_HELO && r->code != 421) {
+        /* a HELO client gets the reply to its own HELO, not to our EHLO */
+        backend_send(s, STP_CMD_HELO, s->xc_line, s->xc_len, P_BACKEND);
+        return;
+    }
+    if (r->code / 100 == 2) {
+        relay_ehlo(s, r);
+    } else {
+        relay(s, r);
+    }
+    xclient_end(s);
+}
+
+/* The backend's reply to XCLIENT: a new greeting, then the client's line. */
+static void xclient_reply(stp_session_t *s, const stp_reply_t *r)
+{
+    if (r->code != 220) {
+        char text[160];
+        size_t len;
+        const char *t = stp_reply_text(r, r->nlines - 1, &len);
+        xclient_log(s, "refused", r->code);
+        stp_log_escape(text, sizeof(text), t, len);
+        fail_reply(s, "421 4.3.0", "Error: the mail server refused to learn the client's address",
+                   "xclient-refused", text);
+        return;
+    }
+    xclient_log(s, "ok", 0);
+    backend_send(s, s->xc_verb, s->xc_line, s->xc_len, P_BACKEND);
+}
+
 static void handle_line(stp_session_t *s, const char *line, size_t len)
 {
     stp_cmd_t cmd;
@@ -671,6 +818,10 @@ static void handle_line(stp_session_t *s, const char *line, size_t len)
          * a backend that rejects the EHLO will refuse the envelope itself. */
         s->ehlo_seen = 1;
         s->esmtp = cmd.verb == STP_CMD_EHLO;
+        if (c->mode == STP_MODE_INBOUND && c->xclient && !s->xclient_tried) {
+            xclient_begin(s, cmd.verb, line, len, cmd.arg, cmd.arg_len);
+            return;
+        }
         forward(s, cmd.verb, line, len);
         return;
     }
@@ -1019,6 +1170,17 @@ static void handle_reply(stp_session_t *s, const stp_reply_t *r)
             } else {
                 relay(s, r);
             }
+            xclient_end(s);
+            break;
+        case STP_CMD_HELO:
+            relay(s, r);
+            xclient_end(s);
+            break;
+        case V_XC_EHLO:
+            xclient_probe_reply(s, r);
+            break;
+        case V_XCLIENT:
+            xclient_reply(s, r);
             break;
         case STP_CMD_RCPT:
             s->rcpts += ok;
@@ -1057,6 +1219,9 @@ static void handle_reply(stp_session_t *s, const stp_reply_t *r)
         default:
             relay(s, r);
             break;
+        }
+        if (s->state == S_CLOSING) {
+            return;
         }
         if (r->code == 421) {
             finish(s, NULL, "backend-closed", "backend sent 421");

@@ -4,6 +4,7 @@
 #include "proxy/xclient.h"
 
 #include <arpa/inet.h>
+#include <strings.h>
 #include <netinet/in.h>
 #include <stdio.h>
 #include <string.h>
@@ -70,4 +71,45 @@ size_t stp_xclient_format(char *out, size_t cap, const struct sockaddr *client, 
         return 0;
     }
     return (size_t)n;
+}
+
+/* Whether the space-separated list p[0..n) holds `word` (any case). */
+static int has_word(const char *p, size_t n, const char *word)
+{
+    size_t wl = strlen(word), i = 0;
+    while (i < n) {
+        while (i < n && p[i] == ' ') {
+            i++;
+        }
+        size_t start = i;
+        while (i < n && p[i] != ' ') {
+            i++;
+        }
+        if (i - start == wl && strncasecmp(p + start, word, wl) == 0) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+int stp_xclient_offered(const stp_reply_t *r)
+{
+    static const char *const needed[] = {"ADDR", "PORT", "HELO", "PROTO"};
+    if (r->code / 100 != 2) {
+        return 0;
+    }
+    /* line 0 is the greeting ("250-host"), the keywords follow */
+    for (size_t i = 1; i < r->nlines; i++) {
+        size_t len;
+        const char *t = stp_reply_text(r, i, &len);
+        if (len < 7 || strncasecmp(t, "XCLIENT", 7) != 0 || (len > 7 && t[7] != ' ')) {
+            continue;
+        }
+        size_t k = 0;
+        while (k < sizeof(needed) / sizeof(needed[0]) && has_word(t + 7, len - 7, needed[k])) {
+            k++;
+        }
+        return k == sizeof(needed) / sizeof(needed[0]);
+    }
+    return 0;
 }

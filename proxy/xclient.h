@@ -5,15 +5,14 @@
  * outside '!'..'~', and '+' and '=', become "+XX"); an IPv6 address is
  * written "IPV6:addr". The server answers a successful XCLIENT with a new
  * 220 greeting, after which the client must send EHLO again.
- *
- * XXX not yet sent by the session: the EHLO / XCLIENT / 220 / EHLO exchange
- * still has to be wired into session.c's pending queue.
  */
 #ifndef STP_XCLIENT_H
 #define STP_XCLIENT_H
 
 #include <stddef.h>
 #include <sys/socket.h>
+
+#include "proxy/smtp_reply.h"
 
 /*
  * Writes "XCLIENT ADDR=... PORT=... HELO=... PROTO=ESMTP|SMTP" (no CRLF)
@@ -22,6 +21,12 @@
  */
 size_t stp_xclient_format(char *out, size_t cap, const struct sockaddr *client, const char *helo,
                           int esmtp);
+
+/*
+ * 1 if EHLO reply `r` (a 2xx) has an XCLIENT line naming every attribute
+ * the proxy sends (ADDR, PORT, HELO and PROTO, case-insensitive), else 0.
+ */
+int stp_xclient_offered(const stp_reply_t *r);
 
 /* xtext-encodes in[0..len) into out (NUL-terminated); returns the length,
  * or (size_t)-1 if it does not fit. */

@@ -3,6 +3,7 @@
  */
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "proxy/xclient.h"
@@ -44,9 +45,45 @@ static void test_command(void)
     CHECK_STR(out, "");
 }
 
+static int offered(const char *reply)
+{
+    static stp_reply_parser_t p;
+    size_t used = 0;
+    stp_reply_parser_init(&p);
+    CHECK_EQ_INT(stp_reply_feed(&p, reply, strlen(reply), &used), STP_REPLY_DONE);
+    return stp_xclient_offered(&p.reply);
+}
+
+static void test_offered(void)
+{
+    static const struct {
+        const char *label, *reply;
+        int want;
+    } cases[] = {
+        {"postfix", "250-mx.example\r\n250-PIPELINING\r\n250-XCLIENT NAME ADDR PROTO HELO "
+                    "REVERSE_NAME PORT LOGIN DESTADDR DESTPORT\r\n250 8BITMIME\r\n", 1},
+        {"lower case, last line", "250-mx\r\n250 xclient addr port helo proto\r\n", 1},
+        {"missing PORT", "250-mx\r\n250 XCLIENT ADDR HELO PROTO NAME\r\n", 0},
+        {"no attributes", "250-mx\r\n250 XCLIENT\r\n", 0},
+        {"absent", "250-mx\r\n250-XFORWARD ADDR PORT HELO PROTO\r\n250 SIZE\r\n", 0},
+        {"prefix only", "250-mx\r\n250 XCLIENTX ADDR PORT HELO PROTO\r\n", 0},
+        {"attribute prefix", "250-mx\r\n250 XCLIENT ADDRESS PORT HELO PROTO\r\n", 0},
+        {"greeting line is not a keyword", "250 XCLIENT ADDR PORT HELO PROTO\r\n", 0},
+        {"not a 2xx", "550-mx\r\n550 XCLIENT ADDR PORT HELO PROTO\r\n", 0},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        int got = offered(cases[i].reply);
+        if (got != cases[i].want) {
+            fprintf(stderr, "case \"%s\":\n", cases[i].label);
+        }
+        CHECK_EQ_INT(got, cases[i].want);
+    }
+}
+
 int main(void)
 {
     STP_RUN(test_xtext);
     STP_RUN(test_command);
+    STP_RUN(test_offered);
     return STP_CHECK_DONE();
 }
