@@ -1133,6 +1133,18 @@ static void log_message(stp_session_t *s, const stp_reply_t *r)
     stp_sm_message(s->conf->name, r->code, s->scan.bytes);
 }
 
+/* Draining (SIGTERM): a session that has nothing in flight is told at once,
+ * not only at its next command; one inside DATA, AUTH or a reply wait is told
+ * when that is over. */
+static void drain_if_idle(stp_session_t *s)
+{
+    if (s->draining && s->state == S_COMMAND && s->pq_len == 0 && !s->paused && !s->sasl &&
+        !s->quit_seen) {
+        fail_reply(s, "421 4.3.2", "Service shutting down, closing connection", "shutdown",
+                   NULL);
+    }
+}
+
 static void handle_reply(stp_session_t *s, const stp_reply_t *r)
 {
     if (s->conf->mode == STP_MODE_OUTBOUND && (s->state == S_GREETING || s->up_phase)) {
@@ -1230,6 +1242,7 @@ static void handle_reply(stp_session_t *s, const stp_reply_t *r)
     }
     flush_queue(s);
     resume(s);
+    drain_if_idle(s);
 }
 
 /* ---- outbound: securing the next hop before the legacy MTA says a word ----
@@ -1803,11 +1816,9 @@ void stp_session_drain(stp_session_t *s)
     }
     if (s->tls == T_HANDSHAKE || s->state == S_CONNECTING || s->state == S_GREETING) {
         finish(s, NULL, "shutdown", NULL);
-    } else if (s->state == S_COMMAND && s->pq_len == 0 && !s->paused) {
-        fail_reply(s, "421 4.3.2", "Service shutting down, closing connection", "shutdown",
-                   NULL);
+    } else {
+        drain_if_idle(s); /* otherwise: when the reply it waits for is relayed */
     }
-    /* otherwise: at the next command (see handle_line) */
 }
 
 void stp_session_kill(stp_session_t *s)

@@ -12,7 +12,8 @@
  * Refused connections (limits) get a 421 and are closed. */
 void stp_session_accept(stp_listener_t *l);
 
-/* Asks the session to finish: 421 4.3.2 at the next command boundary. */
+/* Asks the session to finish: 421 4.3.2 at once if it waits for a command,
+ * else as soon as what is in flight (a message, a reply) is done. */
 void stp_session_drain(stp_session_t *s);
 
 /* Closes the session now, without a reply. */
