@@ -157,6 +157,13 @@ int stp_listener_bind(const stp_listener_conf_t *conf, int first)
     return fd;
 }
 
+static void on_listen_closed(uv_handle_t *h)
+{
+    stp_listener_t *l = h->data;
+    l->released = 1;
+    stp_listener_session_done(l);
+}
+
 int stp_listener_start(stp_listener_t *l, uv_loop_t *loop, stp_runtime_t *rt,
                        const stp_listener_conf_t *conf, int fd, stp_limits_t *limits,
                        unsigned worker)
@@ -177,6 +184,7 @@ int stp_listener_start(stp_listener_t *l, uv_loop_t *loop, stp_runtime_t *rt,
                 uv_strerror(rc));
         close(fd);
         l->closed = 1;
+        l->released = 1;
         return -1;
     }
     l->tcp.data = l;
@@ -189,7 +197,7 @@ int stp_listener_start(stp_listener_t *l, uv_loop_t *loop, stp_runtime_t *rt,
     if (rc < 0) {
         stp_log(STP_LOG_ERROR, "listen listener=%s addr=%s error=\"%s\"", conf->name, addr,
                 uv_strerror(rc));
-        uv_close((uv_handle_t *)&l->tcp, NULL);
+        uv_close((uv_handle_t *)&l->tcp, on_listen_closed);
         l->closed = 1;
         return -1;
     }
@@ -220,11 +228,29 @@ int stp_listener_start(stp_listener_t *l, uv_loop_t *loop, stp_runtime_t *rt,
 
 void stp_listener_session_done(stp_listener_t *l)
 {
-    if (l->draining && l->nsessions == 0 && l->on_empty) {
+    if ((l->draining || l->retired) && l->nsessions == 0 && l->released && l->on_empty) {
         void (*cb)(stp_listener_t *) = l->on_empty;
         l->on_empty = NULL;
         cb(l);
     }
+}
+
+static void close_socket(stp_listener_t *l)
+{
+    if (!l->closed && !uv_is_closing((uv_handle_t *)&l->tcp)) {
+        l->closed = 1;
+        uv_close((uv_handle_t *)&l->tcp, on_listen_closed);
+    }
+}
+
+void stp_listener_retire(stp_listener_t *l)
+{
+    if (l->retired || l->draining) {
+        return;
+    }
+    l->retired = 1;
+    close_socket(l);
+    stp_listener_session_done(l);
 }
 
 void stp_listener_drain(stp_listener_t *l)
@@ -233,10 +259,7 @@ void stp_listener_drain(stp_listener_t *l)
         return;
     }
     l->draining = 1;
-    if (!l->closed && !uv_is_closing((uv_handle_t *)&l->tcp)) {
-        l->closed = 1;
-        uv_close((uv_handle_t *)&l->tcp, NULL);
-    }
+    close_socket(l);
     for (stp_session_t *s = l->sessions; s; s = stp_session_next(s)) {
         stp_session_drain(s);
     }

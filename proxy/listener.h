@@ -35,8 +35,13 @@ typedef struct stp_listener_s {
     stp_session_t *sessions; /* doubly linked through the session */
     unsigned nsessions;
     int draining;
+    int retired; /* removed by a reload: not accepting, sessions go on */
     int closed;
-    void (*on_empty)(struct stp_listener_s *l); /* draining and last session gone */
+    int released; /* the listening handle is fully closed (its close callback ran) */
+    /* Draining or retired, the last session gone and the listening handle released:
+     * from then on nothing refers to the listener and its memory may be
+     * reused. Called once. */
+    void (*on_empty)(struct stp_listener_s *l);
 } stp_listener_t;
 
 /*
@@ -62,9 +67,15 @@ int stp_listener_start(stp_listener_t *l, uv_loop_t *loop, stp_runtime_t *rt,
                        const stp_listener_conf_t *conf, int fd, stp_limits_t *limits,
                        unsigned worker);
 
-/* Stops accepting; open sessions are asked to finish (421 4.3.2 at the next
- * command). on_empty runs once no session is left (possibly at once). */
+/* Stops accepting and closes the listening socket; open sessions are asked
+ * to finish (421 4.3.2 at once if idle, else at the next command boundary). on_empty runs once no session
+ * is left and the socket's handle is closed (possibly at once). */
 void stp_listener_drain(stp_listener_t *l);
+
+/* Stops accepting and closes the listening socket, as for a listener a
+ * reload removed; open sessions go on as usual. on_empty runs as for
+ * stp_listener_drain. */
+void stp_listener_retire(stp_listener_t *l);
 
 /* Closes every remaining session now. */
 void stp_listener_kill_sessions(stp_listener_t *l);

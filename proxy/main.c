@@ -10,8 +10,16 @@
  * listener; the kernel spreads connections among the copies. The main
  * thread only handles signals.
  *
+ * Listener slots: every listener has a slot, the same index in every worker
+ * and in the shared connection caps. A reload that adds a listener binds it
+ * (once per worker) into a free slot before anything else changes; one that
+ * removes a listener retires its slot: the socket is closed at once, its
+ * sessions finish on the snapshot they started with, and the slot is free
+ * again once every worker's copy is gone.
+ *
  * SIGTERM/SIGINT: every worker stops accepting and lets its sessions finish
- * (each gets "421 4.3.2" at its next command); after `shutdown_grace` what
+ * (each gets "421 4.3.2" at once when idle, else as soon as the message or
+ * reply in flight is done); after `shutdown_grace` what
  * is left is closed; the process exits once every worker's loop is empty.
  */
 #include <errno.h>
@@ -29,6 +37,7 @@
 #include <uv.h>
 
 #include "proxy/certwatch.h"
+#include "proxy/conn.h"
 #include "proxy/config.h"
 #include "proxy/listener.h"
 #include "proxy/log.h"
@@ -39,28 +48,49 @@
 #define DEFAULT_CONFIG "/etc/smtp-tls-proxy/smtp-tls-proxy.ini"
 #define MAX_WORKERS 256
 #define CERT_POLL_MS 2000 /* how often certificate files are looked at */
+/* Listeners of the current configuration, plus room for removed ones whose
+ * sessions are still finishing. */
+#define SLOTS (2 * STP_CONF_MAX_LISTENERS)
+
+/* A reload as one worker applies it (one message per worker: each has its
+ * own sockets). */
+typedef struct reload_msg_s {
+    struct reload_msg_s *next;
+    stp_runtime_t *rt;  /* one reference, handed to the worker */
+    int conf_of[SLOTS]; /* the slot's listener in rt->conf, -1: not in it (any more) */
+    int fd[SLOTS];      /* a new listener's socket for this worker, else -1 */
+} reload_msg_t;
 
 /* One worker thread: its loop, its copies of the listeners, and the async
- * handle through which the main thread tells it to stop. */
+ * handle through which the main thread tells it to reload or stop. */
 typedef struct {
     unsigned id;
     uv_thread_t thread;
     uv_loop_t loop;
     uv_async_t wake;
     uv_timer_t grace;
-    stp_listener_t listeners[STP_CONF_MAX_LISTENERS];
-    size_t nlisteners;
+    stp_listener_t listeners[SLOTS];
+    unsigned char live[SLOTS];     /* started, and not yet empty and closed */
+    stp_runtime_t *retired[SLOTS]; /* removed by a reload: the snapshot its conf is in */
     atomic_int stop;  /* set by the main thread before waking */
     uv_mutex_t lock;  /* guards pending */
-    stp_runtime_t *pending; /* a reloaded snapshot to adopt (one reference) */
+    reload_msg_t *pending, **pending_tail; /* reloads to apply, oldest first */
     stp_runtime_t *rt;      /* the worker's current snapshot (one reference) */
     int stopping;     /* worker's own view */
     uint64_t grace_ms;
 } worker_t;
 
+/* The main thread's view of a slot. */
+typedef struct {
+    const stp_listener_conf_t *conf; /* in current_rt; NULL: not in the configuration */
+    int limits_init;
+    atomic_uint holders; /* workers whose copy is not gone yet */
+} slot_t;
+
 static worker_t *workers;
 static unsigned nworkers;
-static stp_limits_t limits[STP_CONF_MAX_LISTENERS]; /* per listener, shared by the workers */
+static slot_t slots[SLOTS];
+static stp_limits_t limits[SLOTS]; /* per slot, shared by the workers */
 static uv_signal_t sig_term, sig_int, sig_hup;
 static uv_async_t worker_done;
 static atomic_uint workers_finished;
@@ -102,8 +132,8 @@ static void close_walk(uv_handle_t *h, void *arg)
 
 static void worker_all_done(worker_t *w)
 {
-    for (size_t i = 0; i < w->nlisteners; i++) {
-        if (w->listeners[i].nsessions || !w->listeners[i].draining) {
+    for (size_t i = 0; i < SLOTS; i++) {
+        if (w->live[i]) {
             return;
         }
     }
@@ -119,48 +149,86 @@ static int is_ready(void *arg)
     return !stopping;
 }
 
+/* A copy of a listener is gone (drained, empty, socket closed): its slot
+ * no longer holds anything of this worker. */
 static void on_listener_empty(stp_listener_t *l)
 {
-    worker_all_done(&workers[l->worker]);
+    worker_t *w = &workers[l->worker];
+    size_t slot = (size_t)(l - w->listeners);
+    if (!w->live[slot]) {
+        return;
+    }
+    w->live[slot] = 0;
+    stp_runtime_unref(w->retired[slot]);
+    w->retired[slot] = NULL;
+    atomic_fetch_sub(&slots[slot].holders, 1);
+    if (w->stopping) {
+        worker_all_done(w);
+    }
+}
+
+/* Starts this worker's copy of a listener in `slot` (fd is taken over). */
+static void worker_start_listener(worker_t *w, size_t slot, stp_runtime_t *rt,
+                                  const stp_listener_conf_t *conf, int fd)
+{
+    stp_listener_t *l = &w->listeners[slot];
+    w->live[slot] = 1;
+    int rc = stp_listener_start(l, &w->loop, rt, conf, fd, &limits[slot], w->id);
+    l->on_empty = on_listener_empty;
+    if (rc < 0) {
+        stp_listener_drain(l); /* gives the slot back once the handle is closed */
+    }
 }
 
 static void on_grace(uv_timer_t *t)
 {
     worker_t *w = t->data;
     stp_log(STP_LOG_WARN, "stop worker=%u grace period over, closing remaining sessions", w->id);
-    for (size_t i = 0; i < w->nlisteners; i++) {
-        stp_listener_kill_sessions(&w->listeners[i]);
+    for (size_t i = 0; i < SLOTS; i++) {
+        if (w->live[i]) {
+            stp_listener_kill_sessions(&w->listeners[i]);
+        }
     }
 }
 
-/* New sessions of every listener use `rt`; a listener's conf moves to the
- * new snapshot's listener with the same address (the reload checked that
- * each has one). Sessions already running keep their own reference. */
-static void worker_adopt(worker_t *w, stp_runtime_t *rt)
+/*
+ * Applies one reload: new sessions of every kept listener use `m->rt`
+ * (sessions already running keep their own reference), new listeners start
+ * accepting, removed ones stop: their socket is closed and their sessions
+ * finish on the snapshot they began with, which the slot keeps alive.
+ */
+static void worker_apply(worker_t *w, reload_msg_t *m)
 {
-    for (size_t i = 0; i < w->nlisteners; i++) {
+    for (size_t i = 0; i < SLOTS; i++) {
         stp_listener_t *l = &w->listeners[i];
-        for (size_t j = 0; j < rt->conf->nlisteners; j++) {
-            if (same_address(&l->conf->listen, &rt->conf->listeners[j].listen)) {
-                l->conf = &rt->conf->listeners[j];
-                break;
-            }
+        if (m->fd[i] >= 0) {
+            worker_start_listener(w, i, m->rt, &m->rt->conf->listeners[m->conf_of[i]], m->fd[i]);
+        } else if (w->live[i] && !w->retired[i] && m->conf_of[i] >= 0) {
+            l->conf = &m->rt->conf->listeners[m->conf_of[i]];
+            l->rt = m->rt;
+        } else if (w->live[i] && !w->retired[i] && !l->draining) {
+            stp_runtime_ref(l->rt);
+            w->retired[i] = l->rt;
+            stp_listener_retire(l);
         }
-        l->rt = rt;
     }
     stp_runtime_unref(w->rt);
-    w->rt = rt;
+    w->rt = m->rt;
+    free(m);
 }
 
 static void on_wake(uv_async_t *a)
 {
     worker_t *w = a->data;
     uv_mutex_lock(&w->lock);
-    stp_runtime_t *rt = w->pending;
+    reload_msg_t *m = w->pending;
     w->pending = NULL;
+    w->pending_tail = &w->pending;
     uv_mutex_unlock(&w->lock);
-    if (rt) {
-        worker_adopt(w, rt);
+    while (m) {
+        reload_msg_t *next = m->next;
+        worker_apply(w, m);
+        m = next;
     }
     if (!atomic_load(&w->stop) || w->stopping) {
         return;
@@ -168,13 +236,11 @@ static void on_wake(uv_async_t *a)
     w->stopping = 1;
     uv_timer_start(&w->grace, on_grace, w->grace_ms, 0);
     uv_unref((uv_handle_t *)&w->grace);
-    /* Drain every listener first, then look for the end once: a listener
-     * that is already empty must not close the loop under the others. */
-    for (size_t i = 0; i < w->nlisteners; i++) {
-        stp_listener_drain(&w->listeners[i]);
-    }
-    for (size_t i = 0; i < w->nlisteners; i++) {
-        w->listeners[i].on_empty = on_listener_empty;
+    /* Every listener drains; the loop ends once the last copy is gone. */
+    for (size_t i = 0; i < SLOTS; i++) {
+        if (w->live[i]) {
+            stp_listener_drain(&w->listeners[i]);
+        }
     }
     worker_all_done(w);
 }
@@ -236,16 +302,32 @@ static void reload_failed(const char *why)
     stp_log(STP_LOG_ERROR, "reload result=failed reason=\"%s\" keeping=previous", why);
 }
 
+static void close_fds(int (*fds)[SLOTS], unsigned n)
+{
+    for (unsigned w = 0; w < n; w++) {
+        for (size_t i = 0; i < SLOTS; i++) {
+            if (fds[w][i] >= 0) {
+                close(fds[w][i]);
+            }
+        }
+    }
+}
+
 /*
  * SIGHUP: load the file again and build a new snapshot (certificates read
  * again). Any error keeps the running snapshot. Keys that shape the process
- * (workers, user, group, log_format, log_level) and the set of listen
- * addresses need a restart; changing them is refused with a message.
+ * (workers, user, group, log_format, log_level) need a restart; changing
+ * them is refused with a message. Listeners are matched by listen address:
+ * a new address is bound in every worker before anything changes (a bind
+ * failure refuses the whole reload, nothing half-applied), an address no
+ * longer configured stops accepting while its sessions finish.
  */
 static void reload(const char *trigger)
 {
     char err[16384];
     const stp_config_t *old = current_rt->conf;
+    int conf_of[SLOTS];
+    int added[SLOTS] = {0};
 
     if (stopping) {
         return;
@@ -266,19 +348,10 @@ static void reload(const char *trigger)
         strcmp(conf->group, old->group) || conf->log_format != old->log_format ||
         conf->log_level != old->log_level) {
         restart = "workers, user, group, log_format and log_level need a restart";
-    } else if (conf->nlisteners != old->nlisteners) {
-        restart = "adding or removing listeners needs a restart";
     }
-    for (size_t i = 0; i < old->nlisteners && !restart; i++) {
-        size_t j = 0;
-        while (j < conf->nlisteners &&
-               !same_address(&old->listeners[i].listen, &conf->listeners[j].listen)) {
-            j++;
-        }
-        if (j == conf->nlisteners) {
-            restart = "changing a listen address needs a restart";
-        } else if (conf->listeners[j].mode == STP_MODE_OUTBOUND &&
-                   conf->listeners[j].route == STP_ROUTE_MX) {
+    for (size_t j = 0; j < conf->nlisteners && !restart; j++) {
+        if (conf->listeners[j].mode == STP_MODE_OUTBOUND &&
+            conf->listeners[j].route == STP_ROUTE_MX) {
             restart = "route = mx is not implemented yet";
         }
     }
@@ -293,26 +366,125 @@ static void reload(const char *trigger)
         reload_failed("cannot build the new snapshot");
         return;
     }
-    /* Caps are per listener and shared: change them in place. */
-    for (size_t i = 0; i < old->nlisteners; i++) {
-        for (size_t j = 0; j < rt->conf->nlisteners; j++) {
-            const stp_listener_conf_t *n = &rt->conf->listeners[j];
-            if (same_address(&old->listeners[i].listen, &n->listen)) {
+    conf = rt->conf;
+
+    /* Each new listener takes the slot of the running one with its address,
+     * else a free slot (not configured, no worker's copy left). */
+    for (size_t i = 0; i < SLOTS; i++) {
+        conf_of[i] = -1;
+    }
+    for (size_t j = 0; j < conf->nlisteners; j++) {
+        size_t i = 0;
+        while (i < SLOTS && !(slots[i].conf && conf_of[i] < 0 &&
+                              same_address(&slots[i].conf->listen, &conf->listeners[j].listen))) {
+            i++;
+        }
+        if (i == SLOTS) {
+            i = 0;
+            while (i < SLOTS && (slots[i].conf || added[i] || atomic_load(&slots[i].holders))) {
+                i++;
+            }
+            if (i == SLOTS) {
+                stp_runtime_unref(rt);
+                reload_failed("too many removed listeners still finishing sessions; try again "
+                              "later");
+                return;
+            }
+            added[i] = 1;
+        }
+        conf_of[i] = (int)j;
+    }
+
+    /* Everything that can fail comes first: the new sockets (every worker's
+     * copy) and the messages. */
+    int(*fds)[SLOTS] = malloc(nworkers * sizeof(*fds));
+    reload_msg_t **msgs = calloc(nworkers, sizeof(*msgs));
+    int failed = fds == NULL || msgs == NULL;
+    unsigned nbound = 0;
+    for (; nbound < nworkers && !failed; nbound++) {
+        msgs[nbound] = calloc(1, sizeof(reload_msg_t));
+        failed = msgs[nbound] == NULL;
+        for (size_t i = 0; i < SLOTS; i++) {
+            fds[nbound][i] = -1;
+        }
+        for (size_t i = 0; i < SLOTS && !failed; i++) {
+            if (added[i]) {
+                fds[nbound][i] = stp_listener_bind(&conf->listeners[conf_of[i]], nbound == 0);
+                failed = fds[nbound][i] < 0;
+            }
+        }
+    }
+    if (failed) {
+        if (fds) {
+            close_fds(fds, nbound);
+        }
+        for (unsigned w = 0; msgs && w < nworkers; w++) {
+            free(msgs[w]);
+        }
+        free(msgs);
+        free(fds);
+        stp_runtime_unref(rt);
+        reload_failed("cannot listen on a new address");
+        return;
+    }
+    for (size_t i = 0; i < SLOTS; i++) {
+        if (added[i]) {
+            const stp_listener_conf_t *n = &conf->listeners[conf_of[i]];
+            if (slots[i].limits_init) {
+                stp_limits_free(&limits[i]); /* no worker's copy is left to use them */
+                slots[i].limits_init = 0;
+            }
+            if (stp_limits_init(&limits[i], n->max_connections, n->max_connections_per_ip) <
+                0) {
+                close_fds(fds, nworkers);
+                for (unsigned w = 0; w < nworkers; w++) {
+                    free(msgs[w]);
+                }
+                free(msgs);
+                free(fds);
+                stp_runtime_unref(rt);
+                reload_failed("out of memory");
+                return;
+            }
+            slots[i].limits_init = 1;
+        }
+    }
+
+    /* Commit. Caps of kept listeners are shared: changed in place. */
+    for (size_t i = 0; i < SLOTS; i++) {
+        if (conf_of[i] >= 0) {
+            const stp_listener_conf_t *n = &conf->listeners[conf_of[i]];
+            if (added[i]) {
+                atomic_store(&slots[i].holders, nworkers);
+            } else {
                 stp_limits_set(&limits[i], n->max_connections, n->max_connections_per_ip);
             }
+            slots[i].conf = n;
+        } else if (slots[i].conf) {
+            char addr[80];
+            stp_sockaddr_str((const struct sockaddr *)&slots[i].conf->listen.addr, addr,
+                             sizeof(addr), 1);
+            stp_log(STP_LOG_INFO, "listen listener=%s addr=%s result=closed reason=reload",
+                    slots[i].conf->name, addr);
+            slots[i].conf = NULL;
         }
     }
     for (unsigned i = 0; i < nworkers; i++) {
         worker_t *w = &workers[i];
+        reload_msg_t *m = msgs[i];
         stp_runtime_ref(rt);
+        m->rt = rt;
+        memcpy(m->conf_of, conf_of, sizeof(conf_of));
+        memcpy(m->fd, fds[i], sizeof(m->fd));
         w->grace_ms = rt->conf->shutdown_grace; /* read by the worker only at stop */
         uv_mutex_lock(&w->lock);
-        stp_runtime_t *stale = w->pending;
-        w->pending = rt;
+        *w->pending_tail = m;
+        w->pending_tail = &m->next;
         uv_mutex_unlock(&w->lock);
-        stp_runtime_unref(stale); /* a reload the worker had not taken yet */
         uv_async_send(&w->wake);
     }
+    free(msgs);
+    free(fds);
     stp_runtime_unref(current_rt);
     current_rt = rt;
     stp_metrics_count(STP_M_RELOADS, "result=\"ok\"", 1);
@@ -476,6 +648,9 @@ int main(int argc, char **argv)
             failed = 1;
             break;
         }
+        slots[nlimits].limits_init = 1;
+        slots[nlimits].conf = lc;
+        atomic_store(&slots[nlimits].holders, nworkers);
     }
     /* Every socket is bound here, before privileges are dropped, and every
      * worker's handles are set up before its thread starts. */
@@ -485,6 +660,7 @@ int main(int argc, char **argv)
         w->id = ninit;
         w->grace_ms = conf->shutdown_grace;
         uv_mutex_init(&w->lock);
+        w->pending_tail = &w->pending;
         stp_runtime_ref(rt);
         w->rt = rt;
         uv_loop_init(&w->loop);
@@ -494,11 +670,11 @@ int main(int argc, char **argv)
         w->grace.data = w;
         for (size_t i = 0; i < conf->nlisteners && !failed; i++) {
             int fd = stp_listener_bind(&conf->listeners[i], ninit == 0);
-            if (fd < 0 || stp_listener_start(&w->listeners[i], &w->loop, rt, &conf->listeners[i],
-                                             fd, &limits[i], ninit) < 0) {
+            if (fd < 0) {
                 failed = 1;
             } else {
-                w->nlisteners++;
+                worker_start_listener(w, i, rt, &conf->listeners[i], fd);
+                failed = w->listeners[i].closed;
             }
         }
     }
@@ -545,8 +721,10 @@ int main(int argc, char **argv)
         /* Nothing ran: close what was set up on each worker's loop. */
         for (unsigned i = 0; i < ninit; i++) {
             worker_t *w = &workers[i];
-            for (size_t j = 0; j < w->nlisteners; j++) {
-                stp_listener_drain(&w->listeners[j]);
+            for (size_t j = 0; j < SLOTS; j++) {
+                if (w->live[j]) {
+                    stp_listener_drain(&w->listeners[j]);
+                }
             }
             uv_walk(&w->loop, close_walk, NULL);
             uv_run(&w->loop, UV_RUN_DEFAULT);
@@ -558,11 +736,27 @@ int main(int argc, char **argv)
     for (unsigned i = 0; i < ninit; i++) {
         uv_loop_close(&workers[i].loop);
         uv_mutex_destroy(&workers[i].lock);
-        stp_runtime_unref(workers[i].pending);
+        /* reloads a worker never took (it had stopped): their sockets and
+         * snapshots */
+        for (reload_msg_t *m = workers[i].pending, *next; m; m = next) {
+            next = m->next;
+            for (size_t j = 0; j < SLOTS; j++) {
+                if (m->fd[j] >= 0) {
+                    close(m->fd[j]);
+                }
+            }
+            stp_runtime_unref(m->rt);
+            free(m);
+        }
+        for (size_t j = 0; j < SLOTS; j++) {
+            stp_runtime_unref(workers[i].retired[j]);
+        }
         stp_runtime_unref(workers[i].rt);
     }
-    for (size_t i = 0; i < nlimits; i++) {
-        stp_limits_free(&limits[i]);
+    for (size_t i = 0; i < SLOTS; i++) {
+        if (slots[i].limits_init) {
+            stp_limits_free(&limits[i]);
+        }
     }
     free(workers);
     stp_runtime_unref(current_rt);
