@@ -12,8 +12,8 @@
  * so LeakSanitizer checks every session.
  *
  * Input: byte 0 picks the listener (starttls offer / require /
- * bare_newlines = normalize / implicit is left out: the client speaks
- * plaintext only), byte 1 how the client bytes are split into writes; then
+ * bare_newlines = normalize with xclient = yes / implicit is left out: the
+ * client speaks plaintext only), byte 1 how the client bytes are split into writes; then
  * the client bytes, optionally followed by "\xfe\xfe" and the backend's
  * script: replies separated by "\xff", the n-th used for the n-th line the
  * backend reads (after its own greeting, which the script may replace with
@@ -23,8 +23,9 @@
  *
  * Checked: ASan/UBSan/LSan; the session ends once the client has sent
  * everything and half-closed (no hang: the loop is bounded); the backend
- * never receives XCLIENT, XFORWARD, BDAT, STARTTLS, AUTH (there is no TLS
- * here, and AUTH before TLS is never forwarded) or a line over the limit;
+ * never receives XCLIENT (except the proxy's own, once, on the xclient
+ * listener), XFORWARD, BDAT, STARTTLS, AUTH (there is no TLS here, and AUTH
+ * before TLS is never forwarded) or a line over the limit;
  * the client never gets a 250 to its end of data unless the backend
  * answered an end of data with a 2xx.
  */
@@ -129,6 +130,8 @@ static struct {
     size_t nscript, next;
     int replace_greeting;
     int forbidden;        /* a line the backend must never see arrived */
+    int xclient_ok;       /* the session's listener has xclient = yes */
+    int xclients;         /* the proxy's XCLIENT commands seen */
     int data_ok;          /* the backend answered an end of data with 2xx */
     int awaiting_dot;     /* the last reply was to an end of data */
     int open;             /* backend connections still open */
@@ -199,7 +202,13 @@ static void backend_close(backend_conn_t *b)
 static void backend_answer(backend_conn_t *b, const char *line, size_t len, int end_of_data)
 {
     static const char *const bad[] = {"XCLIENT", "XFORWARD", "BDAT", "STARTTLS", "AUTH"};
-    if (!end_of_data) {
+    static const char own[] = "XCLIENT ADDR=127.0.0.1 PORT=";
+    if (!end_of_data && be.xclient_ok && len > sizeof(own) - 1 &&
+        strncmp(line, own, sizeof(own) - 1) == 0) {
+        if (be.xclients++) {
+            be.forbidden = 1; /* never twice in a session */
+        }
+    } else if (!end_of_data) {
         for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
             size_t k = strlen(bad[i]);
             if (len >= k && strncasecmp(line, bad[i], k) == 0 &&
@@ -233,8 +242,10 @@ static void backend_answer(backend_conn_t *b, const char *line, size_t len, int 
     } else if (len >= 4 && strncasecmp(line, "EHLO", 4) == 0) {
         static const char caps[] = "250-backend.test\r\n250-PIPELINING\r\n250-SIZE 1000000\r\n"
                                    "250-8BITMIME\r\n250-AUTH PLAIN\r\n250-CHUNKING\r\n"
-                                   "250-XCLIENT ADDR\r\n250 STARTTLS\r\n";
+                                   "250-XCLIENT NAME ADDR PORT HELO PROTO\r\n250 STARTTLS\r\n";
         backend_send(b, caps, sizeof(caps) - 1);
+    } else if (len >= 7 && strncasecmp(line, "XCLIENT", 7) == 0) {
+        backend_send(b, "220 backend.test ESMTP\r\n", 24);
     } else if (len >= 4 && strncasecmp(line, "QUIT", 4) == 0) {
         backend_send(b, "221 bye\r\n", 9);
         backend_close(b);
@@ -377,6 +388,7 @@ static int initialize(void)
              "backend = 127.0.0.1:%d\nstarttls = require\n" TIMERS
              "[listener:normalize]\nmode = inbound\nlisten = 127.0.0.1:%d\n"
              "backend = 127.0.0.1:%d\nbare_newlines = normalize\nmax_message_size = 2000\n"
+             "xclient = yes\n"
              TIMERS,
              cert, key, listen_ports[0], backend_port, listen_ports[1], backend_port,
              listen_ports[2], backend_port);
@@ -434,6 +446,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
     memset(&be, 0, sizeof(be));
     be.replace_greeting = data[0] & 0x80;
+    be.xclient_ok = which == 2;
     if (sep) {
         const uint8_t *p = sep + 2, *end = body + n;
         while (p <= end && be.nscript < MAX_SCRIPT) {
