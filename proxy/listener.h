@@ -68,8 +68,9 @@ int stp_listener_start(stp_listener_t *l, uv_loop_t *loop, stp_runtime_t *rt,
                        unsigned worker);
 
 /* Stops accepting and closes the listening socket; open sessions are asked
- * to finish (421 4.3.2 at once if idle, else at the next command boundary). on_empty runs once no session
- * is left and the socket's handle is closed (possibly at once). */
+ * to finish (421 4.3.2 at once if idle, else at the next command
+ * boundary). on_empty runs once no session is left and the socket's handle
+ * is closed (possibly at once). */
 void stp_listener_drain(stp_listener_t *l);
 
 /* Stops accepting and closes the listening socket, as for a listener a

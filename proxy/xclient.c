@@ -4,10 +4,10 @@
 #include "proxy/xclient.h"
 
 #include <arpa/inet.h>
-#include <strings.h>
 #include <netinet/in.h>
 #include <stdio.h>
 #include <string.h>
+#include <strings.h>
 
 size_t stp_xtext_encode(char *out, size_t cap, const char *in, size_t len)
 {
