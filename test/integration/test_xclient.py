@@ -1,7 +1,7 @@
 """XCLIENT toward the backend (`xclient = yes` on an inbound listener).
 
 With a real Postfix smtpd as the backend (a private instance: its own
-configuration, queue and log directory, `master -c DIR -d` started and
+configuration, queue and log directory (postfix_instance.py) started and
 stopped by this test, /etc/postfix never read): the proxy reads a PROXY
 header naming the client 192.0.2.7:40000 and Postfix logs that address, not
 the proxy's; Postfix's own EHLO reply is what the client sees, exactly once;
@@ -14,165 +14,41 @@ XCLIENT gets the session as it is and the proxy logs xclient=unsupported
 once; a backend that offers XCLIENT but refuses it ends the session with
 421 4.3.0 before any envelope reaches it.
 """
-import grp
-import os
-import pwd
-import re
 import shutil
 import socket
-import subprocess
-import tempfile
 import threading
 import unittest
 
-from harness import BODY, Client, Process, Proxy, free_port, log_fields, poll, tmpdir
+import postfix_instance
+from harness import BODY, Client, Proxy, log_fields, poll, tmpdir
 
-MASTER = "/usr/lib/postfix/sbin/master"
-
-# Only the services smtpd needs to take a message (without chroot), plus
-# postlogd for maillog_file; mail is discarded once queued.
-MASTER_CF = """\
-{port} inet n - n - - smtpd
-cleanup unix n - n - 0 cleanup
-qmgr unix n - n 300 1 qmgr
-rewrite unix - - n - - trivial-rewrite
-bounce unix - - n - 0 bounce
-defer unix - - n - 0 bounce
-trace unix - - n - 0 bounce
-error unix - - n - - error
-retry unix - - n - - error
-discard unix - - n - - discard
-anvil unix - - n - 1 anvil
-scache unix - - n - 1 scache
-postlog unix-dgram n - n - 1 postlogd
-"""
-
-
-def postfix_missing():
-    if not os.access(MASTER, os.X_OK):
-        return "postfix is not installed (deploy/install-deps.sh)"
-    try:
-        pwd.getpwnam("postfix")
-        grp.getgrnam("postdrop")
-    except KeyError:
-        return "no postfix user or postdrop group"
-    if os.geteuid() != 0:
-        return "a Postfix master must start as root"
-    return None
-
-
-class PostfixBackend:
-    """A private Postfix whose smtpd trusts XCLIENT from 127.0.0.0/8 and
-    logs to self.maillog. Stopped (with its children: its own process
-    group) and removed by stop()."""
-
-    def __init__(self):
-        self.dir = tempfile.mkdtemp(prefix="stp-xclient-postfix-")
-        self.proc = None
-        try:
-            self._start()
-        except BaseException:
-            self.stop()
-            raise
-
-    def _start(self):
-        pf = pwd.getpwnam("postfix")
-        postdrop = grp.getgrnam("postdrop").gr_gid
-        os.chmod(self.dir, 0o755)
-        conf = os.path.join(self.dir, "etc")
-        queue = os.path.join(self.dir, "queue")
-        data = os.path.join(self.dir, "data")
-        os.makedirs(conf)
-        os.makedirs(queue)
-        os.makedirs(data, 0o700)
-        os.chown(data, pf.pw_uid, pf.pw_gid)
-        for name in ("active", "bounce", "corrupt", "defer", "deferred", "flush", "hold",
-                     "incoming", "private", "saved", "trace"):
-            os.mkdir(os.path.join(queue, name), 0o700)
-            os.chown(os.path.join(queue, name), pf.pw_uid, 0)
-        for name, mode in (("maildrop", 0o730), ("public", 0o710)):
-            os.mkdir(os.path.join(queue, name), mode)
-            os.chown(os.path.join(queue, name), pf.pw_uid, postdrop)
-        os.mkdir(os.path.join(queue, "pid"), 0o755)
-        self.port = free_port()
-        self.maillog = os.path.join(self.dir, "maillog")
-        main = {
-            "compatibility_level": "3.6",
-            "queue_directory": queue,
-            "data_directory": data,
-            "mail_owner": "postfix",
-            "setgid_group": "postdrop",
-            "myhostname": "legacy.example.test",
-            "mydestination": "example.test",
-            "inet_interfaces": "127.0.0.1",
-            "inet_protocols": "ipv4",
-            "mynetworks": "127.0.0.0/8",
-            "smtpd_authorized_xclient_hosts": "127.0.0.0/8",
-            "smtpd_peername_lookup": "no",
-            "smtpd_client_port_logging": "yes",
-            # a recipient that is refused, so Postfix logs proto= and helo=
-            "smtpd_recipient_restrictions":
-                "check_recipient_access inline:{ refuse@example.test=REJECT }, "
-                "permit_mynetworks, reject_unauth_destination",
-            "local_recipient_maps": "",
-            "local_transport": "discard:",
-            "default_transport": "discard:",
-            "alias_maps": "",
-            "alias_database": "",
-            "smtpd_tls_security_level": "none",
-            "maillog_file": self.maillog,
-            "maillog_file_prefixes": self.dir,
-        }
-        with open(os.path.join(conf, "main.cf"), "w") as f:
-            f.write("".join("%s = %s\n" % kv for kv in main.items()))
-        with open(os.path.join(conf, "master.cf"), "w") as f:
-            f.write(MASTER_CF.format(port="127.0.0.1:%d" % self.port))
-        env = {"PATH": "/usr/sbin:/usr/bin:/bin", "MAIL_CONFIG": conf}
-        self.proc = Process([MASTER, "-c", conf, "-d"], os.path.join(self.dir, "master.log"),
-                            env=env, stdout=subprocess.DEVNULL, own_group=True)
-        if not poll(lambda: self._listening() or not self.proc.running(), 20) or \
-                not self.proc.running():
-            raise RuntimeError("postfix master did not start:\n" + self.proc.log() +
-                               self.log())
-
-    def _listening(self):
-        want = ":%04X" % self.port
-        with open("/proc/net/tcp") as f:
-            return any(l.split()[1].endswith(want) and l.split()[3] == "0A"
-                       for l in f.readlines()[1:])
-
-    def log(self):
-        try:
-            with open(self.maillog) as f:
-                return f.read()
-        except OSError:
-            return ""
-
-    def wait_log(self, pattern, timeout=15):
-        m = poll(lambda: re.search(pattern, self.log()), timeout)
-        if not m:
-            raise AssertionError("postfix never logged %r:\n%s" % (pattern, self.log()[-3000:]))
-        return m
-
-    def stop(self):
-        if self.proc is not None:
-            self.proc.stop()
-            self.proc = None
-        shutil.rmtree(self.dir, True)
+# The private Postfix's smtpd trusts XCLIENT from the proxy, logs the client
+# port, refuses one recipient (so Postfix logs proto= and helo=) and discards
+# the mail it takes for example.test.
+XCLIENT_MAIN = {
+    "mydestination": "example.test",
+    "smtpd_authorized_xclient_hosts": "127.0.0.0/8",
+    "smtpd_client_port_logging": "yes",
+    "smtpd_recipient_restrictions":
+        "check_recipient_access inline:{ refuse@example.test=REJECT }, "
+        "permit_mynetworks, reject_unauth_destination",
+    "local_transport": "discard:",
+    "default_transport": "discard:",
+}
 
 
 def proxy_header(src="192.0.2.7", port=40000):
     return ("PROXY TCP4 %s 127.0.0.1 %d 25\r\n" % (src, port)).encode()
 
 
-@unittest.skipIf(postfix_missing(), postfix_missing() or "")
+@unittest.skipIf(postfix_instance.available(), postfix_instance.available() or "")
 class XclientPostfix(unittest.TestCase):
     timeout = 120
 
     def setUp(self):
         self.tmp = tmpdir()
         self.addCleanup(shutil.rmtree, self.tmp, True)
-        self.pf = PostfixBackend()
+        self.pf = postfix_instance.PrivatePostfix(main=XCLIENT_MAIN)
         self.addCleanup(self.pf.stop)
         self.proxy = Proxy(self.tmp, {"in": {
             "backend": "127.0.0.1:%d" % self.pf.port, "xclient": "yes",
