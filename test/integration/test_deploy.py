@@ -21,6 +21,87 @@ def with_test_certs(text):
                   lambda m: os.path.join(CERTS, "%s.%s" % (m.group(1), m.group(2))), text)
 
 
+CONFIG_C = os.path.join(ROOT, "proxy", "config.c")
+EXAMPLE_INI = os.path.join(DEPLOY, "smtp-tls-proxy.example.ini")
+
+
+def directive_tables():
+    """{table: [(key, default or None)]} read from proxy/config.c's
+    `static const directive_t NAME_directives[]` tables: the keys the loader
+    accepts, so a key added there cannot go undocumented."""
+    with open(CONFIG_C) as f:
+        text = f.read()
+    tables = {}
+    for m in re.finditer(r"static const directive_t (\w+)_directives\[\] = \{(.*?)\n\};", text, re.S):
+        body = re.sub(r"/\*.*?\*/", "", m.group(2), flags=re.S)
+        rows = re.findall(r'\{"([a-z_0-9]+)",\s*\w+,\s*[^,]+,\s*(NULL|"[^"]*")', body)
+        tables[m.group(1)] = [(k, None if d == "NULL" else d[1:-1]) for k, d in rows]
+    return tables
+
+
+def example_keys():
+    """{section kind: {key: [values]}} of every "key = value" line of the
+    example INI, live or commented out (";key", "; key", "#key"), where the
+    section kind is proxy, tls, listener or policy (headers may be commented
+    out too)."""
+    kinds = {}
+    kind = None
+    with open(EXAMPLE_INI) as f:
+        for line in f:
+            h = re.match(r"^[;#]?\[(proxy|tls|listener|policy)\b[^\]]*\]\s*$", line)
+            if h:
+                kind = h.group(1)
+                continue
+            k = re.match(r"^([;#] ?)?([a-z_0-9]+) =(?: (.*?))?\s*$", line)
+            if k and kind:
+                value = (k.group(3) or "").split(" ; ")[0].strip()
+                kinds.setdefault(kind, {}).setdefault(k.group(2), []).append(
+                    (k.group(1) in (";", "#", None), value))
+    return kinds
+
+
+class ExampleDocumentsEveryKey(unittest.TestCase):
+    """deploy/smtp-tls-proxy.example.ini shows every key proxy/config.c
+    accepts, in its section, and its default as a ";key = DEFAULT" line."""
+
+    def setUp(self):
+        self.tables = directive_tables()
+        self.example = example_keys()
+
+    def test_config_c_tables_are_found(self):
+        # Guards the extraction: a changed table layout must fail here, not
+        # silently check nothing.
+        self.assertEqual(sorted(self.tables), ["listener", "policy", "proxy", "tls"])
+        keys = {k for rows in self.tables.values() for k, _ in rows}
+        for key in ("hostname", "metrics", "cert", "listen", "proxy_from", "route", "session_timeout"):
+            self.assertIn(key, keys)
+        self.assertIn(("shutdown_grace", "30s"), self.tables["proxy"])
+        self.assertGreater(sum(len(rows) for rows in self.tables.values()), 50)
+
+    def test_every_key_is_documented_in_its_section(self):
+        missing = ["[%s] %s" % (table, key) for table, rows in sorted(self.tables.items())
+                   for key, _ in rows if key not in self.example.get(table, {})]
+        self.assertEqual(missing, [], "keys of proxy/config.c missing from %s" % EXAMPLE_INI)
+
+    def test_every_default_is_shown(self):
+        wrong = []
+        for table, rows in sorted(self.tables.items()):
+            for key, default in rows:
+                if default is None:  # computed or none: described in prose
+                    continue
+                shown = self.example.get(table, {}).get(key, [])
+                # a default line: the marker right before the key, no space
+                if (True, default) not in shown:
+                    wrong.append("[%s] %s = %r (shown: %r)" % (table, key, default, shown))
+        self.assertEqual(wrong, [])
+
+    def test_no_unknown_key_is_documented(self):
+        known = {table: {k for k, _ in rows} for table, rows in self.tables.items()}
+        unknown = ["[%s] %s" % (kind, key) for kind, keys in sorted(self.example.items())
+                   for key in keys if key not in known.get(kind, set())]
+        self.assertEqual(unknown, [])
+
+
 class ExampleConfigs(unittest.TestCase):
     def setUp(self):
         self.tmp = tmpdir()
