@@ -10,7 +10,7 @@ import subprocess
 import unittest
 import json
 
-from harness import BIN, CERTS, ROOT, tmpdir
+from harness import BIN, CERTS, ROOT, Process, free_port, tmpdir, wait_port
 
 DEPLOY = os.path.join(ROOT, "deploy")
 
@@ -132,6 +132,17 @@ class ExampleConfigs(unittest.TestCase):
         self.assertIn("no_such_key", (out.stderr + out.stdout).decode())
 
 
+def http_status(port, path):
+    """The status code of GET PATH on 127.0.0.1:PORT."""
+    import http.client
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        conn.request("GET", path)
+        return conn.getresponse().status
+    finally:
+        conn.close()
+
+
 def load_yaml_documents(path):
     """Every YAML document in PATH, parsed by PyYAML (Debian's python3-yaml,
     run through /usr/bin/python3 when this interpreter lacks it)."""
@@ -178,8 +189,6 @@ class Kubernetes(unittest.TestCase):
         self.assertNotEqual(spec["securityContext"]["runAsUser"], 0)
         (container,) = spec["containers"]
         self.assertFalse(container["securityContext"]["allowPrivilegeEscalation"])
-        self.assertIn("livenessProbe", container)
-        self.assertIn("readinessProbe", container)
         ports = {p["name"]: p["containerPort"] for p in container["ports"]}
         ini = self.objects["ConfigMap"]["data"]["smtp-tls-proxy.ini"]
         for port in ports.values():
@@ -187,6 +196,41 @@ class Kubernetes(unittest.TestCase):
         service = {p["port"]: p["targetPort"] for p in self.objects["Service"]["spec"]["ports"]}
         self.assertEqual(service, {25: "smtp", 587: "submission", 465: "smtps"})
         self.assertTrue(set(service.values()) <= set(ports))
+
+    def test_probes_ask_healthz_and_readyz_on_the_metrics_port(self):
+        (container,) = self.objects["Deployment"]["spec"]["template"]["spec"]["containers"]
+        ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+        ini = self.objects["ConfigMap"]["data"]["smtp-tls-proxy.ini"]
+        metrics = re.search(r"^metrics = (\S+):(\d+)$", ini, re.M)
+        self.assertIsNotNone(metrics, "no metrics = in the ConfigMap")
+        # reachable by the kubelet: not loopback
+        self.assertEqual(metrics.group(1), "0.0.0.0")
+        for probe, path in (("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")):
+            get = container[probe]["httpGet"]
+            self.assertEqual(get["path"], path)
+            port = ports.get(get["port"], get["port"])
+            self.assertEqual(port, int(metrics.group(2)), probe)
+        # the metrics endpoint has no authentication: never published
+        service = {p["targetPort"] for p in self.objects["Service"]["spec"]["ports"]}
+        self.assertNotIn("metrics", service)
+        self.assertNotIn(int(metrics.group(2)), service)
+
+    def test_probe_paths_answer_on_the_configmap_metrics_port(self):
+        # The probes' paths and status codes, asked of the real proxy run with
+        # the ConfigMap's own configuration (ports moved to free loopback ones).
+        text = with_test_certs(self.objects["ConfigMap"]["data"]["smtp-tls-proxy.ini"])
+        text = text.replace("legacy-mta.mail.svc.cluster.local", "127.0.0.1")
+        text = re.sub(r"0\.0\.0\.0:(\d+)", lambda m: "127.0.0.1:%d" % free_port(), text)
+        metrics_port = int(re.search(r"^metrics = 127\.0\.0\.1:(\d+)$", text, re.M).group(1))
+        path = os.path.join(self.tmp, "k8s-run.ini")
+        with open(path, "w") as f:
+            f.write(text)
+        with Process([BIN, "-c", path], os.path.join(self.tmp, "proxy.log")) as proxy:
+            wait_port(metrics_port)
+            for probe in ("/healthz", "/readyz"):
+                status = http_status(metrics_port, probe)
+                self.assertEqual(status, 200, "%s: %s" % (probe, proxy.log()))
+            self.assertEqual(proxy.stop(), 0, proxy.log())
 
     def test_secret_is_a_template(self):
         for value in self.objects["Secret"]["stringData"].values():
