@@ -5,18 +5,21 @@
 #
 #   deploy/install-deps.sh            build + run + test dependencies
 #   deploy/install-deps.sh --runtime  only what the binary needs at run time
+#   deploy/install-deps.sh --container  what deploy/container/build.sh needs
 set -eu
 
 build_pkgs="bazel-bootstrap android-libboringssl-dev libuv1-dev libinih-dev libc-ares-dev
   gcc g++ clang libclang-rt-14-dev"
 runtime_pkgs="android-libboringssl libuv1 libinih1 libc-ares2"
+container_pkgs="podman debootstrap util-linux"
 test_pkgs="swaks libnet-ssleay-perl postfix openssl curl python3 ca-certificates iproute2 procps nftables
   nginx-light libnginx-mod-mail haproxy testssl.sh systemd python3-yaml nsd unbound ldnsutils"
 
 case "${1:-}" in
   --runtime) want="$runtime_pkgs" ;;
+  --container) want="$container_pkgs" ;;
   "") want="$build_pkgs $runtime_pkgs $test_pkgs" ;;
-  *) echo "usage: $0 [--runtime]" >&2; exit 2 ;;
+  *) echo "usage: $0 [--runtime|--container]" >&2; exit 2 ;;
 esac
 
 missing=""
