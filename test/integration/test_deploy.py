@@ -102,6 +102,20 @@ class ExampleDocumentsEveryKey(unittest.TestCase):
         self.assertEqual(unknown, [])
 
 
+# Backend names of the shipped examples that only resolve where they are
+# deployed (host names are looked up when the configuration is loaded).
+DEPLOYED_NAMES = ("legacy-mta.mail.svc.cluster.local", "legacy-mta")
+
+
+def for_this_host(text):
+    """An example made loadable here: test certificates, deployed names as
+    loopback."""
+    text = with_test_certs(text)
+    for name in DEPLOYED_NAMES:
+        text = re.sub(r"\b%s:" % re.escape(name), "127.0.0.1:", text)
+    return text
+
+
 class ExampleConfigs(unittest.TestCase):
     def setUp(self):
         self.tmp = tmpdir()
@@ -112,7 +126,7 @@ class ExampleConfigs(unittest.TestCase):
         self.assertIn(os.path.join(DEPLOY, "smtp-tls-proxy.example.ini"), paths)
         for path in paths:
             with open(path) as f:
-                text = with_test_certs(f.read())
+                text = for_this_host(f.read())
             copy = os.path.join(self.tmp, os.path.basename(path))
             with open(copy, "w") as f:
                 f.write(text)
@@ -173,10 +187,9 @@ class Kubernetes(unittest.TestCase):
         self.assertEqual(sorted(self.objects), ["ConfigMap", "Deployment", "Secret", "Service"])
 
     def test_configmap_ini_passes_check(self):
-        text = with_test_certs(self.objects["ConfigMap"]["data"]["smtp-tls-proxy.ini"])
         # Host names are resolved at load time: the cluster's backend service
         # name stands for a reachable address here.
-        text = text.replace("legacy-mta.mail.svc.cluster.local", "127.0.0.1")
+        text = for_this_host(self.objects["ConfigMap"]["data"]["smtp-tls-proxy.ini"])
         path = os.path.join(self.tmp, "k8s.ini")
         with open(path, "w") as f:
             f.write(text)
@@ -218,8 +231,7 @@ class Kubernetes(unittest.TestCase):
     def test_probe_paths_answer_on_the_configmap_metrics_port(self):
         # The probes' paths and status codes, asked of the real proxy run with
         # the ConfigMap's own configuration (ports moved to free loopback ones).
-        text = with_test_certs(self.objects["ConfigMap"]["data"]["smtp-tls-proxy.ini"])
-        text = text.replace("legacy-mta.mail.svc.cluster.local", "127.0.0.1")
+        text = for_this_host(self.objects["ConfigMap"]["data"]["smtp-tls-proxy.ini"])
         text = re.sub(r"0\.0\.0\.0:(\d+)", lambda m: "127.0.0.1:%d" % free_port(), text)
         metrics_port = int(re.search(r"^metrics = 127\.0\.0\.1:(\d+)$", text, re.M).group(1))
         path = os.path.join(self.tmp, "k8s-run.ini")
@@ -236,6 +248,56 @@ class Kubernetes(unittest.TestCase):
         for value in self.objects["Secret"]["stringData"].values():
             self.assertIn("REPLACE", value)
             self.assertNotIn("PRIVATE KEY-----", value)
+
+
+class Compose(unittest.TestCase):
+    """deploy/compose.yaml: the proxy image in front of a plaintext Postfix.
+    (Running it needs the images: test_container.py builds and runs them.)"""
+    COMPOSE = os.path.join(DEPLOY, "compose.yaml")
+
+    def setUp(self):
+        (self.doc,) = load_yaml_documents(self.COMPOSE)
+        self.services = self.doc["services"]
+
+    def test_services_and_order(self):
+        self.assertEqual(sorted(self.services), ["legacy-mta", "proxy"])
+        proxy = self.services["proxy"]
+        self.assertEqual(proxy["image"], "localhost/smtp-tls-proxy:latest")
+        self.assertIn("legacy-mta", proxy["depends_on"])
+        # only the proxy is published; the legacy MTA stays on the compose network
+        self.assertNotIn("ports", self.services["legacy-mta"])
+        build = self.services["legacy-mta"]["build"]
+        self.assertTrue(os.path.isfile(os.path.join(DEPLOY, build["context"], "Containerfile")))
+
+    def mounted_ini(self):
+        for volume in self.services["proxy"]["volumes"]:
+            src, dst = volume.split(":")[:2]
+            if dst == "/etc/smtp-tls-proxy/smtp-tls-proxy.ini":
+                return os.path.normpath(os.path.join(DEPLOY, src))
+        self.fail("no configuration mounted into the proxy")
+
+    def test_published_ports_are_the_configured_listeners(self):
+        with open(self.mounted_ini()) as f:
+            ini = f.read()
+        listens = {int(p) for p in re.findall(r"^listen = 0\.0\.0\.0:(\d+)$", ini, re.M)}
+        metrics = int(re.search(r"^metrics = 0\.0\.0\.0:(\d+)$", ini, re.M).group(1))
+        published = {}
+        for spec in self.services["proxy"]["ports"]:
+            parts = str(spec).split(":")
+            published[int(parts[-1])] = parts[:-1]
+        self.assertEqual(set(published), listens | {metrics})
+        self.assertEqual(published[metrics][0], "127.0.0.1", "metrics published beyond loopback")
+        self.assertEqual({p for p in published if p != metrics}, listens)
+        backends = set(re.findall(r"^backend = (\S+)$", ini, re.M))
+        self.assertEqual(backends, {"legacy-mta:25"})
+
+    def test_postfix_has_no_tls_and_no_open_relay(self):
+        path = os.path.join(DEPLOY, self.services["legacy-mta"]["build"]["context"], "Containerfile")
+        with open(path) as f:
+            text = f.read()
+        for setting in ("smtpd_tls_security_level=none", "smtp_tls_security_level=none",
+                        "mynetworks_style=subnet", "mydestination="):
+            self.assertIn(setting, text)
 
 
 class SystemdUnit(unittest.TestCase):
