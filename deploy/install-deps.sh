@@ -18,7 +18,7 @@ test_pkgs="swaks libnet-ssleay-perl postfix openssl curl python3 ca-certificates
 case "${1:-}" in
   --runtime) want="$runtime_pkgs" ;;
   --container) want="$container_pkgs" ;;
-  "") want="$build_pkgs $runtime_pkgs $test_pkgs" ;;
+  "") want="$build_pkgs $runtime_pkgs $test_pkgs $container_pkgs" ;;
   *) echo "usage: $0 [--runtime|--container]" >&2; exit 2 ;;
 esac
 

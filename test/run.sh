@@ -7,6 +7,9 @@
 #   4. integration tests against the normal binary      (one result per test)
 #   4b. the security conformance suite (test/conformance/run.py: attacks,
 #      faults, testssl.sh), one result per named case, its table printed
+#   4c. the container image (test_container.py: deploy/container/build.sh,
+#      then checks through podman image mount + chroot); STP_TEST_CONTAINER=0
+#      skips it
 #   5. the proxy and unit tests rebuilt under ASan+UBSan; unit tests and the
 #      integration suite again, with leak checking at each proxy's SIGTERM
 #   6. test/fuzz/run.sh 10, if present                  (one result per target)
@@ -30,7 +33,7 @@ quick=0
 for arg in "$@"; do
   case "$arg" in
     --quick) quick=1 ;;
-    -h | --help) sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h | --help) sed -n '2,27p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "usage: $0 [--quick]" >&2; exit 2 ;;
   esac
 done
@@ -149,6 +152,17 @@ STP_BIN="$work/smtp-tls-proxy" STP_CERTS="$work/certs" \
   timeout 1200 "$py" test/conformance/run.py -v >"$work/conformance.log" 2>&1
 grep -Ev '^[0-9]+ passed, [0-9]+ failed$' "$work/conformance.log"
 add_from_log "conformance" "$work/conformance.log"
+
+if [ "${STP_TEST_CONTAINER:-1}" != 0 ]; then
+  note "container image (test_container.py; ~2 min the first time, seconds when cached)"
+  # A tag of this checkout's own, so checkouts testing side by side do not
+  # overwrite each other's image.
+  tag=localhost/smtp-tls-proxy:test-$(printf '%s' "$root" | sha256sum | cut -c1-12)
+  STP_TEST_CONTAINER=1 STP_IMAGE="$tag" STP_CERTS="$work/certs" \
+    timeout 1800 "$py" test/integration/run.py test_container >"$work/container.log" 2>&1
+  grep -E '^(PASS|FAIL|    )|^[0-9]+ passed, [0-9]+ failed$' "$work/container.log"
+  add_from_log "container image" "$work/container.log"
+fi
 
 if [ "$quick" = 0 ]; then
   asan=(--config=asan -c dbg --symlink_prefix=/)
