@@ -1,7 +1,8 @@
 """Shipped deployment files stay valid: every example INI passes --check,
-the systemd unit passes systemd-analyze verify, haproxy.cfg passes
-haproxy -c. (The container image has its own, slower test:
-deploy/container/test.sh.)"""
+the example INI documents every key of proxy/config.c with its default, the
+Kubernetes and compose YAML parse and line up with their INI, the systemd
+unit passes systemd-analyze verify, haproxy.cfg passes haproxy -c. (The
+container image has its own, slower test: test_container.py.)"""
 import glob
 import os
 import re
