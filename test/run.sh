@@ -154,7 +154,7 @@ grep -Ev '^[0-9]+ passed, [0-9]+ failed$' "$work/conformance.log"
 add_from_log "conformance" "$work/conformance.log"
 
 if [ "${STP_TEST_CONTAINER:-1}" != 0 ]; then
-  note "container image (test_container.py; ~2 min the first time, seconds when cached)"
+  note "container image (test_container.py; ~3.5 min the first time, ~10 s when cached)"
   # A tag of this checkout's own, so checkouts testing side by side do not
   # overwrite each other's image.
   tag=localhost/smtp-tls-proxy:test-$(printf '%s' "$root" | sha256sum | cut -c1-12)
