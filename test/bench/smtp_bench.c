@@ -59,8 +59,8 @@ typedef struct conn {
  * and the loop is single-threaded, so no connection keeps one while idle. */
 static char inbuf[65536];
 
-static struct opts o = {"127.0.0.1", NULL, NULL, 25, 50, 1000, 1, 4096, 0, 0, 0, 0, 0, 0,
-                        MODE_STARTTLS};
+static struct opts o = {"127.0.0.1", NULL, NULL, 25, 50, 1000,         1, 4096, 0,
+                        0,           0,    0,    0,  0,  MODE_STARTTLS};
 static uv_loop_t *loop;
 static SSL_CTX *ctx;
 static SSL_SESSION *saved_session;
@@ -457,8 +457,8 @@ static int sink_command(conn_t *c)
                             "250 SIZE 0\r\n"
                           : "250-sink.bench.test\r\n250-PIPELINING\r\n250-8BITMIME\r\n"
                             "250-SIZE 0\r\n250 STARTTLS\r\n");
-    } else if (is_cmd(c, "HELO") || is_cmd(c, "MAIL") || is_cmd(c, "RCPT") ||
-               is_cmd(c, "RSET") || is_cmd(c, "NOOP")) {
+    } else if (is_cmd(c, "HELO") || is_cmd(c, "MAIL") || is_cmd(c, "RCPT") || is_cmd(c, "RSET") ||
+               is_cmd(c, "NOOP")) {
         sink_reply(c, "250 2.0.0 Ok\r\n");
     } else if (is_cmd(c, "DATA")) {
         sink_reply(c, "354 End data with <CR><LF>.<CR><LF>\r\n");
@@ -544,8 +544,7 @@ static int sink_main(void)
 {
     sink_ctx = SSL_CTX_new(TLS_method());
     if (o.mode != MODE_PLAIN &&
-        (o.cert == NULL || o.key == NULL ||
-         !SSL_CTX_use_certificate_chain_file(sink_ctx, o.cert) ||
+        (o.cert == NULL || o.key == NULL || !SSL_CTX_use_certificate_chain_file(sink_ctx, o.cert) ||
          !SSL_CTX_use_PrivateKey_file(sink_ctx, o.key, SSL_FILETYPE_PEM))) {
         fprintf(stderr, "smtp-bench: -L needs a certificate and key (-C FILE -K FILE)\n");
         return 2;
@@ -651,7 +650,8 @@ static void usage(FILE *f)
         "  -R     with -H: also MAIL and RCPT before holding\n"
         "  -j     report as JSON\n"
         "  -L     be the server instead: a bare SMTP sink that relays nothing, listening on\n"
-        "         HOST PORT (-M says how it offers TLS; -C FILE -K FILE: certificate chain, key)\n");
+        "         HOST PORT (-M says how it offers TLS; -C FILE -K FILE: certificate chain, "
+        "key)\n");
 }
 
 static void build_message(void)
