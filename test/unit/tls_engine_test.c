@@ -822,12 +822,49 @@ static void test_verify_reports(void)
     }
 }
 
+/* peek/drop hand out the pending ciphertext in place (what proxy/conn.c
+ * writes to the socket without a copy): the same bytes take() would give,
+ * all of it; after drop nothing is pending and a grown buffer is gone. */
+static void test_peek_and_drop(void)
+{
+    link_t l;
+    link_open(&l, server_ctx(CERTS_EC, TLS1_2_VERSION), client_ctx(TLS1_3_VERSION), HOST);
+    CHECK_EQ_INT(handshake(l.c, l.s, 0), 0);
+    const uint8_t *p = NULL;
+    CHECK_EQ_INT(stp_tls_engine_peek(l.s, &p), 0);
+
+    static const size_t sizes[] = {8, 100000, 8};
+    for (size_t i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++) {
+        uint8_t *data = malloc(sizes[i]), *got = malloc(sizes[i]);
+        memset(data, 'a' + (int)i, sizes[i]);
+        CHECK_EQ_INT(stp_tls_engine_write(l.s, data, sizes[i]), STP_TLS_OK);
+        size_t n = stp_tls_engine_peek(l.s, &p);
+        CHECK(n > sizes[i] && p != NULL);
+        CHECK_EQ_INT(n, stp_tls_engine_pending(l.s));
+        CHECK_EQ_INT(stp_tls_engine_feed(l.c, p, n), STP_TLS_OK);
+        stp_tls_engine_drop(l.s);
+        CHECK_EQ_INT(stp_tls_engine_pending(l.s), 0);
+        CHECK_EQ_INT(stp_tls_engine_peek(l.s, &p), 0);
+        CHECK(bio_capacity(SSL_get_wbio(stp_tls_engine_ssl(l.s))) <= 512);
+        size_t have = 0;
+        ssize_t r;
+        while (have < sizes[i] && (r = stp_tls_engine_read(l.c, got + have, sizes[i] - have)) > 0) {
+            have += (size_t)r;
+        }
+        CHECK(have == sizes[i] && memcmp(got, data, have) == 0);
+        free(data);
+        free(got);
+    }
+    link_close(&l);
+}
+
 int main(void)
 {
     make_fixture();
     STP_RUN(test_handshakes_and_certificate_choice);
     STP_RUN(test_sni);
     STP_RUN(test_data_both_ways);
+    STP_RUN(test_peek_and_drop);
     STP_RUN(test_byte_at_a_time);
     STP_RUN(test_close_notify);
     STP_RUN(test_refusals);
