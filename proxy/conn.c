@@ -20,6 +20,7 @@
 #include "proxy/conn.h"
 
 #include <arpa/inet.h>
+#include <malloc.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdio.h>
@@ -32,6 +33,33 @@ static _Thread_local char read_buf[READ_BUF_SIZE];
 static _Thread_local char plain_buf[READ_BUF_SIZE];
 static _Thread_local int read_buf_busy;
 
+/* Connections alive on this thread, and when memory was last given back. */
+static _Thread_local unsigned live_conns;
+static _Thread_local uint64_t last_trim_ms;
+
+/* Minimum time between two trims of one thread (a trim walks every arena). */
+#define TRIM_INTERVAL_MS 500
+
+/*
+ * The last connection of this thread closed: hand the heap's free pages back
+ * to the kernel. glibc keeps what thousands of sessions freed (their arena
+ * is fragmented by the few long-lived blocks between them), so without this
+ * the peak of a burst of connections stays resident for good. Rate-limited,
+ * since a lightly loaded worker reaches zero after nearly every session.
+ */
+static void conn_gone(uv_loop_t *loop)
+{
+    if (--live_conns > 0) {
+        return;
+    }
+    uint64_t now = uv_now(loop);
+    if (last_trim_ms != 0 && now - last_trim_ms < TRIM_INTERVAL_MS) {
+        return;
+    }
+    last_trim_ms = now;
+    malloc_trim(0);
+}
+
 typedef struct {
     uv_write_t req;
     stp_conn_t *conn;
@@ -42,12 +70,14 @@ typedef struct {
 static void on_close_cb(uv_handle_t *h)
 {
     stp_conn_t *c = h->data;
+    uv_loop_t *loop = h->loop;
     c->closed = 1;
     stp_tls_engine_free(c->tls);
     c->tls = NULL;
     if (c->cb->on_close) {
-        c->cb->on_close(c);
+        c->cb->on_close(c); /* may free c (and h) */
     }
+    conn_gone(loop); /* after the owner freed what it could */
 }
 
 int stp_conn_init(uv_loop_t *loop, stp_conn_t *c, const stp_conn_cb_t *cb, void *owner)
@@ -61,6 +91,7 @@ int stp_conn_init(uv_loop_t *loop, stp_conn_t *c, const stp_conn_cb_t *cb, void 
     }
     c->tcp.data = c;
     c->initialized = 1;
+    live_conns++;
     return 0;
 }
 
