@@ -44,6 +44,7 @@
 #include "proxy/trace.h"
 #include "proxy/xclient.h"
 #include "policy/cidr.h"
+#include "tls/session_cache.h"
 #include "tls/tls_verify.h"
 
 #include <linux/netfilter_ipv4.h>
@@ -1413,6 +1414,12 @@ static void up_reply(stp_session_t *s, const stp_reply_t *r)
                 return;
             }
             stp_tls_verify_prepare(stp_tls_engine_ssl(e));
+            /* Resume the last session with this next hop, made under the same
+             * name and policy (verification is checked after it either way). */
+            char key[600];
+            snprintf(key, sizeof(key), "%s|%s|%s", s->next_hop_str, s->conf->servername,
+                     level_name(s->conf->tls));
+            (void)stp_tls_session_cache_prepare(stp_tls_engine_ssl(e), key);
             s->up_phase = UP_HANDSHAKE;
             s->hs_start_ns = uv_hrtime();
             stp_conn_start_tls(s->up, e);

@@ -73,7 +73,7 @@ static double *lat;
 static size_t nlat;
 static uv_signal_t sig_int, sig_term;
 
-static int resumed;
+static int resumed, handshakes;
 
 static void conn_start(void);
 static void sink_plain(conn_t *c, const char *p, size_t n);
@@ -328,6 +328,7 @@ static void on_tls_bytes(conn_t *c, const char *p, size_t n)
                 conn_end(c, 0);
             return;
         }
+        handshakes++;
         if (SSL_session_reused(c->ssl))
             resumed++;
         if (o.sink) {
@@ -562,6 +563,7 @@ static int sink_main(void)
     fprintf(stderr, "smtp-bench: sink listening on %s:%d\n", o.host, o.port);
     fflush(stderr);
     uv_run(loop, UV_RUN_DEFAULT);
+    fprintf(stderr, "smtp-bench: sink handshakes %d resumed %d\n", handshakes, resumed);
     SSL_CTX_free(sink_ctx);
     return 0;
 }

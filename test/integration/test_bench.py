@@ -8,6 +8,7 @@ import subprocess
 
 from harness import BIN, CERTS, ROOT, Process, Proxy, ProxyCase, free_port, tmpdir, wait_port
 import shutil
+import smtplib
 
 BENCH = os.path.join(ROOT, "bazel-bin/test/bench/smtp-bench")
 
@@ -79,3 +80,35 @@ class CompareQuick(unittest.TestCase):
         self.assertEqual([l.split()[1] for l in ratios], self.RATIOS, text)
         for line in ratios:
             self.assertRegex(line, r"\s[0-9]+\.[0-9]{3}\s+\((<=|>=) [0-9.]+\)\s+(PASS|FAIL)$")
+
+
+class OutboundResumption(unittest.TestCase):
+    """The proxy resumes its TLS sessions with a next hop (tickets kept per
+    next hop, name and policy), and a resumed session is still verified: the
+    next hop is smtp-bench's bare sink, which counts resumed handshakes."""
+
+    def test_second_and_later_sessions_resume_and_stay_verified(self):
+        tmp = tmpdir()
+        self.addCleanup(shutil.rmtree, tmp, True)
+        port = free_port()
+        sink = Process([BENCH, "-L", "-C", os.path.join(CERTS, "ecdsa.pem"), "-K",
+                        os.path.join(CERTS, "ecdsa.key"), "127.0.0.1", str(port)],
+                       os.path.join(tmp, "sink.log"), stdout=subprocess.DEVNULL)
+        self.addCleanup(sink.stop)
+        wait_port(port)
+        proxy = Proxy(tmp, {"out": {
+            "mode": "outbound", "route": "relay:127.0.0.1:%d" % port, "tls": "verify",
+            "servername": "mx.example.test", "ca_file": os.path.join(CERTS, "ca.pem")}})
+        self.addCleanup(proxy.proc.stop)
+        for i in range(3):
+            with smtplib.SMTP("127.0.0.1", proxy.port("out"), timeout=10) as c:
+                c.ehlo("legacy.example")
+                c.sendmail("a@example.test", ["b@example.test"], "Subject: %d\r\n\r\nhi\r\n" % i)
+        self.assertEqual(sink.stop(), 0)
+        self.assertIn("sink handshakes 3 resumed 2", sink.log())
+        self.assertEqual(proxy.stop(), 0, proxy.log())
+        hops = proxy.log_lines("next_hop")
+        self.assertEqual(len(hops), 3, proxy.log())
+        for line in hops:
+            self.assertIn("verify=ok", line)
+            self.assertIn("decision=tls", line)
