@@ -76,6 +76,7 @@ static uv_signal_t sig_int, sig_term;
 static int resumed, handshakes;
 
 static void conn_start(void);
+static void hold_progress(void);
 static void sink_plain(conn_t *c, const char *p, size_t n);
 static void sink_flush(conn_t *c);
 static uv_tcp_t listener;
@@ -127,6 +128,7 @@ static void conn_end(conn_t *c, int ok)
             lat[nlat++] = (double)(uv_hrtime() - c->start_ns) / 1e6;
     } else {
         errors++;
+        hold_progress();
     }
     uv_close((uv_handle_t *)&c->tcp, on_closed);
 }
@@ -200,13 +202,19 @@ static void start_tls(conn_t *c)
 }
 
 /* Tells whoever waits for the hold (compare.sh) that every session is up. */
-static void note_held(void)
+static void hold_progress(void)
 {
-    held++;
-    if (held + errors == o.concurrency) {
+    if (o.hold && !stop_at && held + errors == o.concurrency) {
         fprintf(stderr, "smtp-bench: holding %d sessions (%d errors)\n", held, errors);
         fflush(stderr);
     }
+}
+
+static void note_held(void)
+{
+    held++;
+    conn_start();
+    hold_progress();
 }
 
 static void after_ehlo(conn_t *c)
@@ -575,9 +583,15 @@ static int want_more(void)
     return started < o.sessions;
 }
 
+/* Idle-hold: sessions still being set up at once. Thousands of connects
+ * in one burst overflow the server's listen backlog, and a dropped SYN
+ * costs seconds of retransmission; a window keeps the ramp smooth. */
+#define HOLD_RAMP 200
+
 static void conn_start(void)
 {
-    while (active < o.concurrency && want_more()) {
+    while (active < o.concurrency && want_more() &&
+           (!o.hold || started - held - errors < HOLD_RAMP)) {
         conn_t *c = calloc(1, sizeof(*c));
         uv_connect_t *req = malloc(sizeof(*req));
         if (c == NULL || req == NULL)
