@@ -6,9 +6,13 @@
  * per-thread buffer, chunk by chunk, each chunk passed to on_read. Nothing is
  * kept per connection between reads, so an idle connection costs no buffer.
  *
- * Writing: each write is one uv_write of a single heap block (request and
- * bytes together) freed in the write callback. For TLS the plaintext is
- * encrypted first and the resulting ciphertext is what is queued.
+ * Writing: while nothing is queued, bytes go straight to the socket with
+ * uv_try_write (one writev, no allocation, no copy; and no epoll_ctl, which a
+ * completed uv_write costs when libuv stops watching for POLLOUT). Whatever
+ * the socket did not take is copied into one heap block (request and bytes
+ * together) for uv_write, freed in the write callback; later writes queue
+ * behind it, so order is kept. For TLS the plaintext is encrypted first and
+ * the engine's ciphertext is written from where it lies.
  *
  * Callbacks into the owner may close the conn; every path checks `closing`
  * after calling out.
@@ -16,6 +20,7 @@
 #include "proxy/conn.h"
 
 #include <arpa/inet.h>
+#include <malloc.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdio.h>
@@ -28,6 +33,33 @@ static _Thread_local char read_buf[READ_BUF_SIZE];
 static _Thread_local char plain_buf[READ_BUF_SIZE];
 static _Thread_local int read_buf_busy;
 
+/* Connections alive on this thread, and when memory was last given back. */
+static _Thread_local unsigned live_conns;
+static _Thread_local uint64_t last_trim_ms;
+
+/* Minimum time between two trims of one thread (a trim walks every arena). */
+#define TRIM_INTERVAL_MS 500
+
+/*
+ * The last connection of this thread closed: hand the heap's free pages back
+ * to the kernel. glibc keeps what thousands of sessions freed (their arena
+ * is fragmented by the few long-lived blocks between them), so without this
+ * the peak of a burst of connections stays resident for good. Rate-limited,
+ * since a lightly loaded worker reaches zero after nearly every session.
+ */
+static void conn_gone(uv_loop_t *loop)
+{
+    if (--live_conns > 0) {
+        return;
+    }
+    uint64_t now = uv_now(loop);
+    if (last_trim_ms != 0 && now - last_trim_ms < TRIM_INTERVAL_MS) {
+        return;
+    }
+    last_trim_ms = now;
+    malloc_trim(0);
+}
+
 typedef struct {
     uv_write_t req;
     stp_conn_t *conn;
@@ -38,12 +70,14 @@ typedef struct {
 static void on_close_cb(uv_handle_t *h)
 {
     stp_conn_t *c = h->data;
+    uv_loop_t *loop = h->loop;
     c->closed = 1;
     stp_tls_engine_free(c->tls);
     c->tls = NULL;
     if (c->cb->on_close) {
-        c->cb->on_close(c);
+        c->cb->on_close(c); /* may free c (and h) */
     }
+    conn_gone(loop); /* after the owner freed what it could */
 }
 
 int stp_conn_init(uv_loop_t *loop, stp_conn_t *c, const stp_conn_cb_t *cb, void *owner)
@@ -57,6 +91,7 @@ int stp_conn_init(uv_loop_t *loop, stp_conn_t *c, const stp_conn_cb_t *cb, void 
     }
     c->tcp.data = c;
     c->initialized = 1;
+    live_conns++;
     return 0;
 }
 
@@ -117,12 +152,14 @@ static int submit(stp_conn_t *c, write_req_t *w)
     return 0;
 }
 
-static int queue_raw(stp_conn_t *c, const uv_buf_t *bufs, unsigned n)
+/* Queues bufs[] minus its first `skip` bytes as one heap block for uv_write. */
+static int queue_copy(stp_conn_t *c, const uv_buf_t *bufs, unsigned n, size_t skip)
 {
     size_t len = 0;
     for (unsigned i = 0; i < n; i++) {
         len += bufs[i].len;
     }
+    len -= skip;
     if (len == 0) {
         return 0;
     }
@@ -134,26 +171,39 @@ static int queue_raw(stp_conn_t *c, const uv_buf_t *bufs, unsigned n)
     w->len = len;
     size_t off = 0;
     for (unsigned i = 0; i < n; i++) {
-        memcpy(w->data + off, bufs[i].base, bufs[i].len);
-        off += bufs[i].len;
+        size_t from = skip < bufs[i].len ? skip : bufs[i].len;
+        skip -= from;
+        memcpy(w->data + off, bufs[i].base + from, bufs[i].len - from);
+        off += bufs[i].len - from;
     }
     return submit(c, w);
+}
+
+/* Writes bufs[] now as far as the socket takes it, and queues the rest. */
+static int send_bufs(stp_conn_t *c, const uv_buf_t *bufs, unsigned n)
+{
+    size_t done = 0;
+    if (c->wq_bytes == 0) {
+        int rc = uv_try_write((uv_stream_t *)&c->tcp, bufs, n);
+        /* UV_EAGAIN: nothing written. Other errors: left to uv_write, which
+         * reports them through the write callback like any failed write. */
+        done = rc > 0 ? (size_t)rc : 0;
+    }
+    return queue_copy(c, bufs, n, done);
 }
 
 /* Sends whatever ciphertext the engine has produced. */
 static int flush_tls(stp_conn_t *c)
 {
-    size_t n = stp_tls_engine_pending(c->tls);
+    const uint8_t *p;
+    size_t n = stp_tls_engine_peek(c->tls, &p);
     if (n == 0) {
         return 0;
     }
-    write_req_t *w = malloc(sizeof(*w) + n);
-    if (w == NULL) {
-        return -1;
-    }
-    w->conn = c;
-    w->len = stp_tls_engine_take(c->tls, (uint8_t *)w->data, n);
-    return submit(c, w);
+    uv_buf_t b = uv_buf_init((char *)p, (unsigned)n);
+    int rc = send_bufs(c, &b, 1);
+    stp_tls_engine_drop(c->tls);
+    return rc;
 }
 
 int stp_conn_writev(stp_conn_t *c, const uv_buf_t *bufs, unsigned n)
@@ -165,7 +215,7 @@ int stp_conn_writev(stp_conn_t *c, const uv_buf_t *bufs, unsigned n)
         c->bytes_out += bufs[i].len;
     }
     if (c->tls == NULL) {
-        return queue_raw(c, bufs, n);
+        return send_bufs(c, bufs, n);
     }
     if (c->handshaking) {
         return -1; /* the session never writes plaintext before the handshake */

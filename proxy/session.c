@@ -44,6 +44,7 @@
 #include "proxy/trace.h"
 #include "proxy/xclient.h"
 #include "policy/cidr.h"
+#include "tls/session_cache.h"
 #include "tls/tls_verify.h"
 
 #include <linux/netfilter_ipv4.h>
@@ -145,7 +146,7 @@ struct stp_session_s {
     size_t held_len, held_cap;
 
     stp_line_t line;
-    stp_reply_parser_t *rp; /* XXX 9 KiB per session; could be allocated only while a reply is split */
+    stp_reply_parser_t *rp; /* 9 KiB: allocated only while a reply is arriving */
     stp_data_scan_t scan;
     const char *msg_abort; /* reply for a message being refused after DATA */
 
@@ -1413,6 +1414,12 @@ static void up_reply(stp_session_t *s, const stp_reply_t *r)
                 return;
             }
             stp_tls_verify_prepare(stp_tls_engine_ssl(e));
+            /* Resume the last session with this next hop, made under the same
+             * name and policy (verification is checked after it either way). */
+            char key[600];
+            snprintf(key, sizeof(key), "%s|%s|%s", s->next_hop_str, s->conf->servername,
+                     level_name(s->conf->tls));
+            (void)stp_tls_session_cache_prepare(stp_tls_engine_ssl(e), key);
             s->up_phase = UP_HANDSHAKE;
             s->hs_start_ns = uv_hrtime();
             stp_conn_start_tls(s->up, e);
@@ -1484,6 +1491,16 @@ static void backend_on_read(stp_conn_t *c, const char *data, size_t len)
     if (c != s->up) {
         return; /* a connection we gave up on (plaintext retry) */
     }
+    /* The reply parser (9 KB) exists only while a reply is arriving, so an
+     * idle session does not keep it. */
+    if (s->rp == NULL) {
+        s->rp = malloc(sizeof(*s->rp));
+        if (s->rp == NULL) {
+            finish(s, "421 4.3.0 Error: out of resources\r\n", "error", "out of memory");
+            return;
+        }
+        stp_reply_parser_init(s->rp);
+    }
     /* Stop as soon as this conn is replaced (plaintext retry): what is
      * left of its bytes must never be read as the new conn's replies. */
     while (len > 0 && s->state != S_CLOSING && c == s->up) {
@@ -1500,6 +1517,10 @@ static void backend_on_read(stp_conn_t *c, const char *data, size_t len)
             s->up_extra = len; /* bytes behind this reply in the same read */
             handle_reply(s, &s->rp->reply);
         }
+    }
+    if (s->rp != NULL && stp_reply_parser_idle(s->rp)) {
+        free(s->rp);
+        s->rp = NULL;
     }
     update_reading(s);
     arm_timers(s);
@@ -1563,7 +1584,9 @@ static void backend_connect(stp_session_t *s)
         return;
     }
     s->up = &s->backends[s->nbackends++];
-    stp_reply_parser_init(s->rp);
+    if (s->rp != NULL) {
+        stp_reply_parser_init(s->rp); /* forget a partial reply of the previous backend */
+    }
     if (stp_conn_init(s->loop, s->up, &backend_cb, s) < 0) {
         fail_reply(s, "421 4.3.0", "Error: out of resources", "error", "backend socket");
         return;
@@ -1704,9 +1727,7 @@ void stp_session_accept(stp_listener_t *l)
     if (s == NULL) {
         return; /* the connection stays in the backlog; libuv retries */
     }
-    s->rp = malloc(sizeof(*s->rp));
-    if (s->rp == NULL || stp_conn_init(l->loop, &s->client, &client_cb, s) < 0) {
-        free(s->rp);
+    if (stp_conn_init(l->loop, &s->client, &client_cb, s) < 0) {
         free(s);
         return;
     }
@@ -1722,7 +1743,6 @@ void stp_session_accept(stp_listener_t *l)
     uv_timer_init(l->loop, &s->session_timer);
     s->client_timer.data = s->backend_timer.data = s->session_timer.data = s;
     s->open_handles += 3;
-    stp_reply_parser_init(s->rp);
     stp_line_init(&s->line, s->line_buf, conf->max_line_length);
     snprintf(s->id, sizeof(s->id), "%05X%05X", (unsigned)(time(NULL) & 0xFFFFF),
              ++session_counter & 0xFFFFF);

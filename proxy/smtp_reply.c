@@ -20,11 +20,6 @@
 
 #include <string.h>
 
-void stp_reply_parser_init(stp_reply_parser_t *p)
-{
-    memset(p, 0, sizeof(*p));
-}
-
 /* Starts a new reply; the previous one was handed out with DONE. */
 static void restart(stp_reply_parser_t *p)
 {
@@ -34,6 +29,17 @@ static void restart(stp_reply_parser_t *p)
     p->reply.bare_lf = 0;
     p->line_start = 0;
     p->done = 0;
+}
+
+void stp_reply_parser_init(stp_reply_parser_t *p)
+{
+    restart(p);
+    p->error = NULL;
+}
+
+int stp_reply_parser_idle(const stp_reply_parser_t *p)
+{
+    return p->done || p->reply.raw_len == 0;
 }
 
 static int is_digit(char c)

@@ -44,7 +44,14 @@ typedef struct {
     int done;
 } stp_reply_parser_t;
 
+/* Makes p ready for a first reply. Cheap: only the state is reset (a reply's
+ * arrays are written before they are read), so a parser can be set up per
+ * reply. */
 void stp_reply_parser_init(stp_reply_parser_t *p);
+
+/* 1 when no reply is partly received (none begun, or the last one handed
+ * out with DONE): the parser then holds nothing the next reply needs. */
+int stp_reply_parser_idle(const stp_reply_parser_t *p);
 
 /*
  * Feeds up to `n` bytes; *consumed tells how many were used. After DONE the

@@ -14,6 +14,8 @@
  */
 #include "tls/tls_ctx.h"
 
+#include "tls/session_cache.h"
+
 #include <ctype.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -606,6 +608,9 @@ SSL_CTX *stp_tls_ctx_client_new(const char *ca_file, uint16_t min_version, char 
     if (ctx == NULL) {
         return NULL;
     }
+    /* Resumption toward next hops (session_cache.h). Out of memory here
+     * only means full handshakes: not a reason to fail. */
+    (void)stp_tls_session_cache_attach(ctx);
     ERR_clear_error();
     if (ca_file != NULL && ca_file[0] != '\0') {
         if (!SSL_CTX_load_verify_locations(ctx, ca_file, NULL)) {

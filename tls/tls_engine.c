@@ -334,6 +334,32 @@ size_t stp_tls_engine_take(stp_tls_engine_t *e, uint8_t *out, size_t cap)
     return n;
 }
 
+size_t stp_tls_engine_peek(const stp_tls_engine_t *e, const uint8_t **out)
+{
+    size_t n = 0;
+    if (!BIO_mem_contents(e->wbio, out, &n)) {
+        *out = NULL;
+        return 0;
+    }
+    return n;
+}
+
+void stp_tls_engine_drop(stp_tls_engine_t *e)
+{
+    BUF_MEM *mem = NULL;
+    if (BIO_get_mem_ptr(e->wbio, &mem) && mem != NULL && mem->max > IDLE_BIO_CAP) {
+        /* A grown buffer goes away whole (resetting it would first clear
+         * all of it); on allocation failure the reset below still works. */
+        BIO *fresh = new_mem_bio();
+        if (fresh != NULL) {
+            SSL_set0_wbio(e->ssl, fresh);
+            e->wbio = fresh;
+            return;
+        }
+    }
+    (void)BIO_reset(e->wbio);
+}
+
 const char *stp_tls_engine_error(const stp_tls_engine_t *e)
 {
     return e->error;

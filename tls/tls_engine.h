@@ -73,6 +73,15 @@ void stp_tls_engine_shutdown(stp_tls_engine_t *e);
 size_t stp_tls_engine_pending(const stp_tls_engine_t *e);
 size_t stp_tls_engine_take(stp_tls_engine_t *e, uint8_t *out, size_t cap);
 
+/*
+ * The same without a copy: stp_tls_engine_peek() points *out at all the
+ * pending ciphertext (borrowed: valid until the next call on the engine) and
+ * returns its length; stp_tls_engine_drop() then discards all of it, once
+ * the caller has sent or copied it.
+ */
+size_t stp_tls_engine_peek(const stp_tls_engine_t *e, const uint8_t **out);
+void stp_tls_engine_drop(stp_tls_engine_t *e);
+
 /* Why the last call failed: a short static or engine-owned string ("" if none). */
 const char *stp_tls_engine_error(const stp_tls_engine_t *e);
 

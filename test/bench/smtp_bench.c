@@ -6,13 +6,18 @@
  * per-connection buffer (no per-line allocation). The report gives sessions/s,
  * messages/s, MB/s, session latency percentiles and errors, as text or JSON.
  * --hold keeps sessions open and idle after EHLO (or RCPT) until SIGINT or
- * SIGTERM, for measuring a server's memory per idle session. */
+ * SIGTERM, for measuring a server's memory per idle session.
+ *
+ * -L turns it into the other end: a bare SMTP sink on BoringSSL that offers
+ * STARTTLS (or implicit TLS), accepts every envelope and message and relays
+ * nothing. It is the floor a TLS-terminating proxy is measured against. */
 #include <getopt.h>
 #include <openssl/ssl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <uv.h>
 
 enum mode { MODE_PLAIN, MODE_STARTTLS, MODE_IMPLICIT };
@@ -31,8 +36,8 @@ enum state {
 };
 
 struct opts {
-    const char *host;
-    int port, concurrency, sessions, messages, size, duration, resume, hold, hold_rcpt, json;
+    const char *host, *cert, *key;
+    int port, concurrency, sessions, messages, size, duration, resume, hold, hold_rcpt, json, sink;
     enum mode mode;
 };
 
@@ -42,13 +47,20 @@ typedef struct conn {
     BIO *rbio, *wbio;
     enum state st;
     int msgs_left, tls, closing;
+    int in_data;  /* sink: inside DATA, scanning for CRLF.CRLF */
+    unsigned eod; /* sink: how much of "\r\n.\r\n" was seen last */
     uint64_t start_ns;
-    size_t rlen;
-    char rbuf[4096];
-    char inbuf[16384];
+    size_t rlen, olen;
+    char rbuf[1024]; /* one line (longer ones are truncated: only the code matters) */
+    char out[512];   /* sink: replies to one read, sent in one write */
 } conn_t;
 
-static struct opts o = {"127.0.0.1", 25, 50, 1000, 1, 4096, 0, 0, 0, 0, 0, MODE_STARTTLS};
+/* One read buffer for everything: libuv calls on_read right after on_alloc,
+ * and the loop is single-threaded, so no connection keeps one while idle. */
+static char inbuf[65536];
+
+static struct opts o = {"127.0.0.1", NULL, NULL, 25, 50, 1000,         1, 4096, 0,
+                        0,           0,    0,    0,  0,  MODE_STARTTLS};
 static uv_loop_t *loop;
 static SSL_CTX *ctx;
 static SSL_SESSION *saved_session;
@@ -61,9 +73,13 @@ static double *lat;
 static size_t nlat;
 static uv_signal_t sig_int, sig_term;
 
-static int resumed;
+static int resumed, handshakes;
 
 static void conn_start(void);
+static void hold_progress(void);
+static void sink_plain(conn_t *c, const char *p, size_t n);
+static void sink_flush(conn_t *c);
+static uv_tcp_t listener;
 
 /* TLS 1.3 tickets arrive after the handshake: keep the newest one. */
 static int on_new_session(SSL *ssl, SSL_SESSION *sess)
@@ -83,6 +99,8 @@ static void on_closed(uv_handle_t *h)
         SSL_free(c->ssl);
     free(c);
     active--;
+    if (o.sink)
+        return;
     conn_start();
     if (active == 0) {
         uv_close((uv_handle_t *)&sig_int, NULL);
@@ -102,12 +120,15 @@ static void conn_end(conn_t *c, int ok)
     if (!ok)
         errors_at[c->st]++;
     c->closing = 1;
-    if (ok) {
+    if (o.sink) {
+        /* a sink counts nothing: its clients report */
+    } else if (ok) {
         done_ok++;
         if (nlat < (size_t)o.sessions)
             lat[nlat++] = (double)(uv_hrtime() - c->start_ns) / 1e6;
     } else {
         errors++;
+        hold_progress();
     }
     uv_close((uv_handle_t *)&c->tcp, on_closed);
 }
@@ -180,11 +201,27 @@ static void start_tls(conn_t *c)
     c->st = S_HANDSHAKE;
 }
 
+/* Tells whoever waits for the hold (compare.sh) that every session is up. */
+static void hold_progress(void)
+{
+    if (o.hold && !stop_at && held + errors == o.concurrency) {
+        fprintf(stderr, "smtp-bench: holding %d sessions (%d errors)\n", held, errors);
+        fflush(stderr);
+    }
+}
+
+static void note_held(void)
+{
+    held++;
+    conn_start();
+    hold_progress();
+}
+
 static void after_ehlo(conn_t *c)
 {
     if (o.hold && !o.hold_rcpt) {
         c->st = S_HOLD;
-        held++;
+        note_held();
         return;
     }
     c->st = S_MAIL;
@@ -230,7 +267,7 @@ static void on_reply(conn_t *c, int code)
             goto fail;
         if (o.hold) {
             c->st = S_HOLD;
-            held++;
+            note_held();
             return;
         }
         c->st = S_DATA;
@@ -299,9 +336,15 @@ static void on_tls_bytes(conn_t *c, const char *p, size_t n)
                 conn_end(c, 0);
             return;
         }
+        handshakes++;
         if (SSL_session_reused(c->ssl))
             resumed++;
-        if (o.mode == MODE_STARTTLS) {
+        if (o.sink) {
+            if (o.mode == MODE_IMPLICIT) {
+                send_str(c, "220 sink.bench.test ESMTP\r\n");
+            }
+            c->st = S_EHLO1;
+        } else if (o.mode == MODE_STARTTLS) {
             c->st = S_EHLO2;
             send_str(c, "EHLO bench.example.test\r\n");
         } else {
@@ -312,7 +355,10 @@ static void on_tls_bytes(conn_t *c, const char *p, size_t n)
     for (;;) {
         int r = SSL_read(c->ssl, buf, sizeof(buf));
         if (r > 0) {
-            on_plain(c, buf, (size_t)r);
+            if (o.sink)
+                sink_plain(c, buf, (size_t)r);
+            else
+                on_plain(c, buf, (size_t)r);
             if (c->closing)
                 return;
             continue;
@@ -322,13 +368,16 @@ static void on_tls_bytes(conn_t *c, const char *p, size_t n)
             conn_end(c, c->st == S_QUIT);
         break;
     }
+    if (o.sink && !c->closing)
+        sink_flush(c);
     flush_tls(c);
 }
 
 static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *b)
 {
-    conn_t *c = h->data;
-    *b = uv_buf_init(c->inbuf, sizeof(c->inbuf));
+    (void)h;
+    (void)hint;
+    *b = uv_buf_init(inbuf, sizeof(inbuf));
 }
 
 static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b)
@@ -340,7 +389,11 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b)
     }
     if (c->tls)
         on_tls_bytes(c, b->base, (size_t)n);
-    else
+    else if (o.sink) {
+        sink_plain(c, b->base, (size_t)n);
+        if (!c->closing)
+            sink_flush(c);
+    } else
         on_plain(c, b->base, (size_t)n);
 }
 
@@ -361,6 +414,168 @@ static void on_connect(uv_connect_t *req, int status)
     }
 }
 
+/* ---- -L: the bare sink ---- */
+
+static SSL_CTX *sink_ctx;
+
+static void sink_reply(conn_t *c, const char *s)
+{
+    size_t n = strlen(s);
+    if (c->olen + n > sizeof(c->out))
+        sink_flush(c);
+    memcpy(c->out + c->olen, s, n);
+    c->olen += n;
+}
+
+/* Everything answered during one read goes out as one write (one record). */
+static void sink_flush(conn_t *c)
+{
+    if (c->olen == 0)
+        return;
+    size_t n = c->olen;
+    c->olen = 0;
+    send_data(c, c->out, n);
+}
+
+static void sink_start_tls(conn_t *c)
+{
+    c->ssl = SSL_new(sink_ctx);
+    c->rbio = BIO_new(BIO_s_mem());
+    c->wbio = BIO_new(BIO_s_mem());
+    if (c->ssl == NULL || c->rbio == NULL || c->wbio == NULL)
+        abort();
+    SSL_set_bio(c->ssl, c->rbio, c->wbio);
+    SSL_set_accept_state(c->ssl);
+    c->tls = 1;
+    c->st = S_HANDSHAKE;
+}
+
+static int is_cmd(const conn_t *c, const char *verb)
+{
+    size_t n = strlen(verb);
+    return c->rlen >= n && strncasecmp(c->rbuf, verb, n) == 0;
+}
+
+/* One command line (in rbuf, without its CRLF): answer it. Returns 0 to stop
+ * reading this buffer (STARTTLS: what follows it is discarded; QUIT). */
+static int sink_command(conn_t *c)
+{
+    if (is_cmd(c, "EHLO")) {
+        sink_reply(c, c->tls || o.mode != MODE_STARTTLS
+                          ? "250-sink.bench.test\r\n250-PIPELINING\r\n250-8BITMIME\r\n"
+                            "250 SIZE 0\r\n"
+                          : "250-sink.bench.test\r\n250-PIPELINING\r\n250-8BITMIME\r\n"
+                            "250-SIZE 0\r\n250 STARTTLS\r\n");
+    } else if (is_cmd(c, "HELO") || is_cmd(c, "MAIL") || is_cmd(c, "RCPT") || is_cmd(c, "RSET") ||
+               is_cmd(c, "NOOP")) {
+        sink_reply(c, "250 2.0.0 Ok\r\n");
+    } else if (is_cmd(c, "DATA")) {
+        sink_reply(c, "354 End data with <CR><LF>.<CR><LF>\r\n");
+        c->in_data = 1;
+        c->eod = 2; /* the CRLF before the first body line is already seen */
+    } else if (is_cmd(c, "STARTTLS") && !c->tls && o.mode == MODE_STARTTLS) {
+        sink_reply(c, "220 2.0.0 Ready to start TLS\r\n");
+        sink_flush(c);
+        sink_start_tls(c);
+        return 0;
+    } else if (is_cmd(c, "QUIT")) {
+        sink_reply(c, "221 2.0.0 Bye\r\n");
+        sink_flush(c);
+        c->st = S_QUIT;
+        if (c->tls) {
+            SSL_shutdown(c->ssl);
+            flush_tls(c);
+        }
+        conn_end(c, 1);
+        return 0;
+    } else {
+        sink_reply(c, "502 5.5.2 Error: command not recognized\r\n");
+    }
+    return 1;
+}
+
+/* Plaintext from a client: command lines, or a message body up to CRLF.CRLF. */
+static void sink_plain(conn_t *c, const char *p, size_t n)
+{
+    static const char eod[] = "\r\n.\r\n";
+    for (size_t i = 0; i < n && !c->closing; i++) {
+        if (c->in_data) {
+            if (p[i] == eod[c->eod])
+                c->eod++;
+            else
+                c->eod = p[i] == '\r' ? 1 : 0;
+            if (c->eod == 5) {
+                c->in_data = 0;
+                c->eod = 0;
+                sink_reply(c, "250 2.0.0 Ok: queued\r\n");
+            }
+            continue;
+        }
+        if (p[i] != '\n') {
+            if (c->rlen < sizeof(c->rbuf))
+                c->rbuf[c->rlen++] = p[i];
+            continue;
+        }
+        if (c->rlen > 0 && c->rbuf[c->rlen - 1] == '\r')
+            c->rlen--;
+        int go_on = sink_command(c);
+        c->rlen = 0;
+        if (!go_on)
+            return;
+    }
+}
+
+static void on_accept(uv_stream_t *server, int status)
+{
+    if (status < 0)
+        return;
+    conn_t *c = calloc(1, sizeof(*c));
+    if (c == NULL)
+        abort();
+    uv_tcp_init(loop, &c->tcp);
+    c->tcp.data = c;
+    active++;
+    if (uv_accept(server, (uv_stream_t *)&c->tcp) < 0) {
+        conn_end(c, 0);
+        return;
+    }
+    uv_tcp_nodelay(&c->tcp, 1);
+    uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
+    c->st = S_EHLO1;
+    if (o.mode == MODE_IMPLICIT) {
+        sink_start_tls(c);
+        return;
+    }
+    send_str(c, "220 sink.bench.test ESMTP\r\n");
+}
+
+static int sink_main(void)
+{
+    sink_ctx = SSL_CTX_new(TLS_method());
+    if (o.mode != MODE_PLAIN &&
+        (o.cert == NULL || o.key == NULL || !SSL_CTX_use_certificate_chain_file(sink_ctx, o.cert) ||
+         !SSL_CTX_use_PrivateKey_file(sink_ctx, o.key, SSL_FILETYPE_PEM))) {
+        fprintf(stderr, "smtp-bench: -L needs a certificate and key (-C FILE -K FILE)\n");
+        return 2;
+    }
+    SSL_CTX_set_min_proto_version(sink_ctx, TLS1_2_VERSION);
+    uv_tcp_init(loop, &listener);
+    listener.data = NULL;
+    int r = uv_tcp_bind(&listener, (struct sockaddr *)&addr, 0);
+    if (r == 0)
+        r = uv_listen((uv_stream_t *)&listener, 4096, on_accept);
+    if (r < 0) {
+        fprintf(stderr, "smtp-bench: listen on %s:%d: %s\n", o.host, o.port, uv_strerror(r));
+        return 1;
+    }
+    fprintf(stderr, "smtp-bench: sink listening on %s:%d\n", o.host, o.port);
+    fflush(stderr);
+    uv_run(loop, UV_RUN_DEFAULT);
+    fprintf(stderr, "smtp-bench: sink handshakes %d resumed %d\n", handshakes, resumed);
+    SSL_CTX_free(sink_ctx);
+    return 0;
+}
+
 static int want_more(void)
 {
     if (stop_at)
@@ -368,9 +583,15 @@ static int want_more(void)
     return started < o.sessions;
 }
 
+/* Idle-hold: sessions still being set up at once. Thousands of connects
+ * in one burst overflow the server's listen backlog, and a dropped SYN
+ * costs seconds of retransmission; a window keeps the ramp smooth. */
+#define HOLD_RAMP 200
+
 static void conn_start(void)
 {
-    while (active < o.concurrency && want_more()) {
+    while (active < o.concurrency && want_more() &&
+           (!o.hold || started - held - errors < HOLD_RAMP)) {
         conn_t *c = calloc(1, sizeof(*c));
         uv_connect_t *req = malloc(sizeof(*req));
         if (c == NULL || req == NULL)
@@ -391,6 +612,12 @@ static void conn_start(void)
 
 static void close_held(uv_handle_t *h, void *arg)
 {
+    (void)arg;
+    if (h == (uv_handle_t *)&listener) {
+        if (!uv_is_closing(h))
+            uv_close(h, NULL);
+        return;
+    }
     if (h->type == UV_TCP && !uv_is_closing(h)) {
         conn_t *c = h->data;
         conn_end(c, c->st == S_HOLD);
@@ -400,9 +627,15 @@ static void close_held(uv_handle_t *h, void *arg)
 /* SIGINT/SIGTERM: start nothing new, close every connection (held ones count as done). */
 static void on_signal(uv_signal_t *s, int signum)
 {
+    (void)s;
+    (void)signum;
     stop_at = 1;
     o.sessions = started;
     uv_walk(loop, close_held, NULL);
+    if (o.sink) {
+        uv_close((uv_handle_t *)&sig_int, NULL);
+        uv_close((uv_handle_t *)&sig_term, NULL);
+    }
 }
 
 static int cmp_double(const void *a, const void *b)
@@ -431,7 +664,10 @@ static void usage(FILE *f)
         "  -r     TLS session resumption (reuse one ticket across connections)\n"
         "  -H     idle-hold: open -c sessions, EHLO (STARTTLS, EHLO), hold until SIGINT/SIGTERM\n"
         "  -R     with -H: also MAIL and RCPT before holding\n"
-        "  -j     report as JSON\n");
+        "  -j     report as JSON\n"
+        "  -L     be the server instead: a bare SMTP sink that relays nothing, listening on\n"
+        "         HOST PORT (-M says how it offers TLS; -C FILE -K FILE: certificate chain, "
+        "key)\n");
 }
 
 static void build_message(void)
@@ -458,7 +694,7 @@ static void build_message(void)
 int main(int argc, char **argv)
 {
     int ch;
-    while ((ch = getopt(argc, argv, "c:n:d:m:s:M:rHRjh")) != -1) {
+    while ((ch = getopt(argc, argv, "c:n:d:m:s:M:rHRjLC:K:h")) != -1) {
         switch (ch) {
         case 'c':
             o.concurrency = atoi(optarg);
@@ -499,6 +735,15 @@ int main(int argc, char **argv)
         case 'j':
             o.json = 1;
             break;
+        case 'L':
+            o.sink = 1;
+            break;
+        case 'C':
+            o.cert = optarg;
+            break;
+        case 'K':
+            o.key = optarg;
+            break;
         case 'h':
             usage(stdout);
             return 0;
@@ -521,6 +766,14 @@ int main(int argc, char **argv)
     if (o.hold)
         o.sessions = o.concurrency;
     signal(SIGPIPE, SIG_IGN);
+    if (o.sink) {
+        loop = uv_default_loop();
+        uv_signal_init(loop, &sig_int);
+        uv_signal_init(loop, &sig_term);
+        uv_signal_start(&sig_int, on_signal, SIGINT);
+        uv_signal_start(&sig_term, on_signal, SIGTERM);
+        return sink_main();
+    }
     ctx = SSL_CTX_new(TLS_method());
     SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
     SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL);

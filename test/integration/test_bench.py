@@ -2,11 +2,13 @@
 it drives real sessions through the proxy to Postfix smtp-sink and must report
 every message delivered and no error, in each TLS mode and with resumption."""
 import json
+import unittest
 import os
 import subprocess
 
-from harness import ROOT, Process, Proxy, ProxyCase, free_port, tmpdir, wait_port
+from harness import BIN, CERTS, ROOT, Process, Proxy, ProxyCase, free_port, tmpdir, wait_port
 import shutil
+import smtplib
 
 BENCH = os.path.join(ROOT, "bazel-bin/test/bench/smtp-bench")
 
@@ -48,3 +50,65 @@ class BenchSmoke(ProxyCase):
         self.assertEqual(out.returncode, 1)
         r = json.loads(out.stdout)
         self.assertEqual((r["sessions"], r["errors"]), (0, 3))
+
+
+class CompareQuick(unittest.TestCase):
+    """test/bench/compare.sh --quick runs every peer end to end (smtp-sink,
+    the bare sink, nginx, stunnel in both modes, the proxy inbound, outbound
+    and chained) and prints the table and one line per target ratio. Only the
+    shape is checked: the numbers are the benchmark's business, not the test's."""
+
+    timeout = 240  # seconds (run.py's per-test limit); a quick run takes about a minute
+
+    RATIOS = ["1a", "1b", "2a", "2b", "3a", "3b", "4a", "4b", "4c", "5a", "5b", "6a", "6b"]
+    PEERS = ["plain", "bare", "nginx", "stunnel", "proxy", "stunnel_client", "proxy_out", "chain"]
+
+    def test_quick_run_prints_every_peer_and_ratio(self):
+        env = dict(os.environ, STP_BENCH=BENCH, STP_BIN=BIN, STP_CERTS=CERTS)
+        out = subprocess.run(["bash", os.path.join(ROOT, "test/bench/compare.sh"), "--quick"],
+                             capture_output=True, timeout=240, env=env)
+        text = out.stdout.decode()
+        self.assertEqual(out.returncode, 0, text + out.stderr.decode())
+        rows = {l.split()[0]: l.split() for l in text.splitlines() if l.strip()}
+        for peer in self.PEERS:
+            self.assertIn(peer, rows, text)
+            self.assertEqual(len(rows[peer]), 14, rows[peer])
+        # Throughput was measured for every peer (no "-" in sessions/s).
+        for peer in self.PEERS:
+            self.assertGreater(float(rows[peer][5]), 0, rows[peer])
+        ratios = [l for l in text.splitlines() if l.startswith("ratio ")]
+        self.assertEqual([l.split()[1] for l in ratios], self.RATIOS, text)
+        for line in ratios:
+            self.assertRegex(line, r"\s[0-9]+\.[0-9]{3}\s+\((<=|>=) [0-9.]+\)\s+(PASS|FAIL)$")
+
+
+class OutboundResumption(unittest.TestCase):
+    """The proxy resumes its TLS sessions with a next hop (tickets kept per
+    next hop, name and policy), and a resumed session is still verified: the
+    next hop is smtp-bench's bare sink, which counts resumed handshakes."""
+
+    def test_second_and_later_sessions_resume_and_stay_verified(self):
+        tmp = tmpdir()
+        self.addCleanup(shutil.rmtree, tmp, True)
+        port = free_port()
+        sink = Process([BENCH, "-L", "-C", os.path.join(CERTS, "ecdsa.pem"), "-K",
+                        os.path.join(CERTS, "ecdsa.key"), "127.0.0.1", str(port)],
+                       os.path.join(tmp, "sink.log"), stdout=subprocess.DEVNULL)
+        self.addCleanup(sink.stop)
+        wait_port(port)
+        proxy = Proxy(tmp, {"out": {
+            "mode": "outbound", "route": "relay:127.0.0.1:%d" % port, "tls": "verify",
+            "servername": "mx.example.test", "ca_file": os.path.join(CERTS, "ca.pem")}})
+        self.addCleanup(proxy.proc.stop)
+        for i in range(3):
+            with smtplib.SMTP("127.0.0.1", proxy.port("out"), timeout=10) as c:
+                c.ehlo("legacy.example")
+                c.sendmail("a@example.test", ["b@example.test"], "Subject: %d\r\n\r\nhi\r\n" % i)
+        self.assertEqual(sink.stop(), 0)
+        self.assertIn("sink handshakes 3 resumed 2", sink.log())
+        self.assertEqual(proxy.stop(), 0, proxy.log())
+        hops = proxy.log_lines("next_hop")
+        self.assertEqual(len(hops), 3, proxy.log())
+        for line in hops:
+            self.assertIn("verify=ok", line)
+            self.assertIn("decision=tls", line)

@@ -229,6 +229,32 @@ static void test_raw_kept_exactly(void)
     CHECK_EQ_INT(p.reply.nlines, 1);
 }
 
+/* idle: nothing of a reply held, so the session may drop the parser (and
+ * init a fresh, or a reused dirty, one for the next reply). */
+static void test_idle_between_replies(void)
+{
+    static stp_reply_parser_t p;
+    size_t used;
+    memset(&p, 0x5a, sizeof(p)); /* a reused block: init must not rely on zeroes */
+    stp_reply_parser_init(&p);
+    CHECK(stp_reply_parser_idle(&p));
+    CHECK_EQ_INT(stp_reply_feed(&p, "25", 2, &used), STP_REPLY_AGAIN);
+    CHECK(!stp_reply_parser_idle(&p));
+    CHECK_EQ_INT(stp_reply_feed(&p, "0-a\r\n", 5, &used), STP_REPLY_AGAIN);
+    CHECK(!stp_reply_parser_idle(&p));
+    CHECK_EQ_INT(stp_reply_feed(&p, "250 b\r\n", 7, &used), STP_REPLY_DONE);
+    CHECK(stp_reply_parser_idle(&p));
+    CHECK_EQ_INT(p.reply.nlines, 2);
+    CHECK_EQ_INT(p.reply.code, 250);
+    CHECK_MEM(p.reply.raw, p.reply.raw_len, "250-a\r\n250 b\r\n", 14);
+    /* after an error, init starts over */
+    CHECK_EQ_INT(stp_reply_feed(&p, "x\r\n", 3, &used), STP_REPLY_ERROR);
+    stp_reply_parser_init(&p);
+    CHECK(stp_reply_parser_idle(&p) && p.error == NULL);
+    CHECK_EQ_INT(stp_reply_feed(&p, "221 bye\r\n", 9, &used), STP_REPLY_DONE);
+    CHECK_EQ_INT(p.reply.code, 221);
+}
+
 static void test_error_is_sticky(void)
 {
     static stp_reply_parser_t p;
@@ -274,6 +300,7 @@ int main(void)
     STP_RUN(test_table);
     STP_RUN(test_limits);
     STP_RUN(test_raw_kept_exactly);
+    STP_RUN(test_idle_between_replies);
     STP_RUN(test_error_is_sticky);
     STP_RUN(test_random_soak);
     return STP_CHECK_DONE();

@@ -25,6 +25,7 @@
 #include <openssl/x509v3.h>
 
 #include "test/unit/check.h"
+#include "tls/session_cache.h"
 #include "tls/tls_ctx.h"
 #include "tls/tls_engine.h"
 #include "tls/tls_verify.h"
@@ -784,6 +785,53 @@ static void test_ticket_resumption(void)
     }
 }
 
+/* The client session cache (session_cache.h) on stp_tls_ctx_client_new's
+ * context: a ticket is kept under the key its SSL was tagged with and
+ * offered again only under the same key; the peer's chain comes back with
+ * a resumed session, so it is verified as after a full handshake. */
+static void test_session_cache(void)
+{
+    static const uint16_t versions[] = {TLS1_3_VERSION, TLS1_2_VERSION};
+    static const struct {
+        const char *key;
+        int reused;
+    } rounds[] = {
+        {"127.0.0.1:25|mx.example.test|verify", 0},
+        {"127.0.0.1:25|mx.example.test|verify", 1},
+        {"127.0.0.1:25|mx.example.test|encrypt", 0}, /* another policy: full */
+        {"127.0.0.1:26|mx.example.test|verify", 0},  /* another next hop: full */
+        {"127.0.0.1:25|mx.example.test|verify", 1},
+    };
+    for (size_t v = 0; v < 2; v++) {
+        char err[256];
+        SSL_CTX *sctx = server_ctx(CERTS_EC, TLS1_2_VERSION);
+        SSL_CTX *cctx = stp_tls_ctx_client_new(path[F_EC_CERT], versions[v], err, sizeof(err));
+        CHECK(cctx != NULL);
+        SSL_CTX_set_max_proto_version(cctx, versions[v]);
+        CHECK_EQ_INT(stp_tls_session_cache_count(cctx), 0);
+        for (size_t i = 0; i < sizeof(rounds) / sizeof(rounds[0]); i++) {
+            link_t l;
+            SSL_CTX_up_ref(sctx);
+            SSL_CTX_up_ref(cctx);
+            link_open(&l, sctx, cctx, HOST);
+            stp_tls_verify_prepare(stp_tls_engine_ssl(l.c));
+            CHECK_EQ_INT(stp_tls_session_cache_prepare(stp_tls_engine_ssl(l.c), rounds[i].key), 0);
+            CHECK_EQ_INT(handshake(l.c, l.s, 0), 0);
+            transfer(l.c, l.s, (const uint8_t *)"EHLO c\r\n", 8, 4096, 64);
+            transfer(l.s, l.c, (const uint8_t *)"250 ok\r\n", 8, 4096, 64);
+            CHECK_EQ_INT(SSL_session_reused(stp_tls_engine_ssl(l.c)), rounds[i].reused);
+            const char *name = HOST;
+            char why[300];
+            CHECK_EQ_INT(stp_tls_verify_peer(stp_tls_engine_ssl(l.c), &name, 1, why, sizeof(why)),
+                         STP_VERIFY_OK);
+            link_close(&l);
+        }
+        CHECK_EQ_INT(stp_tls_session_cache_count(cctx), 3);
+        SSL_CTX_free(sctx);
+        SSL_CTX_free(cctx);
+    }
+}
+
 /* A client engine on stp_tls_ctx_client_new: the handshake never aborts on
  * the certificate; the chain and name results are read afterwards. */
 static void test_verify_reports(void)
@@ -822,12 +870,49 @@ static void test_verify_reports(void)
     }
 }
 
+/* peek/drop hand out the pending ciphertext in place (what proxy/conn.c
+ * writes to the socket without a copy): the same bytes take() would give,
+ * all of it; after drop nothing is pending and a grown buffer is gone. */
+static void test_peek_and_drop(void)
+{
+    link_t l;
+    link_open(&l, server_ctx(CERTS_EC, TLS1_2_VERSION), client_ctx(TLS1_3_VERSION), HOST);
+    CHECK_EQ_INT(handshake(l.c, l.s, 0), 0);
+    const uint8_t *p = NULL;
+    CHECK_EQ_INT(stp_tls_engine_peek(l.s, &p), 0);
+
+    static const size_t sizes[] = {8, 100000, 8};
+    for (size_t i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++) {
+        uint8_t *data = malloc(sizes[i]), *got = malloc(sizes[i]);
+        memset(data, 'a' + (int)i, sizes[i]);
+        CHECK_EQ_INT(stp_tls_engine_write(l.s, data, sizes[i]), STP_TLS_OK);
+        size_t n = stp_tls_engine_peek(l.s, &p);
+        CHECK(n > sizes[i] && p != NULL);
+        CHECK_EQ_INT(n, stp_tls_engine_pending(l.s));
+        CHECK_EQ_INT(stp_tls_engine_feed(l.c, p, n), STP_TLS_OK);
+        stp_tls_engine_drop(l.s);
+        CHECK_EQ_INT(stp_tls_engine_pending(l.s), 0);
+        CHECK_EQ_INT(stp_tls_engine_peek(l.s, &p), 0);
+        CHECK(bio_capacity(SSL_get_wbio(stp_tls_engine_ssl(l.s))) <= 512);
+        size_t have = 0;
+        ssize_t r;
+        while (have < sizes[i] && (r = stp_tls_engine_read(l.c, got + have, sizes[i] - have)) > 0) {
+            have += (size_t)r;
+        }
+        CHECK(have == sizes[i] && memcmp(got, data, have) == 0);
+        free(data);
+        free(got);
+    }
+    link_close(&l);
+}
+
 int main(void)
 {
     make_fixture();
     STP_RUN(test_handshakes_and_certificate_choice);
     STP_RUN(test_sni);
     STP_RUN(test_data_both_ways);
+    STP_RUN(test_peek_and_drop);
     STP_RUN(test_byte_at_a_time);
     STP_RUN(test_close_notify);
     STP_RUN(test_refusals);
@@ -835,6 +920,7 @@ int main(void)
     STP_RUN(test_ctx_errors);
     STP_RUN(test_cert_expiry);
     STP_RUN(test_ticket_resumption);
+    STP_RUN(test_session_cache);
     STP_RUN(test_verify_reports);
     remove_fixture();
     return STP_CHECK_DONE();

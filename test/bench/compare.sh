@@ -1,0 +1,443 @@
+#!/usr/bin/env bash
+# compare.sh: smtp-tls-proxy against its peers, in one run, on one backend.
+#
+# Every peer relays to the same Postfix smtp-sink; test/bench/smtp-bench is
+# the client. Measured per peer: the CPU time of the peer's own processes
+# (utime+stime from /proc/PID/stat, before and after each load), its memory
+# (Rss/Pss from /proc/PID/smaps_rollup) with N idle TLS sessions held after
+# EHLO and after RCPT, sessions/s, messages/s, MB/s and session latency
+# p50/p90/p99. It prints a table, then each of issue 6's targets as a ratio
+# with PASS or FAIL. The benchmark reports; it never fails on a ratio (exit
+# status 0 unless a peer could not be run or a load run had errors).
+#
+#   test/bench/compare.sh [--quick] [--idle N] [--keep]
+#
+# Peers: direct plaintext to smtp-sink; nginx's mail proxy (starttls only,
+# ECDSA P-256, auth_http answered by nginx itself); stunnel in smtp server
+# mode and in client mode; a bare BoringSSL STARTTLS sink that relays nothing
+# (smtp-bench -L, the floor); smtp-tls-proxy inbound; smtp-tls-proxy
+# outbound (to the bare sink, against stunnel's client mode) and outbound ->
+# inbound -> smtp-sink. Both proxies run two workers (nginx
+# worker_processes 2, workers = 2); stunnel is one threaded process.
+#
+# Environment: STP_BIN (proxy binary), STP_BENCH (smtp-bench), STP_CERTS (a
+# test/certs/gen.sh directory; made in the scratch directory otherwise).
+# Only processes this script started are stopped, by PID, also on failure.
+set -u
+
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(cd "$here/../.." && pwd)
+BIN=${STP_BIN:-$root/bazel-bin/proxy/smtp-tls-proxy}
+BENCH=${STP_BENCH:-$root/bazel-bin/test/bench/smtp-bench}
+NGINX_MAIL=/usr/lib/nginx/modules/ngx_mail_module.so
+
+quick=0
+keep=0
+idle=""
+while [ $# -gt 0 ]; do
+    case "$1" in
+    --quick) quick=1 ;;
+    --keep) keep=1 ;;
+    --idle) idle=$2; shift ;;
+    -h | --help) sed -n '2,27p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) echo "compare.sh: unknown option $1" >&2; exit 2 ;;
+    esac
+    shift
+done
+
+for tool in "$BIN" "$BENCH"; do
+    [ -x "$tool" ] || { echo "compare.sh: $tool missing (bazel build //proxy:smtp-tls-proxy //test/bench:smtp-bench)" >&2; exit 2; }
+done
+for tool in smtp-sink nginx stunnel4; do
+    command -v "$tool" >/dev/null 2>&1 || [ -x "/usr/sbin/$tool" ] ||
+        { echo "compare.sh: $tool missing (deploy/install-deps.sh installs it)" >&2; exit 2; }
+done
+
+# Descriptors: a proxied session holds two. The hard limit bounds the idle test.
+ulimit -n "$(ulimit -Hn)" 2>/dev/null
+nofile=$(ulimit -n)
+if [ "$quick" = 1 ]; then
+    N1=300 N10=60 NBIG=12 NC400=400 C=50 CBIG=4 CHIGH=100
+    idle=${idle:-200}
+else
+    N1=3000 N10=600 NBIG=60 NC400=4000 C=50 CBIG=10 CHIGH=400
+    idle=${idle:-10000}
+fi
+max_idle=$(((nofile - 400) / 2))
+if [ "$idle" -gt "$max_idle" ]; then
+    echo "compare.sh: ulimit -n is $nofile: holding $max_idle idle sessions instead of $idle" >&2
+    idle=$max_idle
+fi
+
+tmp=$(mktemp -d /tmp/stp-compare.XXXXXX)
+pids=()
+cleanup() {
+    local p
+    for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null; done
+    for p in "${pids[@]}"; do
+        for _ in $(seq 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+        kill -KILL "$p" 2>/dev/null
+        wait "$p" 2>/dev/null
+    done
+    pids=()
+    if [ "$keep" = 1 ]; then echo "compare.sh: kept $tmp" >&2; else rm -rf "$tmp"; fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# stop PID: ends one process this script started and forgets it.
+stop() {
+    local p=$1 i rest=()
+    kill -TERM "$p" 2>/dev/null
+    for i in $(seq 100); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$p" 2>/dev/null
+    wait "$p" 2>/dev/null
+    for i in "${pids[@]}"; do [ "$i" = "$p" ] || rest+=("$i"); done
+    pids=("${rest[@]}")
+}
+
+free_port() {
+    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+
+wait_port() {
+    local i
+    for i in $(seq 100); do
+        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+        sleep 0.1
+    done
+    echo "compare.sh: nothing listens on port $1" >&2
+    return 1
+}
+
+# The processes that make up a peer: PID and its children (nginx's workers).
+tree() {
+    local p=$1 c
+    echo "$p"
+    for c in $(cat /proc/"$p"/task/*/children 2>/dev/null); do tree "$c"; done
+}
+
+# CPU ticks (utime+stime) of a peer's processes; field 2 may hold spaces.
+cpu_ticks() {
+    local t=0 p v
+    for p in $(tree "$1"); do
+        v=$(sed 's/^.*) //' /proc/"$p"/stat 2>/dev/null | awk '{print $12 + $13}')
+        t=$((t + ${v:-0}))
+    done
+    echo "$t"
+}
+
+# Rss and Pss in KiB, summed over a peer's processes.
+mem_kib() {
+    local p
+    for p in $(tree "$1"); do cat /proc/"$p"/smaps_rollup 2>/dev/null; done |
+        awk '$1 == "Rss:" {r += $2} $1 == "Pss:" {s += $2} END {printf "%d %d\n", r, s}'
+}
+
+HZ=$(getconf CLK_TCK)
+results=$tmp/results
+
+# record PEER KEY VALUE
+record() { echo "$1 $2 $3" >>"$results"; }
+
+jnum() { sed -E "s/.*\"$2\":([-0-9.]+).*/\\1/" <<<"$1"; }
+
+failed_runs=0
+# load PEER TEST PORT PID ARGS...: one smtp-bench run, the peer's CPU around it.
+load() {
+    local peer=$1 test=$2 port=$3 pid=$4
+    shift 4
+    local before after out rc
+    before=$([ "$pid" = - ] && echo 0 || cpu_ticks "$pid")
+    out=$("$BENCH" -j "$@" 127.0.0.1 "$port" 2>>"$tmp/bench.err")
+    rc=$?
+    after=$([ "$pid" = - ] && echo 0 || cpu_ticks "$pid")
+    if [ $rc -ne 0 ] || [ -z "$out" ]; then
+        echo "compare.sh: $peer $test: smtp-bench failed ($rc): $out" >&2
+        tail -3 "$tmp/bench.err" >&2
+        failed_runs=$((failed_runs + 1))
+    fi
+    [ -z "$out" ] && return
+    local sessions messages
+    sessions=$(jnum "$out" sessions)
+    messages=$(jnum "$out" messages)
+    record "$peer" "$test.sessions_s" "$(jnum "$out" sessions_per_s)"
+    record "$peer" "$test.msgs_s" "$(jnum "$out" messages_per_s)"
+    record "$peer" "$test.mb_s" "$(jnum "$out" mb_per_s)"
+    record "$peer" "$test.p50" "$(jnum "$out" p50_ms)"
+    record "$peer" "$test.p90" "$(jnum "$out" p90_ms)"
+    record "$peer" "$test.p99" "$(jnum "$out" p99_ms)"
+    record "$peer" "$test.errors" "$(jnum "$out" errors)"
+    if [ "$pid" != - ] && [ "${sessions:-0}" -gt 0 ]; then
+        local ms=$(((after - before) * 1000 / HZ))
+        record "$peer" "$test.cpu_ms_session" "$(awk -v c="$ms" -v n="$sessions" 'BEGIN {printf "%.4f", c / n}')"
+        [ "${messages:-0}" -gt 0 ] &&
+            record "$peer" "$test.cpu_ms_msg" "$(awk -v c="$ms" -v n="$messages" 'BEGIN {printf "%.4f", c / n}')"
+    fi
+}
+
+# hold PEER PORT PID MODE: idle sessions after EHLO, after RCPT, and after they closed.
+hold() {
+    local peer=$1 port=$2 pid=$3 mode=$4 what flag bpid i base pbase rss pss
+    read -r base pbase <<<"$(mem_kib "$pid")"
+    for what in ehlo rcpt; do
+        flag=$([ "$what" = rcpt ] && echo -R)
+        : >"$tmp/hold.err"
+        "$BENCH" -H $flag -M "$mode" -c "$idle" 127.0.0.1 "$port" >/dev/null 2>"$tmp/hold.err" &
+        bpid=$!
+        pids+=("$bpid")
+        for i in $(seq 3000); do
+            grep -q "holding" "$tmp/hold.err" && break
+            kill -0 "$bpid" 2>/dev/null || break
+            sleep 0.1
+        done
+        sleep 0.5 # the peer's side of the last sessions settles
+        read -r rss pss <<<"$(mem_kib "$pid")"
+        local held
+        held=$(sed -nE 's/.*holding ([0-9]+) sessions.*/\1/p' "$tmp/hold.err")
+        if [ -z "$held" ] || [ "$held" -eq 0 ]; then
+            echo "compare.sh: $peer: $idle idle sessions were not all established after EHLO${flag:+ and RCPT} within 300 s" >&2
+            failed_runs=$((failed_runs + 1))
+        else
+            record "$peer" "idle_$what.rss_kib" "$(awk -v a="$rss" -v b="$base" -v n="$held" 'BEGIN {printf "%.2f", (a - b) / n}')"
+            record "$peer" "idle_$what.pss_kib" "$(awk -v a="$pss" -v b="$pbase" -v n="$held" 'BEGIN {printf "%.2f", (a - b) / n}')"
+            record "$peer" "idle.held" "$held"
+        fi
+        stop "$bpid"
+        sleep 2 # the peer closes its side of every session
+    done
+    read -r rss _ <<<"$(mem_kib "$pid")"
+    record "$peer" "idle_after.rss_kib" "$(awk -v a="$rss" -v b="$base" -v n="$idle" 'BEGIN {printf "%.2f", (a - b) / n}')"
+}
+
+# A peer's whole program: warm-up, 1 message per session, 10, 1 MiB, resumption, c=400, idle.
+measure() {
+    local peer=$1 port=$2 pid=$3 mode=$4 skip_idle=${5:-0}
+    echo "compare.sh: measuring $peer" >&2
+    load "$peer" warm "$port" - -M "$mode" -c 10 -n 50
+    load "$peer" one "$port" "$pid" -M "$mode" -c "$C" -n "$N1"
+    load "$peer" ten "$port" "$pid" -M "$mode" -c "$C" -n "$N10" -m 10
+    load "$peer" big "$port" "$pid" -M "$mode" -c "$CBIG" -n "$NBIG" -s 1048576
+    [ "$mode" != plain ] && load "$peer" resumed "$port" "$pid" -M "$mode" -c "$C" -n "$N1" -r
+    load "$peer" c400 "$port" "$pid" -M "$mode" -c "$CHIGH" -n "$NC400"
+    [ "$skip_idle" = 0 ] && [ "$pid" != - ] && hold "$peer" "$port" "$pid" "$mode"
+}
+
+certs=${STP_CERTS:-}
+if [ -z "$certs" ]; then
+    certs=$tmp/certs
+    bash "$root/test/certs/gen.sh" "$certs" >/dev/null 2>&1 || { echo "compare.sh: gen.sh failed" >&2; exit 1; }
+fi
+user_opt=()
+[ "$(id -u)" = 0 ] && user_opt=(-u nobody)
+
+# The backend: one smtp-sink for every peer.
+SINK=$(free_port)
+smtp-sink "${user_opt[@]}" -m $((idle + 500)) "127.0.0.1:$SINK" 4096 >"$tmp/smtp-sink.log" 2>&1 &
+pids+=($!)
+wait_port "$SINK" || exit 1
+
+# 1. Direct plaintext to the sink: the throughput ceiling.
+measure plain "$SINK" - plain 1
+
+# 2. The bare BoringSSL STARTTLS sink (relays nothing): the floor.
+BARE=$(free_port)
+"$BENCH" -L -M starttls -C "$certs/ecdsa.pem" -K "$certs/ecdsa.key" 127.0.0.1 "$BARE" 2>"$tmp/bare.log" &
+bare_pid=$!
+pids+=("$bare_pid")
+wait_port "$BARE" || exit 1
+measure bare "$BARE" "$bare_pid" starttls
+
+# 3. nginx's mail proxy, starttls only, auth_http answered by nginx itself.
+mkdir -p "$tmp/nginx"
+AUTH=$(free_port) NGX=$(free_port)
+cat >"$tmp/nginx/nginx.conf" <<EOF
+load_module $NGINX_MAIL;
+$([ "$(id -u)" = 0 ] && echo "user root;")
+worker_processes 2;
+worker_rlimit_nofile $nofile;
+daemon off;
+pid $tmp/nginx/nginx.pid;
+error_log $tmp/nginx/error.log error;
+events { worker_connections $nofile; }
+http {
+    access_log off;
+    client_body_temp_path $tmp/nginx; proxy_temp_path $tmp/nginx; fastcgi_temp_path $tmp/nginx;
+    uwsgi_temp_path $tmp/nginx; scgi_temp_path $tmp/nginx;
+    server {
+        listen 127.0.0.1:$AUTH;
+        location /auth {
+            add_header Auth-Status OK;
+            add_header Auth-Server 127.0.0.1;
+            add_header Auth-Port $SINK;
+            return 204;
+        }
+    }
+}
+mail {
+    server_name mx.example.test;
+    auth_http 127.0.0.1:$AUTH/auth;
+    xclient off;
+    server {
+        listen 127.0.0.1:$NGX backlog=4096;
+        protocol smtp;
+        smtp_auth none;
+        starttls only;
+        ssl_certificate $certs/ecdsa.pem;
+        ssl_certificate_key $certs/ecdsa.key;
+    }
+}
+EOF
+nginx -p "$tmp/nginx" -c "$tmp/nginx/nginx.conf" -e "$tmp/nginx/stderr.log" >/dev/null 2>&1 &
+ngx_pid=$!
+pids+=("$ngx_pid")
+wait_port "$NGX" || { cat "$tmp/nginx/stderr.log" >&2; exit 1; }
+measure nginx "$NGX" "$ngx_pid" starttls
+stop "$ngx_pid"
+
+# 4. stunnel, protocol = smtp: server mode in front of smtp-sink, client
+# mode in front of the bare sink (the outbound comparison).
+STS=$(free_port) STC=$(free_port)
+cat >"$tmp/stunnel.conf" <<EOF
+foreground = yes
+pid =
+syslog = no
+debug = err
+output = $tmp/stunnel.log
+[smtp-server]
+accept = 127.0.0.1:$STS
+connect = 127.0.0.1:$SINK
+protocol = smtp
+cert = $certs/ecdsa.pem
+key = $certs/ecdsa.key
+[smtp-client]
+client = yes
+accept = 127.0.0.1:$STC
+connect = 127.0.0.1:$BARE
+protocol = smtp
+EOF
+stunnel4 "$tmp/stunnel.conf" >/dev/null 2>&1 &
+st_pid=$!
+pids+=("$st_pid")
+wait_port "$STS" && wait_port "$STC" || exit 1
+measure stunnel "$STS" "$st_pid" starttls
+measure stunnel_client "$STC" "$st_pid" plain 1
+stop "$st_pid"
+
+# 5. smtp-tls-proxy: inbound to smtp-sink; outbound to a bare sink of its
+# own (which counts the resumed handshakes); and outbound -> inbound -> smtp-sink.
+IN=$(free_port) OUT=$(free_port) CHAIN=$(free_port) BARE2=$(free_port)
+"$BENCH" -L -M starttls -C "$certs/ecdsa.pem" -K "$certs/ecdsa.key" 127.0.0.1 "$BARE2" 2>"$tmp/bare2.log" &
+bare2_pid=$!
+pids+=("$bare2_pid")
+wait_port "$BARE2" || exit 1
+cat >"$tmp/in.ini" <<EOF
+[proxy]
+hostname = mx.example.test
+workers = 2
+log_level = warn
+[tls]
+cert = $certs/ecdsa.pem
+key = $certs/ecdsa.key
+[listener:in]
+mode = inbound
+listen = 127.0.0.1:$IN
+backend = 127.0.0.1:$SINK
+max_connections = 0
+max_connections_per_ip = 0
+EOF
+cat >"$tmp/out.ini" <<EOF
+[proxy]
+hostname = out.example.test
+workers = 2
+log_level = warn
+[listener:bare]
+mode = outbound
+listen = 127.0.0.1:$OUT
+allow = 127.0.0.1/32
+route = relay:127.0.0.1:$BARE2
+tls = encrypt
+max_connections = 0
+max_connections_per_ip = 0
+[listener:chain]
+mode = outbound
+listen = 127.0.0.1:$CHAIN
+allow = 127.0.0.1/32
+route = relay:127.0.0.1:$IN
+tls = encrypt
+max_connections = 0
+max_connections_per_ip = 0
+EOF
+"$BIN" -c "$tmp/in.ini" >"$tmp/in.log" 2>&1 &
+in_pid=$!
+pids+=("$in_pid")
+"$BIN" -c "$tmp/out.ini" >"$tmp/out.log" 2>&1 &
+out_pid=$!
+pids+=("$out_pid")
+wait_port "$IN" && wait_port "$OUT" && wait_port "$CHAIN" || { cat "$tmp/in.log" "$tmp/out.log" >&2; exit 1; }
+measure proxy "$IN" "$in_pid" starttls
+measure proxy_out "$OUT" "$out_pid" plain 1
+measure chain "$CHAIN" "$out_pid" plain 1
+stop "$out_pid"
+stop "$in_pid"
+stop "$bare_pid"
+stop "$bare2_pid"
+read -r hs res <<<"$(sed -nE 's/.*sink handshakes ([0-9]+) resumed ([0-9]+).*/\1 \2/p' "$tmp/bare2.log")"
+record proxy_out handshakes "${hs:-0}"
+record proxy_out resumed "${res:-0}"
+
+# ---- report ----
+awk -v quick="$quick" -v idle="$idle" '
+function v(peer, key) { return ((peer SUBSEP key) in r) ? r[peer, key] : "" }
+function f(x, fmt) { return x == "" ? "-" : sprintf(fmt, x) }
+# ratio LABEL A B LIMIT OP: A/B against LIMIT (OP "<=" or ">=").
+function ratio(label, a, b, limit, op,    x, ok) {
+    if (a == "" || b == "" || b + 0 == 0) {
+        printf "ratio %-58s      n/a  (%s %.2f)  FAIL (not measured)\n", label, op, limit
+        return
+    }
+    x = a / b
+    ok = (op == "<=") ? x <= limit : x >= limit
+    printf "ratio %-58s %8.3f  (%s %.2f)  %s\n", label, x, op, limit, ok ? "PASS" : "FAIL"
+}
+{ r[$1, $2] = $3 }
+END {
+    n = split("plain bare nginx stunnel proxy stunnel_client proxy_out chain", peers, " ")
+    printf "%-15s %9s %9s %9s %9s %9s %8s %8s %8s %9s %8s %9s %9s %9s\n", "peer", "cpu/sess", "cpu/msg10", "cpu/1MiB",
+        "cpu/resum", "sess/s", "msg/s10", "MB/s1MiB", "p50ms", "p90/p99", "s/s@c400", "idle-ehlo", "idle-rcpt", "after"
+    printf "%-15s %9s %9s %9s %9s %9s %8s %8s %8s %9s %8s %9s %9s %9s\n", "", "ms", "ms", "ms", "ms", "", "", "", "c=50",
+        "ms", "", "KiB/sess", "KiB/sess", "KiB/sess"
+    for (i = 1; i <= n; i++) {
+        p = peers[i]
+        printf "%-15s %9s %9s %9s %9s %9s %8s %8s %8s %9s %8s %9s %9s %9s\n", p,
+            f(v(p, "one.cpu_ms_session"), "%.3f"), f(v(p, "ten.cpu_ms_msg"), "%.3f"),
+            f(v(p, "big.cpu_ms_msg"), "%.2f"), f(v(p, "resumed.cpu_ms_session"), "%.3f"),
+            f(v(p, "one.sessions_s"), "%.0f"), f(v(p, "ten.msgs_s"), "%.0f"), f(v(p, "big.mb_s"), "%.1f"),
+            f(v(p, "one.p50"), "%.1f"), f(v(p, "one.p90"), "%.0f") "/" f(v(p, "one.p99"), "%.0f"),
+            f(v(p, "c400.sessions_s"), "%.0f"),
+            f(v(p, "idle_ehlo.rss_kib"), "%.1f") , f(v(p, "idle_rcpt.rss_kib"), "%.1f"),
+            f(v(p, "idle_after.rss_kib"), "%.1f")
+    }
+    printf "(PSS per idle session after RCPT: nginx %s, stunnel %s, bare %s, proxy %s KiB; %s sessions held)\n",
+        f(v("nginx", "idle_rcpt.pss_kib"), "%.1f"), f(v("stunnel", "idle_rcpt.pss_kib"), "%.1f"),
+        f(v("bare", "idle_rcpt.pss_kib"), "%.1f"), f(v("proxy", "idle_rcpt.pss_kib"), "%.1f"), v("proxy", "idle.held")
+    print ""
+    ratio("1a cpu/session proxy / nginx", v("proxy", "one.cpu_ms_session"), v("nginx", "one.cpu_ms_session"), 0.5, "<=")
+    ratio("1b cpu/session proxy / bare sink", v("proxy", "one.cpu_ms_session"), v("bare", "one.cpu_ms_session"), 1.4, "<=")
+    ratio("2a cpu/msg (10 per session) proxy / nginx", v("proxy", "ten.cpu_ms_msg"), v("nginx", "ten.cpu_ms_msg"), 0.5, "<=")
+    ratio("2b msgs/s (10 per session) proxy / plaintext", v("proxy", "ten.msgs_s"), v("plain", "ten.msgs_s"), 0.85, ">=")
+    ratio("3a cpu/msg (1 MiB) proxy / nginx", v("proxy", "big.cpu_ms_msg"), v("nginx", "big.cpu_ms_msg"), 0.5, "<=")
+    ratio("3b MB/s (1 MiB) proxy / plaintext", v("proxy", "big.mb_s"), v("plain", "big.mb_s"), 0.8, ">=")
+    ratio("4a idle RSS/session after RCPT proxy / 12 KiB", v("proxy", "idle_rcpt.rss_kib"), 12, 1, "<=")
+    ratio("4b idle RSS/session after RCPT proxy / nginx", v("proxy", "idle_rcpt.rss_kib"), v("nginx", "idle_rcpt.rss_kib"), 0.5, "<=")
+    ratio("4c RSS/session left after close / 1 KiB", v("proxy", "idle_after.rss_kib") < 0 ? 0 : v("proxy", "idle_after.rss_kib"), 1, 1, "<=")
+    ratio("5a sessions/s at c=" v("c", "high") " proxy / nginx", v("proxy", "c400.sessions_s"), v("nginx", "c400.sessions_s"), 2, ">=")
+    ratio("5b latency p50 at c=50 proxy / nginx", v("proxy", "one.p50"), v("nginx", "one.p50"), 0.25, "<=")
+    ratio("6a cpu/originated session outbound / stunnel client", v("proxy_out", "one.cpu_ms_session"), v("stunnel_client", "one.cpu_ms_session"), 0.2, "<=")
+    ratio("6b cpu/session resumed / full (inbound)", v("proxy", "resumed.cpu_ms_session"), v("proxy", "one.cpu_ms_session"), 0.6, "<=")
+    printf "(outbound: %s of %s handshakes with the next hop were resumed)\n", v("proxy_out", "resumed"), v("proxy_out", "handshakes")
+    if (quick) print "(--quick: counts too small for the ratios to mean anything; the shape is what is checked)"
+}' <(echo "c high $CHIGH"; cat "$results")
+
+[ "$failed_runs" -eq 0 ] || { echo "compare.sh: $failed_runs load runs failed" >&2; exit 1; }
+exit 0
