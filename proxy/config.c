@@ -215,6 +215,7 @@ static const directive_t proxy_directives[] = {
     {"state_dir", parse_state_dir, CF(state_dir), "", NULL, NULL, 0},
     {"remember_tls", parse_duration, CF(remember_tls), "0", check_remember, NULL, 0},
     {"mta_sts_port", parse_count, CF(mta_sts_port), "443", check_port, NULL, 0},
+    {"mx_port", parse_count, CF(mx_port), "25", check_port, NULL, 0},
     {"mta_sts_timeout", parse_duration, CF(mta_sts_timeout), "30s", check_timeout, NULL, 0},
     /* default: [tls] ca_file, filled in after the file is read */
     {"mta_sts_ca_file", parse_path, CF(mta_sts_ca_file), NULL, NULL, NULL, 0},

@@ -60,8 +60,8 @@ stp_runtime_t *stp_runtime_new(stp_config_t *conf, char *err, size_t errlen)
             l->relay.addr_len = res->ai_addrlen;
             freeaddrinfo(res);
         }
-        if (l->tls == STP_TLS_LEVEL_NONE) {
-            continue;
+        if (l->tls == STP_TLS_LEVEL_NONE && l->route != STP_ROUTE_MX) {
+            continue; /* route = mx: each domain's policy decides, TLS may be needed */
         }
         char e[400];
         rt->client_ctx[i] = stp_tls_ctx_client_new(l->ca_file[0] ? l->ca_file : NULL,

@@ -39,6 +39,9 @@
 #include "proxy/certwatch.h"
 #include "proxy/conn.h"
 #include "proxy/config.h"
+#include "proxy/domain_state.h"
+#include "proxy/probe.h"
+#include "proxy/resolver.h"
 #include "proxy/listener.h"
 #include "proxy/log.h"
 #include "proxy/metrics.h"
@@ -102,6 +105,7 @@ static void usage(FILE *f)
 {
     fprintf(f,
             "usage: smtp-tls-proxy [-c FILE] [--check] [--version] [--help]\n"
+            "       smtp-tls-proxy probe DOMAIN [--json] [-c FILE]\n"
             "\n"
             "A STARTTLS-aware SMTP proxy: gives a plaintext mail server modern TLS.\n"
             "\n"
@@ -110,6 +114,8 @@ static void usage(FILE *f)
             "                     0 if valid, 1 with FILE:LINE: message for each error\n"
             "  -v, --version      print the version and exit\n"
             "  -h, --help         print this help and exit\n"
+            "  probe DOMAIN       show how mail to DOMAIN would be protected (per MX: TLS,\n"
+            "                     certificate, MTA-STS, DANE) and the verdict of the policy\n"
             "\n"
             "Runs in the foreground and logs to stderr. SIGTERM/SIGINT drain and stop;\n"
             "SIGHUP reloads the configuration and certificates.\n");
@@ -349,12 +355,6 @@ static void reload(const char *trigger)
         conf->log_level != old->log_level) {
         restart = "workers, user, group, log_format and log_level need a restart";
     }
-    for (size_t j = 0; j < conf->nlisteners && !restart; j++) {
-        if (conf->listeners[j].mode == STP_MODE_OUTBOUND &&
-            conf->listeners[j].route == STP_ROUTE_MX) {
-            restart = "route = mx is not implemented yet";
-        }
-    }
     if (restart) {
         stp_config_free(conf);
         reload_failed(restart);
@@ -551,6 +551,50 @@ static int drop_privileges(const stp_config_t *conf)
     return 0;
 }
 
+/*
+ * route = mx: c-ares once per process, the domain memory from state_dir, and
+ * the DANE check: DANE trusts the AD bit of the configured resolver, so a
+ * resolver that does not validate makes every TLSA record "insecure" and
+ * DANE silently inert. That deserves a loud warning, not a refusal to start
+ * (the other policies still work).
+ */
+static int mx_start_up(const stp_config_t *conf)
+{
+    int mx = 0, dane = 0;
+    for (size_t i = 0; i < conf->nlisteners; i++) {
+        mx |= conf->listeners[i].mode == STP_MODE_OUTBOUND &&
+              conf->listeners[i].route == STP_ROUTE_MX;
+    }
+    if (stp_resolver_global_init() < 0) {
+        stp_log(STP_LOG_ERROR, "start error=\"c-ares initialisation failed\"");
+        return -1;
+    }
+    if (stp_domain_state_init(conf->state_dir) < 0) {
+        stp_log(STP_LOG_ERROR, "start error=\"out of memory\"");
+        return -1;
+    }
+    if (!mx) {
+        return 0;
+    }
+    const stp_policy_table_t *t = &conf->policies;
+    dane = t->deflt.tls == STP_POLICY_TLS_DANE || t->deflt.tls == STP_POLICY_TLS_DANE_ONLY;
+    for (size_t i = 0; i < t->n; i++) {
+        dane |= t->entries[i].tls == STP_POLICY_TLS_DANE ||
+                t->entries[i].tls == STP_POLICY_TLS_DANE_ONLY;
+    }
+    char why[300];
+    if (dane && !stp_resolver_validates(conf->resolver, (unsigned)conf->dns_timeout,
+                                        conf->dnssec_probe, why, sizeof(why))) {
+        stp_log(STP_LOG_WARN,
+                "dnssec WARNING: DANE is configured (tls = dane or dane-only) but the resolver "
+                "%s does not validate DNSSEC: %s; TLSA records will be treated as insecure "
+                "(dane falls back to MTA-STS or opportunistic TLS, dane-only defers every "
+                "message). Point [proxy] resolver at a validating resolver (e.g. a local unbound)",
+                conf->resolver[0] ? conf->resolver : "of /etc/resolv.conf", why);
+    }
+    return 0;
+}
+
 static unsigned cpu_count(void)
 {
     long n = sysconf(_SC_NPROCESSORS_ONLN);
@@ -569,6 +613,10 @@ int main(int argc, char **argv)
     const char *path = DEFAULT_CONFIG;
     int check = 0, ch;
     char err[16384];
+
+    if (argc > 1 && strcmp(argv[1], "probe") == 0) {
+        return stp_probe_main(argc - 1, argv + 1, DEFAULT_CONFIG);
+    }
 
     while ((ch = getopt_long(argc, argv, "c:tvh", opts, NULL)) != -1) {
         switch (ch) {
@@ -613,15 +661,6 @@ int main(int argc, char **argv)
         return 1;
     }
     conf = rt->conf;
-    for (size_t i = 0; i < conf->nlisteners; i++) {
-        if (conf->listeners[i].mode == STP_MODE_OUTBOUND &&
-            conf->listeners[i].route == STP_ROUTE_MX) {
-            fprintf(stderr, "%s:%d: listener '%s': route = mx is not implemented yet\n", path,
-                    conf->listeners[i].line, conf->listeners[i].name);
-            stp_runtime_unref(rt);
-            return 1;
-        }
-    }
     if (check) {
         fprintf(stderr, "smtp-tls-proxy: configuration file %s test is successful\n", path);
         stp_runtime_unref(rt);
@@ -630,6 +669,10 @@ int main(int argc, char **argv)
 
     stp_log_init(conf->log_format, conf->log_level);
     config_path = path;
+    if (mx_start_up(conf) < 0) {
+        stp_runtime_unref(rt);
+        return 1;
+    }
     current_rt = rt;
     stp_log_set_target(conf->log_target);
     uv_loop_t *loop = uv_default_loop();
@@ -760,6 +803,7 @@ int main(int argc, char **argv)
     }
     free(workers);
     stp_runtime_unref(current_rt);
+    stp_domain_state_free();
     uv_loop_close(loop);
     return failed ? 1 : 0;
 }

@@ -30,12 +30,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 
 #include "proxy/conn.h"
 #include "proxy/data_scan.h"
 #include "proxy/ehlo.h"
 #include "proxy/log.h"
+#include "proxy/nexthop.h"
 #include "proxy/proxy_proto.h"
 #include "proxy/session_metrics.h"
 #include "proxy/smtp_cmd.h"
@@ -65,6 +67,7 @@ enum {
     V_RSET_INTERNAL,
     V_XC_EHLO, /* xclient: the EHLO that asks the backend whether it offers XCLIENT */
     V_XCLIENT, /* xclient: the XCLIENT command */
+    V_MAIL_REPLAY, /* route = mx: the remembered MAIL FROM, sent to a new next hop */
 };
 
 typedef enum { P_BACKEND = 1, P_LOCAL, P_INTERNAL } pending_kind_t;
@@ -139,6 +142,19 @@ struct stp_session_s {
     char mail_from[136];
     unsigned rcpts;
 
+    /* route = mx (proxy/nexthop.c finds and secures the next hop per domain) */
+    stp_nexthop_t *nh;        /* the attempt in progress, or NULL */
+    int nh_slot;              /* the backends[] slot it uses */
+    int slot_busy[2];         /* backends[i] is in use until its close callback */
+    char mx_domain[256];      /* the domain of the next hop connection (or attempt) */
+    char *mx_mail;            /* the legacy MTA's MAIL FROM argument, or NULL */
+    char *mx_rcpt;            /* the RCPT line waiting for the next hop */
+    size_t mx_rcpt_len;
+    unsigned mx_caps;         /* the next hop's EHLO keywords */
+    int mx_mail_sent;         /* MAIL replayed on the next hop in this transaction */
+    int mx_verified;          /* the next hop's TLS was authenticated */
+    int mx_txn_lost;          /* the next hop went away with recipients accepted */
+
     pending_t pq[PENDING_MAX];
     unsigned pq_head, pq_len;
 
@@ -173,6 +189,22 @@ static void up_lost(stp_session_t *s, const char *why);
 static void up_on_handshake(stp_conn_t *c, const char *err);
 static void backend_connect(stp_session_t *s);
 static size_t proxy_header_input(stp_session_t *s, const char *data, size_t len);
+static void handle_reply(stp_session_t *s, const stp_reply_t *r);
+static void relay(stp_session_t *s, const stp_reply_t *r);
+static void resume(stp_session_t *s);
+static void destroy(stp_session_t *s);
+static const stp_conn_cb_t backend_cb;
+
+/* route = mx: the local side of the session and the hand-over to a next
+ * hop found by proxy/nexthop.c (the code is in the "outbound: mx" part). */
+static int is_mx(const stp_session_t *s);
+static int mx_wait(const stp_session_t *s);
+static int mx_command(stp_session_t *s, const stp_cmd_t *cmd, const char *line, size_t len);
+static void mx_mail_replied(stp_session_t *s, const stp_reply_t *r);
+static void mx_end_transaction(stp_session_t *s, int reset_next_hop);
+static void mx_message_done(stp_session_t *s, int ok);
+static void mx_up_gone(stp_session_t *s);
+static void mx_greet(stp_session_t *s);
 
 /* ---- small helpers ---- */
 
@@ -302,6 +334,8 @@ logged:
     free(s->xc_line);
     free(s->rp);
     free(s->pp);
+    free(s->mx_mail);
+    free(s->mx_rcpt);
     stp_listener_t *l = s->listener;
     if (s->prev) {
         s->prev->next = s->next;
@@ -357,6 +391,9 @@ static void finish(stp_session_t *s, const char *reply, const char *result, cons
         client_write(s, reply, strlen(reply));
     }
     stp_conn_close_after_write(&s->client);
+    if (s->nh) {
+        stp_nexthop_cancel(s->nh); /* its callback comes back once its conn is closed */
+    }
     if (s->backend_up) {
         /* A polite QUIT only between transactions: inside DATA, closing
          * without the final dot is what makes the backend drop the message. */
@@ -740,6 +777,9 @@ static void handle_line(stp_session_t *s, const char *line, size_t len)
         return;
     }
 
+    if (is_mx(s) && mx_command(s, &cmd, line, len)) {
+        return;
+    }
     switch (cmd.verb) {
     case STP_CMD_STARTTLS:
         if (c->mode == STP_MODE_OUTBOUND) {
@@ -923,7 +963,8 @@ static void process(stp_session_t *s, const char *p, size_t n)
             }
             return;
         }
-        if (s->paused || pq_full(s) || s->state == S_CONNECTING || s->state == S_GREETING) {
+        if (s->paused || pq_full(s) || s->state == S_CONNECTING || s->state == S_GREETING ||
+            mx_wait(s)) {
             hold(s, p, n);
             return;
         }
@@ -1040,6 +1081,9 @@ static void client_on_handshake(stp_conn_t *c, const char *err)
 static void conn_on_close(stp_conn_t *c)
 {
     stp_session_t *s = c->owner;
+    if (c == &s->backends[0] || c == &s->backends[1]) {
+        s->slot_busy[c - s->backends] = 0;
+    }
     if (c == &s->client) {
         close_timer(&s->client_timer);
         if (s->state != S_CLOSING) {
@@ -1171,7 +1215,9 @@ static void handle_reply(stp_session_t *s, const stp_reply_t *r)
     pq_pop(s);
     int ok = r->code / 100 == 2;
 
-    if (p.kind == P_INTERNAL) {
+    if (p.kind == P_INTERNAL && p.verb == V_MAIL_REPLAY) {
+        mx_mail_replied(s, r);
+    } else if (p.kind == P_INTERNAL) {
         if (!ok) {
             stp_log(STP_LOG_WARN, "backend id=%s internal RSET answered %d", s->id, r->code);
         }
@@ -1203,6 +1249,8 @@ static void handle_reply(stp_session_t *s, const stp_reply_t *r)
             relay(s, r);
             if (r->code == 354) {
                 data_begin(s);
+            } else if (is_mx(s)) {
+                mx_end_transaction(s, 1);
             }
             s->paused = 0; /* content after 354, commands otherwise */
             break;
@@ -1214,6 +1262,9 @@ static void handle_reply(stp_session_t *s, const stp_reply_t *r)
             }
             log_message(s, r);
             relay(s, r);
+            if (is_mx(s)) {
+                mx_message_done(s, ok);
+            }
             break;
         case STP_CMD_AUTH:
         case V_SASL:
@@ -1537,6 +1588,10 @@ static void backend_on_eof(stp_conn_t *c, const char *err)
         up_lost(s, err ? err : "connection closed");
         return;
     }
+    if (is_mx(s) && s->state == S_COMMAND && s->pq_len == 0) {
+        mx_up_gone(s); /* idle between transactions: the next RCPT reconnects */
+        return;
+    }
     if (s->state == S_CLOSING) {
         stp_conn_close(c);
         return;
@@ -1601,6 +1656,494 @@ static void backend_connect(stp_session_t *s)
         return;
     }
     arm_timers(s);
+}
+
+/* ---- outbound: mx ----
+ *
+ * route = mx: the proxy is the legacy MTA's SMTP server until the first
+ * RCPT names a domain; proxy/nexthop.c then finds and secures that domain's
+ * mail server, and the remembered MAIL FROM and the RCPT are replayed to it.
+ * From there the transaction is relayed as on any outbound route. One
+ * transaction goes to one domain: without a queue the proxy cannot fan a
+ * message out and still give one truthful reply to the final dot, so a
+ * recipient of another domain gets 452 4.5.3 and the legacy MTA sends it in
+ * a transaction of its own. The EHLO offered to the legacy MTA holds only
+ * what can be honoured whatever the next hop turns out to be: no
+ * PIPELINING (one command at a time keeps every next hop switch between
+ * replies), no AUTH, no CHUNKING, no DSN.
+ */
+
+static int is_mx(const stp_session_t *s)
+{
+    return s->conf->mode == STP_MODE_OUTBOUND && s->conf->route == STP_ROUTE_MX;
+}
+
+/* Commands wait while the next hop owes a reply (no PIPELINING offered). */
+static int mx_wait(const stp_session_t *s)
+{
+    return is_mx(s) && s->state == S_COMMAND && pq_has_backend((stp_session_t *)s);
+}
+
+static void mx_write(stp_session_t *s, const char *text)
+{
+    client_write(s, text, strlen(text));
+}
+
+static void mx_greet(stp_session_t *s)
+{
+    char buf[320];
+    snprintf(s->next_hop_str, sizeof(s->next_hop_str), "mx");
+    int n = snprintf(buf, sizeof(buf), "220 %s ESMTP smtp-tls-proxy\r\n", hostname(s));
+    client_write(s, buf, (size_t)n);
+    s->state = S_COMMAND;
+    update_reading(s);
+    arm_timers(s);
+}
+
+/* Drops the next hop connection (QUIT first when it can still be said). */
+static void mx_drop_up(stp_session_t *s)
+{
+    if (s->backend_up) {
+        if (!s->up->closing && !s->up->eof && s->state == S_COMMAND) {
+            stp_conn_write(s->up, "QUIT\r\n", 6);
+            stp_conn_close_after_write(s->up);
+        } else {
+            stp_conn_close(s->up);
+        }
+    }
+    s->backend_up = 0;
+    s->up = NULL;
+    s->mx_mail_sent = 0;
+    s->mx_domain[0] = '\0';
+}
+
+static void mx_up_gone(stp_session_t *s)
+{
+    if (s->mx_mail_sent && s->rcpts) {
+        s->mx_txn_lost = 1; /* accepted recipients are gone with it: DATA gets a 4xx */
+    }
+    mx_drop_up(s);
+}
+
+/* The transaction is over (final reply, RSET, EHLO, refused DATA). */
+static void mx_end_transaction(stp_session_t *s, int reset_next_hop)
+{
+    if (reset_next_hop && s->backend_up && s->mx_mail_sent && !s->up->closing) {
+        backend_send(s, V_RSET_INTERNAL, "RSET", 4, P_INTERNAL);
+    }
+    free(s->mx_mail);
+    s->mx_mail = NULL;
+    free(s->mx_rcpt);
+    s->mx_rcpt = NULL;
+    s->mx_mail_sent = 0;
+    s->mx_txn_lost = 0;
+    s->rcpts = 0;
+}
+
+static void mx_message_done(stp_session_t *s, int ok)
+{
+    if (ok && s->mx_verified && s->rt->conf->remember_tls) {
+        stp_nexthop_delivered(s->loop, s->rt->conf, s->mx_domain);
+        stp_log(STP_LOG_INFO, "remember id=%s domain=%s tls=verified", s->id, s->mx_domain);
+    }
+    mx_end_transaction(s, 0);
+}
+
+static int has_prefix(const char *p, size_t n, const char *prefix)
+{
+    size_t k = strlen(prefix);
+    return n >= k && strncasecmp(p, prefix, k) == 0;
+}
+
+/* "<addr> PARAMS" after "FROM:"/"TO:": the path's extent or -1. */
+static int path_end(const char *a, size_t n, size_t *end)
+{
+    size_t i = 0;
+    while (i < n && a[i] == ' ') {
+        i++;
+    }
+    if (i >= n || a[i] != '<') {
+        return -1;
+    }
+    int quoted = 0;
+    for (size_t j = i + 1; j < n; j++) {
+        if (a[j] == '"' && a[j - 1] != '\\') {
+            quoted = !quoted;
+        } else if (a[j] == '>' && !quoted) {
+            *end = j + 1;
+            return (int)i;
+        }
+    }
+    return -1;
+}
+
+/* The MAIL FROM parameters the proxy advertised (and no others). */
+static const char *mx_check_mail_params(stp_session_t *s, const char *p, size_t n)
+{
+    while (n > 0) {
+        while (n > 0 && *p == ' ') {
+            p++, n--;
+        }
+        size_t k = 0;
+        while (k < n && p[k] != ' ') {
+            k++;
+        }
+        if (k == 0) {
+            break;
+        }
+        if (has_prefix(p, k, "SIZE=")) {
+            uint64_t v = 0;
+            for (size_t i = 5; i < k; i++) {
+                if (p[i] < '0' || p[i] > '9' || v > UINT64_MAX / 10) {
+                    return "501 5.5.4 Error: bad SIZE parameter\r\n";
+                }
+                v = v * 10 + (uint64_t)(p[i] - '0');
+            }
+            if (s->conf->max_message_size && v > s->conf->max_message_size) {
+                return "552 5.3.4 Error: message size exceeds fixed limit\r\n";
+            }
+        } else if (!((k == 9 && strncasecmp(p, "BODY=7BIT", 9) == 0) ||
+                     (k == 13 && strncasecmp(p, "BODY=8BITMIME", 13) == 0) ||
+                     (k == 8 && strncasecmp(p, "SMTPUTF8", 8) == 0))) {
+            return "555 5.5.4 Error: unsupported MAIL parameter\r\n";
+        }
+        p += k;
+        n -= k;
+    }
+    return NULL;
+}
+
+/* The MAIL FROM line for the next hop: the path, and only the parameters
+ * its EHLO offers. NULL with *refusal set when it cannot be honoured. */
+static int mx_mail_line(stp_session_t *s, char *out, size_t cap, const char **refusal)
+{
+    const char *a = s->mx_mail;
+    size_t n = strlen(a), end = 0;
+    int start = path_end(a, n, &end);
+    size_t len = (size_t)snprintf(out, cap, "MAIL FROM:%.*s", (int)(end - (size_t)start),
+                                  a + start);
+    const char *p = a + end;
+    *refusal = NULL;
+    while (*p) {
+        while (*p == ' ') {
+            p++;
+        }
+        size_t k = strcspn(p, " ");
+        if (k == 0) {
+            break;
+        }
+        unsigned need = has_prefix(p, k, "SIZE=")   ? STP_EHLO_SIZE
+                        : has_prefix(p, k, "BODY=") ? STP_EHLO_8BITMIME
+                                                    : STP_EHLO_SMTPUTF8;
+        if (s->mx_caps & need) {
+            len += (size_t)snprintf(out + len, cap > len ? cap - len : 0, " %.*s", (int)k, p);
+        } else if (need == STP_EHLO_SMTPUTF8) {
+            *refusal = "553 5.6.7 Error: the recipient's mail server does not support SMTPUTF8\r\n";
+            return -1;
+        }
+        /* XXX: without 8BITMIME at the next hop the message goes as it is
+         * (no conversion to 7 bit), as most MTAs do in practice. */
+        p += k;
+    }
+    return len < cap ? 0 : -1;
+}
+
+/* Sends the remembered MAIL FROM to the next hop; the RCPT follows its 250. */
+static void mx_replay_mail(stp_session_t *s)
+{
+    char line[1200];
+    const char *refusal = NULL;
+    if (mx_mail_line(s, line, sizeof(line), &refusal) < 0) {
+        mx_write(s, refusal ? refusal : "501 5.5.4 Error: MAIL FROM too long\r\n");
+        s->paused = 0;
+        return;
+    }
+    backend_send(s, V_MAIL_REPLAY, line, strlen(line), P_INTERNAL);
+    s->paused = 1;
+}
+
+static void mx_mail_replied(stp_session_t *s, const stp_reply_t *r)
+{
+    s->paused = 0;
+    if (r->code / 100 == 2 && s->mx_rcpt) {
+        s->mx_mail_sent = 1;
+        forward(s, STP_CMD_RCPT, s->mx_rcpt, s->mx_rcpt_len);
+    } else {
+        /* The next hop refused the sender: that is this recipient's answer. */
+        relay(s, r);
+    }
+    free(s->mx_rcpt);
+    s->mx_rcpt = NULL;
+}
+
+static void mx_on_nexthop(const stp_nexthop_result_t *r, void *arg)
+{
+    stp_session_t *s = arg;
+    stp_conn_t *c = &s->backends[s->nh_slot];
+
+    s->nh = NULL;
+    if (r->status != STP_NEXTHOP_OK) {
+        s->slot_busy[s->nh_slot] = 0;
+        s->mx_domain[0] = '\0';
+        if (--s->open_handles == 0) {
+            destroy(s);
+            return;
+        }
+        if (s->state == S_CLOSING) {
+            return;
+        }
+        s->decision = "deferred";
+        mx_write(s, r->reply);
+        free(s->mx_rcpt);
+        s->mx_rcpt = NULL;
+        s->paused = 0;
+        resume(s);
+        arm_timers(s);
+        return;
+    }
+    c->cb = &backend_cb;
+    c->owner = s;
+    s->up = c;
+    s->backend_up = 1;
+    s->mx_caps = r->caps;
+    s->mx_verified = r->verified;
+    /* The MX host name is cut if it has to be: this is only for the log. */
+    snprintf(s->next_hop_str, sizeof(s->next_hop_str), "%.200s[%.64s]", r->mx, r->addr);
+    snprintf(s->up_version, sizeof(s->up_version), "%s", r->version);
+    snprintf(s->up_cipher, sizeof(s->up_cipher), "%s", r->cipher);
+    s->verify = r->tls ? (r->verified ? "ok" : "failed") : "skipped";
+    s->decision = r->tls ? "tls" : "plaintext";
+    stp_reply_parser_init(s->rp);
+    mx_replay_mail(s);
+    if (s->state == S_CLOSING) {
+        return;
+    }
+    if (!s->paused) {
+        resume(s);
+    }
+    update_reading(s);
+    arm_timers(s);
+}
+
+static void mx_start(stp_session_t *s, const char *domain)
+{
+    mx_drop_up(s);
+    int slot = !s->slot_busy[0] ? 0 : !s->slot_busy[1] ? 1 : -1;
+    if (slot < 0) {
+        mx_write(s, "451 4.3.0 Error: the previous mail server connection is still closing; "
+                    "try again\r\n");
+        return;
+    }
+    int idx = (int)(s->conf - s->rt->conf->listeners);
+    stp_nexthop_opts_t o = {
+        .loop = s->loop,
+        .cf = s->rt->conf,
+        .lc = s->conf,
+        .ctx = s->rt->client_ctx[idx],
+        .domain = domain,
+        .id = s->id,
+    };
+    s->nh_slot = slot;
+    s->nh = stp_nexthop_start(&o, &s->backends[slot], mx_on_nexthop, s);
+    if (s->nh == NULL) {
+        mx_write(s, "451 4.3.0 Error: out of resources\r\n");
+        return;
+    }
+    s->slot_busy[slot] = 1;
+    s->open_handles++; /* the slot's conn, until the attempt's callback */
+    snprintf(s->mx_domain, sizeof(s->mx_domain), "%s", domain);
+    s->paused = 1;
+}
+
+/* The recipient's domain into out[256]; a static refusal if unusable. */
+static const char *mx_rcpt_domain(const char *a, size_t n, size_t *params, char *out)
+{
+    size_t end = 0;
+    int start = path_end(a, n, &end);
+    if (start < 0) {
+        return "501 5.1.3 Error: bad recipient address syntax\r\n";
+    }
+    *params = end;
+    const char *at = NULL;
+    for (size_t i = (size_t)start; i < end; i++) {
+        if (a[i] == '@') {
+            at = a + i;
+        }
+    }
+    if (at == NULL) {
+        return "550 5.1.3 Error: a recipient without a domain cannot be routed\r\n";
+    }
+    size_t dl = (size_t)(a + end - 1 - (at + 1));
+    if (dl == 0 || dl > 253) {
+        return "501 5.1.3 Error: bad recipient domain\r\n";
+    }
+    if (at[1] == '[') {
+        return "550 5.1.3 Error: address literals cannot be routed by MX\r\n";
+    }
+    for (size_t i = 0; i < dl; i++) {
+        char ch = at[1 + i];
+        if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+              ch == '-' || ch == '.')) {
+            return "501 5.1.3 Error: bad recipient domain\r\n";
+        }
+        out[i] = (char)(ch >= 'A' && ch <= 'Z' ? ch + 32 : ch);
+    }
+    out[dl] = '\0';
+    if (out[dl - 1] == '.') {
+        out[dl - 1] = '\0';
+    }
+    return NULL;
+}
+
+static void mx_rcpt(stp_session_t *s, const stp_cmd_t *cmd, const char *line, size_t len)
+{
+    char domain[256];
+    size_t params = 0;
+    const char *arg = cmd->arg, *bad;
+    size_t n = cmd->arg_len;
+
+    if (s->mx_mail == NULL) {
+        mx_write(s, "503 5.5.1 Error: need MAIL command\r\n");
+        return;
+    }
+    if ((bad = mx_rcpt_domain(arg, n, &params, domain)) != NULL) {
+        mx_write(s, bad);
+        return;
+    }
+    for (size_t i = params; i < n; i++) {
+        if (arg[i] != ' ') {
+            mx_write(s, "555 5.5.4 Error: unsupported RCPT parameter\r\n");
+            return;
+        }
+    }
+    if (s->mx_txn_lost) {
+        mx_write(s, "451 4.4.2 Error: connection to the recipient's mail server lost\r\n");
+        return;
+    }
+    if (s->mx_mail_sent && strcmp(domain, s->mx_domain) != 0) {
+        char buf[400];
+        snprintf(buf, sizeof(buf),
+                 "452 4.5.3 Error: too many recipients: %s is delivered in a separate "
+                 "transaction\r\n",
+                 domain);
+        mx_write(s, buf);
+        stp_log(STP_LOG_INFO, "mx id=%s domain=%s deferred=other-domain transaction_domain=%s",
+                s->id, domain, s->mx_domain);
+        return;
+    }
+    if (s->backend_up && s->mx_mail_sent) {
+        forward(s, STP_CMD_RCPT, line, len);
+        return;
+    }
+    free(s->mx_rcpt);
+    s->mx_rcpt = malloc(len);
+    if (s->mx_rcpt == NULL) {
+        mx_write(s, "451 4.3.0 Error: out of resources\r\n");
+        return;
+    }
+    memcpy(s->mx_rcpt, line, len);
+    s->mx_rcpt_len = len;
+    if (s->backend_up && strcmp(domain, s->mx_domain) == 0 && !s->up->closing && !s->up->eof) {
+        mx_replay_mail(s); /* the same domain again: the connection is reused */
+        return;
+    }
+    mx_start(s, domain);
+}
+
+/* The commands the proxy answers itself under route = mx; 0 for the rest
+ * (refusals shared with the other routes). */
+static int mx_command(stp_session_t *s, const stp_cmd_t *cmd, const char *line, size_t len)
+{
+    char buf[400];
+    const char *bad;
+
+    switch (cmd->verb) {
+    case STP_CMD_EHLO:
+    case STP_CMD_HELO: {
+        size_t n = cmd->arg_len < sizeof(s->helo) - 1 ? cmd->arg_len : sizeof(s->helo) - 1;
+        memcpy(s->helo, cmd->arg, n);
+        s->helo[n] = '\0';
+        s->ehlo_seen = 1;
+        s->esmtp = cmd->verb == STP_CMD_EHLO;
+        mx_end_transaction(s, 1);
+        if (!s->esmtp) {
+            snprintf(buf, sizeof(buf), "250 %s\r\n", hostname(s));
+        } else if (s->conf->max_message_size) {
+            snprintf(buf, sizeof(buf),
+                     "250-%s\r\n250-SIZE %llu\r\n250-8BITMIME\r\n250-ENHANCEDSTATUSCODES\r\n"
+                     "250 SMTPUTF8\r\n",
+                     hostname(s), (unsigned long long)s->conf->max_message_size);
+        } else {
+            snprintf(buf, sizeof(buf),
+                     "250-%s\r\n250-SIZE\r\n250-8BITMIME\r\n250-ENHANCEDSTATUSCODES\r\n"
+                     "250 SMTPUTF8\r\n",
+                     hostname(s));
+        }
+        mx_write(s, buf);
+        return 1;
+    }
+    case STP_CMD_MAIL:
+        if (!s->ehlo_seen) {
+            mx_write(s, "503 5.5.1 Error: send HELO/EHLO first\r\n");
+        } else if (s->mx_mail) {
+            mx_write(s, "503 5.5.1 Error: nested MAIL command\r\n");
+        } else {
+            size_t end = 0, n = cmd->arg_len;
+            const char *a = cmd->arg;
+            int start = path_end(a, n, &end);
+            if (start < 0) {
+                mx_write(s, "501 5.1.7 Error: bad sender address syntax\r\n");
+            } else if ((bad = mx_check_mail_params(s, a + end, n - end)) != NULL) {
+                mx_write(s, bad);
+            } else if ((s->mx_mail = malloc(n - (size_t)start + 1)) == NULL) {
+                mx_write(s, "451 4.3.0 Error: out of resources\r\n");
+            } else {
+                memcpy(s->mx_mail, a + start, n - (size_t)start);
+                s->mx_mail[n - (size_t)start] = '\0';
+                stp_log_escape(s->mail_from, sizeof(s->mail_from), a + start, end - (size_t)start);
+                s->rcpts = 0;
+                mx_write(s, "250 2.1.0 Ok\r\n");
+            }
+        }
+        return 1;
+    case STP_CMD_RCPT:
+        mx_rcpt(s, cmd, line, len);
+        return 1;
+    case STP_CMD_DATA:
+        if (s->mx_mail == NULL) {
+            mx_write(s, "503 5.5.1 Error: need MAIL command\r\n");
+        } else if (s->mx_txn_lost) {
+            mx_write(s, "451 4.4.2 Error: connection to the recipient's mail server lost\r\n");
+        } else if (!s->mx_mail_sent || s->rcpts == 0 || !s->backend_up) {
+            mx_write(s, "554 5.5.1 Error: no valid recipients\r\n");
+        } else {
+            forward(s, STP_CMD_DATA, line, len);
+            s->paused = 1; /* content only after the next hop's 354 */
+        }
+        return 1;
+    case STP_CMD_RSET:
+        mx_end_transaction(s, 1);
+        mx_write(s, "250 2.0.0 Ok\r\n");
+        return 1;
+    case STP_CMD_NOOP:
+        mx_write(s, "250 2.0.0 Ok\r\n");
+        return 1;
+    case STP_CMD_VRFY:
+        mx_write(s, "252 2.5.2 Cannot VRFY user; try RCPT to attempt delivery\r\n");
+        return 1;
+    case STP_CMD_QUIT:
+        mx_write(s, "221 2.0.0 Bye\r\n");
+        finish(s, NULL, "ok", NULL);
+        return 1;
+    case STP_CMD_AUTH:
+    case STP_CMD_EXPN:
+    case STP_CMD_ETRN:
+    case STP_CMD_HELP:
+        mx_write(s, "502 5.5.1 Error: command not implemented\r\n");
+        return 1;
+    default:
+        return 0;
+    }
 }
 
 /* ---- accept ---- */
@@ -1801,6 +2344,10 @@ static void session_begin(stp_session_t *s)
                     conf->name, s->peer_str);
             stp_sm_refused(conf->name, "not_allowed");
             finish(s, "554 5.7.1 Access denied\r\n", "denied", "client not in allow");
+            return;
+        }
+        if (conf->route == STP_ROUTE_MX) {
+            mx_greet(s);
             return;
         }
         if (conf->route == STP_ROUTE_ORIGINAL_DST) {

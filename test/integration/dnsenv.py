@@ -88,13 +88,14 @@ def _tamper(path):
 class DnsEnv:
     """nsd (authoritative, signed zones) + unbound (validating) on loopback."""
 
-    def __init__(self, tmp, extra=None):
+    def __init__(self, tmp, extra=None, stubs=None):
         self.dir = os.path.join(tmp, "dns")
         os.makedirs(self.dir, exist_ok=True)
         self.nsd_port = harness.free_port()
         self.unbound_port = harness.free_port()
         self.resolver = "127.0.0.1:%d" % self.unbound_port
         self.procs = []
+        self.stubs = dict(stubs or {})  # name -> "IP:PORT" of a server unbound asks for it
         anchors = []
         try:
             for zone, body in ZONES.items():
@@ -176,6 +177,9 @@ remote-control:
             f.write("remote-control:\n  control-enable: no\n")
             for zone in ZONES:
                 f.write("stub-zone:\n  name: %s\n  stub-addr: 127.0.0.1@%d\n" % (zone, self.nsd_port))
+            for name, addr in self.stubs.items():
+                ip, port = addr.rsplit(":", 1)
+                f.write("stub-zone:\n  name: %s\n  stub-addr: %s@%s\n" % (name, ip, port))
         p = harness.Process(["unbound", "-d", "-c", conf], os.path.join(d, "unbound.stderr"))
         self.procs.append(p)
         self._wait_answer(self.unbound_port, "example.test", p, "unbound")

@@ -193,7 +193,7 @@ class Proxy:
     [tls] section (no certificate: STARTTLS must not be offered)."""
 
     def __init__(self, tmp, listeners, tls=True, proxy_extra=None, tls_extra=None, env=None,
-                 ports=None):
+                 ports=None, extra_text=""):
         self.tmp = tmp
         self.ports = {}
         proxy_extra = dict(proxy_extra or {})
@@ -214,7 +214,7 @@ class Proxy:
             lines += ["%s = %s" % kv for kv in keys.items()]
         fd, self.ini = tempfile.mkstemp(prefix="proxy-", suffix=".ini", dir=tmp)
         with os.fdopen(fd, "w") as f:
-            f.write("\n".join(lines) + "\n")
+            f.write("\n".join(lines) + "\n" + extra_text)
         self.proc = Process([BIN, "-c", self.ini], self.ini + ".log", env=env)
         self.pid = self.proc.pid
         # Ready once it logged its start; probing the ports would open sessions.

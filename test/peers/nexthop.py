@@ -118,6 +118,9 @@ def serve(c, a, count, lock):
             elif u.startswith(b"MAIL") and a.mode == "auth" and not conn.authed:
                 conn.send(b"530 5.7.0 Authentication required\r\n")
             elif u.startswith(b"MAIL") or u.startswith(b"RCPT") or u == b"RSET" or u == b"NOOP":
+                # the envelope on stderr, for tests that check what arrived where
+                sys.stderr.write("command %s tls=%s\n" % (l.decode(errors="replace"), conn.tls))
+                sys.stderr.flush()
                 conn.send(b"250 2.0.0 Ok\r\n")
             elif u == b"DATA":
                 conn.send(b"354 go ahead\r\n")

@@ -1,0 +1,155 @@
+/*
+ * domain_state: one policy cache for the whole process (see domain_state.h).
+ *
+ * Every access takes the mutex; the calls are short (a table lookup). A
+ * change marks the cache dirty and queues one save on the caller's loop's
+ * thread pool; a save already queued or running picks the change up, so a
+ * burst of deliveries writes the file once or twice, not once each.
+ */
+#include "proxy/domain_state.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "proxy/log.h"
+#include "proxy/state_store.h"
+
+#define CACHE_MAX_ENTRIES 100000
+
+static uv_mutex_t lock;
+static stp_cache_t *cache;
+static char path[1100]; /* "" without state_dir */
+static int save_queued; /* under lock: a save request is in the pool */
+
+static int64_t now_s(void)
+{
+    return (int64_t)time(NULL);
+}
+
+int stp_domain_state_init(const char *state_dir)
+{
+    if (uv_mutex_init(&lock) != 0) {
+        return -1;
+    }
+    cache = stp_cache_new(CACHE_MAX_ENTRIES);
+    if (cache == NULL) {
+        uv_mutex_destroy(&lock);
+        return -1;
+    }
+    path[0] = '\0';
+    if (state_dir && state_dir[0] && stp_state_path(state_dir, path, sizeof(path)) == 0) {
+        int rc = stp_state_load(cache, path, now_s());
+        if (rc == 1) {
+            stp_log(STP_LOG_INFO, "state path=\"%s\" domains=%zu", path, stp_cache_count(cache));
+        }
+    }
+    return 0;
+}
+
+void stp_domain_state_free(void)
+{
+    if (cache == NULL) {
+        return;
+    }
+    stp_cache_free(cache);
+    cache = NULL;
+    uv_mutex_destroy(&lock);
+}
+
+static void save_work(uv_work_t *w)
+{
+    (void)w;
+    uv_mutex_lock(&lock);
+    save_queued = 0; /* changes from now on need another save */
+    /* XXX: the file is written under the lock, so a worker touching the
+     * cache meanwhile waits for the disk; the file is small (one line per
+     * domain) and saves are rare (a new policy, a first verified delivery). */
+    stp_state_save(cache, path);
+    uv_mutex_unlock(&lock);
+}
+
+static void save_done(uv_work_t *w, int status)
+{
+    (void)status;
+    free(w);
+}
+
+/* Called with the lock held. */
+static void queue_save(uv_loop_t *loop)
+{
+    if (path[0] == '\0' || save_queued || loop == NULL) {
+        return;
+    }
+    uv_work_t *w = calloc(1, sizeof(*w));
+    if (w == NULL) {
+        return;
+    }
+    if (uv_queue_work(loop, w, save_work, save_done) != 0) {
+        free(w);
+        return;
+    }
+    save_queued = 1;
+}
+
+static void copy_policy(const char *domain, stp_sts_action_t a, stp_mta_sts_policy_t *policy)
+{
+    if (a != STP_STS_USE_CACHED && a != STP_STS_USE_CACHED_REFRESH) {
+        return;
+    }
+    const stp_cache_entry_t *e = stp_cache_sts_valid(cache, domain, now_s());
+    if (e && policy) {
+        memcpy(policy, &e->sts, sizeof(*policy));
+    }
+}
+
+stp_sts_action_t stp_domain_state_sts_action(const char *domain, stp_sts_txt_state_t txt,
+                                             const char *txt_id, stp_mta_sts_policy_t *policy)
+{
+    uv_mutex_lock(&lock);
+    stp_sts_action_t a = stp_cache_sts_action(cache, domain, txt, txt_id, now_s());
+    copy_policy(domain, a, policy);
+    uv_mutex_unlock(&lock);
+    return a;
+}
+
+stp_sts_action_t stp_domain_state_sts_after_failure(const char *domain,
+                                                    stp_mta_sts_policy_t *policy)
+{
+    uv_mutex_lock(&lock);
+    stp_sts_action_t a = stp_cache_sts_after_failure(cache, domain, now_s());
+    copy_policy(domain, a, policy);
+    uv_mutex_unlock(&lock);
+    return a;
+}
+
+void stp_domain_state_sts_put(uv_loop_t *loop, const char *domain, const char *id,
+                              const stp_mta_sts_policy_t *p)
+{
+    uv_mutex_lock(&lock);
+    if (stp_cache_sts_put(cache, domain, id, p, now_s()) == 0) {
+        queue_save(loop);
+    }
+    uv_mutex_unlock(&lock);
+}
+
+int stp_domain_state_tls_required(const char *domain, int64_t *since)
+{
+    uv_mutex_lock(&lock);
+    int r = stp_cache_tls_required(cache, domain, now_s(), since, NULL);
+    uv_mutex_unlock(&lock);
+    return r;
+}
+
+void stp_domain_state_tls_seen(uv_loop_t *loop, const char *domain, uint64_t period_ms)
+{
+    if (period_ms == 0) {
+        return;
+    }
+    uv_mutex_lock(&lock);
+    if (stp_cache_tls_seen(cache, domain, now_s(), (int64_t)(period_ms / 1000)) == 0) {
+        queue_save(loop); /* coalesced with a save already queued */
+    }
+    uv_mutex_unlock(&lock);
+}

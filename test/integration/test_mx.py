@@ -1,0 +1,418 @@
+"""route = mx: the proxy resolves each recipient domain's MX itself and
+secures the next hop per the domain's policy (DANE, MTA-STS, remembered TLS).
+
+Real DNS on loopback: nsd serves example.test signed at test time, unbound
+validates it (test/integration/dnsenv.py). Every MX host name maps to its own
+127.0.0.x address where a scripted receiving MTA (test/peers/nexthop.py)
+listens on the port the proxy is told to use for MX hosts (`mx_port`), with a
+certificate made for that host by the test CA. MTA-STS policies come from a
+python HTTPS server (test CA certificate for every mta-sts.* name) on the
+`mta_sts_port`.
+
+    legacy MTA --> proxy (route = mx) --DNS--> unbound --> nsd (signed zone)
+                         |--HTTPS--> mta-sts.DOMAIN (policy)
+                         '--SMTP+STARTTLS--> 127.0.0.x:mx_port (per MX host)
+"""
+import hashlib
+import itertools
+import http.server
+import json
+import os
+import random
+import shutil
+import ssl
+import subprocess
+import threading
+import time
+import unittest
+
+import harness
+from dnsenv import DnsEnv, Responder
+from harness import BIN, CERTS, PY, NEXTHOP, Client, Process, Proxy, free_port, poll, tmpdir
+
+ZERO = "00" * 32
+
+POLICIES = {
+    "stsdane.example.test": "mxf.example.test",
+    "sts.example.test": "mxg.example.test",
+    "sts2.example.test": "mxi.example.test",
+}
+
+
+def make_cert(tmp, name, sans):
+    """An ECDSA leaf for `sans` signed by the test CA; returns (pem, key)."""
+    key, csr, pem, ext = (os.path.join(tmp, name + s) for s in (".key", ".csr", ".pem", ".cnf"))
+    with open(ext, "w") as f:
+        f.write("subjectAltName=%s\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n"
+                % ",".join("DNS:" + s for s in sans))
+    subprocess.run(["openssl", "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+                    "-nodes", "-subj", "/CN=" + sans[0], "-keyout", key, "-out", csr],
+                   check=True, capture_output=True)
+    subprocess.run(["openssl", "x509", "-req", "-in", csr, "-CA", os.path.join(CERTS, "ca.pem"),
+                    "-CAkey", os.path.join(CERTS, "ca.key"), "-set_serial",
+                    str(random.randrange(1, 1 << 60)), "-days", "30", "-extfile", ext,
+                    "-out", pem], check=True, capture_output=True)
+    return pem, key
+
+
+def spki_sha256(pem):
+    """The TLSA 3 1 1 association data of a certificate."""
+    pub = subprocess.run(["openssl", "x509", "-in", pem, "-pubkey", "-noout"], check=True,
+                         capture_output=True).stdout
+    der = subprocess.run(["openssl", "pkey", "-pubin", "-outform", "DER"], input=pub, check=True,
+                         capture_output=True).stdout
+    return hashlib.sha256(der).hexdigest()
+
+
+class Hop:
+    """test/peers/nexthop.py on 127.0.0.x:port with a certificate."""
+
+    serial = itertools.count()
+
+    def __init__(self, tmp, ip, port, cert, mode="good"):
+        self.maildir = os.path.join(tmp, "hop-%s-%s-%d" % (ip, mode, next(Hop.serial)))
+        self.proc = Process([PY, NEXTHOP, "--listen", "%s:%d" % (ip, port), "--maildir",
+                             self.maildir, "--cert", cert[0], "--key", cert[1], "--mode", mode],
+                            self.maildir + ".log")
+        line = self.proc.p.stdout.readline()
+        if b"ready" not in line:
+            raise RuntimeError("nexthop did not start: " + self.proc.log())
+
+    def stored(self):
+        return sorted(os.listdir(self.maildir)) if os.path.isdir(self.maildir) else []
+
+    def commands(self):
+        return [l for l in self.proc.log().splitlines() if l.startswith("command ")]
+
+    def stop(self):
+        self.proc.stop()
+
+
+class PolicyServer:
+    """HTTPS on 127.0.0.1: the MTA-STS policy of the domain named by Host."""
+
+    def __init__(self, tmp, policies):
+        cert = make_cert(tmp, "mta-sts", ["mta-sts." + d for d in policies])
+        pol = policies
+
+        class H(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                host = (self.headers.get("Host") or "").split(":")[0]
+                dom = host[len("mta-sts."):]
+                if self.path != "/.well-known/mta-sts.txt" or dom not in pol:
+                    self.send_error(404)
+                    return
+                body = ("version: STSv1\r\nmode: enforce\r\nmx: %s\r\nmax_age: 86400\r\n"
+                        % pol[dom]).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "text/plain")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *a):
+                pass
+
+        self.port = free_port()
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", self.port), H)
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(*cert)
+        self.httpd.socket = ctx.wrap_socket(self.httpd.socket, server_side=True)
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    def stop(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def zone(dane_hash):
+    return [
+        "d1 IN MX 10 mxa", "mxa IN A 127.0.0.11",
+        "d2 IN MX 10 mxdown", "d2 IN MX 20 mxb", "mxdown IN A 127.0.0.12",
+        "mxb IN A 127.0.0.13",
+        "dane IN MX 10 mxd", "mxd IN A 127.0.0.14", "_25._tcp.mxd IN TLSA 3 1 1 " + dane_hash,
+        "danebad IN MX 10 mxe", "mxe IN A 127.0.0.15", "_25._tcp.mxe IN TLSA 3 1 1 " + ZERO,
+        "stsdane IN MX 10 mxf", "mxf IN A 127.0.0.16", "_25._tcp.mxf IN TLSA 3 1 1 " + ZERO,
+        '_mta-sts.stsdane IN TXT "v=STSv1; id=1"', "mta-sts.stsdane IN A 127.0.0.1",
+        "sts IN MX 10 mxg", "mxg IN A 127.0.0.17",
+        '_mta-sts.sts IN TXT "v=STSv1; id=1"', "mta-sts.sts IN A 127.0.0.1",
+        "rem IN MX 10 mxh", "mxh IN A 127.0.0.18",
+        "sts2 IN MX 10 mxi", "mxi IN A 127.0.0.19",
+        '_mta-sts.sts2 IN TXT "v=STSv1; id=7"', "mta-sts.sts2 IN A 127.0.0.1",
+    ]
+
+
+def send(port, rcpts, body=b"Subject: mx\r\n\r\nbody\r\n", sender="a@legacy.example",
+         client=None):
+    """One transaction; returns {"rcpt": [(code, line)], "data": (code, line) or None}."""
+    c = client or Client(port, timeout=60)
+    out = {"rcpt": [], "data": None}
+    try:
+        if client is None:
+            assert c.reply()[0] == 220
+            code, lines = c.cmd("EHLO legacy.example")
+            assert code == 250, lines
+            caps = " ".join(lines)
+            assert "STARTTLS" not in caps and "PIPELINING" not in caps, caps
+        code, lines = c.cmd("MAIL FROM:<%s>" % sender)
+        assert code == 250, lines
+        for r in rcpts:
+            code, lines = c.cmd("RCPT TO:<%s>" % r)
+            out["rcpt"].append((code, lines[-1]))
+        code, lines = c.cmd("DATA")
+        if code != 354:
+            out["data"] = (code, lines[-1])
+            return out
+        c.send(body + b".\r\n")
+        code, lines = c.reply()
+        out["data"] = (code, lines[-1])
+        return out
+    finally:
+        if client is None:
+            c.close()
+
+
+class MxBase(unittest.TestCase):
+    timeout = 120
+
+    def setUp(self):
+        # run.py runs each test on its own: every test has its own DNS and HTTPS
+        self.tmp = tmpdir()
+        self.addCleanup(shutil.rmtree, self.tmp, True)
+        self.hops = []
+        self.proxy = None
+        self.certs = {h: make_cert(self.tmp, h, [h + ".example.test"])
+                      for h in ("mxa", "mxb", "mxd", "mxe", "mxf", "mxg", "mxh", "mxi", "nomx")}
+        self.other = (os.path.join(CERTS, "other.pem"), os.path.join(CERTS, "other.key"))
+        self.dns = DnsEnv(self.tmp, extra={"example.test": zone(spki_sha256(self.other[0]))})
+        self.addCleanup(self.dns.stop)
+        self.https = PolicyServer(self.tmp, POLICIES)
+        self.addCleanup(self.https.stop)
+        self.mx_port = free_port()
+        self.state = os.path.join(self.tmp, "state")
+        os.makedirs(self.state, exist_ok=True)
+
+    def tearDown(self):
+        for h in self.hops:
+            h.stop()
+        if self.proxy:
+            rc = self.proxy.stop()
+            self.assertEqual(rc, 0, "proxy exit status (ASan?): " + self.proxy.log()[-3000:])
+
+    def hop(self, ip, host, mode="good", cert=None):
+        h = Hop(self.tmp, ip, self.mx_port, cert or self.certs[host], mode)
+        self.hops.append(h)
+        return h
+
+    def start_proxy(self, resolver=None, policies="", remember="30d"):
+        extra = {"resolver": resolver or self.dns.resolver, "mx_port": self.mx_port,
+                 "mta_sts_port": self.https.port,
+                 "mta_sts_ca_file": os.path.join(CERTS, "ca.pem"), "state_dir": self.state,
+                 "remember_tls": remember, "dns_timeout": "5s", "log_level": "debug",
+                 "dnssec_probe": "example.test"}
+        self.proxy = Proxy(self.tmp, {"out": {"mode": "outbound", "route": "mx",
+                                              "connect_timeout": "3s"}},
+                           proxy_extra=extra, tls_extra={"ca_file": os.path.join(CERTS, "ca.pem")},
+                           extra_text=policies)
+        return self.proxy.port("out")
+
+    def decisions(self):
+        return [l for l in self.proxy.log().splitlines() if " mx_decision " in l]
+
+
+class Routing(MxBase):
+    def test_plain_delivery_via_mx(self):
+        h = self.hop("127.0.0.11", "mxa")
+        port = self.start_proxy()
+        r = send(port, ["bob@d1.example.test"])
+        self.assertEqual(r["rcpt"][0][0], 250, r)
+        self.assertEqual(r["data"][0], 250, r)
+        self.assertEqual(len(h.stored()), 1)
+        self.assertTrue(h.stored()[0].endswith("-tls.eml"), h.stored())
+        self.assertIn("command MAIL FROM:<a@legacy.example> tls=True", h.commands())
+        self.assertIn("command RCPT TO:<bob@d1.example.test> tls=True", h.commands())
+        d = self.decisions()
+        self.assertTrue(any("domain=d1.example.test" in l and "outcome=tls_verified" in l
+                            for l in d), d)
+
+    def test_mx_preference_first_down(self):
+        h = self.hop("127.0.0.13", "mxb")  # 127.0.0.12 (preference 10) has nobody
+        port = self.start_proxy()
+        r = send(port, ["bob@d2.example.test"])
+        self.assertEqual(r["data"][0], 250, r)
+        self.assertEqual(len(h.stored()), 1)
+        self.assertIn("mx=mxdown.example.test", self.proxy.log())
+        self.assertTrue(any("mx=mxb.example.test" in l for l in self.decisions()))
+
+    def test_null_mx(self):
+        port = self.start_proxy()
+        r = send(port, ["bob@nullmx.example.test"])
+        self.assertEqual(r["rcpt"][0][0], 556, r)
+        self.assertIn("5.1.10", r["rcpt"][0][1])
+        self.assertEqual(r["data"][0], 554, r)
+
+    def test_no_mx_uses_the_address(self):
+        h = self.hop("127.0.0.3", "nomx")
+        port = self.start_proxy()
+        r = send(port, ["bob@nomx.example.test"])
+        self.assertEqual(r["data"][0], 250, r)
+        self.assertEqual(len(h.stored()), 1)
+        self.assertIn("implicit=yes", self.proxy.log())
+
+    def test_two_domains_one_transaction(self):
+        ha = self.hop("127.0.0.11", "mxa")
+        hb = self.hop("127.0.0.13", "mxb")
+        port = self.start_proxy()
+        c = Client(port, timeout=60)
+        self.addCleanup(c.close)
+        self.assertEqual(c.reply()[0], 220)
+        self.assertEqual(c.cmd("EHLO legacy.example")[0], 250)
+        r = send(port, ["x@d1.example.test", "y@d2.example.test", "z@d1.example.test"], client=c)
+        self.assertEqual([x[0] for x in r["rcpt"]], [250, 452, 250], r)
+        self.assertIn("4.5.3", r["rcpt"][1][1])
+        self.assertEqual(r["data"][0], 250, r)
+        # the legacy MTA sends the deferred recipient in a transaction of its own
+        r = send(port, ["y@d2.example.test"], client=c)
+        self.assertEqual(r["data"][0], 250, r)
+        self.assertEqual(c.cmd("QUIT")[0], 221)
+        self.assertEqual(len(ha.stored()), 1)
+        self.assertEqual(len(hb.stored()), 1)
+        self.assertEqual([l for l in ha.commands() if "RCPT" in l],
+                         ["command RCPT TO:<x@d1.example.test> tls=True",
+                          "command RCPT TO:<z@d1.example.test> tls=True"])
+        self.assertEqual([l for l in hb.commands() if "RCPT" in l],
+                         ["command RCPT TO:<y@d2.example.test> tls=True"])
+
+
+class Dane(MxBase):
+    def test_dane_ee_match_delivers(self):
+        # the certificate's name is other.example.test: DANE-EE ignores names
+        h = self.hop("127.0.0.14", "mxd", cert=self.other)
+        port = self.start_proxy()
+        r = send(port, ["bob@dane.example.test"])
+        self.assertEqual(r["data"][0], 250, r)
+        self.assertEqual(h.stored()[0][-8:], "-tls.eml")
+        self.assertTrue(any("source=dane" in l and "outcome=tls_verified" in l
+                            for l in self.decisions()), self.decisions())
+
+    def test_dane_wrong_hash_defers(self):
+        h = self.hop("127.0.0.15", "mxe")
+        port = self.start_proxy()
+        r = send(port, ["bob@danebad.example.test"])
+        self.assertEqual(r["rcpt"][0][0], 451, r)
+        self.assertIn("4.7.5", r["rcpt"][0][1])
+        self.assertIn("DANE", r["rcpt"][0][1])
+        self.assertEqual(h.stored(), [])
+        self.assertEqual(h.commands(), [])  # no envelope, no plaintext retry
+
+    def test_dane_failure_never_falls_back_to_mta_sts(self):
+        # the certificate is valid for mxf and the MTA-STS policy names mxf
+        h = self.hop("127.0.0.16", "mxf")
+        port = self.start_proxy()
+        r = send(port, ["bob@stsdane.example.test"])
+        self.assertEqual(r["rcpt"][0][0], 451, r)
+        self.assertIn("4.7.5", r["rcpt"][0][1])
+        self.assertEqual(h.stored(), [])
+        self.assertEqual(h.commands(), [])
+
+    def test_insecure_tlsa_falls_back(self):
+        # insecure.test is unsigned: its TLSA record (a wrong hash) is not trusted
+        h = self.hop("127.0.0.1", "mxa")
+        port = self.start_proxy()
+        r = send(port, ["bob@insecure.test"])
+        self.assertEqual(r["data"][0], 250, r)
+        self.assertEqual(len(h.stored()), 1)
+        self.assertTrue(any("domain=insecure.test" in l and "source=config" in l and
+                            "policy=may" in l for l in self.decisions()), self.decisions())
+
+    def test_dane_only_without_tlsa_defers(self):
+        h = self.hop("127.0.0.11", "mxa")
+        port = self.start_proxy(policies="[policy:d1.example.test]\ntls = dane-only\n")
+        r = send(port, ["bob@d1.example.test"])
+        self.assertEqual(r["rcpt"][0][0], 451, r)
+        self.assertIn("4.7.5", r["rcpt"][0][1])
+        self.assertEqual(h.stored(), [])
+
+
+class MtaSts(MxBase):
+    def test_enforce_delivers_with_a_valid_certificate(self):
+        h = self.hop("127.0.0.17", "mxg")
+        port = self.start_proxy()
+        r = send(port, ["bob@sts.example.test"])
+        self.assertEqual(r["data"][0], 250, r)
+        self.assertEqual(len(h.stored()), 1)
+        self.assertTrue(any("source=mta-sts" in l and "outcome=tls_verified" in l
+                            for l in self.decisions()), self.decisions())
+        self.assertIn("action=fetched", self.proxy.log())
+
+    def test_enforce_with_a_certificate_mismatch_defers(self):
+        h = self.hop("127.0.0.17", "mxg", cert=self.certs["mxa"])
+        port = self.start_proxy()
+        r = send(port, ["bob@sts.example.test"])
+        self.assertEqual(r["rcpt"][0][0], 451, r)
+        self.assertIn("4.7.5", r["rcpt"][0][1])
+        self.assertEqual(h.stored(), [])
+        self.assertEqual(h.commands(), [])
+
+    def test_cached_policy_enforced_during_dns_outage(self):
+        good = self.hop("127.0.0.19", "mxi")
+        port = self.start_proxy()
+        r = send(port, ["bob@sts2.example.test"])
+        self.assertEqual(r["data"][0], 250, r)
+        self.assertIn("action=fetched", self.proxy.log())
+        self.assertEqual(self.proxy.stop(), 0)
+        self.proxy = None
+        good.stop()
+        self.hops.remove(good)
+        with open(os.path.join(self.state, "domains.state")) as f:
+            self.assertIn("sts sts2.example.test 7 ", f.read())
+        # Now the _mta-sts TXT lookups fail (SERVFAIL from the scripted
+        # responder), the policy server is gone, and the MX presents a
+        # certificate for another name: the cached enforce policy (from
+        # state_dir, across the restart) must still refuse it.
+        resp = Responder(self.tmp, "servfail")
+        self.addCleanup(resp.stop)
+        dns = DnsEnv(os.path.join(self.tmp, "outage"),
+                     extra={"example.test": zone(ZERO)},
+                     stubs={"_mta-sts.sts2.example.test": resp.addr})
+        self.addCleanup(dns.stop)
+        bad = self.hop("127.0.0.19", "mxi", cert=self.certs["mxa"])
+        port = self.start_proxy(resolver=dns.resolver)
+        r = send(port, ["bob@sts2.example.test"])
+        self.assertEqual(r["rcpt"][0][0], 451, r)
+        self.assertIn("4.7.5", r["rcpt"][0][1])
+        self.assertEqual(bad.stored(), [], self.proxy.log())
+        self.assertIn("action=use-cached", self.proxy.log())
+
+
+class Remembered(MxBase):
+    def test_remembered_domain_stops_offering_starttls(self):
+        h = self.hop("127.0.0.18", "mxh")
+        port = self.start_proxy()
+        r = send(port, ["bob@rem.example.test"])
+        self.assertEqual(r["data"][0], 250, r)
+        self.assertTrue(poll(lambda: "remember id=" in self.proxy.log()), self.proxy.log())
+        h.stop()
+        self.hops.remove(h)
+        stripped = self.hop("127.0.0.18", "mxh", mode="strip")
+        r = send(port, ["bob@rem.example.test"])
+        self.assertEqual(r["rcpt"][0][0], 451, r)
+        self.assertIn("4.7.4", r["rcpt"][0][1])
+        self.assertEqual(stripped.stored(), [])
+        self.assertEqual(stripped.commands(), [])
+        log = self.proxy.log()
+        self.assertIn("possible_downgrade", log)
+        self.assertTrue(any("source=remembered" in l and "outcome=refused" in l
+                            for l in self.decisions()), self.decisions())
+
+    def test_unremembered_domain_may_go_plaintext(self):
+        h = self.hop("127.0.0.18", "mxh", mode="strip")
+        port = self.start_proxy()
+        r = send(port, ["bob@rem.example.test"])
+        self.assertEqual(r["data"][0], 250, r)
+        self.assertTrue(h.stored()[0].endswith("-plain.eml"))
+
+
+if __name__ == "__main__":
+    unittest.main()
