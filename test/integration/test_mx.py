@@ -416,3 +416,84 @@ class Remembered(MxBase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class Probe(MxBase):
+    """`smtp-tls-proxy probe DOMAIN`: what the administrator sees."""
+
+    def probe(self, domain, *args):
+        ini = os.path.join(self.tmp, "probe.ini")
+        with open(ini, "w") as f:
+            f.write("""[proxy]
+hostname = probe.example.test
+resolver = %s
+dns_timeout = 5s
+mx_port = %d
+mta_sts_port = %d
+mta_sts_ca_file = %s/ca.pem
+[tls]
+ca_file = %s/ca.pem
+[listener:out]
+mode = outbound
+listen = 127.0.0.1:%d
+route = mx
+""" % (self.dns.resolver, self.mx_port, self.https.port, CERTS, CERTS, free_port()))
+        p = subprocess.run([BIN, "probe", domain, "-c", ini] + list(args), capture_output=True,
+                           timeout=60)
+        return p.returncode, p.stdout.decode(), p.stderr.decode()
+
+    def test_probe_json_on_a_dane_domain(self):
+        self.hop("127.0.0.14", "mxd", cert=self.other)
+        rc, out, err = self.probe("dane.example.test", "--json")
+        self.assertEqual(rc, 0, err)
+        j = json.loads(out)
+        self.assertEqual(j["domain"], "dane.example.test")
+        self.assertEqual(j["policy"], "dane")
+        self.assertTrue(j["mx_dnssec"])
+        m = j["mx"][0]
+        self.assertEqual(m["host"], "mxd.example.test")
+        self.assertEqual(m["addresses"], "127.0.0.14")
+        self.assertTrue(m["starttls"])
+        self.assertTrue(m["tls_version"].startswith("TLSv1."), m)
+        self.assertTrue(m["chain_valid"])
+        self.assertFalse(m["name_match"])  # other.example.test: DANE-EE does not care
+        self.assertIn("other.example.test", m["names"])
+        self.assertTrue(m["tlsa_dnssec"])
+        self.assertEqual(m["tlsa"], ["3 1 1 " + spki_sha256(self.other[0])])
+        self.assertEqual(m["dane"], "match")
+        self.assertEqual(m["verdict"], "deliver (DANE)")
+
+    def test_probe_json_mta_sts_and_wrong_tlsa(self):
+        self.hop("127.0.0.16", "mxf")
+        rc, out, err = self.probe("stsdane.example.test", "--json")
+        self.assertEqual(rc, 0, err)
+        j = json.loads(out)
+        self.assertEqual(j["mta_sts"]["record"], "id=1")
+        self.assertEqual(j["mta_sts"]["mode"], "enforce")
+        self.assertEqual(j["mta_sts"]["mx"], ["mxf.example.test"])
+        m = j["mx"][0]
+        self.assertTrue(m["name_match"])
+        self.assertEqual(m["dane"], "no match")
+        # DANE fails, and MTA-STS (which would pass) is never the fallback
+        self.assertEqual(m["verdict"], "defer")
+
+    def test_probe_text(self):
+        self.hop("127.0.0.14", "mxd", cert=self.other)
+        rc, out, err = self.probe("dane.example.test")
+        self.assertEqual(rc, 0, err)
+        lines = out.splitlines()
+        self.assertEqual(lines[0], "dane.example.test")
+        self.assertIn("MX 10 mxd.example.test", lines)
+        rows = {l[2:15].strip(): l[15:] for l in lines if l.startswith("  ") and l[2:15].strip()}
+        self.assertEqual(rows["policy"], "tls = dane  ([policy:default])")
+        self.assertEqual(rows["STARTTLS"], "offered (127.0.0.14:%d)" % self.mx_port)
+        self.assertTrue(rows["TLS"].startswith("TLSv1."), rows)
+        self.assertTrue(rows["certificate"].startswith("chain valid; names other.example.test"))
+        self.assertTrue(rows["verdict"].startswith("deliver (DANE): DANE-EE(3)"), rows)
+        # every value starts in the same column
+        self.assertTrue(all(l[15] != " " for l in lines if l.startswith("  ") and len(l) > 15))
+
+    def test_probe_null_mx(self):
+        rc, out, err = self.probe("nullmx.example.test", "--json")
+        self.assertEqual(rc, 1)
+        self.assertIn("null MX", json.loads(out)["error"])
