@@ -30,12 +30,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 #include <time.h>
 
 #include "proxy/conn.h"
 #include "proxy/data_scan.h"
 #include "proxy/ehlo.h"
+#include "proxy/envelope.h"
 #include "proxy/log.h"
 #include "proxy/nexthop.h"
 #include "proxy/proxy_proto.h"
@@ -1749,111 +1749,13 @@ static void mx_message_done(stp_session_t *s, int ok)
     mx_end_transaction(s, 0);
 }
 
-static int has_prefix(const char *p, size_t n, const char *prefix)
-{
-    size_t k = strlen(prefix);
-    return n >= k && strncasecmp(p, prefix, k) == 0;
-}
-
-/* "<addr> PARAMS" after "FROM:"/"TO:": the path's extent or -1. */
-static int path_end(const char *a, size_t n, size_t *end)
-{
-    size_t i = 0;
-    while (i < n && a[i] == ' ') {
-        i++;
-    }
-    if (i >= n || a[i] != '<') {
-        return -1;
-    }
-    int quoted = 0;
-    for (size_t j = i + 1; j < n; j++) {
-        if (a[j] == '"' && a[j - 1] != '\\') {
-            quoted = !quoted;
-        } else if (a[j] == '>' && !quoted) {
-            *end = j + 1;
-            return (int)i;
-        }
-    }
-    return -1;
-}
-
-/* The MAIL FROM parameters the proxy advertised (and no others). */
-static const char *mx_check_mail_params(stp_session_t *s, const char *p, size_t n)
-{
-    while (n > 0) {
-        while (n > 0 && *p == ' ') {
-            p++, n--;
-        }
-        size_t k = 0;
-        while (k < n && p[k] != ' ') {
-            k++;
-        }
-        if (k == 0) {
-            break;
-        }
-        if (has_prefix(p, k, "SIZE=")) {
-            uint64_t v = 0;
-            for (size_t i = 5; i < k; i++) {
-                if (p[i] < '0' || p[i] > '9' || v > UINT64_MAX / 10) {
-                    return "501 5.5.4 Error: bad SIZE parameter\r\n";
-                }
-                v = v * 10 + (uint64_t)(p[i] - '0');
-            }
-            if (s->conf->max_message_size && v > s->conf->max_message_size) {
-                return "552 5.3.4 Error: message size exceeds fixed limit\r\n";
-            }
-        } else if (!((k == 9 && strncasecmp(p, "BODY=7BIT", 9) == 0) ||
-                     (k == 13 && strncasecmp(p, "BODY=8BITMIME", 13) == 0) ||
-                     (k == 8 && strncasecmp(p, "SMTPUTF8", 8) == 0))) {
-            return "555 5.5.4 Error: unsupported MAIL parameter\r\n";
-        }
-        p += k;
-        n -= k;
-    }
-    return NULL;
-}
-
-/* The MAIL FROM line for the next hop: the path, and only the parameters
- * its EHLO offers. NULL with *refusal set when it cannot be honoured. */
-static int mx_mail_line(stp_session_t *s, char *out, size_t cap, const char **refusal)
-{
-    const char *a = s->mx_mail;
-    size_t n = strlen(a), end = 0;
-    int start = path_end(a, n, &end);
-    size_t len = (size_t)snprintf(out, cap, "MAIL FROM:%.*s", (int)(end - (size_t)start),
-                                  a + start);
-    const char *p = a + end;
-    *refusal = NULL;
-    while (*p) {
-        while (*p == ' ') {
-            p++;
-        }
-        size_t k = strcspn(p, " ");
-        if (k == 0) {
-            break;
-        }
-        unsigned need = has_prefix(p, k, "SIZE=")   ? STP_EHLO_SIZE
-                        : has_prefix(p, k, "BODY=") ? STP_EHLO_8BITMIME
-                                                    : STP_EHLO_SMTPUTF8;
-        if (s->mx_caps & need) {
-            len += (size_t)snprintf(out + len, cap > len ? cap - len : 0, " %.*s", (int)k, p);
-        } else if (need == STP_EHLO_SMTPUTF8) {
-            *refusal = "553 5.6.7 Error: the recipient's mail server does not support SMTPUTF8\r\n";
-            return -1;
-        }
-        /* XXX: without 8BITMIME at the next hop the message goes as it is
-         * (no conversion to 7 bit), as most MTAs do in practice. */
-        p += k;
-    }
-    return len < cap ? 0 : -1;
-}
-
 /* Sends the remembered MAIL FROM to the next hop; the RCPT follows its 250. */
 static void mx_replay_mail(stp_session_t *s)
 {
     char line[1200];
     const char *refusal = NULL;
-    if (mx_mail_line(s, line, sizeof(line), &refusal) < 0) {
+    if (stp_env_mail_line(s->mx_mail, strlen(s->mx_mail), s->mx_caps, line, sizeof(line),
+                          &refusal) < 0) {
         mx_write(s, refusal ? refusal : "501 5.5.4 Error: MAIL FROM too long\r\n");
         s->paused = 0;
         return;
@@ -1955,46 +1857,6 @@ static void mx_start(stp_session_t *s, const char *domain)
     s->paused = 1;
 }
 
-/* The recipient's domain into out[256]; a static refusal if unusable. */
-static const char *mx_rcpt_domain(const char *a, size_t n, size_t *params, char *out)
-{
-    size_t end = 0;
-    int start = path_end(a, n, &end);
-    if (start < 0) {
-        return "501 5.1.3 Error: bad recipient address syntax\r\n";
-    }
-    *params = end;
-    const char *at = NULL;
-    for (size_t i = (size_t)start; i < end; i++) {
-        if (a[i] == '@') {
-            at = a + i;
-        }
-    }
-    if (at == NULL) {
-        return "550 5.1.3 Error: a recipient without a domain cannot be routed\r\n";
-    }
-    size_t dl = (size_t)(a + end - 1 - (at + 1));
-    if (dl == 0 || dl > 253) {
-        return "501 5.1.3 Error: bad recipient domain\r\n";
-    }
-    if (at[1] == '[') {
-        return "550 5.1.3 Error: address literals cannot be routed by MX\r\n";
-    }
-    for (size_t i = 0; i < dl; i++) {
-        char ch = at[1 + i];
-        if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
-              ch == '-' || ch == '.')) {
-            return "501 5.1.3 Error: bad recipient domain\r\n";
-        }
-        out[i] = (char)(ch >= 'A' && ch <= 'Z' ? ch + 32 : ch);
-    }
-    out[dl] = '\0';
-    if (out[dl - 1] == '.') {
-        out[dl - 1] = '\0';
-    }
-    return NULL;
-}
-
 static void mx_rcpt(stp_session_t *s, const stp_cmd_t *cmd, const char *line, size_t len)
 {
     char domain[256];
@@ -2006,7 +1868,7 @@ static void mx_rcpt(stp_session_t *s, const stp_cmd_t *cmd, const char *line, si
         mx_write(s, "503 5.5.1 Error: need MAIL command\r\n");
         return;
     }
-    if ((bad = mx_rcpt_domain(arg, n, &params, domain)) != NULL) {
+    if ((bad = stp_env_rcpt_domain(arg, n, &params, domain)) != NULL) {
         mx_write(s, bad);
         return;
     }
@@ -2088,19 +1950,19 @@ static int mx_command(stp_session_t *s, const stp_cmd_t *cmd, const char *line, 
         } else if (s->mx_mail) {
             mx_write(s, "503 5.5.1 Error: nested MAIL command\r\n");
         } else {
-            size_t end = 0, n = cmd->arg_len;
+            size_t start = 0, end = 0, n = cmd->arg_len;
             const char *a = cmd->arg;
-            int start = path_end(a, n, &end);
-            if (start < 0) {
+            if (stp_env_path(a, n, &start, &end) < 0) {
                 mx_write(s, "501 5.1.7 Error: bad sender address syntax\r\n");
-            } else if ((bad = mx_check_mail_params(s, a + end, n - end)) != NULL) {
+            } else if ((bad = stp_env_mail_params(a + end, n - end,
+                                                  s->conf->max_message_size)) != NULL) {
                 mx_write(s, bad);
-            } else if ((s->mx_mail = malloc(n - (size_t)start + 1)) == NULL) {
+            } else if ((s->mx_mail = malloc(n - start + 1)) == NULL) {
                 mx_write(s, "451 4.3.0 Error: out of resources\r\n");
             } else {
-                memcpy(s->mx_mail, a + start, n - (size_t)start);
-                s->mx_mail[n - (size_t)start] = '\0';
-                stp_log_escape(s->mail_from, sizeof(s->mail_from), a + start, end - (size_t)start);
+                memcpy(s->mx_mail, a + start, n - start);
+                s->mx_mail[n - start] = '\0';
+                stp_log_escape(s->mail_from, sizeof(s->mail_from), a + start, end - start);
                 s->rcpts = 0;
                 mx_write(s, "250 2.1.0 Ok\r\n");
             }

@@ -45,6 +45,7 @@ flags="-std=c11 -D_GNU_SOURCE -Wall -Wextra -Wno-unused-parameter -g -O1
 declare -A srcs=(
   [fuzz_smtp_line]="proxy/smtp_line.c"
   [fuzz_smtp_cmd]="proxy/smtp_cmd.c"
+  [fuzz_envelope]="proxy/envelope.c"
   [fuzz_smtp_reply]="proxy/smtp_reply.c"
   [fuzz_ehlo]="proxy/ehlo.c proxy/smtp_reply.c"
   [fuzz_data_scan]="proxy/data_scan.c"
@@ -62,7 +63,7 @@ declare -A srcs=(
     -lssl -lcrypto -luv -linih -lcares"
 )
 # The parser targets must exist; fuzz_config is optional (written elsewhere).
-required="fuzz_data_scan fuzz_dns_msg fuzz_ehlo fuzz_http_req fuzz_http_resp fuzz_mta_sts fuzz_policy_cache fuzz_proxy_proto fuzz_session fuzz_smtp_cmd fuzz_smtp_line fuzz_smtp_reply"
+required="fuzz_data_scan fuzz_dns_msg fuzz_ehlo fuzz_envelope fuzz_http_req fuzz_http_resp fuzz_mta_sts fuzz_policy_cache fuzz_proxy_proto fuzz_session fuzz_smtp_cmd fuzz_smtp_line fuzz_smtp_reply"
 
 passed=0
 failed=0

@@ -1,0 +1,67 @@
+/*
+ * fuzz_envelope: libFuzzer target for the route = mx envelope helpers.
+ *
+ * Input: a MAIL/RCPT argument; its first byte picks the next hop's
+ * capabilities. Checked: a path lies inside the input, starts with '<' and
+ * ends with '>'; a recipient domain is non-empty, lower case, at most 253
+ * bytes of letters, digits, '-' and '.'; a replayed MAIL FROM line is
+ * exactly as long as reported, starts with "MAIL FROM:<" and never carries a
+ * parameter the next hop did not offer.
+ */
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "proxy/ehlo.h"
+#include "proxy/envelope.h"
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    if (size == 0) {
+        return 0;
+    }
+    unsigned caps = (data[0] & 1 ? STP_EHLO_SIZE : 0) | (data[0] & 2 ? STP_EHLO_8BITMIME : 0) |
+                    (data[0] & 4 ? STP_EHLO_SMTPUTF8 : 0);
+    const char *arg = (const char *)data + 1;
+    size_t n = size - 1;
+
+    size_t s = 0, e = 0;
+    if (stp_env_path(arg, n, &s, &e) == 0) {
+        if (!(s < e && e <= n && arg[s] == '<' && arg[e - 1] == '>')) {
+            abort();
+        }
+    }
+    char dom[256];
+    size_t params = 0;
+    if (stp_env_rcpt_domain(arg, n, &params, dom) == NULL) {
+        size_t dl = strlen(dom);
+        if (dl == 0 || dl > 253 || params > n) {
+            abort();
+        }
+        for (size_t i = 0; i < dl; i++) {
+            char c = dom[i];
+            if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' || c == '.')) {
+                abort();
+            }
+        }
+    }
+    (void)stp_env_mail_params(arg, n, data[0] & 8 ? 1000 : 0);
+
+    char out[600];
+    const char *refusal = NULL;
+    int len = stp_env_mail_line(arg, n, caps, out, sizeof(out), &refusal);
+    if (len >= 0) {
+        if ((size_t)len != strlen(out) || (size_t)len >= sizeof(out) ||
+            strncmp(out, "MAIL FROM:<", 11) != 0 || refusal != NULL) {
+            abort();
+        }
+        /* parameters after the path (a quoted path may hold any text) */
+        const char *after = out + 10 + (e - s);
+        if (!(caps & STP_EHLO_SIZE) && strstr(after, " SIZE=")) {
+            abort();
+        }
+    }
+    return 0;
+}

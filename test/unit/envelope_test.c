@@ -1,0 +1,202 @@
+/*
+ * envelope_test: MAIL FROM / RCPT TO arguments for route = mx, as tables:
+ * paths (quoted strings, brackets), recipient domains, the MAIL parameters
+ * the proxy accepts, and the MAIL FROM line replayed to next hops with
+ * different capabilities. Each argument is also checked cut short at every
+ * byte: a prefix never yields a path longer than the input, and any result
+ * stays inside it.
+ */
+#include <string.h>
+
+#include "proxy/ehlo.h"
+#include "proxy/envelope.h"
+#include "test/unit/check.h"
+
+typedef struct {
+    const char *label;
+    const char *arg;
+    const char *path; /* NULL: no path */
+} path_case_t;
+
+static const path_case_t path_cases[] = {
+    {"simple", "<a@b.example>", "<a@b.example>"},
+    {"null path", "<>", "<>"},
+    {"with parameters", "<a@b> SIZE=10", "<a@b>"},
+    {"leading spaces", "  <a@b>", "<a@b>"},
+    {"quoted >", "<\"x>y\"@b> SIZE=1", "<\"x>y\"@b>"},
+    {"escaped quote", "<\"x\\\">y\"@b>", "<\"x\\\">y\"@b>"},
+    {"escaped backslash", "<\"x\\\\\"@b>", "<\"x\\\\\"@b>"},
+    {"unbracketed", "a@b", NULL},
+    {"unterminated", "<a@b", NULL},
+    {"unterminated quote", "<\"a>@b>", NULL},
+    {"empty", "", NULL},
+};
+
+static void test_paths(void)
+{
+    for (size_t i = 0; i < sizeof(path_cases) / sizeof(path_cases[0]); i++) {
+        const path_case_t *c = &path_cases[i];
+        size_t s = 0, e = 0, n = strlen(c->arg);
+        int rc = stp_env_path(c->arg, n, &s, &e);
+        if (c->path == NULL) {
+            if (rc != -1) {
+                fprintf(stderr, "case %s\n", c->label);
+            }
+            CHECK_EQ_INT(rc, -1);
+            continue;
+        }
+        CHECK_EQ_INT(rc, 0);
+        if (rc == 0) {
+            CHECK_MEM(c->arg + s, e - s, c->path, strlen(c->path));
+        }
+        /* every prefix: no path, or one inside the prefix */
+        for (size_t k = 0; k < n; k++) {
+            if (stp_env_path(c->arg, k, &s, &e) == 0) {
+                CHECK(e <= k && s < e);
+            }
+        }
+    }
+}
+
+typedef struct {
+    const char *label;
+    const char *arg;
+    const char *domain; /* NULL: refused */
+    const char *code;   /* refusal's prefix */
+} rcpt_case_t;
+
+static const rcpt_case_t rcpt_cases[] = {
+    {"plain", "<bob@Example.TEST>", "example.test", NULL},
+    {"trailing dot", "<bob@example.test.>", "example.test", NULL},
+    {"quoted @ in local part", "<\"a@b\"@c.example>", "c.example", NULL},
+    {"source route", "<@relay.example:bob@d.example>", "d.example", NULL},
+    {"parameters after", "<bob@d.example> NOTIFY=NEVER", "d.example", NULL},
+    {"no domain", "<postmaster>", NULL, "550 5.1.3"},
+    {"only quoted @", "<\"a@b\">", NULL, "550 5.1.3"},
+    {"address literal", "<bob@[192.0.2.1]>", NULL, "550 5.1.3"},
+    {"empty domain", "<bob@>", NULL, "501 5.1.3"},
+    {"only a dot", "<bob@.>", NULL, "501 5.1.3"},
+    {"double dot", "<bob@a..example>", NULL, "501 5.1.3"},
+    {"leading dot", "<bob@.example>", NULL, "501 5.1.3"},
+    {"underscore", "<bob@a_b.example>", NULL, "501 5.1.3"},
+    {"utf-8 domain", "<bob@\xc3\xbc.example>", NULL, "501 5.1.3"},
+    {"no brackets", "bob@example.test", NULL, "501 5.1.3"},
+};
+
+static void test_rcpt_domains(void)
+{
+    for (size_t i = 0; i < sizeof(rcpt_cases) / sizeof(rcpt_cases[0]); i++) {
+        const rcpt_case_t *c = &rcpt_cases[i];
+        char out[256];
+        size_t params = 0, n = strlen(c->arg);
+        const char *bad = stp_env_rcpt_domain(c->arg, n, &params, out);
+        if (c->domain) {
+            if (bad) {
+                fprintf(stderr, "case %s: %s", c->label, bad);
+            }
+            CHECK(bad == NULL);
+            if (bad == NULL) {
+                CHECK_STR(out, c->domain);
+                CHECK(params <= n);
+            }
+        } else {
+            CHECK(bad != NULL && strncmp(bad, c->code, strlen(c->code)) == 0);
+        }
+        for (size_t k = 0; k < n; k++) {
+            if (stp_env_rcpt_domain(c->arg, k, &params, out) == NULL) {
+                CHECK(params <= k && strlen(out) < k);
+            }
+        }
+    }
+    /* a 254-letter domain is one too long */
+    char arg[300] = "<a@";
+    memset(arg + 3, 'a', 254);
+    strcpy(arg + 257, ">");
+    char out[256];
+    size_t params;
+    CHECK(stp_env_rcpt_domain(arg, strlen(arg), &params, out) != NULL);
+    arg[256] = '>';
+    arg[257] = '\0';
+    CHECK(stp_env_rcpt_domain(arg, strlen(arg), &params, out) == NULL);
+}
+
+static void test_mail_params(void)
+{
+    CHECK(stp_env_mail_params("", 0, 0) == NULL);
+    CHECK(stp_env_mail_params(" SIZE=1000 BODY=8BITMIME SMTPUTF8", 33, 0) == NULL);
+    CHECK(stp_env_mail_params(" size=10 body=7bit", 18, 100) == NULL);
+    CHECK(strncmp(stp_env_mail_params(" SIZE=101", 9, 100), "552 5.3.4", 9) == 0);
+    CHECK(stp_env_mail_params(" SIZE=100", 9, 100) == NULL);
+    CHECK(strncmp(stp_env_mail_params(" SIZE=1x", 8, 0), "501 5.5.4", 9) == 0);
+    CHECK(strncmp(stp_env_mail_params(" SIZE=", 6, 0), "555 5.5.4", 9) == 0);
+    CHECK(strncmp(stp_env_mail_params(" SIZE=99999999999999999999999", 29, 0), "501", 3) == 0);
+    CHECK(strncmp(stp_env_mail_params(" RET=HDRS", 9, 0), "555 5.5.4", 9) == 0);
+    CHECK(strncmp(stp_env_mail_params(" AUTH=<>", 8, 0), "555 5.5.4", 9) == 0);
+    CHECK(strncmp(stp_env_mail_params(" BODY=BINARYMIME", 16, 0), "555 5.5.4", 9) == 0);
+}
+
+typedef struct {
+    const char *label;
+    const char *arg;
+    unsigned caps;
+    const char *line;    /* NULL: refused */
+    const char *refusal; /* prefix, or NULL for "does not fit / invalid" */
+} line_case_t;
+
+static const line_case_t line_cases[] = {
+    {"path only", "<a@b>", 0, "MAIL FROM:<a@b>", NULL},
+    {"everything offered", "<a@b> SIZE=10 BODY=8BITMIME SMTPUTF8",
+     STP_EHLO_SIZE | STP_EHLO_8BITMIME | STP_EHLO_SMTPUTF8,
+     "MAIL FROM:<a@b> SIZE=10 BODY=8BITMIME SMTPUTF8", NULL},
+    {"no SIZE at the next hop", "<a@b> SIZE=10 BODY=7BIT", STP_EHLO_8BITMIME,
+     "MAIL FROM:<a@b> BODY=7BIT", NULL},
+    {"nothing offered", "<a@b> SIZE=10 BODY=8BITMIME", 0, "MAIL FROM:<a@b>", NULL},
+    {"extra spaces", "<a@b>   SIZE=10  ", STP_EHLO_SIZE, "MAIL FROM:<a@b> SIZE=10", NULL},
+    {"SMTPUTF8 not offered", "<\xc3\xbc@b> SMTPUTF8", STP_EHLO_SIZE, NULL, "553 5.6.7"},
+    {"null path", "<>", STP_EHLO_SIZE, "MAIL FROM:<>", NULL},
+    {"no path", "a@b", 0, NULL, NULL},
+    {"a parameter never accepted", "<a@b> RET=HDRS", STP_EHLO_SMTPUTF8, NULL, NULL},
+    {"an empty SIZE= is still SIZE", "<a@b> SIZE=", 0, "MAIL FROM:<a@b>", NULL},
+};
+
+static void test_mail_lines(void)
+{
+    for (size_t i = 0; i < sizeof(line_cases) / sizeof(line_cases[0]); i++) {
+        const line_case_t *c = &line_cases[i];
+        char out[200];
+        const char *refusal = "unset";
+        int len = stp_env_mail_line(c->arg, strlen(c->arg), c->caps, out, sizeof(out), &refusal);
+        if (c->line) {
+            CHECK_EQ_INT(len, (int)strlen(c->line));
+            if (len >= 0) {
+                CHECK_STR(out, c->line);
+            }
+            CHECK(refusal == NULL);
+        } else {
+            CHECK_EQ_INT(len, -1);
+            if (c->refusal) {
+                CHECK(refusal && strncmp(refusal, c->refusal, strlen(c->refusal)) == 0);
+            } else {
+                CHECK(refusal == NULL);
+            }
+        }
+        /* too small a buffer at every size: -1, never an overflow */
+        if (c->line) {
+            for (size_t cap = 1; cap <= strlen(c->line); cap++) {
+                char small[200];
+                CHECK_EQ_INT(stp_env_mail_line(c->arg, strlen(c->arg), c->caps, small, cap,
+                                               &refusal),
+                             -1);
+            }
+        }
+    }
+}
+
+int main(void)
+{
+    STP_RUN(test_paths);
+    STP_RUN(test_rcpt_domains);
+    STP_RUN(test_mail_params);
+    STP_RUN(test_mail_lines);
+    return STP_CHECK_DONE();
+}
