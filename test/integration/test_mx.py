@@ -25,6 +25,7 @@ import subprocess
 import threading
 import time
 import unittest
+import urllib.request
 
 import harness
 from dnsenv import DnsEnv, Responder
@@ -205,12 +206,13 @@ class MxBase(unittest.TestCase):
         self.hops.append(h)
         return h
 
-    def start_proxy(self, resolver=None, policies="", remember="30d"):
-        extra = {"resolver": resolver or self.dns.resolver, "mx_port": self.mx_port,
+    def start_proxy(self, resolver=None, policies="", remember="30d", metrics=None):
+        extra = {"metrics": "127.0.0.1:%d" % metrics} if metrics else {}
+        extra.update({"resolver": resolver or self.dns.resolver, "mx_port": self.mx_port,
                  "mta_sts_port": self.https.port,
                  "mta_sts_ca_file": os.path.join(CERTS, "ca.pem"), "state_dir": self.state,
                  "remember_tls": remember, "dns_timeout": "5s", "log_level": "debug",
-                 "dnssec_probe": "example.test"}
+                 "dnssec_probe": "example.test"})
         self.proxy = Proxy(self.tmp, {"out": {"mode": "outbound", "route": "mx",
                                               "connect_timeout": "3s"}},
                            proxy_extra=extra, tls_extra={"ca_file": os.path.join(CERTS, "ca.pem")},
@@ -251,6 +253,20 @@ class Routing(MxBase):
         self.assertEqual(r["rcpt"][0][0], 556, r)
         self.assertIn("5.1.10", r["rcpt"][0][1])
         self.assertEqual(r["data"][0], 554, r)
+
+    def test_dns_failure_defers_4_4_3(self):
+        # bogus.test's signatures do not validate: unbound answers SERVFAIL
+        port = self.start_proxy()
+        r = send(port, ["bob@bogus.test"])
+        self.assertEqual(r["rcpt"][0][0], 451, r)
+        self.assertIn("4.4.3", r["rcpt"][0][1])
+        self.assertEqual(r["data"][0], 554, r)  # no recipient: nothing to send
+
+    def test_every_mx_down_defers_4_4_1(self):
+        port = self.start_proxy()
+        r = send(port, ["bob@d2.example.test"])
+        self.assertEqual(r["rcpt"][0][0], 451, r)
+        self.assertIn("4.4.1", r["rcpt"][0][1])
 
     def test_no_mx_uses_the_address(self):
         h = self.hop("127.0.0.3", "nomx")
@@ -389,7 +405,8 @@ class MtaSts(MxBase):
 class Remembered(MxBase):
     def test_remembered_domain_stops_offering_starttls(self):
         h = self.hop("127.0.0.18", "mxh")
-        port = self.start_proxy()
+        mport = free_port()
+        port = self.start_proxy(metrics=mport)
         r = send(port, ["bob@rem.example.test"])
         self.assertEqual(r["data"][0], 250, r)
         self.assertTrue(poll(lambda: "remember id=" in self.proxy.log()), self.proxy.log())
@@ -405,6 +422,14 @@ class Remembered(MxBase):
         self.assertIn("possible_downgrade", log)
         self.assertTrue(any("source=remembered" in l and "outcome=refused" in l
                             for l in self.decisions()), self.decisions())
+        with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % mport, timeout=10) as m:
+            text = m.read().decode()
+        self.assertIn('stp_policy_decisions_total{listener="out",source="config",'
+                      'decision="tls_verified"} 1', text)
+        self.assertIn('stp_policy_decisions_total{listener="out",source="remembered",'
+                      'decision="refused"} 1', text)
+        self.assertIn('stp_downgrades_refused_total{listener="out",level="may",'
+                      'reason="not_offered"} 1', text)
 
     def test_unremembered_domain_may_go_plaintext(self):
         h = self.hop("127.0.0.18", "mxh", mode="strip")
