@@ -522,7 +522,10 @@ static void update_reading(stp_session_t *s)
     }
     int client = s->tls == T_HANDSHAKE ||
                  ((s->state == S_COMMAND || s->state == S_DATA) && !s->paused && !pq_full(s) &&
-                  !s->discard_input && !(s->backend_up && stp_conn_congested(s->up)));
+                  !s->discard_input && !(s->backend_up && stp_conn_congested(s->up))) ||
+                 /* route = mx: a next hop attempt can take minutes; keep
+                  * reading (input is held) so a client that leaves is seen */
+                 (s->nh != NULL && !s->discard_input);
     if (client) {
         stp_conn_read_start(&s->client);
     } else {

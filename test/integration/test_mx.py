@@ -20,6 +20,7 @@ import json
 import os
 import random
 import shutil
+import socket
 import ssl
 import subprocess
 import threading
@@ -267,6 +268,26 @@ class Routing(MxBase):
         r = send(port, ["bob@d2.example.test"])
         self.assertEqual(r["rcpt"][0][0], 451, r)
         self.assertIn("4.4.1", r["rcpt"][0][1])
+
+    def test_client_leaves_during_the_attempt(self):
+        # The MX accepts TCP and never greets: the legacy MTA gives up while
+        # the proxy waits; the attempt is cancelled and everything is freed
+        # (the proxy's exit status is checked, a leak check under ASan).
+        silent = socket.socket()
+        silent.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        silent.bind(("127.0.0.11", self.mx_port))
+        silent.listen(8)
+        self.addCleanup(silent.close)
+        port = self.start_proxy()
+        for _ in range(3):
+            c = Client(port, timeout=10)
+            c.reply()
+            c.cmd("EHLO legacy.example")
+            c.cmd("MAIL FROM:<a@legacy.example>")
+            c.send(b"RCPT TO:<bob@d1.example.test>\r\n")
+            self.assertTrue(c.silent(0.5))
+            c.close()
+        self.assertTrue(poll(lambda: self.proxy.log().count(" session id=") == 3), self.proxy.log())
 
     def test_no_mx_uses_the_address(self):
         h = self.hop("127.0.0.3", "nomx")
