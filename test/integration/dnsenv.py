@@ -15,6 +15,8 @@ Zones (each may get extra records through `extra`):
   insecure.test  unsigned (and domain-insecure in unbound): MX, A, TLSA
   bogus.test     signed, then an MX, an A and a TLSA record changed after
                  signing, so unbound answers SERVFAIL
+`stubs` maps a name to "IP:PORT" of another server (e.g. a Responder) that
+unbound asks for that name: a DNS outage for one name only.
 Processes are children of the test, stopped by PID.
 """
 import os
