@@ -63,6 +63,7 @@ struct stp_nexthop_s {
     const stp_config_t *cf;
     const stp_listener_conf_t *lc;
     SSL_CTX *ctx;
+    SSL_CTX *own_ctx; /* the policy's ca_file, when it has one */
     char domain[256];
     char id[24];
     stp_nexthop_cb cb;
@@ -190,6 +191,7 @@ static void refuse(stp_nexthop_t *nh, const char *code, const char *down_reason,
 static void maybe_free(stp_nexthop_t *nh)
 {
     if (nh->delivered && nh->handles == 0 && nh->dns_pending == 0 && !nh->conn_live) {
+        SSL_CTX_free(nh->own_ctx);
         free(nh);
     }
 }
@@ -406,8 +408,19 @@ static void no_tls(stp_nexthop_t *nh, int not_offered, const char *down_reason, 
 
 static void start_handshake(stp_nexthop_t *nh)
 {
+    /* A [policy:DOMAIN] ca_file replaces the listener's trust store. */
+    if (nh->pol->ca_file[0] && nh->own_ctx == NULL) {
+        char err[300];
+        nh->own_ctx = stp_tls_ctx_client_new(nh->pol->ca_file, TLS1_2_VERSION, err, sizeof(err));
+        if (nh->own_ctx == NULL) {
+            set_err(nh, "451 4.3.0", 0, "policy ca_file: %s", err);
+            fail(nh);
+            return;
+        }
+    }
     /* SNI is the MX host (RFC 7672 8.1; harmless for the others). */
-    stp_tls_engine_t *e = stp_tls_engine_new_client(nh->ctx, mx_host(nh));
+    stp_tls_engine_t *e =
+        stp_tls_engine_new_client(nh->own_ctx ? nh->own_ctx : nh->ctx, mx_host(nh));
     if (e == NULL) {
         set_err(nh, "451 4.3.0", 0, "out of resources");
         drop_conn(nh);
