@@ -154,6 +154,7 @@ struct stp_session_s {
     int mx_mail_sent;         /* MAIL replayed on the next hop in this transaction */
     int mx_verified;          /* the next hop's TLS was authenticated */
     int mx_txn_lost;          /* the next hop went away with recipients accepted */
+    const char *mx_level;     /* the requirement applied to the last next hop (static) */
 
     pending_t pq[PENDING_MAX];
     unsigned pq_head, pq_len;
@@ -304,7 +305,9 @@ static void destroy(stp_session_t *s)
                 "verify=%s decision=%s helo=%s messages=%u rejected=%u bytes_in=%llu "
                 "bytes_out=%llu result=%s duration=%llu.%03llus%s%s",
                 s->id, s->conf->name, s->peer_str, s->next_hop_str[0] ? s->next_hop_str : "-",
-                level_name(s->conf->tls), s->conf->testing ? "(testing)" : "",
+                s->conf->route == STP_ROUTE_MX ? (s->mx_level ? s->mx_level : "per-domain")
+                                               : level_name(s->conf->tls),
+                s->conf->testing ? "(testing)" : "",
                 s->up_version[0] ? s->up_version : "none", s->up_cipher[0] ? s->up_cipher : "none",
                 s->verify ? s->verify : "skipped", s->decision ? s->decision : "none",
                 helo, s->messages, s->rejected,
@@ -1808,8 +1811,15 @@ static void mx_on_nexthop(const stp_nexthop_result_t *r, void *arg)
     }
     c->cb = &backend_cb;
     c->owner = s;
+    if (s->state == S_CLOSING) {
+        /* The session ended while the ready connection was being handed
+         * over: close it; conn_on_close counts it. */
+        stp_conn_close(c);
+        return;
+    }
     s->up = c;
     s->backend_up = 1;
+    s->mx_level = r->level;
     s->mx_caps = r->caps;
     s->mx_verified = r->verified;
     /* The MX host name is cut if it has to be: this is only for the log. */
