@@ -759,6 +759,15 @@ static void decide_host(stp_nexthop_t *nh)
         if (nh->sts == STS_POLICY && nh->sts_policy.mode == STP_MTA_STS_MODE_ENFORCE) {
             nh->req = R_STS;
             nh->source = "mta-sts";
+            /* Only the MX hosts the policy names (RFC 8461 4.1). Checked
+             * here, after DANE had its say: a host with validated TLSA
+             * records is DANE's, whatever the MTA-STS policy lists (2). */
+            if (!stp_mta_sts_policy_match(&nh->sts_policy, host)) {
+                refuse(nh, "451 4.7.5", "mta_sts_mx",
+                       "MX host %s is not allowed by the MTA-STS policy of %s", host, nh->domain);
+                next_mx(nh);
+                return;
+            }
         } else {
             nh->req = R_MAY;
             nh->source = nh->sts == STS_POLICY ? "mta-sts" : "config";
@@ -858,21 +867,6 @@ static void next_mx(stp_nexthop_t *nh)
     nh->result.addr[0] = '\0';
     while (++nh->imx < (int)nh->nmx) {
         const char *host = mx_host(nh);
-        /* MTA-STS enforce: only the MX hosts the policy names (RFC 8461 4.1).
-         * DANE-protected hosts are checked by DANE, but the TLSA lookup
-         * comes after this filter: a host outside the policy is not the
-         * domain's as far as the policy is concerned. */
-        if (nh->sts == STS_POLICY && nh->sts_policy.mode == STP_MTA_STS_MODE_ENFORCE &&
-            nh->pol->tls != STP_POLICY_TLS_DANE_ONLY &&
-            !stp_mta_sts_policy_match(&nh->sts_policy, host)) {
-            nh->source = "mta-sts";
-            nh->req = R_STS;
-            refuse(nh, "451 4.7.5", "mta_sts_mx",
-                   "MX host %s is not allowed by the MTA-STS "
-                   "policy of %s",
-                   host, nh->domain);
-            continue;
-        }
         nh->phase = P_ADDRS;
         nh->dns_pending++;
         if (stp_resolver_addrs(nh->res, host, (uint16_t)nh->cf->mx_port, on_addrs, nh) < 0) {

@@ -38,6 +38,7 @@ POLICIES = {
     "stsdane.example.test": "mxf.example.test",
     "sts.example.test": "mxg.example.test",
     "sts2.example.test": "mxi.example.test",
+    "stsx.example.test": "mxg.example.test",
 }
 
 
@@ -142,6 +143,9 @@ def zone(dane_hash):
         "rem IN MX 10 mxh", "mxh IN A 127.0.0.18",
         "sts2 IN MX 10 mxi", "mxi IN A 127.0.0.19",
         '_mta-sts.sts2 IN TXT "v=STSv1; id=7"', "mta-sts.sts2 IN A 127.0.0.1",
+        # MX mxa, but the policy names only mxg
+        "stsx IN MX 10 mxa", '_mta-sts.stsx IN TXT "v=STSv1; id=3"',
+        "mta-sts.stsx IN A 127.0.0.1",
     ]
 
 
@@ -389,6 +393,16 @@ class MtaSts(MxBase):
         r = send(port, ["bob@sts.example.test"])
         self.assertEqual(r["rcpt"][0][0], 451, r)
         self.assertIn("4.7.5", r["rcpt"][0][1])
+        self.assertEqual(h.stored(), [])
+        self.assertEqual(h.commands(), [])
+
+    def test_mx_outside_the_policy_defers(self):
+        h = self.hop("127.0.0.11", "mxa")  # a valid certificate, but not a policy host
+        port = self.start_proxy()
+        r = send(port, ["bob@stsx.example.test"])
+        self.assertEqual(r["rcpt"][0][0], 451, r)
+        self.assertIn("4.7.5", r["rcpt"][0][1])
+        self.assertIn("not allowed by the MTA-STS policy", r["rcpt"][0][1])
         self.assertEqual(h.stored(), [])
         self.assertEqual(h.commands(), [])
 
