@@ -39,6 +39,7 @@ POLICIES = {
     "sts.example.test": "mxg.example.test",
     "sts2.example.test": "mxi.example.test",
     "stsx.example.test": "mxg.example.test",
+    "stsr.example.test": ("mxg.example.test", 6),  # max_age 6 s: refreshed after 3 s
 }
 
 
@@ -72,10 +73,11 @@ class Hop:
 
     serial = itertools.count()
 
-    def __init__(self, tmp, ip, port, cert, mode="good"):
+    def __init__(self, tmp, ip, port, cert, mode="good", greet_delay=0):
         self.maildir = os.path.join(tmp, "hop-%s-%s-%d" % (ip, mode, next(Hop.serial)))
         self.proc = Process([PY, NEXTHOP, "--listen", "%s:%d" % (ip, port), "--maildir",
-                             self.maildir, "--cert", cert[0], "--key", cert[1], "--mode", mode],
+                             self.maildir, "--cert", cert[0], "--key", cert[1], "--mode", mode,
+                             "--greet-delay", str(greet_delay)],
                             self.maildir + ".log")
         line = self.proc.p.stdout.readline()
         if b"ready" not in line:
@@ -105,8 +107,9 @@ class PolicyServer:
                 if self.path != "/.well-known/mta-sts.txt" or dom not in pol:
                     self.send_error(404)
                     return
-                body = ("version: STSv1\r\nmode: enforce\r\nmx: %s\r\nmax_age: 86400\r\n"
-                        % pol[dom]).encode()
+                mx, age = pol[dom] if isinstance(pol[dom], tuple) else (pol[dom], 86400)
+                body = ("version: STSv1\r\nmode: enforce\r\nmx: %s\r\nmax_age: %d\r\n"
+                        % (mx, age)).encode()
                 self.send_response(200)
                 self.send_header("Content-Type", "text/plain")
                 self.send_header("Content-Length", str(len(body)))
@@ -146,6 +149,7 @@ def zone(dane_hash):
         # MX mxa, but the policy names only mxg
         "stsx IN MX 10 mxa", '_mta-sts.stsx IN TXT "v=STSv1; id=3"',
         "mta-sts.stsx IN A 127.0.0.1",
+        "stsr IN MX 10 mxg", '_mta-sts.stsr IN TXT "v=STSv1; id=5"', "mta-sts.stsr IN A 127.0.0.1",
     ]
 
 
@@ -206,8 +210,8 @@ class MxBase(unittest.TestCase):
             rc = self.proxy.stop()
             self.assertEqual(rc, 0, "proxy exit status (ASan?): " + self.proxy.log()[-3000:])
 
-    def hop(self, ip, host, mode="good", cert=None):
-        h = Hop(self.tmp, ip, self.mx_port, cert or self.certs[host], mode)
+    def hop(self, ip, host, mode="good", cert=None, greet_delay=0):
+        h = Hop(self.tmp, ip, self.mx_port, cert or self.certs[host], mode, greet_delay)
         self.hops.append(h)
         return h
 
@@ -395,6 +399,21 @@ class MtaSts(MxBase):
         self.assertIn("4.7.5", r["rcpt"][0][1])
         self.assertEqual(h.stored(), [])
         self.assertEqual(h.commands(), [])
+
+    def test_policy_refreshed_after_half_its_max_age(self):
+        # The MX greets after 1 s, so the refresh beside the delivery ends first.
+        h = self.hop("127.0.0.17", "mxg", greet_delay=1)
+        port = self.start_proxy()
+        r = send(port, ["bob@stsr.example.test"])
+        self.assertEqual(r["data"][0], 250, r)
+        self.assertIn("action=fetched", self.proxy.log())
+        time.sleep(2.1)  # with the 1 s greeting: half of max_age (6 s) gone, not all
+        r = send(port, ["bob@stsr.example.test"])
+        self.assertEqual(r["data"][0], 250, r)
+        log = self.proxy.log()
+        self.assertIn("action=use-cached-refresh", log)
+        self.assertIn("domain=stsr.example.test refresh=ok mode=enforce max_age=6", log)
+        self.assertEqual(len(h.stored()), 2)
 
     def test_mx_outside_the_policy_defers(self):
         h = self.hop("127.0.0.11", "mxa")  # a valid certificate, but not a policy host

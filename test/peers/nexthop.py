@@ -48,6 +48,8 @@ class Conn:
 def serve(c, a, count, lock):
     conn = Conn(c)
     try:
+        if a.greet_delay:
+            time.sleep(a.greet_delay)
         conn.send(b"220 nexthop.example.test ESMTP\r\n")
         while True:
             l = conn.line()
@@ -163,6 +165,7 @@ def main():
     p.add_argument("--cert", required=True)
     p.add_argument("--key", required=True)
     p.add_argument("--mode", default="good")
+    p.add_argument("--greet-delay", type=float, default=0.0, help="seconds before the 220")
     a = p.parse_args()
     os.makedirs(a.maildir, exist_ok=True)
     host, port = a.listen.rsplit(":", 1)
