@@ -1828,7 +1828,9 @@ static void mx_on_nexthop(const stp_nexthop_result_t *r, void *arg)
     snprintf(s->up_cipher, sizeof(s->up_cipher), "%s", r->cipher);
     s->verify = r->tls ? (r->verified ? "ok" : "failed") : "skipped";
     s->decision = r->tls ? "tls" : "plaintext";
-    stp_reply_parser_init(s->rp);
+    if (s->rp != NULL) {
+        stp_reply_parser_init(s->rp); /* forget a partial reply of the previous next hop */
+    }
     mx_replay_mail(s);
     if (s->state == S_CLOSING) {
         return;
