@@ -35,7 +35,11 @@ def built_image():
     out = subprocess.run(["bash", BUILD], capture_output=True, timeout=3600,
                          env=dict(os.environ, STP_IMAGE=IMAGE))
     if out.returncode != 0:
-        raise AssertionError("build.sh failed:\n%s" % (out.stderr + out.stdout).decode()[-4000:])
+        text = (out.stdout + out.stderr).decode(errors="replace")
+        # the compiler's own words first: the tail alone is Bazel's summary
+        errors = [l for l in text.splitlines() if "error:" in l or "ERROR:" in l]
+        raise AssertionError("build.sh failed:\n%s\n...\n%s" % ("\n".join(errors[:20]),
+                                                                text[-3000:]))
     return out.stdout.decode()
 
 

@@ -94,7 +94,7 @@ static void test_damaged_files(void)
 {
     stp_cache_t *c = sample();
     char bad[700];
-    size_t len;
+    size_t len = 0;
     snprintf(bad, sizeof(bad), "%s.bad", path);
     CHECK_EQ_INT(stp_state_save(c, path), 0);
     char *good = read_file(path, &len);
