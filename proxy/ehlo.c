@@ -22,8 +22,7 @@
  *        STARTTLS: the one kept or added is reserved room first.
  *  - The reply is rebuilt with code 250 whatever 2xx the server used.
  *  - `seen` is filled for any 2xx reply, even when `out` is too small.
- *  - XXX: the header comment mentions an `auth_mechs` output that the
- *    signature does not have; the AUTH line is kept or dropped as a whole.
+ *  - The AUTH line is kept or dropped as a whole (no per-mechanism filter).
  */
 #include "proxy/ehlo.h"
 
