@@ -134,6 +134,7 @@ static const char *check_workers(int64_t v);
 static const char *check_line_length(int64_t v);
 static const char *check_connections(int64_t v);
 static const char *check_message_size(int64_t v);
+static const char *check_backlog(int64_t v);
 static const char *check_timeout(int64_t v);
 static const char *check_remember(int64_t v);
 static const char *check_port(int64_t v);
@@ -263,6 +264,7 @@ static const directive_t listener_directives[] = {
     {"max_connections", parse_count, LC(max_connections), "1000", check_connections, NULL, 0},
     {"max_connections_per_ip", parse_count, LC(max_connections_per_ip), "20", check_connections,
      NULL, 0},
+    {"backlog", parse_count, LC(backlog), "0", check_backlog, NULL, 0},
     {"max_message_size", parse_size64, LC(max_message_size), "0", check_message_size, NULL, 0},
     {"connect_timeout", parse_duration, LC(connect_timeout), "10s", check_timeout, NULL, 0},
     {"greeting_timeout", parse_duration, LC(greeting_timeout), "60s", check_timeout, NULL, 0},
@@ -637,6 +639,11 @@ static const char *check_line_length(int64_t v)
 static const char *check_connections(int64_t v)
 {
     return v >= 0 && v <= 1000000 ? NULL : "a number from 0 (no limit) to 1000000";
+}
+
+static const char *check_backlog(int64_t v)
+{
+    return v >= 0 && v <= 65535 ? NULL : "a number from 0 (the kernel's somaxconn) to 65535";
 }
 
 static const char *check_message_size(int64_t v)

@@ -77,6 +77,7 @@ typedef struct {
     size_t max_line_length;     /* 2048 */
     unsigned max_connections;   /* 1000 */
     unsigned max_connections_per_ip; /* 20 */
+    unsigned backlog;           /* 0 = the kernel's limit, net.core.somaxconn */
     uint64_t max_message_size;  /* 0 = backend's SIZE decides */
     uint64_t connect_timeout;   /* 10s:  TCP connect to backend / next hop */
     uint64_t greeting_timeout;  /* 60s:  backend/next hop 220 */

@@ -4,6 +4,7 @@
 #include "proxy/listener.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <netdb.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -127,6 +128,15 @@ static int address_taken(const stp_listener_conf_t *conf, socklen_t len)
     return taken;
 }
 
+/* The accept queue's length. 0 asks for the longest the kernel allows:
+ * Linux silently caps listen()'s backlog at net.core.somaxconn (of the
+ * socket's network namespace), so INT_MAX follows that setting, also when an
+ * administrator raises it, without reading /proc. */
+static int listen_backlog(const stp_listener_conf_t *conf)
+{
+    return conf->backlog ? (int)conf->backlog : INT_MAX;
+}
+
 int stp_listener_bind(const stp_listener_conf_t *conf, int first)
 {
     char addr[80];
@@ -145,7 +155,8 @@ int stp_listener_bind(const stp_listener_conf_t *conf, int first)
         setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) < 0 ||
         (family == AF_INET6 &&
          setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one)) < 0) ||
-        bind(fd, (const struct sockaddr *)&conf->listen.addr, len) < 0 || listen(fd, 511) < 0) {
+        bind(fd, (const struct sockaddr *)&conf->listen.addr, len) < 0 ||
+        listen(fd, listen_backlog(conf)) < 0) {
         int e = errno;
         stp_log(STP_LOG_ERROR, "listen listener=%s addr=%s error=\"%s\"", conf->name, addr,
                 strerror(e));
@@ -192,7 +203,7 @@ int stp_listener_start(stp_listener_t *l, uv_loop_t *loop, stp_runtime_t *rt,
     if (rc < 0) {
         close(fd);
     } else {
-        rc = uv_listen((uv_stream_t *)&l->tcp, 511, on_connection);
+        rc = uv_listen((uv_stream_t *)&l->tcp, listen_backlog(conf), on_connection);
     }
     if (rc < 0) {
         stp_log(STP_LOG_ERROR, "listen listener=%s addr=%s error=\"%s\"", conf->name, addr,

@@ -1,5 +1,6 @@
 """Bounded everything: timers, connection caps, memory under a 50 MB message."""
 import hashlib
+import subprocess
 import time
 
 from harness import ASAN, ProxyCase, log_fields, poll, split_trace
@@ -126,3 +127,26 @@ class BigMessage(ProxyCase):
         self.stop_proxy()
         f = log_fields(proxy.log_lines("message")[0])
         self.assertGreaterEqual(int(f.get("size", "0")), total)
+
+
+def listen_backlogs(port):
+    """The accept-queue lengths of the sockets listening on `port` (ss shows
+    a listening socket's backlog as its Send-Q), one per worker."""
+    out = subprocess.run(["ss", "-Htln", "sport = :%d" % port], capture_output=True,
+                         text=True, check=True).stdout
+    return sorted(int(line.split()[2]) for line in out.splitlines() if line.strip())
+
+
+class Backlog(ProxyCase):
+    """backlog = N sets the accept queue; the default follows the kernel's
+    net.core.somaxconn (listen() caps its argument there)."""
+    listeners = {"in": {}, "small": {"backlog": "7"}}
+    proxy_extra = {"workers": "2"}
+
+    def test_default_follows_somaxconn_and_key_sets_it(self):
+        with open("/proc/sys/net/core/somaxconn") as f:
+            somaxconn = int(f.read())
+        self.assertEqual(listen_backlogs(self.proxy.port("in")), [somaxconn, somaxconn])
+        self.assertEqual(listen_backlogs(self.proxy.port("small")), [7, 7])
+        c = self.client("small")
+        self.assertEqual(c.reply()[0], 220)

@@ -729,6 +729,14 @@ static void test_limits_and_timers(void)
         {"max_connections_per_ip",
          MX "max_connections_per_ip = -1\n",
          {"t.ini:5: bad value '-1' for 'max_connections_per_ip'"}},
+        {"backlog bounds",
+         MX "backlog = 1\n[listener:b]\nmode = inbound\nlisten = 127.0.0.1:2527\n"
+            "backend = 127.0.0.1:2526\nbacklog = 65535\n",
+         {NULL}},
+        {"backlog too big",
+         MX "backlog = 65536\n",
+         {"t.ini:5: bad value '65536' for 'backlog' in [listener:mx]: expected a number from 0 "
+          "(the kernel's somaxconn) to 65535"}},
         {"max_message_size",
          MX "max_message_size = 5G\n",
          {"t.ini:5: bad value '5G' for 'max_message_size' in [listener:mx]: expected a size up to "
@@ -1020,6 +1028,7 @@ static void test_defaults(void)
         CHECK_EQ_INT(l->max_line_length, 2048);
         CHECK_EQ_INT(l->max_connections, 1000);
         CHECK_EQ_INT(l->max_connections_per_ip, 20);
+        CHECK_EQ_INT(l->backlog, 0);
         CHECK_EQ_INT(l->max_message_size, 0);
         CHECK_EQ_INT(l->connect_timeout, 10000);
         CHECK_EQ_INT(l->greeting_timeout, 60000);
@@ -1061,6 +1070,7 @@ static void test_values(void)
                                "bare_newlines = normalise\ntrace_header = off\n"
                                "max_line_length = 4k\nmax_connections = 0\n"
                                "max_connections_per_ip = 3\nmax_message_size = 50M\n"
+                               "backlog = 64\n"
                                "connect_timeout = 250ms\ngreeting_timeout = 5m\n"
                                "command_timeout = 1h\nidle_timeout = 30\n"
                                "handshake_timeout = 24h\ndata_timeout = 1s\n"
@@ -1100,6 +1110,7 @@ static void test_values(void)
     CHECK_EQ_INT(in->max_line_length, 4096);
     CHECK_EQ_INT(in->max_connections, 0);
     CHECK_EQ_INT(in->max_connections_per_ip, 3);
+    CHECK_EQ_INT(in->backlog, 64);
     CHECK_EQ_INT(in->max_message_size, 50 * 1024 * 1024);
     CHECK_EQ_INT(in->connect_timeout, 250);
     CHECK_EQ_INT(in->greeting_timeout, 300000);
