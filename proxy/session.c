@@ -117,6 +117,8 @@ struct stp_session_s {
     unsigned draining : 1;
     unsigned quit_seen : 1;
     unsigned xclient_tried : 1; /* XCLIENT is considered once per session, never sent twice */
+    unsigned up_pipelining : 1; /* the backend's last EHLO reply offered PIPELINING */
+    unsigned rset_due : 1;      /* the RSET after STARTTLS goes out with the next command */
 
     char tls_version[16];
     char tls_cipher[64];
@@ -272,13 +274,23 @@ static void local_reply(stp_session_t *s, const char *text, pending_action_t act
     flush_queue(s);
 }
 
+/* A command to the backend. The RSET owed since STARTTLS (rset_due, only
+ * with a backend that offers PIPELINING) leads it in the same write: RSET may
+ * stand anywhere in a pipelined group (RFC 2920 3.1), and its reply is read
+ * and dropped like the one sent alone. */
 static void backend_send(stp_session_t *s, unsigned verb, const char *line, size_t len,
                          pending_kind_t kind)
 {
-    uv_buf_t b[2] = {uv_buf_init((char *)line, (unsigned)len), uv_buf_init("\r\n", 2)};
-    if (stp_conn_writev(s->up, b, 2) < 0) {
+    uv_buf_t b[3] = {uv_buf_init("RSET\r\n", 6), uv_buf_init((char *)line, (unsigned)len),
+                     uv_buf_init("\r\n", 2)};
+    int rset = s->rset_due;
+    if (stp_conn_writev(s->up, b + !rset, 2 + rset) < 0) {
         finish(s, NULL, "backend-lost", "write to backend failed");
         return;
+    }
+    if (rset) {
+        s->rset_due = 0;
+        pq_push(s, P_INTERNAL, V_RSET_INTERNAL, NULL, A_NONE);
     }
     pq_push(s, kind, verb, NULL, A_NONE);
 }
@@ -1077,7 +1089,15 @@ static void client_on_handshake(stp_conn_t *c, const char *err)
         s->paused = 1; /* until the backend's greeting has been relayed */
         backend_connect(s);
     } else {
-        backend_send(s, V_RSET_INTERNAL, "RSET", 4, P_INTERNAL);
+        /* The backend forgets the envelope before any command from inside
+         * TLS reaches it: the RSET leads the client's next command in one
+         * write when the backend pipelines (one write and one reply read
+         * less per session), else it goes out now, alone. */
+        if (s->up_pipelining) {
+            s->rset_due = 1;
+        } else {
+            backend_send(s, V_RSET_INTERNAL, "RSET", 4, P_INTERNAL);
+        }
         s->paused = 0;
     }
     update_reading(s);
@@ -1143,7 +1163,9 @@ static void relay_ehlo(stp_session_t *s, const stp_reply_t *r)
     } else if (!tls && s->conf->hide_auth_before_tls) {
         o.drop |= STP_EHLO_AUTH;
     }
-    if (stp_ehlo_rewrite(r, &o, out, sizeof(out), &len, NULL) == 0) {
+    unsigned seen = 0;
+    if (stp_ehlo_rewrite(r, &o, out, sizeof(out), &len, &seen) == 0) {
+        s->up_pipelining = (seen & STP_EHLO_PIPELINING) != 0;
         if (o.add_starttls && r->code == 250) {
             stp_sm_starttls(s->conf->name, "offered", NULL);
         }
@@ -1151,6 +1173,7 @@ static void relay_ehlo(stp_session_t *s, const stp_reply_t *r)
     } else {
         /* Fail closed: never pass the backend's own keywords through
          * unfiltered; a bare 250 offers no extension at all. */
+        s->up_pipelining = 0;
         int n = snprintf(out, sizeof(out), "250 %s\r\n", hostname(s));
         client_write(s, out, (size_t)n);
     }

@@ -3,9 +3,11 @@
 """
 import shutil
 import socket
+import time
 import unittest
 
-from harness import BODY, Client, Proxy, ProxyCase, free_port, log_fields, split_trace, tmpdir
+from harness import (BODY, Client, Proxy, ProxyCase, free_port, log_fields, poll, split_trace,
+                     tmpdir)
 
 
 class RejectsOneRcpt(ProxyCase):
@@ -75,6 +77,48 @@ class BackendLostMidSession(ProxyCase):
         self.assertEqual(code, 421, lines)
         self.assertTrue(lines[0].startswith("421 4.4.2"), lines)
         self.assertTrue(c.closed())
+
+
+class ResetCase(ProxyCase):
+    """After STARTTLS the backend forgets the plaintext envelope: RSET
+    reaches it before any command from inside TLS. A backend offering
+    PIPELINING gets the RSET in front of the client's next command (one
+    write); one without gets it alone, as soon as the handshake is done."""
+
+    def handshake_with_envelope(self):
+        c = self.client()
+        self.assertEqual(c.reply()[0], 220)
+        self.assertEqual(c.cmd("EHLO client.example")[0], 250)
+        self.assertEqual(c.cmd("MAIL FROM:<early@example.test>")[0], 250)
+        c.starttls()
+        return c
+
+    def finish_session(self, c):
+        self.assertEqual(c.cmd("EHLO client.example")[0], 250)
+        self.assertEqual(c.cmd("MAIL FROM:<late@example.test>")[0], 250)
+        self.assertEqual(c.cmd("QUIT")[0], 221)
+        self.assertTrue(poll(lambda: b"QUIT" in self.sink.lines()))
+        self.assertEqual(self.sink.lines(), [
+            b"EHLO client.example", b"MAIL FROM:<early@example.test>", b"RSET",
+            b"EHLO client.example", b"MAIL FROM:<late@example.test>", b"QUIT"])
+
+
+class ResetAfterStarttls(ResetCase):
+    def test_pipelining_backend_gets_rset_with_the_next_command(self):
+        c = self.handshake_with_envelope()
+        time.sleep(0.5)  # the handshake is over on both sides: nothing was sent alone
+        self.assertNotIn(b"RSET", self.sink.lines())
+        self.finish_session(c)
+
+
+class ResetAfterStarttlsNoPipelining(ResetCase):
+    sink_args = ("--ehlo-caps", "SIZE 52428800,8BITMIME,ENHANCEDSTATUSCODES")
+
+    def test_rset_alone_after_the_handshake(self):
+        c = self.handshake_with_envelope()
+        self.assertTrue(poll(lambda: b"RSET" in self.sink.lines()),
+                        "no RSET before the client's next command: %r" % self.sink.lines())
+        self.finish_session(c)
 
 
 class Unreachable(unittest.TestCase):
