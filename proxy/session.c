@@ -530,14 +530,23 @@ static void arm_timers(stp_session_t *s)
 
 /* ---- flow control ---- */
 
+/*
+ * Client reading stops lazily while a reply is awaited (paused: after DATA,
+ * AUTH, during XCLIENT): a well-behaved client sends nothing until the reply,
+ * so stopping and restarting the read would cost two epoll_ctl calls per
+ * message for nothing. Bytes that do arrive early are held, never acted on,
+ * and the read stops then, so at most one read's worth is held. After
+ * STARTTLS and QUIT (discard_input) reading stops at once.
+ */
 static void update_reading(stp_session_t *s)
 {
     if (s->state == S_CLOSING) {
         return;
     }
     int client = s->tls == T_HANDSHAKE ||
-                 ((s->state == S_COMMAND || s->state == S_DATA) && !s->paused && !pq_full(s) &&
-                  !s->discard_input && !(s->backend_up && stp_conn_congested(s->up))) ||
+                 ((s->state == S_COMMAND || s->state == S_DATA) &&
+                  !(s->paused && s->held_len) && !pq_full(s) && !s->discard_input &&
+                  !(s->backend_up && stp_conn_congested(s->up))) ||
                  /* route = mx: a next hop attempt can take minutes; keep
                   * reading (input is held) so a client that leaves is seen */
                  (s->nh != NULL && !s->discard_input);

@@ -6,8 +6,8 @@ import socket
 import time
 import unittest
 
-from harness import (BODY, Client, Proxy, ProxyCase, free_port, log_fields, poll, split_trace,
-                     tmpdir)
+from harness import (BODY, BODY_UNSTUFFED, Client, Proxy, ProxyCase, free_port, log_fields, poll,
+                     split_trace, tmpdir)
 
 
 class RejectsOneRcpt(ProxyCase):
@@ -119,6 +119,26 @@ class ResetAfterStarttlsNoPipelining(ResetCase):
         self.assertTrue(poll(lambda: b"RSET" in self.sink.lines()),
                         "no RSET before the client's next command: %r" % self.sink.lines())
         self.finish_session(c)
+
+
+class ContentBeforeThe354(ProxyCase):
+    """A client that sends its message right behind DATA, without waiting
+    for the 354, in a separate segment (the proxy keeps reading while it
+    waits for the reply): those bytes are held and become content only after
+    the backend's 354, never commands."""
+
+    def test_early_content_is_held_until_354(self):
+        c = self.ready_client()
+        self.assertEqual(c.cmd("MAIL FROM:<a@example.test>")[0], 250)
+        self.assertEqual(c.cmd("RCPT TO:<b@example.test>")[0], 250)
+        c.send(b"DATA\r\n")
+        c.send(b"NOOP\r\n" + BODY + b".\r\n")
+        self.assertEqual(c.reply()[0], 354)
+        self.assertEqual(c.reply()[0], 250)
+        self.assertEqual(c.cmd("QUIT")[0], 221)
+        header, rest = self.one_message()
+        self.assertEqual(rest, b"NOOP\r\n" + BODY_UNSTUFFED)
+        self.assertNotIn(b"NOOP", self.sink.lines())
 
 
 class Unreachable(unittest.TestCase):
