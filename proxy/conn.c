@@ -226,6 +226,20 @@ int stp_conn_writev(stp_conn_t *c, const uv_buf_t *bufs, unsigned n)
             return -1;
         }
     }
+    return c->corked ? 0 : flush_tls(c);
+}
+
+void stp_conn_cork(stp_conn_t *c)
+{
+    c->corked = 1;
+}
+
+int stp_conn_uncork(stp_conn_t *c)
+{
+    c->corked = 0;
+    if (c->tls == NULL || c->handshaking || c->closing) {
+        return 0;
+    }
     return flush_tls(c);
 }
 

@@ -52,6 +52,7 @@ struct stp_conn_s {
     unsigned over_high : 1;
     unsigned close_after_write : 1;
     unsigned eof : 1;
+    unsigned corked : 1;
 };
 
 /* Initialises the handle on `loop`. Returns 0 or a negative libuv error. */
@@ -76,6 +77,16 @@ void stp_conn_start_tls(stp_conn_t *c, stp_tls_engine_t *e);
 /* Queues bytes (copied). Returns 0, or -1 if the conn is closing or broken. */
 int stp_conn_write(stp_conn_t *c, const char *data, size_t len);
 int stp_conn_writev(stp_conn_t *c, const uv_buf_t *bufs, unsigned n);
+
+/*
+ * While a TLS conn is corked, what is written gathers as records inside its
+ * engine and goes out in one write at stp_conn_uncork() (pipelined replies
+ * relayed in one go cost one system call, not one each). Closing sends or
+ * drops it like any queued data. A plaintext conn ignores the cork.
+ */
+void stp_conn_cork(stp_conn_t *c);
+/* Sends what gathered while corked. Returns 0, or -1 like stp_conn_write. */
+int stp_conn_uncork(stp_conn_t *c);
 
 /* 1 while the write queue is over the high-water mark. */
 static inline int stp_conn_congested(const stp_conn_t *c)

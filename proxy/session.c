@@ -1590,6 +1590,9 @@ static void backend_on_read(stp_conn_t *c, const char *data, size_t len)
         }
         stp_reply_parser_init(s->rp);
     }
+    /* Replies relayed from this read (pipelined: several) reach the client
+     * in one write. */
+    stp_conn_cork(&s->client);
     /* Stop as soon as this conn is replaced (plaintext retry): what is
      * left of its bytes must never be read as the new conn's replies. */
     while (len > 0 && s->state != S_CLOSING && c == s->up) {
@@ -1600,6 +1603,7 @@ static void backend_on_read(stp_conn_t *c, const char *data, size_t len)
         if (rc == STP_REPLY_ERROR) {
             finish(s, "421 4.4.2 Error: mail server protocol error\r\n", "backend-protocol",
                    s->rp->error);
+            stp_conn_uncork(&s->client);
             return;
         }
         if (rc == STP_REPLY_DONE) {
@@ -1607,6 +1611,7 @@ static void backend_on_read(stp_conn_t *c, const char *data, size_t len)
             handle_reply(s, &s->rp->reply);
         }
     }
+    stp_conn_uncork(&s->client);
     if (s->rp != NULL && stp_reply_parser_idle(s->rp)) {
         free(s->rp);
         s->rp = NULL;
