@@ -54,6 +54,7 @@
 #include <netinet/in.h>
 
 #define PENDING_MAX 128
+#define PENDING_SMALL 16 /* in the session; a deeper pipeline borrows PENDING_MAX from the heap */
 #define HELD_MAX (1024 * 1024)
 #define DATA_CHUNK (16 * 1024)
 #define LINGER_MS 10000
@@ -158,7 +159,8 @@ struct stp_session_s {
     int mx_txn_lost;          /* the next hop went away with recipients accepted */
     const char *mx_level;     /* the requirement applied to the last next hop (static) */
 
-    pending_t pq[PENDING_MAX];
+    pending_t pq_small[PENDING_SMALL];
+    pending_t *pq_big; /* PENDING_MAX entries, only while more than PENDING_SMALL are in flight */
     unsigned pq_head, pq_len;
 
     char *held;
@@ -231,9 +233,32 @@ static void client_write(stp_session_t *s, const char *text, size_t len)
     stp_conn_write(&s->client, text, len);
 }
 
+/*
+ * The pending queue is a ring of PENDING_SMALL entries inside the session
+ * (2 KiB less per idle session than PENDING_MAX); a client pipelining deeper
+ * moves it to a heap ring of PENDING_MAX, given back once the queue is empty.
+ */
 static pending_t *pq_at(stp_session_t *s, unsigned i)
 {
-    return &s->pq[(s->pq_head + i) % PENDING_MAX];
+    if (s->pq_big) {
+        return &s->pq_big[(s->pq_head + i) % PENDING_MAX];
+    }
+    return &s->pq_small[(s->pq_head + i) % PENDING_SMALL];
+}
+
+/* Moves the queue to the heap ring; 0, or -1 (out of memory). */
+static int pq_grow(stp_session_t *s)
+{
+    pending_t *big = malloc(PENDING_MAX * sizeof(*big));
+    if (big == NULL) {
+        return -1;
+    }
+    for (unsigned i = 0; i < s->pq_len; i++) {
+        big[i] = *pq_at(s, i);
+    }
+    s->pq_big = big;
+    s->pq_head = 0;
+    return 0;
 }
 
 static int pq_has_backend(stp_session_t *s)
@@ -249,6 +274,10 @@ static int pq_has_backend(stp_session_t *s)
 static void pq_push(stp_session_t *s, pending_kind_t kind, unsigned verb, const char *text,
                     pending_action_t action)
 {
+    if (s->pq_big == NULL && s->pq_len == PENDING_SMALL && pq_grow(s) < 0) {
+        finish(s, "421 4.3.0 Error: out of resources\r\n", "error", "out of memory");
+        return;
+    }
     pending_t *p = pq_at(s, s->pq_len++);
     p->kind = (unsigned char)kind;
     p->verb = (unsigned char)verb;
@@ -264,8 +293,16 @@ static int pq_full(const stp_session_t *s)
 
 static void pq_pop(stp_session_t *s)
 {
-    s->pq_head = (s->pq_head + 1) % PENDING_MAX;
     s->pq_len--;
+    if (s->pq_big == NULL) {
+        s->pq_head = (s->pq_head + 1) % PENDING_SMALL;
+    } else if (s->pq_len == 0) {
+        free(s->pq_big);
+        s->pq_big = NULL;
+        s->pq_head = 0;
+    } else {
+        s->pq_head = (s->pq_head + 1) % PENDING_MAX;
+    }
 }
 
 static void local_reply(stp_session_t *s, const char *text, pending_action_t action)
@@ -348,6 +385,7 @@ logged:
     free(s->held);
     free(s->xc_line);
     free(s->rp);
+    free(s->pq_big);
     free(s->pp);
     free(s->mx_mail);
     free(s->mx_rcpt);

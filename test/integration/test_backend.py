@@ -35,6 +35,28 @@ class RejectsOneRcpt(ProxyCase):
         c.send(b"x\r\n.\r\n")
         self.assertEqual(c.reply()[0], 250)
 
+    def test_deep_pipeline_replies_in_order(self):
+        """More commands in flight than the pending queue keeps inside the
+        session (16) and than it ever holds (128): local and relayed replies
+        interleaved, in order, twice (the queue moves to the heap and back)."""
+        c = self.ready_client()
+        for round in range(2):
+            lines, codes = [b"MAIL FROM:<a@example.test>"], [250]
+            for i in range(100):
+                lines += [b"RCPT TO:<r%d@example.test>" % i, b"XCLIENT ADDR=192.0.2.1",
+                          b"RCPT TO:<nobody@example.test>"]
+                codes += [250, 550, 550]
+            lines.append(b"DATA")
+            codes.append(354)
+            c.send(b"\r\n".join(lines) + b"\r\n")
+            self.assertEqual([c.reply()[0] for _ in codes], codes, "round %d" % round)
+            c.send(b"round %d\r\n.\r\n" % round)
+            self.assertEqual(c.reply()[0], 250)
+        self.assertEqual(c.cmd("QUIT")[0], 221)
+        one, two = self.messages(2)
+        self.assertEqual(split_trace(one)[1], b"round 0\r\n")
+        self.assertEqual(split_trace(two)[1], b"round 1\r\n")
+
 
 class RejectsData(ProxyCase):
     sink_args = ("--reject-data",)
