@@ -26,6 +26,7 @@
  */
 #include "proxy/ehlo.h"
 
+#include <stdio.h>
 #include <string.h>
 
 #define LINE_OVERHEAD 6 /* "250-" and CRLF */
@@ -175,9 +176,25 @@ static int put_line(char *out, size_t cap, size_t *o, int last, const char *t, s
     return 0;
 }
 
+/* Keyword line i as it is rebuilt: the server's text, or `size` (when not
+ * NULL) for a SIZE line. */
+static const char *line_text(const stp_reply_t *r, size_t i, const char *size, size_t size_len,
+                             size_t *len)
+{
+    const char *t = stp_reply_text(r, i, len);
+    if (size != NULL && classify(t, *len) == STP_EHLO_SIZE) {
+        *len = size_len;
+        return size;
+    }
+    return t;
+}
+
 int stp_ehlo_rewrite(const stp_reply_t *r, const stp_ehlo_opts_t *opts, char *out, size_t cap,
                      size_t *out_len, unsigned *seen)
 {
+    char size_buf[32];
+    const char *size = NULL;
+    size_t size_len = 0;
     size_t keep[STP_REPLY_MAX_LINES];
     size_t nkeep = 0, starttls_k = (size_t)-1;
     unsigned caps = 0;
@@ -191,6 +208,15 @@ int stp_ehlo_rewrite(const stp_reply_t *r, const stp_ehlo_opts_t *opts, char *ou
         return -1;
     }
 
+    if (opts->size_limit != 0) {
+        unsigned long long v = stp_ehlo_size(r);
+        if (v == 0 || v > opts->size_limit) {
+            v = opts->size_limit;
+        }
+        size_len = (size_t)snprintf(size_buf, sizeof(size_buf), "SIZE %llu", v);
+        size = size_buf;
+    }
+
     /* 1. Which keyword lines survive the options. */
     for (size_t i = 1; i < r->nlines; i++) {
         size_t len;
@@ -200,6 +226,9 @@ int stp_ehlo_rewrite(const stp_reply_t *r, const stp_ehlo_opts_t *opts, char *ou
         caps |= bit;
         if ((bit & opts->drop) != 0 || (bit == STP_EHLO_OTHER && opts->drop_unknown)) {
             continue;
+        }
+        if (bit == STP_EHLO_SIZE && size != NULL) {
+            len = size_len;
         }
         if (len > MAX_TEXT) {
             continue; /* would not parse once rebuilt with CRLF */
@@ -246,7 +275,7 @@ int stp_ehlo_rewrite(const stp_reply_t *r, const stp_ehlo_opts_t *opts, char *ou
     size_t nfit = 0;
     for (size_t k = 0; k < nkeep; k++) {
         size_t len;
-        (void)stp_reply_text(r, keep[k], &len);
+        (void)line_text(r, keep[k], size, size_len, &len);
         if (k != starttls_k) {
             if (lines_left == 0 || len + LINE_OVERHEAD > bytes_left) {
                 continue;
@@ -264,7 +293,7 @@ int stp_ehlo_rewrite(const stp_reply_t *r, const stp_ehlo_opts_t *opts, char *ou
     }
     for (size_t k = 0; k < nfit; k++) {
         size_t len;
-        const char *t = stp_reply_text(r, keep[k], &len);
+        const char *t = line_text(r, keep[k], size, size_len, &len);
         if (put_line(out, cap, &o, k + 1 == total, t, len) < 0) {
             return -1;
         }

@@ -42,6 +42,9 @@ typedef struct {
     int drop_unknown;     /* remove keywords not in the table */
     int add_starttls;     /* append a STARTTLS line (never duplicated) */
     const char *greeting; /* if non-NULL, replaces the first line's text */
+    /* if non-zero, a kept SIZE line is rebuilt as "SIZE n", n the smaller of
+     * this and the server's own limit (RFC 1870: what the proxy accepts) */
+    unsigned long long size_limit;
 } stp_ehlo_opts_t;
 
 /*

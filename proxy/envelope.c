@@ -120,6 +120,40 @@ const char *stp_env_mail_params(const char *p, size_t n, uint64_t max_size)
     return NULL;
 }
 
+int stp_env_mail_size(const char *arg, size_t n, uint64_t *size)
+{
+    size_t start, end;
+    if (stp_env_path(arg, n, &start, &end) < 0) {
+        return 0;
+    }
+    const char *p = arg + end;
+    size_t m = n - end, i = 0;
+    while (i < m) {
+        while (i < m && p[i] == ' ') {
+            i++;
+        }
+        size_t k = 0;
+        while (i + k < m && p[i + k] != ' ') {
+            k++;
+        }
+        const char *w = p + i;
+        if (k > 5 && strncasecmp(w, "SIZE=", 5) == 0) {
+            uint64_t v = 0;
+            size_t j = 5;
+            for (; j < k && w[j] >= '0' && w[j] <= '9'; j++) {
+                unsigned d = (unsigned)(w[j] - '0');
+                v = v > (UINT64_MAX - d) / 10 ? UINT64_MAX : v * 10 + d;
+            }
+            if (j == k) {
+                *size = v;
+                return 1;
+            }
+        }
+        i += k;
+    }
+    return 0;
+}
+
 int stp_env_mail_line(const char *arg, size_t n, unsigned caps, char *out, size_t cap,
                       const char **refusal)
 {

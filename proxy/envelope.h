@@ -36,6 +36,14 @@ const char *stp_env_rcpt_domain(const char *arg, size_t n, size_t *params, char 
 const char *stp_env_mail_params(const char *p, size_t n, uint64_t max_size);
 
 /*
+ * The SIZE= value of a whole MAIL FROM argument (path and parameters) as
+ * relayed to a backend, whatever else it carries: 1 and *size (saturated at
+ * UINT64_MAX), or 0 when there is no well-formed path or no SIZE=digits
+ * parameter (the backend judges those).
+ */
+int stp_env_mail_size(const char *arg, size_t n, uint64_t *size);
+
+/*
  * The MAIL FROM line for a next hop whose EHLO offered `caps` (STP_EHLO_*
  * bits of proxy/ehlo.h), from an argument accepted by the two functions
  * above: the path, then SIZE only with SIZE, BODY only with 8BITMIME,

@@ -906,6 +906,15 @@ static void handle_line(stp_session_t *s, const char *line, size_t len)
             return;
         }
         if (cmd.verb == STP_CMD_MAIL) {
+            uint64_t size;
+            /* A declared size over the limit is refused now, not after the
+             * whole message was sent (RFC 1870 6.1); the EHLO reply showed
+             * the limit. */
+            if (c->max_message_size && stp_env_mail_size(cmd.arg, cmd.arg_len, &size) &&
+                size > c->max_message_size) {
+                local_reply(s, "552 5.3.4 Error: message size exceeds fixed limit\r\n", A_NONE);
+                return;
+            }
             stp_log_escape(s->mail_from, sizeof(s->mail_from), cmd.arg, cmd.arg_len);
             s->rcpts = 0;
         }
@@ -1202,6 +1211,7 @@ static void relay_ehlo(stp_session_t *s, const stp_reply_t *r)
         .drop_unknown = 1,
         .add_starttls = !tls && s->rt->server_ctx != NULL &&
                         s->conf->starttls != STP_STARTTLS_IMPLICIT,
+        .size_limit = s->conf->max_message_size, /* enforced on the data too */
     };
     if (s->conf->mode == STP_MODE_OUTBOUND) {
         /* The legacy MTA talks plaintext to us on a trusted network; it sees

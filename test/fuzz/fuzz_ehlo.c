@@ -14,6 +14,7 @@
  * STARTTLS); `seen` equals stp_ehlo_caps().
  */
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -79,6 +80,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         .drop_unknown = data[0] & 1,
         .add_starttls = (data[0] >> 1) & 1,
         .greeting = data[0] & 4 ? greeting : NULL,
+        .size_limit = data[0] & 16 ? 1000ull * data[3] + 1 : 0,
     };
     if (data[0] & 8) {
         o.drop |= STP_EHLO_OTHER;
@@ -131,7 +133,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         one.raw_len = tl;
         bit = stp_ehlo_caps(&one);
         starttls += bit == STP_EHLO_STARTTLS;
-        if (!from_server(&p.reply, t, tl) && !(tl == 8 && memcmp(t, "STARTTLS", 8) == 0)) {
+        if (bit == STP_EHLO_SIZE && o.size_limit != 0) {
+            /* rebuilt: "SIZE n", n the smaller of the limit and the server's */
+            unsigned long long srv = stp_ehlo_size(&p.reply);
+            unsigned long long want = srv != 0 && srv < o.size_limit ? srv : o.size_limit;
+            char line[32];
+            int ll = snprintf(line, sizeof(line), "SIZE %llu", want);
+            if ((size_t)ll != tl || memcmp(t, line, tl) != 0) {
+                abort();
+            }
+        } else if (!from_server(&p.reply, t, tl) && !(tl == 8 && memcmp(t, "STARTTLS", 8) == 0)) {
             abort(); /* a line the server did not send */
         }
     }

@@ -49,6 +49,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     (void)stp_env_mail_params(arg, n, data[0] & 8 ? 1000 : 0);
 
+    /* a declared size is found only behind a well-formed path */
+    uint64_t declared = 0;
+    if (stp_env_mail_size(arg, n, &declared) && stp_env_path(arg, n, &s, &e) < 0) {
+        abort();
+    }
+
     char out[600];
     const char *refusal = NULL;
     int len = stp_env_mail_line(arg, n, caps, out, sizeof(out), &refusal);

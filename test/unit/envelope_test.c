@@ -6,6 +6,7 @@
  * byte: a prefix never yields a path longer than the input, and any result
  * stays inside it.
  */
+#include <stdlib.h>
 #include <string.h>
 
 #include "proxy/ehlo.h"
@@ -135,6 +136,44 @@ static void test_mail_params(void)
     CHECK(strncmp(stp_env_mail_params(" BODY=BINARYMIME", 16, 0), "555 5.5.4", 9) == 0);
 }
 
+static void test_mail_size(void)
+{
+    static const struct {
+        const char *arg;
+        int found;
+        uint64_t size;
+    } cases[] = {
+        {"<a@b> SIZE=1000", 1, 1000},
+        {"<a@b> BODY=8BITMIME size=42 RET=HDRS", 1, 42},
+        {"<>  SIZE=0", 1, 0},
+        {"<a@b> SIZE=99999999999999999999999", 1, UINT64_MAX},
+        {"<a@b> SIZE=18446744073709551615", 1, UINT64_MAX},
+        {"<a@b> SIZE=18446744073709551614", 1, UINT64_MAX - 1},
+        {"<a@b>", 0, 0},
+        {"<a@b> SIZE=", 0, 0},
+        {"<a@b> SIZE=12x", 0, 0},
+        {"<a@b> XSIZE=12", 0, 0},
+        {"a@b SIZE=12", 0, 0},        /* no path: the backend answers */
+        {"<a@b SIZE=12", 0, 0},
+        {"<a@b> SIZE=5 SIZE=7", 1, 5}, /* the first counts */
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        uint64_t v = 12345;
+        int found = stp_env_mail_size(cases[i].arg, strlen(cases[i].arg), &v);
+        CHECK_EQ_INT(found, cases[i].found);
+        if (found) {
+            CHECK(v == cases[i].size);
+        }
+        /* every prefix parses without reading past it */
+        for (size_t n = 0; n < strlen(cases[i].arg); n++) {
+            char *copy = malloc(n ? n : 1);
+            memcpy(copy, cases[i].arg, n);
+            (void)stp_env_mail_size(copy, n, &v);
+            free(copy);
+        }
+    }
+}
+
 typedef struct {
     const char *label;
     const char *arg;
@@ -197,6 +236,7 @@ int main(void)
     STP_RUN(test_paths);
     STP_RUN(test_rcpt_domains);
     STP_RUN(test_mail_params);
+    STP_RUN(test_mail_size);
     STP_RUN(test_mail_lines);
     return STP_CHECK_DONE();
 }
