@@ -294,6 +294,7 @@ static void on_stop_signal(uv_signal_t *h, int signum)
 }
 
 static void reload(const char *trigger);
+static void dane_check(const stp_config_t *conf);
 
 /* A certificate or key file changed on disk: the same as SIGHUP (the file
  * names come from the configuration, so it is read again too). */
@@ -492,6 +493,7 @@ static void reload(const char *trigger)
             rt->conf->nlisteners, rt->server_ctx ? "yes" : "no");
     stp_certwatch_check(rt->conf);
     stp_certwatch_start(uv_default_loop(), rt->conf, CERT_POLL_MS, on_cert_change);
+    dane_check(rt->conf);
 }
 
 static void on_hup(uv_signal_t *h, int signum)
@@ -552,29 +554,22 @@ static int drop_privileges(const stp_config_t *conf)
 }
 
 /*
- * route = mx: c-ares once per process, the domain memory from state_dir, and
- * the DANE check: DANE trusts the AD bit of the configured resolver, so a
+ * The DANE check: DANE trusts the AD bit of the configured resolver, so a
  * resolver that does not validate makes every TLSA record "insecure" and
  * DANE silently inert. That deserves a loud warning, not a refusal to start
- * (the other policies still work).
+ * or reload (the other policies still work). Run at start-up and after
+ * every reload (a query of up to dns_timeout, on the main thread only when
+ * a route = mx listener has a DANE policy).
  */
-static int mx_start_up(const stp_config_t *conf)
+static void dane_check(const stp_config_t *conf)
 {
     int mx = 0, dane = 0;
     for (size_t i = 0; i < conf->nlisteners; i++) {
         mx |= conf->listeners[i].mode == STP_MODE_OUTBOUND &&
               conf->listeners[i].route == STP_ROUTE_MX;
     }
-    if (stp_resolver_global_init() < 0) {
-        stp_log(STP_LOG_ERROR, "start error=\"c-ares initialisation failed\"");
-        return -1;
-    }
-    if (stp_domain_state_init(conf->state_dir) < 0) {
-        stp_log(STP_LOG_ERROR, "start error=\"out of memory\"");
-        return -1;
-    }
     if (!mx) {
-        return 0;
+        return;
     }
     const stp_policy_table_t *t = &conf->policies;
     dane = t->deflt.tls == STP_POLICY_TLS_DANE || t->deflt.tls == STP_POLICY_TLS_DANE_ONLY;
@@ -592,6 +587,21 @@ static int mx_start_up(const stp_config_t *conf)
                 "message). Point [proxy] resolver at a validating resolver (e.g. a local unbound)",
                 conf->resolver[0] ? conf->resolver : "of /etc/resolv.conf", why);
     }
+}
+
+/* route = mx: c-ares once per process, the domain memory from state_dir,
+ * and the DANE check. */
+static int mx_start_up(const stp_config_t *conf)
+{
+    if (stp_resolver_global_init() < 0) {
+        stp_log(STP_LOG_ERROR, "start error=\"c-ares initialisation failed\"");
+        return -1;
+    }
+    if (stp_domain_state_init(conf->state_dir) < 0) {
+        stp_log(STP_LOG_ERROR, "start error=\"out of memory\"");
+        return -1;
+    }
+    dane_check(conf);
     return 0;
 }
 

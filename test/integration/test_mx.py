@@ -20,6 +20,7 @@ import json
 import os
 import random
 import shutil
+import signal
 import socket
 import ssl
 import subprocess
@@ -378,6 +379,41 @@ class Dane(MxBase):
         self.assertEqual(r["rcpt"][0][0], 451, r)
         self.assertIn("4.7.5", r["rcpt"][0][1])
         self.assertEqual(h.stored(), [])
+
+
+class DaneWarning(MxBase):
+    """DANE trusts the resolver's AD bit: a DANE policy (the default for
+    unlisted domains) behind a resolver that does not validate (here nsd
+    itself, which gives no AD bit) is warned about at start-up and after a
+    reload that brings one in; a validating resolver gives no warning."""
+    WARNING = "dnssec WARNING: DANE is configured"
+
+    def nsd(self):
+        return "127.0.0.1:%d" % self.dns.nsd_port
+
+    def test_warning_at_start_up(self):
+        self.start_proxy(resolver=self.nsd(), policies="[policy:example.test]\ntls = dane\n")
+        self.assertTrue(poll(lambda: self.WARNING in self.proxy.log(), 10), self.proxy.log())
+        line = [l for l in self.proxy.log().splitlines() if self.WARNING in l][0]
+        self.assertIn("resolver %s does not validate DNSSEC: no AD bit" % self.nsd(), line)
+
+    def test_no_warning_with_a_validating_resolver(self):
+        self.start_proxy(policies="[policy:example.test]\ntls = dane-only\n")
+        send(self.proxy.port("out"), ["x@nullmx.example.test"])  # the proxy is up and serving
+        self.assertNotIn(self.WARNING, self.proxy.log())
+
+    def test_warning_after_a_reload_that_adds_dane(self):
+        # unlisted domains get tls = dane unless [policy:default] says otherwise
+        self.start_proxy(resolver=self.nsd(), policies="[policy:default]\ntls = mta-sts\n")
+        send(self.proxy.port("out"), ["x@nullmx.example.test"])
+        self.assertNotIn(self.WARNING, self.proxy.log())
+        with open(self.proxy.ini, "a") as f:
+            f.write("[policy:.example.test]\ntls = dane\n")
+        os.kill(self.proxy.proc.pid, signal.SIGHUP)
+        self.assertTrue(poll(lambda: " reload result=ok" in self.proxy.log(), 10),
+                        self.proxy.log()[-2000:])
+        self.assertTrue(poll(lambda: self.WARNING in self.proxy.log(), 10),
+                        self.proxy.log()[-2000:])
 
 
 class MtaSts(MxBase):
