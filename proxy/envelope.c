@@ -85,21 +85,27 @@ static int word_is(const char *p, size_t k, const char *w)
     return strlen(w) == k && strncasecmp(p, w, k) == 0;
 }
 
+/* The next space-separated parameter of p[*i..n): its start in *w and its
+ * length (0 at the end); *i moves past it. */
+static size_t next_param(const char *p, size_t n, size_t *i, const char **w)
+{
+    while (*i < n && p[*i] == ' ') {
+        (*i)++;
+    }
+    size_t k = 0;
+    while (*i + k < n && p[*i + k] != ' ') {
+        k++;
+    }
+    *w = p + *i;
+    *i += k;
+    return k;
+}
+
 const char *stp_env_mail_params(const char *p, size_t n, uint64_t max_size)
 {
-    size_t i = 0;
-    while (i < n) {
-        while (i < n && p[i] == ' ') {
-            i++;
-        }
-        size_t k = 0;
-        while (i + k < n && p[i + k] != ' ') {
-            k++;
-        }
-        if (k == 0) {
-            break;
-        }
-        const char *w = p + i;
+    size_t i = 0, k;
+    const char *w;
+    while ((k = next_param(p, n, &i, &w)) != 0) {
         if (k > 5 && strncasecmp(w, "SIZE=", 5) == 0) {
             uint64_t v = 0;
             for (size_t j = 5; j < k; j++) {
@@ -115,7 +121,6 @@ const char *stp_env_mail_params(const char *p, size_t n, uint64_t max_size)
                    !word_is(w, k, "SMTPUTF8")) {
             return "555 5.5.4 Error: unsupported MAIL parameter\r\n";
         }
-        i += k;
     }
     return NULL;
 }
@@ -126,17 +131,9 @@ int stp_env_mail_size(const char *arg, size_t n, uint64_t *size)
     if (stp_env_path(arg, n, &start, &end) < 0) {
         return 0;
     }
-    const char *p = arg + end;
-    size_t m = n - end, i = 0;
-    while (i < m) {
-        while (i < m && p[i] == ' ') {
-            i++;
-        }
-        size_t k = 0;
-        while (i + k < m && p[i + k] != ' ') {
-            k++;
-        }
-        const char *w = p + i;
+    size_t i = end, k;
+    const char *w;
+    while ((k = next_param(arg, n, &i, &w)) != 0) {
         if (k > 5 && strncasecmp(w, "SIZE=", 5) == 0) {
             uint64_t v = 0;
             size_t j = 5;
@@ -149,7 +146,6 @@ int stp_env_mail_size(const char *arg, size_t n, uint64_t *size)
                 return 1;
             }
         }
-        i += k;
     }
     return 0;
 }
@@ -169,19 +165,9 @@ int stp_env_mail_line(const char *arg, size_t n, unsigned caps, char *out, size_
     if (len < 0 || (size_t)len >= cap) {
         return -1;
     }
-    size_t i = end;
-    while (i < n) {
-        while (i < n && arg[i] == ' ') {
-            i++;
-        }
-        size_t k = 0;
-        while (i + k < n && arg[i + k] != ' ') {
-            k++;
-        }
-        if (k == 0) {
-            break;
-        }
-        const char *w = arg + i;
+    size_t i = end, k;
+    const char *w;
+    while ((k = next_param(arg, n, &i, &w)) != 0) {
         unsigned need;
         if (k >= 5 && strncasecmp(w, "SIZE=", 5) == 0) {
             need = STP_EHLO_SIZE;
@@ -207,7 +193,6 @@ int stp_env_mail_line(const char *arg, size_t n, unsigned caps, char *out, size_
         /* XXX: without 8BITMIME at the next hop the message goes as it is
          * (no conversion to 7 bit), as most MTAs do in practice; without
          * SIZE the next hop simply learns the size from the data. */
-        i += k;
     }
     return len;
 }
