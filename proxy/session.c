@@ -1002,13 +1002,9 @@ static size_t data_input(stp_session_t *s, const char *p, size_t n)
     size_t chunk = n < DATA_CHUNK ? n : DATA_CHUNK;
     int rc = stp_data_scan(&s->scan, p, chunk, data_out, &consumed, &produced);
 
-    if (s->msg_abort == NULL) {
-        if (produced && stp_conn_write(s->up, data_out, produced) < 0) {
-            finish(s, "451 4.4.2 Error: connection to mail server lost\r\n", "backend-lost",
-                   "write to backend failed");
-            return n;
-        }
-    }
+    /* Judged before this chunk is forwarded: the chunk may hold the final
+     * dot, and a next hop that got it would deliver a message the client
+     * is told was refused. */
     if (rc == STP_DATA_BARE && s->msg_abort == NULL) {
         s->msg_abort = "554 5.6.0 Error: bare CR, LF or NUL in message data is not allowed "
                        "(SMTP smuggling protection); message refused\r\n";
@@ -1016,6 +1012,13 @@ static size_t data_input(stp_session_t *s, const char *p, size_t n)
     if (s->conf->max_message_size && s->scan.bytes > s->conf->max_message_size &&
         s->msg_abort == NULL) {
         s->msg_abort = "552 5.3.4 Error: message size exceeds fixed limit\r\n";
+    }
+    if (s->msg_abort == NULL) {
+        if (produced && stp_conn_write(s->up, data_out, produced) < 0) {
+            finish(s, "451 4.4.2 Error: connection to mail server lost\r\n", "backend-lost",
+                   "write to backend failed");
+            return n;
+        }
     }
     if (rc == STP_DATA_DONE) {
         if (s->msg_abort) {

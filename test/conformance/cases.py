@@ -408,6 +408,23 @@ class SizeLimit(ProxyCase):
         self.assertEqual(self.sink.messages(), [])
         note(self, lines[0] + "; connection closed, nothing stored")
 
+    def test_size_exceeded_in_the_last_chunk(self):
+        # Over the limit by a few hundred bytes, the final dot in the same
+        # TLS record: the limit is judged before anything of that chunk is
+        # forwarded, so the backend never sees the dot (never stores it).
+        c = self.ready_client()
+        self.assertEqual(c.cmd("MAIL FROM:<a@example.test>")[0], 250)
+        self.assertEqual(c.cmd("RCPT TO:<b@example.test>")[0], 250)
+        self.assertEqual(c.cmd("DATA")[0], 354)
+        c.send(b"Subject: just over\r\n\r\n" + (b"z" * 98 + b"\r\n") * 104 + b".\r\n")
+        code, lines = c.reply()
+        self.assertEqual(code, 552, lines)
+        self.assertTrue(c.closed())
+        self.assertTrue(poll(lambda: b"(connection lost in DATA)" in self.sink.lines(), 5),
+                        self.sink.lines()[-3:])
+        self.assertEqual(self.sink.messages(), [])
+        note(self, lines[0] + "; nothing stored")
+
     def test_size_declared_too_big(self):
         c = self.client()
         self.assertEqual(c.reply()[0], 220)
