@@ -576,9 +576,38 @@ static void on_reply(stp_nexthop_t *nh, const stp_reply_t *r)
     }
 }
 
+/*
+ * The next hop spoke or closed between its last EHLO reply and the hand-over
+ * (conn.c still decrypts the rest of the read that held that reply): the
+ * conn is not the caller's after all. The attempt fails (451 4.4.2, the
+ * legacy MTA retries) and its callback waits for the close, so the caller
+ * never gets a closed conn it would count twice or not at all.
+ */
+static int revoke_handover(stp_nexthop_t *nh, const char *what)
+{
+    if (!nh->finishing || nh->result.status != STP_NEXTHOP_OK || nh->delivered ||
+        nh->conn->closing) {
+        return 0;
+    }
+    stp_log(STP_LOG_INFO,
+            "mx_attempt id=%s domain=%s mx=%s addr=%s result=failed reason=\"%s after its EHLO "
+            "reply\"",
+            nh->id, nh->domain, mx_host(nh), nh->result.addr, what);
+    nh->result.status = STP_NEXTHOP_FAILED;
+    snprintf(nh->result.reply, sizeof(nh->result.reply), "451 4.4.2 %s [%s] %s\r\n",
+             mx_host(nh), nh->result.addr, what);
+    uv_timer_stop(&nh->step_timer); /* deliver_when_ready starts it again at the close */
+    nh->conn_live = 1;
+    stp_conn_close(nh->conn);
+    return 1;
+}
+
 static void on_conn_read(stp_conn_t *c, const char *data, size_t len)
 {
     stp_nexthop_t *nh = c->owner;
+    if (revoke_handover(nh, "sent data nobody asked for")) {
+        return;
+    }
     while (len > 0 && !nh->finishing && nh->conn_live && !nh->conn->closing) {
         size_t used = 0;
         int rc = stp_reply_feed(&nh->rp, data, len, &used);
@@ -600,6 +629,9 @@ static void on_conn_eof(stp_conn_t *c, const char *err)
 {
     stp_nexthop_t *nh = c->owner;
     char why[400];
+    if (revoke_handover(nh, "closed the connection")) {
+        return;
+    }
     if (nh->finishing || !nh->conn_live) {
         stp_conn_close(c);
         return;

@@ -278,6 +278,24 @@ class Routing(MxBase):
         self.assertEqual(r["rcpt"][0][0], 451, r)
         self.assertIn("4.4.1", r["rcpt"][0][1])
 
+    def test_next_hop_breaks_right_after_its_ehlo_reply(self):
+        # The EHLO reply after TLS arrives with a bogus TLS record (or an
+        # unasked reply) behind it in one read: the connection is not handed
+        # to the session after all; the RCPT is deferred and the session
+        # still ends normally (its log line is written when it is freed).
+        for n, mode in enumerate(("garbage-after-ehlo", "data-after-ehlo"), 1):
+            h = self.hop("127.0.0.11", "mxa", mode=mode)
+            if self.proxy is None:
+                port = self.start_proxy()
+            r = send(port, ["bob@d1.example.test"])
+            self.assertEqual(r["rcpt"][0][0], 451, (mode, r))
+            self.assertIn("4.4.2", r["rcpt"][0][1])
+            self.assertEqual(h.stored(), [])
+            self.assertTrue(poll(lambda: self.proxy.log().count(" session id=") == n, 10),
+                            (mode, self.proxy.log()[-3000:]))
+            h.stop()
+            self.hops.remove(h)
+
     def test_client_leaves_during_the_attempt(self):
         # The MX accepts TCP and never greets: the legacy MTA gives up while
         # the proxy waits; the attempt is cancelled and everything is freed

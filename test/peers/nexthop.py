@@ -14,7 +14,9 @@ CRLF-less fragment behind the 220), tls10 (only TLS 1.0), drop-after-dot
 fragment-late (the CRLF-less fragment 50 ms after the 220, in a segment of
 its own), auth (a submission server: after TLS it offers AUTH PLAIN,
 CHUNKING and XCLIENT, accepts AUTH PLAIN for user/secret and stores
-NNNN-tls-auth.eml).
+NNNN-tls-auth.eml), garbage-after-ehlo / data-after-ehlo (after TLS, the
+EHLO reply and, in the same TCP segment, a bogus TLS record / an unasked
+reply).
 """
 import argparse
 import os
@@ -66,6 +68,18 @@ def serve(c, a, count, lock):
                 if conn.tls and a.mode == "auth":
                     caps += [b"250-AUTH PLAIN LOGIN", b"250-CHUNKING", b"250-XCLIENT NAME ADDR"]
                 caps.append(b"250 ENHANCEDSTATUSCODES")
+                if conn.tls and a.mode in ("garbage-after-ehlo", "data-after-ehlo"):
+                    # the EHLO reply and what follows in one TCP segment, so
+                    # the proxy reads them together
+                    conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 1)
+                    conn.send(b"\r\n".join(caps) + b"\r\n")
+                    if a.mode == "garbage-after-ehlo":
+                        os.write(conn.sock.fileno(), b"\x17\x03\x03\x00\x05junk!")
+                    else:
+                        conn.send(b"250 2.1.0 unasked\r\n")
+                    conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 0)
+                    conn.line()  # whatever comes, then hang up
+                    return
                 conn.send(b"\r\n".join(caps) + b"\r\n")
             elif u.startswith(b"HELO"):
                 conn.send(b"250 nexthop.example.test\r\n")
