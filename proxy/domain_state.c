@@ -93,23 +93,32 @@ static void queue_save(uv_loop_t *loop)
     save_queued = 1;
 }
 
-static void copy_policy(const char *domain, stp_sts_action_t a, stp_mta_sts_policy_t *policy)
+/* Copies the cached policy an action says to apply, judged at the same
+ * `now` as the action. An action with nothing to copy (it cannot happen with
+ * one `now`, but a policy is never left uninitialised) becomes `fallback`. */
+static stp_sts_action_t copy_policy(const char *domain, stp_sts_action_t a, int64_t now,
+                                    stp_mta_sts_policy_t *policy, stp_sts_action_t fallback)
 {
     if (a != STP_STS_USE_CACHED && a != STP_STS_USE_CACHED_REFRESH) {
-        return;
+        return a;
     }
-    const stp_cache_entry_t *e = stp_cache_sts_valid(cache, domain, now_s());
-    if (e && policy) {
+    const stp_cache_entry_t *e = stp_cache_sts_valid(cache, domain, now);
+    if (e == NULL) {
+        return fallback;
+    }
+    if (policy) {
         memcpy(policy, &e->sts, sizeof(*policy));
     }
+    return a;
 }
 
 stp_sts_action_t stp_domain_state_sts_action(const char *domain, stp_sts_txt_state_t txt,
                                              const char *txt_id, stp_mta_sts_policy_t *policy)
 {
     uv_mutex_lock(&lock);
-    stp_sts_action_t a = stp_cache_sts_action(cache, domain, txt, txt_id, now_s());
-    copy_policy(domain, a, policy);
+    int64_t now = now_s();
+    stp_sts_action_t a = copy_policy(domain, stp_cache_sts_action(cache, domain, txt, txt_id, now),
+                                     now, policy, STP_STS_FETCH);
     uv_mutex_unlock(&lock);
     return a;
 }
@@ -118,8 +127,9 @@ stp_sts_action_t stp_domain_state_sts_after_failure(const char *domain,
                                                     stp_mta_sts_policy_t *policy)
 {
     uv_mutex_lock(&lock);
-    stp_sts_action_t a = stp_cache_sts_after_failure(cache, domain, now_s());
-    copy_policy(domain, a, policy);
+    int64_t now = now_s();
+    stp_sts_action_t a = copy_policy(domain, stp_cache_sts_after_failure(cache, domain, now), now,
+                                     policy, STP_STS_TEMPFAIL);
     uv_mutex_unlock(&lock);
     return a;
 }

@@ -948,7 +948,7 @@ static void sts_set(stp_nexthop_t *nh, stp_sts_action_t a, const stp_mta_sts_pol
 static void on_fetch(const stp_mta_sts_fetch_result_t *r, void *arg)
 {
     stp_nexthop_t *nh = arg;
-    stp_mta_sts_policy_t p;
+    stp_mta_sts_policy_t p = {0};
     nh->fetch = NULL;
     if (r->status == STP_MTA_STS_FETCH_OK) {
         stp_domain_state_sts_put(nh->loop, nh->domain, nh->sts_id, r->policy);
@@ -966,7 +966,7 @@ static void on_fetch(const stp_mta_sts_fetch_result_t *r, void *arg)
 static void on_sts_addr(stp_dns_result_t *res, void *arg)
 {
     stp_nexthop_t *nh = arg;
-    stp_mta_sts_policy_t p;
+    stp_mta_sts_policy_t p = {0};
     nh->dns_pending--;
     if (nh->finishing) {
         stp_dns_result_free(res);
@@ -1062,7 +1062,7 @@ static void on_sts_txt(stp_dns_result_t *res, void *arg)
 {
     stp_nexthop_t *nh = arg;
     stp_sts_txt_state_t txt = STP_STS_TXT_ABSENT;
-    stp_mta_sts_policy_t p;
+    stp_mta_sts_policy_t p = {0};
     nh->dns_pending--;
     if (nh->finishing) {
         stp_dns_result_free(res);
