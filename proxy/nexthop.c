@@ -454,6 +454,15 @@ static void check_peer(stp_nexthop_t *nh)
             stp_dane_verify(ssl, nh->tlsa->tlsa, nh->tlsa->ntlsa, names, 2, NULL, why, sizeof(why));
         if (d == STP_DANE_OK) {
             nh->result.verified = 1;
+        } else if (d == STP_DANE_NO_USABLE && nh->pol->tls == STP_POLICY_TLS_DANE_ONLY) {
+            /* dane-only wants DANE authentication; unusable records
+             * (e.g. PKIX usages) give none: defer, as Postfix does */
+            if (!nh->lc->testing) {
+                refuse(nh, "451 4.7.5", "dane", "%s (tls = dane-only) for %s", why, host);
+                drop_conn(nh);
+                return;
+            }
+            stp_sm_policy(nh->lc->name, nh->source, "would_refuse");
         } else if (d != STP_DANE_NO_USABLE) {
             if (!nh->lc->testing) {
                 refuse(nh, "451 4.7.5", "dane", "DANE verification of %s failed: %s", host, why);
@@ -462,7 +471,8 @@ static void check_peer(stp_nexthop_t *nh)
             }
             stp_sm_policy(nh->lc->name, nh->source, "would_refuse");
         }
-        /* NO_USABLE: RFC 7672 2.2, encrypted but not authenticated. */
+        /* NO_USABLE under dane: RFC 7672 2.2, encrypted but not
+         * authenticated. */
         send_ehlo(nh, P_EHLO2);
         return;
     }

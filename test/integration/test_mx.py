@@ -151,6 +151,9 @@ def zone(dane_hash):
         "stsx IN MX 10 mxa", '_mta-sts.stsx IN TXT "v=STSv1; id=3"',
         "mta-sts.stsx IN A 127.0.0.1",
         "stsr IN MX 10 mxg", '_mta-sts.stsr IN TXT "v=STSv1; id=5"', "mta-sts.stsr IN A 127.0.0.1",
+        # validated TLSA records, all unusable for SMTP (PKIX-EE, RFC 7672 3.1.3)
+        "daneunusable IN MX 10 mxj", "mxj IN A 127.0.0.20",
+        "_25._tcp.mxj IN TLSA 1 1 1 " + ZERO,
     ]
 
 
@@ -194,7 +197,8 @@ class MxBase(unittest.TestCase):
         self.hops = []
         self.proxy = None
         self.certs = {h: make_cert(self.tmp, h, [h + ".example.test"])
-                      for h in ("mxa", "mxb", "mxd", "mxe", "mxf", "mxg", "mxh", "mxi", "nomx")}
+                      for h in ("mxa", "mxb", "mxd", "mxe", "mxf", "mxg", "mxh", "mxi", "mxj",
+                                "nomx")}
         self.other = (os.path.join(CERTS, "other.pem"), os.path.join(CERTS, "other.key"))
         self.dns = DnsEnv(self.tmp, extra={"example.test": zone(spki_sha256(self.other[0]))})
         self.addCleanup(self.dns.stop)
@@ -389,6 +393,24 @@ class Dane(MxBase):
         self.assertEqual(len(h.stored()), 1)
         self.assertTrue(any("domain=insecure.test" in l and "source=config" in l and
                             "policy=may" in l for l in self.decisions()), self.decisions())
+
+    def test_unusable_tlsa_encrypts_under_dane_defers_under_dane_only(self):
+        h = self.hop("127.0.0.20", "mxj", cert=self.other)  # no chain to any trusted CA
+        port = self.start_proxy()  # dane: the default
+        r = send(port, ["bob@daneunusable.example.test"])
+        self.assertEqual(r["data"][0], 250, r)
+        self.assertEqual(len(h.stored()), 1)
+        self.assertTrue(any("domain=daneunusable.example.test" in l and
+                            "outcome=tls_encrypted" in l for l in self.decisions()),
+                        self.decisions())
+        self.proxy.stop()
+        self.proxy = None
+        port = self.start_proxy(policies="[policy:daneunusable.example.test]\ntls = dane-only\n")
+        r = send(port, ["bob@daneunusable.example.test"])
+        self.assertEqual(r["rcpt"][0][0], 451, r)
+        self.assertIn("4.7.5", r["rcpt"][0][1])
+        self.assertIn("no usable TLSA record", r["rcpt"][0][1])
+        self.assertEqual(len(h.stored()), 1)  # nothing more
 
     def test_dane_only_without_tlsa_defers(self):
         h = self.hop("127.0.0.11", "mxa")
