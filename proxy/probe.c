@@ -419,7 +419,10 @@ static void verdict(const probe_t *p, const stp_domain_policy_t *pol, mx_report_
         return;
     }
     if (dane_level && dane_usable) {
-        int ok = m->dane == STP_DANE_OK || m->dane == STP_DANE_NO_USABLE;
+        /* unusable records: encrypted delivery under dane, none under
+         * dane-only (as nexthop.c's check_peer) */
+        int ok = m->dane == STP_DANE_OK ||
+                 (m->dane == STP_DANE_NO_USABLE && lv == STP_POLICY_TLS_DANE);
         m->verdict = tls && ok ? "deliver (DANE)" : "defer";
         snprintf(m->reason, sizeof(m->reason), "%s",
                  !tls ? "DANE requires TLS; the TLS session failed" : m->dane_why);
