@@ -576,7 +576,7 @@ if __name__ == "__main__":
 class Probe(MxBase):
     """`smtp-tls-proxy probe DOMAIN`: what the administrator sees."""
 
-    def probe(self, domain, *args):
+    def probe(self, domain, *args, policies=""):
         ini = os.path.join(self.tmp, "probe.ini")
         with open(ini, "w") as f:
             f.write("""[proxy]
@@ -592,7 +592,7 @@ ca_file = %s/ca.pem
 mode = outbound
 listen = 127.0.0.1:%d
 route = mx
-""" % (self.dns.resolver, self.mx_port, self.https.port, CERTS, CERTS, free_port()))
+""" % (self.dns.resolver, self.mx_port, self.https.port, CERTS, CERTS, free_port()) + policies)
         p = subprocess.run([BIN, "probe", domain, "-c", ini] + list(args), capture_output=True,
                            timeout=60)
         return p.returncode, p.stdout.decode(), p.stderr.decode()
@@ -617,6 +617,17 @@ route = mx
         self.assertEqual(m["tlsa"], ["3 1 1 " + spki_sha256(self.other[0])])
         self.assertEqual(m["dane"], "match")
         self.assertEqual(m["verdict"], "deliver (DANE)")
+
+    def test_probe_unusable_tlsa_dane_and_dane_only(self):
+        self.hop("127.0.0.20", "mxj", cert=self.other)
+        rc, out, err = self.probe("daneunusable.example.test", "--json")
+        self.assertEqual(rc, 0, err)
+        m = json.loads(out)["mx"][0]
+        self.assertEqual((m["dane"], m["verdict"]), ("no usable record", "deliver (DANE)"), m)
+        rc, out, err = self.probe("daneunusable.example.test", "--json",
+                                  policies="[policy:daneunusable.example.test]\ntls = dane-only\n")
+        m = json.loads(out)["mx"][0]
+        self.assertEqual((m["dane"], m["verdict"]), ("no usable record", "defer"), m)
 
     def test_probe_json_mta_sts_and_wrong_tlsa(self):
         self.hop("127.0.0.16", "mxf")
