@@ -1895,6 +1895,7 @@ static void mx_on_nexthop(const stp_nexthop_result_t *r, void *arg)
         s->paused = 0;
         resume(s);
         arm_timers(s);
+        drain_if_idle(s); /* a stop that came during the attempt */
         return;
     }
     c->cb = &backend_cb;

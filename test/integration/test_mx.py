@@ -220,15 +220,16 @@ class MxBase(unittest.TestCase):
         self.hops.append(h)
         return h
 
-    def start_proxy(self, resolver=None, policies="", remember="30d", metrics=None):
+    def start_proxy(self, resolver=None, policies="", remember="30d", metrics=None,
+                    listener=None):
         extra = {"metrics": "127.0.0.1:%d" % metrics} if metrics else {}
         extra.update({"resolver": resolver or self.dns.resolver, "mx_port": self.mx_port,
                  "mta_sts_port": self.https.port,
                  "mta_sts_ca_file": os.path.join(CERTS, "ca.pem"), "state_dir": self.state,
                  "remember_tls": remember, "dns_timeout": "5s", "log_level": "debug",
                  "dnssec_probe": "example.test"})
-        self.proxy = Proxy(self.tmp, {"out": {"mode": "outbound", "route": "mx",
-                                              "connect_timeout": "3s"}},
+        self.proxy = Proxy(self.tmp, {"out": dict({"mode": "outbound", "route": "mx",
+                                                   "connect_timeout": "3s"}, **(listener or {}))},
                            proxy_extra=extra, tls_extra={"ca_file": os.path.join(CERTS, "ca.pem")},
                            extra_text=policies)
         return self.proxy.port("out")
@@ -299,6 +300,26 @@ class Routing(MxBase):
                             (mode, self.proxy.log()[-3000:]))
             h.stop()
             self.hops.remove(h)
+
+    def test_stop_during_a_failing_attempt(self):
+        # SIGTERM while an attempt runs: the attempt fails (the MX greets
+        # too late), the RCPT gets its 4xx and right behind it the 421 of
+        # the stop, without waiting for the legacy MTA's next command.
+        self.hop("127.0.0.11", "mxa", greet_delay=3)
+        port = self.start_proxy(listener={"greeting_timeout": "1s"})
+        c = Client(port, timeout=10)
+        self.assertEqual(c.reply()[0], 220)
+        self.assertEqual(c.cmd("EHLO legacy.example")[0], 250)
+        self.assertEqual(c.cmd("MAIL FROM:<a@legacy.example>")[0], 250)
+        c.send(b"RCPT TO:<bob@d1.example.test>\r\n")
+        time.sleep(0.3)
+        os.kill(self.proxy.pid, signal.SIGTERM)
+        code, lines = c.reply()
+        self.assertEqual(code, 451, lines)
+        code, lines = c.reply()
+        self.assertEqual(code, 421, lines)
+        self.assertIn("4.3.2", lines[0])
+        self.assertTrue(c.closed())
 
     def test_client_leaves_during_the_attempt(self):
         # The MX accepts TCP and never greets: the legacy MTA gives up while
