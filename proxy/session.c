@@ -1289,6 +1289,15 @@ static void handle_reply(stp_session_t *s, const stp_reply_t *r)
         handle_greeting(s, r);
         return;
     }
+    if (s->pq_len == 0 && r->code == 421 && is_mx(s) && s->state == S_COMMAND) {
+        /* route = mx: a next hop closing between commands (its idle
+         * timeout) is the next hop's business: the legacy MTA's session
+         * goes on, the next RCPT connects again (as after a silent close). */
+        stp_log(STP_LOG_INFO, "mx id=%s domain=%s next_hop=%s closing=421", s->id, s->mx_domain,
+                s->next_hop_str);
+        mx_up_gone(s);
+        return;
+    }
     if (s->pq_len == 0 || pq_at(s, 0)->kind == P_LOCAL) {
         if (r->code == 421) {
             relay(s, r);

@@ -301,6 +301,23 @@ class Routing(MxBase):
             h.stop()
             self.hops.remove(h)
 
+    def test_next_hop_idle_421_between_transactions(self):
+        # The next hop says 421 on its own and closes while the legacy MTA
+        # is between transactions: nobody's command is answered by it, the
+        # session goes on, and the next message reconnects.
+        h = self.hop("127.0.0.11", "mxa", mode="idle-421")
+        port = self.start_proxy()
+        c = Client(port, timeout=20)
+        self.assertEqual(c.reply()[0], 220)
+        self.assertEqual(c.cmd("EHLO legacy.example")[0], 250)
+        for n in (1, 2):
+            r = send(port, ["bob@d1.example.test"], client=c)
+            self.assertEqual(r["data"][0], 250, (n, r))
+            self.assertTrue(c.silent(0.8))  # the next hop's 421 is not the legacy MTA's
+        self.assertEqual(c.cmd("QUIT")[0], 221)
+        self.assertEqual(len(h.stored()), 2)
+        self.assertIn("closing=421", self.proxy.log())
+
     def test_stop_during_a_failing_attempt(self):
         # SIGTERM while an attempt runs: the attempt fails (the MX greets
         # too late), the RCPT gets its 4xx and right behind it the 421 of

@@ -16,7 +16,7 @@ its own), auth (a submission server: after TLS it offers AUTH PLAIN,
 CHUNKING and XCLIENT, accepts AUTH PLAIN for user/secret and stores
 NNNN-tls-auth.eml), garbage-after-ehlo / data-after-ehlo (after TLS, the
 EHLO reply and, in the same TCP segment, a bogus TLS record / an unasked
-reply).
+reply), idle-421 (after each message, 0.3 s later: 421 and a close).
 """
 import argparse
 import os
@@ -158,6 +158,10 @@ def serve(c, a, count, lock):
                 with open(os.path.join(a.maildir, name), "wb") as f:
                     f.write(b"\r\n".join(lines) + b"\r\n")
                 conn.send(b"250 2.0.0 Ok: queued\r\n")
+                if a.mode == "idle-421":
+                    time.sleep(0.3)  # an idle timeout, as a busy MTA has
+                    conn.send(b"421 4.4.2 nexthop.example.test Error: timeout exceeded\r\n")
+                    return
             elif u == b"QUIT":
                 conn.send(b"221 2.0.0 Bye\r\n")
                 return
