@@ -835,13 +835,23 @@ static void decide_host(stp_nexthop_t *nh)
     next_addr(nh);
 }
 
+/* Every DNS callback starts here: 1 if the attempt ended while the query
+ * ran (the answer is freed, the attempt may be freed), else 0. */
+static int dns_answer_stale(stp_nexthop_t *nh, stp_dns_result_t *res)
+{
+    nh->dns_pending--;
+    if (!nh->finishing) {
+        return 0;
+    }
+    stp_dns_result_free(res);
+    maybe_free(nh);
+    return 1;
+}
+
 static void on_tlsa(stp_dns_result_t *res, void *arg)
 {
     stp_nexthop_t *nh = arg;
-    nh->dns_pending--;
-    if (nh->finishing) {
-        stp_dns_result_free(res);
-        maybe_free(nh);
+    if (dns_answer_stale(nh, res)) {
         return;
     }
     switch (res->status) {
@@ -873,10 +883,7 @@ static void on_tlsa(stp_dns_result_t *res, void *arg)
 static void on_addrs(stp_dns_result_t *res, void *arg)
 {
     stp_nexthop_t *nh = arg;
-    nh->dns_pending--;
-    if (nh->finishing) {
-        stp_dns_result_free(res);
-        maybe_free(nh);
+    if (dns_answer_stale(nh, res)) {
         return;
     }
     if (res->status != STP_DNS_OK || res->naddr == 0) {
@@ -977,10 +984,7 @@ static void on_sts_addr(stp_dns_result_t *res, void *arg)
 {
     stp_nexthop_t *nh = arg;
     stp_mta_sts_policy_t p = {0};
-    nh->dns_pending--;
-    if (nh->finishing) {
-        stp_dns_result_free(res);
-        maybe_free(nh);
+    if (dns_answer_stale(nh, res)) {
         return;
     }
     if (res->status == STP_DNS_OK && res->naddr > 0) {
@@ -1034,10 +1038,11 @@ static void on_refresh(const stp_mta_sts_fetch_result_t *r, void *arg)
 static void on_refresh_addr(stp_dns_result_t *res, void *arg)
 {
     stp_nexthop_t *nh = arg;
-    nh->dns_pending--;
-    if (nh->finishing || res->status != STP_DNS_OK || res->naddr == 0) {
-        stp_dns_result_free(res);
-        maybe_free(nh);
+    if (dns_answer_stale(nh, res)) {
+        return;
+    }
+    if (res->status != STP_DNS_OK || res->naddr == 0) {
+        stp_dns_result_free(res); /* no refresh this time */
         return;
     }
     char err[300];
@@ -1073,10 +1078,7 @@ static void on_sts_txt(stp_dns_result_t *res, void *arg)
     stp_nexthop_t *nh = arg;
     stp_sts_txt_state_t txt = STP_STS_TXT_ABSENT;
     stp_mta_sts_policy_t p = {0};
-    nh->dns_pending--;
-    if (nh->finishing) {
-        stp_dns_result_free(res);
-        maybe_free(nh);
+    if (dns_answer_stale(nh, res)) {
         return;
     }
     if (res->status == STP_DNS_OK) {
@@ -1120,10 +1122,7 @@ static void on_sts_txt(stp_dns_result_t *res, void *arg)
 static void on_mx(stp_dns_result_t *res, void *arg)
 {
     stp_nexthop_t *nh = arg;
-    nh->dns_pending--;
-    if (nh->finishing) {
-        stp_dns_result_free(res);
-        maybe_free(nh);
+    if (dns_answer_stale(nh, res)) {
         return;
     }
     if (res->status == STP_DNS_OK && res->null_mx) {
