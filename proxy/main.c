@@ -320,6 +320,23 @@ static void close_fds(int (*fds)[SLOTS], unsigned n)
     }
 }
 
+/* Undoes a reload that failed after its sockets and messages were made:
+ * closes the first `nbound` workers' new sockets, frees what was built. */
+static void reload_abort(stp_runtime_t *rt, int (*fds)[SLOTS], unsigned nbound,
+                         reload_msg_t **msgs, const char *why)
+{
+    if (fds) {
+        close_fds(fds, nbound);
+    }
+    for (unsigned w = 0; msgs && w < nworkers; w++) {
+        free(msgs[w]);
+    }
+    free(msgs);
+    free(fds);
+    stp_runtime_unref(rt);
+    reload_failed(why);
+}
+
 /*
  * SIGHUP: load the file again and build a new snapshot (certificates read
  * again). Any error keeps the running snapshot. Keys that shape the process
@@ -416,16 +433,7 @@ static void reload(const char *trigger)
         }
     }
     if (failed) {
-        if (fds) {
-            close_fds(fds, nbound);
-        }
-        for (unsigned w = 0; msgs && w < nworkers; w++) {
-            free(msgs[w]);
-        }
-        free(msgs);
-        free(fds);
-        stp_runtime_unref(rt);
-        reload_failed("cannot listen on a new address");
+        reload_abort(rt, fds, nbound, msgs, "cannot listen on a new address");
         return;
     }
     for (size_t i = 0; i < SLOTS; i++) {
@@ -437,14 +445,7 @@ static void reload(const char *trigger)
             }
             if (stp_limits_init(&limits[i], n->max_connections, n->max_connections_per_ip) <
                 0) {
-                close_fds(fds, nworkers);
-                for (unsigned w = 0; w < nworkers; w++) {
-                    free(msgs[w]);
-                }
-                free(msgs);
-                free(fds);
-                stp_runtime_unref(rt);
-                reload_failed("out of memory");
+                reload_abort(rt, fds, nworkers, msgs, "out of memory");
                 return;
             }
             slots[i].limits_init = 1;
