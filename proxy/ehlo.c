@@ -176,26 +176,15 @@ static int put_line(char *out, size_t cap, size_t *o, int last, const char *t, s
     return 0;
 }
 
-/* Keyword line i as it is rebuilt: the server's text, or `size` (when not
- * NULL) for a SIZE line. */
-static const char *line_text(const stp_reply_t *r, size_t i, const char *size, size_t size_len,
-                             size_t *len)
-{
-    const char *t = stp_reply_text(r, i, len);
-    if (size != NULL && classify(t, *len) == STP_EHLO_SIZE) {
-        *len = size_len;
-        return size;
-    }
-    return t;
-}
-
 int stp_ehlo_rewrite(const stp_reply_t *r, const stp_ehlo_opts_t *opts, char *out, size_t cap,
                      size_t *out_len, unsigned *seen)
 {
     char size_buf[32];
     const char *size = NULL;
     size_t size_len = 0;
-    size_t keep[STP_REPLY_MAX_LINES];
+    /* the kept keyword lines as they are rebuilt (a SIZE line may be ours) */
+    const char *kt[STP_REPLY_MAX_LINES];
+    size_t kl[STP_REPLY_MAX_LINES];
     size_t nkeep = 0, starttls_k = (size_t)-1;
     unsigned caps = 0;
     const char *g;
@@ -228,6 +217,7 @@ int stp_ehlo_rewrite(const stp_reply_t *r, const stp_ehlo_opts_t *opts, char *ou
             continue;
         }
         if (bit == STP_EHLO_SIZE && size != NULL) {
+            t = size;
             len = size_len;
         }
         if (len > MAX_TEXT) {
@@ -239,7 +229,8 @@ int stp_ehlo_rewrite(const stp_reply_t *r, const stp_ehlo_opts_t *opts, char *ou
             }
             starttls_k = nkeep;
         }
-        keep[nkeep++] = i;
+        kt[nkeep] = t;
+        kl[nkeep++] = len;
     }
     if (seen != NULL) {
         *seen = caps;
@@ -267,23 +258,20 @@ int stp_ehlo_rewrite(const stp_reply_t *r, const stp_ehlo_opts_t *opts, char *ou
         lines_left--;
         bytes_left -= 8 + LINE_OVERHEAD;
     } else if (starttls_k != (size_t)-1) {
-        size_t len;
-        (void)stp_reply_text(r, keep[starttls_k], &len);
         lines_left--;
-        bytes_left -= len + LINE_OVERHEAD;
+        bytes_left -= kl[starttls_k] + LINE_OVERHEAD;
     }
     size_t nfit = 0;
     for (size_t k = 0; k < nkeep; k++) {
-        size_t len;
-        (void)line_text(r, keep[k], size, size_len, &len);
         if (k != starttls_k) {
-            if (lines_left == 0 || len + LINE_OVERHEAD > bytes_left) {
+            if (lines_left == 0 || kl[k] + LINE_OVERHEAD > bytes_left) {
                 continue;
             }
             lines_left--;
-            bytes_left -= len + LINE_OVERHEAD;
+            bytes_left -= kl[k] + LINE_OVERHEAD;
         }
-        keep[nfit++] = keep[k];
+        kt[nfit] = kt[k];
+        kl[nfit++] = kl[k];
     }
 
     /* 4. Rebuild. */
@@ -292,9 +280,7 @@ int stp_ehlo_rewrite(const stp_reply_t *r, const stp_ehlo_opts_t *opts, char *ou
         return -1;
     }
     for (size_t k = 0; k < nfit; k++) {
-        size_t len;
-        const char *t = line_text(r, keep[k], size, size_len, &len);
-        if (put_line(out, cap, &o, k + 1 == total, t, len) < 0) {
+        if (put_line(out, cap, &o, k + 1 == total, kt[k], kl[k]) < 0) {
             return -1;
         }
     }
