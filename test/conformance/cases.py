@@ -394,35 +394,32 @@ class ManyRcpts(ProxyCase):
 class SizeLimit(ProxyCase):
     listeners = {"in": {"max_message_size": "10000"}}
 
-    def test_size_exceeded(self):
+    def oversized(self, content):
+        """MAIL, RCPT, DATA, then `content` and the final dot in one send:
+        552 5.3.4, the connection closed, nothing stored. Returns the reply."""
         c = self.ready_client()
         self.assertEqual(c.cmd("MAIL FROM:<a@example.test>")[0], 250)
         self.assertEqual(c.cmd("RCPT TO:<b@example.test>")[0], 250)
         self.assertEqual(c.cmd("DATA")[0], 354)
-        c.send(b"Subject: big\r\n\r\n" + (b"x" * 998 + b"\r\n") * 50 + b".\r\n")
+        c.send(content + b".\r\n")
         code, lines = c.reply()
         self.assertEqual(code, 552, lines)
         self.assertTrue(lines[0].startswith("552 5.3.4"), lines)
         self.assertTrue(c.closed())
-        poll(lambda: b"(connection lost in DATA)" in self.sink.lines(), 5)
+        self.assertTrue(poll(lambda: b"(connection lost in DATA)" in self.sink.lines(), 5),
+                        self.sink.lines()[-3:])
         self.assertEqual(self.sink.messages(), [])
+        return lines
+
+    def test_size_exceeded(self):
+        lines = self.oversized(b"Subject: big\r\n\r\n" + (b"x" * 998 + b"\r\n") * 50)
         note(self, lines[0] + "; connection closed, nothing stored")
 
     def test_size_exceeded_in_the_last_chunk(self):
         # Over the limit by a few hundred bytes, the final dot in the same
         # TLS record: the limit is judged before anything of that chunk is
         # forwarded, so the backend never sees the dot (never stores it).
-        c = self.ready_client()
-        self.assertEqual(c.cmd("MAIL FROM:<a@example.test>")[0], 250)
-        self.assertEqual(c.cmd("RCPT TO:<b@example.test>")[0], 250)
-        self.assertEqual(c.cmd("DATA")[0], 354)
-        c.send(b"Subject: just over\r\n\r\n" + (b"z" * 98 + b"\r\n") * 104 + b".\r\n")
-        code, lines = c.reply()
-        self.assertEqual(code, 552, lines)
-        self.assertTrue(c.closed())
-        self.assertTrue(poll(lambda: b"(connection lost in DATA)" in self.sink.lines(), 5),
-                        self.sink.lines()[-3:])
-        self.assertEqual(self.sink.messages(), [])
+        lines = self.oversized(b"Subject: just over\r\n\r\n" + (b"z" * 98 + b"\r\n") * 104)
         note(self, lines[0] + "; nothing stored")
 
     def test_size_declared_too_big(self):
