@@ -117,6 +117,7 @@ struct stp_session_s {
     unsigned discard_input : 1; /* client bytes are dropped (after STARTTLS, QUIT) */
     unsigned draining : 1;
     unsigned quit_seen : 1;
+    unsigned trace_owed : 1; /* DATA began; the trace header leads the first content */
     unsigned xclient_tried : 1; /* XCLIENT is considered once per session, never sent twice */
     unsigned up_pipelining : 1; /* the backend's last EHLO reply offered PIPELINING */
     unsigned rset_due : 1;      /* the RSET after STARTTLS goes out with the next command */
@@ -440,10 +441,13 @@ static void finish(stp_session_t *s, const char *reply, const char *result, cons
         s->result = result;
     }
     set_error(s, error);
+    /* The last reply and the TLS close_notify leave in one write. */
+    stp_conn_cork(&s->client);
     if (reply) {
         client_write(s, reply, strlen(reply));
     }
     stp_conn_close_after_write(&s->client);
+    stp_conn_uncork(&s->client);
     if (s->nh) {
         stp_nexthop_cancel(s->nh); /* its callback comes back once its conn is closed */
     }
@@ -942,6 +946,12 @@ static void handle_line(stp_session_t *s, const char *line, size_t len)
     }
 
     case STP_CMD_QUIT:
+        if (s->state == S_COMMAND && s->pq_len == 0 && s->backend_up) {
+            /* Nothing owed: the client's 221 need not wait for the
+             * backend's; finish() still says QUIT to the backend. */
+            finish(s, "221 2.0.0 Bye\r\n", "ok", NULL);
+            return;
+        }
         forward(s, cmd.verb, line, len);
         s->quit_seen = 1;
         s->discard_input = 1;
@@ -956,15 +966,17 @@ static void handle_line(stp_session_t *s, const char *line, size_t len)
 
 static void data_begin(stp_session_t *s)
 {
-    char hdr[1024];
-
     s->state = S_DATA;
     s->msg_abort = NULL;
     stp_data_scan_init(&s->scan, s->conf->bare_newlines == STP_BARE_NORMALIZE ? STP_DATA_NORMALIZE
                                                                              : STP_DATA_REJECT);
-    if (!s->conf->trace_header) {
-        return;
-    }
+    /* Sent with the first content: one write to the backend, not two. */
+    s->trace_owed = s->conf->trace_header != 0;
+}
+
+/* The trace header owed to this message, built into buf; returns its length. */
+static size_t trace_header(stp_session_t *s, char *buf, size_t size)
+{
     stp_trace_t t = {
         .helo = s->helo,
         .client = (const struct sockaddr *)&s->peer,
@@ -977,10 +989,8 @@ static void data_begin(stp_session_t *s)
         .tls_bits = s->tls_bits,
         .now = time(NULL),
     };
-    size_t n = stp_trace_header(&t, hdr, sizeof(hdr));
-    if (n) {
-        stp_conn_write(s->up, hdr, n);
-    }
+    s->trace_owed = 0;
+    return stp_trace_header(&t, buf, size);
 }
 
 /* The message ended but is refused by the proxy: the backend connection is
@@ -1014,7 +1024,16 @@ static size_t data_input(stp_session_t *s, const char *p, size_t n)
         s->msg_abort = "552 5.3.4 Error: message size exceeds fixed limit\r\n";
     }
     if (s->msg_abort == NULL) {
-        if (produced && stp_conn_write(s->up, data_out, produced) < 0) {
+        char hdr[1024];
+        uv_buf_t b[2];
+        unsigned nb = 0;
+        if (produced && s->trace_owed) {
+            b[nb].len = trace_header(s, hdr, sizeof(hdr));
+            b[nb].base = hdr;
+            nb += b[nb].len > 0;
+        }
+        b[nb++] = uv_buf_init(data_out, (unsigned)produced);
+        if (produced && stp_conn_writev(s->up, b, nb) < 0) {
             finish(s, "451 4.4.2 Error: connection to mail server lost\r\n", "backend-lost",
                    "write to backend failed");
             return n;

@@ -163,6 +163,43 @@ class ContentBeforeThe354(ProxyCase):
         self.assertNotIn(b"NOOP", self.sink.lines())
 
 
+class SlowQuit(ProxyCase):
+    """QUIT with nothing owed is answered by the proxy at once: the client's
+    221 never waits for a backend that is slow (here: silent) to say bye.
+    The backend still gets its QUIT, then the proxy closes the connection."""
+    sink_args = ("--silent-quit",)
+
+    def test_221_without_the_backends(self):
+        c = self.ready_client()
+        self.assertEqual(self.send_message(c)[0], 250)
+        self.assertEqual(c.cmd("QUIT"), (221, ["221 2.0.0 Bye"]))
+        self.assertTrue(c.closed())
+        self.assertTrue(poll(lambda: b"(closed by the peer after QUIT)" in self.sink.lines()),
+                        self.sink.lines())
+        self.assertEqual(self.sink.lines()[-2:], [b"QUIT", b"(closed by the peer after QUIT)"])
+        self.assertTrue(poll(lambda: self.proxy.log_lines("session")), self.proxy.log())
+        fields = log_fields(self.proxy.log_lines("session")[-1])
+        self.assertEqual(fields["result"], "ok", fields)
+
+
+class SlowQuitPipelined(ProxyCase):
+    """Behind a pipelined transaction QUIT is relayed in order: the client
+    hears nothing the backend did not say (here it says nothing to QUIT, so
+    the proxy's command_timeout ends the session with a 421)."""
+    sink_args = ("--silent-quit",)
+    listeners = {"in": {"command_timeout": "2s"}}
+
+    def test_pipelined_quit_waits_for_the_replies_owed(self):
+        c = self.ready_client()
+        c.send(b"MAIL FROM:<a@example.test>\r\nRCPT TO:<b@example.test>\r\nQUIT\r\n")
+        self.assertEqual([c.reply()[0] for _ in range(2)], [250, 250])
+        self.assertTrue(c.silent(1.0))
+        self.assertEqual(self.sink.lines()[-1], b"QUIT")
+        code, lines = c.reply()
+        self.assertEqual(code, 421, lines)
+        self.assertTrue(c.closed())
+
+
 class Unreachable(unittest.TestCase):
     def setUp(self):
         self.tmp = tmpdir()

@@ -17,6 +17,7 @@ be told to misbehave the way real legacy servers do:
   --no-greeting      accepts TCP and never says anything
   --greeting TEXT    the text of the 220 line
   --auth-ok          AUTH succeeds (235); otherwise 535
+  --silent-quit      never answers QUIT; waits for the peer to close
 
   sink.py --listen 127.0.0.1:2526 --maildir DIR [--transcript FILE]
           [--ehlo-caps "PIPELINING,SIZE 10240000,..."] [options above]
@@ -174,6 +175,11 @@ class Sink:
                 elif verb == b"VRFY":
                     out = b"252 2.0.0 Send some mail, I'll try my best\r\n"
                 elif verb == b"QUIT":
+                    if a.silent_quit:
+                        while await reader.read(65536):
+                            pass
+                        self.record(b"(closed by the peer after QUIT)")
+                        return
                     writer.write(b"221 2.0.0 Bye\r\n")
                     await writer.drain()
                     return
@@ -213,6 +219,7 @@ def main():
     p.add_argument("--greeting", default="backend.test ESMTP sink")
     p.add_argument("--no-greeting", action="store_true")
     p.add_argument("--auth-ok", action="store_true")
+    p.add_argument("--silent-quit", action="store_true", help="never answer QUIT; wait for the peer to close")
     args = p.parse_args()
     try:
         asyncio.run(serve(args))
