@@ -2,6 +2,7 @@
 it drives real sessions through the proxy to Postfix smtp-sink and must report
 every message delivered and no error, in each TLS mode and with resumption."""
 import json
+import re
 import unittest
 import os
 import subprocess
@@ -65,21 +66,33 @@ class CompareQuick(unittest.TestCase):
 
     def test_quick_run_prints_every_peer_and_ratio(self):
         env = dict(os.environ, STP_BENCH=BENCH, STP_BIN=BIN, STP_CERTS=CERTS)
-        out = subprocess.run(["bash", os.path.join(ROOT, "test/bench/compare.sh"), "--quick"],
+        out = subprocess.run(["bash", os.path.join(ROOT, "test/bench/compare.sh"), "--quick",
+                              "--rounds", "2"],
                              capture_output=True, timeout=240, env=env)
         text = out.stdout.decode()
         self.assertEqual(out.returncode, 0, text + out.stderr.decode())
         rows = {l.split()[0]: l.split() for l in text.splitlines() if l.strip()}
         for peer in self.PEERS:
             self.assertIn(peer, rows, text)
-            self.assertEqual(len(rows[peer]), 14, rows[peer])
+            self.assertEqual(len(rows[peer]), 15, rows[peer])
         # Throughput was measured for every peer (no "-" in sessions/s).
         for peer in self.PEERS:
             self.assertGreater(float(rows[peer][5]), 0, rows[peer])
         ratios = [l for l in text.splitlines() if l.startswith("ratio ")]
         self.assertEqual([l.split()[1] for l in ratios], self.RATIOS, text)
+        # The latency at concurrency 1 was measured (column p50ms c=1).
+        for peer in ("proxy", "nginx", "bare"):
+            self.assertGreater(float(rows[peer][10]), 0, rows[peer])
         for line in ratios:
-            self.assertRegex(line, r"\s[0-9]+\.[0-9]{3}\s+\((<=|>=) [0-9.]+\)\s+(PASS|FAIL)$")
+            self.assertRegex(line, r"\s[0-9]+\.[0-9]{3}\s+\((<=|>=) [0-9.]+\)\s+(PASS|FAIL)(  rounds:( [0-9.]+)+)?$")
+            # Ratios of loads are taken round by round (two here), the
+            # memory ratios once; the median is the middle of the rounds'.
+            per_round = re.findall(r"[0-9.]+", line.split("rounds:")[1]) if "rounds:" in line else []
+            self.assertEqual(len(per_round), 0 if line.split()[1].startswith("4") else 2, line)
+            if per_round:
+                median = float(re.search(r"\s([0-9]+\.[0-9]{3})\s+\(", line).group(1))
+                self.assertAlmostEqual(median, sum(map(float, per_round)) / 2, delta=0.0015)
+        self.assertIn("(each figure the median of 2 rounds)", text)
 
 
 class OutboundResumption(unittest.TestCase):
