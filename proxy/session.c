@@ -1871,10 +1871,24 @@ static void mx_message_done(stp_session_t *s, int ok)
     mx_end_transaction(s, 0);
 }
 
+/* The longest MAIL FROM line replayed to a next hop (RFC 5321 4.5.3.1.4's
+ * 512, plus room for the extensions' parameters and a long address). */
+#define MX_MAIL_LINE 1200
+
+/* 1 if the MAIL FROM argument makes a line that fits MX_MAIL_LINE with
+ * every parameter kept (a next hop offering less gets a shorter one). */
+static int mx_mail_fits(const char *arg, size_t n)
+{
+    char line[MX_MAIL_LINE];
+    const char *refusal = NULL;
+    return stp_env_mail_line(arg, n, STP_EHLO_SIZE | STP_EHLO_8BITMIME | STP_EHLO_SMTPUTF8, line,
+                             sizeof(line), &refusal) >= 0;
+}
+
 /* Sends the remembered MAIL FROM to the next hop; the RCPT follows its 250. */
 static void mx_replay_mail(stp_session_t *s)
 {
-    char line[1200];
+    char line[MX_MAIL_LINE];
     const char *refusal = NULL;
     if (stp_env_mail_line(s->mx_mail, strlen(s->mx_mail), s->mx_caps, line, sizeof(line),
                           &refusal) < 0) {
@@ -2089,6 +2103,9 @@ static int mx_command(stp_session_t *s, const stp_cmd_t *cmd, const char *line, 
             } else if ((bad = stp_env_mail_params(a + end, n - end,
                                                   s->conf->max_message_size)) != NULL) {
                 mx_write(s, bad);
+            } else if (!mx_mail_fits(a + start, n - start)) {
+                /* refused now, not as the answer to the first RCPT */
+                mx_write(s, "501 5.5.4 Error: MAIL FROM too long\r\n");
             } else if ((s->mx_mail = malloc(n - start + 1)) == NULL) {
                 mx_write(s, "451 4.3.0 Error: out of resources\r\n");
             } else {

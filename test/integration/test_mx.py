@@ -253,6 +253,23 @@ class Routing(MxBase):
         self.assertTrue(any("domain=d1.example.test" in l and "outcome=tls_verified" in l
                             for l in d), d)
 
+    def test_mail_from_too_long_to_replay_refused_at_mail(self):
+        # A MAIL FROM that fits the command line (max_line_length 2048) but
+        # not the line replayed to a next hop is refused at MAIL, not as the
+        # answer to the first RCPT; a long one that fits is delivered.
+        h = self.hop("127.0.0.11", "mxa")
+        port = self.start_proxy()
+        c = Client(port, timeout=60)
+        self.addCleanup(c.close)
+        self.assertEqual(c.reply()[0], 220)
+        self.assertEqual(c.cmd("EHLO legacy.example")[0], 250)
+        long_sender = "a" * 1300 + "@legacy.example"
+        self.assertEqual(c.cmd("MAIL FROM:<%s> SIZE=100" % long_sender),
+                         (501, ["501 5.5.4 Error: MAIL FROM too long"]))
+        r = send(port, ["bob@d1.example.test"], sender="a" * 1100 + "@legacy.example", client=c)
+        self.assertEqual(r["data"][0], 250, r)
+        self.assertEqual(len(h.stored()), 1)
+
     def test_mx_preference_first_down(self):
         h = self.hop("127.0.0.13", "mxb")  # 127.0.0.12 (preference 10) has nobody
         port = self.start_proxy()
