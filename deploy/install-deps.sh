@@ -13,7 +13,8 @@ build_pkgs="bazel-bootstrap android-libboringssl-dev libuv1-dev libinih-dev libc
 runtime_pkgs="android-libboringssl libuv1 libinih1 libc-ares2"
 container_pkgs="podman debootstrap util-linux"
 test_pkgs="swaks libnet-ssleay-perl postfix openssl curl python3 ca-certificates iproute2 procps nftables
-  nginx-light libnginx-mod-mail haproxy stunnel4 testssl.sh systemd python3-yaml nsd unbound ldnsutils"
+  nginx-light libnginx-mod-mail haproxy stunnel4 testssl.sh systemd python3-yaml nsd unbound ldnsutils
+  valgrind linux-perf"
 
 case "${1:-}" in
   --runtime) want="$runtime_pkgs" ;;

@@ -36,6 +36,7 @@ root=$(cd "$here/../.." && pwd)
 BIN=${STP_BIN:-$root/bazel-bin/proxy/smtp-tls-proxy}
 BENCH=${STP_BENCH:-$root/bazel-bin/test/bench/smtp-bench}
 NGINX_MAIL=/usr/lib/nginx/modules/ngx_mail_module.so
+. "$here/lib.sh"
 
 quick=0
 keep=0
@@ -83,43 +84,11 @@ fi
 tmp=$(mktemp -d /tmp/stp-compare.XXXXXX)
 pids=()
 cleanup() {
-    local p
-    for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null; done
-    for p in "${pids[@]}"; do
-        for _ in $(seq 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
-        kill -KILL "$p" 2>/dev/null
-        wait "$p" 2>/dev/null
-    done
-    pids=()
+    stop_all
     if [ "$keep" = 1 ]; then echo "compare.sh: kept $tmp" >&2; else rm -rf "$tmp"; fi
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
-
-# stop PID: ends one process this script started and forgets it.
-stop() {
-    local p=$1 i rest=()
-    kill -TERM "$p" 2>/dev/null
-    for i in $(seq 100); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$p" 2>/dev/null
-    wait "$p" 2>/dev/null
-    for i in "${pids[@]}"; do [ "$i" = "$p" ] || rest+=("$i"); done
-    pids=("${rest[@]}")
-}
-
-free_port() {
-    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
-
-wait_port() {
-    local i
-    for i in $(seq 100); do
-        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-        sleep 0.1
-    done
-    echo "compare.sh: nothing listens on port $1" >&2
-    return 1
-}
 
 # The processes that make up a peer: PID and its children (nginx's workers).
 tree() {

@@ -7,7 +7,7 @@ import unittest
 import os
 import subprocess
 
-from harness import BIN, CERTS, ROOT, Process, Proxy, ProxyCase, free_port, tmpdir, wait_port
+from harness import ASAN, BIN, CERTS, ROOT, Process, Proxy, ProxyCase, free_port, tmpdir, wait_port
 import shutil
 import smtplib
 
@@ -93,6 +93,44 @@ class CompareQuick(unittest.TestCase):
                 median = float(re.search(r"\s([0-9]+\.[0-9]{3})\s+\(", line).group(1))
                 self.assertAlmostEqual(median, sum(map(float, per_round)) / 2, delta=0.0015)
         self.assertIn("(each figure the median of 2 rounds)", text)
+
+
+class Profile(unittest.TestCase):
+    """test/bench/profile.sh drives sessions through the proxy under perf
+    and under callgrind and prints where the time went: every session must
+    have been relayed, and the profile must show the handshake's crypto
+    (X25519 is in every session) next to the proxy's own code."""
+
+    timeout = 240
+
+    def profile(self, *args):
+        env = dict(os.environ, STP_BENCH=BENCH, STP_BIN=BIN, STP_CERTS=CERTS)
+        out = subprocess.run(["bash", os.path.join(ROOT, "test/bench/profile.sh")] + list(args),
+                             capture_output=True, timeout=220, env=env)
+        text = out.stdout.decode()
+        self.assertEqual(out.returncode, 0, text + out.stderr.decode())
+        load = json.loads(re.search(r"^load: (\{.*\})$", text, re.M).group(1))
+        self.assertEqual(load["errors"], 0, load)
+        return text, load
+
+    @unittest.skipIf(ASAN, "valgrind cannot run a sanitizer build (the normal pass runs this)")
+    def test_callgrind_counts_instructions_per_session(self):
+        text, load = self.profile("--callgrind", "-n", "40")
+        self.assertEqual(load["sessions"], 40)
+        m = re.search(r"^instructions per session: ([0-9]+) \(([0-9]+) over 40 sessions\)$", text, re.M)
+        self.assertIsNotNone(m, text)
+        # A TLS 1.3 handshake with ECDSA P-256 alone is millions of instructions.
+        self.assertGreater(int(m.group(1)), 1000000, text)
+        top = text.split("top functions")[1]
+        self.assertIn("X25519", top)
+
+    def test_perf_shares_by_object(self):
+        text, load = self.profile("--perf", "-n", "300")
+        self.assertEqual(load["sessions"], 300)
+        shares = text.split("share of the proxy's samples by object:")[1].split("top symbols:")[0]
+        self.assertIn("libcrypto", shares)
+        self.assertRegex(shares, r"\[kernel")
+        self.assertIn("top symbols:", text)
 
 
 class OutboundResumption(unittest.TestCase):
