@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # profile.sh: where smtp-tls-proxy spends its CPU under load.
 #
-#   test/bench/profile.sh [--perf | --callgrind] [-n SESSIONS] [-k] [-- SMTP-BENCH ARGS]
+#   test/bench/profile.sh [--perf | --callgrind] [--bare] [-n SESSIONS] [-k] [-- SMTP-BENCH ARGS]
 #
 # Runs the proxy (one worker, inbound, STARTTLS, ECDSA P-256) in front of
 # Postfix's smtp-sink, drives SESSIONS sessions through it with smtp-bench
@@ -17,6 +17,9 @@
 #                which CPU time on a shared machine never does) and the top
 #                functions. The proxy runs about 50 times slower there.
 #
+# --bare profiles the bare BoringSSL STARTTLS sink (`smtp-bench -L`, the
+# same certificate; it relays nothing) in place of the proxy: the floor
+# that compare.sh measures, as instructions and shares.
 # -k keeps the data (perf.data, or callgrind.out.*) in the directory printed
 # last, for `perf report -i` or `callgrind_annotate`.
 # Environment: STP_BIN, STP_BENCH, STP_CERTS as for compare.sh. Only
@@ -30,16 +33,18 @@ BENCH=${STP_BENCH:-$root/bazel-bin/test/bench/smtp-bench}
 . "$here/lib.sh"
 
 tool=perf
+bare=0
 n=""
 keep=0
 while [ $# -gt 0 ]; do
     case "$1" in
     --perf) tool=perf ;;
     --callgrind) tool=callgrind ;;
+    --bare) bare=1 ;;
     -n) n=$2; shift ;;
     -k) keep=1 ;;
     --) shift; break ;;
-    -h | --help) sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h | --help) sed -n '2,27p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "profile.sh: unknown option $1" >&2; exit 2 ;;
     esac
     shift
@@ -97,7 +102,9 @@ EOF
 wrap=()
 [ "$tool" = callgrind ] &&
     wrap=(valgrind --tool=callgrind --callgrind-out-file="$tmp/callgrind.out.%p" --dump-instr=no)
-"${wrap[@]}" "$BIN" -c "$tmp/in.ini" >"$tmp/proxy.log" 2>&1 &
+target=("$BIN" -c "$tmp/in.ini")
+[ "$bare" = 1 ] && target=("$BENCH" -L -M starttls -C "$certs/ecdsa.pem" -K "$certs/ecdsa.key" 127.0.0.1 "$IN")
+"${wrap[@]}" "${target[@]}" >"$tmp/proxy.log" 2>&1 &
 proxy=$!
 pids+=("$proxy")
 wait_port "$IN" 600 || { tail -5 "$tmp/proxy.log" >&2; exit 1; }
@@ -122,7 +129,7 @@ perf)
     [ -s "$tmp/perf.data" ] || { cat "$tmp/perf.err" >&2; exit 1; }
     echo "load: $out"
     echo
-    echo "share of the proxy's samples by object:"
+    echo "share of the samples by object:"
     perf report -i "$tmp/perf.data" --no-children --sort dso -g none 2>/dev/null |
         grep -E '^ +[0-9.]+%' | head -8
     echo
@@ -159,4 +166,4 @@ callgrind)
     ;;
 esac
 echo
-echo "profile.sh: $tool, $n sessions; data in $tmp$([ "$keep" = 1 ] || echo " (removed; -k keeps it)")"
+echo "profile.sh: $tool, $([ "$bare" = 1 ] && echo "the bare sink" || echo "the proxy"), $n sessions; data in $tmp$([ "$keep" = 1 ] || echo " (removed; -k keeps it)")"

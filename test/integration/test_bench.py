@@ -123,11 +123,17 @@ class Profile(unittest.TestCase):
         self.assertGreater(int(m.group(1)), 1000000, text)
         top = text.split("top functions")[1]
         self.assertIn("X25519", top)
+        # The floor, profiled the same way: the bare sink's own code shows.
+        text, load = self.profile("--callgrind", "--bare", "-n", "20")
+        self.assertEqual((load["sessions"], load["errors"]), (20, 0))
+        self.assertRegex(text, r"instructions per session: [0-9]{7,} ")
+        self.assertIn("smtp-bench", text.split("share of the instructions by object:")[1])
+        self.assertIn("the bare sink, 20 sessions", text)
 
     def test_perf_shares_by_object(self):
         text, load = self.profile("--perf", "-n", "300")
         self.assertEqual(load["sessions"], 300)
-        shares = text.split("share of the proxy's samples by object:")[1].split("top symbols:")[0]
+        shares = text.split("share of the samples by object:")[1].split("top symbols:")[0]
         self.assertIn("libcrypto", shares)
         self.assertRegex(shares, r"\[kernel")
         self.assertIn("top symbols:", text)
