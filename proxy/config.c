@@ -217,6 +217,7 @@ static const directive_t proxy_directives[] = {
     {"remember_tls", parse_duration, CF(remember_tls), "0", check_remember, NULL, 0},
     {"mta_sts_port", parse_count, CF(mta_sts_port), "443", check_port, NULL, 0},
     {"mx_port", parse_count, CF(mx_port), "25", check_port, NULL, 0},
+    {"mx_attempt_timeout", parse_duration, CF(mx_attempt_timeout), "240s", check_timeout, NULL, 0},
     {"mta_sts_timeout", parse_duration, CF(mta_sts_timeout), "30s", check_timeout, NULL, 0},
     /* default: [tls] ca_file, filled in after the file is read */
     {"mta_sts_ca_file", parse_path, CF(mta_sts_ca_file), NULL, NULL, NULL, 0},

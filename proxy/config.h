@@ -107,6 +107,7 @@ typedef struct {
     uint64_t remember_tls;      /* ms a domain reached over verified TLS must keep it; 0 = off */
     unsigned mta_sts_port;      /* 443; tests point it elsewhere */
     unsigned mx_port;           /* 25: the SMTP port of MX hosts; tests point it elsewhere */
+    uint64_t mx_attempt_timeout; /* 240s: finding and securing a next hop for one RCPT, all steps */
     uint64_t mta_sts_timeout;   /* 30s: one whole policy fetch */
     char mta_sts_ca_file[1024]; /* trust store for policy hosts; default [tls] ca_file */
 

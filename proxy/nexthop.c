@@ -1206,9 +1206,14 @@ stp_nexthop_t *stp_nexthop_start(const stp_nexthop_opts_t *o, stp_conn_t *conn, 
     nh->req = R_MAY;
 
     /* Every step has its own bound; this one caps the sum, so a domain
-     * with many slow hosts cannot hold the legacy MTA's RCPT for ever. */
+     * with many slow hosts cannot hold the legacy MTA's RCPT for ever, and
+     * mx_attempt_timeout (under the legacy MTA's own RCPT timeout, 300 s
+     * in Postfix) makes it hear the proxy's 4.x.x before it gives up. */
     uint64_t total = 2 * o->cf->dns_timeout + o->cf->mta_sts_timeout + o->lc->connect_timeout +
                      o->lc->greeting_timeout + o->lc->handshake_timeout + o->lc->command_timeout;
+    if (total > o->cf->mx_attempt_timeout) {
+        total = o->cf->mx_attempt_timeout;
+    }
     uv_timer_start(&nh->total_timer, on_total_timeout, total, 0);
 
     stp_log(STP_LOG_INFO, "mx id=%s domain=%s policy=%s policy_section=%s remembered=%s", nh->id,

@@ -221,13 +221,14 @@ class MxBase(unittest.TestCase):
         return h
 
     def start_proxy(self, resolver=None, policies="", remember="30d", metrics=None,
-                    listener=None):
+                    listener=None, proxy_extra=None):
         extra = {"metrics": "127.0.0.1:%d" % metrics} if metrics else {}
         extra.update({"resolver": resolver or self.dns.resolver, "mx_port": self.mx_port,
                  "mta_sts_port": self.https.port,
                  "mta_sts_ca_file": os.path.join(CERTS, "ca.pem"), "state_dir": self.state,
                  "remember_tls": remember, "dns_timeout": "5s", "log_level": "debug",
                  "dnssec_probe": "example.test"})
+        extra.update(proxy_extra or {})
         self.proxy = Proxy(self.tmp, {"out": dict({"mode": "outbound", "route": "mx",
                                                    "connect_timeout": "3s"}, **(listener or {}))},
                            proxy_extra=extra, tls_extra={"ca_file": os.path.join(CERTS, "ca.pem")},
@@ -354,6 +355,18 @@ class Routing(MxBase):
         self.assertEqual(code, 421, lines)
         self.assertIn("4.3.2", lines[0])
         self.assertTrue(c.closed())
+
+    def test_attempt_bounded_by_mx_attempt_timeout(self):
+        # The MX greets after 30 s, within its own greeting_timeout (60 s):
+        # only mx_attempt_timeout (2 s here; 240 s by default, under the
+        # legacy MTA's RCPT timeout) ends the wait, with 451 4.4.7.
+        self.hop("127.0.0.11", "mxa", greet_delay=30)
+        port = self.start_proxy(proxy_extra={"mx_attempt_timeout": "2s"})
+        r = send(port, ["bob@d1.example.test"])
+        code, line = r["rcpt"][0]
+        self.assertEqual(code, 451, r)
+        self.assertIn("4.4.7", line)
+        self.assertIn("could be reached in time", line)
 
     def test_client_leaves_during_the_attempt(self):
         # The MX accepts TCP and never greets: the legacy MTA gives up while
