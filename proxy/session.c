@@ -151,6 +151,8 @@ struct stp_session_s {
     int nh_slot;              /* the backends[] slot it uses */
     int slot_busy[2];         /* backends[i] is in use until its close callback */
     char mx_domain[256];      /* the domain of the next hop connection (or attempt) */
+    char mx_failed[256];      /* the domain whose attempt failed in this transaction */
+    char *mx_failed_reply;    /* its reply, given again to its other RCPTs (or NULL) */
     char *mx_mail;            /* the legacy MTA's MAIL FROM argument, or NULL */
     char *mx_rcpt;            /* the RCPT line waiting for the next hop */
     size_t mx_rcpt_len;
@@ -390,6 +392,7 @@ logged:
     free(s->pp);
     free(s->mx_mail);
     free(s->mx_rcpt);
+    free(s->mx_failed_reply);
     stp_listener_t *l = s->listener;
     if (s->prev) {
         s->prev->next = s->next;
@@ -1857,6 +1860,8 @@ static void mx_end_transaction(stp_session_t *s, int reset_next_hop)
     s->mx_mail = NULL;
     free(s->mx_rcpt);
     s->mx_rcpt = NULL;
+    free(s->mx_failed_reply);
+    s->mx_failed_reply = NULL;
     s->mx_mail_sent = 0;
     s->mx_txn_lost = 0;
     s->rcpts = 0;
@@ -1922,6 +1927,11 @@ static void mx_on_nexthop(const stp_nexthop_result_t *r, void *arg)
     s->nh = NULL;
     if (r->status != STP_NEXTHOP_OK) {
         s->slot_busy[s->nh_slot] = 0;
+        /* The other recipients of this domain in this transaction get the
+         * same answer at once, not an attempt (and a wait) each. */
+        free(s->mx_failed_reply);
+        s->mx_failed_reply = strdup(r->reply);
+        memcpy(s->mx_failed, s->mx_domain, sizeof(s->mx_failed));
         s->mx_domain[0] = '\0';
         if (--s->open_handles == 0) {
             destroy(s);
@@ -2041,6 +2051,12 @@ static void mx_rcpt(stp_session_t *s, const stp_cmd_t *cmd, const char *line, si
     }
     if (s->backend_up && s->mx_mail_sent) {
         forward(s, STP_CMD_RCPT, line, len);
+        return;
+    }
+    if (s->mx_failed_reply && strcmp(domain, s->mx_failed) == 0) {
+        mx_write(s, s->mx_failed_reply);
+        stp_log(STP_LOG_INFO, "mx id=%s domain=%s deferred=attempt-failed-in-this-transaction",
+                s->id, domain);
         return;
     }
     free(s->mx_rcpt);

@@ -368,6 +368,29 @@ class Routing(MxBase):
         self.assertIn("4.4.7", line)
         self.assertIn("could be reached in time", line)
 
+    def test_failed_domain_answered_at_once_for_its_other_recipients(self):
+        # One attempt per domain and transaction: the second recipient of a
+        # domain whose attempt just failed gets the same 4xx at once; the
+        # next transaction tries again.
+        self.hop("127.0.0.11", "mxa", greet_delay=30)
+        port = self.start_proxy(proxy_extra={"mx_attempt_timeout": "1s"})
+        c = Client(port, timeout=30)
+        self.addCleanup(c.close)
+        self.assertEqual(c.reply()[0], 220)
+        self.assertEqual(c.cmd("EHLO legacy.example")[0], 250)
+        attempts = lambda: len([l for l in self.proxy.log().splitlines()
+                                if " mx id=" in l and "domain=d1.example.test policy=" in l])
+        for round in range(2):
+            self.assertEqual(c.cmd("MAIL FROM:<a@legacy.example>")[0], 250)
+            first = c.cmd("RCPT TO:<bob@d1.example.test>")
+            self.assertEqual(first[0], 451, first)
+            self.assertIn("4.4.7", first[1][0])
+            self.assertEqual(c.cmd("RCPT TO:<alice@d1.example.test>"), first)
+            self.assertEqual(c.cmd("RCPT TO:<carol@d1.example.test>"), first)
+            self.assertEqual(attempts(), round + 1, self.proxy.log()[-2000:])
+            self.assertEqual(c.cmd("RSET")[0], 250)
+        self.assertIn("deferred=attempt-failed-in-this-transaction", self.proxy.log())
+
     def test_client_leaves_during_the_attempt(self):
         # The MX accepts TCP and never greets: the legacy MTA gives up while
         # the proxy waits; the attempt is cancelled and everything is freed
