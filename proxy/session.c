@@ -1911,6 +1911,17 @@ static void mx_mail_replied(stp_session_t *s, const stp_reply_t *r)
     if (r->code / 100 == 2 && s->mx_rcpt) {
         s->mx_mail_sent = 1;
         forward(s, STP_CMD_RCPT, s->mx_rcpt, s->mx_rcpt_len);
+    } else if (r->code == 421) {
+        /* The next hop is closing, not the proxy: relayed, its 421 would
+         * end the legacy MTA's whole session. The next RCPT reconnects. */
+        size_t len;
+        const char *t = stp_reply_text(r, 0, &len);
+        char esc[200];
+        stp_log_escape(esc, sizeof(esc), t, len);
+        stp_log(STP_LOG_WARN, "mx id=%s domain=%s next_hop=%s mail_reply=\"421 %s\"", s->id,
+                s->mx_domain, s->next_hop_str, esc);
+        mx_write(s, "451 4.4.2 Error: the recipient's mail server closed the connection; "
+                    "try again later\r\n");
     } else {
         /* The next hop refused the sender: that is this recipient's answer. */
         relay(s, r);

@@ -336,6 +336,26 @@ class Routing(MxBase):
         self.assertEqual(len(h.stored()), 2)
         self.assertIn("closing=421", self.proxy.log())
 
+    def test_next_hop_421_to_mail_is_not_relayed(self):
+        # The next hop refuses the replayed MAIL with 421 and closes: the
+        # RCPT gets 451 4.4.2 (a relayed 421 would end the legacy MTA's
+        # whole session), the session goes on and the next RCPT tries again.
+        self.hop("127.0.0.11", "mxa", mode="mail-421")
+        port = self.start_proxy()
+        c = Client(port, timeout=20)
+        self.addCleanup(c.close)
+        self.assertEqual(c.reply()[0], 220)
+        self.assertEqual(c.cmd("EHLO legacy.example")[0], 250)
+        self.assertEqual(c.cmd("MAIL FROM:<a@legacy.example>")[0], 250)
+        for n in (1, 2):
+            code, lines = c.cmd("RCPT TO:<bob@d1.example.test>")
+            self.assertEqual(code, 451, (n, lines))
+            self.assertTrue(lines[0].startswith("451 4.4.2 "), lines)
+        self.assertEqual(c.cmd("RSET")[0], 250)
+        self.assertEqual(c.cmd("QUIT")[0], 221)
+        self.assertIn('mail_reply="421 4.3.2 nexthop.example.test Service shutting down"',
+                      self.proxy.log())
+
     def test_stop_during_a_failing_attempt(self):
         # SIGTERM while an attempt runs: the attempt fails (the MX greets
         # too late), the RCPT gets its 4xx and right behind it the 421 of
