@@ -99,6 +99,10 @@ max_connections = 0
 max_connections_per_ip = 0
 EOF
 
+if [ "$tool" = callgrind ] && [ "$bare" = 0 ] && grep -qa __asan_init "$BIN"; then
+    echo "profile.sh: $BIN is a sanitizer build, which valgrind cannot run; use the normal or -c opt build" >&2
+    exit 2
+fi
 wrap=()
 [ "$tool" = callgrind ] &&
     wrap=(valgrind --tool=callgrind --callgrind-out-file="$tmp/callgrind.out.%p" --dump-instr=no)

@@ -31,7 +31,11 @@ class TwoWorkers(ProxyCase):
     listeners = {"in": {"max_connections_per_ip": "50"}}
 
     def test_threads_exist_and_both_accept(self):
-        tasks = os.listdir("/proc/%d/task" % self.proxy.pid)
+        # The listening sockets accept (into their backlog) before the
+        # worker threads exist: the threads may appear a moment later.
+        task_dir = "/proc/%d/task" % self.proxy.pid
+        poll(lambda: len(os.listdir(task_dir)) >= 3)
+        tasks = os.listdir(task_dir)
         self.assertGreaterEqual(len(tasks), 3, tasks)  # main + 2 workers
         self.assertIn("workers=2", self.proxy.log_lines("start")[0])
         # Sessions from many source ports: SO_REUSEPORT hashes the 4-tuple,
