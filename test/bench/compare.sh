@@ -215,19 +215,10 @@ run() {
     esac
 }
 
-certs=${STP_CERTS:-}
-if [ -z "$certs" ]; then
-    certs=$tmp/certs
-    bash "$root/test/certs/gen.sh" "$certs" >/dev/null 2>&1 || { echo "compare.sh: gen.sh failed" >&2; exit 1; }
-fi
-user_opt=()
-[ "$(id -u)" = 0 ] && user_opt=(-u nobody)
+certs=$(test_certs "$tmp/certs") || exit 1
 
 # The backend: one smtp-sink for every peer.
-SINK=$(free_port)
-smtp-sink "${user_opt[@]}" -m $((idle + 500)) "127.0.0.1:$SINK" 4096 >"$tmp/smtp-sink.log" 2>&1 &
-pids+=($!)
-wait_port "$SINK" || exit 1
+start_sink $((idle + 500)) 4096 || exit 1
 
 # 1. Direct plaintext to the sink: the throughput ceiling.
 peer plain "$SINK" - plain 0
@@ -321,21 +312,7 @@ IN=$(free_port) OUT=$(free_port) CHAIN=$(free_port) BARE2=$(free_port)
 bare2_pid=$!
 pids+=("$bare2_pid")
 wait_port "$BARE2" || exit 1
-cat >"$tmp/in.ini" <<EOF
-[proxy]
-hostname = mx.example.test
-workers = 2
-log_level = warn
-[tls]
-cert = $certs/ecdsa.pem
-key = $certs/ecdsa.key
-[listener:in]
-mode = inbound
-listen = 127.0.0.1:$IN
-backend = 127.0.0.1:$SINK
-max_connections = 0
-max_connections_per_ip = 0
-EOF
+inbound_ini "$tmp/in.ini" 2 "$IN" "$SINK" "$certs"
 cat >"$tmp/out.ini" <<EOF
 [proxy]
 hostname = out.example.test

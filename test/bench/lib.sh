@@ -39,3 +39,46 @@ stop_all() {
     done
     pids=()
 }
+
+# test_certs DIR: the test certificates ($STP_CERTS, or made in DIR by
+# test/certs/gen.sh); prints their directory.
+test_certs() {
+    if [ -n "${STP_CERTS:-}" ]; then
+        echo "$STP_CERTS"
+        return 0
+    fi
+    bash "$(dirname "${BASH_SOURCE[0]}")/../certs/gen.sh" "$1" >/dev/null 2>&1 ||
+        { echo "${0##*/}: test/certs/gen.sh failed" >&2; return 1; }
+    echo "$1"
+}
+
+# start_sink MAXSESSIONS BACKLOG: Postfix's smtp-sink on a free port (as
+# nobody when root), its log in $tmp; sets SINK to the port.
+start_sink() {
+    local user_opt=()
+    [ "$(id -u)" = 0 ] && user_opt=(-u nobody)
+    SINK=$(free_port)
+    smtp-sink "${user_opt[@]}" -m "$1" "127.0.0.1:$SINK" "$2" >"$tmp/smtp-sink.log" 2>&1 &
+    pids+=($!)
+    wait_port "$SINK"
+}
+
+# inbound_ini FILE WORKERS PORT BACKEND_PORT CERTS: a proxy configuration
+# with one inbound STARTTLS listener, no connection limits, warnings only.
+inbound_ini() {
+    cat >"$1" <<EOT
+[proxy]
+hostname = mx.example.test
+workers = $2
+log_level = warn
+[tls]
+cert = $5/ecdsa.pem
+key = $5/ecdsa.key
+[listener:in]
+mode = inbound
+listen = 127.0.0.1:$3
+backend = 127.0.0.1:$4
+max_connections = 0
+max_connections_per_ip = 0
+EOT
+}

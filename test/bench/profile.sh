@@ -71,33 +71,10 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-certs=${STP_CERTS:-}
-if [ -z "$certs" ]; then
-    certs=$tmp/certs
-    bash "$root/test/certs/gen.sh" "$certs" >/dev/null 2>&1 || { echo "profile.sh: gen.sh failed" >&2; exit 1; }
-fi
-user_opt=()
-[ "$(id -u)" = 0 ] && user_opt=(-u nobody)
-
-SINK=$(free_port) IN=$(free_port)
-smtp-sink "${user_opt[@]}" -m 500 "127.0.0.1:$SINK" 1024 >"$tmp/smtp-sink.log" 2>&1 &
-pids+=($!)
-wait_port "$SINK" || exit 1
-cat >"$tmp/in.ini" <<EOF
-[proxy]
-hostname = mx.example.test
-workers = 1
-log_level = warn
-[tls]
-cert = $certs/ecdsa.pem
-key = $certs/ecdsa.key
-[listener:in]
-mode = inbound
-listen = 127.0.0.1:$IN
-backend = 127.0.0.1:$SINK
-max_connections = 0
-max_connections_per_ip = 0
-EOF
+certs=$(test_certs "$tmp/certs") || exit 1
+start_sink 500 1024 || exit 1
+IN=$(free_port)
+inbound_ini "$tmp/in.ini" 1 "$IN" "$SINK" "$certs"
 
 if [ "$tool" = callgrind ] && [ "$bare" = 0 ] && grep -qa __asan_init "$BIN"; then
     echo "profile.sh: $BIN is a sanitizer build, which valgrind cannot run; use the normal or -c opt build" >&2
