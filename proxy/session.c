@@ -1879,6 +1879,7 @@ static void mx_message_done(stp_session_t *s, int ok)
 /* The longest MAIL FROM line replayed to a next hop (RFC 5321 4.5.3.1.4's
  * 512, plus room for the extensions' parameters and a long address). */
 #define MX_MAIL_LINE 1200
+#define MX_MAIL_TOO_LONG "501 5.5.4 Error: MAIL FROM too long\r\n"
 
 /* 1 if the MAIL FROM argument makes a line that fits MX_MAIL_LINE with
  * every parameter kept (a next hop offering less gets a shorter one). */
@@ -1897,7 +1898,7 @@ static void mx_replay_mail(stp_session_t *s)
     const char *refusal = NULL;
     if (stp_env_mail_line(s->mx_mail, strlen(s->mx_mail), s->mx_caps, line, sizeof(line),
                           &refusal) < 0) {
-        mx_write(s, refusal ? refusal : "501 5.5.4 Error: MAIL FROM too long\r\n");
+        mx_write(s, refusal ? refusal : MX_MAIL_TOO_LONG);
         s->paused = 0;
         return;
     }
@@ -2132,7 +2133,7 @@ static int mx_command(stp_session_t *s, const stp_cmd_t *cmd, const char *line, 
                 mx_write(s, bad);
             } else if (!mx_mail_fits(a + start, n - start)) {
                 /* refused now, not as the answer to the first RCPT */
-                mx_write(s, "501 5.5.4 Error: MAIL FROM too long\r\n");
+                mx_write(s, MX_MAIL_TOO_LONG);
             } else if ((s->mx_mail = malloc(n - start + 1)) == NULL) {
                 mx_write(s, "451 4.3.0 Error: out of resources\r\n");
             } else {

@@ -81,14 +81,7 @@ if [ "$idle" -gt "$max_idle" ]; then
     idle=$max_idle
 fi
 
-tmp=$(mktemp -d /tmp/stp-compare.XXXXXX)
-pids=()
-cleanup() {
-    stop_all
-    if [ "$keep" = 1 ]; then echo "compare.sh: kept $tmp" >&2; else rm -rf "$tmp"; fi
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+scratch stp-compare
 
 # The processes that make up a peer: PID and its children (nginx's workers).
 tree() {

@@ -28,6 +28,21 @@ stop() {
     pids=("${rest[@]}")
 }
 
+# scratch PREFIX: a scratch directory in $tmp (/tmp/PREFIX.XXXXXX), and an
+# exit trap that stops every process in `pids` and removes it (kept, and
+# said so, when the caller's $keep is 1).
+scratch() {
+    tmp=$(mktemp -d "/tmp/$1.XXXXXX")
+    pids=()
+    trap scratch_cleanup EXIT
+    trap 'exit 130' INT TERM
+}
+
+scratch_cleanup() {
+    stop_all
+    if [ "${keep:-0}" = 1 ]; then echo "${0##*/}: kept $tmp" >&2; else rm -rf "$tmp"; fi
+}
+
 # stop_all: every process in `pids`, SIGTERM first, all at once.
 stop_all() {
     local p

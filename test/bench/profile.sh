@@ -62,14 +62,7 @@ for t in "$BIN" "$BENCH"; do
     [ -x "$t" ] || { echo "profile.sh: $t missing (bazel build //proxy:smtp-tls-proxy //test/bench:smtp-bench)" >&2; exit 2; }
 done
 
-tmp=$(mktemp -d /tmp/stp-profile.XXXXXX)
-pids=()
-cleanup() {
-    stop_all
-    if [ "$keep" = 1 ]; then echo "profile.sh: data kept in $tmp" >&2; else rm -rf "$tmp"; fi
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+scratch stp-profile
 
 certs=$(test_certs "$tmp/certs") || exit 1
 start_sink 500 1024 || exit 1

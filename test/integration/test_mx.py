@@ -235,6 +235,14 @@ class MxBase(unittest.TestCase):
                            extra_text=policies)
         return self.proxy.port("out")
 
+    def legacy_client(self, port, timeout):
+        """A client (the legacy MTA) past the greeting and its EHLO."""
+        c = Client(port, timeout=timeout)
+        self.addCleanup(c.close)
+        self.assertEqual(c.reply()[0], 220)
+        self.assertEqual(c.cmd("EHLO legacy.example")[0], 250)
+        return c
+
     def decisions(self):
         return [l for l in self.proxy.log().splitlines() if " mx_decision " in l]
 
@@ -260,10 +268,7 @@ class Routing(MxBase):
         # answer to the first RCPT; a long one that fits is delivered.
         h = self.hop("127.0.0.11", "mxa")
         port = self.start_proxy()
-        c = Client(port, timeout=60)
-        self.addCleanup(c.close)
-        self.assertEqual(c.reply()[0], 220)
-        self.assertEqual(c.cmd("EHLO legacy.example")[0], 250)
+        c = self.legacy_client(port, 60)
         long_sender = "a" * 1300 + "@legacy.example"
         self.assertEqual(c.cmd("MAIL FROM:<%s> SIZE=100" % long_sender),
                          (501, ["501 5.5.4 Error: MAIL FROM too long"]))
@@ -325,9 +330,7 @@ class Routing(MxBase):
         # session goes on, and the next message reconnects.
         h = self.hop("127.0.0.11", "mxa", mode="idle-421")
         port = self.start_proxy()
-        c = Client(port, timeout=20)
-        self.assertEqual(c.reply()[0], 220)
-        self.assertEqual(c.cmd("EHLO legacy.example")[0], 250)
+        c = self.legacy_client(port, 20)
         for n in (1, 2):
             r = send(port, ["bob@d1.example.test"], client=c)
             self.assertEqual(r["data"][0], 250, (n, r))
@@ -342,10 +345,7 @@ class Routing(MxBase):
         # whole session), the session goes on and the next RCPT tries again.
         self.hop("127.0.0.11", "mxa", mode="mail-421")
         port = self.start_proxy()
-        c = Client(port, timeout=20)
-        self.addCleanup(c.close)
-        self.assertEqual(c.reply()[0], 220)
-        self.assertEqual(c.cmd("EHLO legacy.example")[0], 250)
+        c = self.legacy_client(port, 20)
         self.assertEqual(c.cmd("MAIL FROM:<a@legacy.example>")[0], 250)
         for n in (1, 2):
             code, lines = c.cmd("RCPT TO:<bob@d1.example.test>")
@@ -362,9 +362,7 @@ class Routing(MxBase):
         # the stop, without waiting for the legacy MTA's next command.
         self.hop("127.0.0.11", "mxa", greet_delay=3)
         port = self.start_proxy(listener={"greeting_timeout": "1s"})
-        c = Client(port, timeout=10)
-        self.assertEqual(c.reply()[0], 220)
-        self.assertEqual(c.cmd("EHLO legacy.example")[0], 250)
+        c = self.legacy_client(port, 10)
         self.assertEqual(c.cmd("MAIL FROM:<a@legacy.example>")[0], 250)
         c.send(b"RCPT TO:<bob@d1.example.test>\r\n")
         time.sleep(0.3)
@@ -394,10 +392,7 @@ class Routing(MxBase):
         # next transaction tries again.
         self.hop("127.0.0.11", "mxa", greet_delay=30)
         port = self.start_proxy(proxy_extra={"mx_attempt_timeout": "1s"})
-        c = Client(port, timeout=30)
-        self.addCleanup(c.close)
-        self.assertEqual(c.reply()[0], 220)
-        self.assertEqual(c.cmd("EHLO legacy.example")[0], 250)
+        c = self.legacy_client(port, 30)
         attempts = lambda: len([l for l in self.proxy.log().splitlines()
                                 if " mx id=" in l and "domain=d1.example.test policy=" in l])
         for round in range(2):
@@ -443,10 +438,7 @@ class Routing(MxBase):
         ha = self.hop("127.0.0.11", "mxa")
         hb = self.hop("127.0.0.13", "mxb")
         port = self.start_proxy()
-        c = Client(port, timeout=60)
-        self.addCleanup(c.close)
-        self.assertEqual(c.reply()[0], 220)
-        self.assertEqual(c.cmd("EHLO legacy.example")[0], 250)
+        c = self.legacy_client(port, 60)
         r = send(port, ["x@d1.example.test", "y@d2.example.test", "z@d1.example.test"], client=c)
         self.assertEqual([x[0] for x in r["rcpt"]], [250, 452, 250], r)
         self.assertIn("4.5.3", r["rcpt"][1][1])
