@@ -34,6 +34,51 @@ NEXTHOP = os.path.join(ROOT, "test/peers/nexthop.py")
 # namespace (`ip netns exec` execs the command, so the PID stays the child's).
 PREFIX = []
 
+# --- crashes -----------------------------------------------------------------
+
+
+def allow_core_dump():
+    """In the child before exec: core files on (the proxy runs in its test's
+    directory, so a crash leaves its core there; see crash_report)."""
+    import resource
+    soft, hard = resource.getrlimit(resource.RLIMIT_CORE)
+    resource.setrlimit(resource.RLIMIT_CORE, (hard, hard))
+
+
+CRASH_SIGNALS = (signal.SIGABRT, signal.SIGSEGV, signal.SIGBUS, signal.SIGILL, signal.SIGFPE)
+
+
+def crash_report(binary, directory, pid):
+    """What a crashed process left: every thread's stack and the state of
+    glibc's allocator for the thread that crashed (with libc6-dbg installed),
+    from the core file in `directory`; the core is removed afterwards."""
+    core = next((os.path.join(directory, n) for n in ("core.%d" % pid, "core")
+                 if os.path.exists(os.path.join(directory, n))), None)
+    if core is None:
+        with open("/proc/sys/kernel/core_pattern") as f:
+            pattern = f.read().strip()
+        return "no core file in %s (kernel.core_pattern = %s)" % (directory, pattern)
+    if shutil.which("gdb") is None:
+        return "core file %s kept; no gdb to read it" % core
+    # The crashed thread's stack and glibc's arena state come last: a test
+    # shows the tail of the log.
+    cmds = ["thread apply all bt 12", "echo \\n--- crashed thread ---\\n", "bt 30",
+            "p thread_arena", "p thread_arena->attached_threads", "p thread_arena->system_mem",
+            "p tcache", "p &main_arena", "p main_arena.attached_threads", "p free_list",
+            "p narenas"]
+    try:
+        out = subprocess.run(["gdb", "-batch", "-nx", "-q"] + [a for c in cmds for a in ("-ex", c)]
+                             + [binary, core], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                             timeout=120).stdout.decode("utf-8", "replace")
+    except subprocess.TimeoutExpired:
+        out = "gdb timed out"
+    out = "\n".join(l for l in out.splitlines()
+                    if not l.startswith(("[New LWP", "warning:", "[Thread debugging",
+                                         "Using host libthread_db")))
+    os.unlink(core)
+    return out
+
+
 # --- waiting -----------------------------------------------------------------
 
 
@@ -94,13 +139,14 @@ class Process:
     Usable as a context manager."""
 
     def __init__(self, argv, stderr_path, env=None, stdout=subprocess.PIPE, own_group=False,
-                 cwd=None):
+                 cwd=None, core=False):
         self.argv = argv
         self.stderr_path = stderr_path
         self.own_group = own_group
         self.errf = open(stderr_path, "wb")
         self.p = subprocess.Popen(PREFIX + argv, stdout=stdout, stderr=self.errf, stdin=subprocess.DEVNULL,
-                                  env=env, cwd=cwd, start_new_session=own_group)
+                                  env=env, cwd=cwd, start_new_session=own_group,
+                                  preexec_fn=allow_core_dump if core else None)
         self.pid = self.p.pid
 
     def _signal(self, sig):
@@ -196,6 +242,7 @@ class Proxy:
                  ports=None, extra_text=""):
         self.tmp = tmp
         self.ports = {}
+        self.crash_reported = False
         proxy_extra = dict(proxy_extra or {})
         lines = ["[proxy]", "hostname = mx.example.test",
                  "log_level = %s" % proxy_extra.pop("log_level", "info")]
@@ -215,7 +262,7 @@ class Proxy:
         fd, self.ini = tempfile.mkstemp(prefix="proxy-", suffix=".ini", dir=tmp)
         with os.fdopen(fd, "w") as f:
             f.write("\n".join(lines) + "\n" + extra_text)
-        self.proc = Process([BIN, "-c", self.ini], self.ini + ".log", env=env)
+        self.proc = Process([BIN, "-c", self.ini], self.ini + ".log", env=env, cwd=tmp, core=True)
         self.pid = self.proc.pid
         # Ready once it logged its start; probing the ports would open sessions.
         started = (" start version=", '"event":"start"')  # text or JSON log
@@ -229,8 +276,16 @@ class Proxy:
         return self.ports[name]
 
     def stop(self):
-        """SIGTERM; returns the exit code (non-zero under ASan when leaking)."""
-        return self.proc.stop()
+        """SIGTERM; returns the exit code (non-zero under ASan when leaking).
+        A crash appends what its core file tells to the log, so a test that
+        shows the log's tail shows where it crashed."""
+        rc = self.proc.stop()
+        if rc is not None and -rc in CRASH_SIGNALS and not self.crash_reported:
+            self.crash_reported = True
+            report = crash_report(BIN, self.tmp, self.pid)
+            with open(self.proc.stderr_path, "ab") as f:
+                f.write(("\n--- crash (signal %d) ---\n%s" % (-rc, report)).encode())
+        return rc
 
     def log(self):
         return self.proc.log()
@@ -448,7 +503,7 @@ class ProxyCase(unittest.TestCase):
         if self.proxy is not None:
             proxy, self.proxy = self.proxy, None
             rc = proxy.stop()
-            self.assertEqual(rc, 0, "proxy exit code %s at SIGTERM\n%s" % (rc, proxy.log()[-4000:]))
+            self.assertEqual(rc, 0, "proxy exit code %s at SIGTERM\n%s" % (rc, proxy.log()[-6000:]))
 
     def client(self, name="in", **kw):
         c = Client(self.proxy.port(name), **kw)
