@@ -206,7 +206,13 @@ int stp_ehlo_rewrite(const stp_reply_t *r, const stp_ehlo_opts_t *opts, char *ou
         size = size_buf;
     }
 
-    /* 1. Which keyword lines survive the options. */
+    /* 1. Which keyword lines survive the options (the proxy's own SIZE
+     * first, when it adds one). */
+    if (size != NULL && opts->add_size && (stp_ehlo_caps(r) & STP_EHLO_SIZE) == 0 &&
+        (opts->drop & STP_EHLO_SIZE) == 0) {
+        kt[nkeep] = size;
+        kl[nkeep++] = size_len;
+    }
     for (size_t i = 1; i < r->nlines; i++) {
         size_t len;
         const char *t = stp_reply_text(r, i, &len);

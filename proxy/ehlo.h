@@ -45,6 +45,10 @@ typedef struct {
     /* if non-zero, a kept SIZE line is rebuilt as "SIZE n", n the smaller of
      * this and the server's own limit (RFC 1870: what the proxy accepts) */
     unsigned long long size_limit;
+    /* with size_limit: a server that offers no SIZE gets "SIZE size_limit"
+     * added (before its other keywords), the limit the proxy itself
+     * enforces; the caller then keeps SIZE= off the MAIL FROM it relays */
+    int add_size;
 } stp_ehlo_opts_t;
 
 /*

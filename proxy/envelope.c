@@ -150,6 +150,30 @@ int stp_env_mail_size(const char *arg, size_t n, uint64_t *size)
     return 0;
 }
 
+int stp_env_mail_without_size(const char *arg, size_t n, char *out, size_t cap)
+{
+    size_t start, end;
+    if (stp_env_path(arg, n, &start, &end) < 0 || cap <= end) {
+        return -1;
+    }
+    memcpy(out, arg, end);
+    size_t len = end, i = end, k;
+    const char *w;
+    while ((k = next_param(arg, n, &i, &w)) != 0) {
+        if (k >= 5 && strncasecmp(w, "SIZE=", 5) == 0) {
+            continue;
+        }
+        if (len + 1 + k >= cap) {
+            return -1;
+        }
+        out[len++] = ' ';
+        memcpy(out + len, w, k);
+        len += k;
+    }
+    out[len] = '\0';
+    return (int)len;
+}
+
 int stp_env_mail_line(const char *arg, size_t n, unsigned caps, char *out, size_t cap,
                       const char **refusal)
 {

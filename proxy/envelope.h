@@ -44,6 +44,16 @@ const char *stp_env_mail_params(const char *p, size_t n, uint64_t max_size);
 int stp_env_mail_size(const char *arg, size_t n, uint64_t *size);
 
 /*
+ * The MAIL FROM argument without its SIZE= parameters, for a backend that
+ * does not offer SIZE while the proxy announced its own limit: everything
+ * up to the end of the path as it was, then every other parameter, each
+ * after one space. Returns the length written to out (NUL-terminated; at
+ * most n + 1, when a parameter followed the path without a space), or -1 when there is no well-formed path or out is too
+ * small (the caller then relays the argument unchanged).
+ */
+int stp_env_mail_without_size(const char *arg, size_t n, char *out, size_t cap);
+
+/*
  * The MAIL FROM line for a next hop whose EHLO offered `caps` (STP_EHLO_*
  * bits of proxy/ehlo.h), from an argument accepted by the two functions
  * above: the path, then SIZE only with SIZE, BODY only with 8BITMIME,

@@ -120,6 +120,7 @@ struct stp_session_s {
     unsigned trace_owed : 1; /* DATA began; the trace header leads the first content */
     unsigned xclient_tried : 1; /* XCLIENT is considered once per session, never sent twice */
     unsigned up_pipelining : 1; /* the backend's last EHLO reply offered PIPELINING */
+    unsigned size_added : 1;    /* ...had no SIZE: the client saw the proxy's (MAIL's SIZE= is dropped) */
     unsigned rset_due : 1;      /* the RSET after STARTTLS goes out with the next command */
 
     char tls_version[16];
@@ -681,6 +682,29 @@ static void forward(stp_session_t *s, unsigned verb, const char *line, size_t le
 }
 
 /*
+ * MAIL FROM with SIZE= for a backend that does not offer SIZE (the client
+ * saw the proxy's own SIZE): relayed without it, as RFC 1870 leaves a server
+ * without the extension free to refuse the parameter (555). The limit was
+ * already checked against the declared size, and the data is counted.
+ */
+static void forward_mail_without_size(stp_session_t *s, const char *line, size_t len,
+                                      const stp_cmd_t *cmd)
+{
+    size_t head = (size_t)(cmd->arg - line); /* "MAIL FROM:" as the client wrote it */
+    char *out = malloc(len + 2);
+    int n = out ? stp_env_mail_without_size(cmd->arg, cmd->arg_len, out + head, len + 2 - head)
+                : -1;
+    if (n < 0) {
+        free(out);
+        forward(s, STP_CMD_MAIL, line, len); /* the backend judges it as it is */
+        return;
+    }
+    memcpy(out, line, head);
+    forward(s, STP_CMD_MAIL, out, head + (size_t)n); /* the line, without CRLF */
+    free(out);
+}
+
+/*
  * XCLIENT (Postfix's XCLIENT_README): tells the backend the real client's
  * address (after a PROXY header), port and HELO name, so its logs, access
  * rules and Received: header name the client and not the proxy.
@@ -924,6 +948,10 @@ static void handle_line(stp_session_t *s, const char *line, size_t len)
             }
             stp_log_escape(s->mail_from, sizeof(s->mail_from), cmd.arg, cmd.arg_len);
             s->rcpts = 0;
+            if (s->size_added && stp_env_mail_size(cmd.arg, cmd.arg_len, &size)) {
+                forward_mail_without_size(s, line, len, &cmd);
+                return;
+            }
         }
         forward(s, cmd.verb, line, len);
         if (cmd.verb == STP_CMD_DATA) {
@@ -1237,6 +1265,7 @@ static void relay_ehlo(stp_session_t *s, const stp_reply_t *r)
         .add_starttls = !tls && s->rt->server_ctx != NULL &&
                         s->conf->starttls != STP_STARTTLS_IMPLICIT,
         .size_limit = s->conf->max_message_size, /* enforced on the data too */
+        .add_size = 1, /* a backend without SIZE: the client still learns the limit */
     };
     if (s->conf->mode == STP_MODE_OUTBOUND) {
         /* The legacy MTA talks plaintext to us on a trusted network; it sees
@@ -1248,6 +1277,7 @@ static void relay_ehlo(stp_session_t *s, const stp_reply_t *r)
     unsigned seen = 0;
     if (stp_ehlo_rewrite(r, &o, out, sizeof(out), &len, &seen) == 0) {
         s->up_pipelining = (seen & STP_EHLO_PIPELINING) != 0;
+        s->size_added = o.size_limit != 0 && (seen & STP_EHLO_SIZE) == 0;
         if (o.add_starttls && r->code == 250) {
             stp_sm_starttls(s->conf->name, "offered", NULL);
         }
@@ -1256,6 +1286,7 @@ static void relay_ehlo(stp_session_t *s, const stp_reply_t *r)
         /* Fail closed: never pass the backend's own keywords through
          * unfiltered; a bare 250 offers no extension at all. */
         s->up_pipelining = 0;
+        s->size_added = 0;
         int n = snprintf(out, sizeof(out), "250 %s\r\n", hostname(s));
         client_write(s, out, (size_t)n);
     }

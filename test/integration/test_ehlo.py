@@ -132,3 +132,71 @@ class NoCertificate(ProxyCase):
         self.assertEqual(t["proto"], "ESMTP")
         self.assertIsNone(t["version"])
         self.assert_never_sent(b"STARTTLS")
+
+
+class BackendWithoutSize(ProxyCase):
+    """A legacy backend that offers no SIZE (Postfix's smtp-sink, many old
+    servers) behind a proxy with max_message_size: clients still learn the
+    limit from the EHLO reply (RFC 1870), a declared size above it is refused
+    at MAIL, and the SIZE= parameter that clients then send never reaches the
+    backend, which may refuse it (this sink answers 555 to it)."""
+    sink_args = ("--ehlo-caps", "PIPELINING,8BITMIME,ENHANCEDSTATUSCODES", "--strict-params")
+    listeners = {"in": {"max_message_size": "10000"}}
+
+    def test_limit_announced_and_size_parameter_kept_from_the_backend(self):
+        c = self.client()
+        c.reply()
+        code, lines = c.cmd("EHLO x.example")
+        self.assertEqual(keywords(lines),
+                         ["SIZE", "PIPELINING", "8BITMIME", "ENHANCEDSTATUSCODES", "STARTTLS"])
+        self.assertIn("250-SIZE 10000", lines)
+        self.assertEqual(c.cmd("MAIL FROM:<a@example.test> size=600 BODY=8BITMIME")[0], 250)
+        self.assertEqual(c.cmd("RCPT TO:<b@example.test>")[0], 250)
+        self.assertEqual(c.cmd("DATA")[0], 354)
+        c.send(b"Subject: sized\r\n\r\nbody\r\n.\r\n")
+        self.assertEqual(c.reply()[0], 250)
+        self.messages(1)
+        mails = [l for l in self.sink.lines() if l.upper().startswith(b"MAIL")]
+        self.assertEqual(mails, [b"MAIL FROM:<a@example.test> BODY=8BITMIME"])
+
+    def test_declared_size_over_the_limit_refused_at_mail(self):
+        c = self.client()
+        c.reply()
+        c.cmd("EHLO x.example")
+        code, lines = c.cmd("MAIL FROM:<a@example.test> SIZE=10001")
+        self.assertEqual(code, 552, lines)
+        self.assertTrue(lines[0].startswith("552 5.3.4"), lines)
+        self.assert_never_sent(b"MAIL")
+
+    def test_smtplib_over_tls(self):
+        """Python's smtplib sends size= on its own once SIZE is offered."""
+        import smtplib
+        import ssl
+        ctx = ssl.create_default_context()
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        with smtplib.SMTP("127.0.0.1", self.proxy.port(), timeout=10) as s:
+            s.starttls(context=ctx)
+            s.ehlo("client.example")
+            self.assertEqual(s.esmtp_features.get("size"), "10000")
+            s.sendmail("a@example.test", ["b@example.test"], b"Subject: t\r\n\r\nsmall\r\n")
+            with self.assertRaises(smtplib.SMTPSenderRefused) as e:
+                s.sendmail("a@example.test", ["b@example.test"], b"x" * 20000)
+            self.assertEqual(e.exception.smtp_code, 552)
+        self.messages(1)
+        self.assert_never_sent(b"SIZE=")
+
+
+class BackendWithoutSizeNoLimit(ProxyCase):
+    """Without max_message_size the proxy announces no SIZE and relays MAIL
+    exactly as the client wrote it (here to a backend that refuses SIZE=)."""
+    sink_args = ("--ehlo-caps", "PIPELINING,8BITMIME", "--strict-params")
+
+    def test_nothing_added_nothing_removed(self):
+        c = self.client()
+        c.reply()
+        code, lines = c.cmd("EHLO x.example")
+        self.assertNotIn("SIZE", keywords(lines))
+        code, lines = c.cmd("MAIL FROM:<a@example.test> SIZE=600")
+        self.assertEqual(code, 555, lines)
+        self.assertIn(b"MAIL FROM:<a@example.test> SIZE=600", self.sink.lines())

@@ -18,6 +18,8 @@ be told to misbehave the way real legacy servers do:
   --greeting TEXT    the text of the 220 line
   --auth-ok          AUTH succeeds (235); otherwise 535
   --silent-quit      never answers QUIT; waits for the peer to close
+  --strict-params    555 for a MAIL SIZE= parameter when --ehlo-caps offers no
+                     SIZE (RFC 1870 servers without the extension may refuse it)
 
   sink.py --listen 127.0.0.1:2526 --maildir DIR [--transcript FILE]
           [--ehlo-caps "PIPELINING,SIZE 10240000,..."] [options above]
@@ -130,6 +132,10 @@ class Sink:
                 elif verb == b"MAIL":
                     if mail:
                         out = b"503 5.5.1 Error: nested MAIL command\r\n"
+                    elif (a.strict_params and b" SIZE=" in cmd.upper()
+                          and not any(c.upper().split(" ")[0] == "SIZE"
+                                      for c in a.ehlo_caps.split(","))):
+                        out = b"555 5.5.4 Unsupported option: SIZE\r\n"
                     else:
                         mail, rcpts = True, 0
                         out = b"250 2.1.0 Ok\r\n"
@@ -220,6 +226,8 @@ def main():
     p.add_argument("--no-greeting", action="store_true")
     p.add_argument("--auth-ok", action="store_true")
     p.add_argument("--silent-quit", action="store_true", help="never answer QUIT; wait for the peer to close")
+    p.add_argument("--strict-params", action="store_true",
+                   help="555 for MAIL SIZE= unless --ehlo-caps offers SIZE")
     args = p.parse_args()
     try:
         asyncio.run(serve(args))

@@ -231,6 +231,58 @@ static void test_mail_lines(void)
     }
 }
 
+/* SIZE= dropped for a backend without SIZE: the rest kept as it was. */
+static void test_mail_without_size(void)
+{
+    static const struct {
+        const char *arg;
+        const char *out; /* NULL: -1 */
+    } cases[] = {
+        {"<a@b> SIZE=1000", "<a@b>"},
+        {"<a@b> size=1000 BODY=8BITMIME", "<a@b> BODY=8BITMIME"},
+        {"<a@b> BODY=8BITMIME SIZE=1000 SMTPUTF8", "<a@b> BODY=8BITMIME SMTPUTF8"},
+        {"<a@b>   SIZE=1   SIZE=2  SMTPUTF8", "<a@b> SMTPUTF8"},
+        {"<a@b> SIZE=", "<a@b>"},
+        {"<a@b> SIZEX=1 RET=HDRS", "<a@b> SIZEX=1 RET=HDRS"},
+        {"<a@b>", "<a@b>"},
+        {"<>", "<>"},
+        {"  <\"x SIZE=1\"@b> SIZE=5", "  <\"x SIZE=1\"@b>"},
+        {"<a@b>SMTPUTF8 SIZE=5", "<a@b> SMTPUTF8"},
+        {"a@b SIZE=5", NULL},
+        {"<a@b SIZE=5", NULL},
+        {"", NULL},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        const char *arg = cases[i].arg;
+        size_t n = strlen(arg);
+        char out[200];
+        int len = stp_env_mail_without_size(arg, n, out, sizeof(out));
+        if (cases[i].out == NULL) {
+            CHECK_EQ_INT(len, -1);
+            continue;
+        }
+        CHECK_EQ_INT(len, (int)strlen(cases[i].out));
+        if (len >= 0) {
+            CHECK_STR(out, cases[i].out);
+            CHECK((size_t)len <= n + 1);
+            uint64_t size;
+            CHECK(!stp_env_mail_size(out, (size_t)len, &size)); /* no SIZE= is left */
+        }
+        /* every smaller buffer: -1, never an overflow (out has room for the NUL) */
+        for (size_t cap = 0; cap <= strlen(cases[i].out); cap++) {
+            char *small = malloc(cap ? cap : 1);
+            CHECK_EQ_INT(stp_env_mail_without_size(arg, n, small, cap), -1);
+            free(small);
+        }
+        /* cut short at every byte: within its buffer, never longer than the cut + 1 */
+        for (size_t cut = 0; cut < n; cut++) {
+            char part[200];
+            int k = stp_env_mail_without_size(arg, cut, part, sizeof(part));
+            CHECK(k == -1 || (size_t)k <= cut + 1);
+        }
+    }
+}
+
 int main(void)
 {
     STP_RUN(test_paths);
@@ -238,5 +290,6 @@ int main(void)
     STP_RUN(test_mail_params);
     STP_RUN(test_mail_size);
     STP_RUN(test_mail_lines);
+    STP_RUN(test_mail_without_size);
     return STP_CHECK_DONE();
 }
