@@ -6,7 +6,8 @@
  * ends with '>'; a recipient domain is non-empty, lower case, at most 253
  * bytes of letters, digits, '-' and '.'; a replayed MAIL FROM line is
  * exactly as long as reported, starts with "MAIL FROM:<" and never carries a
- * parameter the next hop did not offer.
+ * parameter the next hop did not offer; an argument stripped of SIZE= is at
+ * most one byte longer, keeps the path and declares no size any more.
  */
 #include <stdint.h>
 #include <stdlib.h>
@@ -69,5 +70,20 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             abort();
         }
     }
+
+    char *bare = malloc(n + 2);
+    if (bare == NULL) {
+        return 0;
+    }
+    int bl = stp_env_mail_without_size(arg, n, bare, n + 2);
+    if (bl >= 0) {
+        size_t bs = 0, be = 0;
+        if ((size_t)bl > n + 1 || bare[bl] != '\0' || stp_env_path(arg, n, &s, &e) < 0 ||
+            memcmp(bare, arg, e) != 0 || stp_env_path(bare, (size_t)bl, &bs, &be) < 0 ||
+            be != e || stp_env_mail_size(bare, (size_t)bl, &declared)) {
+            abort();
+        }
+    }
+    free(bare);
     return 0;
 }
