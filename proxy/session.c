@@ -1954,6 +1954,10 @@ static void mx_mail_replied(stp_session_t *s, const stp_reply_t *r)
                 s->mx_domain, s->next_hop_str, esc);
         mx_write(s, "451 4.4.2 Error: the recipient's mail server closed the connection; "
                     "try again later\r\n");
+        /* Dropped now, not when its close arrives: a RCPT in between would
+         * go to a server that no longer listens, and its loss would end
+         * the session (421). */
+        mx_up_gone(s);
     } else {
         /* The next hop refused the sender: that is this recipient's answer. */
         relay(s, r);

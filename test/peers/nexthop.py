@@ -17,7 +17,9 @@ CHUNKING and XCLIENT, accepts AUTH PLAIN for user/secret and stores
 NNNN-tls-auth.eml), garbage-after-ehlo / data-after-ehlo (after TLS, the
 EHLO reply and, in the same TCP segment, a bogus TLS record / an unasked
 reply), idle-421 (after each message, 0.3 s later: 421 and a close),
-mail-421 (421 to MAIL, then closes).
+mail-421 (421 to MAIL, then closes), mail-421-linger (421 to MAIL, then
+keeps the connection open 5 s before closing: a client must not go on using
+it).
 """
 import argparse
 import os
@@ -134,8 +136,12 @@ def serve(c, a, count, lock):
                     conn.send(b"535 5.7.8 Error: authentication failed\r\n")
             elif u.startswith(b"MAIL") and a.mode == "auth" and not conn.authed:
                 conn.send(b"530 5.7.0 Authentication required\r\n")
-            elif u.startswith(b"MAIL") and a.mode == "mail-421":
+            elif u.startswith(b"MAIL") and a.mode in ("mail-421", "mail-421-linger"):
+                sys.stderr.write("mail-421 %s\n" % l.decode(errors="replace"))
+                sys.stderr.flush()
                 conn.send(b"421 4.3.2 nexthop.example.test Service shutting down\r\n")
+                if a.mode == "mail-421-linger":
+                    time.sleep(5)
                 return
             elif u.startswith(b"MAIL") or u.startswith(b"RCPT") or u == b"RSET" or u == b"NOOP":
                 # the envelope on stderr, for tests that check what arrived where
