@@ -37,7 +37,8 @@
  * (a dot doubled, a bare CR/LF repaired as CRLF), written when the byte is
  * scanned or, if held, when a later byte decides; one call can also flush
  * the at most two bytes held from the call before. So a call writes at most
- * 2*n + 4 bytes, within the header's 6*n + 4 (the fuzz target checks it).
+ * 2*n + 4 bytes, the header's bound (the unit tests and the fuzz target
+ * check it).
  *
  * Decisions where the header leaves room:
  *  - NUL is treated like a bare CR/LF: REJECT reports it (STP_DATA_BARE),

@@ -48,7 +48,7 @@ void stp_data_scan_init(stp_data_scan_t *s, stp_data_mode_t mode);
  * Scans in[0..n). *consumed: how many input bytes were scanned.
  * REJECT mode: on BARE, keep feeding the rest (from *consumed) to find the
  *   end; later results never report BARE again and produce no output.
- * out (both modes) must have room for 6*n + 4 bytes; *produced is the
+ * out (both modes) must have room for 2*n + 4 bytes; *produced is the
  *   number of bytes written to it, to forward instead of the input. Output
  *   is held back lazily (a CR, a line-leading dot) until its meaning is
  *   known, so no prefix of it ends in half a terminator, and in REJECT mode

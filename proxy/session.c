@@ -56,7 +56,7 @@
 #define PENDING_MAX 128
 #define PENDING_SMALL 16 /* in the session; a deeper pipeline borrows PENDING_MAX from the heap */
 #define HELD_MAX (1024 * 1024)
-#define DATA_CHUNK (16 * 1024)
+#define DATA_CHUNK (64 * 1024)
 #define LINGER_MS 10000
 #define PROXY_HEADER_MS 5000 /* a load balancer sends its PROXY header at once */
 #define FINAL_REPLY_MIN_MS 600000 /* RFC 5321 4.5.3.2.6: 10 minutes for the reply to "." */
@@ -183,7 +183,7 @@ struct stp_session_s {
     char line_buf[]; /* max_line_length bytes */
 };
 
-static _Thread_local char data_out[6 * DATA_CHUNK + 4];
+static _Thread_local char data_out[2 * DATA_CHUNK + 4];
 static _Atomic unsigned session_counter; /* shared: ids stay unique across workers */
 
 static void finish(stp_session_t *s, const char *reply, const char *result, const char *error);

@@ -32,7 +32,7 @@ typedef struct {
 static void render(stp_data_mode_t mode, const uint8_t *d, size_t n, size_t cut, size_t chunk,
                    result_t *r)
 {
-    static char tmp[6 * MAX_INPUT + 4];
+    static char tmp[2 * MAX_INPUT + 4];
     stp_data_scan_t s;
     size_t pos = 0;
 
