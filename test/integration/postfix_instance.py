@@ -81,6 +81,14 @@ def available():
     return None
 
 
+def maildir_order(name):
+    """Sort key of a maildir file name, "SECONDS.VdevIinodeMmicroseconds.host"
+    as Postfix writes it: delivery time. By name alone, two deliveries in the
+    same second would sort by device and inode number, in no useful order."""
+    m = re.match(r"(\d+)\.[^.]*M(\d+)\.", name)
+    return (int(m.group(1)), int(m.group(2)), name) if m else (float("inf"), 0, name)
+
+
 class PrivatePostfix:
     """One private instance. `main` adds or overrides main.cf settings; the
     instance's smtpd listens on 127.0.0.1:self.port. With `mailbox=True`
@@ -229,7 +237,7 @@ class PrivatePostfix:
         if not os.path.isdir(new):
             return []
         out = []
-        for n in sorted(os.listdir(new)):
+        for n in sorted(os.listdir(new), key=maildir_order):
             with open(os.path.join(new, n), "rb") as f:
                 out.append(f.read())
         return out

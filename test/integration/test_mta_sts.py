@@ -16,7 +16,7 @@ import subprocess
 import time
 import unittest
 
-from harness import ASAN, CERTS, ROOT, Process, free_port, tmpdir, wait_port
+from harness import ASAN, CERTS, ROOT, Process, free_port, poll, tmpdir, wait_port
 
 FETCH = os.path.abspath(os.environ.get("STP_MTA_STS_FETCH",
                                        os.path.join(ROOT, "bazel-bin/test/mtasts/fetch")))
@@ -146,8 +146,13 @@ http {
         self.assertEqual(r["http_status"], 200)
         self.assertEqual(r["policy"], {"mode": "enforce", "max_age": 86400,
                                        "mx": ["mx.example.test", "*.backup.example.test"]})
-        with open(os.path.join(self.tmp, "access.log")) as f:
-            self.assertIn('"GET /.well-known/mta-sts.txt HTTP/1.1" 200', f.read())
+        # nginx logs a request once its response is sent: the line may come
+        # a moment after the fetch has finished.
+        line = '"GET /.well-known/mta-sts.txt HTTP/1.1" 200'
+        access = os.path.join(self.tmp, "access.log")
+        poll(lambda: line in open(access).read(), 5)
+        with open(access) as f:
+            self.assertIn(line, f.read())
 
     def test_domain_case_and_trailing_dot(self):
         r = self.fetch("good", domain="Example.TEST.")
