@@ -261,6 +261,8 @@ static void worker_main(void *arg)
 
 /* ---- main thread ---- */
 
+static void dane_check_cancel(void);
+
 static void on_worker_done(uv_async_t *a)
 {
     (void)a;
@@ -268,6 +270,7 @@ static void on_worker_done(uv_async_t *a)
         return;
     }
     stp_log(STP_LOG_INFO, "stop reason=shutdown");
+    dane_check_cancel(); /* its handles close with the resolver, not by the walk below */
     stp_certwatch_stop();
     stp_metrics_http_stop();
     uv_walk(uv_default_loop(), close_walk, NULL);
@@ -294,7 +297,7 @@ static void on_stop_signal(uv_signal_t *h, int signum)
 }
 
 static void reload(const char *trigger);
-static void dane_check(const stp_config_t *conf);
+static void dane_check_async(const stp_config_t *conf);
 
 /* A certificate or key file changed on disk: the same as SIGHUP (the file
  * names come from the configuration, so it is read again too). */
@@ -494,7 +497,7 @@ static void reload(const char *trigger)
             rt->conf->nlisteners, rt->server_ctx ? "yes" : "no");
     stp_certwatch_check(rt->conf);
     stp_certwatch_start(uv_default_loop(), rt->conf, CERT_POLL_MS, on_cert_change);
-    dane_check(rt->conf);
+    dane_check_async(rt->conf);
 }
 
 static void on_hup(uv_signal_t *h, int signum)
@@ -558,19 +561,17 @@ static int drop_privileges(const stp_config_t *conf)
  * The DANE check: DANE trusts the AD bit of the configured resolver, so a
  * resolver that does not validate makes every TLSA record "insecure" and
  * DANE silently inert. That deserves a loud warning, not a refusal to start
- * or reload (the other policies still work). Run at start-up and after
- * every reload (a query of up to dns_timeout, on the main thread only when
- * a route = mx listener has a DANE policy).
+ * or reload (the other policies still work). Asked when a route = mx
+ * listener has a DANE policy: at start-up (waited for, up to dns_timeout)
+ * and after every reload (on the main loop, not waited for).
  */
-static void dane_check(const stp_config_t *conf)
+/* Whether a route = mx listener can meet a DANE policy. */
+static int dane_configured(const stp_config_t *conf)
 {
     int mx = 0, dane = 0;
     for (size_t i = 0; i < conf->nlisteners; i++) {
         mx |= conf->listeners[i].mode == STP_MODE_OUTBOUND &&
               conf->listeners[i].route == STP_ROUTE_MX;
-    }
-    if (!mx) {
-        return;
     }
     const stp_policy_table_t *t = &conf->policies;
     dane = t->deflt.tls == STP_POLICY_TLS_DANE || t->deflt.tls == STP_POLICY_TLS_DANE_ONLY;
@@ -578,15 +579,84 @@ static void dane_check(const stp_config_t *conf)
         dane |= t->entries[i].tls == STP_POLICY_TLS_DANE ||
                 t->entries[i].tls == STP_POLICY_TLS_DANE_ONLY;
     }
+    return mx && dane;
+}
+
+static void dane_warn(const char *resolver, const char *why)
+{
+    stp_log(STP_LOG_WARN,
+            "dnssec WARNING: DANE is configured (tls = dane or dane-only) but the resolver "
+            "%s does not validate DNSSEC: %s; TLSA records will be treated as insecure "
+            "(dane falls back to MTA-STS or opportunistic TLS, dane-only defers every "
+            "message). Point [proxy] resolver at a validating resolver (e.g. a local unbound)",
+            resolver[0] ? resolver : "of /etc/resolv.conf", why);
+}
+
+/* A reload's check runs on the main loop: a resolver that does not answer
+ * must not hold up signals, certificate polling and /metrics for up to
+ * dns_timeout. One at a time: a newer reload's check replaces it. */
+static struct {
+    stp_resolver_t *r;
+    char resolver[sizeof(((stp_config_t *)0)->resolver)];
+    char probe[sizeof(((stp_config_t *)0)->dnssec_probe)];
+} dane_async;
+
+static void dane_check_cancel(void)
+{
+    stp_resolver_t *r = dane_async.r;
+    dane_async.r = NULL;
+    stp_resolver_close(r); /* its callback runs with STP_DNS_CANCELLED */
+}
+
+static void on_dane_checked(stp_dns_result_t *res, void *arg)
+{
+    (void)arg;
     char why[300];
-    if (dane && !stp_resolver_validates(conf->resolver, (unsigned)conf->dns_timeout,
-                                        conf->dnssec_probe, why, sizeof(why))) {
-        stp_log(STP_LOG_WARN,
-                "dnssec WARNING: DANE is configured (tls = dane or dane-only) but the resolver "
-                "%s does not validate DNSSEC: %s; TLSA records will be treated as insecure "
-                "(dane falls back to MTA-STS or opportunistic TLS, dane-only defers every "
-                "message). Point [proxy] resolver at a validating resolver (e.g. a local unbound)",
-                conf->resolver[0] ? conf->resolver : "of /etc/resolv.conf", why);
+    if (res->status == STP_DNS_CANCELLED || dane_async.r == NULL) {
+        stp_dns_result_free(res);
+        return;
+    }
+    int ok = stp_resolver_dnssec_verdict(res, dane_async.probe, why, sizeof(why));
+    stp_dns_result_free(res);
+    dane_check_cancel(); /* done: the resolver goes (closing inside its callback is allowed) */
+    if (!ok) {
+        dane_warn(dane_async.resolver, why);
+    }
+}
+
+/* After a reload: the same check as at start-up, without waiting for it. */
+static void dane_check_async(const stp_config_t *conf)
+{
+    char err[256], why[300];
+    dane_check_cancel();
+    if (!dane_configured(conf)) {
+        return;
+    }
+    snprintf(dane_async.resolver, sizeof(dane_async.resolver), "%s", conf->resolver);
+    snprintf(dane_async.probe, sizeof(dane_async.probe), "%s", conf->dnssec_probe);
+    dane_async.r = stp_resolver_new(uv_default_loop(), conf->resolver, (unsigned)conf->dns_timeout,
+                                    err, sizeof(err));
+    if (dane_async.r == NULL) {
+        snprintf(why, sizeof(why), "%s", err);
+        dane_warn(dane_async.resolver, why);
+        return;
+    }
+    if (stp_resolver_check_dnssec(dane_async.r, conf->dnssec_probe, on_dane_checked, NULL) != 0) {
+        snprintf(why, sizeof(why), "invalid probe name '%s'", conf->dnssec_probe);
+        dane_check_cancel();
+        dane_warn(dane_async.resolver, why);
+    }
+}
+
+/* At start-up, before the workers run: waited for (up to dns_timeout), so
+ * the warning comes with the start-up lines. */
+static void dane_check(const stp_config_t *conf)
+{
+    char why[300];
+    if (dane_configured(conf) && !stp_resolver_validates(conf->resolver,
+                                                         (unsigned)conf->dns_timeout,
+                                                         conf->dnssec_probe, why, sizeof(why))) {
+        dane_warn(conf->resolver, why);
     }
 }
 

@@ -645,19 +645,28 @@ typedef struct {
     const char *probe;
 } sync_check_t;
 
+int stp_resolver_dnssec_verdict(const stp_dns_result_t *res, const char *probe, char *why,
+                                size_t whylen)
+{
+    const char *name = probe != NULL && probe[0] != '\0' ? probe : ".";
+    if (res->status == STP_DNS_OK && res->secure) {
+        snprintf(why, whylen, "the DNSKEY of %s validated (AD bit set)", name);
+        return 1;
+    }
+    if (res->status == STP_DNS_OK) {
+        snprintf(why, whylen, "no AD bit on the DNSKEY of %s: the resolver does not validate DNSSEC",
+                 name);
+    } else {
+        snprintf(why, whylen, "DNSKEY of %s: %s", name, res->why);
+    }
+    return 0;
+}
+
 static void on_sync_check(stp_dns_result_t *res, void *arg)
 {
     sync_check_t *c = arg;
     c->done = 1;
-    c->validates = res->status == STP_DNS_OK && res->secure;
-    if (c->validates) {
-        snprintf(c->why, c->whylen, "the DNSKEY of %s validated (AD bit set)", c->probe);
-    } else if (res->status == STP_DNS_OK) {
-        snprintf(c->why, c->whylen,
-                 "no AD bit on the DNSKEY of %s: the resolver does not validate DNSSEC", c->probe);
-    } else {
-        snprintf(c->why, c->whylen, "DNSKEY of %s: %s", c->probe, res->why);
-    }
+    c->validates = stp_resolver_dnssec_verdict(res, c->probe, c->why, c->whylen);
     stp_dns_result_free(res);
 }
 

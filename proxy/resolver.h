@@ -120,6 +120,15 @@ int stp_resolver_txt(stp_resolver_t *r, const char *name, stp_dns_cb cb, void *a
 int stp_resolver_check_dnssec(stp_resolver_t *r, const char *probe, stp_dns_cb cb, void *arg);
 
 /*
+ * What a result of stp_resolver_check_dnssec says: 1 when the resolver
+ * validates; else 0. Either way `why` gets the reason for the log ("no AD
+ * bit on the DNSKEY of example.test: the resolver does not validate
+ * DNSSEC", "DNSKEY of .: timed out"...). `probe` as given to the check.
+ */
+int stp_resolver_dnssec_verdict(const stp_dns_result_t *res, const char *probe, char *why,
+                                size_t whylen);
+
+/*
  * The same, synchronously, on a private loop: for start-up, before the
  * workers run. Returns 1 when the resolver validates; else 0 with `why`
  * ready for the loud warning ("no AD bit on the DNSKEY of example.test: the
