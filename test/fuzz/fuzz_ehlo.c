@@ -2,7 +2,8 @@
  * fuzz_ehlo: libFuzzer target for EHLO rewriting.
  *
  * Input: byte 0 holds options (bit 0 drop_unknown, bit 1 add_starttls,
- * bit 2 a replacement greeting, bit 3 drop OTHER too), bytes 1-2 the drop
+ * bit 2 a replacement greeting, bit 3 drop OTHER too, bit 4 a size limit,
+ * bit 5 add_size), bytes 1-2 the drop
  * mask over the known keyword bits, byte 3 how the reply is split; the rest
  * is the server's reply.
  * Checked, for any reply the parser accepts: a 2xx rewrites (never fails
@@ -11,7 +12,8 @@
  * reply within the limits, with CRLF only; STARTTLS appears at most once,
  * always when added, never when dropped and not added; no dropped keyword
  * survives; every keyword line comes from the server (nothing invented but
- * STARTTLS); `seen` equals stp_ehlo_caps().
+ * STARTTLS, and SIZE with add_size); at most one SIZE line, added to a
+ * short reply without one when asked; `seen` equals stp_ehlo_caps().
  */
 #include <stdint.h>
 #include <stdio.h>
@@ -81,6 +83,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         .add_starttls = (data[0] >> 1) & 1,
         .greeting = data[0] & 4 ? greeting : NULL,
         .size_limit = data[0] & 16 ? 1000ull * data[3] + 1 : 0,
+        .add_size = (data[0] >> 5) & 1,
     };
     if (data[0] & 8) {
         o.drop |= STP_EHLO_OTHER;
@@ -117,7 +120,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         }
     }
     unsigned caps = stp_ehlo_caps(&q.reply);
-    size_t starttls = 0;
+    size_t starttls = 0, sizes = 0;
+    int server_size = (stp_ehlo_caps(&p.reply) & STP_EHLO_SIZE) != 0;
     for (size_t i = 1; i < q.reply.nlines; i++) {
         size_t tl;
         const char *t = stp_reply_text(&q.reply, i, &tl);
@@ -133,7 +137,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         one.raw_len = tl;
         bit = stp_ehlo_caps(&one);
         starttls += bit == STP_EHLO_STARTTLS;
+        sizes += bit == STP_EHLO_SIZE;
         if (bit == STP_EHLO_SIZE && o.size_limit != 0) {
+            if (!server_size && !o.add_size) {
+                abort(); /* invented without being asked */
+            }
             /* rebuilt: "SIZE n", n the smaller of the limit and the server's */
             unsigned long long srv = stp_ehlo_size(&p.reply);
             unsigned long long want = srv != 0 && srv < o.size_limit ? srv : o.size_limit;
@@ -145,6 +153,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         } else if (!from_server(&p.reply, t, tl) && !(tl == 8 && memcmp(t, "STARTTLS", 8) == 0)) {
             abort(); /* a line the server did not send */
         }
+    }
+    int want_added = o.add_size && o.size_limit != 0 && !server_size &&
+                     !(o.drop & STP_EHLO_SIZE) && p.reply.nlines <= 2;
+    if (sizes > (server_size ? p.reply.nlines : 1) || (want_added && sizes != 1) ||
+        (o.add_size && !server_size && sizes > 1)) {
+        abort();
     }
     if (starttls > 1 || (o.add_starttls && starttls != 1) ||
         ((o.drop & STP_EHLO_STARTTLS) && !o.add_starttls && starttls != 0)) {
