@@ -37,6 +37,7 @@
 #include <uv.h>
 
 #include "proxy/certwatch.h"
+#include "proxy/crash.h"
 #include "proxy/conn.h"
 #include "proxy/config.h"
 #include "proxy/domain_state.h"
@@ -68,6 +69,7 @@ typedef struct reload_msg_s {
  * handle through which the main thread tells it to reload or stop. */
 typedef struct {
     unsigned id;
+    char name[20]; /* "worker-N", for a crash report */
     uv_thread_t thread;
     uv_loop_t loop;
     uv_async_t wake;
@@ -254,6 +256,7 @@ static void on_wake(uv_async_t *a)
 static void worker_main(void *arg)
 {
     worker_t *w = arg;
+    stp_crash_thread_name(w->name);
     uv_run(&w->loop, UV_RUN_DEFAULT);
     atomic_fetch_add(&workers_finished, 1);
     uv_async_send(&worker_done);
@@ -749,6 +752,7 @@ int main(int argc, char **argv)
     }
 
     stp_log_init(conf->log_format, conf->log_level);
+    stp_crash_install(conf->log_format);
     config_path = path;
     if (mx_start_up(conf) < 0) {
         stp_runtime_unref(rt);
@@ -782,6 +786,7 @@ int main(int argc, char **argv)
     for (; ninit < nworkers && !failed; ninit++) {
         worker_t *w = &workers[ninit];
         w->id = ninit;
+        snprintf(w->name, sizeof(w->name), "worker-%u", ninit);
         w->grace_ms = conf->shutdown_grace;
         uv_mutex_init(&w->lock);
         w->pending_tail = &w->pending;

@@ -1,9 +1,11 @@
 """The daemon at run time: worker threads sharing the load and the limits,
 draining at SIGTERM within shutdown_grace, and dropping root after binding."""
+import json
 import os
 import re
 import signal
 import socket
+import subprocess
 import threading
 import time
 
@@ -647,3 +649,51 @@ class CrashReport(ProxyCase):
         self.assertIn("worker_main", tail)
         self.assertRegex(tail, r"\$\d+ = \(mstate\) 0x|\$\d+ = \(struct malloc_state \*\) 0x")
         self.assertFalse(os.path.exists(os.path.join(self.tmp, "core")))
+
+    def test_segv_is_reported_with_the_stack(self):
+        """The proxy's own report of a fatal signal: one error line with the
+        signal, the thread and the frames (the proxy's as offsets that
+        addr2line resolves), then the default action (a core)."""
+        from harness import ASAN, BIN
+        if ASAN:
+            return  # not installed in sanitizer builds: ASan reports instead
+        c = self.client()
+        self.assertEqual(c.reply()[0], 220)
+        proxy, self.proxy = self.proxy, None
+        os.kill(proxy.pid, signal.SIGSEGV)
+        self.assertTrue(poll(lambda: not proxy.proc.running(), 10))
+        self.assertEqual(proxy.stop(), -signal.SIGSEGV)
+        log = proxy.log()
+        m = re.search(r"^\S+Z error crash signal=SEGV thread=(main|worker-[01]) "
+                      r"frames=(\S+)$", log, re.M)
+        self.assertIsNotNone(m, log[-3000:])
+        frames = m.group(2).split(",")
+        ours = [f for f in frames if f.startswith("smtp-tls-proxy+0x")]
+        self.assertTrue(ours, frames)
+        # the first of the proxy's frames is the handler itself
+        out = subprocess.run(["addr2line", "-f", "-e", BIN, ours[0].split("+")[1]],
+                             capture_output=True, text=True).stdout
+        self.assertEqual(out.splitlines()[0], "on_fatal", out)
+        self.assertIn("--- crash (signal %d) ---" % signal.SIGSEGV, log)  # and the core's stacks
+
+
+class CrashReportJson(ProxyCase):
+    proxy_extra = {"log_format": "json"}
+
+    def test_abort_report_is_one_json_line(self):
+        from harness import ASAN
+        if ASAN:
+            return
+        c = self.client()
+        self.assertEqual(c.reply()[0], 220)
+        proxy, self.proxy = self.proxy, None
+        os.kill(proxy.pid, signal.SIGABRT)
+        self.assertTrue(poll(lambda: not proxy.proc.running(), 10))
+        self.assertEqual(proxy.stop(), -signal.SIGABRT)
+        lines = [l for l in proxy.log().splitlines() if '"event":"crash"' in l]
+        self.assertEqual(len(lines), 1, proxy.log()[-3000:])
+        event = json.loads(lines[0])
+        self.assertEqual((event["level"], event["signal"]), ("error", "ABRT"))
+        self.assertIn(event["thread"], ("main", "worker-0"))
+        self.assertTrue(any(f.startswith("smtp-tls-proxy+0x") for f in event["frames"]), event)
+        self.assertRegex(event["ts"], r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
