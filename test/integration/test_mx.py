@@ -582,25 +582,31 @@ class DaneWarning(MxBase):
         self.assertTrue(poll(lambda: self.WARNING in self.proxy.log(), 10),
                         self.proxy.log()[-2000:])
 
-    def test_reload_check_does_not_hold_up_the_main_loop(self):
-        # After a reload the check runs beside everything else: a resolver
-        # that never answers (a UDP socket nobody reads) leaves /readyz and
-        # signals answered at once, and ends in the warning at dns_timeout.
+    def reload_with_silent_resolver(self, metrics=None):
+        """A proxy without DANE, then a reload that brings in a DANE policy
+        and a resolver that never answers (a UDP socket nobody reads).
+        Returns that resolver's address."""
         silent = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         silent.bind(("127.0.0.1", 0))
         self.addCleanup(silent.close)
-        mport = free_port()
         self.start_proxy(resolver=self.nsd(), policies="[policy:default]\ntls = mta-sts\n",
-                         metrics=mport)
+                         metrics=metrics)
+        addr = "127.0.0.1:%d" % silent.getsockname()[1]
         with open(self.proxy.ini) as f:
             text = f.read()
-        text = text.replace("resolver = %s" % self.nsd(),
-                            "resolver = 127.0.0.1:%d" % silent.getsockname()[1])
         with open(self.proxy.ini, "w") as f:
-            f.write(text + "[policy:.example.test]\ntls = dane\n")
+            f.write(text.replace("resolver = %s" % self.nsd(), "resolver = " + addr)
+                    + "[policy:.example.test]\ntls = dane\n")
         os.kill(self.proxy.proc.pid, signal.SIGHUP)
         self.assertTrue(poll(lambda: " reload result=ok" in self.proxy.log(), 10),
                         self.proxy.log()[-2000:])
+        return addr
+
+    def test_reload_check_does_not_hold_up_the_main_loop(self):
+        # After a reload the check runs beside everything else: /readyz and
+        # signals are answered at once, and the warning comes at dns_timeout.
+        mport = free_port()
+        addr = self.reload_with_silent_resolver(metrics=mport)
         # dns_timeout is 5 s: a check run on the main thread would keep
         # /readyz from answering that long
         with urllib.request.urlopen("http://127.0.0.1:%d/readyz" % mport, timeout=2) as r:
@@ -609,22 +615,10 @@ class DaneWarning(MxBase):
         self.assertTrue(poll(lambda: self.WARNING in self.proxy.log(), 15),
                         self.proxy.log()[-2000:])
         line = [l for l in self.proxy.log().splitlines() if self.WARNING in l][0]
-        self.assertIn("resolver 127.0.0.1:%d does not validate DNSSEC: DNSKEY of example.test"
-                      % silent.getsockname()[1], line)
+        self.assertIn("resolver %s does not validate DNSSEC: DNSKEY of example.test" % addr, line)
 
     def test_stop_while_the_reload_check_runs(self):
-        silent = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        silent.bind(("127.0.0.1", 0))
-        self.addCleanup(silent.close)
-        self.start_proxy(resolver=self.nsd(), policies="[policy:default]\ntls = mta-sts\n")
-        with open(self.proxy.ini) as f:
-            text = f.read()
-        with open(self.proxy.ini, "w") as f:
-            f.write(text.replace("resolver = %s" % self.nsd(),
-                                 "resolver = 127.0.0.1:%d" % silent.getsockname()[1])
-                    + "[policy:.example.test]\ntls = dane\n")
-        os.kill(self.proxy.proc.pid, signal.SIGHUP)
-        self.assertTrue(poll(lambda: " reload result=ok" in self.proxy.log(), 10))
+        self.reload_with_silent_resolver()
         # SIGTERM at once: the check is cancelled, the process ends cleanly
         # (exit code 0, and no leak under ASan) well before dns_timeout.
         proxy, self.proxy = self.proxy, None

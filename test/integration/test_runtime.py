@@ -623,7 +623,20 @@ class AddressInUse(ProxyCase):
         self.assertEqual(c.reply()[0], 220)
 
 
-class CrashReport(ProxyCase):
+class CrashMixin:
+    def crash(self, sig):
+        """A session open, then `sig` from outside; the proxy must die of it.
+        Returns its log (with the harness's core-file report appended)."""
+        c = self.client()
+        self.assertEqual(c.reply()[0], 220)
+        proxy, self.proxy = self.proxy, None  # stopped here, not by the cleanup
+        os.kill(proxy.pid, sig)
+        self.assertTrue(poll(lambda: not proxy.proc.running(), 10))
+        self.assertEqual(proxy.stop(), -sig)
+        return proxy.log()
+
+
+class CrashReport(CrashMixin, ProxyCase):
     """A proxy that crashes leaves, in its log, the stack of every thread
     read from its core file (the harness's diagnostics for a crash that only
     shows up once in many CI runs). Under ASan there is no core (ASan turns
@@ -632,13 +645,7 @@ class CrashReport(ProxyCase):
 
     def test_abort_leaves_stacks_in_the_log(self):
         from harness import ASAN
-        c = self.client()
-        self.assertEqual(c.reply()[0], 220)
-        proxy, self.proxy = self.proxy, None
-        os.kill(proxy.pid, signal.SIGABRT)
-        self.assertTrue(poll(lambda: not proxy.proc.running(), 10))
-        self.assertEqual(proxy.stop(), -signal.SIGABRT)
-        log = proxy.log()
+        log = self.crash(signal.SIGABRT)
         self.assertIn("--- crash (signal %d) ---" % signal.SIGABRT, log)
         if ASAN:
             self.assertIn("no core file", log)
@@ -657,13 +664,7 @@ class CrashReport(ProxyCase):
         from harness import ASAN, BIN
         if ASAN:
             return  # not installed in sanitizer builds: ASan reports instead
-        c = self.client()
-        self.assertEqual(c.reply()[0], 220)
-        proxy, self.proxy = self.proxy, None
-        os.kill(proxy.pid, signal.SIGSEGV)
-        self.assertTrue(poll(lambda: not proxy.proc.running(), 10))
-        self.assertEqual(proxy.stop(), -signal.SIGSEGV)
-        log = proxy.log()
+        log = self.crash(signal.SIGSEGV)
         m = re.search(r"^\S+Z error crash signal=SEGV thread=(main|worker-[01]) "
                       r"frames=(\S+)$", log, re.M)
         self.assertIsNotNone(m, log[-3000:])
@@ -677,21 +678,16 @@ class CrashReport(ProxyCase):
         self.assertIn("--- crash (signal %d) ---" % signal.SIGSEGV, log)  # and the core's stacks
 
 
-class CrashReportJson(ProxyCase):
+class CrashReportJson(CrashMixin, ProxyCase):
     proxy_extra = {"log_format": "json"}
 
     def test_abort_report_is_one_json_line(self):
         from harness import ASAN
         if ASAN:
             return
-        c = self.client()
-        self.assertEqual(c.reply()[0], 220)
-        proxy, self.proxy = self.proxy, None
-        os.kill(proxy.pid, signal.SIGABRT)
-        self.assertTrue(poll(lambda: not proxy.proc.running(), 10))
-        self.assertEqual(proxy.stop(), -signal.SIGABRT)
-        lines = [l for l in proxy.log().splitlines() if '"event":"crash"' in l]
-        self.assertEqual(len(lines), 1, proxy.log()[-3000:])
+        log = self.crash(signal.SIGABRT)
+        lines = [l for l in log.splitlines() if '"event":"crash"' in l]
+        self.assertEqual(len(lines), 1, log[-3000:])
         event = json.loads(lines[0])
         self.assertEqual((event["level"], event["signal"]), ("error", "ABRT"))
         self.assertIn(event["thread"], ("main", "worker-0"))
