@@ -48,8 +48,9 @@ int stp_env_mail_size(const char *arg, size_t n, uint64_t *size);
  * does not offer SIZE while the proxy announced its own limit: everything
  * up to the end of the path as it was, then every other parameter, each
  * after one space. Returns the length written to out (NUL-terminated; at
- * most n + 1, when a parameter followed the path without a space), or -1 when there is no well-formed path or out is too
- * small (the caller then relays the argument unchanged).
+ * most n + 1, when a parameter followed the path without a space), or -1
+ * when there is no well-formed path or out is too small (the caller then
+ * relays the argument unchanged).
  */
 int stp_env_mail_without_size(const char *arg, size_t n, char *out, size_t cap);
 

@@ -938,17 +938,18 @@ static void handle_line(stp_session_t *s, const char *line, size_t len)
         }
         if (cmd.verb == STP_CMD_MAIL) {
             uint64_t size;
+            /* SIZE= matters only with a limit (size_added implies one). */
+            int declared = c->max_message_size && stp_env_mail_size(cmd.arg, cmd.arg_len, &size);
             /* A declared size over the limit is refused now, not after the
              * whole message was sent (RFC 1870 6.1); the EHLO reply showed
              * the limit. */
-            if (c->max_message_size && stp_env_mail_size(cmd.arg, cmd.arg_len, &size) &&
-                size > c->max_message_size) {
+            if (declared && size > c->max_message_size) {
                 local_reply(s, "552 5.3.4 Error: message size exceeds fixed limit\r\n", A_NONE);
                 return;
             }
             stp_log_escape(s->mail_from, sizeof(s->mail_from), cmd.arg, cmd.arg_len);
             s->rcpts = 0;
-            if (s->size_added && stp_env_mail_size(cmd.arg, cmd.arg_len, &size)) {
+            if (declared && s->size_added) {
                 forward_mail_without_size(s, line, len, &cmd);
                 return;
             }
