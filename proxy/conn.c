@@ -18,6 +18,7 @@
  * after calling out.
  */
 #include "proxy/conn.h"
+#include "proxy/thread_buf.h"
 
 #include <arpa/inet.h>
 #include <malloc.h>
@@ -29,8 +30,8 @@
 
 #define READ_BUF_SIZE (64 * 1024)
 
-static _Thread_local char read_buf[READ_BUF_SIZE];
-static _Thread_local char plain_buf[READ_BUF_SIZE];
+STP_THREAD_BUF(read_buf, READ_BUF_SIZE)
+STP_THREAD_BUF(plain_buf, READ_BUF_SIZE)
 static _Thread_local int read_buf_busy;
 
 /* Connections alive on this thread, and when memory was last given back. */
@@ -276,8 +277,8 @@ static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
         buf->len = 0;
         return;
     }
-    buf->base = read_buf;
-    buf->len = sizeof(read_buf);
+    buf->base = read_buf();
+    buf->len = READ_BUF_SIZE;
 }
 
 static void deliver_tls(stp_conn_t *c)
@@ -306,11 +307,11 @@ static void deliver_tls(stp_conn_t *c)
      * the middle: it holds what it cannot use yet. Leaving plaintext inside
      * the engine would stall, since nothing wakes us up for it later. */
     while (!c->closing && !c->eof) {
-        ssize_t n = stp_tls_engine_read(c->tls, (uint8_t *)plain_buf, sizeof(plain_buf));
+        ssize_t n = stp_tls_engine_read(c->tls, (uint8_t *)plain_buf(), READ_BUF_SIZE);
         flush_tls(c); /* e.g. a key update or alert */
         if (n > 0) {
             c->bytes_in += (uint64_t)n;
-            c->cb->on_read(c, plain_buf, (size_t)n);
+            c->cb->on_read(c, plain_buf(), (size_t)n);
             continue;
         }
         if (n == STP_TLS_AGAIN) {

@@ -43,6 +43,7 @@
 #include "proxy/smtp_cmd.h"
 #include "proxy/smtp_line.h"
 #include "proxy/smtp_reply.h"
+#include "proxy/thread_buf.h"
 #include "proxy/trace.h"
 #include "proxy/xclient.h"
 #include "policy/cidr.h"
@@ -183,7 +184,7 @@ struct stp_session_s {
     char line_buf[]; /* max_line_length bytes */
 };
 
-static _Thread_local char data_out[2 * DATA_CHUNK + 4];
+STP_THREAD_BUF(data_out, 2 * DATA_CHUNK + 4)
 static _Atomic unsigned session_counter; /* shared: ids stay unique across workers */
 
 static void finish(stp_session_t *s, const char *reply, const char *result, const char *error);
@@ -1042,7 +1043,8 @@ static size_t data_input(stp_session_t *s, const char *p, size_t n)
 {
     size_t consumed = 0, produced = 0;
     size_t chunk = n < DATA_CHUNK ? n : DATA_CHUNK;
-    int rc = stp_data_scan(&s->scan, p, chunk, data_out, &consumed, &produced);
+    char *out = data_out();
+    int rc = stp_data_scan(&s->scan, p, chunk, out, &consumed, &produced);
 
     /* Judged before this chunk is forwarded: the chunk may hold the final
      * dot, and a next hop that got it would deliver a message the client
@@ -1064,7 +1066,7 @@ static size_t data_input(stp_session_t *s, const char *p, size_t n)
             b[nb].base = hdr;
             nb += b[nb].len > 0;
         }
-        b[nb++] = uv_buf_init(data_out, (unsigned)produced);
+        b[nb++] = uv_buf_init(out, (unsigned)produced);
         if (produced && stp_conn_writev(s->up, b, nb) < 0) {
             finish(s, "451 4.4.2 Error: connection to mail server lost\r\n", "backend-lost",
                    "write to backend failed");
