@@ -34,6 +34,21 @@ STP_THREAD_BUF(read_buf, READ_BUF_SIZE)
 STP_THREAD_BUF(plain_buf, READ_BUF_SIZE)
 static _Thread_local int read_buf_busy;
 
+/*
+ * What corked conns wrote, written at stp_conn_uncork() in one piece (see
+ * conn.h). Two stages per thread: a session corks its client and its backend
+ * while it works through one read. A write to a third corked conn, or one
+ * that does not fit, is written at once (behind what its conn staged): the
+ * cork only ever saves system calls and records, it never holds bytes past
+ * the callback that wrote them.
+ */
+#define STAGES 2
+#define STAGE_SIZE (16 * 1024)
+STP_THREAD_BUF(stage_mem, STAGES * STAGE_SIZE)
+static _Thread_local stp_conn_t *stage_conn[STAGES];
+static _Thread_local size_t stage_len[STAGES];
+static void stage_drop(const stp_conn_t *c);
+
 /* Connections alive on this thread, and when memory was last given back. */
 static _Thread_local unsigned live_conns;
 static _Thread_local uint64_t last_trim_ms;
@@ -109,6 +124,7 @@ void stp_conn_close(stp_conn_t *c)
     }
     c->closing = 1;
     c->reading = 0;
+    stage_drop(c); /* dropped like queued writes */
     uv_close((uv_handle_t *)&c->tcp, on_close_cb);
 }
 
@@ -207,19 +223,25 @@ static int flush_tls(stp_conn_t *c)
     return rc;
 }
 
-int stp_conn_writev(stp_conn_t *c, const uv_buf_t *bufs, unsigned n)
+/* Small pieces written together share one record: each engine write is a
+ * record of its own, with its 22 bytes of header and tag and its own seal. */
+#define SMALL_JOIN 2048
+
+/* Hands bufs[] to the TLS engine (sealed, not yet sent). */
+static int seal(stp_conn_t *c, const uv_buf_t *bufs, unsigned n)
 {
-    if (c->closing || c->close_after_write || c->eof) {
-        return -1;
-    }
+    size_t len = 0;
     for (unsigned i = 0; i < n; i++) {
-        c->bytes_out += bufs[i].len;
+        len += bufs[i].len;
     }
-    if (c->tls == NULL) {
-        return send_bufs(c, bufs, n);
-    }
-    if (c->handshaking) {
-        return -1; /* the session never writes plaintext before the handshake */
+    if (n > 1 && len <= SMALL_JOIN) {
+        char joined[SMALL_JOIN];
+        size_t off = 0;
+        for (unsigned i = 0; i < n; i++) {
+            memcpy(joined + off, bufs[i].base, bufs[i].len);
+            off += bufs[i].len;
+        }
+        return stp_tls_engine_write(c->tls, (const uint8_t *)joined, len) == STP_TLS_OK ? 0 : -1;
     }
     for (unsigned i = 0; i < n; i++) {
         if (stp_tls_engine_write(c->tls, (const uint8_t *)bufs[i].base, bufs[i].len) !=
@@ -227,7 +249,100 @@ int stp_conn_writev(stp_conn_t *c, const uv_buf_t *bufs, unsigned n)
             return -1;
         }
     }
+    return 0;
+}
+
+/* Writes bufs[] now: plaintext to the socket; TLS sealed, and sent unless corked. */
+static int put(stp_conn_t *c, const uv_buf_t *bufs, unsigned n)
+{
+    if (c->tls == NULL) {
+        return send_bufs(c, bufs, n);
+    }
+    if (seal(c, bufs, n) < 0) {
+        return -1;
+    }
     return c->corked ? 0 : flush_tls(c);
+}
+
+static int stage_of(const stp_conn_t *c)
+{
+    for (int i = 0; i < STAGES; i++) {
+        if (stage_conn[i] == c) {
+            return i;
+        }
+    }
+    return -1;
+}
+
+/* Forgets what `c` staged (it is closing, or it was just written). */
+static void stage_drop(const stp_conn_t *c)
+{
+    int i = stage_of(c);
+    if (i >= 0) {
+        stage_conn[i] = NULL;
+        stage_len[i] = 0;
+    }
+}
+
+/* Writes what `c` staged while corked, followed by bufs[] (n may be 0). */
+static int stage_flush(stp_conn_t *c, const uv_buf_t *bufs, unsigned n)
+{
+    int i = stage_of(c);
+    if (i < 0) {
+        return n ? put(c, bufs, n) : 0;
+    }
+    uv_buf_t all[4];
+    all[0] = uv_buf_init(stage_mem() + (size_t)i * STAGE_SIZE, (unsigned)stage_len[i]);
+    int rc;
+    if (n < sizeof(all) / sizeof(all[0])) {
+        for (unsigned k = 0; k < n; k++) {
+            all[k + 1] = bufs[k];
+        }
+        rc = put(c, all, n + 1); /* copies or seals all of it */
+    } else {
+        rc = put(c, all, 1);
+        rc = rc < 0 ? rc : put(c, bufs, n);
+    }
+    stage_drop(c);
+    return rc;
+}
+
+/* A write to a corked conn: staged when it fits, else written now. */
+static int stage_write(stp_conn_t *c, const uv_buf_t *bufs, unsigned n)
+{
+    size_t len = 0;
+    for (unsigned i = 0; i < n; i++) {
+        len += bufs[i].len;
+    }
+    int i = stage_of(c);
+    if (i < 0) {
+        i = stage_of(NULL);
+    }
+    if (i < 0 || stage_len[i] + len > STAGE_SIZE) {
+        return stage_flush(c, bufs, n);
+    }
+    char *p = stage_mem() + (size_t)i * STAGE_SIZE + stage_len[i];
+    for (unsigned k = 0; k < n; k++) {
+        memcpy(p, bufs[k].base, bufs[k].len);
+        p += bufs[k].len;
+    }
+    stage_conn[i] = c;
+    stage_len[i] += len;
+    return 0;
+}
+
+int stp_conn_writev(stp_conn_t *c, const uv_buf_t *bufs, unsigned n)
+{
+    if (c->closing || c->close_after_write || c->eof) {
+        return -1;
+    }
+    if (c->tls && c->handshaking) {
+        return -1; /* the session never writes plaintext before the handshake */
+    }
+    for (unsigned i = 0; i < n; i++) {
+        c->bytes_out += bufs[i].len;
+    }
+    return c->corked ? stage_write(c, bufs, n) : put(c, bufs, n);
 }
 
 void stp_conn_cork(stp_conn_t *c)
@@ -238,10 +353,11 @@ void stp_conn_cork(stp_conn_t *c)
 int stp_conn_uncork(stp_conn_t *c)
 {
     c->corked = 0;
-    if (c->tls == NULL || c->handshaking || c->closing) {
+    if (c->closing || (c->tls && c->handshaking)) {
         return 0;
     }
-    return flush_tls(c);
+    int rc = stage_flush(c, NULL, 0);
+    return c->tls == NULL || rc < 0 ? rc : flush_tls(c);
 }
 
 int stp_conn_write(stp_conn_t *c, const char *data, size_t len)
@@ -256,9 +372,15 @@ void stp_conn_close_after_write(stp_conn_t *c)
         return;
     }
     if (c->tls && !c->handshaking && !c->close_after_write) {
+        /* What is staged is sealed, and leaves with the close_notify. */
+        c->corked = 1;
+        stage_flush(c, NULL, 0);
         stp_tls_engine_shutdown(c->tls);
         flush_tls(c);
+    } else if (c->tls == NULL) {
+        stage_flush(c, NULL, 0);
     }
+    c->corked = 0;
     c->close_after_write = 1;
     stp_conn_read_stop(c);
     if (c->wq_bytes == 0) {
@@ -372,6 +494,7 @@ void stp_conn_read_stop(stp_conn_t *c)
 
 void stp_conn_start_tls(stp_conn_t *c, stp_tls_engine_t *e)
 {
+    stage_flush(c, NULL, 0); /* the last plaintext (220) precedes the handshake */
     c->tls = e;
     c->handshaking = 1;
     /* A client speaks first; a server waits for the ClientHello. */

@@ -79,10 +79,15 @@ int stp_conn_write(stp_conn_t *c, const char *data, size_t len);
 int stp_conn_writev(stp_conn_t *c, const uv_buf_t *bufs, unsigned n);
 
 /*
- * While a TLS conn is corked, what is written gathers as records inside its
- * engine and goes out in one write at stp_conn_uncork() (pipelined replies
- * relayed in one go cost one system call, not one each). Closing sends or
- * drops it like any queued data. A plaintext conn ignores the cork.
+ * While a conn is corked, what is written gathers in a per-thread staging
+ * buffer and goes out at stp_conn_uncork() in one write (and, on a TLS conn,
+ * one record): pipelined commands or replies relayed in one go cost one
+ * system call and one seal, not one each. What does not fit is written at
+ * once, behind what was staged (a TLS conn keeps its records until the
+ * uncork). Closing drops it like any queued data; closing after write sends
+ * it first (TLS: with the close_notify), and so does starting TLS on a
+ * plaintext conn. Cork only within one callback: staged bytes must leave
+ * before the loop runs again.
  */
 void stp_conn_cork(stp_conn_t *c);
 /* Sends what gathered while corked. Returns 0, or -1 like stp_conn_write. */

@@ -1135,7 +1135,18 @@ static void client_on_read(stp_conn_t *c, const char *data, size_t len)
         data += used;
         len -= used;
     }
+    /* Commands pipelined in this read reach the backend in one write, and
+     * the replies given here reach the client in one. */
+    stp_conn_t *up = s->backend_up ? s->up : NULL;
+    stp_conn_cork(&s->client);
+    if (up) {
+        stp_conn_cork(up);
+    }
     process(s, data, len);
+    stp_conn_uncork(&s->client);
+    if (up && stp_conn_uncork(up) < 0 && up == s->up) {
+        finish(s, NULL, "backend-lost", "write to backend failed");
+    }
     update_reading(s);
     arm_timers(s);
 }

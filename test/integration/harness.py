@@ -306,6 +306,34 @@ class Proxy:
         self.stop()
 
 
+class Syscalls:
+    """strace attached to a running process and all its threads, recording
+    the write calls it makes meanwhile. For tests about how bytes are grouped
+    into system calls, which no peer can see: loopback TCP may merge or split
+    segments as it likes."""
+
+    CALLS = "trace=write,writev,sendmsg,sendto"
+
+    def __init__(self, tmp, pid):
+        self.out = os.path.join(tmp, "strace-%d.txt" % pid)
+        # -xx: every byte as \xNN, so payload() can decode any of them
+        self.proc = Process(["strace", "-f", "-p", str(pid), "-e", self.CALLS, "-xx", "-s", "65536",
+                             "-o", self.out], self.out + ".err", stdout=subprocess.DEVNULL)
+        # "Process N attached with T threads", once all of them are
+        if not poll(lambda: " attached" in self.proc.log() or not self.proc.running()):
+            self.proc.stop(signal.SIGKILL)
+            raise RuntimeError("strace did not attach: " + self.proc.log())
+
+    def stop(self):
+        """Detaches; returns the bytes of each write call, in order."""
+        self.proc.stop(signal.SIGINT)
+        with open(self.out, errors="replace") as f:
+            calls = [l for l in f.read().splitlines() if "(" in l]
+        # a call's string arguments (a writev's buffers) joined
+        return [bytes.fromhex("".join(re.findall(r'"((?:\\x[0-9a-f]{2})*)"', l)).replace("\\x", ""))
+                for l in calls]
+
+
 class NextHop:
     """A scripted receiving MTA (test/peers/nexthop.py) with a certificate and a mode."""
 

@@ -6,8 +6,8 @@ import socket
 import time
 import unittest
 
-from harness import (BODY, BODY_UNSTUFFED, Client, Proxy, ProxyCase, free_port, log_fields, poll,
-                     split_trace, tmpdir)
+from harness import (BODY, BODY_UNSTUFFED, Client, Proxy, ProxyCase, Syscalls, free_port, log_fields,
+                     poll, split_trace, tmpdir)
 
 
 class RejectsOneRcpt(ProxyCase):
@@ -198,6 +198,58 @@ class SlowQuitPipelined(ProxyCase):
         code, lines = c.reply()
         self.assertEqual(code, 421, lines)
         self.assertTrue(c.closed())
+
+
+class PipelinedWrites(ProxyCase):
+    """A pipelined group costs one write each way: the commands of one client
+    read reach the backend together, and the replies of one backend read
+    reach the client together (plaintext connections included, which have
+    no TLS records to gather them in). Seen in the proxy's own system calls;
+    the sink answers a group in one write, as Postfix's smtpd does."""
+
+    GROUP = b"MAIL FROM:<a@example.test>\r\nRCPT TO:<b@example.test>\r\n" \
+            b"RCPT TO:<c@example.test>\r\nDATA\r\n"
+
+    def pipelined_group(self, tls):
+        c = self.ready_client(tls=tls)
+        trace = Syscalls(self.tmp, self.proxy.pid)
+        try:
+            c.send(self.GROUP)
+            self.assertEqual([c.reply()[0] for _ in range(4)], [250, 250, 250, 354])
+            c.send(BODY + b".\r\n")
+            self.assertEqual(c.reply()[0], 250)
+        finally:
+            calls = trace.stop()
+        self.assertEqual(self.messages(1)[0].count(BODY_UNSTUFFED), 1)
+        to_backend = [w for w in calls if b"MAIL FROM:<a@example.test>" in w]
+        self.assertEqual(to_backend, [self.GROUP], calls)
+        return calls
+
+    def test_plaintext_client_group_is_one_write_each_way(self):
+        calls = self.pipelined_group(tls=False)
+        to_client = [w for w in calls if b"354 End data" in w]
+        self.assertEqual(to_client, [b"250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n250 2.1.5 Ok\r\n"
+                                     b"354 End data with <CR><LF>.<CR><LF>\r\n"], calls)
+
+    def test_tls_client_group_is_one_write_to_the_backend(self):
+        self.pipelined_group(tls=True)
+
+    def test_221_leaves_with_the_close_notify(self):
+        c = self.ready_client()
+        trace = Syscalls(self.tmp, self.proxy.pid)
+        try:
+            self.assertEqual(c.cmd("QUIT")[0], 221)
+            self.assertTrue(c.closed())
+        finally:
+            calls = trace.stop()
+        to_client = [w for w in calls if w.startswith(b"\x17\x03\x03")]
+        self.assertEqual(len(to_client), 1, calls)
+        records, w = 0, to_client[0]
+        while w:  # the 221 and the (encrypted) close_notify alert
+            self.assertEqual(w[:3], b"\x17\x03\x03", to_client)
+            w = w[5 + int.from_bytes(w[3:5], "big"):]
+            records += 1
+        self.assertEqual(records, 2, to_client)
 
 
 class Unreachable(unittest.TestCase):

@@ -12,7 +12,7 @@ import subprocess
 import time
 import unittest
 
-from harness import (CERTS, Client, NextHop, Process, Proxy, Sink, free_port, poll, split_trace,
+from harness import (CERTS, Client, NextHop, Process, Proxy, Sink, Syscalls, free_port, poll, split_trace,
                      tmpdir)
 
 LEVELS = ("none", "may", "encrypt", "verify", "secure")
@@ -135,6 +135,30 @@ class Behaviour(unittest.TestCase):
         self.assertEqual(p.stop(), 0)
         self.assertIn("decision=testing-override", p.log())
         self.assertIn("would_refuse=", p.log())
+
+    def test_pipelined_group_is_one_tls_record(self):
+        """The legacy MTA's pipelined MAIL, RCPTs and DATA (one read) leave
+        for the next hop in one write holding one TLS record, not one write
+        per command and one record per line and CRLF."""
+        hop = NextHop(self.tmp, "good")
+        self.addCleanup(hop.stop)
+        p = self.proxy(hop.port)
+        with Client(p.port("out")) as c:
+            self.assertEqual(c.reply()[0], 220)
+            self.assertEqual(c.cmd("EHLO legacy.example.test")[0], 250)
+            trace = Syscalls(self.tmp, p.pid)
+            try:
+                c.send(b"MAIL FROM:<a@example.test>\r\nRCPT TO:<b@example.test>\r\n"
+                       b"RCPT TO:<c@example.test>\r\nDATA\r\n")
+                self.assertEqual([c.reply()[0] for _ in range(4)], [250, 250, 250, 354])
+            finally:
+                calls = trace.stop()
+            records = [w for w in calls if w.startswith(b"\x17\x03\x03")]  # application data
+            self.assertEqual(len(records), 1, calls)
+            self.assertEqual(len(records[0]), 5 + int.from_bytes(records[0][3:5], "big"), records)
+            c.send(b"Subject: x\r\n\r\nbody\r\n.\r\n")
+            self.assertEqual(c.reply()[0], 250)
+        self.assertEqual(len(hop.stored()), 1)
 
     def test_on_failure_reject_bounces(self):
         hop = NextHop(self.tmp, "strip")

@@ -107,6 +107,7 @@ class Sink:
             writer.write(("220 %s\r\n" % a.greeting).encode())
             mail = False
             rcpts = 0
+            pending = b""  # replies held while more pipelined commands wait in buf
             while True:
                 while b"\n" not in buf:
                     chunk = await reader.read(65536)
@@ -153,7 +154,8 @@ class Sink:
                     elif rcpts == 0:
                         out = b"554 5.5.1 Error: no valid recipients\r\n"
                     else:
-                        writer.write(b"354 End data with <CR><LF>.<CR><LF>\r\n")
+                        writer.write(pending + b"354 End data with <CR><LF>.<CR><LF>\r\n")
+                        pending = b""
                         await writer.drain()
                         msg, buf = await self.read_data(reader, buf)
                         mail, rcpts = False, 0
@@ -182,16 +184,21 @@ class Sink:
                     out = b"252 2.0.0 Send some mail, I'll try my best\r\n"
                 elif verb == b"QUIT":
                     if a.silent_quit:
+                        writer.write(pending)
+                        await writer.drain()
                         while await reader.read(65536):
                             pass
                         self.record(b"(closed by the peer after QUIT)")
                         return
-                    writer.write(b"221 2.0.0 Bye\r\n")
+                    writer.write(pending + b"221 2.0.0 Bye\r\n")
                     await writer.drain()
                     return
-                writer.write(out)
-                # PIPELINING: answer in order; flush only when no more input is waiting.
+                # PIPELINING: answer in order, in one write once no more
+                # input is waiting (as Postfix's smtpd does).
+                pending += out
                 if b"\n" not in buf:
+                    writer.write(pending)
+                    pending = b""
                     await writer.drain()
         except (OSError, asyncio.IncompleteReadError):
             pass
