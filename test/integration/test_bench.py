@@ -23,6 +23,7 @@ class BenchSmoke(ProxyCase):
                           os.path.join(self.tmp, "smtp-sink.log"), stdout=subprocess.DEVNULL)
         self.addCleanup(self.pf.stop)
         wait_port(port)
+        self.sink_port = port
         keys = {"backend": "127.0.0.1:%d" % port, "max_connections_per_ip": "100"}
         self.proxy = Proxy(self.tmp, {"in": keys, "smtps": dict(keys, starttls="implicit")})
         self.addCleanup(self.stop_proxy)
@@ -43,6 +44,21 @@ class BenchSmoke(ProxyCase):
     def test_implicit_tls(self):
         r = self.bench(self.proxy.port("smtps"), "-M", "implicit", "-s", "100000")
         self.assertEqual((r["sessions"], r["errors"], r["messages"]), (20, 0, 20))
+
+    def test_pipelining(self):
+        r = self.bench(self.proxy.port(), "-P", "-m", "3")
+        self.assertEqual((r["sessions"], r["errors"], r["messages"]), (20, 0, 60))
+        # -P really sends the envelope in one write (seen in its system calls)
+        trace = os.path.join(self.tmp, "bench.strace")
+        out = subprocess.run(["strace", "-f", "-e", "trace=write,writev,sendmsg,sendto", "-s", "200",
+                              "-o", trace, BENCH, "-j", "-c", "1", "-n", "1", "-P", "-M", "plain",
+                              "127.0.0.1", str(self.sink_port)], capture_output=True, timeout=60)
+        self.assertEqual(out.returncode, 0, out.stderr.decode())
+        with open(trace) as f:
+            calls = [l for l in f if "MAIL FROM" in l]
+        self.assertEqual(len(calls), 1, calls)
+        self.assertIn(r'MAIL FROM:<bench@example.test>\r\nRCPT TO:<sink@example.test>\r\nDATA\r\n',
+                      calls[0])
 
     def test_errors_are_counted(self):
         # Nobody listens: every session is an error and the exit status says so.
