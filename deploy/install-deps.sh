@@ -14,7 +14,7 @@ runtime_pkgs="android-libboringssl libuv1 libinih1 libc-ares2"
 container_pkgs="podman debootstrap util-linux"
 test_pkgs="swaks libnet-ssleay-perl postfix openssl curl python3 ca-certificates iproute2 procps nftables
   nginx-light libnginx-mod-mail haproxy stunnel4 testssl.sh systemd python3-yaml nsd unbound ldnsutils
-  valgrind linux-perf gdb libc6-dbg"
+  valgrind linux-perf gdb libc6-dbg strace"
 
 case "${1:-}" in
   --runtime) want="$runtime_pkgs" ;;
