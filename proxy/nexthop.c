@@ -187,6 +187,32 @@ static void refuse(stp_nexthop_t *nh, const char *code, const char *down_reason,
     set_err(nh, code, 1, "%s", text);
 }
 
+/*
+ * Under `testing = yes`: logs and counts what enforcement would have
+ * refused, and returns 1 (the caller goes on). Otherwise returns 0 and the
+ * caller refuses.
+ */
+static int would_refuse(stp_nexthop_t *nh, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+static int would_refuse(stp_nexthop_t *nh, const char *fmt, ...)
+{
+    if (!nh->lc->testing) {
+        return 0;
+    }
+    char text[600], esc[600];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(text, sizeof(text), fmt, ap);
+    va_end(ap);
+    stp_log_escape(esc, sizeof(esc), text, strlen(text));
+    stp_log(STP_LOG_WARN,
+            "mx_decision id=%s domain=%s mx=%s source=%s policy=%s "
+            "outcome=testing-override would_refuse=\"%s\"",
+            nh->id, nh->domain, mx_host(nh), nh->source, req_name(nh->req), esc);
+    stp_sm_policy(nh->lc->name, nh->source, "would_refuse");
+    return 1;
+}
+
 /* ---- lifetime ---- */
 
 static void maybe_free(stp_nexthop_t *nh)
@@ -397,16 +423,9 @@ static void no_tls(stp_nexthop_t *nh, int not_offered, const char *down_reason, 
         }
         return;
     }
-    if (nh->lc->testing) {
-        stp_log(STP_LOG_WARN,
-                "mx_decision id=%s domain=%s mx=%s source=%s policy=%s "
-                "outcome=testing-override would_refuse=\"%s\"",
-                nh->id, nh->domain, mx_host(nh), nh->source, req_name(nh->req), why);
-        stp_sm_policy(nh->lc->name, nh->source, "would_refuse");
-        if (not_offered) {
-            ready(nh, nh->caps);
-            return;
-        }
+    if (would_refuse(nh, "%s", why) && not_offered) {
+        ready(nh, nh->caps);
+        return;
     }
     if (nh->remembered && nh->req <= R_MAY) {
         nh->source = "remembered";
@@ -457,19 +476,17 @@ static void check_peer(stp_nexthop_t *nh)
         } else if (d == STP_DANE_NO_USABLE && nh->pol->tls == STP_POLICY_TLS_DANE_ONLY) {
             /* dane-only wants DANE authentication; unusable records
              * (e.g. PKIX usages) give none: defer, as Postfix does */
-            if (!nh->lc->testing) {
+            if (!would_refuse(nh, "%s (tls = dane-only) for %s", why, host)) {
                 refuse(nh, "451 4.7.5", "dane", "%s (tls = dane-only) for %s", why, host);
                 drop_conn(nh);
                 return;
             }
-            stp_sm_policy(nh->lc->name, nh->source, "would_refuse");
         } else if (d != STP_DANE_NO_USABLE) {
-            if (!nh->lc->testing) {
+            if (!would_refuse(nh, "DANE verification of %s failed: %s", host, why)) {
                 refuse(nh, "451 4.7.5", "dane", "DANE verification of %s failed: %s", host, why);
                 drop_conn(nh);
                 return;
             }
-            stp_sm_policy(nh->lc->name, nh->source, "would_refuse");
         }
         /* NO_USABLE under dane: RFC 7672 2.2, encrypted but not
          * authenticated. */
@@ -493,13 +510,7 @@ static void check_peer(stp_nexthop_t *nh)
     nh->result.verified = vr == STP_VERIFY_OK;
     int enforce = nh->req == R_VERIFY || nh->req == R_SECURE || nh->req == R_STS || nh->remembered;
     if (vr != STP_VERIFY_OK && enforce && nh->req != R_NONE) {
-        if (nh->lc->testing) {
-            stp_log(STP_LOG_WARN,
-                    "mx_decision id=%s domain=%s mx=%s source=%s policy=%s "
-                    "outcome=testing-override would_refuse=\"certificate: %s\"",
-                    nh->id, nh->domain, host, nh->source, req_name(nh->req), why);
-            stp_sm_policy(nh->lc->name, nh->source, "would_refuse");
-        } else {
+        if (!would_refuse(nh, "certificate: %s", why)) {
             if (nh->remembered && nh->req < R_VERIFY) {
                 nh->source = "remembered";
             }
@@ -790,30 +801,40 @@ static void decide_host(stp_nexthop_t *nh)
             nh->source = "dane";
             break;
         }
+        /* Under `testing`, what these refuse is delivered with
+         * opportunistic TLS (or, for an MX the MTA-STS policy does not
+         * name, verified as the policy says, failures logged). */
         if (level == STP_POLICY_TLS_DANE_ONLY) {
             nh->req = R_DANE;
             nh->source = "dane";
-            refuse(nh, "451 4.7.5", "dane",
-                   "no DNSSEC-validated TLSA records for %s (tls = dane-only)", host);
-            next_mx(nh);
-            return;
-        }
-        if (nh->sts == STS_TEMPFAIL) {
+            if (!would_refuse(nh, "no DNSSEC-validated TLSA records for %s (tls = dane-only)",
+                              host)) {
+                refuse(nh, "451 4.7.5", "dane",
+                       "no DNSSEC-validated TLSA records for %s (tls = dane-only)", host);
+                next_mx(nh);
+                return;
+            }
+            nh->req = R_MAY;
+        } else if (nh->sts == STS_TEMPFAIL) {
             nh->req = R_STS;
             nh->source = "mta-sts";
-            set_err(nh, "451 4.4.3", 1, "MTA-STS policy of %s unknown: %s", nh->domain,
-                    nh->sts_why);
-            stp_sm_policy(nh->lc->name, "mta-sts", "refused");
-            fail(nh);
-            return;
-        }
-        if (nh->sts == STS_POLICY && nh->sts_policy.mode == STP_MTA_STS_MODE_ENFORCE) {
+            if (!would_refuse(nh, "MTA-STS policy of %s unknown: %s", nh->domain, nh->sts_why)) {
+                set_err(nh, "451 4.4.3", 1, "MTA-STS policy of %s unknown: %s", nh->domain,
+                        nh->sts_why);
+                stp_sm_policy(nh->lc->name, "mta-sts", "refused");
+                fail(nh);
+                return;
+            }
+            nh->req = R_MAY;
+        } else if (nh->sts == STS_POLICY && nh->sts_policy.mode == STP_MTA_STS_MODE_ENFORCE) {
             nh->req = R_STS;
             nh->source = "mta-sts";
             /* Only the MX hosts the policy names (RFC 8461 4.1). Checked
              * here, after DANE had its say: a host with validated TLSA
              * records is DANE's, whatever the MTA-STS policy lists (2). */
-            if (!stp_mta_sts_policy_match(&nh->sts_policy, host)) {
+            if (!stp_mta_sts_policy_match(&nh->sts_policy, host) &&
+                !would_refuse(nh, "MX host %s is not allowed by the MTA-STS policy of %s", host,
+                              nh->domain)) {
                 refuse(nh, "451 4.7.5", "mta_sts_mx",
                        "MX host %s is not allowed by the MTA-STS policy of %s", host, nh->domain);
                 next_mx(nh);
@@ -870,6 +891,9 @@ static void on_tlsa(stp_dns_result_t *res, void *arg)
          * never a reason to fall back to MTA-STS. */
         nh->source = "dane";
         nh->req = R_DANE;
+        if (would_refuse(nh, "TLSA lookup for _25._tcp.%s failed: %s", mx_host(nh), res->why)) {
+            break; /* as if there were no records */
+        }
         refuse(nh, "451 4.7.5", "dane", "TLSA lookup for _25._tcp.%s failed: %s", mx_host(nh),
                res->why);
         stp_dns_result_free(res);

@@ -246,6 +246,13 @@ class MxBase(unittest.TestCase):
     def decisions(self):
         return [l for l in self.proxy.log().splitlines() if " mx_decision " in l]
 
+    def assert_would_refuse(self, *parts):
+        """Under `testing = yes`: a decision logged what enforcement would
+        have refused (every one of parts in its would_refuse)."""
+        lines = [l for l in self.decisions() if "outcome=testing-override" in l and
+                 all(p in l.split("would_refuse=", 1)[-1] for p in parts)]
+        self.assertTrue(lines, self.decisions())
+
 
 class Routing(MxBase):
     def test_plain_delivery_via_mx(self):
@@ -547,6 +554,23 @@ class Dane(MxBase):
         self.assertIn("4.7.5", r["rcpt"][0][1])
         self.assertEqual(h.stored(), [])
 
+    def test_dane_only_without_tlsa_delivers_under_testing(self):
+        h = self.hop("127.0.0.11", "mxa")
+        port = self.start_proxy(policies="[policy:d1.example.test]\ntls = dane-only\n",
+                                listener={"testing": "yes"})
+        r = send(port, ["bob@d1.example.test"])
+        self.assertEqual(r["data"][0], 250, r)
+        self.assertEqual(len(h.stored()), 1)
+        self.assert_would_refuse("no DNSSEC-validated TLSA records for mxa.example.test", "dane-only")
+
+    def test_dane_failure_delivers_under_testing_and_says_why(self):
+        h = self.hop("127.0.0.16", "mxf")
+        port = self.start_proxy(listener={"testing": "yes"})
+        r = send(port, ["bob@stsdane.example.test"])
+        self.assertEqual(r["data"][0], 250, r)
+        self.assertEqual(len(h.stored()), 1)
+        self.assert_would_refuse("DANE verification of mxf.example.test failed")
+
 
 class DaneWarning(MxBase):
     """DANE trusts the resolver's AD bit: a DANE policy (the default for
@@ -672,6 +696,39 @@ class MtaSts(MxBase):
         self.assertIn("not allowed by the MTA-STS policy", r["rcpt"][0][1])
         self.assertEqual(h.stored(), [])
         self.assertEqual(h.commands(), [])
+
+    def test_mx_outside_the_policy_delivers_under_testing(self):
+        h = self.hop("127.0.0.11", "mxa")
+        port = self.start_proxy(listener={"testing": "yes"})
+        r = send(port, ["bob@stsx.example.test"])
+        self.assertEqual(r["data"][0], 250, r)
+        self.assertEqual(len(h.stored()), 1)
+        self.assert_would_refuse("not allowed by the MTA-STS policy of stsx.example.test")
+
+    def unknown_policy(self, listener=None):
+        """A domain whose _mta-sts TXT lookup fails (SERVFAIL), with no
+        cached policy: its MTA-STS state is unknown."""
+        resp = Responder(self.tmp, "servfail")
+        self.addCleanup(resp.stop)
+        dns = DnsEnv(os.path.join(self.tmp, "outage"), extra={"example.test": zone(ZERO)},
+                     stubs={"_mta-sts.sts2.example.test": resp.addr})
+        self.addCleanup(dns.stop)
+        h = self.hop("127.0.0.19", "mxi")
+        port = self.start_proxy(resolver=dns.resolver, listener=listener)
+        return h, send(port, ["bob@sts2.example.test"])
+
+    def test_unknown_policy_defers_4_4_3(self):
+        h, r = self.unknown_policy()
+        self.assertEqual(r["rcpt"][0][0], 451, r)
+        self.assertIn("4.4.3", r["rcpt"][0][1])
+        self.assertIn("MTA-STS policy of sts2.example.test unknown", r["rcpt"][0][1])
+        self.assertEqual(h.stored(), [])
+
+    def test_unknown_policy_delivers_under_testing(self):
+        h, r = self.unknown_policy({"testing": "yes"})
+        self.assertEqual(r["data"][0], 250, r)
+        self.assertEqual(len(h.stored()), 1)
+        self.assert_would_refuse("MTA-STS policy of sts2.example.test unknown")
 
     def test_cached_policy_enforced_during_dns_outage(self):
         good = self.hop("127.0.0.19", "mxi")
