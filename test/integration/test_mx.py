@@ -157,6 +157,12 @@ def zone(dane_hash):
     ]
 
 
+# A secure MX and address, but a TLSA record changed after signing (dnsenv
+# tampers with every TLSA record of bogus.test): its lookup fails (bogus).
+BOGUS_TLSA = ["tlsafail IN MX 10 mxk", "mxk IN A 127.0.0.21",
+              "_25._tcp.mxk IN TLSA 3 1 1 " + "0123456789abcdef" * 4]
+
+
 def send(port, rcpts, body=b"Subject: mx\r\n\r\nbody\r\n", sender="a@legacy.example",
          client=None):
     """One transaction; returns {"rcpt": [(code, line)], "data": (code, line) or None}."""
@@ -200,7 +206,8 @@ class MxBase(unittest.TestCase):
                       for h in ("mxa", "mxb", "mxd", "mxe", "mxf", "mxg", "mxh", "mxi", "mxj",
                                 "nomx")}
         self.other = (os.path.join(CERTS, "other.pem"), os.path.join(CERTS, "other.key"))
-        self.dns = DnsEnv(self.tmp, extra={"example.test": zone(spki_sha256(self.other[0]))})
+        self.dns = DnsEnv(self.tmp, extra={"example.test": zone(spki_sha256(self.other[0])),
+                                           "bogus.test": BOGUS_TLSA})
         self.addCleanup(self.dns.stop)
         self.https = PolicyServer(self.tmp, POLICIES)
         self.addCleanup(self.https.stop)
@@ -562,6 +569,23 @@ class Dane(MxBase):
         self.assertEqual(r["data"][0], 250, r)
         self.assertEqual(len(h.stored()), 1)
         self.assert_would_refuse("no DNSSEC-validated TLSA records for mxa.example.test", "dane-only")
+
+    def tlsa_lookup_fails(self, listener=None):
+        h = self.hop("127.0.0.21", "mxk", cert=make_cert(self.tmp, "mxk", ["mxk.bogus.test"]))
+        port = self.start_proxy(listener=listener)
+        return h, send(port, ["bob@tlsafail.bogus.test"])
+
+    def test_tlsa_lookup_failure_defers(self):
+        h, r = self.tlsa_lookup_fails()
+        self.assertEqual(r["rcpt"][0][0], 451, r)
+        self.assertIn("4.7.5 TLSA lookup for _25._tcp.mxk.bogus.test failed", r["rcpt"][0][1])
+        self.assertEqual(h.commands(), [])
+
+    def test_tlsa_lookup_failure_delivers_under_testing(self):
+        h, r = self.tlsa_lookup_fails({"testing": "yes"})
+        self.assertEqual(r["data"][0], 250, r)
+        self.assertEqual(len(h.stored()), 1)
+        self.assert_would_refuse("TLSA lookup for _25._tcp.mxk.bogus.test failed")
 
     def test_dane_failure_delivers_under_testing_and_says_why(self):
         h = self.hop("127.0.0.16", "mxf")
