@@ -405,11 +405,14 @@ static void ready(stp_nexthop_t *nh, unsigned caps)
  * the server never offered it (4.7.4) or the attempt failed (4.7.5). */
 static void no_tls(stp_nexthop_t *nh, int not_offered, const char *down_reason, const char *why)
 {
-    if (nh->req <= R_MAY && !nh->remembered) {
+    /* Opportunistic TLS, or `testing` (when a plaintext way is left: never
+     * after bytes were injected around STARTTLS), goes on without it. */
+    int plain_left = not_offered || !nh->plain_retry;
+    if ((nh->req <= R_MAY && !nh->remembered) || (plain_left && would_refuse(nh, "%s", why))) {
         if (not_offered) {
             ready(nh, nh->caps);
         } else if (!nh->plain_retry) {
-            /* Opportunistic: once more in plaintext on the same address. */
+            /* Once more in plaintext on the same address. */
             stp_log(STP_LOG_INFO,
                     "mx_attempt id=%s domain=%s mx=%s addr=%s retry=plaintext "
                     "reason=\"%s\"",
@@ -421,10 +424,6 @@ static void no_tls(stp_nexthop_t *nh, int not_offered, const char *down_reason, 
             set_err(nh, "451 4.4.2", 0, "%s", why);
             drop_conn(nh);
         }
-        return;
-    }
-    if (would_refuse(nh, "%s", why) && not_offered) {
-        ready(nh, nh->caps);
         return;
     }
     if (nh->remembered && nh->req <= R_MAY) {

@@ -262,6 +262,36 @@ class MxBase(unittest.TestCase):
 
 
 class Routing(MxBase):
+    def test_failed_handshake_defers_when_tls_is_required(self):
+        h = self.hop("127.0.0.11", "mxa", mode="tls10")  # below the TLS 1.2 floor
+        port = self.start_proxy(policies="[policy:d1.example.test]\ntls = encrypt\n")
+        r = send(port, ["bob@d1.example.test"])
+        self.assertEqual(r["rcpt"][0][0], 451, r)
+        self.assertIn("4.7.5", r["rcpt"][0][1])
+        self.assertEqual(h.stored(), [])
+
+    def test_failed_handshake_retries_in_plaintext_under_testing(self):
+        h = self.hop("127.0.0.11", "mxa", mode="tls10")
+        port = self.start_proxy(policies="[policy:d1.example.test]\ntls = encrypt\n",
+                                listener={"testing": "yes"})
+        r = send(port, ["bob@d1.example.test"])
+        self.assertEqual(r["data"][0], 250, r)
+        self.assertEqual(len(h.stored()), 1)
+        self.assertTrue(h.stored()[0].endswith("-plain.eml"), h.stored())
+        self.assert_would_refuse()
+        self.assertIn("retry=plaintext", self.proxy.log())
+
+    def test_injection_is_refused_even_under_testing(self):
+        # bytes behind the 220 to STARTTLS: no plaintext way is left
+        h = self.hop("127.0.0.11", "mxa", mode="inject")
+        port = self.start_proxy(policies="[policy:d1.example.test]\ntls = encrypt\n",
+                                listener={"testing": "yes"})
+        r = send(port, ["bob@d1.example.test"])
+        self.assertEqual(r["rcpt"][0][0], 451, r)
+        self.assertIn("4.7.5", r["rcpt"][0][1])
+        self.assertEqual(h.stored(), [])
+        self.assertNotIn("testing-override", self.proxy.log())
+
     def test_plain_delivery_via_mx(self):
         h = self.hop("127.0.0.11", "mxa")
         port = self.start_proxy()
