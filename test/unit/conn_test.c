@@ -1,0 +1,285 @@
+/*
+ * conn_test: the write side of stp_conn over real loopback TCP. While a conn
+ * is corked, what is written is staged per thread and leaves at the uncork;
+ * these tests check that every byte arrives, once and in order, whatever the
+ * mix of staged and oversized writes, with three conns corked at once (two
+ * stages per thread), when a conn is closed with bytes staged (they are
+ * dropped, and never reach the next conn that takes the stage), and when it
+ * is closed after write (they are sent first).
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <uv.h>
+
+#include "proxy/conn.h"
+#include "test/unit/check.h"
+
+#define PEERS 3
+#define BIG (40 * 1024)
+
+/* The receiving end of one connection: a plain libuv socket that keeps
+ * everything it reads until EOF. */
+typedef struct {
+    uv_tcp_t tcp;
+    char *buf;
+    size_t len, cap;
+    int eof;
+} peer_t;
+
+static uv_loop_t loop;
+static uv_tcp_t server;
+static peer_t peers[PEERS];
+static int accepted;
+static stp_conn_t conns[PEERS];
+static int connected, closed;
+
+static void peer_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *b)
+{
+    peer_t *p = h->data;
+    (void)suggested;
+    if (p->cap - p->len < 65536) {
+        p->cap = p->cap * 2 + 65536;
+        p->buf = realloc(p->buf, p->cap);
+    }
+    *b = uv_buf_init(p->buf + p->len, (unsigned)(p->cap - p->len));
+}
+
+static void peer_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b)
+{
+    peer_t *p = s->data;
+    (void)b;
+    if (n > 0) {
+        p->len += (size_t)n;
+    } else if (n < 0) {
+        p->eof = 1;
+        uv_read_stop(s);
+    }
+}
+
+static void on_connection(uv_stream_t *srv, int status)
+{
+    CHECK_EQ_INT(status, 0);
+    peer_t *p = &peers[accepted++];
+    uv_tcp_init(&loop, &p->tcp);
+    p->tcp.data = p;
+    CHECK_EQ_INT(uv_accept(srv, (uv_stream_t *)&p->tcp), 0);
+    uv_read_start((uv_stream_t *)&p->tcp, peer_alloc, peer_read);
+}
+
+static void c_read(stp_conn_t *c, const char *d, size_t n)
+{
+    (void)c, (void)d, (void)n;
+}
+
+static void c_eof(stp_conn_t *c, const char *err)
+{
+    (void)c, (void)err;
+}
+
+static void c_connect(stp_conn_t *c, const char *err)
+{
+    (void)c;
+    CHECK(err == NULL);
+    connected++;
+}
+
+static void c_close(stp_conn_t *c)
+{
+    (void)c;
+    closed++;
+}
+
+static const stp_conn_cb_t cb = {
+    .on_read = c_read, .on_eof = c_eof, .on_connect = c_connect, .on_close = c_close};
+
+static int all_eof(int n)
+{
+    for (int i = 0; i < n; i++) {
+        if (!peers[i].eof) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+/* Runs the loop until `done` says so (or the loop has nothing left). */
+static void run_until(int (*done)(int), int n)
+{
+    while (!done(n) && uv_run(&loop, UV_RUN_ONCE)) {
+    }
+}
+
+static int all_connected(int n)
+{
+    return connected == n && accepted == n;
+}
+
+static int all_closed(int n)
+{
+    return closed == n;
+}
+
+/* n conns, each connected to its own peer. */
+static void open_conns(int n)
+{
+    struct sockaddr_storage ss;
+    int sl = sizeof(ss);
+    memset(peers, 0, sizeof(peers));
+    accepted = connected = closed = 0;
+    uv_tcp_getsockname(&server, (struct sockaddr *)&ss, &sl);
+    for (int i = 0; i < n; i++) {
+        CHECK_EQ_INT(stp_conn_init(&loop, &conns[i], &cb, NULL), 0);
+        CHECK_EQ_INT(stp_conn_connect(&conns[i], (struct sockaddr *)&ss), 0);
+        run_until(all_connected, i + 1);
+    }
+}
+
+/* Closes the conns after their writes, waits for every peer's EOF and every
+ * close, and frees the peers' buffers after the caller checked them. */
+static void finish_conns(int n)
+{
+    for (int i = 0; i < n; i++) {
+        stp_conn_close_after_write(&conns[i]);
+    }
+    run_until(all_eof, n);
+    run_until(all_closed, n);
+}
+
+static int peers_closed;
+
+static void on_peer_closed(uv_handle_t *h)
+{
+    (void)h;
+    peers_closed++;
+}
+
+static int all_peers_closed(int n)
+{
+    return peers_closed == n;
+}
+
+static void free_peers(int n)
+{
+    peers_closed = 0;
+    for (int i = 0; i < n; i++) {
+        uv_close((uv_handle_t *)&peers[i].tcp, on_peer_closed);
+    }
+    run_until(all_peers_closed, n);
+    for (int i = 0; i < n; i++) {
+        free(peers[i].buf);
+    }
+}
+
+/* Appends to want what is also written to c. */
+static void put(stp_conn_t *c, char *want, size_t *wlen, const char *p, size_t n)
+{
+    memcpy(want + *wlen, p, n);
+    *wlen += n;
+    CHECK_EQ_INT(stp_conn_write(c, p, n), 0);
+}
+
+static void test_staged_and_oversized_writes_keep_their_order(void)
+{
+    static char want[4 * BIG], big[BIG];
+    size_t wlen = 0;
+    for (size_t i = 0; i < sizeof(big); i++) {
+        big[i] = (char)('a' + i % 26);
+    }
+    open_conns(1);
+    stp_conn_cork(&conns[0]);
+    char line[64];
+    for (int i = 0; i < 10; i++) {
+        int n = snprintf(line, sizeof(line), "RCPT TO:<r%d@example.test>\r\n", i);
+        put(&conns[0], want, &wlen, line, (size_t)n);
+    }
+    put(&conns[0], want, &wlen, big, sizeof(big)); /* behind the staged lines */
+    put(&conns[0], want, &wlen, "tail\r\n", 6);    /* staged again */
+    uv_buf_t v[5] = {uv_buf_init("a", 1), uv_buf_init("bc", 2), uv_buf_init("def", 3),
+                     uv_buf_init("g", 1), uv_buf_init(big, 20000)};
+    memcpy(want + wlen, "abcdefg", 7);
+    memcpy(want + wlen + 7, big, 20000);
+    wlen += 20007;
+    CHECK_EQ_INT(stp_conn_writev(&conns[0], v, 5), 0); /* more pieces than a stage flush joins */
+    CHECK_EQ_INT(peers[0].len, 0);                     /* corked: nothing sent yet... */
+    CHECK_EQ_INT(stp_conn_uncork(&conns[0]), 0);
+    put(&conns[0], want, &wlen, "after\r\n", 7); /* uncorked: written at once */
+    finish_conns(1);
+    CHECK_MEM(peers[0].buf, peers[0].len, want, wlen);
+    free_peers(1);
+}
+
+static void test_three_corked_conns_each_get_their_own_bytes(void)
+{
+    static char want[PEERS][1024];
+    size_t wlen[PEERS] = {0};
+    open_conns(PEERS);
+    for (int i = 0; i < PEERS; i++) {
+        stp_conn_cork(&conns[i]);
+    }
+    char line[64];
+    for (int round = 0; round < 5; round++) {
+        for (int i = 0; i < PEERS; i++) {
+            int n = snprintf(line, sizeof(line), "conn %d line %d\r\n", i, round);
+            put(&conns[i], want[i], &wlen[i], line, (size_t)n);
+        }
+    }
+    for (int i = 0; i < PEERS; i++) {
+        CHECK_EQ_INT(stp_conn_uncork(&conns[i]), 0);
+    }
+    finish_conns(PEERS);
+    for (int i = 0; i < PEERS; i++) {
+        CHECK_MEM(peers[i].buf, peers[i].len, want[i], wlen[i]);
+    }
+    free_peers(PEERS);
+}
+
+static void test_close_drops_what_was_staged(void)
+{
+    open_conns(2);
+    stp_conn_cork(&conns[0]);
+    CHECK_EQ_INT(stp_conn_write(&conns[0], "never sent\r\n", 12), 0);
+    stp_conn_close(&conns[0]);
+    /* the stage it held is free again, and holds nothing of it */
+    stp_conn_cork(&conns[1]);
+    CHECK_EQ_INT(stp_conn_write(&conns[1], "mine\r\n", 6), 0);
+    CHECK_EQ_INT(stp_conn_uncork(&conns[1]), 0);
+    stp_conn_close_after_write(&conns[1]);
+    run_until(all_eof, 2);
+    run_until(all_closed, 2);
+    CHECK_EQ_INT(peers[0].len, 0);
+    CHECK_MEM(peers[1].buf, peers[1].len, "mine\r\n", 6);
+    free_peers(2);
+}
+
+static void test_close_after_write_sends_what_was_staged(void)
+{
+    open_conns(1);
+    stp_conn_cork(&conns[0]);
+    CHECK_EQ_INT(stp_conn_write(&conns[0], "221 2.0.0 Bye\r\n", 15), 0);
+    finish_conns(1); /* still corked: closing after write sends it first */
+    CHECK_MEM(peers[0].buf, peers[0].len, "221 2.0.0 Bye\r\n", 15);
+    free_peers(1);
+}
+
+int main(void)
+{
+    struct sockaddr_in sa;
+    uv_loop_init(&loop);
+    uv_tcp_init(&loop, &server);
+    uv_ip4_addr("127.0.0.1", 0, &sa);
+    if (uv_tcp_bind(&server, (struct sockaddr *)&sa, 0) != 0 ||
+        uv_listen((uv_stream_t *)&server, 16, on_connection) != 0) {
+        fprintf(stderr, "conn_test: cannot listen on 127.0.0.1\n");
+        return 1;
+    }
+    STP_RUN(test_staged_and_oversized_writes_keep_their_order);
+    STP_RUN(test_three_corked_conns_each_get_their_own_bytes);
+    STP_RUN(test_close_drops_what_was_staged);
+    STP_RUN(test_close_after_write_sends_what_was_staged);
+    uv_close((uv_handle_t *)&server, NULL);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    uv_loop_close(&loop);
+    return STP_CHECK_DONE();
+}
