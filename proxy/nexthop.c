@@ -128,6 +128,15 @@ static const char *mx_host(const stp_nexthop_t *nh)
     return nh->imx >= 0 && (size_t)nh->imx < nh->nmx ? nh->mx[nh->imx].host : nh->domain;
 }
 
+/* The reason fmt gives, into text, and escaped for the log into esc (both `size` bytes). */
+static void format_reason(char *text, char *esc, size_t size, const char *fmt, va_list ap)
+    __attribute__((format(printf, 4, 0)));
+static void format_reason(char *text, char *esc, size_t size, const char *fmt, va_list ap)
+{
+    vsnprintf(text, size, fmt, ap);
+    stp_log_escape(esc, size, text, strlen(text));
+}
+
 /* Records why the current host or address failed; `code` is "451 4.4.1"
  * etc. A policy failure is not overwritten by a later non-policy one. */
 static void set_err(stp_nexthop_t *nh, const char *code, int policy, const char *fmt, ...)
@@ -137,9 +146,8 @@ static void set_err(stp_nexthop_t *nh, const char *code, int policy, const char 
     char text[600], esc[600];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(text, sizeof(text), fmt, ap);
+    format_reason(text, esc, sizeof(text), fmt, ap);
     va_end(ap);
-    stp_log_escape(esc, sizeof(esc), text, strlen(text));
     stp_log(STP_LOG_INFO, "mx_attempt id=%s domain=%s mx=%s addr=%s result=failed reason=\"%s\"",
             nh->id, nh->domain, mx_host(nh), nh->result.addr[0] ? nh->result.addr : "-", esc);
     if (nh->err_policy && !policy) {
@@ -164,9 +172,8 @@ static void refuse(stp_nexthop_t *nh, const char *code, const char *down_reason,
     char text[600], esc[600];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(text, sizeof(text), fmt, ap);
+    format_reason(text, esc, sizeof(text), fmt, ap);
     va_end(ap);
-    stp_log_escape(esc, sizeof(esc), text, strlen(text));
     stp_log(STP_LOG_WARN,
             "mx_decision id=%s domain=%s mx=%s addr=%s source=%s policy=%s outcome=refused "
             "reason=\"%s\"",
@@ -202,9 +209,8 @@ static int would_refuse(stp_nexthop_t *nh, const char *fmt, ...)
     char text[600], esc[600];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(text, sizeof(text), fmt, ap);
+    format_reason(text, esc, sizeof(text), fmt, ap);
     va_end(ap);
-    stp_log_escape(esc, sizeof(esc), text, strlen(text));
     stp_log(STP_LOG_WARN,
             "mx_decision id=%s domain=%s mx=%s source=%s policy=%s "
             "outcome=testing-override would_refuse=\"%s\"",
