@@ -169,14 +169,30 @@ static int submit(stp_conn_t *c, write_req_t *w)
     return 0;
 }
 
-/* Queues bufs[] minus its first `skip` bytes as one heap block for uv_write. */
-static int queue_copy(stp_conn_t *c, const uv_buf_t *bufs, unsigned n, size_t skip)
+static size_t bufs_len(const uv_buf_t *bufs, unsigned n)
 {
     size_t len = 0;
     for (unsigned i = 0; i < n; i++) {
         len += bufs[i].len;
     }
-    len -= skip;
+    return len;
+}
+
+/* Copies bufs[] minus its first `skip` bytes to dst. */
+static void gather(char *dst, const uv_buf_t *bufs, unsigned n, size_t skip)
+{
+    for (unsigned i = 0; i < n; i++) {
+        size_t from = skip < bufs[i].len ? skip : bufs[i].len;
+        skip -= from;
+        memcpy(dst, bufs[i].base + from, bufs[i].len - from);
+        dst += bufs[i].len - from;
+    }
+}
+
+/* Queues bufs[] minus its first `skip` bytes as one heap block for uv_write. */
+static int queue_copy(stp_conn_t *c, const uv_buf_t *bufs, unsigned n, size_t skip)
+{
+    size_t len = bufs_len(bufs, n) - skip;
     if (len == 0) {
         return 0;
     }
@@ -186,13 +202,7 @@ static int queue_copy(stp_conn_t *c, const uv_buf_t *bufs, unsigned n, size_t sk
     }
     w->conn = c;
     w->len = len;
-    size_t off = 0;
-    for (unsigned i = 0; i < n; i++) {
-        size_t from = skip < bufs[i].len ? skip : bufs[i].len;
-        skip -= from;
-        memcpy(w->data + off, bufs[i].base + from, bufs[i].len - from);
-        off += bufs[i].len - from;
-    }
+    gather(w->data, bufs, n, skip);
     return submit(c, w);
 }
 
@@ -230,17 +240,10 @@ static int flush_tls(stp_conn_t *c)
 /* Hands bufs[] to the TLS engine (sealed, not yet sent). */
 static int seal(stp_conn_t *c, const uv_buf_t *bufs, unsigned n)
 {
-    size_t len = 0;
-    for (unsigned i = 0; i < n; i++) {
-        len += bufs[i].len;
-    }
+    size_t len = bufs_len(bufs, n);
     if (n > 1 && len <= SMALL_JOIN) {
         char joined[SMALL_JOIN];
-        size_t off = 0;
-        for (unsigned i = 0; i < n; i++) {
-            memcpy(joined + off, bufs[i].base, bufs[i].len);
-            off += bufs[i].len;
-        }
+        gather(joined, bufs, n, 0);
         return stp_tls_engine_write(c->tls, (const uint8_t *)joined, len) == STP_TLS_OK ? 0 : -1;
     }
     for (unsigned i = 0; i < n; i++) {
@@ -307,13 +310,9 @@ static int stage_flush(stp_conn_t *c, const uv_buf_t *bufs, unsigned n)
     return rc;
 }
 
-/* A write to a corked conn: staged when it fits, else written now. */
-static int stage_write(stp_conn_t *c, const uv_buf_t *bufs, unsigned n)
+/* A write of `len` bytes to a corked conn: staged when it fits, else written now. */
+static int stage_write(stp_conn_t *c, const uv_buf_t *bufs, unsigned n, size_t len)
 {
-    size_t len = 0;
-    for (unsigned i = 0; i < n; i++) {
-        len += bufs[i].len;
-    }
     int i = stage_of(c);
     if (i < 0) {
         i = stage_of(NULL);
@@ -321,11 +320,7 @@ static int stage_write(stp_conn_t *c, const uv_buf_t *bufs, unsigned n)
     if (i < 0 || stage_len[i] + len > STAGE_SIZE) {
         return stage_flush(c, bufs, n);
     }
-    char *p = stage_mem() + (size_t)i * STAGE_SIZE + stage_len[i];
-    for (unsigned k = 0; k < n; k++) {
-        memcpy(p, bufs[k].base, bufs[k].len);
-        p += bufs[k].len;
-    }
+    gather(stage_mem() + (size_t)i * STAGE_SIZE + stage_len[i], bufs, n, 0);
     stage_conn[i] = c;
     stage_len[i] += len;
     return 0;
@@ -339,10 +334,9 @@ int stp_conn_writev(stp_conn_t *c, const uv_buf_t *bufs, unsigned n)
     if (c->tls && c->handshaking) {
         return -1; /* the session never writes plaintext before the handshake */
     }
-    for (unsigned i = 0; i < n; i++) {
-        c->bytes_out += bufs[i].len;
-    }
-    return c->corked ? stage_write(c, bufs, n) : put(c, bufs, n);
+    size_t len = bufs_len(bufs, n);
+    c->bytes_out += len;
+    return c->corked ? stage_write(c, bufs, n, len) : put(c, bufs, n);
 }
 
 void stp_conn_cork(stp_conn_t *c)

@@ -316,7 +316,7 @@ class Syscalls:
 
     def __init__(self, tmp, pid):
         self.out = os.path.join(tmp, "strace-%d.txt" % pid)
-        # -xx: every byte as \xNN, so payload() can decode any of them
+        # -xx: every byte as \xNN, so stop() can decode any of them
         self.proc = Process(["strace", "-f", "-p", str(pid), "-e", self.CALLS, "-xx", "-s", "65536",
                              "-o", self.out], self.out + ".err", stdout=subprocess.DEVNULL)
         # "Process N attached with T threads", once all of them are
