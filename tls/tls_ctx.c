@@ -582,6 +582,13 @@ SSL_CTX *stp_tls_ctx_server_new(const stp_tls_keypair_t *pairs, size_t n, uint16
      * it would only serve TLS 1.2 clients without ticket support, at the
      * price of up to 20k cached sessions held by the context. */
     SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
+    /* One TLS 1.3 ticket per handshake, not BoringSSL's two: an MTA keeps
+     * one session per next hop (Postfix's tlsmgr, OpenSSL's client cache),
+     * our tickets may be used more than once (no 0-RTT, nothing to replay),
+     * and each ticket costs the server about 50,000 instructions (the
+     * session serialised, encrypted and MACed) on every handshake, full or
+     * resumed. */
+    SSL_CTX_set_num_tickets(ctx, 1);
 
     if (n > 1) {
         if (!SSL_CTX_set_ex_data(ctx, choice_index, choice)) {

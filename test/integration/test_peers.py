@@ -183,6 +183,34 @@ class OpensslSClient(ProxyCase):
         self.assertEqual(rest, b"Subject: -tls1_3\r\n\r\nbody\r\n")
 
 
+    def quit_session(self, *flags):
+        """A TLS session that only says QUIT (s_client reads until the proxy
+        closes, so every ticket sent before the 221 is seen)."""
+        out = subprocess.run(["openssl", "s_client", "-starttls", "smtp", "-connect",
+                              "127.0.0.1:%d" % self.proxy.port(), "-CAfile",
+                              os.path.join(CERTS, "ca.pem"), "-verify_return_error", "-ign_eof"] +
+                             list(flags), input=b"QUIT\r\n", capture_output=True, timeout=15)
+        text = out.stdout.decode("utf-8", "replace") + out.stderr.decode("utf-8", "replace")
+        self.assertEqual(out.returncode, 0, text)
+        self.assertIn("221 ", text)
+        return text
+
+    def test_resumption_with_one_ticket(self):
+        # TLS 1.3: one ticket per handshake (BoringSSL would send two), on a
+        # full handshake and on a resumed one; the ticket resumes.
+        sess = os.path.join(self.tmp, "tls13.sess")
+        full = self.quit_session("-tls1_3", "-sess_out", sess)
+        self.assertIn("New, TLSv1.3", full)
+        self.assertEqual(full.count("Post-Handshake New Session Ticket arrived"), 1, full)
+        again = self.quit_session("-tls1_3", "-sess_in", sess)
+        self.assertIn("Reused, TLSv1.3", again)
+        self.assertEqual(again.count("Post-Handshake New Session Ticket arrived"), 1, again)
+        # TLS 1.2 resumes from its ticket too.
+        sess12 = os.path.join(self.tmp, "tls12.sess")
+        self.assertIn("New, TLSv1.2", self.quit_session("-tls1_2", "-sess_out", sess12))
+        self.assertIn("Reused, TLSv1.2", self.quit_session("-tls1_2", "-sess_in", sess12))
+
+
 class Certificates(ProxyCase):
     """Both certificates of [tls] serve: an ECDSA-only and an RSA-only client
     each complete a handshake; old and non-AEAD suites never do."""
