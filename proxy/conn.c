@@ -401,7 +401,10 @@ static void deliver_tls(stp_conn_t *c)
 {
     if (c->handshaking) {
         int rc = stp_tls_engine_handshake(c->tls);
-        if (flush_tls(c) < 0) {
+        /* The last flight of a completed handshake (a client's Finished)
+         * waits for on_handshake: what the owner writes first (a client's
+         * EHLO) leaves with it, in one write and one segment. */
+        if (rc != STP_TLS_OK && flush_tls(c) < 0) {
             c->cb->on_eof(c, "out of memory");
             return;
         }
@@ -416,6 +419,10 @@ static void deliver_tls(stp_conn_t *c)
         }
         c->cb->on_handshake(c, NULL);
         if (c->closing) {
+            return;
+        }
+        if (!c->corked && flush_tls(c) < 0) { /* the owner wrote nothing */
+            c->cb->on_eof(c, "out of memory");
             return;
         }
     }

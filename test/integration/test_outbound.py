@@ -160,6 +160,35 @@ class Behaviour(unittest.TestCase):
             self.assertEqual(c.reply()[0], 250)
         self.assertEqual(len(hop.stored()), 1)
 
+    def test_finished_and_ehlo_in_one_write(self):
+        """The proxy's last handshake flight to the next hop (its Finished)
+        and the EHLO that follows leave in one write: one segment, and one
+        wakeup of the next hop, where they were two."""
+        hop = NextHop(self.tmp, "good")
+        self.addCleanup(hop.stop)
+        p = self.proxy(hop.port)
+        trace = Syscalls(self.tmp, p.pid)
+        try:
+            with Client(p.port("out")) as c:  # relay mode: TLS with the next hop before the 220
+                self.assertEqual(c.reply()[0], 220)
+                self.assertEqual(c.cmd("QUIT")[0], 221)
+        finally:
+            calls = trace.stop()
+        hello = [i for i, w in enumerate(calls) if w[:1] == b"\x16" and w[5:6] == b"\x01"]
+        self.assertEqual(len(hello), 1, calls)
+
+        def record_types(w):
+            types = []
+            while len(w) >= 5:
+                types.append(w[0])
+                w = w[5 + int.from_bytes(w[3:5], "big"):]
+            self.assertEqual(w, b"", "a write ends inside a record")
+            return types
+
+        # the next write: [ChangeCipherSpec,] Finished and EHLO, both sealed
+        # (application data records in TLS 1.3)
+        self.assertEqual([t for t in record_types(calls[hello[0] + 1]) if t != 0x14], [0x17, 0x17])
+
     def test_on_failure_reject_bounces(self):
         hop = NextHop(self.tmp, "strip")
         self.addCleanup(hop.stop)
