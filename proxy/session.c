@@ -1718,8 +1718,11 @@ static void backend_on_read(stp_conn_t *c, const char *data, size_t len)
         stp_reply_parser_init(s->rp);
     }
     /* Replies relayed from this read (pipelined: several) reach the client
-     * in one write. */
+     * in one write, and held commands they release (a pipelined group behind
+     * the MAIL replayed to a next hop, content behind DATA) reach the
+     * backend in one. */
     stp_conn_cork(&s->client);
+    stp_conn_cork(c);
     /* Stop as soon as this conn is replaced (plaintext retry): what is
      * left of its bytes must never be read as the new conn's replies. */
     while (len > 0 && s->state != S_CLOSING && c == s->up) {
@@ -1730,6 +1733,7 @@ static void backend_on_read(stp_conn_t *c, const char *data, size_t len)
         if (rc == STP_REPLY_ERROR) {
             finish(s, "421 4.4.2 Error: mail server protocol error\r\n", "backend-protocol",
                    s->rp->error);
+            stp_conn_uncork(c);
             stp_conn_uncork(&s->client);
             return;
         }
@@ -1739,6 +1743,9 @@ static void backend_on_read(stp_conn_t *c, const char *data, size_t len)
         }
     }
     stp_conn_uncork(&s->client);
+    if (stp_conn_uncork(c) < 0 && c == s->up) {
+        finish(s, NULL, "backend-lost", "write to backend failed");
+    }
     if (s->rp != NULL && stp_reply_parser_idle(s->rp)) {
         free(s->rp);
         s->rp = NULL;

@@ -234,6 +234,24 @@ class PipelinedWrites(ProxyCase):
     def test_tls_client_group_is_one_write_to_the_backend(self):
         self.pipelined_group(tls=True)
 
+    def test_held_content_reaches_the_backend_in_one_write(self):
+        # Content sent behind DATA waits for the backend's 354; what that
+        # reply releases (the message and the QUIT behind it) leaves in one
+        # write, not one per command.
+        c = self.ready_client()
+        self.assertEqual(c.cmd("MAIL FROM:<a@example.test>")[0], 250)
+        self.assertEqual(c.cmd("RCPT TO:<b@example.test>")[0], 250)
+        trace = Syscalls(self.tmp, self.proxy.pid)
+        try:
+            c.send(b"DATA\r\n" + BODY + b".\r\nQUIT\r\n")
+            self.assertEqual([c.reply()[0] for _ in range(3)], [354, 250, 221])
+        finally:
+            calls = trace.stop()
+        self.assertEqual(self.messages(1)[0].count(BODY_UNSTUFFED), 1)
+        released = [w for w in calls if BODY_UNSTUFFED[:20] in w or w == b"QUIT\r\n"]
+        self.assertEqual(len(released), 1, calls)
+        self.assertTrue(released[0].endswith(b"\r\n.\r\nQUIT\r\n"), released)
+
     def test_221_leaves_with_the_close_notify(self):
         c = self.ready_client()
         trace = Syscalls(self.tmp, self.proxy.pid)
