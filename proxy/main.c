@@ -567,8 +567,9 @@ static int drop_privileges(const stp_config_t *conf)
  * or reload (the other policies still work). Asked when a route = mx
  * listener has a DANE policy: at start-up (waited for, up to dns_timeout)
  * and after every reload (on the main loop, not waited for).
+ *
+ * dane_configured: whether a route = mx listener can meet a DANE policy.
  */
-/* Whether a route = mx listener can meet a DANE policy. */
 static int dane_configured(const stp_config_t *conf)
 {
     int mx = 0, dane = 0;

@@ -97,3 +97,23 @@ max_connections = 0
 max_connections_per_ip = 0
 EOT
 }
+
+# outbound_ini FILE WORKERS PORT NEXTHOP_PORT: a proxy configuration with one
+# outbound listener relaying to 127.0.0.1:NEXTHOP_PORT, TLS required (no
+# verification: `encrypt`), no connection limits, warnings only.
+outbound_ini() {
+    cat >"$1" <<EOT
+[proxy]
+hostname = out.example.test
+workers = $2
+log_level = warn
+[listener:out]
+mode = outbound
+listen = 127.0.0.1:$3
+allow = 127.0.0.1/32
+route = relay:127.0.0.1:$4
+tls = encrypt
+max_connections = 0
+max_connections_per_ip = 0
+EOT
+}

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # profile.sh: where smtp-tls-proxy spends its CPU under load.
 #
-#   test/bench/profile.sh [--perf | --callgrind] [--bare] [-n SESSIONS] [-k] [-- SMTP-BENCH ARGS]
+#   test/bench/profile.sh [--perf | --callgrind] [--bare | --outbound] [-n SESSIONS] [-k] [-- SMTP-BENCH ARGS]
 #
 # Runs the proxy (one worker, inbound, STARTTLS, ECDSA P-256) in front of
 # Postfix's smtp-sink, drives SESSIONS sessions through it with smtp-bench
@@ -20,6 +20,10 @@
 # --bare profiles the bare BoringSSL STARTTLS sink (`smtp-bench -L`, the
 # same certificate; it relays nothing) in place of the proxy: the floor
 # that compare.sh measures, as instructions and shares.
+# --outbound profiles the other direction: the proxy (one worker, an
+# outbound listener, `tls = encrypt`, route = relay) takes plaintext from
+# smtp-bench and originates TLS to a bare sink, resuming its sessions as it
+# does in production (compare.sh's ratio 6a).
 # -k keeps the data (perf.data, or callgrind.out.*) in the directory printed
 # last, for `perf report -i` or `callgrind_annotate`.
 # Environment: STP_BIN, STP_BENCH, STP_CERTS as for compare.sh. Only
@@ -34,6 +38,7 @@ BENCH=${STP_BENCH:-$root/bazel-bin/test/bench/smtp-bench}
 
 tool=perf
 bare=0
+outbound=0
 n=""
 keep=0
 while [ $# -gt 0 ]; do
@@ -41,14 +46,16 @@ while [ $# -gt 0 ]; do
     --perf) tool=perf ;;
     --callgrind) tool=callgrind ;;
     --bare) bare=1 ;;
+    --outbound) outbound=1 ;;
     -n) n=$2; shift ;;
     -k) keep=1 ;;
     --) shift; break ;;
-    -h | --help) sed -n '2,27p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h | --help) sed -n '2,31p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "profile.sh: unknown option $1" >&2; exit 2 ;;
     esac
     shift
 done
+[ "$bare$outbound" = 11 ] && { echo "profile.sh: --bare or --outbound, not both" >&2; exit 2; }
 [ -n "$n" ] || n=$([ "$tool" = perf ] && echo 3000 || echo 300)
 case "$n" in '' | *[!0-9]* | 0) echo "profile.sh: -n wants a positive number" >&2; exit 2 ;; esac
 
@@ -65,9 +72,21 @@ done
 scratch stp-profile
 
 certs=$(test_certs "$tmp/certs") || exit 1
-start_sink 500 1024 || exit 1
 IN=$(free_port)
-inbound_ini "$tmp/in.ini" 1 "$IN" "$SINK" "$certs"
+mode=()
+if [ "$outbound" = 1 ]; then
+    # The next hop: a bare sink, which relays nothing and resumes tickets.
+    HOP=$(free_port)
+    "$BENCH" -L -M starttls -C "$certs/ecdsa.pem" -K "$certs/ecdsa.key" 127.0.0.1 "$HOP" \
+        >/dev/null 2>"$tmp/hop.log" &
+    pids+=($!)
+    wait_port "$HOP" || exit 1
+    outbound_ini "$tmp/in.ini" 1 "$IN" "$HOP"
+    mode=(-M plain) # the legacy MTA's side
+else
+    start_sink 500 1024 || exit 1
+    inbound_ini "$tmp/in.ini" 1 "$IN" "$SINK" "$certs"
+fi
 
 if [ "$tool" = callgrind ] && [ "$bare" = 0 ] && grep -qa __asan_init "$BIN"; then
     echo "profile.sh: $BIN is a sanitizer build, which valgrind cannot run; use the normal or -c opt build" >&2
@@ -86,7 +105,7 @@ wait_port "$IN" 600 || { tail -5 "$tmp/proxy.log" >&2; exit 1; }
 # load N: smtp-bench through the proxy; fails the script on any error.
 load() {
     local out
-    out=$("$BENCH" -j -c 10 -n "$1" "${@:2}" 127.0.0.1 "$IN" 2>>"$tmp/bench.err") ||
+    out=$("$BENCH" -j -c 10 -n "$1" "${mode[@]}" "${@:2}" 127.0.0.1 "$IN" 2>>"$tmp/bench.err") ||
         { echo "profile.sh: smtp-bench failed: $out" >&2; tail -3 "$tmp/bench.err" >&2; exit 1; }
     echo "$out"
 }
@@ -140,4 +159,7 @@ callgrind)
     ;;
 esac
 echo
-echo "profile.sh: $tool, $([ "$bare" = 1 ] && echo "the bare sink" || echo "the proxy"), $n sessions; data in $tmp$([ "$keep" = 1 ] || echo " (removed; -k keeps it)")"
+what="the proxy"
+[ "$bare" = 1 ] && what="the bare sink"
+[ "$outbound" = 1 ] && what="the proxy outbound"
+echo "profile.sh: $tool, $what, $n sessions; data in $tmp$([ "$keep" = 1 ] || echo " (removed; -k keeps it)")"

@@ -165,6 +165,20 @@ class Profile(unittest.TestCase):
         self.assertRegex(shares, r"\[kernel")
         self.assertIn("top symbols:", text)
 
+    def test_perf_outbound(self):
+        # The outbound direction: plaintext in, TLS to a bare sink, resumed
+        # after the first session; the proxy's side of it is profiled.
+        text, load = self.profile("--perf", "--outbound", "-n", "200")
+        self.assertEqual((load["sessions"], load["messages"]), (200, 200))
+        shares = text.split("share of the samples by object:")[1].split("top symbols:")[0]
+        self.assertIn("libcrypto", shares)  # the proxy originated TLS
+        self.assertIn("the proxy outbound, 200 sessions", text)
+        env = dict(os.environ, STP_BENCH=BENCH, STP_BIN=BIN, STP_CERTS=CERTS)
+        out = subprocess.run(["bash", os.path.join(ROOT, "test/bench/profile.sh"), "--bare",
+                              "--outbound"], capture_output=True, timeout=30, env=env)
+        self.assertEqual(out.returncode, 2, out)
+        self.assertIn(b"--bare or --outbound, not both", out.stderr)
+
 
 class OutboundResumption(unittest.TestCase):
     """The proxy resumes its TLS sessions with a next hop (tickets kept per
