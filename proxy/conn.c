@@ -514,6 +514,8 @@ static void on_connect_cb(uv_connect_t *req, int status)
     }
     if (status == 0) {
         stp_conn_tune(c);
+    } else {
+        stp_conn_read_stop(c); /* nothing will come */
     }
     c->cb->on_connect(c, status < 0 ? uv_strerror(status) : NULL);
 }
@@ -521,7 +523,15 @@ static void on_connect_cb(uv_connect_t *req, int status)
 int stp_conn_connect(stp_conn_t *c, const struct sockaddr *sa)
 {
     c->connect_req.data = c;
-    return uv_tcp_connect(&c->connect_req, &c->tcp, sa, on_connect_cb);
+    int rc = uv_tcp_connect(&c->connect_req, &c->tcp, sa, on_connect_cb);
+    if (rc == 0) {
+        /* Reading is asked for with the connect, so that libuv registers the
+         * socket once for both (and then drops POLLOUT): asked for in
+         * on_connect, it costs an epoll_ctl that fails with EEXIST and a
+         * third one. Nothing is read before on_connect has run. */
+        stp_conn_read_start(c);
+    }
+    return rc;
 }
 
 const char *stp_sockaddr_str(const struct sockaddr *sa, char *buf, size_t len, int with_port)

@@ -58,7 +58,8 @@ struct stp_conn_s {
 /* Initialises the handle on `loop`. Returns 0 or a negative libuv error. */
 int stp_conn_init(uv_loop_t *loop, stp_conn_t *c, const stp_conn_cb_t *cb, void *owner);
 
-/* Starts an outgoing connection; cb->on_connect reports the result. */
+/* Starts an outgoing connection; cb->on_connect reports the result. Reading
+ * starts with it (nothing arrives before on_connect; a failure stops it). */
 int stp_conn_connect(stp_conn_t *c, const struct sockaddr *sa);
 
 /* Sets TCP_NODELAY etc. on an accepted or connected socket. */

@@ -603,7 +603,7 @@ static void update_reading(stp_session_t *s)
         stp_conn_read_stop(&s->client);
     }
     if (s->backend_up) {
-        if (s->state != S_CONNECTING && !stp_conn_congested(&s->client)) {
+        if (!stp_conn_congested(&s->client)) { /* reading began with the connect */
             stp_conn_read_start(s->up);
         } else {
             stp_conn_read_stop(s->up);

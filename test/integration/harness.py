@@ -314,21 +314,25 @@ class Syscalls:
 
     CALLS = "trace=write,writev,sendmsg,sendto"
 
-    def __init__(self, tmp, pid):
+    def __init__(self, tmp, pid, calls=CALLS):
         self.out = os.path.join(tmp, "strace-%d.txt" % pid)
         # -xx: every byte as \xNN, so stop() can decode any of them
-        self.proc = Process(["strace", "-f", "-p", str(pid), "-e", self.CALLS, "-xx", "-s", "65536",
+        self.proc = Process(["strace", "-f", "-p", str(pid), "-e", calls, "-xx", "-s", "65536",
                              "-o", self.out], self.out + ".err", stdout=subprocess.DEVNULL)
         # "Process N attached with T threads", once all of them are
         if not poll(lambda: " attached" in self.proc.log() or not self.proc.running()):
             self.proc.stop(signal.SIGKILL)
             raise RuntimeError("strace did not attach: " + self.proc.log())
 
-    def stop(self):
-        """Detaches; returns the bytes of each write call, in order."""
+    def lines(self):
+        """Detaches; returns strace's line for each call, in order."""
         self.proc.stop(signal.SIGINT)
         with open(self.out, errors="replace") as f:
-            calls = [l for l in f.read().splitlines() if "(" in l]
+            return [l for l in f.read().splitlines() if "(" in l]
+
+    def stop(self):
+        """Detaches; returns the bytes of each write call, in order."""
+        calls = self.lines()
         # a call's string arguments (a writev's buffers) joined
         return [bytes.fromhex("".join(re.findall(r'"((?:\\x[0-9a-f]{2})*)"', l)).replace("\\x", ""))
                 for l in calls]

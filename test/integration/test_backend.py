@@ -1,6 +1,7 @@
 """The backend: its replies relayed exactly, its failures turned into 4xx
 (never a 2xx, so the sender keeps the message), and logged.
 """
+import re
 import shutil
 import socket
 import time
@@ -251,6 +252,26 @@ class PipelinedWrites(ProxyCase):
         released = [w for w in calls if BODY_UNSTUFFED[:20] in w or w == b"QUIT\r\n"]
         self.assertEqual(len(released), 1, calls)
         self.assertTrue(released[0].endswith(b"\r\n.\r\nQUIT\r\n"), released)
+
+    def test_backend_socket_registered_once(self):
+        # Reading is asked for with the connect: libuv registers the backend
+        # socket once for both and then drops POLLOUT (ADD, MOD), where
+        # asking in on_connect cost an ADD that failed with EEXIST and a
+        # third call.
+        trace = Syscalls(self.tmp, self.proxy.pid, calls="trace=connect,epoll_ctl")
+        try:
+            c = self.ready_client(tls=False)
+            self.assertEqual(c.cmd("QUIT")[0], 221)
+            self.assertTrue(c.closed())
+        finally:
+            lines = trace.lines()
+        fd = [re.search(r"connect\((\d+),", l).group(1) for l in lines if " connect(" in l]
+        self.assertEqual(len(fd), 1, lines)
+        ops = [re.search(r"EPOLL_CTL_(\w+)", l).group(1) for l in lines
+               if re.search(r"epoll_ctl\(\d+, EPOLL_CTL_\w+, %s," % fd[0], l)]
+        self.assertEqual(ops[:2], ["ADD", "MOD"], lines)
+        self.assertNotIn("ADD", ops[1:], lines)
+        self.assertFalse([l for l in lines if "EEXIST" in l], lines)
 
     def test_221_leaves_with_the_close_notify(self):
         c = self.ready_client()

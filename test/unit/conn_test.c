@@ -5,8 +5,10 @@
  * mix of staged and oversized writes, with three conns corked at once (two
  * stages per thread), when a conn is closed with bytes staged (they are
  * dropped, and never reach the next conn that takes the stage), and when it
- * is closed after write (they are sent first).
+ * is closed after write (they are sent first). And the read side of a
+ * connect: reading starts with it, a refused one reports only its error.
  */
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -58,6 +60,8 @@ static void peer_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b)
     }
 }
 
+static int greet; /* peers write a greeting as soon as they accept */
+
 static void on_connection(uv_stream_t *srv, int status)
 {
     CHECK_EQ_INT(status, 0);
@@ -66,6 +70,10 @@ static void on_connection(uv_stream_t *srv, int status)
     p->tcp.data = p;
     CHECK_EQ_INT(uv_accept(srv, (uv_stream_t *)&p->tcp), 0);
     uv_read_start((uv_stream_t *)&p->tcp, peer_alloc, peer_read);
+    if (greet) {
+        uv_buf_t b = uv_buf_init("220 peer\r\n", 10);
+        CHECK_EQ_INT(uv_try_write((uv_stream_t *)&p->tcp, &b, 1), 10);
+    }
 }
 
 static void c_read(stp_conn_t *c, const char *d, size_t n)
@@ -263,6 +271,118 @@ static void test_close_after_write_sends_what_was_staged(void)
     free_peers(1);
 }
 
+/* Reading starts with the connect: what the peer sends first arrives
+ * without the owner asking, and never before on_connect. A refused connect
+ * reports its error once and nothing else (no read, no EOF). */
+static char events[64];
+static size_t nevents;
+
+static void ev(char e)
+{
+    if (nevents < sizeof(events) - 1) {
+        events[nevents++] = e;
+    }
+}
+
+static void ev_read(stp_conn_t *c, const char *d, size_t n)
+{
+    (void)c;
+    CHECK_MEM(d, n, "220 peer\r\n", 10);
+    ev('r');
+}
+
+static void ev_eof(stp_conn_t *c, const char *err)
+{
+    (void)c, (void)err;
+    ev('e');
+}
+
+static void ev_connect(stp_conn_t *c, const char *err)
+{
+    (void)c;
+    ev(err ? 'x' : 'c');
+}
+
+static const stp_conn_cb_t ev_cb = {
+    .on_read = ev_read, .on_eof = ev_eof, .on_connect = ev_connect, .on_close = c_close};
+
+/* The loop is woken every 50 ms, so that a missing event fails the test
+ * after 3 s instead of blocking it. */
+static uv_timer_t tick;
+static uint64_t deadline;
+
+static void on_tick(uv_timer_t *t)
+{
+    (void)t;
+}
+
+static int got_events(int n)
+{
+    return nevents >= (size_t)n || uv_now(&loop) > deadline;
+}
+
+static void tick_start(void)
+{
+    uv_timer_init(&loop, &tick);
+    uv_timer_start(&tick, on_tick, 50, 50);
+    deadline = uv_now(&loop) + 3000;
+}
+
+static void tick_stop(void)
+{
+    uv_close((uv_handle_t *)&tick, NULL);
+}
+
+static void test_reading_starts_with_the_connect(void)
+{
+    struct sockaddr_storage ss;
+    int sl = sizeof(ss);
+    uv_tcp_getsockname(&server, (struct sockaddr *)&ss, &sl);
+    memset(peers, 0, sizeof(peers));
+    accepted = closed = 0;
+    nevents = 0;
+    greet = 1;
+    tick_start();
+    CHECK_EQ_INT(stp_conn_init(&loop, &conns[0], &ev_cb, NULL), 0);
+    CHECK_EQ_INT(stp_conn_connect(&conns[0], (struct sockaddr *)&ss), 0);
+    run_until(got_events, 2);
+    tick_stop();
+    greet = 0;
+    CHECK_MEM(events, nevents, "cr", 2);
+    stp_conn_close(&conns[0]);
+    run_until(all_closed, 1);
+    free_peers(1);
+}
+
+static void test_refused_connect_reports_once(void)
+{
+    /* a port nobody listens on: bound, then closed */
+    uv_tcp_t t;
+    struct sockaddr_in sa;
+    struct sockaddr_storage ss;
+    int sl = sizeof(ss);
+    uv_tcp_init(&loop, &t);
+    uv_ip4_addr("127.0.0.1", 0, &sa);
+    CHECK_EQ_INT(uv_tcp_bind(&t, (struct sockaddr *)&sa, 0), 0);
+    uv_tcp_getsockname(&t, (struct sockaddr *)&ss, &sl);
+    uv_close((uv_handle_t *)&t, NULL);
+    uv_run(&loop, UV_RUN_NOWAIT);
+    closed = 0;
+    nevents = 0;
+    tick_start();
+    CHECK_EQ_INT(stp_conn_init(&loop, &conns[0], &ev_cb, NULL), 0);
+    CHECK_EQ_INT(stp_conn_connect(&conns[0], (struct sockaddr *)&ss), 0);
+    run_until(got_events, 1);
+    for (int i = 0; i < 3; i++) {
+        uv_run(&loop, UV_RUN_ONCE); /* a read or an EOF would show here (ticks: 150 ms) */
+    }
+    tick_stop();
+    CHECK_MEM(events, nevents, "x", 1);
+    stp_conn_close(&conns[0]);
+    run_until(all_closed, 1);
+    CHECK_MEM(events, nevents, "x", 1);
+}
+
 int main(void)
 {
     struct sockaddr_in sa;
@@ -278,6 +398,8 @@ int main(void)
     STP_RUN(test_three_corked_conns_each_get_their_own_bytes);
     STP_RUN(test_close_drops_what_was_staged);
     STP_RUN(test_close_after_write_sends_what_was_staged);
+    STP_RUN(test_reading_starts_with_the_connect);
+    STP_RUN(test_refused_connect_reports_once);
     uv_close((uv_handle_t *)&server, NULL);
     uv_run(&loop, UV_RUN_DEFAULT);
     uv_loop_close(&loop);
