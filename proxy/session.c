@@ -1718,9 +1718,8 @@ static void backend_on_read(stp_conn_t *c, const char *data, size_t len)
         stp_reply_parser_init(s->rp);
     }
     /* Replies relayed from this read (pipelined: several) reach the client
-     * in one write, and held commands they release (a pipelined group behind
-     * the MAIL replayed to a next hop, content behind DATA) reach the
-     * backend in one. */
+     * in one write, and what they release for the backend (content held
+     * behind DATA and the commands after it) reaches it in one. */
     stp_conn_cork(&s->client);
     stp_conn_cork(c);
     /* Stop as soon as this conn is replaced (plaintext retry): what is
