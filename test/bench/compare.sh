@@ -218,11 +218,8 @@ peer plain "$SINK" - plain 0
 
 # 2. The bare BoringSSL STARTTLS sink (relays nothing): the floor.
 BARE=$(free_port)
-"$BENCH" -L -M starttls -C "$certs/ecdsa.pem" -K "$certs/ecdsa.key" 127.0.0.1 "$BARE" 2>"$tmp/bare.log" &
-bare_pid=$!
-pids+=("$bare_pid")
-wait_port "$BARE" || exit 1
-peer bare "$BARE" "$bare_pid" starttls 1
+start_bare "$BARE" "$tmp/bare.log" "$certs" || exit 1
+peer bare "$BARE" "$BARE_PID" starttls 1
 
 # 3. nginx's mail proxy, starttls only, auth_http answered by nginx itself.
 mkdir -p "$tmp/nginx"
@@ -301,10 +298,8 @@ peer stunnel_client "$STC" "$st_pid" plain 0
 # 5. smtp-tls-proxy: inbound to smtp-sink; outbound to a bare sink of its
 # own (which counts the resumed handshakes); and outbound -> inbound -> smtp-sink.
 IN=$(free_port) OUT=$(free_port) CHAIN=$(free_port) BARE2=$(free_port)
-"$BENCH" -L -M starttls -C "$certs/ecdsa.pem" -K "$certs/ecdsa.key" 127.0.0.1 "$BARE2" 2>"$tmp/bare2.log" &
-bare2_pid=$!
-pids+=("$bare2_pid")
-wait_port "$BARE2" || exit 1
+start_bare "$BARE2" "$tmp/bare2.log" "$certs" || exit 1
+bare2_pid=$BARE_PID
 inbound_ini "$tmp/in.ini" 2 "$IN" "$SINK" "$certs"
 cat >"$tmp/out.ini" <<EOF
 [proxy]

@@ -78,6 +78,16 @@ start_sink() {
     wait_port "$SINK"
 }
 
+# start_bare PORT LOG CERTS: smtp-bench's bare STARTTLS sink (relays nothing,
+# counts resumed handshakes in LOG when stopped) on 127.0.0.1:PORT, with the
+# ECDSA certificate; sets BARE_PID once it accepts.
+start_bare() {
+    "$BENCH" -L -M starttls -C "$3/ecdsa.pem" -K "$3/ecdsa.key" 127.0.0.1 "$1" 2>"$2" &
+    BARE_PID=$!
+    pids+=("$BARE_PID")
+    wait_port "$1"
+}
+
 # inbound_ini FILE WORKERS PORT BACKEND_PORT CERTS: a proxy configuration
 # with one inbound STARTTLS listener, no connection limits, warnings only.
 inbound_ini() {

@@ -77,10 +77,7 @@ mode=()
 if [ "$outbound" = 1 ]; then
     # The next hop: a bare sink, which relays nothing and resumes tickets.
     HOP=$(free_port)
-    "$BENCH" -L -M starttls -C "$certs/ecdsa.pem" -K "$certs/ecdsa.key" 127.0.0.1 "$HOP" \
-        >/dev/null 2>"$tmp/hop.log" &
-    pids+=($!)
-    wait_port "$HOP" || exit 1
+    start_bare "$HOP" "$tmp/hop.log" "$certs" || exit 1
     outbound_ini "$tmp/in.ini" 1 "$IN" "$HOP"
     mode=(-M plain) # the legacy MTA's side
 else
