@@ -333,18 +333,25 @@ static void tick_stop(void)
     uv_close((uv_handle_t *)&tick, NULL);
 }
 
+/* A conn with the event-recording callbacks, connecting to `ss`. */
+static void ev_conn_connect(const struct sockaddr_storage *ss)
+{
+    closed = 0;
+    nevents = 0;
+    tick_start();
+    CHECK_EQ_INT(stp_conn_init(&loop, &conns[0], &ev_cb, NULL), 0);
+    CHECK_EQ_INT(stp_conn_connect(&conns[0], (const struct sockaddr *)ss), 0);
+}
+
 static void test_reading_starts_with_the_connect(void)
 {
     struct sockaddr_storage ss;
     int sl = sizeof(ss);
     uv_tcp_getsockname(&server, (struct sockaddr *)&ss, &sl);
     memset(peers, 0, sizeof(peers));
-    accepted = closed = 0;
-    nevents = 0;
+    accepted = 0;
     greet = 1;
-    tick_start();
-    CHECK_EQ_INT(stp_conn_init(&loop, &conns[0], &ev_cb, NULL), 0);
-    CHECK_EQ_INT(stp_conn_connect(&conns[0], (struct sockaddr *)&ss), 0);
+    ev_conn_connect(&ss);
     run_until(got_events, 2);
     tick_stop();
     greet = 0;
@@ -367,11 +374,7 @@ static void test_refused_connect_reports_once(void)
     uv_tcp_getsockname(&t, (struct sockaddr *)&ss, &sl);
     uv_close((uv_handle_t *)&t, NULL);
     uv_run(&loop, UV_RUN_NOWAIT);
-    closed = 0;
-    nevents = 0;
-    tick_start();
-    CHECK_EQ_INT(stp_conn_init(&loop, &conns[0], &ev_cb, NULL), 0);
-    CHECK_EQ_INT(stp_conn_connect(&conns[0], (struct sockaddr *)&ss), 0);
+    ev_conn_connect(&ss);
     run_until(got_events, 1);
     for (int i = 0; i < 3; i++) {
         uv_run(&loop, UV_RUN_ONCE); /* a read or an EOF would show here (ticks: 150 ms) */
