@@ -139,6 +139,8 @@ struct stp_session_s {
     char next_hop_str[280];
     char up_version[16];
     char up_cipher[64];
+    char *up_ehlo;          /* the next hop's reply to the proxy's EHLO, as the legacy MTA sees it */
+    size_t up_ehlo_len;
     const char *verify;     /* "ok", "failed", "skipped" */
     const char *decision;   /* "tls", "plaintext", "deferred", "rejected" */
     char helo[72];
@@ -215,6 +217,7 @@ static void mx_end_transaction(stp_session_t *s, int reset_next_hop);
 static void mx_message_done(stp_session_t *s, int ok);
 static void mx_up_gone(stp_session_t *s);
 static void mx_greet(stp_session_t *s);
+static void drop_kept_ehlo(stp_session_t *s);
 
 /* ---- small helpers ---- */
 
@@ -326,6 +329,9 @@ static void backend_send(stp_session_t *s, unsigned verb, const char *line, size
     uv_buf_t b[3] = {uv_buf_init("RSET\r\n", 6), uv_buf_init((char *)line, (unsigned)len),
                      uv_buf_init("\r\n", 2)};
     int rset = s->rset_due;
+    if (s->up_ehlo) {
+        drop_kept_ehlo(s);
+    }
     if (stp_conn_writev(s->up, b + !rset, 2 + rset) < 0) {
         finish(s, NULL, "backend-lost", "write to backend failed");
         return;
@@ -389,6 +395,7 @@ logged:
     }
     free(s->held);
     free(s->xc_line);
+    free(s->up_ehlo);
     free(s->rp);
     free(s->pq_big);
     free(s->pp);
@@ -970,6 +977,13 @@ static void handle_line(stp_session_t *s, const char *line, size_t len)
          * a backend that rejects the EHLO will refuse the envelope itself. */
         s->ehlo_seen = 1;
         s->esmtp = cmd.verb == STP_CMD_EHLO;
+        if (cmd.verb == STP_CMD_EHLO && s->up_ehlo && s->pq_len == 0) {
+            /* nothing in flight: the kept reply is the next one owed */
+            client_write(s, s->up_ehlo, s->up_ehlo_len);
+            free(s->up_ehlo);
+            s->up_ehlo = NULL;
+            return;
+        }
         if (c->mode == STP_MODE_INBOUND && c->xclient && !s->xclient_tried) {
             xclient_begin(s, cmd.verb, line, len, cmd.arg, cmd.arg_len);
             return;
@@ -1267,9 +1281,11 @@ static void relay(stp_session_t *s, const stp_reply_t *r)
     client_write(s, r->raw, r->raw_len);
 }
 
-static void relay_ehlo(stp_session_t *s, const stp_reply_t *r)
+/* The client's view of a backend's (or next hop's) EHLO reply, written to
+ * out (STP_REPLY_MAX_BYTES + 64 bytes); up_pipelining and size_added follow
+ * what it offers. Returns its length. */
+static size_t ehlo_view(stp_session_t *s, const stp_reply_t *r, char *out, size_t size)
 {
-    char out[STP_REPLY_MAX_BYTES + 64];
     size_t len = 0;
     int tls = s->tls == T_ACTIVE;
     stp_ehlo_opts_t o = {
@@ -1289,21 +1305,56 @@ static void relay_ehlo(stp_session_t *s, const stp_reply_t *r)
         o.drop |= STP_EHLO_AUTH;
     }
     unsigned seen = 0;
-    if (stp_ehlo_rewrite(r, &o, out, sizeof(out), &len, &seen) == 0) {
+    if (stp_ehlo_rewrite(r, &o, out, size, &len, &seen) == 0) {
         s->up_pipelining = (seen & STP_EHLO_PIPELINING) != 0;
         s->size_added = o.size_limit != 0 && (seen & STP_EHLO_SIZE) == 0;
         if (o.add_starttls && r->code == 250) {
             stp_sm_starttls(s->conf->name, "offered", NULL);
         }
-        client_write(s, out, len);
-    } else {
-        /* Fail closed: never pass the backend's own keywords through
-         * unfiltered; a bare 250 offers no extension at all. */
-        s->up_pipelining = 0;
-        s->size_added = 0;
-        int n = snprintf(out, sizeof(out), "250 %s\r\n", hostname(s));
-        client_write(s, out, (size_t)n);
+        return len;
     }
+    /* Fail closed: never pass the backend's own keywords through
+     * unfiltered; a bare 250 offers no extension at all. */
+    s->up_pipelining = 0;
+    s->size_added = 0;
+    int n = snprintf(out, size, "250 %s\r\n", hostname(s));
+    return n < 0 ? 0 : (size_t)n < size ? (size_t)n : size - 1;
+}
+
+static void relay_ehlo(stp_session_t *s, const stp_reply_t *r)
+{
+    char out[STP_REPLY_MAX_BYTES + 64];
+    client_write(s, out, ehlo_view(s, r, out, sizeof(out)));
+}
+
+/*
+ * Outbound: the next hop has just answered the proxy's own EHLO (after TLS,
+ * or before it where TLS is optional and not offered). The legacy MTA's
+ * first EHLO is answered with that reply instead of being sent again: the
+ * next hop knows its client by the proxy's name, not by an internal one
+ * like exchange01.corp.local (which MTAs that check HELO names refuse), and
+ * the session saves a round trip through TLS. Any other command first, or
+ * out of memory, and the EHLO goes to the next hop as before.
+ */
+static void keep_ehlo(stp_session_t *s, const stp_reply_t *r)
+{
+    char out[STP_REPLY_MAX_BYTES + 64];
+    size_t len = ehlo_view(s, r, out, sizeof(out));
+    s->up_ehlo = malloc(len);
+    if (s->up_ehlo != NULL) {
+        memcpy(s->up_ehlo, out, len);
+        s->up_ehlo_len = len;
+    }
+}
+
+/* The kept EHLO reply is no longer the next hop's answer (another command
+ * went to it first): the legacy MTA has seen no extension yet. */
+static void drop_kept_ehlo(stp_session_t *s)
+{
+    free(s->up_ehlo);
+    s->up_ehlo = NULL;
+    s->up_pipelining = 0;
+    s->size_added = 0;
 }
 
 static void handle_greeting(stp_session_t *s, const stp_reply_t *r)
@@ -1601,6 +1652,9 @@ static void up_reply(stp_session_t *s, const stp_reply_t *r)
             up_write(s, "STARTTLS", UP_STARTTLS);
             return;
         }
+        if (r->code == 250) {
+            keep_ehlo(s, r); /* used if policy lets the session go on in plaintext */
+        }
         snprintf(why, sizeof(why), "TLS is required, but was not offered by %s", host);
         s->down_reason = "not_offered";
         up_no_tls(s, why);
@@ -1647,6 +1701,7 @@ static void up_reply(stp_session_t *s, const stp_reply_t *r)
             fail_reply(s, "421 4.4.2", why, "next-hop-refused", why);
             return;
         }
+        keep_ehlo(s, r);
         up_ready(s);
         return;
     default:

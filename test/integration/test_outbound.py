@@ -275,6 +275,58 @@ class Behaviour(unittest.TestCase):
         for secret in ("AHVzZXIAc2VjcmV0", "AHVzZXIAd3Jvbmc", "secret"):
             self.assertNotIn(secret, log)
 
+    def hop_commands(self, hop, verbs=("EHLO", "HELO")):
+        return [l[len("command "):] for l in hop.proc.log().splitlines()
+                if l.startswith("command ") and l[len("command "):len("command ") + 4] in verbs]
+
+    def test_legacy_ehlo_answered_with_the_next_hops_reply(self):
+        """The legacy MTA's first EHLO is answered with the next hop's reply
+        to the proxy's own EHLO after TLS: the next hop sees the proxy's name
+        only (never the legacy host's internal one) and no second EHLO; the
+        legacy MTA still sees the next hop's capabilities. Another command
+        first, and its EHLO goes to the next hop as before; HELO always
+        does."""
+        hop = NextHop(self.tmp, "good")
+        self.addCleanup(hop.stop)
+        p = self.proxy(hop.port)
+
+        def session(first, helo):
+            c = Client(p.port("out"))
+            try:
+                self.assertEqual(c.reply()[0], 220)
+                if first:
+                    self.assertEqual(c.cmd(first)[0], 250)
+                code, lines = c.cmd(helo)
+                self.assertEqual(code, 250, lines)
+                for cmd in ("MAIL FROM:<a@example.test>", "RCPT TO:<b@example.test>"):
+                    self.assertEqual(c.cmd(cmd)[0], 250)
+                self.assertEqual(c.cmd("DATA")[0], 354)
+                c.send(b"Subject: ehlo\r\n\r\nbody\r\n.\r\n")
+                self.assertEqual(c.reply()[0], 250)
+                self.assertEqual(c.cmd("QUIT")[0], 221)
+                return lines
+            finally:
+                c.close()
+
+        lines = session(None, "EHLO exchange01.corp.local")
+        self.assertEqual(lines[0], "250-nexthop.example.test")
+        kws = [l[4:].split(" ")[0] for l in lines[1:]]
+        self.assertEqual(kws, ["PIPELINING", "8BITMIME", "ENHANCEDSTATUSCODES"], lines)
+        self.assertTrue(poll(lambda: len(hop.stored()) == 1))
+        self.assertEqual(self.hop_commands(hop), ["EHLO mx.example.test tls=False",
+                                                  "EHLO mx.example.test tls=True"])
+        # pipelined behind another command, the EHLO is relayed
+        session("NOOP", "EHLO exchange01.corp.local")
+        session(None, "HELO exchange01.corp.local")
+        self.assertTrue(poll(lambda: len(hop.stored()) == 3))
+        self.assertEqual(self.hop_commands(hop)[2:], [
+            "EHLO mx.example.test tls=False", "EHLO mx.example.test tls=True",
+            "EHLO exchange01.corp.local tls=True",
+            "EHLO mx.example.test tls=False", "EHLO mx.example.test tls=True",
+            "HELO exchange01.corp.local tls=True"])
+        self.assertEqual(p.stop(), 0)
+        self.assertIn("helo=exchange01.corp.local", p.log())
+
     def test_bare_lf_in_data_never_reaches_the_next_hop(self):
         hop = NextHop(self.tmp, "good")
         self.addCleanup(hop.stop)
