@@ -62,7 +62,7 @@ def serve(c, a, count, lock):
                 return
             u = l.upper()
             if u.startswith(b"EHLO") or u.startswith(b"HELO"):
-                sys.stderr.write("command %s tls=%s\n" % (l.decode(errors="replace"), conn.tls))
+                sys.stderr.write("hello %s tls=%s\n" % (l.decode(errors="replace"), conn.tls))
                 sys.stderr.flush()
             if u.startswith(b"EHLO"):
                 if a.mode == "helo-only":
@@ -147,8 +147,8 @@ def serve(c, a, count, lock):
                     time.sleep(5)
                 return
             elif u.startswith(b"MAIL") or u.startswith(b"RCPT") or u == b"RSET" or u == b"NOOP":
-                # the envelope (like EHLO and HELO above) on stderr, for tests
-                # that check what arrived where
+                # the envelope on stderr ("command ..."; EHLO and HELO above as
+                # "hello ..."), for tests that check what arrived where
                 sys.stderr.write("command %s tls=%s\n" % (l.decode(errors="replace"), conn.tls))
                 sys.stderr.flush()
                 conn.send(b"250 2.0.0 Ok\r\n")
