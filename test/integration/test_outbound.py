@@ -315,7 +315,7 @@ class Behaviour(unittest.TestCase):
         self.assertTrue(poll(lambda: len(hop.stored()) == 1))
         self.assertEqual(self.hop_hellos(hop), ["EHLO mx.example.test tls=False",
                                                   "EHLO mx.example.test tls=True"])
-        # pipelined behind another command, the EHLO is relayed
+        # after another command (a NOOP, relayed), the EHLO is relayed too
         session("NOOP", "EHLO exchange01.corp.local")
         session(None, "HELO exchange01.corp.local")
         self.assertTrue(poll(lambda: len(hop.stored()) == 3))
