@@ -137,6 +137,7 @@ static const char *check_message_size(int64_t v);
 static const char *check_backlog(int64_t v);
 static const char *check_timeout(int64_t v);
 static const char *check_remember(int64_t v);
+static const char *check_cache_time(int64_t v);
 static const char *check_port(int64_t v);
 
 /* ---- value vocabularies ---- */
@@ -260,6 +261,8 @@ static const directive_t listener_directives[] = {
     {"ca_file", parse_path, LC(ca_file), NULL, NULL, NULL, F_OUTBOUND},
     {"testing", parse_enum, LC(testing), "no", NULL, bool_names, F_OUTBOUND},
     {"on_failure", parse_enum, LC(on_failure), "defer", NULL, on_failure_names, F_OUTBOUND},
+    {"connection_cache_time", parse_duration, LC(connection_cache_time), "0", check_cache_time,
+     NULL, F_OUTBOUND},
 
     {"max_line_length", parse_size, LC(max_line_length), "2048", check_line_length, NULL, 0},
     {"max_connections", parse_count, LC(max_connections), "1000", check_connections, NULL, 0},
@@ -669,6 +672,14 @@ static const char *check_port(int64_t v)
 static const char *check_timeout(int64_t v)
 {
     return v >= 1 && v <= MAX_TIMEOUT_MS ? NULL : "a duration from 1ms to 24h";
+}
+
+/* connection_cache_time: 0 switches it off; a next hop's own idle timeout
+ * (Postfix: 300 s, RFC 5321 asks for 5 minutes) closes a connection sooner
+ * than anything longer would keep it. */
+static const char *check_cache_time(int64_t v)
+{
+    return v >= 0 && v <= 300000 ? NULL : "a duration from 0 (off) to 300s";
 }
 
 typedef enum { NUM_COUNT, NUM_SIZE, NUM_DURATION } num_kind_t;
@@ -1583,6 +1594,11 @@ static void finish_listener(loader_t *ld, size_t li)
         }
         if (!listener_key_line(ld, li, "ca_file")) {
             memcpy(lc->ca_file, cf->ca_file, strlen(cf->ca_file) + 1);
+        }
+        if (lc->connection_cache_time && lc->route == STP_ROUTE_MX) {
+            error_at(ld, listener_key_line(ld, li, "connection_cache_time"),
+                     "connection_cache_time works with route = relay or original-dst; "
+                     "route = mx keeps a next hop connection for one session");
         }
     }
 }

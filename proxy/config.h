@@ -72,6 +72,8 @@ typedef struct {
     char ca_file[1024];         /* default: "" = system store ([tls] ca_file) */
     int testing;                /* default no */
     stp_on_failure_t on_failure;/* default defer */
+    uint64_t connection_cache_time; /* ms a clean TLS connection to the next hop waits for
+                                     * the next session (relay, original-dst); 0 = off */
 
     /* limits and timers (milliseconds), each with a default */
     size_t max_line_length;     /* 2048 */

@@ -15,6 +15,7 @@
 #include "proxy/conn.h"
 #include "proxy/log.h"
 #include "proxy/session.h"
+#include "proxy/upcache.h"
 #include "tls/tls_ctx.h"
 
 stp_runtime_t *stp_runtime_new(stp_config_t *conf, char *err, size_t errlen)
@@ -239,15 +240,33 @@ int stp_listener_start(stp_listener_t *l, uv_loop_t *loop, stp_runtime_t *rt,
 
 void stp_listener_session_done(stp_listener_t *l)
 {
-    if ((l->draining || l->retired) && l->nsessions == 0 && l->released && l->on_empty) {
+    if ((l->draining || l->retired) && l->nsessions == 0 && l->released &&
+        l->upcache == NULL && l->on_empty) {
         void (*cb)(stp_listener_t *) = l->on_empty;
         l->on_empty = NULL;
         cb(l);
     }
 }
 
+void stp_listener_upcache_closed(void *arg)
+{
+    stp_listener_t *l = arg;
+    l->upcache = NULL;
+    stp_listener_session_done(l);
+}
+
+void stp_listener_reconfigured(stp_listener_t *l)
+{
+    if (l->upcache) {
+        stp_upcache_flush(l->upcache);
+    }
+}
+
 static void close_socket(stp_listener_t *l)
 {
+    if (l->upcache) {
+        stp_upcache_close(l->upcache); /* no session parks on a closing listener */
+    }
     if (!l->closed && !uv_is_closing((uv_handle_t *)&l->tcp)) {
         l->closed = 1;
         uv_close((uv_handle_t *)&l->tcp, on_listen_closed);

@@ -38,6 +38,9 @@ typedef struct stp_listener_s {
     int retired; /* removed by a reload: not accepting, sessions go on */
     int closed;
     int released; /* the listening handle is fully closed (its close callback ran) */
+    /* outbound, connection_cache_time: next hop connections parked between
+     * sessions (created at the first park; closed with the listener) */
+    struct stp_upcache_s *upcache;
     /* Draining or retired, the last session gone and the listening handle released:
      * from then on nothing refers to the listener and its memory may be
      * reused. Called once. */
@@ -83,5 +86,12 @@ void stp_listener_kill_sessions(stp_listener_t *l);
 
 /* Session bookkeeping, called by session.c. */
 void stp_listener_session_done(stp_listener_t *l);
+
+/* A reload changed the listener's configuration: parked next hop
+ * connections were made under the previous one and are let go. */
+void stp_listener_reconfigured(stp_listener_t *l);
+
+/* The connection cache's close callback (arg: the listener). */
+void stp_listener_upcache_closed(void *arg);
 
 #endif

@@ -214,6 +214,7 @@ static void worker_apply(worker_t *w, reload_msg_t *m)
         } else if (w->live[i] && !w->retired[i] && m->conf_of[i] >= 0) {
             l->conf = &m->rt->conf->listeners[m->conf_of[i]];
             l->rt = m->rt;
+            stp_listener_reconfigured(l);
         } else if (w->live[i] && !w->retired[i] && !l->draining) {
             stp_runtime_ref(l->rt);
             w->retired[i] = l->rt;

@@ -45,6 +45,7 @@
 #include "proxy/smtp_reply.h"
 #include "proxy/thread_buf.h"
 #include "proxy/trace.h"
+#include "proxy/upcache.h"
 #include "proxy/xclient.h"
 #include "policy/cidr.h"
 #include "tls/session_cache.h"
@@ -84,7 +85,7 @@ typedef struct {
 
 typedef enum { S_CONNECTING = 1, S_GREETING, S_COMMAND, S_DATA, S_CLOSING } state_t;
 typedef enum { T_NONE = 0, T_HANDSHAKE, T_ACTIVE } tls_state_t;
-typedef enum { UP_NONE = 0, UP_EHLO1, UP_STARTTLS, UP_HANDSHAKE, UP_EHLO2 } up_phase_t;
+typedef enum { UP_NONE = 0, UP_EHLO1, UP_STARTTLS, UP_HANDSHAKE, UP_EHLO2, UP_REUSE } up_phase_t;
 
 struct stp_session_s {
     stp_session_t *prev, *next; /* listener's list */
@@ -94,9 +95,10 @@ struct stp_session_s {
     uv_loop_t *loop;
 
     stp_conn_t client;
-    stp_conn_t backends[2]; /* the second one only for a plaintext retry (tls = may) */
+    stp_conn_t backends[2]; /* route = mx: the next hop connection and the one before it */
     stp_conn_t *up;         /* the current backend / next hop connection */
-    unsigned nbackends;
+    stp_upconn_t *upc;      /* other routes: up lives in its own memory (it may be parked) */
+    unsigned nbackends;     /* connections made (a cached one, new, a plaintext retry) */
     uv_timer_t client_timer;
     uv_timer_t backend_timer;
     uv_timer_t session_timer;
@@ -123,6 +125,8 @@ struct stp_session_s {
     unsigned up_pipelining : 1; /* the backend's last EHLO reply offered PIPELINING */
     unsigned size_added : 1;    /* ...had no SIZE: the client saw the proxy's (MAIL's SIZE= is dropped) */
     unsigned rset_due : 1;      /* the RSET after STARTTLS goes out with the next command */
+    unsigned up_private : 1;    /* outbound: the next hop saw more than envelopes (AUTH, HELO...) */
+    unsigned up_reused : 1;     /* outbound: up was taken from the connection cache */
 
     char tls_version[16];
     char tls_cipher[64];
@@ -206,6 +210,7 @@ static void relay(stp_session_t *s, const stp_reply_t *r);
 static void resume(stp_session_t *s);
 static void destroy(stp_session_t *s);
 static const stp_conn_cb_t backend_cb;
+static void up_park(stp_session_t *s);
 
 /* route = mx: the local side of the session and the hand-over to a next
  * hop found by proxy/nexthop.c (the code is in the "outbound: mx" part). */
@@ -331,6 +336,10 @@ static void backend_send(stp_session_t *s, unsigned verb, const char *line, size
     int rset = s->rset_due;
     if (s->up_ehlo) {
         drop_kept_ehlo(s);
+    }
+    if (verb != STP_CMD_MAIL && verb != STP_CMD_RCPT && verb != STP_CMD_DATA &&
+        verb != STP_CMD_RSET && verb != STP_CMD_NOOP) {
+        s->up_private = 1; /* AUTH, the legacy MTA's EHLO...: never parked for another session */
     }
     if (stp_conn_writev(s->up, b + !rset, 2 + rset) < 0) {
         finish(s, NULL, "backend-lost", "write to backend failed");
@@ -508,9 +517,15 @@ static void on_client_timeout(uv_timer_t *t)
     fail_reply(s, "421 4.4.2", "Error: timeout exceeded", "timeout", what);
 }
 
+static void up_reuse_failed(stp_session_t *s, const char *why);
+
 static void on_backend_timeout(uv_timer_t *t)
 {
     stp_session_t *s = t->data;
+    if (s->up_phase == UP_REUSE) {
+        up_reuse_failed(s, "no reply to RSET");
+        return;
+    }
     const char *what = s->state == S_CONNECTING ? "backend connect"
                        : s->state == S_GREETING ? "backend greeting"
                                                 : "backend reply";
@@ -995,7 +1010,9 @@ static void handle_line(stp_session_t *s, const char *line, size_t len)
     case STP_CMD_QUIT:
         if (s->state == S_COMMAND && s->pq_len == 0 && s->backend_up) {
             /* Nothing owed: the client's 221 need not wait for the
-             * backend's; finish() still says QUIT to the backend. */
+             * backend's; finish() still says QUIT to the backend, unless
+             * the connection is parked for the next session. */
+            up_park(s);
             finish(s, "221 2.0.0 Bye\r\n", "ok", NULL);
             return;
         }
@@ -1244,6 +1261,10 @@ static void client_on_handshake(stp_conn_t *c, const char *err)
 static void conn_on_close(stp_conn_t *c)
 {
     stp_session_t *s = c->owner;
+    /* a backend connection of its own (not route = mx's) */
+    stp_upconn_t *own = c != &s->client && c != &s->backends[0] && c != &s->backends[1]
+                            ? (stp_upconn_t *)c
+                            : NULL;
     if (c == &s->backends[0] || c == &s->backends[1]) {
         s->slot_busy[c - s->backends] = 0;
     }
@@ -1255,9 +1276,13 @@ static void conn_on_close(stp_conn_t *c)
     } else if (c == s->up && s->state != S_CLOSING) {
         finish(s, "421 4.4.2 Error: connection to mail server lost\r\n", "backend-lost", NULL);
     }
+    if (own != NULL && own == s->upc) {
+        s->upc = NULL;
+    }
     if (--s->open_handles == 0) {
         destroy(s);
     }
+    stp_upconn_free(own);
 }
 
 static void conn_on_drain(stp_conn_t *c)
@@ -1545,10 +1570,11 @@ static void up_ready(stp_session_t *s)
                                                                      : "tls_encrypted");
     }
     stp_log(STP_LOG_INFO,
-            "next_hop id=%s next_hop=%s policy=%s tls=%s cipher=%s verify=%s decision=%s", s->id,
-            s->next_hop_str, level_name(s->conf->tls), s->up_version[0] ? s->up_version : "none",
-            s->up_cipher[0] ? s->up_cipher : "none", s->verify ? s->verify : "skipped",
-            s->decision);
+            "next_hop id=%s next_hop=%s policy=%s tls=%s cipher=%s verify=%s decision=%s%s",
+            s->id, s->next_hop_str, level_name(s->conf->tls),
+            s->up_version[0] ? s->up_version : "none", s->up_cipher[0] ? s->up_cipher : "none",
+            s->verify ? s->verify : "skipped", s->decision,
+            s->up_reused ? " connection=reused" : "");
     int n = snprintf(buf, sizeof(buf), "220 %s ESMTP smtp-tls-proxy\r\n", hostname(s));
     client_write(s, buf, (size_t)n);
     s->state = S_COMMAND;
@@ -1617,6 +1643,10 @@ static void up_tls_failed(stp_session_t *s, const char *why)
 static void up_lost(stp_session_t *s, const char *why)
 {
     char buf[700];
+    if (s->up_phase == UP_REUSE) {
+        up_reuse_failed(s, why);
+        return;
+    }
     if (s->up_phase == UP_HANDSHAKE || s->up_phase == UP_STARTTLS) {
         snprintf(buf, sizeof(buf), "TLS with %s failed: %s", s->next_hop_str, why);
         up_tls_failed(s, buf);
@@ -1624,6 +1654,122 @@ static void up_lost(stp_session_t *s, const char *why)
     }
     snprintf(buf, sizeof(buf), "connection to %s lost: %s", s->next_hop_str, why);
     fail_reply(s, "421 4.4.2", buf, "next-hop-lost", why);
+}
+
+/* ---- outbound: the connection cache (connection_cache_time, proxy/upcache.h) ---- */
+
+/* What a later session taking this connection over tells its legacy MTA:
+ * the next hop's reply to the EHLO that will not be sent again. */
+static void up_note_ehlo(stp_session_t *s)
+{
+    stp_upconn_t *u = s->upc;
+    if (!s->conf->connection_cache_time || u == NULL || s->up_ehlo == NULL) {
+        return;
+    }
+    free(u->ehlo);
+    u->ehlo = malloc(s->up_ehlo_len);
+    if (u->ehlo != NULL) {
+        memcpy(u->ehlo, s->up_ehlo, s->up_ehlo_len);
+        u->ehlo_len = s->up_ehlo_len;
+        u->pipelining = s->up_pipelining;
+        u->size_added = s->size_added;
+    }
+}
+
+/*
+ * The legacy MTA said QUIT with nothing owed: park the next hop connection
+ * for the next session instead of closing it, if it is clean. Clean: TLS as
+ * policy asked (not a testing override, not plaintext), made under the
+ * listener's current configuration, between transactions, and carrying
+ * nothing of this session but envelopes and messages (no AUTH, no EHLO or
+ * HELO of the legacy MTA's own: up_private). RSET at reuse ends a
+ * transaction the legacy MTA left open.
+ */
+static void up_park(stp_session_t *s)
+{
+    stp_listener_t *l = s->listener;
+    stp_upconn_t *u = s->upc;
+    if (!s->conf->connection_cache_time || u == NULL || s->conf->mode != STP_MODE_OUTBOUND ||
+        is_mx(s) || s->up_private || s->up_phase != UP_NONE || s->up != &u->conn ||
+        u->conn.tls == NULL || u->conn.closing || u->conn.eof || u->ehlo == NULL ||
+        s->decision == NULL || strcmp(s->decision, "tls") != 0 || s->draining ||
+        l->draining || l->retired || s->rt != l->rt ||
+        (s->rp != NULL && !stp_reply_parser_idle(s->rp)) ||
+        uv_now(s->loop) - u->born_ms >= STP_UPCONN_MAX_AGE_MS) {
+        return;
+    }
+    if (l->upcache == NULL) {
+        l->upcache = stp_upcache_new(s->loop, stp_listener_upcache_closed, l);
+        if (l->upcache == NULL) {
+            return;
+        }
+    }
+    snprintf(u->key, sizeof(u->key), "%s", s->next_hop_str);
+    memcpy(u->version, s->up_version, sizeof(u->version));
+    memcpy(u->cipher, s->up_cipher, sizeof(u->cipher));
+    u->verify = s->verify;
+    u->uses++;
+    if (stp_upcache_put(l->upcache, u, s->conf->connection_cache_time) < 0) {
+        return;
+    }
+    stp_log(STP_LOG_DEBUG, "next_hop id=%s next_hop=%s connection=parked uses=%u", s->id,
+            s->next_hop_str, u->uses);
+    /* the conn is the cache's now: this session neither closes nor counts it */
+    s->upc = NULL;
+    s->up = NULL;
+    s->backend_up = 0;
+    s->open_handles--;
+}
+
+/* Takes a parked connection to the next hop, if there is one, and checks
+ * with RSET that it still works before the legacy MTA is greeted. Returns 0
+ * when there is none (connect as usual). */
+static int up_reuse(stp_session_t *s)
+{
+    stp_listener_t *l = s->listener;
+    if (!s->conf->connection_cache_time || l->upcache == NULL || s->rt != l->rt) {
+        return 0;
+    }
+    stp_upconn_t *u = stp_upcache_take(l->upcache, s->next_hop_str);
+    if (u == NULL) {
+        return 0;
+    }
+    u->conn.cb = &backend_cb;
+    u->conn.owner = s;
+    s->upc = u;
+    s->up = &u->conn;
+    s->open_handles++;
+    s->backend_up = 1;
+    s->nbackends++;
+    s->up_reused = 1;
+    memcpy(s->up_version, u->version, sizeof(s->up_version));
+    memcpy(s->up_cipher, u->cipher, sizeof(s->up_cipher));
+    s->verify = u->verify;
+    if (s->rp != NULL) {
+        stp_reply_parser_init(s->rp);
+    }
+    s->state = S_GREETING;
+    up_write(s, "RSET", UP_REUSE);
+    if (s->state != S_CLOSING) {
+        update_reading(s);
+        arm_timers(s);
+    }
+    return 1;
+}
+
+/* The parked connection did not survive (the next hop closed it while it
+ * was being taken, or refused RSET): nothing of the legacy MTA's session was
+ * sent on it, so connect anew as if there had been none. */
+static void up_reuse_failed(stp_session_t *s, const char *why)
+{
+    stp_log(STP_LOG_INFO, "next_hop id=%s next_hop=%s connection=reuse-failed reason=\"%s\"",
+            s->id, s->next_hop_str, why);
+    s->up_phase = UP_NONE;
+    s->up_reused = 0;
+    s->up_version[0] = s->up_cipher[0] = '\0';
+    s->verify = NULL;
+    stp_conn_close(s->up);
+    backend_connect(s);
 }
 
 static void up_reply(stp_session_t *s, const stp_reply_t *r)
@@ -1702,6 +1848,23 @@ static void up_reply(stp_session_t *s, const stp_reply_t *r)
             return;
         }
         keep_ehlo(s, r);
+        up_note_ehlo(s);
+        up_ready(s);
+        return;
+    case UP_REUSE:
+        if (r->code != 250 || s->up_extra > 0) {
+            snprintf(why, sizeof(why), "RSET answered %d%s", r->code,
+                     s->up_extra > 0 ? " with more behind it" : "");
+            up_reuse_failed(s, why);
+            return;
+        }
+        s->up_ehlo = malloc(s->upc->ehlo_len);
+        if (s->up_ehlo != NULL) {
+            memcpy(s->up_ehlo, s->upc->ehlo, s->upc->ehlo_len);
+            s->up_ehlo_len = s->upc->ehlo_len;
+            s->up_pipelining = s->upc->pipelining;
+            s->size_added = s->upc->size_added;
+        }
         up_ready(s);
         return;
     default:
@@ -1863,19 +2026,25 @@ static const stp_conn_cb_t backend_cb = {
     .on_close = conn_on_close,
 };
 
+/* A new connection to the backend or next hop (route = mx has its own). */
 static void backend_connect(stp_session_t *s)
 {
-    if (s->nbackends >= 2) {
+    if (s->nbackends >= 3) { /* a cached one, a new one, a plaintext retry */
         fail_reply(s, "421 4.3.0", "Error: out of resources", "error", "no backend slot");
         return;
     }
-    s->up = &s->backends[s->nbackends++];
-    if (s->rp != NULL) {
-        stp_reply_parser_init(s->rp); /* forget a partial reply of the previous backend */
-    }
-    if (stp_conn_init(s->loop, s->up, &backend_cb, s) < 0) {
+    s->nbackends++;
+    stp_upconn_t *u = stp_upconn_new();
+    if (u == NULL || stp_conn_init(s->loop, &u->conn, &backend_cb, s) < 0) {
+        free(u);
         fail_reply(s, "421 4.3.0", "Error: out of resources", "error", "backend socket");
         return;
+    }
+    u->born_ms = uv_now(s->loop);
+    s->upc = u;
+    s->up = &u->conn;
+    if (s->rp != NULL) {
+        stp_reply_parser_init(s->rp); /* forget a partial reply of the previous backend */
     }
     s->open_handles++;
     s->backend_up = 1;
@@ -2508,7 +2677,9 @@ static void session_begin(stp_session_t *s)
             snprintf(s->next_hop_str, sizeof(s->next_hop_str), "%s:%u", conf->relay.host,
                      conf->relay.port);
         }
-        backend_connect(s);
+        if (!up_reuse(s)) {
+            backend_connect(s);
+        }
         return;
     }
     memcpy(&s->next_hop, &conf->backend.addr, sizeof(s->next_hop));

@@ -583,6 +583,24 @@ static void test_outbound_keys(void)
          OUT "on_failure = bounce\n",
          {"t.ini:5: bad value 'bounce' for 'on_failure' in [listener:out]: expected defer or "
           "reject"}},
+        {"connection_cache_time",
+         OUT "connection_cache_time = 2s\n",
+         {NULL}},
+        {"connection_cache_time off",
+         OUT "connection_cache_time = 0\n",
+         {NULL}},
+        {"connection_cache_time too long",
+         OUT "connection_cache_time = 301s\n",
+         {"t.ini:5: bad value '301s' for 'connection_cache_time' in [listener:out]: expected a "
+          "duration from 0 (off) to 300s"}},
+        {"connection_cache_time with route mx",
+         "[listener:out]\nmode = outbound\nlisten = 127.0.0.1:10025\nroute = mx\n"
+         "connection_cache_time = 2s\n",
+         {"t.ini:5: connection_cache_time works with route = relay or original-dst; route = mx "
+          "keeps a next hop connection for one session"}},
+        {"connection_cache_time inbound",
+         MX "connection_cache_time = 2s\n",
+         {"t.ini:5: key 'connection_cache_time' is only valid for mode = outbound"}},
         {"allow prefix too long",
          OUT "allow = 10.0.0.0/33\n",
          {"t.ini:5: bad value '10.0.0.0/33' for 'allow' in [listener:out]: expected ADDRESS or "
