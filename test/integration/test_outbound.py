@@ -362,6 +362,188 @@ class Behaviour(unittest.TestCase):
         self.assertLess(time.time() - started, 10)
 
 
+class ConnectionCache(unittest.TestCase):
+    """connection_cache_time: after the legacy MTA's QUIT, a clean TLS
+    connection to the next hop waits for the next session, which checks it
+    with RSET and goes on without connect, EHLO, STARTTLS or handshake. Never
+    a connection that carried AUTH or the legacy MTA's own EHLO, never one
+    the next hop closed, and never a lost session when reuse fails."""
+
+    def setUp(self):
+        self.tmp = tmpdir()
+        self.addCleanup(shutil.rmtree, self.tmp, True)
+
+    def start(self, mode="good", cert="ecdsa", **keys):
+        self.hop = NextHop(self.tmp, mode, cert)
+        self.addCleanup(self.hop.stop)
+        k = {"mode": "outbound", "route": "relay:127.0.0.1:%d" % self.hop.port, "tls": "verify",
+             "servername": "mx.example.test", "ca_file": os.path.join(CERTS, "ca.pem"),
+             "connection_cache_time": "60s"}
+        k.update(keys)
+        # one worker: every session finds what the one before it parked
+        self.p = Proxy(self.tmp, {"out": k}, tls=False, proxy_extra={"workers": "1"})
+        self.addCleanup(self.p.stop)
+
+    def session(self, auth=None, before_ehlo=None, quit=True, expect_mail=250):
+        """One message; returns the EHLO reply's lines."""
+        c = Client(self.p.port("out"))
+        try:
+            self.assertEqual(c.reply()[0], 220)
+            if before_ehlo:
+                self.assertEqual(c.cmd(before_ehlo)[0], 250)
+            code, lines = c.cmd("EHLO exchange01.corp.local")
+            self.assertEqual(code, 250, lines)
+            if auth:
+                self.assertEqual(c.cmd(auth)[0], 235)
+            code, mlines = c.cmd("MAIL FROM:<a@example.test>")
+            self.assertEqual(code, expect_mail, mlines)
+            if code != 250:
+                return lines
+            self.assertEqual(c.cmd("RCPT TO:<b@example.test>")[0], 250)
+            self.assertEqual(c.cmd("DATA")[0], 354)
+            c.send(b"Subject: cached\r\n\r\nbody\r\n.\r\n")
+            self.assertEqual(c.reply()[0], 250)
+            if quit:
+                self.assertEqual(c.cmd("QUIT")[0], 221)
+            return lines
+        finally:
+            c.close()
+
+    def hop_log(self, prefix):
+        return [l for l in self.hop.proc.log().splitlines() if l.startswith(prefix)]
+
+    def connections(self):
+        """TCP connections the next hop saw (each begins with the proxy's EHLO)."""
+        return len([l for l in self.hop_log("hello ") if l.endswith("tls=False")])
+
+    def test_next_session_reuses_the_tls_connection(self):
+        self.start()
+        first = self.session()
+        self.assertTrue(poll(lambda: len(self.hop.stored()) == 1))
+        second = self.session()
+        third = self.session()
+        self.assertTrue(poll(lambda: len(self.hop.stored()) == 3))
+        self.assertEqual(self.hop.stored(), ["0001-tls.eml", "0002-tls.eml", "0003-tls.eml"])
+        self.assertEqual(first, second)  # the legacy MTA sees the same capabilities
+        self.assertEqual(first, third)
+        self.assertEqual(self.connections(), 1)
+        self.assertEqual(len(self.hop_log("hello ")), 2)  # the proxy's EHLO, before and in TLS
+        cmds = [l.split(" tls=")[0] for l in self.hop_log("command ")]
+        self.assertEqual(cmds, ["command MAIL FROM:<a@example.test>", "command RCPT TO:<b@example.test>",
+                                "command RSET", "command MAIL FROM:<a@example.test>",
+                                "command RCPT TO:<b@example.test>",
+                                "command RSET", "command MAIL FROM:<a@example.test>",
+                                "command RCPT TO:<b@example.test>"])
+        self.assertTrue(all(l.endswith("tls=True") for l in self.hop_log("command ")))
+        self.assertEqual(self.hop_log("bye "), [])  # parked, not closed
+        # a stop says QUIT on the parked connection and exits cleanly
+        self.assertEqual(self.p.stop(), 0)
+        self.assertTrue(poll(lambda: self.hop_log("bye ") == ["bye tls=True"], timeout=3))
+        log = self.p.log()
+        self.assertEqual(log.count("connection=reused"), 2, log)
+        sessions = self.p.log_lines("session")
+        self.assertEqual(len(sessions), 3)
+        for l in sessions:  # every session says how its mail left
+            self.assertIn("tls=TLSv1.3", l)
+            self.assertIn("verify=ok", l)
+            self.assertIn("decision=tls", l)
+            self.assertIn("result=ok", l)
+
+    def test_idle_connection_gets_quit_when_its_time_is_up(self):
+        self.start(connection_cache_time="300ms")
+        self.session()
+        self.assertTrue(poll(lambda: self.hop_log("bye ") == ["bye tls=True"], timeout=5))
+        self.session()
+        self.assertTrue(poll(lambda: len(self.hop.stored()) == 2))
+        self.assertEqual(self.connections(), 2)
+        self.assertNotIn("connection=reused", self.p.log())
+
+    def test_next_hop_closing_a_parked_connection(self):
+        """idle-421: 0.3 s after each message the next hop says 421 and
+        closes; the parked connection is dropped and the next session
+        connects anew."""
+        self.start("idle-421")
+        self.session()
+        time.sleep(0.8)
+        self.session()
+        self.assertTrue(poll(lambda: len(self.hop.stored()) == 2))
+        self.assertEqual(self.connections(), 2)
+        self.assertNotIn("connection=reused", self.p.log())
+        self.assertEqual(self.p.stop(), 0)
+
+    def test_reuse_refused_connects_anew_without_losing_the_session(self):
+        """rset-421: the parked connection answers the reuse RSET with 421
+        (the next hop timed it out just then): the legacy MTA never sees it,
+        the session goes on over a new connection."""
+        self.start("rset-421")
+        self.session()
+        self.session()
+        self.assertTrue(poll(lambda: len(self.hop.stored()) == 2))
+        self.assertEqual(self.connections(), 2)
+        self.assertEqual(len(self.hop_log("rset-421")), 1)
+        self.assertEqual(self.p.stop(), 0)
+        self.assertIn("connection=reuse-failed reason=\"RSET answered 421\"", self.p.log())
+        for l in self.p.log_lines("session"):
+            self.assertIn("result=ok", l)
+
+    def test_authenticated_connection_is_never_parked(self):
+        """A connection the legacy MTA authenticated on carries its
+        credentials: the next session must not inherit them."""
+        self.start("auth")
+        self.session(auth="AUTH PLAIN AHVzZXIAc2VjcmV0")
+        self.assertTrue(poll(lambda: self.hop_log("bye ") == ["bye tls=True"], timeout=3))
+        self.session(expect_mail=530)  # no AUTH: a new connection, and the next hop says so
+        self.assertEqual(self.connections(), 2)
+        self.assertEqual(self.hop.stored(), ["0001-tls-auth.eml"])
+
+    def test_legacy_ehlo_relayed_is_never_parked(self):
+        """A NOOP first makes the legacy MTA's EHLO go to the next hop: the
+        connection then knows the legacy host's name and is not handed on."""
+        self.start()
+        self.session(before_ehlo="NOOP")
+        self.assertTrue(poll(lambda: self.hop_log("bye ") == ["bye tls=True"], timeout=3))
+        self.session()
+        self.session()
+        self.assertTrue(poll(lambda: len(self.hop.stored()) == 3))
+        self.assertEqual(self.connections(), 2)  # the second connection served two sessions
+        self.assertEqual(self.p.log().count("connection=reused"), 1)
+
+    def test_session_without_quit_is_not_parked(self):
+        """A legacy MTA that hangs up without QUIT: the connection is closed
+        as before (QUIT to the next hop), not parked."""
+        self.start()
+        self.session(quit=False)
+        self.assertTrue(poll(lambda: self.hop_log("bye ") == ["bye tls=True"], timeout=3))
+        self.session()
+        self.assertEqual(self.connections(), 2)
+
+    def test_testing_override_is_never_parked(self):
+        """testing = yes lets a session go on where policy would refuse (a
+        certificate that does not verify): each such session is decided and
+        logged on its own connection, never inherited."""
+        self.start(cert="selfsigned", testing="yes")
+        self.session()
+        self.assertTrue(poll(lambda: self.hop_log("bye ") == ["bye tls=True"], timeout=3))
+        self.session()
+        self.assertEqual(self.connections(), 2)
+        self.assertEqual(self.p.stop(), 0)
+        # the policy, next_hop and session lines, for each session
+        self.assertEqual(self.p.log().count("decision=testing-override"), 6)
+
+    def test_reload_lets_parked_connections_go(self):
+        """Parked connections were made under the configuration of their
+        time: a reload says QUIT on them."""
+        import signal
+        self.start()
+        self.session()
+        self.assertEqual(self.hop_log("bye "), [])
+        os.kill(self.p.pid, signal.SIGHUP)
+        self.assertTrue(poll(lambda: self.hop_log("bye ") == ["bye tls=True"], timeout=3))
+        self.session()
+        self.assertEqual(self.connections(), 2)
+        self.assertEqual(self.p.stop(), 0)
+
+
 class Chain(unittest.TestCase):
     """legacy client -> outbound (verify) -> inbound (STARTTLS) -> recording backend."""
 

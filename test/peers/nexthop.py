@@ -19,7 +19,9 @@ EHLO reply and, in the same TCP segment, a bogus TLS record / an unasked
 reply), idle-421 (after each message, 0.3 s later: 421 and a close),
 mail-421 (421 to MAIL, then closes), mail-421-linger (421 to MAIL, then
 keeps the connection open 5 s before closing: a client must not go on using
-it).
+it), rset-421 (421 to RSET, then closes: a server that timed the session
+out as the client came back to it).
+QUIT is logged on stderr as a "bye" line.
 """
 import argparse
 import os
@@ -146,6 +148,11 @@ def serve(c, a, count, lock):
                 if a.mode == "mail-421-linger":
                     time.sleep(5)
                 return
+            elif u == b"RSET" and a.mode == "rset-421":
+                sys.stderr.write("rset-421 tls=%s\n" % conn.tls)
+                sys.stderr.flush()
+                conn.send(b"421 4.4.2 nexthop.example.test Error: timeout exceeded\r\n")
+                return
             elif u.startswith(b"MAIL") or u.startswith(b"RCPT") or u == b"RSET" or u == b"NOOP":
                 # the envelope on stderr ("command ..."; EHLO and HELO above as
                 # "hello ..."), for tests that check what arrived where
@@ -177,6 +184,8 @@ def serve(c, a, count, lock):
                     conn.send(b"421 4.4.2 nexthop.example.test Error: timeout exceeded\r\n")
                     return
             elif u == b"QUIT":
+                sys.stderr.write("bye tls=%s\n" % conn.tls)
+                sys.stderr.flush()
                 conn.send(b"221 2.0.0 Bye\r\n")
                 return
             else:
