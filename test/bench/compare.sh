@@ -142,6 +142,7 @@ load() {
     record "$peer" "$test.p90" "$(jnum "$out" p90_ms)"
     record "$peer" "$test.p99" "$(jnum "$out" p99_ms)"
     record "$peer" "$test.errors" "$(jnum "$out" errors)"
+    record "$peer" "$test.sessions" "${sessions:-0}"
     if [ "$pid" != - ] && [ "${sessions:-0}" -gt 0 ]; then
         local ms=$(((after - before) * 1000 / HZ))
         record "$peer" "$test.cpu_ms_session" "$(awk -v c="$ms" -v n="$sessions" 'BEGIN {printf "%.4f", c / n}')"
@@ -296,10 +297,15 @@ peer stunnel "$STS" "$st_pid" starttls 1
 peer stunnel_client "$STC" "$st_pid" plain 0
 
 # 5. smtp-tls-proxy: inbound to smtp-sink; outbound to a bare sink of its
-# own (which counts the resumed handshakes); and outbound -> inbound -> smtp-sink.
-IN=$(free_port) OUT=$(free_port) CHAIN=$(free_port) BARE2=$(free_port)
+# own (which counts the resumed handshakes); the same with
+# connection_cache_time (another bare sink, counting the handshakes the
+# cache saved); and outbound -> inbound -> smtp-sink.
+IN=$(free_port) OUT=$(free_port) CHAIN=$(free_port) BARE2=$(free_port) CACHED=$(free_port)
+BARE3=$(free_port)
 start_bare "$BARE2" "$tmp/bare2.log" "$certs" || exit 1
 bare2_pid=$BARE_PID
+start_bare "$BARE3" "$tmp/bare3.log" "$certs" || exit 1
+bare3_pid=$BARE_PID
 inbound_ini "$tmp/in.ini" 2 "$IN" "$SINK" "$certs"
 cat >"$tmp/out.ini" <<EOF
 [proxy]
@@ -312,6 +318,15 @@ listen = 127.0.0.1:$OUT
 allow = 127.0.0.1/32
 route = relay:127.0.0.1:$BARE2
 tls = encrypt
+max_connections = 0
+max_connections_per_ip = 0
+[listener:cached]
+mode = outbound
+listen = 127.0.0.1:$CACHED
+allow = 127.0.0.1/32
+route = relay:127.0.0.1:$BARE3
+tls = encrypt
+connection_cache_time = 2s
 max_connections = 0
 max_connections_per_ip = 0
 [listener:chain]
@@ -329,9 +344,11 @@ pids+=("$in_pid")
 "$BIN" -c "$tmp/out.ini" >"$tmp/out.log" 2>&1 &
 out_pid=$!
 pids+=("$out_pid")
-wait_port "$IN" && wait_port "$OUT" && wait_port "$CHAIN" || { cat "$tmp/in.log" "$tmp/out.log" >&2; exit 1; }
+wait_port "$IN" && wait_port "$OUT" && wait_port "$CHAIN" && wait_port "$CACHED" ||
+    { cat "$tmp/in.log" "$tmp/out.log" >&2; exit 1; }
 peer proxy "$IN" "$in_pid" starttls 1
 peer proxy_out "$OUT" "$out_pid" plain 0
+peer out_cached "$CACHED" "$out_pid" plain 0
 peer chain "$CHAIN" "$out_pid" plain 0
 
 # ---- the loads: round-robin over the peers ----
@@ -356,6 +373,10 @@ stop "$bare2_pid"
 read -r hs res <<<"$(sed -nE 's/.*sink handshakes ([0-9]+) resumed ([0-9]+).*/\1 \2/p' "$tmp/bare2.log")"
 record proxy_out handshakes "${hs:-0}"
 record proxy_out resumed "${res:-0}"
+stop "$bare3_pid"
+read -r hs res <<<"$(sed -nE 's/.*sink handshakes ([0-9]+) resumed ([0-9]+).*/\1 \2/p' "$tmp/bare3.log")"
+record out_cached handshakes "${hs:-0}"
+record out_cached sessions "$(awk '$1 == "out_cached" && $2 ~ /[.]sessions$/ {n += $3} END {print n + 0}' "$results")"
 
 # ---- report ----
 # Figures are medians over the rounds; a ratio is the median of the
@@ -398,13 +419,23 @@ function rratio(label, pa, ka, pb, kb, limit, op,    r, list, shown, a, b) {
     }
     verdict(label, median(list), limit, op, rounds > 1 && shown != "" ? "  rounds:" shown : "")
 }
+# rmedian PA KA PB KB: the median of PA KA / PB KB over the rounds.
+function rmedian(pa, ka, pb, kb,    r, list) {
+    list = ""
+    for (r = 1; r <= rounds; r++) {
+        if (!((pa SUBSEP ka SUBSEP r) in byround) || !((pb SUBSEP kb SUBSEP r) in byround)) continue
+        if (byround[pb, kb, r] + 0 == 0) continue
+        list = list " " byround[pa, ka, r] / byround[pb, kb, r]
+    }
+    return median(list)
+}
 {
     all[$1, $2] = all[$1, $2] " " $3
     if ($4 > 0) byround[$1, $2, $4] = $3
     if ($4 > rounds) rounds = $4
 }
 END {
-    n = split("plain bare nginx stunnel proxy stunnel_client proxy_out chain", peers, " ")
+    n = split("plain bare nginx stunnel proxy stunnel_client proxy_out out_cached chain", peers, " ")
     printf "%-15s %9s %9s %9s %9s %9s %8s %8s %8s %9s %8s %8s %9s %9s %9s\n", "peer", "cpu/sess", "cpu/msg10", "cpu/1MiB",
         "cpu/resum", "sess/s", "msg/s10", "MB/s1MiB", "p50ms", "p90/p99", "p50ms", "s/s@c400", "idle-ehlo", "idle-rcpt", "after"
     printf "%-15s %9s %9s %9s %9s %9s %8s %8s %8s %9s %8s %8s %9s %9s %9s\n", "", "ms", "ms", "ms", "ms", "", "", "", "c=50",
@@ -439,6 +470,10 @@ END {
     rratio("6a cpu/originated session outbound / stunnel client", "proxy_out", "one.cpu_ms_session", "stunnel_client", "one.cpu_ms_session", 0.2, "<=")
     rratio("6b cpu/session resumed / full (inbound)", "proxy", "resumed.cpu_ms_session", "proxy", "one.cpu_ms_session", 0.6, "<=")
     printf "(outbound: %s of %s handshakes with the next hop were resumed)\n", v("proxy_out", "resumed"), v("proxy_out", "handshakes")
+    printf "(outbound with connection_cache_time = 2s: %s TLS handshakes with the next hop for %s sessions; cpu/session %s x proxy_out, %s x stunnel client)\n",
+        v("out_cached", "handshakes"), v("out_cached", "sessions"),
+        f(rmedian("out_cached", "one.cpu_ms_session", "proxy_out", "one.cpu_ms_session"), "%.3f"),
+        f(rmedian("out_cached", "one.cpu_ms_session", "stunnel_client", "one.cpu_ms_session"), "%.3f")
     printf "(latency p50 at concurrency 1, where no peer is short of CPU: proxy %s, nginx %s, bare sink %s ms)\n",
         f(v("proxy", "lat1.p50"), "%.1f"), f(v("nginx", "lat1.p50"), "%.1f"), f(v("bare", "lat1.p50"), "%.1f")
     if (quick) print "(--quick: counts too small for the ratios to mean anything; the shape is what is checked)"

@@ -78,7 +78,8 @@ class CompareQuick(unittest.TestCase):
     timeout = 240  # seconds (run.py's per-test limit); a quick run takes about a minute
 
     RATIOS = ["1a", "1b", "2a", "2b", "3a", "3b", "4a", "4b", "4c", "5a", "5b", "6a", "6b"]
-    PEERS = ["plain", "bare", "nginx", "stunnel", "proxy", "stunnel_client", "proxy_out", "chain"]
+    PEERS = ["plain", "bare", "nginx", "stunnel", "proxy", "stunnel_client", "proxy_out", "out_cached",
+             "chain"]
 
     def test_quick_run_prints_every_peer_and_ratio(self):
         env = dict(os.environ, STP_BENCH=BENCH, STP_BIN=BIN, STP_CERTS=CERTS)
@@ -109,6 +110,11 @@ class CompareQuick(unittest.TestCase):
                 median = float(re.search(r"\s([0-9]+\.[0-9]{3})\s+\(", line).group(1))
                 self.assertAlmostEqual(median, sum(map(float, per_round)) / 2, delta=0.0015)
         self.assertIn("(each figure the median of 2 rounds)", text)
+        # The connection cache saved handshakes: fewer than sessions.
+        m = re.search(r"connection_cache_time = 2s: ([0-9]+) TLS handshakes with the next hop for "
+                      r"([0-9]+) sessions; cpu/session [0-9.]+ x proxy_out", text)
+        self.assertIsNotNone(m, text)
+        self.assertLess(int(m.group(1)) * 2, int(m.group(2)), m.group(0))
 
 
 class Profile(unittest.TestCase):
