@@ -40,6 +40,7 @@ static const family_t families[] = {
     {STP_M_DOWNGRADE_REFUSED, COUNTER,
      "Next-hop sessions refused because policy required TLS and it was not obtained.", NULL, 0},
     {STP_M_POLICY, COUNTER, "TLS policy decisions toward next hops, by source.", NULL, 0},
+    {STP_M_CONN_CACHE, COUNTER, "Next hop connections parked, reused and found dead.", NULL, 0},
     {STP_M_MESSAGES, COUNTER, "Messages whose final reply was relayed, by result.", NULL, 0},
     {STP_M_BYTES, COUNTER, "Message bytes relayed after DATA.", NULL, 0},
     {STP_M_CERT_EXPIRY, GAUGE, "Certificate notAfter as a Unix time.", NULL, 0},

@@ -52,6 +52,11 @@
  * (config|mta-sts|dane|remembered), decision (tls_verified|tls_encrypted|
  * plaintext|refused|would_refuse). */
 #define STP_M_POLICY "stp_policy_decisions_total"
+/* Outbound connection_cache_time: next hop connections parked after a
+ * session, taken over by a later one (reused: RSET answered 250), or found
+ * dead when taken (reuse_failed: the session connected anew). Labels:
+ * listener, event (parked|reused|reuse_failed). */
+#define STP_M_CONN_CACHE "stp_connection_cache_total"
 /* Messages whose final reply was relayed. Labels: listener, result
  * (accepted|rejected|tempfail). */
 #define STP_M_MESSAGES "stp_messages_total"

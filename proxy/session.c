@@ -95,9 +95,9 @@ struct stp_session_s {
     uv_loop_t *loop;
 
     stp_conn_t client;
-    stp_conn_t backends[2]; /* route = mx: the next hop connection and the one before it */
+    stp_conn_t backends[2]; /* the second one for a plaintext retry (tls = may) or route = mx */
     stp_conn_t *up;         /* the current backend / next hop connection */
-    stp_upconn_t *upc;      /* other routes: up lives in its own memory (it may be parked) */
+    stp_upconn_t *upc;      /* connection_cache_time: up lives in memory of its own */
     unsigned nbackends;     /* connections made (a cached one, new, a plaintext retry) */
     uv_timer_t client_timer;
     uv_timer_t backend_timer;
@@ -1261,7 +1261,7 @@ static void client_on_handshake(stp_conn_t *c, const char *err)
 static void conn_on_close(stp_conn_t *c)
 {
     stp_session_t *s = c->owner;
-    /* a backend connection of its own (not route = mx's) */
+    /* a backend connection in memory of its own (connection_cache_time) */
     stp_upconn_t *own = c != &s->client && c != &s->backends[0] && c != &s->backends[1]
                             ? (stp_upconn_t *)c
                             : NULL;
@@ -1714,6 +1714,7 @@ static void up_park(stp_session_t *s)
     }
     stp_log(STP_LOG_DEBUG, "next_hop id=%s next_hop=%s connection=parked uses=%u", s->id,
             s->next_hop_str, u->uses);
+    stp_sm_conn_cache(s->conf->name, "parked");
     /* the conn is the cache's now: this session neither closes nor counts it */
     s->upc = NULL;
     s->up = NULL;
@@ -1764,6 +1765,7 @@ static void up_reuse_failed(stp_session_t *s, const char *why)
 {
     stp_log(STP_LOG_INFO, "next_hop id=%s next_hop=%s connection=reuse-failed reason=\"%s\"",
             s->id, s->next_hop_str, why);
+    stp_sm_conn_cache(s->conf->name, "reuse_failed");
     s->up_phase = UP_NONE;
     s->up_reused = 0;
     s->up_version[0] = s->up_cipher[0] = '\0';
@@ -1865,6 +1867,7 @@ static void up_reply(stp_session_t *s, const stp_reply_t *r)
             s->up_pipelining = s->upc->pipelining;
             s->size_added = s->upc->size_added;
         }
+        stp_sm_conn_cache(s->conf->name, "reused");
         up_ready(s);
         return;
     default:
@@ -2026,23 +2029,33 @@ static const stp_conn_cb_t backend_cb = {
     .on_close = conn_on_close,
 };
 
-/* A new connection to the backend or next hop (route = mx has its own). */
+/*
+ * A new connection to the backend or next hop (route = mx has its own).
+ * With connection_cache_time the conn lives in memory of its own, so that it
+ * can outlive the session (parked); otherwise in the session, which costs no
+ * allocation and keeps an idle session as small as it is.
+ */
 static void backend_connect(stp_session_t *s)
 {
-    if (s->nbackends >= 3) { /* a cached one, a new one, a plaintext retry */
+    int own = s->conf->connection_cache_time != 0;
+    /* a cached one, a new one, a plaintext retry (tls = may) */
+    if (s->nbackends >= (own ? 3u : 2u)) {
         fail_reply(s, "421 4.3.0", "Error: out of resources", "error", "no backend slot");
         return;
     }
-    s->nbackends++;
-    stp_upconn_t *u = stp_upconn_new();
-    if (u == NULL || stp_conn_init(s->loop, &u->conn, &backend_cb, s) < 0) {
+    stp_upconn_t *u = own ? stp_upconn_new() : NULL;
+    stp_conn_t *c = u ? &u->conn : &s->backends[s->nbackends];
+    if ((own && u == NULL) || stp_conn_init(s->loop, c, &backend_cb, s) < 0) {
         free(u);
         fail_reply(s, "421 4.3.0", "Error: out of resources", "error", "backend socket");
         return;
     }
-    u->born_ms = uv_now(s->loop);
+    s->nbackends++;
+    if (u != NULL) {
+        u->born_ms = uv_now(s->loop);
+    }
     s->upc = u;
-    s->up = &u->conn;
+    s->up = c;
     if (s->rp != NULL) {
         stp_reply_parser_init(s->rp); /* forget a partial reply of the previous backend */
     }

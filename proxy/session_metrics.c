@@ -79,6 +79,14 @@ void stp_sm_policy(const char *listener, const char *source, const char *decisio
     stp_metrics_count(STP_M_POLICY, lab, 1);
 }
 
+void stp_sm_conn_cache(const char *listener, const char *event)
+{
+    char l[80], lab[LABELS_MAX];
+    snprintf(lab, sizeof(lab), "listener=\"%s\",event=\"%s\"", esc(l, sizeof(l), listener),
+             event);
+    stp_metrics_count(STP_M_CONN_CACHE, lab, 1);
+}
+
 void stp_sm_message(const char *listener, int code, uint64_t bytes)
 {
     char l[80], lab[LABELS_MAX];

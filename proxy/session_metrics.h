@@ -26,6 +26,8 @@ void stp_sm_handshake(const char *listener, const char *side, const char *versio
 void stp_sm_downgrade(const char *listener, const char *level, const char *reason);
 /* source: config; decision: tls_verified|tls_encrypted|plaintext|refused|would_refuse */
 void stp_sm_policy(const char *listener, const char *source, const char *decision);
+/* event: parked|reused|reuse_failed (connection_cache_time) */
+void stp_sm_conn_cache(const char *listener, const char *event);
 /* the final reply to a message (2xx accepted, 4xx tempfail, 5xx rejected;
  * code 0: refused by the proxy = rejected) and its size */
 void stp_sm_message(const char *listener, int code, uint64_t bytes);

@@ -381,8 +381,20 @@ class ConnectionCache(unittest.TestCase):
              "connection_cache_time": "60s"}
         k.update(keys)
         # one worker: every session finds what the one before it parked
-        self.p = Proxy(self.tmp, {"out": k}, tls=False, proxy_extra={"workers": "1"})
+        self.mport = free_port()
+        self.p = Proxy(self.tmp, {"out": k}, tls=False,
+                       proxy_extra={"workers": "1", "metrics": "127.0.0.1:%d" % self.mport})
         self.addCleanup(self.p.stop)
+
+    def cache_events(self):
+        """{event: n} of stp_connection_cache_total, from /metrics."""
+        text = subprocess.run(["curl", "-s", "-m", "10", "http://127.0.0.1:%d/metrics" % self.mport],
+                              stdout=subprocess.PIPE, check=True).stdout.decode()
+        got = {}
+        for l in text.splitlines():
+            if l.startswith('stp_connection_cache_total{listener="out",event="'):
+                got[l.split('event="')[1].split('"')[0]] = int(float(l.rsplit(" ", 1)[1]))
+        return got
 
     def session(self, auth=None, before_ehlo=None, quit=True, expect_mail=250):
         """One message; returns the EHLO reply's lines."""
@@ -436,6 +448,7 @@ class ConnectionCache(unittest.TestCase):
                                 "command RCPT TO:<b@example.test>"])
         self.assertTrue(all(l.endswith("tls=True") for l in self.hop_log("command ")))
         self.assertEqual(self.hop_log("bye "), [])  # parked, not closed
+        self.assertEqual(self.cache_events(), {"parked": 3, "reused": 2})
         # a stop says QUIT on the parked connection and exits cleanly
         self.assertEqual(self.p.stop(), 0)
         self.assertTrue(poll(lambda: self.hop_log("bye ") == ["bye tls=True"], timeout=3))
@@ -481,6 +494,7 @@ class ConnectionCache(unittest.TestCase):
         self.assertTrue(poll(lambda: len(self.hop.stored()) == 2))
         self.assertEqual(self.connections(), 2)
         self.assertEqual(len(self.hop_log("rset-421")), 1)
+        self.assertEqual(self.cache_events(), {"parked": 2, "reuse_failed": 1})
         self.assertEqual(self.p.stop(), 0)
         self.assertIn("connection=reuse-failed reason=\"RSET answered 421\"", self.p.log())
         for l in self.p.log_lines("session"):
