@@ -54,12 +54,13 @@ class OriginalDst(unittest.TestCase):
         return subprocess.run(["ip", "netns", "exec", self.ns] + argv, check=kw.pop("check", True),
                               capture_output=True, **kw)
 
-    def redirect(self, family, client):
-        """The legacy MTA's rule: its connections to the next hop's port go
-        to the proxy. Skips the test where the kernel refuses it."""
+    def redirect(self, family, client, ports=None):
+        """The legacy MTA's rule: its connections to the next hop's port (or
+        ports) go to the proxy. Skips the test where the kernel refuses it."""
+        dports = ", ".join(str(p) for p in (ports or [self.hop_port]))
         rules = ("table %s stp {\n chain out {\n  type nat hook output priority -100;\n"
-                 "  %s saddr %s tcp dport %d redirect to :%d\n }\n}\n"
-                 % (family, family, client, self.hop_port, self.proxy_port))
+                 "  %s saddr %s tcp dport { %s } redirect to :%d\n }\n}\n"
+                 % (family, family, client, dports, self.proxy_port))
         r = self.ns_run(["nft", "-f", "-"], input=rules.encode(), check=False)
         if r.returncode != 0:
             self.skipTest("original-dst: nftables %s REDIRECT refused by the kernel: %s"
@@ -70,11 +71,13 @@ class OriginalDst(unittest.TestCase):
                           timeout=30)
         return out.stdout.decode().strip()
 
-    def proxy(self, listen, allow):
-        p = Proxy(self.tmp, {"out": {
-            "mode": "outbound", "listen": listen, "route": "original-dst", "tls": "verify",
-            "servername": "mx.example.test", "ca_file": os.path.join(CERTS, "ca.pem"),
-            "allow": allow}}, tls=False, ports={"out": self.proxy_port})
+    def proxy(self, listen, allow, **keys):
+        k = {"mode": "outbound", "listen": listen, "route": "original-dst", "tls": "verify",
+             "servername": "mx.example.test", "ca_file": os.path.join(CERTS, "ca.pem"),
+             "allow": allow}
+        k.update(keys)
+        p = Proxy(self.tmp, {"out": k}, tls=False, ports={"out": self.proxy_port},
+                  proxy_extra={"workers": "1"})
         self.addCleanup(p.stop)
         return p
 
@@ -92,6 +95,32 @@ class OriginalDst(unittest.TestCase):
         self.assertEqual(p.stop(), 0)
         self.assertIn("next_hop=127.0.0.1:%d" % self.hop_port, p.log())
         self.assertIn("result=no-original-dst", p.log())
+
+    def test_cached_connections_stay_with_their_destination(self):
+        """connection_cache_time with route = original-dst: a parked
+        connection is reused only for the same original destination; mail
+        redirected toward another server never takes it."""
+        other = free_port()
+        self.redirect("ip", "127.0.0.2", [self.hop_port, other])
+        hop_a = NextHop(self.tmp, "good", port=self.hop_port)
+        self.addCleanup(hop_a.stop)
+        hop_b = NextHop(self.tmp, "good", port=other)
+        self.addCleanup(hop_b.stop)
+        p = self.proxy("127.0.0.1:%d" % self.proxy_port, "127.0.0.0/8",
+                       connection_cache_time="30s")
+        for port in (self.hop_port, other, self.hop_port, other):
+            self.assertEqual(self.client("127.0.0.1", port, "127.0.0.2"), "delivered")
+        self.assertEqual(hop_a.stored(), ["0001-tls.eml", "0002-tls.eml"])
+        self.assertEqual(hop_b.stored(), ["0001-tls.eml", "0002-tls.eml"])
+        for hop in (hop_a, hop_b):  # one connection each: the proxy's EHLO before and in TLS
+            hellos = [l for l in hop.proc.log().splitlines() if l.startswith("hello ")]
+            self.assertEqual(hellos, ["hello EHLO mx.example.test tls=False",
+                                      "hello EHLO mx.example.test tls=True"])
+        self.assertEqual(p.stop(), 0)
+        reused = [l for l in p.log().splitlines() if "connection=reused" in l]
+        self.assertEqual(len(reused), 2, p.log())
+        self.assertIn("next_hop=127.0.0.1:%d " % self.hop_port, reused[0])
+        self.assertIn("next_hop=127.0.0.1:%d " % other, reused[1])
 
     def test_redirected_ipv6_connection_is_secured(self):
         r = self.ns_run(["ip", "-6", "addr", "add", V6_CLIENT + "/128", "dev", "lo", "nodad"],
