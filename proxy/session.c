@@ -74,7 +74,7 @@ enum {
 };
 
 typedef enum { P_BACKEND = 1, P_LOCAL, P_INTERNAL } pending_kind_t;
-typedef enum { A_NONE = 0, A_STARTTLS, A_CLOSE } pending_action_t;
+typedef enum { A_NONE = 0, A_STARTTLS, A_CLOSE, A_QUIT } pending_action_t;
 
 typedef struct {
     unsigned char kind;
@@ -695,6 +695,9 @@ static void flush_queue(stp_session_t *s)
             start_client_tls(s);
         } else if (p.action == A_CLOSE) {
             finish(s, NULL, "shutdown", NULL);
+        } else if (p.action == A_QUIT) {
+            up_park(s);
+            finish(s, NULL, "ok", NULL);
         }
     }
 }
@@ -1014,6 +1017,16 @@ static void handle_line(stp_session_t *s, const char *line, size_t len)
              * the connection is parked for the next session. */
             up_park(s);
             finish(s, "221 2.0.0 Bye\r\n", "ok", NULL);
+            return;
+        }
+        if (s->conf->connection_cache_time && s->upc != NULL && s->state == S_COMMAND &&
+            s->backend_up) {
+            /* QUIT behind replies still owed (Postfix pipelines it right
+             * behind the final dot): answered here once they are relayed,
+             * so that the connection can still be parked. */
+            s->discard_input = 1;
+            s->paused = 1;
+            local_reply(s, "221 2.0.0 Bye\r\n", A_QUIT);
             return;
         }
         forward(s, cmd.verb, line, len);
@@ -1691,6 +1704,7 @@ static void up_park(stp_session_t *s)
     stp_upconn_t *u = s->upc;
     if (!s->conf->connection_cache_time || u == NULL || s->conf->mode != STP_MODE_OUTBOUND ||
         is_mx(s) || s->up_private || s->up_phase != UP_NONE || s->up != &u->conn ||
+        s->state != S_COMMAND || s->pq_len != 0 ||
         u->conn.tls == NULL || u->conn.closing || u->conn.eof || u->ehlo == NULL ||
         s->decision == NULL || strcmp(s->decision, "tls") != 0 || s->draining ||
         l->draining || l->retired || s->rt != l->rt ||

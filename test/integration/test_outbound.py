@@ -396,7 +396,8 @@ class ConnectionCache(unittest.TestCase):
                 got[l.split('event="')[1].split('"')[0]] = int(float(l.rsplit(" ", 1)[1]))
         return got
 
-    def session(self, auth=None, before_ehlo=None, quit=True, expect_mail=250):
+    def session(self, auth=None, before_ehlo=None, quit=True, expect_mail=250,
+                pipelined_quit=False):
         """One message; returns the EHLO reply's lines."""
         c = Client(self.p.port("out"))
         try:
@@ -413,6 +414,11 @@ class ConnectionCache(unittest.TestCase):
                 return lines
             self.assertEqual(c.cmd("RCPT TO:<b@example.test>")[0], 250)
             self.assertEqual(c.cmd("DATA")[0], 354)
+            if pipelined_quit:  # as Postfix does: QUIT right behind the final dot
+                c.send(b"Subject: cached\r\n\r\nbody\r\n.\r\nQUIT\r\n")
+                self.assertEqual(c.reply()[0], 250)
+                self.assertEqual(c.reply()[0], 221)
+                return lines
             c.send(b"Subject: cached\r\n\r\nbody\r\n.\r\n")
             self.assertEqual(c.reply()[0], 250)
             if quit:
@@ -461,6 +467,19 @@ class ConnectionCache(unittest.TestCase):
             self.assertIn("verify=ok", l)
             self.assertIn("decision=tls", l)
             self.assertIn("result=ok", l)
+
+    def test_quit_pipelined_behind_the_dot_still_parks(self):
+        """A pipelining legacy MTA sends QUIT in the same write as the final
+        dot: the proxy answers it after relaying the dot's reply, and the
+        connection is still parked for the next session."""
+        self.start()
+        self.session(pipelined_quit=True)
+        self.session(pipelined_quit=True)
+        self.session()
+        self.assertTrue(poll(lambda: len(self.hop.stored()) == 3))
+        self.assertEqual(self.connections(), 1)
+        self.assertEqual(self.hop_log("bye "), [])
+        self.assertEqual(self.cache_events(), {"parked": 3, "reused": 2})
 
     def test_idle_connection_gets_quit_when_its_time_is_up(self):
         self.start(connection_cache_time="300ms")
