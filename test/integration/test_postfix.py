@@ -24,10 +24,11 @@ MSG = (b"From: a@example.test\r\nTo: b@example.test\r\nSubject: from postfix\r\n
        b"first line\r\n.a line that starts with a dot\r\nlast line\r\n")
 
 
-def outbound(tmp, hop_port, level="verify"):
-    return Proxy(tmp, {"out": {"mode": "outbound", "route": "relay:127.0.0.1:%d" % hop_port,
-                               "tls": level, "servername": "mx.example.test",
-                               "ca_file": os.path.join(CERTS, "ca.pem")}}, tls=False)
+def outbound(tmp, hop_port, level="verify", **keys):
+    k = {"mode": "outbound", "route": "relay:127.0.0.1:%d" % hop_port, "tls": level,
+         "servername": "mx.example.test", "ca_file": os.path.join(CERTS, "ca.pem")}
+    k.update(keys)
+    return Proxy(tmp, {"out": k}, tls=False, proxy_extra={"workers": "1"})
 
 
 class PostfixCase(unittest.TestCase):
@@ -89,6 +90,27 @@ class PostfixAsLegacyMta(PostfixCase):
         self.stop(out)
         self.assertRegex(out.log(), r"policy=verify tls=TLSv1\.3 .*verify=ok decision=tls")
         self.stop(inbound)
+
+    def test_connection_cache_carries_postfix_sessions_on_one_tls_session(self):
+        """connection_cache_time: three Postfix deliveries, one after the
+        other (a session each, as Postfix opens them without a backlog),
+        reach the next hop over one TLS session: the inbound listener sees a
+        single session with three messages."""
+        sink, inbound = self.chain()
+        out = outbound(self.tmp, inbound.port("in"), connection_cache_time="60s")
+        self.addCleanup(out.stop)
+        pf = self.postfix(main={"relayhost": "[127.0.0.1]:%d" % out.port("out")})
+        for n in (1, 2, 3):
+            pf.submit("a@example.test", ["r%d@example.test" % n], MSG)
+            self.assertTrue(pf.wait_log(r"to=<r%d@example\.test>.*status=sent" % n), pf.log())
+        self.assertEqual(len(poll(lambda: len(sink.messages()) == 3 and sink.messages()) or []), 3)
+        self.stop(out)
+        self.assertEqual(out.log().count("connection=reused"), 2, out.log()[-3000:])
+        self.stop(inbound)
+        sessions = inbound.log_lines("session")
+        self.assertEqual(len(sessions), 1, sessions)
+        self.assertIn("messages=3", sessions[0])
+        self.assertIn("tls=TLSv1.3", sessions[0])
 
     def assert_deferred(self, pf, *want):
         """The message waits in Postfix's deferred queue with each of `want`
