@@ -554,6 +554,9 @@ static uint64_t backend_wait_ms(stp_session_t *s)
     if (s->up_phase == UP_HANDSHAKE) {
         return c->handshake_timeout;
     }
+    if (s->up_phase == UP_REUSE) {
+        return c->connect_timeout; /* a live next hop answers RSET at once; else connect anew */
+    }
     if (s->state == S_GREETING) {
         return s->up_phase ? c->command_timeout : c->greeting_timeout;
     }

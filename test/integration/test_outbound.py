@@ -519,6 +519,20 @@ class ConnectionCache(unittest.TestCase):
         for l in self.p.log_lines("session"):
             self.assertIn("result=ok", l)
 
+    def test_silent_next_hop_at_reuse_connects_anew(self):
+        """rset-silent: the parked connection never answers the reuse RSET;
+        after connect_timeout (not the 5 minutes of command_timeout) the
+        session goes on over a new connection."""
+        self.start("rset-silent", connect_timeout="1s")
+        self.session()
+        started = time.time()
+        self.session()
+        self.assertLess(time.time() - started, 8)
+        self.assertTrue(poll(lambda: len(self.hop.stored()) == 2))
+        self.assertEqual(self.connections(), 2)
+        self.assertEqual(self.p.stop(), 0)
+        self.assertIn('connection=reuse-failed reason="no reply to RSET"', self.p.log())
+
     def test_authenticated_connection_is_never_parked(self):
         """A connection the legacy MTA authenticated on carries its
         credentials: the next session must not inherit them."""

@@ -20,7 +20,7 @@ reply), idle-421 (after each message, 0.3 s later: 421 and a close),
 mail-421 (421 to MAIL, then closes), mail-421-linger (421 to MAIL, then
 keeps the connection open 5 s before closing: a client must not go on using
 it), rset-421 (421 to RSET, then closes: a server that timed the session
-out as the client came back to it).
+out as the client came back to it), rset-silent (never answers RSET).
 QUIT is logged on stderr as a "bye" line.
 """
 import argparse
@@ -152,6 +152,11 @@ def serve(c, a, count, lock):
                 sys.stderr.write("rset-421 tls=%s\n" % conn.tls)
                 sys.stderr.flush()
                 conn.send(b"421 4.4.2 nexthop.example.test Error: timeout exceeded\r\n")
+                return
+            elif u == b"RSET" and a.mode == "rset-silent":
+                sys.stderr.write("rset-silent tls=%s\n" % conn.tls)
+                sys.stderr.flush()
+                conn.line()  # until the client gives up on this connection
                 return
             elif u.startswith(b"MAIL") or u.startswith(b"RCPT") or u == b"RSET" or u == b"NOOP":
                 # the envelope on stderr ("command ..."; EHLO and HELO above as
