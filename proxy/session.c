@@ -1022,8 +1022,7 @@ static void handle_line(stp_session_t *s, const char *line, size_t len)
             finish(s, "221 2.0.0 Bye\r\n", "ok", NULL);
             return;
         }
-        if (s->conf->connection_cache_time && s->upc != NULL && s->state == S_COMMAND &&
-            s->backend_up) {
+        if (s->upc != NULL && s->state == S_COMMAND && s->backend_up) {
             /* QUIT behind replies still owed (Postfix pipelines it right
              * behind the final dot): answered here once they are relayed,
              * so that the connection can still be parked. */
@@ -1377,15 +1376,21 @@ static void relay_ehlo(stp_session_t *s, const stp_reply_t *r)
  * the session saves a round trip through TLS. Any other command first, or
  * out of memory, and the EHLO goes to the next hop as before.
  */
+static int keep_ehlo_text(stp_session_t *s, const char *text, size_t len)
+{
+    s->up_ehlo = malloc(len);
+    if (s->up_ehlo == NULL) {
+        return -1;
+    }
+    memcpy(s->up_ehlo, text, len);
+    s->up_ehlo_len = len;
+    return 0;
+}
+
 static void keep_ehlo(stp_session_t *s, const stp_reply_t *r)
 {
     char out[STP_REPLY_MAX_BYTES + 64];
-    size_t len = ehlo_view(s, r, out, sizeof(out));
-    s->up_ehlo = malloc(len);
-    if (s->up_ehlo != NULL) {
-        memcpy(s->up_ehlo, out, len);
-        s->up_ehlo_len = len;
-    }
+    (void)keep_ehlo_text(s, out, ehlo_view(s, r, out, sizeof(out)));
 }
 
 /* The kept EHLO reply is no longer the next hop's answer (another command
@@ -1679,7 +1684,7 @@ static void up_lost(stp_session_t *s, const char *why)
 static void up_note_ehlo(stp_session_t *s)
 {
     stp_upconn_t *u = s->upc;
-    if (!s->conf->connection_cache_time || u == NULL || s->up_ehlo == NULL) {
+    if (u == NULL || s->up_ehlo == NULL) {
         return;
     }
     free(u->ehlo);
@@ -1699,18 +1704,18 @@ static void up_note_ehlo(stp_session_t *s)
  * listener's current configuration, between transactions, and carrying
  * nothing of this session but envelopes and messages (no AUTH, no EHLO or
  * HELO of the legacy MTA's own: up_private). RSET at reuse ends a
- * transaction the legacy MTA left open.
+ * transaction the legacy MTA left open. upc exists only with
+ * connection_cache_time (outbound, relay or original-dst: config.c) and is
+ * always the conn `up` points to.
  */
 static void up_park(stp_session_t *s)
 {
     stp_listener_t *l = s->listener;
     stp_upconn_t *u = s->upc;
-    if (!s->conf->connection_cache_time || u == NULL || s->conf->mode != STP_MODE_OUTBOUND ||
-        is_mx(s) || s->up_private || s->up_phase != UP_NONE || s->up != &u->conn ||
-        s->state != S_COMMAND || s->pq_len != 0 ||
-        u->conn.tls == NULL || u->conn.closing || u->conn.eof || u->ehlo == NULL ||
-        s->decision == NULL || strcmp(s->decision, "tls") != 0 || s->draining ||
-        l->draining || l->retired || s->rt != l->rt ||
+    if (u == NULL || s->up_private || s->up_phase != UP_NONE || s->state != S_COMMAND ||
+        s->pq_len != 0 || u->conn.tls == NULL || u->conn.closing || u->conn.eof ||
+        u->ehlo == NULL || s->decision == NULL || strcmp(s->decision, "tls") != 0 ||
+        s->draining || l->draining || l->retired || s->rt != l->rt ||
         (s->rp != NULL && !stp_reply_parser_idle(s->rp)) ||
         uv_now(s->loop) - u->born_ms >= STP_UPCONN_MAX_AGE_MS) {
         return;
@@ -1877,10 +1882,7 @@ static void up_reply(stp_session_t *s, const stp_reply_t *r)
             up_reuse_failed(s, why);
             return;
         }
-        s->up_ehlo = malloc(s->upc->ehlo_len);
-        if (s->up_ehlo != NULL) {
-            memcpy(s->up_ehlo, s->upc->ehlo, s->upc->ehlo_len);
-            s->up_ehlo_len = s->upc->ehlo_len;
+        if (keep_ehlo_text(s, s->upc->ehlo, s->upc->ehlo_len) == 0) {
             s->up_pipelining = s->upc->pipelining;
             s->size_added = s->upc->size_added;
         }

@@ -78,7 +78,7 @@ void stp_upcache_flush(stp_upcache_t *c);
 /* Flushes and stops; on_closed runs once the last connection is closed. */
 void stp_upcache_close(stp_upcache_t *c);
 
-/* Parked connections (for tests and the log). */
+/* Parked connections (for tests). */
 unsigned stp_upcache_count(const stp_upcache_t *c);
 
 #endif
