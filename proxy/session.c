@@ -1842,7 +1842,11 @@ static void up_reply(stp_session_t *s, const stp_reply_t *r)
              * as if inside TLS: a response injection; never go on with it. */
             snprintf(why, sizeof(why), "%s sent data after its STARTTLS response", host);
             s->down_reason = "injection";
-            up_tls_failed(s, why);
+            if (s->conf->tls == STP_TLS_LEVEL_MAY) {
+                up_tls_failed(s, why); /* once more in plaintext, as for a failed handshake */
+            } else {
+                up_refuse(s, "7.5", why); /* even under `testing`: no plaintext way is left */
+            }
             return;
         }
         {

@@ -281,6 +281,18 @@ class Routing(MxBase):
         self.assert_would_refuse()
         self.assertIn("retry=plaintext", self.proxy.log())
 
+    def test_injection_under_may_retries_in_plaintext(self):
+        # opportunistic TLS: the injected bytes go with the connection and the
+        # message goes once more in plaintext, as after a failed handshake
+        # (route = relay does the same)
+        h = self.hop("127.0.0.11", "mxa", mode="inject")
+        port = self.start_proxy(policies="[policy:d1.example.test]\ntls = may\n")
+        r = send(port, ["bob@d1.example.test"])
+        self.assertEqual(r["data"][0], 250, r)
+        self.assertEqual(len(h.stored()), 1)
+        self.assertTrue(h.stored()[0].endswith("-plain.eml"), h.stored())
+        self.assertIn("retry=plaintext", self.proxy.log())
+
     def test_injection_is_refused_even_under_testing(self):
         # bytes behind the 220 to STARTTLS: no plaintext way is left
         h = self.hop("127.0.0.11", "mxa", mode="inject")

@@ -136,6 +136,24 @@ class Behaviour(unittest.TestCase):
         self.assertIn("decision=testing-override", p.log())
         self.assertIn("would_refuse=", p.log())
 
+    def test_testing_mode_still_refuses_an_injection(self):
+        """`testing = yes` retries a failed handshake in plaintext, but bytes
+        injected behind the 220 to STARTTLS leave no plaintext way: refused
+        (as on route = mx), never delivered, and no testing override logged."""
+        for mode in ("inject", "fragment"):
+            hop = NextHop(self.tmp, mode, "ecdsa")
+            self.addCleanup(hop.stop)
+            p = self.proxy(hop.port, testing="yes", tls="encrypt")
+            got = attempt(p.port("out"))
+            self.assertEqual(got[0], "refused", (mode, got))
+            self.assertEqual(got[1], 421, (mode, got))
+            self.assertIn(" 4.7.5 ", got[2], (mode, got))
+            self.assertEqual(hop.stored(), [], mode)
+            self.assertEqual(p.stop(), 0)
+            self.assertNotIn("testing-override", p.log(), mode)
+            self.assertNotIn("retry=plaintext", p.log(), mode)
+            self.assertIn("sent data after its STARTTLS response", p.log(), mode)
+
     def test_pipelined_group_is_one_tls_record(self):
         """The legacy MTA's pipelined MAIL, RCPTs and DATA (one read) leave
         for the next hop in one write holding one TLS record, not one write
