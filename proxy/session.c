@@ -194,6 +194,9 @@ STP_THREAD_BUF(data_out, 2 * DATA_CHUNK + 4)
 static _Atomic unsigned session_counter; /* shared: ids stay unique across workers */
 
 static void finish(stp_session_t *s, const char *reply, const char *result, const char *error);
+
+/* The backend (or next hop) connection is gone in the middle of a session. */
+#define LOST_421 "421 4.4.2 Error: connection to mail server lost\r\n"
 static void process(stp_session_t *s, const char *p, size_t n);
 static void arm_timers(stp_session_t *s);
 static void update_reading(stp_session_t *s);
@@ -342,7 +345,7 @@ static void backend_send(stp_session_t *s, unsigned verb, const char *line, size
         s->up_private = 1; /* AUTH, the legacy MTA's EHLO...: never parked for another session */
     }
     if (stp_conn_writev(s->up, b + !rset, 2 + rset) < 0) {
-        finish(s, NULL, "backend-lost", "write to backend failed");
+        finish(s, LOST_421, "backend-lost", "write to backend failed");
         return;
     }
     if (rset) {
@@ -1191,7 +1194,7 @@ static void client_on_read(stp_conn_t *c, const char *data, size_t len)
     process(s, data, len);
     stp_conn_uncork(&s->client);
     if (up && stp_conn_uncork(up) < 0 && up == s->up) {
-        finish(s, NULL, "backend-lost", "write to backend failed");
+        finish(s, LOST_421, "backend-lost", "write to backend failed");
     }
     update_reading(s);
     arm_timers(s);
@@ -1289,7 +1292,7 @@ static void conn_on_close(stp_conn_t *c)
             finish(s, NULL, "client-closed", NULL);
         }
     } else if (c == s->up && s->state != S_CLOSING) {
-        finish(s, "421 4.4.2 Error: connection to mail server lost\r\n", "backend-lost", NULL);
+        finish(s, LOST_421, "backend-lost", NULL);
     }
     if (own != NULL && own == s->upc) {
         s->upc = NULL;
@@ -1987,7 +1990,7 @@ static void backend_on_read(stp_conn_t *c, const char *data, size_t len)
     }
     stp_conn_uncork(&s->client);
     if (stp_conn_uncork(c) < 0 && c == s->up) {
-        finish(s, NULL, "backend-lost", "write to backend failed");
+        finish(s, LOST_421, "backend-lost", "write to backend failed");
     }
     if (s->rp != NULL && stp_reply_parser_idle(s->rp)) {
         free(s->rp);
