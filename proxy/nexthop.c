@@ -101,7 +101,6 @@ struct stp_nexthop_s {
     req_t req;
     const char *source;
     int plain_retry; /* this connection is the plaintext retry (may) */
-    int injected;    /* this connection's STARTTLS reply had bytes behind it */
     int plain_next;  /* the next connection is (same address again) */
     phase_t phase;
     unsigned caps;
@@ -416,7 +415,8 @@ static void no_tls(stp_nexthop_t *nh, int not_offered, const char *down_reason, 
      * failed attempt, the injected bytes gone with the connection); `testing`
      * too where a plaintext way is left, but never after an injection: the
      * README promises a refusal then even while testing. */
-    int plain_left = not_offered || (!nh->plain_retry && !nh->injected);
+    int injected = strcmp(down_reason, "injection") == 0;
+    int plain_left = not_offered || (!nh->plain_retry && !injected);
     if ((nh->req <= R_MAY && !nh->remembered) || (plain_left && would_refuse(nh, "%s", why))) {
         if (not_offered) {
             ready(nh, nh->caps);
@@ -584,7 +584,6 @@ static void on_reply(stp_nexthop_t *nh, const stp_reply_t *r)
         if (nh->extra) {
             /* Bytes behind the 220 were sent in plaintext: an injection. */
             snprintf(why, sizeof(why), "%s sent data after its STARTTLS response", host);
-            nh->injected = 1; /* plaintext after that only where policy is `may` */
             no_tls(nh, 0, "injection", why);
             return;
         }
@@ -757,7 +756,6 @@ static void next_addr(stp_nexthop_t *nh)
     nh->plain_retry = nh->plain_next;
     nh->plain_next = 0;
     nh->extra = 0;
-    nh->injected = 0;
     nh->caps = 0;
     stp_reply_parser_init(&nh->rp);
     memset(nh->conn, 0, sizeof(*nh->conn));

@@ -193,10 +193,10 @@ struct stp_session_s {
 STP_THREAD_BUF(data_out, 2 * DATA_CHUNK + 4)
 static _Atomic unsigned session_counter; /* shared: ids stay unique across workers */
 
-static void finish(stp_session_t *s, const char *reply, const char *result, const char *error);
-
 /* The backend (or next hop) connection is gone in the middle of a session. */
 #define LOST_421 "421 4.4.2 Error: connection to mail server lost\r\n"
+
+static void finish(stp_session_t *s, const char *reply, const char *result, const char *error);
 static void process(stp_session_t *s, const char *p, size_t n);
 static void arm_timers(stp_session_t *s);
 static void update_reading(stp_session_t *s);
