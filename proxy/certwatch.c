@@ -4,6 +4,7 @@
  */
 #include "proxy/certwatch.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -129,15 +130,21 @@ static int same_stat(const struct stat *a, const struct stat *b)
 static void look(file_t *f, int report)
 {
     struct stat st;
-    int ok = stat(f->path, &st) == 0;
+    int ok = stat(f->path, &st) == 0, e = errno;
     if (!ok) {
         memset(&st, 0, sizeof(st));
     }
     if (report && (ok != f->ok || !same_stat(&st, &f->st))) {
-        char esc[1100];
+        /* Not there, or not to be seen by this user (after dropping
+         * privileges): the reload that follows says what it cannot read. */
+        char esc[1100], why[160] = "";
+        if (!ok && e == ENOENT) {
+            snprintf(why, sizeof(why), " missing=yes");
+        } else if (!ok) {
+            snprintf(why, sizeof(why), " error=\"%s\"", strerror(e));
+        }
         stp_log(STP_LOG_INFO, "certificate file=\"%s\" changed=yes%s",
-                stp_log_escape(esc, sizeof(esc), f->path, strlen(f->path)),
-                ok ? "" : " missing=yes");
+                stp_log_escape(esc, sizeof(esc), f->path, strlen(f->path)), why);
         uv_timer_start(&w.settle, on_settled, SETTLE_MS, 0);
     }
     f->ok = ok;
@@ -160,22 +167,32 @@ static void on_daily(uv_timer_t *t)
     }
 }
 
-static void watch(const char *path)
+void stp_certwatch_base(const stp_config_t *conf, stp_certwatch_base_t *base)
 {
-    file_t *f = &w.files[w.nfiles++];
-    f->path = path;
-    look(f, 0);
+    base->n = 0;
+    for (size_t i = 0; i < 2 * conf->ncerts; i++) {
+        const char *path = i % 2 ? conf->certs[i / 2].key : conf->certs[i / 2].cert;
+        if (path[0] == '\0') {
+            continue; /* the key is in the certificate file */
+        }
+        size_t n = base->n++;
+        base->path[n] = path;
+        base->ok[n] = stat(path, &base->st[n]) == 0;
+        if (!base->ok[n]) {
+            memset(&base->st[n], 0, sizeof(base->st[n]));
+        }
+    }
 }
 
 /*
  * Polling with stat(2) from a timer rather than uv_fs_poll: the state a
- * change is compared with is taken here, synchronously, right after the
- * files were loaded (uv_fs_poll takes its first look later, in the thread
- * pool, and would miss a change made in between).
- * XXX a change between reading a file and this stat is still missed, until
- * the next change or reload: the window is a few microseconds.
+ * change is compared with was taken before the files were read, by
+ * stp_certwatch_base (uv_fs_poll takes its first look later, in the thread
+ * pool, and would miss a change made in between). A change while a file is
+ * being read costs one more reload, never a missed renewal.
  */
-void stp_certwatch_start(uv_loop_t *loop, const stp_config_t *conf, unsigned interval_ms,
+void stp_certwatch_start(uv_loop_t *loop, const stp_config_t *conf,
+                         const stp_certwatch_base_t *base, unsigned interval_ms,
                          void (*on_change)(void))
 {
     w.loop = loop;
@@ -189,12 +206,12 @@ void stp_certwatch_start(uv_loop_t *loop, const stp_config_t *conf, unsigned int
         uv_timer_start(&w.daily, on_daily, DAY_MS, DAY_MS);
         uv_unref((uv_handle_t *)&w.daily);
     }
-    w.nfiles = 0; /* a reload may have changed the file names */
-    for (size_t i = 0; i < conf->ncerts; i++) {
-        watch(conf->certs[i].cert);
-        if (conf->certs[i].key[0]) {
-            watch(conf->certs[i].key);
-        }
+    /* a reload may have changed the file names */
+    for (w.nfiles = 0; w.nfiles < base->n; w.nfiles++) {
+        file_t *f = &w.files[w.nfiles];
+        f->path = base->path[w.nfiles];
+        f->ok = base->ok[w.nfiles];
+        f->st = base->st[w.nfiles];
     }
     uv_timer_start(&w.poll, on_poll, interval_ms, interval_ms);
     uv_unref((uv_handle_t *)&w.poll);

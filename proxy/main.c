@@ -385,6 +385,8 @@ static void reload(const char *trigger)
         reload_failed(restart);
         return;
     }
+    stp_certwatch_base_t files;
+    stp_certwatch_base(conf, &files); /* before the files are read */
     stp_runtime_t *rt = stp_runtime_new(conf, err, sizeof(err));
     if (rt == NULL) {
         stp_log(STP_LOG_ERROR, "reload error=\"%s: %s\"", config_path, err);
@@ -500,7 +502,7 @@ static void reload(const char *trigger)
     stp_log(STP_LOG_INFO, "reload result=ok trigger=%s listeners=%zu tls=%s", trigger,
             rt->conf->nlisteners, rt->server_ctx ? "yes" : "no");
     stp_certwatch_check(rt->conf);
-    stp_certwatch_start(uv_default_loop(), rt->conf, CERT_POLL_MS, on_cert_change);
+    stp_certwatch_start(uv_default_loop(), rt->conf, &files, CERT_POLL_MS, on_cert_change);
     dane_check_async(rt->conf);
 }
 
@@ -740,6 +742,8 @@ int main(int argc, char **argv)
         fprintf(stderr, "smtp-tls-proxy: configuration file %s test failed\n", path);
         return 1;
     }
+    stp_certwatch_base_t files;
+    stp_certwatch_base(conf, &files); /* before the files are read */
     stp_runtime_t *rt = stp_runtime_new(conf, err, sizeof(err));
     if (rt == NULL) {
         fprintf(stderr, "%s: %s\n", path, err);
@@ -834,7 +838,7 @@ int main(int argc, char **argv)
                     "as an unprivileged user with CAP_NET_BIND_SERVICE");
         }
         stp_certwatch_check(conf);
-        stp_certwatch_start(loop, conf, CERT_POLL_MS, on_cert_change);
+        stp_certwatch_start(loop, conf, &files, CERT_POLL_MS, on_cert_change);
         stp_log(STP_LOG_INFO, "start version=%s hostname=%s listeners=%zu workers=%u tls=%s",
                 STP_VERSION, conf->hostname, conf->nlisteners, nworkers,
                 rt->server_ctx ? "yes" : "no");
