@@ -498,11 +498,13 @@ static void reload(const char *trigger)
     free(fds);
     stp_runtime_unref(current_rt);
     current_rt = rt;
+    /* The certificates first, as at start: once "reload result=ok" is in
+     * the log, their lines are too and their files are watched. */
+    stp_certwatch_check(rt->conf);
+    stp_certwatch_start(uv_default_loop(), rt->conf, &files, CERT_POLL_MS, on_cert_change);
     stp_metrics_count(STP_M_RELOADS, "result=\"ok\"", 1);
     stp_log(STP_LOG_INFO, "reload result=ok trigger=%s listeners=%zu tls=%s", trigger,
             rt->conf->nlisteners, rt->server_ctx ? "yes" : "no");
-    stp_certwatch_check(rt->conf);
-    stp_certwatch_start(uv_default_loop(), rt->conf, &files, CERT_POLL_MS, on_cert_change);
     dane_check_async(rt->conf);
 }
 
