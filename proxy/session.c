@@ -368,6 +368,16 @@ static void destroy(stp_session_t *s)
     char backend[80];
     uint64_t ms = uv_now(s->loop) - s->start_ms;
 
+    /* Counters and the connection slot first: once the session line is in
+     * the log, the metrics count the session and its address may connect
+     * again. */
+    stp_sm_session_close(s->conf->name,
+                         s->conf->mode == STP_MODE_OUTBOUND ? s->up_version : s->tls_version,
+                         !s->limits_taken || (s->result && strcmp(s->result, "denied") == 0));
+    if (s->limits_taken) {
+        stp_limits_release(s->listener->limits, (const struct sockaddr *)&s->peer);
+    }
+
     char helo[sizeof(s->helo) * 4 + 4];
     /* the client's HELO name is peer text: escaped like any other */
     stp_log_escape(helo, sizeof(helo), s->helo[0] ? s->helo : "-", s->helo[0] ? strlen(s->helo) : 1);
@@ -399,12 +409,6 @@ static void destroy(stp_session_t *s)
             s->result ? s->result : "closed", (unsigned long long)(ms / 1000),
             (unsigned long long)(ms % 1000), s->error[0] ? " error=" : "", s->error);
 logged:
-    stp_sm_session_close(s->conf->name,
-                         s->conf->mode == STP_MODE_OUTBOUND ? s->up_version : s->tls_version,
-                         !s->limits_taken || (s->result && strcmp(s->result, "denied") == 0));
-    if (s->limits_taken) {
-        stp_limits_release(s->listener->limits, (const struct sockaddr *)&s->peer);
-    }
     free(s->held);
     free(s->xc_line);
     free(s->up_ehlo);
@@ -696,13 +700,15 @@ static void flush_queue(stp_session_t *s)
     while (s->pq_len && pq_at(s, 0)->kind == P_LOCAL && s->state != S_CLOSING) {
         pending_t p = *pq_at(s, 0);
         pq_pop(s);
+        if (p.action == A_QUIT) {
+            up_park(s); /* parked (and logged) before the client has its 221 */
+        }
         client_write(s, p.text, strlen(p.text));
         if (p.action == A_STARTTLS) {
             start_client_tls(s);
         } else if (p.action == A_CLOSE) {
             finish(s, NULL, "shutdown", NULL);
         } else if (p.action == A_QUIT) {
-            up_park(s);
             finish(s, NULL, "ok", NULL);
         }
     }
@@ -2374,9 +2380,9 @@ static void mx_rcpt(stp_session_t *s, const stp_cmd_t *cmd, const char *line, si
                  "452 4.5.3 Error: too many recipients: %s is delivered in a separate "
                  "transaction\r\n",
                  domain);
-        mx_write(s, buf);
         stp_log(STP_LOG_INFO, "mx id=%s domain=%s deferred=other-domain transaction_domain=%s",
                 s->id, domain, s->mx_domain);
+        mx_write(s, buf);
         return;
     }
     if (s->backend_up && s->mx_mail_sent) {
@@ -2384,9 +2390,9 @@ static void mx_rcpt(stp_session_t *s, const stp_cmd_t *cmd, const char *line, si
         return;
     }
     if (s->mx_failed_reply && strcmp(domain, s->mx_failed) == 0) {
-        mx_write(s, s->mx_failed_reply);
         stp_log(STP_LOG_INFO, "mx id=%s domain=%s deferred=attempt-failed-in-this-transaction",
                 s->id, domain);
+        mx_write(s, s->mx_failed_reply);
         return;
     }
     free(s->mx_rcpt);

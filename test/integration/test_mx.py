@@ -445,7 +445,10 @@ class Routing(MxBase):
         c = self.legacy_client(port, 10)
         self.assertEqual(c.cmd("MAIL FROM:<a@legacy.example>")[0], 250)
         c.send(b"RCPT TO:<bob@d1.example.test>\r\n")
-        time.sleep(0.3)
+        # the attempt has begun (logged in the RCPT's callback, before the
+        # worker can see the stop)
+        self.assertTrue(poll(lambda: any(" mx id=" in l and "domain=d1.example.test policy=" in l
+                                         for l in self.proxy.log().splitlines()), 10))
         os.kill(self.proxy.pid, signal.SIGTERM)
         code, lines = c.reply()
         self.assertEqual(code, 451, lines)
