@@ -103,6 +103,9 @@ class PostfixAsLegacyMta(PostfixCase):
         for n in (1, 2, 3):
             pf.submit("a@example.test", ["r%d@example.test" % n], MSG)
             self.assertTrue(pf.wait_log(r"to=<r%d@example\.test>.*status=sent" % n), pf.log())
+            # Postfix logs status=sent before its QUIT, which parks the
+            # connection: the next submission must find it parked
+            self.assertTrue(poll(lambda: len(out.log_lines("session")) == n, 10), out.log())
         self.assertEqual(len(poll(lambda: len(sink.messages()) == 3 and sink.messages()) or []), 3)
         self.stop(out)
         self.assertEqual(out.log().count("connection=reused"), 2, out.log()[-3000:])
