@@ -127,14 +127,24 @@ static int same_stat(const struct stat *a, const struct stat *b)
            a->st_ctim.tv_sec == b->st_ctim.tv_sec && a->st_ctim.tv_nsec == b->st_ctim.tv_nsec;
 }
 
-static void look(file_t *f, int report)
+/* stat(2), with a zeroed `st` for a file that cannot be looked at (errno
+ * says why). */
+static int look_at(const char *path, struct stat *st)
+{
+    if (stat(path, st) == 0) {
+        return 1;
+    }
+    int e = errno;
+    memset(st, 0, sizeof(*st));
+    errno = e;
+    return 0;
+}
+
+static void look(file_t *f)
 {
     struct stat st;
-    int ok = stat(f->path, &st) == 0, e = errno;
-    if (!ok) {
-        memset(&st, 0, sizeof(st));
-    }
-    if (report && (ok != f->ok || !same_stat(&st, &f->st))) {
+    int ok = look_at(f->path, &st), e = errno;
+    if (ok != f->ok || !same_stat(&st, &f->st)) {
         /* Not there, or not to be seen by this user (after dropping
          * privileges): the reload that follows says what it cannot read. */
         char esc[1100], why[160] = "";
@@ -155,7 +165,7 @@ static void on_poll(uv_timer_t *t)
 {
     (void)t;
     for (size_t i = 0; i < w.nfiles; i++) {
-        look(&w.files[i], 1);
+        look(&w.files[i]);
     }
 }
 
@@ -177,10 +187,7 @@ void stp_certwatch_base(const stp_config_t *conf, stp_certwatch_base_t *base)
         }
         size_t n = base->n++;
         base->path[n] = path;
-        base->ok[n] = stat(path, &base->st[n]) == 0;
-        if (!base->ok[n]) {
-            memset(&base->st[n], 0, sizeof(base->st[n]));
-        }
+        base->ok[n] = look_at(path, &base->st[n]);
     }
 }
 

@@ -71,6 +71,14 @@ static void setup(int key_too)
     }
 }
 
+/* What the proxy does once the files are loaded (nothing changed since). */
+static void watch(void)
+{
+    stp_certwatch_base_t b;
+    stp_certwatch_base(conf, &b);
+    stp_certwatch_start(&loop, conf, &b, POLL_MS, on_change);
+}
+
 static void teardown(void)
 {
     stp_certwatch_stop();
@@ -100,10 +108,8 @@ static void test_base_lists_cert_and_key_files(void)
 
 static void test_unchanged_files_stay_quiet(void)
 {
-    stp_certwatch_base_t b;
     setup(1);
-    stp_certwatch_base(conf, &b);
-    stp_certwatch_start(&loop, conf, &b, POLL_MS, on_change);
+    watch();
     run_for(800); /* many looks, longer than the quiet time after a change */
     CHECK_EQ_INT(changes, 0);
     teardown();
@@ -126,10 +132,8 @@ static void test_rewrite_while_loading_is_seen(void)
 
 static void test_rewrite_in_place_after_start_is_seen(void)
 {
-    stp_certwatch_base_t b;
     setup(1);
-    stp_certwatch_base(conf, &b);
-    stp_certwatch_start(&loop, conf, &b, POLL_MS, on_change);
+    watch();
     run_for(50);
     CHECK_EQ_INT(changes, 0);
     write_file(conf->certs[0].cert, "new certificate, longer\n");
@@ -141,10 +145,8 @@ static void test_rewrite_in_place_after_start_is_seen(void)
 static void test_rename_over_the_file_is_seen(void)
 {
     char tmp[1100];
-    stp_certwatch_base_t b;
     setup(0);
-    stp_certwatch_base(conf, &b);
-    stp_certwatch_start(&loop, conf, &b, POLL_MS, on_change);
+    watch();
     run_for(50);
     snprintf(tmp, sizeof(tmp), "%s.new", conf->certs[0].cert);
     write_file(tmp, "old certificate\n"); /* same contents, new inode */
@@ -179,10 +181,8 @@ static char *run_logged(void)
  * rather than "missing". */
 static void test_file_gone_or_unreachable_is_logged_as_such(void)
 {
-    stp_certwatch_base_t b;
     setup(1);
-    stp_certwatch_base(conf, &b);
-    stp_certwatch_start(&loop, conf, &b, POLL_MS, on_change);
+    watch();
     unlink(conf->certs[0].key);
     const char *log = run_logged();
     CHECK_EQ_INT(changes, 1);
@@ -195,8 +195,7 @@ static void test_file_gone_or_unreachable_is_logged_as_such(void)
     setup(0);
     snprintf(conf->certs[0].cert, sizeof(conf->certs[0].cert), "%s/cert.pem", sub);
     write_file(conf->certs[0].cert, "old certificate\n");
-    stp_certwatch_base(conf, &b);
-    stp_certwatch_start(&loop, conf, &b, POLL_MS, on_change);
+    watch();
     unlink(conf->certs[0].cert);
     rmdir(sub);
     write_file(sub, "not a directory\n");
