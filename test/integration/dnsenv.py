@@ -210,6 +210,12 @@ remote-control:
                 s.close()
         raise RuntimeError("%s does not answer on port %d: %s" % (what, port, proc.log()[-2000:]))
 
+    def logs(self):
+        """The end of nsd's and unbound's own output: what an assertion about
+        an unexpected answer shows (and running=no if one has exited)."""
+        return "".join("\n--- %s running=%s\n%s" % (p.argv[0], "yes" if p.running() else "no",
+                                                    p.log()[-1500:]) for p in self.procs)
+
     def stop(self):
         for p in reversed(self.procs):
             p.stop()
