@@ -192,6 +192,28 @@ void stp_certwatch_base(const stp_config_t *conf, stp_certwatch_base_t *base)
 }
 
 /*
+ * A file seen in the base (taken as root, before `user =` took effect) that
+ * this user may not look at: that is no change of the file, and a reload
+ * could not read it either. Said once; the file counts as unseen from now
+ * on, so that it is noticed (and reloaded) once its permissions let it be.
+ */
+static void hidden_since_base(file_t *f)
+{
+    struct stat st;
+    if (!f->ok || look_at(f->path, &st) || (errno != EACCES && errno != EPERM)) {
+        return;
+    }
+    const char *why = strerror(errno);
+    char esc[1100];
+    stp_log(STP_LOG_WARN,
+            "certificate file=\"%s\" watched=no error=\"%s\" (the user the proxy runs as "
+            "cannot look at it: a renewal is not noticed until it can)",
+            stp_log_escape(esc, sizeof(esc), f->path, strlen(f->path)), why);
+    f->ok = 0;
+    f->st = st;
+}
+
+/*
  * Polling with stat(2) from a timer rather than uv_fs_poll: the state a
  * change is compared with was taken before the files were read, by
  * stp_certwatch_base (uv_fs_poll takes its first look later, in the thread
@@ -219,6 +241,7 @@ void stp_certwatch_start(uv_loop_t *loop, const stp_config_t *conf,
         f->path = base->path[w.nfiles];
         f->ok = base->ok[w.nfiles];
         f->st = base->st[w.nfiles];
+        hidden_since_base(f);
     }
     uv_timer_start(&w.poll, on_poll, interval_ms, interval_ms);
     uv_unref((uv_handle_t *)&w.poll);

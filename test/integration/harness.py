@@ -236,7 +236,8 @@ class Proxy:
     listeners maps a listener name to its keys; mode and listen are filled in
     (listen on a free loopback port, see port(name); a `listen` key, e.g.
     "[::1]:PORT" with that port in `ports`, replaces it). tls=False leaves out the
-    [tls] section (no certificate: STARTTLS must not be offered)."""
+    [tls] section (no certificate: STARTTLS must not be offered); a directory
+    in its place is where ecdsa.pem/.key and rsa.pem/.key are taken from."""
 
     def __init__(self, tmp, listeners, tls=True, proxy_extra=None, tls_extra=None, env=None,
                  ports=None, extra_text=""):
@@ -248,8 +249,9 @@ class Proxy:
                  "log_level = %s" % proxy_extra.pop("log_level", "info")]
         lines += ["%s = %s" % kv for kv in proxy_extra.items()]
         if tls:
-            lines += ["[tls]", "cert = %s/ecdsa.pem" % CERTS, "key = %s/ecdsa.key" % CERTS,
-                      "cert = %s/rsa.pem" % CERTS, "key = %s/rsa.key" % CERTS]
+            d = CERTS if tls is True else tls
+            lines += ["[tls]", "cert = %s/ecdsa.pem" % d, "key = %s/ecdsa.key" % d,
+                      "cert = %s/rsa.pem" % d, "key = %s/rsa.key" % d]
             lines += ["%s = %s" % kv for kv in (tls_extra or {}).items()]
         for name, keys in listeners.items():
             port = (ports or {}).get(name) or free_port()

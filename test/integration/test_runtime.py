@@ -9,6 +9,7 @@ import subprocess
 import threading
 import time
 
+import harness
 from harness import ProxyCase, poll
 
 
@@ -178,6 +179,48 @@ class DropPrivileges(ProxyCase):
         c = self.ready_client()
         self.assertEqual(self.send_message(c)[0], 250)
         self.messages(1)
+
+
+@__import__("unittest").skipUnless(os.geteuid() == 0, "needs root to drop privileges")
+class CertificatesOnlyRootCanRead(ProxyCase):
+    """Certificates in a directory only root may enter, and user = nobody:
+    loaded as root at start, but the user the proxy runs as can neither
+    reload nor watch them. Said at start; no reload that could only fail;
+    picked up once the directory is opened."""
+
+    def setUp(self):
+        import shutil
+        from harness import CERTS, Proxy
+        self.tmp = harness.tmpdir()
+        self.addCleanup(shutil.rmtree, self.tmp, True)
+        self.hidden = os.path.join(self.tmp, "hidden")
+        os.mkdir(self.hidden, 0o700)
+        for n in ("ecdsa.pem", "ecdsa.key", "rsa.pem", "rsa.key"):
+            shutil.copy(os.path.join(CERTS, n), self.hidden)
+            os.chmod(os.path.join(self.hidden, n), 0o644)
+        os.chmod(self.tmp, 0o711)
+        self.sink = harness.Sink(self.tmp)
+        self.addCleanup(self.sink.stop)
+        self.proxy = Proxy(self.tmp, {"in": {"backend": "127.0.0.1:%d" % self.sink.port}},
+                           tls=self.hidden, proxy_extra={"user": "nobody", "group": "nogroup"})
+        self.addCleanup(self.stop_proxy)
+
+    def test_said_at_start_and_picked_up_when_readable(self):
+        log = self.proxy.log()
+        for n in ("ecdsa.pem", "ecdsa.key", "rsa.pem", "rsa.key"):
+            self.assertIn('%s/%s" watched=no error="Permission denied"' % (self.hidden, n), log)
+        self.assertIn('%s/ecdsa.pem" error="cannot be read"' % self.hidden, log)
+        c = self.ready_client()  # the certificates loaded as root serve
+        self.assertEqual(self.send_message(c)[0], 250)
+        os.chmod(self.proxy.ini, 0o644)  # the reload reads it as nobody too
+        os.chmod(self.hidden, 0o755)
+        self.assertTrue(poll(lambda: " reload result=" in self.proxy.log(), 15),
+                        self.proxy.log()[-2000:])
+        log = self.proxy.log()
+        self.assertIn("trigger=certificate-files", log)
+        self.assertIn(" reload result=ok", log)
+        self.assertNotIn(" reload result=failed", log)
+        self.assertEqual(log.count(" changed=yes"), 4, log[-3000:])  # each file once, now seen
 
 
 @__import__("unittest").skipUnless(os.geteuid() == 0, "runs as root")

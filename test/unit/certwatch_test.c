@@ -5,7 +5,9 @@
  * stp_certwatch_start (while the proxy loads it) still counts as changed;
  * files left alone never trigger a reload; a rewrite in place of the same
  * size, a rename over the file and a file that appears are all seen; the
- * log tells a file gone from one that cannot be looked at.
+ * log tells a file gone from one that cannot be looked at; a file that only
+ * root could look at when the base was taken is no change once the proxy
+ * runs as `user =`.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -156,24 +158,39 @@ static void test_rename_over_the_file_is_seen(void)
     teardown();
 }
 
-/* Runs the loop for up to 3 s with stderr (the log) going to a file and
+/* stderr (the log) goes to a file from capture() until captured(), which
  * returns what was logged. */
-static char *run_logged(void)
+static FILE *capture_file;
+static int capture_saved = -1;
+
+static void capture(void)
+{
+    capture_file = tmpfile();
+    CHECK(capture_file != NULL);
+    capture_saved = dup(2);
+    fflush(stderr);
+    dup2(fileno(capture_file), 2);
+}
+
+static char *captured(void)
 {
     static char text[4096];
-    FILE *f = tmpfile();
-    int saved = dup(2);
     fflush(stderr);
-    dup2(fileno(f), 2);
-    run_for(3000);
-    fflush(stderr);
-    dup2(saved, 2);
-    close(saved);
-    rewind(f);
-    size_t n = fread(text, 1, sizeof(text) - 1, f);
+    dup2(capture_saved, 2);
+    close(capture_saved);
+    rewind(capture_file);
+    size_t n = fread(text, 1, sizeof(text) - 1, capture_file);
     text[n] = '\0';
-    fclose(f);
+    fclose(capture_file);
     return text;
+}
+
+/* Runs the loop for up to 3 s and returns what was logged. */
+static char *run_logged(void)
+{
+    capture();
+    run_for(3000);
+    return captured();
 }
 
 /* A file gone says missing=yes; one that cannot be looked at (here: its
@@ -207,6 +224,39 @@ static void test_file_gone_or_unreachable_is_logged_as_such(void)
     unlink(sub);
 }
 
+/* Certificates only root may look at, and `user = nobody`: the base was
+ * taken as root, the watch runs as nobody. That is said once at start, is
+ * no change (no reload that could only fail), and the file is noticed once
+ * it can be looked at. Needs root (skipped otherwise). */
+static void test_file_hidden_by_dropped_privileges(void)
+{
+    stp_certwatch_base_t b;
+    if (geteuid() != 0 || seteuid(65534) != 0) {
+        fprintf(stderr, "certwatch_test: not root or cannot switch to uid 65534: skipped %s\n",
+                __func__);
+        return;
+    }
+    CHECK_EQ_INT(seteuid(0), 0);
+    CHECK_EQ_INT(chmod(dir, 0700), 0);
+    setup(1);
+    stp_certwatch_base(conf, &b); /* as root */
+    CHECK(b.ok[0] && b.ok[1]);
+    CHECK_EQ_INT(seteuid(65534), 0); /* what drop_privileges() does, reversibly */
+    capture();
+    stp_certwatch_start(&loop, conf, &b, POLL_MS, on_change);
+    run_for(800);
+    const char *log = captured();
+    CHECK_EQ_INT(changes, 0);
+    CHECK(strstr(log, "cert.pem\" watched=no error=\"Permission denied\"") != NULL);
+    CHECK(strstr(log, "cert.key\" watched=no error=\"Permission denied\"") != NULL);
+    CHECK(strstr(log, "changed=yes") == NULL);
+    CHECK_EQ_INT(chmod(dir, 0700), -1); /* still nobody */
+    CHECK_EQ_INT(seteuid(0), 0);        /* as if the admin opened the directory */
+    run_for(3000);
+    CHECK_EQ_INT(changes, 1);
+    teardown();
+}
+
 static void test_file_that_appears_is_seen(void)
 {
     stp_certwatch_base_t b;
@@ -236,6 +286,7 @@ int main(void)
     STP_RUN(test_rename_over_the_file_is_seen);
     STP_RUN(test_file_that_appears_is_seen);
     STP_RUN(test_file_gone_or_unreachable_is_logged_as_such);
+    STP_RUN(test_file_hidden_by_dropped_privileges);
     uv_close((uv_handle_t *)&deadline, NULL);
     uv_run(&loop, UV_RUN_DEFAULT);
     CHECK_EQ_INT(uv_loop_close(&loop), 0);
