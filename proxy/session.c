@@ -122,6 +122,7 @@ struct stp_session_s {
     unsigned quit_seen : 1;
     unsigned trace_owed : 1; /* DATA began; the trace header leads the first content */
     unsigned xclient_tried : 1; /* XCLIENT is considered once per session, never sent twice */
+    unsigned xclient_done : 1;  /* the backend knows the client's address, or offers no XCLIENT */
     unsigned up_pipelining : 1; /* the backend's last EHLO reply offered PIPELINING */
     unsigned size_added : 1;    /* ...had no SIZE: the client saw the proxy's (MAIL's SIZE= is dropped) */
     unsigned rset_due : 1;      /* the RSET after STARTTLS goes out with the next command */
@@ -846,6 +847,12 @@ static void xclient_probe_reply(stp_session_t *s, const stp_reply_t *r)
     }
     if (r->code / 100 == 2) {
         xclient_log(s, "unsupported", 0);
+        s->xclient_done = 1;
+    } else {
+        /* Refused (an EHLO without a name, say): nothing was learned, so
+         * the next EHLO/HELO asks again, and until then no command that
+         * the client's address matters for reaches the backend. */
+        s->xclient_tried = 0;
     }
     if (s->xc_verb == STP_CMD_HELO && r->code != 421) {
         /* a HELO client gets the reply to its own HELO, not to our EHLO */
@@ -874,6 +881,7 @@ static void xclient_reply(stp_session_t *s, const stp_reply_t *r)
         return;
     }
     xclient_log(s, "ok", 0);
+    s->xclient_done = 1;
     backend_send(s, s->xc_verb, s->xc_line, s->xc_len, P_BACKEND);
 }
 
@@ -912,6 +920,15 @@ static void handle_line(stp_session_t *s, const char *line, size_t len)
     }
 
     if (is_mx(s) && mx_command(s, &cmd, line, len)) {
+        return;
+    }
+    if (c->mode == STP_MODE_INBOUND && c->xclient && !s->xclient_done &&
+        (cmd.verb == STP_CMD_MAIL || cmd.verb == STP_CMD_RCPT || cmd.verb == STP_CMD_DATA ||
+         cmd.verb == STP_CMD_AUTH || cmd.verb == STP_CMD_VRFY || cmd.verb == STP_CMD_EXPN ||
+         cmd.verb == STP_CMD_ETRN)) {
+        /* The backend would take it as coming from the proxy's address,
+         * which it may trust (Postfix's mynetworks): an open relay. */
+        local_reply(s, "503 5.5.1 Error: send HELO/EHLO first\r\n", A_NONE);
         return;
     }
     switch (cmd.verb) {

@@ -6,7 +6,10 @@ stopped by this test, /etc/postfix never read): the proxy reads a PROXY
 header naming the client 192.0.2.7:40000 and Postfix logs that address, not
 the proxy's; Postfix's own EHLO reply is what the client sees, exactly once;
 after STARTTLS the same backend session keeps the address (no second
-XCLIENT); a HELO client is passed on with PROTO=SMTP and its HELO name.
+XCLIENT); a HELO client is passed on with PROTO=SMTP and its HELO name; a
+first EHLO that Postfix refuses (no name) does not end the XCLIENT phase:
+envelope commands are refused until XCLIENT has been accepted, so Postfix
+never takes the client for the proxy (its mynetworks) and relays.
 
 With a scripted backend: the exact command sequence (EHLO, XCLIENT, EHLO;
 after STARTTLS RSET and EHLO, never XCLIENT again); a backend without
@@ -115,6 +118,26 @@ class XclientPostfix(unittest.TestCase):
         self.assertEqual(c.cmd("RCPT TO:<refuse@example.test>")[0], 554)
         self.pf.wait_log(r"reject: RCPT from unknown\[192\.0\.2\.7\]:40002: .* "
                          r"proto=SMTP helo=<old\.client\.example>")
+
+    def test_refused_first_ehlo_does_not_skip_xclient(self):
+        # A nameless EHLO gets Postfix's 501: nothing learned. Until XCLIENT
+        # has been accepted, nothing the client's address matters for
+        # reaches Postfix (which trusts the proxy's address: mynetworks).
+        c = self.connect(port=40003)
+        self.assertEqual(c.cmd("EHLO")[0], 501)
+        for cmd in ("MAIL FROM:<a@evil.example>", "VRFY root", "ETRN example.test"):
+            self.assertEqual(c.cmd(cmd)[0], 503, cmd)
+        self.one_ehlo(c, "evil.example")
+        self.assertEqual(c.cmd("MAIL FROM:<a@evil.example>")[0], 250)
+        code, lines = c.cmd("RCPT TO:<victim@remote.example>")
+        self.assertEqual(code, 554, lines)  # relaying refused: a client not in mynetworks
+        self.pf.wait_log(r"reject: RCPT from unknown\[192\.0\.2\.7\]:40003: 554 5\.7\.1 "
+                         r"<victim@remote\.example>: Relay access denied")
+        self.assertNotIn("RCPT from localhost[127.0.0.1]", self.pf.log())
+        self.assertNotIn("VRFY", self.pf.log())
+        xc = [log_fields(l) for l in self.proxy.log_lines("backend") if "xclient=" in l]
+        self.assertEqual([(f["xclient"], f["client"]) for f in xc],
+                         [("ok", "192.0.2.7:40003")], self.proxy.log())
 
 
 class ScriptedBackend:
