@@ -62,6 +62,7 @@
 #define LINGER_MS 10000
 #define PROXY_HEADER_MS 5000 /* a load balancer sends its PROXY header at once */
 #define FINAL_REPLY_MIN_MS 600000 /* RFC 5321 4.5.3.2.6: 10 minutes for the reply to "." */
+#define ERRORS_MAX 20 /* the proxy's own 5xx replies before 421 (Postfix's smtpd_hard_error_limit) */
 
 /* Pseudo-verbs for queue entries that are not client commands. */
 enum {
@@ -154,6 +155,7 @@ struct stp_session_s {
     unsigned char xc_verb;  /* STP_CMD_EHLO or STP_CMD_HELO */
     char mail_from[136];
     unsigned rcpts;
+    unsigned errors; /* the proxy's own 5xx replies so far */
 
     /* route = mx (proxy/nexthop.c finds and secures the next hop per domain) */
     stp_nexthop_t *nh;        /* the attempt in progress, or NULL */
@@ -322,8 +324,17 @@ static void pq_pop(stp_session_t *s)
     }
 }
 
+static void fail_reply(stp_session_t *s, const char *code, const char *text, const char *result,
+                       const char *error);
+
 static void local_reply(stp_session_t *s, const char *text, pending_action_t action)
 {
+    if (text[0] == '5' && ++s->errors >= ERRORS_MAX) {
+        /* A client that keeps sending what the proxy refuses (a line of
+         * junk is a reply of 40 bytes) is ended, as Postfix does. */
+        fail_reply(s, "421 4.7.0", "Error: too many errors", "protocol", "too many errors");
+        return;
+    }
     pq_push(s, P_LOCAL, 0, text, action);
     flush_queue(s);
 }
@@ -386,7 +397,7 @@ static void destroy(stp_session_t *s)
         stp_log(STP_LOG_INFO,
                 "session id=%s listener=%s client=%s next_hop=%s policy=%s%s tls=%s cipher=%s "
                 "verify=%s decision=%s helo=%s messages=%u rejected=%u bytes_in=%llu "
-                "bytes_out=%llu result=%s duration=%llu.%03llus%s%s",
+                "bytes_out=%llu result=%s duration=%llu.%03llus%s%s%s",
                 s->id, s->conf->name, s->peer_str, s->next_hop_str[0] ? s->next_hop_str : "-",
                 s->conf->route == STP_ROUTE_MX ? (s->mx_level ? s->mx_level : "per-domain")
                                                : level_name(s->conf->tls),
@@ -396,19 +407,21 @@ static void destroy(stp_session_t *s)
                 helo, s->messages, s->rejected,
                 (unsigned long long)s->client.bytes_in, (unsigned long long)s->client.bytes_out,
                 s->result ? s->result : "closed", (unsigned long long)(ms / 1000),
-                (unsigned long long)(ms % 1000), s->error[0] ? " error=" : "", s->error);
+                (unsigned long long)(ms % 1000), s->error[0] ? " error=\"" : "", s->error,
+                s->error[0] ? "\"" : "");
         goto logged;
     }
     stp_sockaddr_str((const struct sockaddr *)&s->conf->backend.addr, backend, sizeof(backend), 1);
     stp_log(STP_LOG_INFO,
             "session id=%s listener=%s client=%s tls=%s cipher=%s sni=%s backend=%s helo=%s "
-            "messages=%u rejected=%u bytes_in=%llu bytes_out=%llu result=%s duration=%llu.%03llus%s%s",
+            "messages=%u rejected=%u bytes_in=%llu bytes_out=%llu result=%s duration=%llu.%03llus%s%s%s",
             s->id, s->conf->name, s->peer_str, s->tls_version[0] ? s->tls_version : "none",
             s->tls_cipher[0] ? s->tls_cipher : "none", s->sni[0] ? s->sni : "-", backend,
             helo, s->messages, s->rejected,
             (unsigned long long)s->client.bytes_in, (unsigned long long)s->client.bytes_out,
             s->result ? s->result : "closed", (unsigned long long)(ms / 1000),
-            (unsigned long long)(ms % 1000), s->error[0] ? " error=" : "", s->error);
+            (unsigned long long)(ms % 1000), s->error[0] ? " error=\"" : "", s->error,
+            s->error[0] ? "\"" : "");
 logged:
     free(s->held);
     free(s->xc_line);
@@ -626,7 +639,8 @@ static void update_reading(stp_session_t *s)
     int client = s->tls == T_HANDSHAKE ||
                  ((s->state == S_COMMAND || s->state == S_DATA) &&
                   !(s->paused && s->held_len) && !pq_full(s) && !s->discard_input &&
-                  !(s->backend_up && stp_conn_congested(s->up))) ||
+                  !(s->backend_up && stp_conn_congested(s->up)) &&
+                  !stp_conn_congested(&s->client)) || /* it does not read our replies */
                  /* route = mx: a next hop attempt can take minutes; keep
                   * reading (input is held) so a client that leaves is seen */
                  (s->nh != NULL && !s->discard_input);

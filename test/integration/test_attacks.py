@@ -3,7 +3,7 @@ boundary. Each test shows the exchange it expects; the backend's transcript
 proves what never reached it.
 """
 
-from harness import BODY, BODY_UNSTUFFED, ProxyCase, parse_trace, poll, split_trace
+from harness import BODY, BODY_UNSTUFFED, ProxyCase, log_fields, parse_trace, poll, split_trace
 
 MUST_STARTTLS = "530 5.7.0 Must issue a STARTTLS command first"
 
@@ -209,6 +209,25 @@ class RefusedCommands(ProxyCase):
         self.assertTrue(c.cmd("XCLIENT ADDR=192.0.2.1")[1][0].startswith("550 5.7.0"))
         self.assertEqual(self.send_message(c)[0], 250)
         self.assert_never_sent(b"XCLIENT", b"XFORWARD", b"BDAT")
+
+    def test_too_many_errors_ends_the_session(self):
+        # Postfix's smtpd_hard_error_limit: the 20th refusal is a 421 instead.
+        c = self.client()
+        c.reply()
+        c.cmd("EHLO x.example")
+        c.send(b"JUNK\r\n" * 25)
+        for i in range(19):
+            code, lines = c.reply()
+            self.assertEqual(code, 500, (i, lines))
+        code, lines = c.reply()
+        self.assertEqual(code, 421, lines)
+        self.assertTrue(lines[0].startswith("421 4.7.0 mx.example.test Error: too many errors"),
+                        lines)
+        self.assertTrue(c.closed())
+        poll(lambda: self.proxy.log_lines("session"))
+        f = log_fields(self.proxy.log_lines("session")[0])
+        self.assertEqual((f["result"], f["error"]), ("protocol", "too many errors"), f)
+        self.assert_never_sent(b"JUNK")
 
     def test_overlong_line_then_normal_service(self):
         c = self.client()

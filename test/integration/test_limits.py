@@ -1,5 +1,6 @@
 """Bounded everything: timers, connection caps, memory under a 50 MB message."""
 import hashlib
+import socket
 import subprocess
 import time
 
@@ -127,6 +128,40 @@ class BigMessage(ProxyCase):
         self.stop_proxy()
         f = log_fields(proxy.log_lines("message")[0])
         self.assertGreaterEqual(int(f.get("size", "0")), total)
+
+
+class UnreadReplies(ProxyCase):
+    """A client that sends commands and never reads what it is told: the
+    proxy stops reading it once its replies pile up instead of queueing them
+    without bound (route = mx answers NOOP itself, 15 bytes for 6)."""
+
+    def setUp(self):
+        import shutil
+        from harness import Proxy, tmpdir
+        self.tmp = tmpdir()
+        self.addCleanup(shutil.rmtree, self.tmp, True)
+        self.proxy = Proxy(self.tmp, {"out": {"mode": "outbound", "route": "mx",
+                                              "allow": "127.0.0.0/8"}},
+                           proxy_extra={"resolver": "127.0.0.1:9", "dns_timeout": "1s"})
+        self.addCleanup(self.stop_proxy)
+
+    def test_flood_of_noop_is_not_read_unboundedly(self):
+        s = socket.socket()
+        self.addCleanup(s.close)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # no autotuning
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        s.connect(("127.0.0.1", self.proxy.port("out")))
+        s.settimeout(3)
+        chunk = b"NOOP\r\n" * 10000
+        sent = 0
+        try:
+            while sent < 48 << 20:
+                sent += s.send(chunk)
+        except socket.timeout:
+            pass  # the proxy stopped reading: what was meant
+        # The kernel's buffers on the proxy's side hold a few MB at most.
+        self.assertLess(sent, 16 << 20, "%d bytes sent without the proxy stopping" % sent)
+        self.assertLess(self.proxy.hwm_kb(), (256 if ASAN else 64) * 1024)
 
 
 def listen_backlogs(port):
