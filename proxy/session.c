@@ -906,9 +906,16 @@ static void handle_line(stp_session_t *s, const char *line, size_t len)
     int tls = s->tls == T_ACTIVE;
 
     if (s->sasl) {
-        /* A SASL response: relayed as is and never logged. */
+        /* A SASL response: relayed as is and never logged. Base64 has no
+         * CR or NUL: one inside would be a line end to a lenient backend
+         * (a command smuggled past the proxy), so the exchange is
+         * cancelled instead (RFC 4954 4), as for an over-long line. */
         s->sasl = 0;
-        forward(s, V_SASL, line, len);
+        if (memchr(line, '\r', len) || memchr(line, '\0', len)) {
+            forward(s, V_SASL, "*", 1);
+        } else {
+            forward(s, V_SASL, line, len);
+        }
         s->paused = 1;
         return;
     }

@@ -159,6 +159,34 @@ class StarttlsBoundary(ProxyCase):
         self.assert_never_sent(b"EHLO")
 
 
+class SaslResponse(ProxyCase):
+    """The line after a backend's 334 is relayed as is (never parsed, never
+    logged), unless it holds a CR or NUL, which base64 never does: to a
+    backend that ends lines at a bare CR, the rest would be a command."""
+    sink_args = ("--auth-ok", "--auth-challenge")
+
+    def ready(self):
+        c = self.ready_client()
+        self.assertEqual(c.cmd("AUTH LOGIN")[0], 334)
+        return c
+
+    def test_response_relayed(self):
+        c = self.ready()
+        self.assertEqual(c.cmd("dXNlcg==")[0], 235)
+        self.assertIn(b"dXNlcg==", self.sink.lines())
+
+    def test_bare_cr_cancels_the_exchange(self):
+        for junk in (b"dXNlcg==\rXCLIENT ADDR=127.0.0.1", b"dXNlcg==\0MAIL FROM:<x@y>"):
+            c = self.ready()
+            c.send(junk + b"\r\n")
+            code, lines = c.reply()
+            self.assertEqual(code, 501, lines)  # the backend's answer to "*"
+            self.assertEqual(c.cmd("NOOP")[0], 250)  # the session goes on
+            c.close()
+        self.assertEqual(self.sink.lines().count(b"*"), 2)
+        self.assert_never_sent(b"XCLIENT", b"dXNlcg==")
+
+
 class RequireTls(ProxyCase):
     listeners = {"in": {"starttls": "require"}}
 

@@ -17,6 +17,7 @@ be told to misbehave the way real legacy servers do:
   --no-greeting      accepts TCP and never says anything
   --greeting TEXT    the text of the 220 line
   --auth-ok          AUTH succeeds (235); otherwise 535
+  --auth-challenge   AUTH LOGIN gets 334; the next line is the SASL response
   --silent-quit      never answers QUIT; waits for the peer to close
   --strict-params    555 for a MAIL SIZE= parameter when --ehlo-caps offers no
                      SIZE (RFC 1870 servers without the extension may refuse it)
@@ -108,6 +109,7 @@ class Sink:
             mail = False
             rcpts = 0
             pending = b""  # replies held while more pipelined commands wait in buf
+            sasl = False  # the next line is a SASL response (--auth-challenge)
             while True:
                 while b"\n" not in buf:
                     chunk = await reader.read(65536)
@@ -121,7 +123,15 @@ class Sink:
                 cmd = line.rstrip(b"\r")
                 verb = cmd.split(b" ", 1)[0].upper()
                 out = b"502 5.5.2 Error: command not recognized\r\n"
-                if verb == b"EHLO":
+                if sasl:
+                    sasl = False
+                    if cmd == b"*":
+                        out = b"501 5.7.0 Authentication aborted\r\n"
+                    elif a.auth_ok:
+                        out = b"235 2.7.0 Authentication successful\r\n"
+                    else:
+                        out = b"535 5.7.8 Error: authentication failed\r\n"
+                elif verb == b"EHLO":
                     caps = [c for c in a.ehlo_caps.split(",") if c]
                     lines = ["backend.test"] + caps
                     out = "".join("250%s%s\r\n" % ("-" if i < len(lines) - 1 else " ", l)
@@ -171,7 +181,10 @@ class Sink:
                             n = self.store(msg)
                             out = b"250 2.0.0 Ok: queued as %04d\r\n" % n
                 elif verb == b"AUTH":
-                    if a.auth_ok:
+                    if a.auth_challenge and cmd.upper() == b"AUTH LOGIN":
+                        out = b"334 VXNlcm5hbWU6\r\n"
+                        sasl = True
+                    elif a.auth_ok:
                         out = b"235 2.7.0 Authentication successful\r\n"
                     else:
                         out = b"535 5.7.8 Error: authentication failed\r\n"
@@ -232,6 +245,8 @@ def main():
     p.add_argument("--greeting", default="backend.test ESMTP sink")
     p.add_argument("--no-greeting", action="store_true")
     p.add_argument("--auth-ok", action="store_true")
+    p.add_argument("--auth-challenge", action="store_true",
+                   help="AUTH LOGIN gets 334 and the next line is its response ('*' cancels: 501)")
     p.add_argument("--silent-quit", action="store_true", help="never answer QUIT; wait for the peer to close")
     p.add_argument("--strict-params", action="store_true",
                    help="555 for MAIL SIZE= unless --ehlo-caps offers SIZE")
