@@ -506,6 +506,18 @@ void stp_conn_start_tls(stp_conn_t *c, stp_tls_engine_t *e)
     flush_tls(c);
 }
 
+void stp_conn_feed_tls(stp_conn_t *c, const char *data, size_t len)
+{
+    if (len == 0 || c->tls == NULL || c->closing) {
+        return;
+    }
+    if (stp_tls_engine_feed(c->tls, (const uint8_t *)data, len) != STP_TLS_OK) {
+        c->cb->on_eof(c, "out of memory");
+        return;
+    }
+    deliver_tls(c);
+}
+
 static void on_connect_cb(uv_connect_t *req, int status)
 {
     stp_conn_t *c = req->data;

@@ -75,6 +75,11 @@ void stp_conn_read_stop(stp_conn_t *c);
  */
 void stp_conn_start_tls(stp_conn_t *c, stp_tls_engine_t *e);
 
+/* Hands `data` to the TLS engine started on `c` as if it had just been read:
+ * bytes read before TLS began, in the same read (a ClientHello behind a PROXY
+ * header). The callbacks may run, on_eof and on_handshake included. */
+void stp_conn_feed_tls(stp_conn_t *c, const char *data, size_t len);
+
 /* Queues bytes (copied). Returns 0, or -1 if the conn is closing or broken. */
 int stp_conn_write(stp_conn_t *c, const char *data, size_t len);
 int stp_conn_writev(stp_conn_t *c, const uv_buf_t *bufs, unsigned n);

@@ -1227,6 +1227,13 @@ static void client_on_read(stp_conn_t *c, const char *data, size_t len)
         }
         data += used;
         len -= used;
+        if (s->tls == T_HANDSHAKE) {
+            /* Implicit TLS: what followed the header in this read (a load
+             * balancer may send the header and the ClientHello in one
+             * segment) is the handshake's. */
+            stp_conn_feed_tls(c, data, len);
+            return;
+        }
     }
     /* Commands pipelined in this read reach the backend in one write, and
      * the replies given here reach the client in one. */

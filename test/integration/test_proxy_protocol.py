@@ -149,5 +149,61 @@ class ProxyProtocol(unittest.TestCase):
             self.assertEqual(log_fields(l)["result"], "invalid", l)
 
 
+class HeaderAndClientHelloTogether(unittest.TestCase):
+    """Implicit TLS behind a load balancer that sends the PROXY header and
+    the client's ClientHello in one segment: the bytes behind the header
+    are the handshake's (they used to be taken for plaintext and held, and
+    the session died at the handshake timeout)."""
+
+    def setUp(self):
+        self.tmp = tmpdir()
+        self.addCleanup(shutil.rmtree, self.tmp, True)
+        self.sink = Sink(self.tmp)
+        self.addCleanup(self.sink.stop)
+        self.proxy = Proxy(self.tmp, {"in": {
+            "backend": "127.0.0.1:%d" % self.sink.port, "starttls": "implicit",
+            "proxy_protocol": "yes", "proxy_from": "127.0.0.1/32", "handshake_timeout": "20s"}})
+        self.addCleanup(self.proxy.stop)
+
+    def test_one_send(self):
+        import ssl
+        from harness import client_ctx
+        incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+        tls = client_ctx().wrap_bio(incoming, outgoing, server_hostname="mx.example.test")
+        s = socket.create_connection(("127.0.0.1", self.proxy.port("in")), timeout=10)
+        self.addCleanup(s.close)
+
+        def pump(step):
+            """Runs step() on the TLS object, moving bytes until it succeeds."""
+            while True:
+                try:
+                    return step()
+                except ssl.SSLWantReadError:
+                    out = outgoing.read()
+                    if out:
+                        s.sendall(out)
+                    data = s.recv(65536)
+                    self.assertTrue(data, "closed by the proxy")
+                    incoming.write(data)
+                finally:
+                    out = outgoing.read()
+                    if out:
+                        s.sendall(out)
+
+        with self.assertRaises(ssl.SSLWantReadError):
+            tls.do_handshake()
+        s.sendall(b"PROXY TCP4 192.0.2.7 127.0.0.1 40000 465\r\n" + outgoing.read())
+        pump(tls.do_handshake)
+        self.assertTrue(pump(lambda: tls.read(4096)).startswith(b"220 "))
+        tls.write(b"EHLO client.example\r\n")
+        self.assertTrue(pump(lambda: tls.read(4096)).startswith(b"250"))
+        tls.write(b"QUIT\r\n")
+        self.assertTrue(pump(lambda: tls.read(4096)).startswith(b"221"))
+        self.assertTrue(poll(lambda: self.proxy.log_lines("session")))
+        f = log_fields(self.proxy.log_lines("session")[0])
+        self.assertEqual((f["client"], f["tls"], f["result"]), ("192.0.2.7:40000", "TLSv1.3", "ok"),
+                         f)
+
+
 if __name__ == "__main__":
     unittest.main()
