@@ -328,7 +328,10 @@ static int stage_write(stp_conn_t *c, const uv_buf_t *bufs, unsigned n, size_t l
 
 int stp_conn_writev(stp_conn_t *c, const uv_buf_t *bufs, unsigned n)
 {
-    if (c->closing || c->close_after_write || c->eof) {
+    /* Not refused after the peer's end of file: that closes its direction
+     * only, and what it is owed (a reply to a final dot sent just before a
+     * shutdown(SHUT_WR)) still goes out; a broken TLS engine refuses to seal. */
+    if (c->closing || c->close_after_write) {
         return -1;
     }
     if (c->tls && c->handshaking) {

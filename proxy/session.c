@@ -62,7 +62,8 @@
 #define LINGER_MS 10000
 #define PROXY_HEADER_MS 5000 /* a load balancer sends its PROXY header at once */
 #define FINAL_REPLY_MIN_MS 600000 /* RFC 5321 4.5.3.2.6: 10 minutes for the reply to "." */
-#define ERRORS_MAX 20 /* the proxy's own 5xx replies before 421 (Postfix's smtpd_hard_error_limit) */
+#define ERRORS_MAX 20 /* the proxy's own 5xx replies without a message delivered, before 421
+                       * (Postfix's smtpd_hard_error_limit) */
 
 /* Pseudo-verbs for queue entries that are not client commands. */
 enum {
@@ -124,6 +125,7 @@ struct stp_session_s {
     unsigned trace_owed : 1; /* DATA began; the trace header leads the first content */
     unsigned xclient_tried : 1; /* XCLIENT is considered once per session, never sent twice */
     unsigned xclient_done : 1;  /* the backend knows the client's address, or offers no XCLIENT */
+    unsigned client_eof : 1;    /* the client half-closed with replies owed to it */
     unsigned up_pipelining : 1; /* the backend's last EHLO reply offered PIPELINING */
     unsigned size_added : 1;    /* ...had no SIZE: the client saw the proxy's (MAIL's SIZE= is dropped) */
     unsigned rset_due : 1;      /* the RSET after STARTTLS goes out with the next command */
@@ -155,7 +157,7 @@ struct stp_session_s {
     unsigned char xc_verb;  /* STP_CMD_EHLO or STP_CMD_HELO */
     char mail_from[136];
     unsigned rcpts;
-    unsigned errors; /* the proxy's own 5xx replies so far */
+    unsigned errors; /* the proxy's own 5xx replies since the last message delivered */
 
     /* route = mx (proxy/nexthop.c finds and secures the next hop per domain) */
     stp_nexthop_t *nh;        /* the attempt in progress, or NULL */
@@ -1260,6 +1262,11 @@ static void client_on_eof(stp_conn_t *c, const char *err)
     }
     if (s->quit_seen && err == NULL) {
         finish(s, NULL, "ok", NULL);
+    } else if (err == NULL && s->state == S_COMMAND && !is_mx(s) && pq_has_backend(s)) {
+        /* shutdown(SHUT_WR) right after the final dot: the reply to it
+         * still reaches the client (which would otherwise send the message
+         * again), as with a server that reads no further ahead */
+        s->client_eof = 1;
     } else {
         if (s->tls == T_HANDSHAKE) {
             stp_sm_starttls(s->conf->name, "failed", "closed");
@@ -1573,6 +1580,7 @@ static void handle_reply(stp_session_t *s, const stp_reply_t *r)
         case V_DATA_END:
             if (ok) {
                 s->messages++;
+                s->errors = 0; /* the limit is on errors without delivering mail */
             } else {
                 s->rejected++;
             }
@@ -1998,6 +2006,8 @@ static void up_on_handshake(stp_conn_t *c, const char *err)
     arm_timers(s);
 }
 
+static void after_client_eof(stp_session_t *s);
+
 static void backend_on_read(stp_conn_t *c, const char *data, size_t len)
 {
     stp_session_t *s = c->owner;
@@ -2047,8 +2057,20 @@ static void backend_on_read(stp_conn_t *c, const char *data, size_t len)
         free(s->rp);
         s->rp = NULL;
     }
+    after_client_eof(s);
     update_reading(s);
     arm_timers(s);
+}
+
+/* A client that half-closed with replies owed gets them (the one to its
+ * final dot above all); then, or as soon as what it sent can no longer make
+ * a whole command or message, the session ends. */
+static void after_client_eof(stp_session_t *s)
+{
+    if (s->client_eof && s->state != S_CLOSING &&
+        (s->state == S_DATA || (!pq_has_backend(s) && s->held_len == 0))) {
+        finish(s, NULL, "client-closed", NULL);
+    }
 }
 
 static void backend_on_eof(stp_conn_t *c, const char *err)

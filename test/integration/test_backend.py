@@ -44,9 +44,11 @@ class RejectsOneRcpt(ProxyCase):
         for round in range(2):
             lines, codes = [b"MAIL FROM:<a@example.test>"], [250]
             for i in range(100):
-                lines += [b"RCPT TO:<r%d@example.test>" % i, b"XCLIENT ADDR=192.0.2.1",
-                          b"RCPT TO:<nobody@example.test>"]
-                codes += [250, 550, 550]
+                # every 10th: a refusal by the proxy itself (10 per message
+                # delivered: under the limit of 20 errors without one)
+                local = [b"XCLIENT ADDR=192.0.2.1"] if i % 10 == 0 else []
+                lines += [b"RCPT TO:<r%d@example.test>" % i] + local + [b"RCPT TO:<nobody@example.test>"]
+                codes += [250] + [550] * len(local) + [550]
             lines.append(b"DATA")
             codes.append(354)
             c.send(b"\r\n".join(lines) + b"\r\n")
@@ -88,6 +90,45 @@ class ClosesAfterData(ProxyCase):
         self.assertEqual(code, 421, lines)
         self.assertTrue(lines[0].startswith("421 4.4.2"), lines)
         self.assertTrue(c.closed())
+        self.assertEqual(self.sink.messages(), [])
+
+
+class HalfCloseAfterTheDot(ProxyCase):
+    """shutdown(SHUT_WR) right after the final dot, before the backend has
+    answered it: the client still gets the 250 (without it, it would send
+    the message again), then the session ends."""
+    sink_args = ("--eod-delay", "0.5")
+
+    def test_reply_to_the_dot_still_arrives(self):
+        c = self.ready_client(tls=False)
+        self.assertEqual(c.cmd("MAIL FROM:<a@example.test>")[0], 250)
+        self.assertEqual(c.cmd("RCPT TO:<b@example.test>")[0], 250)
+        self.assertEqual(c.cmd("DATA")[0], 354)
+        c.send(BODY + b".\r\n")
+        c.sock.shutdown(socket.SHUT_WR)
+        code, lines = c.reply()
+        self.assertEqual(code, 250, lines)
+        self.assertTrue(c.closed())
+        self.messages(1)
+        self.assertTrue(poll(lambda: self.proxy.log_lines("session")))
+        f = log_fields(self.proxy.log_lines("session")[0])
+        self.assertEqual((f["result"], f["messages"]), ("client-closed", "1"), f)
+        m = log_fields(self.proxy.log_lines("message")[0])
+        self.assertEqual(m["result"], "accepted", m)
+
+    def test_half_close_inside_data_delivers_nothing(self):
+        c = self.ready_client(tls=False)
+        self.assertEqual(c.cmd("MAIL FROM:<a@example.test>")[0], 250)
+        self.assertEqual(c.cmd("RCPT TO:<b@example.test>")[0], 250)
+        self.assertEqual(c.cmd("DATA")[0], 354)
+        c.send(BODY)  # no final dot
+        c.sock.shutdown(socket.SHUT_WR)
+        self.assertTrue(c.closed())
+        self.assertTrue(poll(lambda: self.proxy.log_lines("session")))
+        self.assertEqual(log_fields(self.proxy.log_lines("session")[0])["result"], "client-closed")
+        # the backend saw the connection end inside DATA: no dot, nothing stored
+        self.assertTrue(poll(lambda: b"(connection lost in DATA)" in self.sink.lines()),
+                        self.sink.lines())
         self.assertEqual(self.sink.messages(), [])
 
 

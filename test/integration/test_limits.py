@@ -159,6 +159,8 @@ class UnreadReplies(ProxyCase):
                 sent += s.send(chunk)
         except socket.timeout:
             pass  # the proxy stopped reading: what was meant
+        except ConnectionResetError:
+            self.fail("reset after %d bytes:\n%s" % (sent, self.proxy.log()[-3000:]))
         # The kernel's buffers on the proxy's side hold a few MB at most.
         self.assertLess(sent, 16 << 20, "%d bytes sent without the proxy stopping" % sent)
         self.assertLess(self.proxy.hwm_kb(), (256 if ASAN else 64) * 1024)

@@ -17,6 +17,7 @@ be told to misbehave the way real legacy servers do:
   --no-greeting      accepts TCP and never says anything
   --greeting TEXT    the text of the 220 line
   --auth-ok          AUTH succeeds (235); otherwise 535
+  --eod-delay S      wait S seconds before the reply to the end of data
   --auth-challenge   AUTH LOGIN gets 334; the next line is the SASL response
   --silent-quit      never answers QUIT; waits for the peer to close
   --strict-params    555 for a MAIL SIZE= parameter when --ehlo-caps offers no
@@ -180,6 +181,8 @@ class Sink:
                         else:
                             n = self.store(msg)
                             out = b"250 2.0.0 Ok: queued as %04d\r\n" % n
+                        if a.eod_delay:
+                            await asyncio.sleep(a.eod_delay)
                 elif verb == b"AUTH":
                     if a.auth_challenge and cmd.upper() == b"AUTH LOGIN":
                         out = b"334 VXNlcm5hbWU6\r\n"
@@ -245,6 +248,8 @@ def main():
     p.add_argument("--greeting", default="backend.test ESMTP sink")
     p.add_argument("--no-greeting", action="store_true")
     p.add_argument("--auth-ok", action="store_true")
+    p.add_argument("--eod-delay", type=float, default=0,
+                   help="seconds to wait before the reply to the end of data")
     p.add_argument("--auth-challenge", action="store_true",
                    help="AUTH LOGIN gets 334 and the next line is its response ('*' cancels: 501)")
     p.add_argument("--silent-quit", action="store_true", help="never answer QUIT; wait for the peer to close")
