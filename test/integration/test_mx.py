@@ -632,6 +632,13 @@ class Dane(MxBase):
         self.assertEqual(len(h.stored()), 1)
         self.assert_would_refuse("TLSA lookup for _25._tcp.mxk.bogus.test failed")
 
+    def test_tlsa_lookup_failure_stays_451_under_reject(self):
+        # a failed lookup is a DNS failure, not a refusal: never a bounce
+        h, r = self.tlsa_lookup_fails({"on_failure": "reject"})
+        self.assertEqual(r["rcpt"][0][0], 451, r)
+        self.assertIn("4.7.5 TLSA lookup for _25._tcp.mxk.bogus.test failed", r["rcpt"][0][1])
+        self.assertEqual(h.commands(), [])
+
     def test_dane_failure_delivers_under_testing_and_says_why(self):
         h = self.hop("127.0.0.16", "mxf")
         port = self.start_proxy(listener={"testing": "yes"})
@@ -798,6 +805,30 @@ class MtaSts(MxBase):
         self.assertEqual(r["data"][0], 250, r)
         self.assertEqual(len(h.stored()), 1)
         self.assert_would_refuse("MTA-STS policy of sts2.example.test unknown")
+
+    def test_unknown_policy_stays_4_4_3_under_reject(self):
+        # on_failure = reject bounces what the policy refuses (5.7.x); a
+        # policy that could not be learnt (the _mta-sts TXT lookup failed)
+        # is a DNS failure, which a later try may cure: it stays 451, and
+        # the decision line says what the legacy MTA was told
+        h, r = self.unknown_policy({"on_failure": "reject"})
+        self.assertEqual(r["rcpt"][0][0], 451, r)
+        self.assertTrue(r["rcpt"][0][1].startswith(
+            "451 4.4.3 MTA-STS policy of sts2.example.test unknown"), r)
+        self.assertEqual(h.stored(), [])
+        d = [l for l in self.decisions() if 'reply="451 4.4.3' in l]
+        self.assertTrue(d and "outcome=deferred" in d[0], self.decisions())
+
+    def test_policy_failure_bounces_under_reject(self):
+        # a certificate the enforce policy refuses: 550 5.7.5, logged as rejected
+        h = self.hop("127.0.0.17", "mxg", cert=self.certs["mxa"])
+        port = self.start_proxy(listener={"on_failure": "reject"})
+        r = send(port, ["bob@sts.example.test"])
+        self.assertEqual(r["rcpt"][0][0], 550, r)
+        self.assertTrue(r["rcpt"][0][1].startswith("550 5.7.5 certificate verification failed"), r)
+        self.assertEqual(h.commands(), [])
+        d = [l for l in self.decisions() if 'reply="550 5.7.5' in l]
+        self.assertTrue(d and "outcome=rejected" in d[0], self.decisions())
 
     def test_cached_policy_enforced_during_dns_outage(self):
         good = self.hop("127.0.0.19", "mxi")
