@@ -516,23 +516,20 @@ static void check_peer(stp_nexthop_t *nh)
             stp_dane_verify(ssl, nh->tlsa->tlsa, nh->tlsa->ntlsa, names, 2, NULL, why, sizeof(why));
         if (d == STP_DANE_OK) {
             nh->result.verified = 1;
-        } else if (d == STP_DANE_NO_USABLE && nh->pol->tls == STP_POLICY_TLS_DANE_ONLY) {
-            /* dane-only wants DANE authentication; unusable records
-             * (e.g. PKIX usages) give none: defer, as Postfix does */
+        } else if (d == STP_DANE_NO_USABLE) {
+            /* Only under dane-only (decide_host), which wants DANE
+             * authentication; unusable records (e.g. PKIX usages) give
+             * none: defer, as Postfix does */
             if (!would_refuse(nh, "%s (tls = dane-only) for %s", why, host)) {
                 refuse(nh, "451 4.7.5", "dane", "%s (tls = dane-only) for %s", why, host);
                 drop_conn(nh);
                 return;
             }
-        } else if (d != STP_DANE_NO_USABLE) {
-            if (!would_refuse(nh, "DANE verification of %s failed: %s", host, why)) {
-                refuse(nh, "451 4.7.5", "dane", "DANE verification of %s failed: %s", host, why);
-                drop_conn(nh);
-                return;
-            }
+        } else if (!would_refuse(nh, "DANE verification of %s failed: %s", host, why)) {
+            refuse(nh, "451 4.7.5", "dane", "DANE verification of %s failed: %s", host, why);
+            drop_conn(nh);
+            return;
         }
-        /* NO_USABLE under dane: RFC 7672 2.2, encrypted but not
-         * authenticated. */
         send_ehlo(nh, P_EHLO2);
         return;
     }
@@ -814,6 +811,17 @@ static void next_addr(stp_nexthop_t *nh)
 
 /* ---- the requirement for one MX host ---- */
 
+/* 1 if one of the host's TLSA records can authenticate it (RFC 7672 3.1). */
+static int tlsa_usable(const stp_dns_result_t *t)
+{
+    for (size_t i = 0; i < t->ntlsa; i++) {
+        if (stp_dane_usable(&t->tlsa[i])) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
 static void decide_host(stp_nexthop_t *nh)
 {
     const char *host = mx_host(nh);
@@ -839,7 +847,14 @@ static void decide_host(stp_nexthop_t *nh)
     case STP_POLICY_TLS_DANE:
     case STP_POLICY_TLS_DANE_ONLY:
     case STP_POLICY_TLS_MTA_STS:
-        if (nh->tlsa) {
+        /* Validated TLSA records make the host DANE's, but records that
+         * are all unusable (PKIX-TA/PKIX-EE, unknown parameters)
+         * authenticate nothing: under dane the host must still use TLS
+         * (RFC 7672 2.2, below), and what else asks for a verified
+         * certificate (an MTA-STS enforce policy, remembered TLS) applies
+         * as if there were no records. dane-only refuses them after the
+         * handshake, where the log can say what the host presented. */
+        if (nh->tlsa && (level == STP_POLICY_TLS_DANE_ONLY || tlsa_usable(nh->tlsa))) {
             nh->req = R_DANE;
             nh->source = "dane";
             break;
@@ -873,7 +888,7 @@ static void decide_host(stp_nexthop_t *nh)
             nh->req = R_STS;
             nh->source = "mta-sts";
             /* Only the MX hosts the policy names (RFC 8461 4.1). Checked
-             * here, after DANE had its say: a host with validated TLSA
+             * here, after DANE had its say: a host with usable validated TLSA
              * records is DANE's, whatever the MTA-STS policy lists (2). */
             if (!stp_mta_sts_policy_match(&nh->sts_policy, host) &&
                 !would_refuse(nh, "MX host %s is not allowed by the MTA-STS policy of %s", host,
@@ -886,6 +901,10 @@ static void decide_host(stp_nexthop_t *nh)
         } else {
             nh->req = R_MAY;
             nh->source = nh->sts == STS_POLICY ? "mta-sts" : "config";
+        }
+        if (nh->tlsa && nh->req < R_ENCRYPT) {
+            nh->req = R_ENCRYPT; /* unusable TLSA records: TLS, unauthenticated */
+            nh->source = "dane";
         }
         break;
     }

@@ -41,6 +41,7 @@ POLICIES = {
     "sts2.example.test": "mxi.example.test",
     "stsx.example.test": "mxg.example.test",
     "stsr.example.test": ("mxg.example.test", 6),  # max_age 6 s: refreshed after 3 s
+    "stsunusable.example.test": "mxl.example.test",
 }
 
 
@@ -154,6 +155,10 @@ def zone(dane_hash):
         # validated TLSA records, all unusable for SMTP (PKIX-EE, RFC 7672 3.1.3)
         "daneunusable IN MX 10 mxj", "mxj IN A 127.0.0.20",
         "_25._tcp.mxj IN TLSA 1 1 1 " + ZERO,
+        # the same beside an MTA-STS enforce policy naming the MX
+        "stsunusable IN MX 10 mxl", "mxl IN A 127.0.0.22",
+        "_25._tcp.mxl IN TLSA 0 0 1 " + ZERO, "_25._tcp.mxl IN TLSA 1 1 1 " + ZERO,
+        '_mta-sts.stsunusable IN TXT "v=STSv1; id=1"', "mta-sts.stsunusable IN A 127.0.0.1",
     ]
 
 
@@ -204,7 +209,7 @@ class MxBase(unittest.TestCase):
         self.proxy = None
         self.certs = {h: make_cert(self.tmp, h, [h + ".example.test"])
                       for h in ("mxa", "mxb", "mxd", "mxe", "mxf", "mxg", "mxh", "mxi", "mxj",
-                                "nomx")}
+                                "mxl", "nomx")}
         self.other = (os.path.join(CERTS, "other.pem"), os.path.join(CERTS, "other.key"))
         self.dns = DnsEnv(self.tmp, extra={"example.test": zone(spki_sha256(self.other[0])),
                                            "bogus.test": BOGUS_TLSA})
@@ -597,6 +602,53 @@ class Dane(MxBase):
         self.assertIn("4.7.5", r["rcpt"][0][1])
         self.assertIn("no usable TLSA record", r["rcpt"][0][1])
         self.assertEqual(len(h.stored()), 1)  # nothing more
+
+    def test_unusable_tlsa_keeps_remembered_tls(self):
+        # Unusable TLSA records (PKIX-EE) authenticate nothing: a domain
+        # remembered from a verified delivery must still give verified TLS,
+        # or a man in the middle with any certificate would get its mail.
+        good = self.hop("127.0.0.20", "mxj")  # valid for mxj.example.test
+        port = self.start_proxy(policies="[policy:daneunusable.example.test]\ntls = verify\n")
+        r = send(port, ["bob@daneunusable.example.test"])
+        self.assertEqual(r["data"][0], 250, r)
+        self.assertTrue(poll(lambda: "remember id=" in self.proxy.log()), self.proxy.log())
+        self.assertEqual(self.proxy.stop(), 0)
+        self.proxy = None
+        good.stop()
+        self.hops.remove(good)
+        bad = self.hop("127.0.0.20", "mxj", cert=self.other)  # not valid for mxj
+        port = self.start_proxy()  # dane: the default
+        r = send(port, ["bob@daneunusable.example.test"])
+        self.assertEqual(r["rcpt"][0][0], 451, r)
+        self.assertTrue(r["rcpt"][0][1].startswith(
+            "451 4.7.5 certificate verification failed for mxj.example.test"), r)
+        self.assertEqual(bad.stored(), [])
+        self.assertEqual(bad.commands(), [])
+        self.assertIn("possible_downgrade", self.proxy.log())
+        self.assertTrue(any("source=remembered" in l and "outcome=refused" in l
+                            for l in self.decisions()), self.decisions())
+
+    def test_unusable_tlsa_keeps_mta_sts_enforce(self):
+        # The same with an MTA-STS enforce policy naming the MX: DANE gives
+        # no authentication, so the policy's (a certificate for the MX) holds
+        bad = self.hop("127.0.0.22", "mxl", cert=self.other)
+        port = self.start_proxy()
+        r = send(port, ["bob@stsunusable.example.test"])
+        self.assertEqual(r["rcpt"][0][0], 451, r)
+        self.assertTrue(r["rcpt"][0][1].startswith(
+            "451 4.7.5 certificate verification failed for mxl.example.test"), r)
+        self.assertEqual(bad.commands(), [])
+        self.assertTrue(any("source=mta-sts" in l and "outcome=refused" in l
+                            for l in self.decisions()), self.decisions())
+        bad.stop()
+        self.hops.remove(bad)
+        good = self.hop("127.0.0.22", "mxl")
+        r = send(port, ["bob@stsunusable.example.test"])
+        self.assertEqual(r["data"][0], 250, r)
+        self.assertEqual(len(good.stored()), 1)
+        self.assertTrue(any("domain=stsunusable.example.test" in l and "source=mta-sts" in l
+                            and "outcome=tls_verified" in l for l in self.decisions()),
+                        self.decisions())
 
     def test_dane_only_without_tlsa_defers(self):
         h = self.hop("127.0.0.11", "mxa")
