@@ -8,6 +8,7 @@
  *   MX -> [_mta-sts TXT -> cache -> (fetch)] -> for each MX host:
  *       addresses -> [TLSA] -> requirement -> for each address:
  *           connect -> 220 -> EHLO -> STARTTLS -> handshake -> verify -> EHLO
+ *                              '-> (EHLO refused, plaintext allowed) HELO
  *
  * A host or address that fails leaves its reply in `err` and the next one is
  * tried; a policy failure (4.7.x) is kept over later connection errors, so
@@ -50,6 +51,7 @@ typedef enum {
     P_CONNECT,
     P_GREETING,
     P_EHLO1,
+    P_HELO,
     P_STARTTLS,
     P_HANDSHAKE,
     P_EHLO2,
@@ -102,6 +104,7 @@ struct stp_nexthop_s {
     const char *source;
     int plain_retry; /* this connection is the plaintext retry (may) */
     int plain_next;  /* the next connection is (same address again) */
+    int no_esmtp;    /* the host refused EHLO: HELO, no extensions, so no TLS */
     phase_t phase;
     unsigned caps;
     size_t extra;
@@ -381,6 +384,7 @@ static void on_step_timeout(uv_timer_t *t)
         [P_CONNECT] = "connecting",
         [P_GREETING] = "waiting for the greeting",
         [P_EHLO1] = "waiting for the EHLO reply",
+        [P_HELO] = "waiting for the HELO reply",
         [P_STARTTLS] = "waiting for the STARTTLS reply",
         [P_HANDSHAKE] = "in the TLS handshake",
         [P_EHLO2] = "waiting for the EHLO reply",
@@ -414,6 +418,14 @@ static void send_ehlo(stp_nexthop_t *nh, phase_t next)
     char line[300];
     snprintf(line, sizeof(line), "EHLO %s", nh->cf->hostname);
     send_line(nh, line, next, nh->lc->command_timeout);
+}
+
+/* After a refused EHLO: plain SMTP (RFC 5321 3.2), ready at its 250. */
+static void send_helo(stp_nexthop_t *nh)
+{
+    char line[300];
+    snprintf(line, sizeof(line), "HELO %s", nh->cf->hostname);
+    send_line(nh, line, P_HELO, nh->lc->command_timeout);
 }
 
 static void ready(stp_nexthop_t *nh, unsigned caps)
@@ -453,7 +465,9 @@ static void no_tls(stp_nexthop_t *nh, int not_offered, const char *down_reason, 
     int injected = strcmp(down_reason, "injection") == 0;
     int plain_left = not_offered || (!nh->plain_retry && !injected);
     if ((nh->req <= R_MAY && !nh->remembered) || (plain_left && would_refuse(nh, "%s", why))) {
-        if (not_offered) {
+        if (not_offered && nh->no_esmtp) {
+            send_helo(nh);
+        } else if (not_offered) {
             ready(nh, nh->caps);
         } else if (!nh->plain_retry) {
             /* Once more in plaintext on the same address. */
@@ -588,6 +602,21 @@ static void on_reply(stp_nexthop_t *nh, const stp_reply_t *r)
         send_ehlo(nh, P_EHLO1);
         return;
     case P_EHLO1:
+        if (r->code >= 500 && r->code < 600) {
+            /* No ESMTP, so no STARTTLS: HELO where plaintext is allowed,
+             * else TLS was not offered (as for a missing STARTTLS). */
+            nh->no_esmtp = 1;
+            nh->caps = 0;
+            if (nh->req == R_NONE || nh->plain_retry) {
+                send_helo(nh);
+                return;
+            }
+            snprintf(why, sizeof(why),
+                     "TLS is required, but was not offered by host %s (EHLO refused: %d)", host,
+                     r->code);
+            no_tls(nh, 1, "not_offered", why);
+            return;
+        }
         if (r->code != 250) {
             set_err(nh, "451 4.4.2", F_CONN, "%s [%s] refused EHLO (%d)", host, nh->result.addr,
                     r->code);
@@ -620,6 +649,15 @@ static void on_reply(stp_nexthop_t *nh, const stp_reply_t *r)
             return;
         }
         start_handshake(nh);
+        return;
+    case P_HELO:
+        if (r->code != 250) {
+            set_err(nh, "451 4.4.2", F_CONN, "%s [%s] refused HELO (%d)", host, nh->result.addr,
+                    r->code);
+            drop_conn(nh);
+            return;
+        }
+        ready(nh, 0);
         return;
     case P_EHLO2:
         if (r->code != 250) {
@@ -788,6 +826,7 @@ static void next_addr(stp_nexthop_t *nh)
     nh->result.verified = 0;
     nh->plain_retry = nh->plain_next;
     nh->plain_next = 0;
+    nh->no_esmtp = 0;
     nh->extra = 0;
     nh->caps = 0;
     stp_reply_parser_init(&nh->rp);

@@ -337,6 +337,31 @@ class Routing(MxBase):
         self.assertEqual(r["data"][0], 250, r)
         self.assertEqual(len(h.stored()), 1)
 
+    def test_next_hop_without_esmtp(self):
+        # An MX that refuses EHLO (502) speaks SMTP without extensions, so
+        # without STARTTLS: where plaintext is allowed the proxy says HELO
+        # and delivers; where TLS is required, TLS was not offered (4.7.4).
+        h = self.hop("127.0.0.11", "mxa", mode="helo-only")
+        for n, level in enumerate(("none", "may", "encrypt", "verify"), 1):
+            port = self.start_proxy(policies="[policy:d1.example.test]\ntls = %s\n" % level)
+            r = send(port, ["bob@d1.example.test"])
+            if level in ("none", "may"):
+                self.assertEqual(r["data"][0], 250, (level, r))
+                self.assertEqual(len(h.stored()), n, level)
+                self.assertTrue(h.stored()[-1].endswith("-plain.eml"), h.stored())
+                self.assertIn("hello HELO mx.example.test tls=False", h.proc.log())
+                self.assertTrue(any("policy=%s" % level in l and "outcome=plaintext" in l
+                                    for l in self.decisions()), self.decisions())
+            else:
+                self.assertEqual(r["rcpt"][0][0], 451, (level, r))
+                self.assertTrue(r["rcpt"][0][1].startswith(
+                    "451 4.7.4 TLS is required, but was not offered by host mxa.example.test"), r)
+                self.assertEqual(len(h.stored()), 2, level)
+            self.assertEqual(self.proxy.stop(), 0)
+            self.proxy = None
+        self.assertEqual([l for l in h.commands() if "MAIL" in l],
+                         ["command MAIL FROM:<a@legacy.example> tls=False"] * 2)
+
     def test_mx_preference_first_down(self):
         h = self.hop("127.0.0.13", "mxb")  # 127.0.0.12 (preference 10) has nobody
         port = self.start_proxy()
@@ -941,6 +966,23 @@ class Remembered(MxBase):
                       'decision="refused"} 1', text)
         self.assertIn('stp_downgrades_refused_total{listener="out",level="may",'
                       'reason="not_offered"} 1', text)
+
+    def test_remembered_domain_stops_speaking_esmtp(self):
+        # EHLO refused hides STARTTLS as well as stripping it does
+        h = self.hop("127.0.0.18", "mxh")
+        port = self.start_proxy()
+        r = send(port, ["bob@rem.example.test"])
+        self.assertEqual(r["data"][0], 250, r)
+        self.assertTrue(poll(lambda: "remember id=" in self.proxy.log()), self.proxy.log())
+        h.stop()
+        self.hops.remove(h)
+        old = self.hop("127.0.0.18", "mxh", mode="helo-only")
+        r = send(port, ["bob@rem.example.test"])
+        self.assertEqual(r["rcpt"][0][0], 451, r)
+        self.assertIn("4.7.4", r["rcpt"][0][1])
+        self.assertNotIn("hello HELO", old.proc.log())
+        self.assertEqual(old.commands(), [])
+        self.assertIn("possible_downgrade", self.proxy.log())
 
     def test_unremembered_domain_may_go_plaintext(self):
         h = self.hop("127.0.0.18", "mxh", mode="strip")
