@@ -8,6 +8,7 @@
  *   MX -> [_mta-sts TXT -> cache -> (fetch)] -> for each MX host:
  *       addresses -> [TLSA] -> requirement -> for each address:
  *           connect -> 220 -> EHLO -> STARTTLS -> handshake -> verify -> EHLO
+ *                              '-> (EHLO refused, plaintext allowed) HELO
  *
  * A host or address that fails leaves its reply in `err` and the next one is
  * tried; a policy failure (4.7.x) is kept over later connection errors, so
@@ -50,6 +51,7 @@ typedef enum {
     P_CONNECT,
     P_GREETING,
     P_EHLO1,
+    P_HELO,
     P_STARTTLS,
     P_HANDSHAKE,
     P_EHLO2,
@@ -102,6 +104,7 @@ struct stp_nexthop_s {
     const char *source;
     int plain_retry; /* this connection is the plaintext retry (may) */
     int plain_next;  /* the next connection is (same address again) */
+    int no_esmtp;    /* the host refused EHLO: HELO, no extensions, so no TLS */
     phase_t phase;
     unsigned caps;
     size_t extra;
@@ -137,11 +140,19 @@ static void format_reason(char *text, char *esc, size_t size, const char *fmt, v
     stp_log_escape(esc, size, text, strlen(text));
 }
 
+/* What a failure recorded by set_err is. */
+typedef enum {
+    F_CONN = 0,    /* the host or address failed: a policy failure says more */
+    F_POLICY,      /* the policy refused the host (4.7.x) */
+    F_POLICY_TEMP, /* the policy could not be learnt (a DNS failure): a later
+                    * try may succeed, so it is never a bounce */
+} failure_t;
+
 /* Records why the current host or address failed; `code` is "451 4.4.1"
  * etc. A policy failure is not overwritten by a later non-policy one. */
-static void set_err(stp_nexthop_t *nh, const char *code, int policy, const char *fmt, ...)
+static void set_err(stp_nexthop_t *nh, const char *code, failure_t kind, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
-static void set_err(stp_nexthop_t *nh, const char *code, int policy, const char *fmt, ...)
+static void set_err(stp_nexthop_t *nh, const char *code, failure_t kind, const char *fmt, ...)
 {
     char text[600], esc[600];
     va_list ap;
@@ -150,30 +161,29 @@ static void set_err(stp_nexthop_t *nh, const char *code, int policy, const char 
     va_end(ap);
     stp_log(STP_LOG_INFO, "mx_attempt id=%s domain=%s mx=%s addr=%s result=failed reason=\"%s\"",
             nh->id, nh->domain, mx_host(nh), nh->result.addr[0] ? nh->result.addr : "-", esc);
-    if (nh->err_policy && !policy) {
+    if (nh->err_policy && kind == F_CONN) {
         return;
     }
-    int reject = policy && nh->lc->on_failure == STP_ON_FAILURE_REJECT;
-    if (reject && code[0] == '4') {
-        /* on_failure = reject: the policy failure bounces (5.7.x). */
+    /* on_failure = reject bounces what the policy refused (4.7.x becomes
+     * 5.7.x), never a DNS failure: a resolver outage would bounce mail. */
+    int reject = kind == F_POLICY && nh->lc->on_failure == STP_ON_FAILURE_REJECT &&
+                 strncmp(code, "451 4.7.", 8) == 0;
+    if (reject) {
         snprintf(nh->err, sizeof(nh->err), "550 5%s %s\r\n", code + 5, text);
     } else {
         snprintf(nh->err, sizeof(nh->err), "%s %s\r\n", code, text);
     }
-    nh->err_policy = policy;
+    nh->err_policy = kind != F_CONN;
 }
 
-/* A policy refusal: logged as a decision and counted. */
-static void refuse(stp_nexthop_t *nh, const char *code, const char *down_reason, const char *fmt,
-                   ...) __attribute__((format(printf, 4, 5)));
-static void refuse(stp_nexthop_t *nh, const char *code, const char *down_reason, const char *fmt,
-                   ...)
+/* A policy refusal (`kind` F_POLICY or F_POLICY_TEMP): logged as a decision and counted. */
+static void vrefuse(stp_nexthop_t *nh, const char *code, failure_t kind, const char *down_reason,
+                    const char *fmt, va_list ap) __attribute__((format(printf, 5, 0)));
+static void vrefuse(stp_nexthop_t *nh, const char *code, failure_t kind, const char *down_reason,
+                    const char *fmt, va_list ap)
 {
     char text[600], esc[600];
-    va_list ap;
-    va_start(ap, fmt);
     format_reason(text, esc, sizeof(text), fmt, ap);
-    va_end(ap);
     stp_log(STP_LOG_WARN,
             "mx_decision id=%s domain=%s mx=%s addr=%s source=%s policy=%s outcome=refused "
             "reason=\"%s\"",
@@ -191,7 +201,31 @@ static void refuse(stp_nexthop_t *nh, const char *code, const char *down_reason,
                 nh->id, nh->domain, mx_host(nh), nh->result.addr[0] ? nh->result.addr : "-",
                 (long long)since, esc);
     }
-    set_err(nh, code, 1, "%s", text);
+    set_err(nh, code, kind, "%s", text);
+}
+
+static void refuse(stp_nexthop_t *nh, const char *code, const char *down_reason, const char *fmt,
+                   ...) __attribute__((format(printf, 4, 5)));
+static void refuse(stp_nexthop_t *nh, const char *code, const char *down_reason, const char *fmt,
+                   ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vrefuse(nh, code, F_POLICY, down_reason, fmt, ap);
+    va_end(ap);
+}
+
+/* A host refused because a lookup its policy needs failed: 4xx even
+ * under on_failure = reject. */
+static void refuse_temp(stp_nexthop_t *nh, const char *code, const char *down_reason,
+                        const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+static void refuse_temp(stp_nexthop_t *nh, const char *code, const char *down_reason,
+                        const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vrefuse(nh, code, F_POLICY_TEMP, down_reason, fmt, ap);
+    va_end(ap);
 }
 
 /*
@@ -303,11 +337,15 @@ static void finish(stp_nexthop_t *nh, stp_nexthop_status_t st)
 static void fail(stp_nexthop_t *nh)
 {
     char esc[800];
+    if (nh->err[0] == '\0') {
+        snprintf(nh->err, sizeof(nh->err), "451 4.4.0 delivery attempt failed\r\n");
+    }
     size_t n = strlen(nh->err);
     stp_log_escape(esc, sizeof(esc), nh->err, n >= 2 ? n - 2 : n);
-    stp_log(STP_LOG_WARN,
-            "mx_decision id=%s domain=%s source=%s policy=%s outcome=deferred reply=\"%s\"", nh->id,
-            nh->domain, nh->source ? nh->source : "config", req_name(nh->req), esc);
+    /* The outcome is what the legacy MTA is told: it retries a 4xx only. */
+    stp_log(STP_LOG_WARN, "mx_decision id=%s domain=%s source=%s policy=%s outcome=%s reply=\"%s\"",
+            nh->id, nh->domain, nh->source ? nh->source : "config", req_name(nh->req),
+            nh->err[0] == '5' ? "rejected" : "deferred", esc);
     finish(nh, STP_NEXTHOP_FAILED);
 }
 
@@ -316,7 +354,7 @@ static void fail(stp_nexthop_t *nh)
 static void on_total_timeout(uv_timer_t *t)
 {
     stp_nexthop_t *nh = t->data;
-    set_err(nh, "451 4.4.7", 0, "no mail server of %s could be reached in time", nh->domain);
+    set_err(nh, "451 4.4.7", F_CONN, "no mail server of %s could be reached in time", nh->domain);
     fail(nh);
 }
 
@@ -346,6 +384,7 @@ static void on_step_timeout(uv_timer_t *t)
         [P_CONNECT] = "connecting",
         [P_GREETING] = "waiting for the greeting",
         [P_EHLO1] = "waiting for the EHLO reply",
+        [P_HELO] = "waiting for the HELO reply",
         [P_STARTTLS] = "waiting for the STARTTLS reply",
         [P_HANDSHAKE] = "in the TLS handshake",
         [P_EHLO2] = "waiting for the EHLO reply",
@@ -356,8 +395,8 @@ static void on_step_timeout(uv_timer_t *t)
     if (nh->phase == P_HANDSHAKE && (nh->req >= R_ENCRYPT || nh->remembered)) {
         refuse(nh, "451 4.7.5", "handshake", "TLS handshake with %s timed out", mx_host(nh));
     } else {
-        set_err(nh, nh->phase == P_CONNECT ? "451 4.4.1" : "451 4.4.2", 0, "%s [%s] timed out %s",
-                mx_host(nh), nh->result.addr, what[nh->phase]);
+        set_err(nh, nh->phase == P_CONNECT ? "451 4.4.1" : "451 4.4.2", F_CONN,
+                "%s [%s] timed out %s", mx_host(nh), nh->result.addr, what[nh->phase]);
     }
     drop_conn(nh);
 }
@@ -367,7 +406,7 @@ static void send_line(stp_nexthop_t *nh, const char *line, phase_t next, uint64_
     uv_buf_t b[2] = {uv_buf_init((char *)line, (unsigned)strlen(line)), uv_buf_init("\r\n", 2)};
     nh->phase = next;
     if (stp_conn_writev(nh->conn, b, 2) < 0) {
-        set_err(nh, "451 4.4.2", 0, "write to %s [%s] failed", mx_host(nh), nh->result.addr);
+        set_err(nh, "451 4.4.2", F_CONN, "write to %s [%s] failed", mx_host(nh), nh->result.addr);
         drop_conn(nh);
         return;
     }
@@ -381,13 +420,21 @@ static void send_ehlo(stp_nexthop_t *nh, phase_t next)
     send_line(nh, line, next, nh->lc->command_timeout);
 }
 
+/* After a refused EHLO: plain SMTP (RFC 5321 3.2), ready at its 250. */
+static void send_helo(stp_nexthop_t *nh)
+{
+    char line[300];
+    snprintf(line, sizeof(line), "HELO %s", nh->cf->hostname);
+    send_line(nh, line, P_HELO, nh->lc->command_timeout);
+}
+
 static void ready(stp_nexthop_t *nh, unsigned caps)
 {
     stp_nexthop_result_t *r = &nh->result;
     if (nh->extra) {
         /* Unsolicited bytes after the last reply: the session would read
          * them as answers to its own commands. */
-        set_err(nh, "451 4.4.2", 0, "%s sent data nobody asked for", mx_host(nh));
+        set_err(nh, "451 4.4.2", F_CONN, "%s sent data nobody asked for", mx_host(nh));
         drop_conn(nh);
         return;
     }
@@ -418,7 +465,9 @@ static void no_tls(stp_nexthop_t *nh, int not_offered, const char *down_reason, 
     int injected = strcmp(down_reason, "injection") == 0;
     int plain_left = not_offered || (!nh->plain_retry && !injected);
     if ((nh->req <= R_MAY && !nh->remembered) || (plain_left && would_refuse(nh, "%s", why))) {
-        if (not_offered) {
+        if (not_offered && nh->no_esmtp) {
+            send_helo(nh);
+        } else if (not_offered) {
             ready(nh, nh->caps);
         } else if (!nh->plain_retry) {
             /* Once more in plaintext on the same address. */
@@ -430,7 +479,7 @@ static void no_tls(stp_nexthop_t *nh, int not_offered, const char *down_reason, 
             nh->iaddr--;
             drop_conn(nh);
         } else {
-            set_err(nh, "451 4.4.2", 0, "%s", why);
+            set_err(nh, "451 4.4.2", F_CONN, "%s", why);
             drop_conn(nh);
         }
         return;
@@ -449,7 +498,7 @@ static void start_handshake(stp_nexthop_t *nh)
         char err[300];
         nh->own_ctx = stp_tls_ctx_client_new(nh->pol->ca_file, TLS1_2_VERSION, err, sizeof(err));
         if (nh->own_ctx == NULL) {
-            set_err(nh, "451 4.3.0", 0, "policy ca_file: %s", err);
+            set_err(nh, "451 4.3.0", F_CONN, "policy ca_file: %s", err);
             fail(nh);
             return;
         }
@@ -458,7 +507,7 @@ static void start_handshake(stp_nexthop_t *nh)
     stp_tls_engine_t *e =
         stp_tls_engine_new_client(nh->own_ctx ? nh->own_ctx : nh->ctx, mx_host(nh));
     if (e == NULL) {
-        set_err(nh, "451 4.3.0", 0, "out of resources");
+        set_err(nh, "451 4.3.0", F_CONN, "out of resources");
         drop_conn(nh);
         return;
     }
@@ -481,23 +530,20 @@ static void check_peer(stp_nexthop_t *nh)
             stp_dane_verify(ssl, nh->tlsa->tlsa, nh->tlsa->ntlsa, names, 2, NULL, why, sizeof(why));
         if (d == STP_DANE_OK) {
             nh->result.verified = 1;
-        } else if (d == STP_DANE_NO_USABLE && nh->pol->tls == STP_POLICY_TLS_DANE_ONLY) {
-            /* dane-only wants DANE authentication; unusable records
-             * (e.g. PKIX usages) give none: defer, as Postfix does */
+        } else if (d == STP_DANE_NO_USABLE) {
+            /* Only under dane-only (decide_host), which wants DANE
+             * authentication; unusable records (e.g. PKIX usages) give
+             * none: defer, as Postfix does */
             if (!would_refuse(nh, "%s (tls = dane-only) for %s", why, host)) {
                 refuse(nh, "451 4.7.5", "dane", "%s (tls = dane-only) for %s", why, host);
                 drop_conn(nh);
                 return;
             }
-        } else if (d != STP_DANE_NO_USABLE) {
-            if (!would_refuse(nh, "DANE verification of %s failed: %s", host, why)) {
-                refuse(nh, "451 4.7.5", "dane", "DANE verification of %s failed: %s", host, why);
-                drop_conn(nh);
-                return;
-            }
+        } else if (!would_refuse(nh, "DANE verification of %s failed: %s", host, why)) {
+            refuse(nh, "451 4.7.5", "dane", "DANE verification of %s failed: %s", host, why);
+            drop_conn(nh);
+            return;
         }
-        /* NO_USABLE under dane: RFC 7672 2.2, encrypted but not
-         * authenticated. */
         send_ehlo(nh, P_EHLO2);
         return;
     }
@@ -548,7 +594,7 @@ static void on_reply(stp_nexthop_t *nh, const stp_reply_t *r)
     switch (nh->phase) {
     case P_GREETING:
         if (r->code != 220) {
-            set_err(nh, "451 4.4.1", 0, "%s [%s] refused the connection (%d)", host,
+            set_err(nh, "451 4.4.1", F_CONN, "%s [%s] refused the connection (%d)", host,
                     nh->result.addr, r->code);
             drop_conn(nh);
             return;
@@ -556,8 +602,23 @@ static void on_reply(stp_nexthop_t *nh, const stp_reply_t *r)
         send_ehlo(nh, P_EHLO1);
         return;
     case P_EHLO1:
+        if (r->code >= 500 && r->code < 600) {
+            /* No ESMTP, so no STARTTLS: HELO where plaintext is allowed,
+             * else TLS was not offered (as for a missing STARTTLS). */
+            nh->no_esmtp = 1;
+            nh->caps = 0;
+            if (nh->req == R_NONE || nh->plain_retry) {
+                send_helo(nh);
+                return;
+            }
+            snprintf(why, sizeof(why),
+                     "TLS is required, but was not offered by host %s (EHLO refused: %d)", host,
+                     r->code);
+            no_tls(nh, 1, "not_offered", why);
+            return;
+        }
         if (r->code != 250) {
-            set_err(nh, "451 4.4.2", 0, "%s [%s] refused EHLO (%d)", host, nh->result.addr,
+            set_err(nh, "451 4.4.2", F_CONN, "%s [%s] refused EHLO (%d)", host, nh->result.addr,
                     r->code);
             drop_conn(nh);
             return;
@@ -589,16 +650,25 @@ static void on_reply(stp_nexthop_t *nh, const stp_reply_t *r)
         }
         start_handshake(nh);
         return;
+    case P_HELO:
+        if (r->code != 250) {
+            set_err(nh, "451 4.4.2", F_CONN, "%s [%s] refused HELO (%d)", host, nh->result.addr,
+                    r->code);
+            drop_conn(nh);
+            return;
+        }
+        ready(nh, 0);
+        return;
     case P_EHLO2:
         if (r->code != 250) {
-            set_err(nh, "451 4.4.2", 0, "%s rejected EHLO after TLS (%d)", host, r->code);
+            set_err(nh, "451 4.4.2", F_CONN, "%s rejected EHLO after TLS (%d)", host, r->code);
             drop_conn(nh);
             return;
         }
         ready(nh, stp_ehlo_caps(r));
         return;
     default:
-        set_err(nh, "451 4.4.2", 0, "%s sent an unexpected reply (%d)", host, r->code);
+        set_err(nh, "451 4.4.2", F_CONN, "%s sent an unexpected reply (%d)", host, r->code);
         drop_conn(nh);
         return;
     }
@@ -642,7 +712,8 @@ static void on_conn_read(stp_conn_t *c, const char *data, size_t len)
         data += used;
         len -= used;
         if (rc == STP_REPLY_ERROR) {
-            set_err(nh, "451 4.4.2", 0, "protocol error from %s: %s", mx_host(nh), nh->rp.error);
+            set_err(nh, "451 4.4.2", F_CONN, "protocol error from %s: %s", mx_host(nh),
+                    nh->rp.error);
             drop_conn(nh);
             return;
         }
@@ -670,7 +741,7 @@ static void on_conn_eof(stp_conn_t *c, const char *err)
         no_tls(nh, 0, "handshake", why);
         return;
     }
-    set_err(nh, "451 4.4.2", 0, "%s", why);
+    set_err(nh, "451 4.4.2", F_CONN, "%s", why);
     drop_conn(nh);
 }
 
@@ -682,8 +753,8 @@ static void on_conn_connect(stp_conn_t *c, const char *err)
     }
     uv_timer_stop(&nh->step_timer);
     if (err) {
-        set_err(nh, "451 4.4.1", 0, "cannot connect to %s [%s]: %s", mx_host(nh), nh->result.addr,
-                err);
+        set_err(nh, "451 4.4.1", F_CONN, "cannot connect to %s [%s]: %s", mx_host(nh),
+                nh->result.addr, err);
         drop_conn(nh);
         return;
     }
@@ -755,12 +826,13 @@ static void next_addr(stp_nexthop_t *nh)
     nh->result.verified = 0;
     nh->plain_retry = nh->plain_next;
     nh->plain_next = 0;
+    nh->no_esmtp = 0;
     nh->extra = 0;
     nh->caps = 0;
     stp_reply_parser_init(&nh->rp);
     memset(nh->conn, 0, sizeof(*nh->conn));
     if (stp_conn_init(nh->loop, nh->conn, &conn_cb, nh) < 0) {
-        set_err(nh, "451 4.3.0", 0, "out of resources");
+        set_err(nh, "451 4.3.0", F_CONN, "out of resources");
         fail(nh);
         return;
     }
@@ -768,8 +840,8 @@ static void next_addr(stp_nexthop_t *nh)
     nh->phase = P_CONNECT;
     int rc = stp_conn_connect(nh->conn, sa);
     if (rc < 0) {
-        set_err(nh, "451 4.4.1", 0, "cannot connect to %s [%s]: %s", mx_host(nh), nh->result.addr,
-                uv_strerror(rc));
+        set_err(nh, "451 4.4.1", F_CONN, "cannot connect to %s [%s]: %s", mx_host(nh),
+                nh->result.addr, uv_strerror(rc));
         drop_conn(nh);
         return;
     }
@@ -777,6 +849,17 @@ static void next_addr(stp_nexthop_t *nh)
 }
 
 /* ---- the requirement for one MX host ---- */
+
+/* 1 if one of the host's TLSA records can authenticate it (RFC 7672 3.1). */
+static int tlsa_usable(const stp_dns_result_t *t)
+{
+    for (size_t i = 0; i < t->ntlsa; i++) {
+        if (stp_dane_usable(&t->tlsa[i])) {
+            return 1;
+        }
+    }
+    return 0;
+}
 
 static void decide_host(stp_nexthop_t *nh)
 {
@@ -803,7 +886,14 @@ static void decide_host(stp_nexthop_t *nh)
     case STP_POLICY_TLS_DANE:
     case STP_POLICY_TLS_DANE_ONLY:
     case STP_POLICY_TLS_MTA_STS:
-        if (nh->tlsa) {
+        /* Validated TLSA records make the host DANE's, but records that
+         * are all unusable (PKIX-TA/PKIX-EE, unknown parameters)
+         * authenticate nothing: under dane the host must still use TLS
+         * (RFC 7672 2.2, below), and what else asks for a verified
+         * certificate (an MTA-STS enforce policy, remembered TLS) applies
+         * as if there were no records. dane-only refuses them after the
+         * handshake, where the log can say what the host presented. */
+        if (nh->tlsa && (level == STP_POLICY_TLS_DANE_ONLY || tlsa_usable(nh->tlsa))) {
             nh->req = R_DANE;
             nh->source = "dane";
             break;
@@ -826,8 +916,8 @@ static void decide_host(stp_nexthop_t *nh)
             nh->req = R_STS;
             nh->source = "mta-sts";
             if (!would_refuse(nh, "MTA-STS policy of %s unknown: %s", nh->domain, nh->sts_why)) {
-                set_err(nh, "451 4.4.3", 1, "MTA-STS policy of %s unknown: %s", nh->domain,
-                        nh->sts_why);
+                set_err(nh, "451 4.4.3", F_POLICY_TEMP, "MTA-STS policy of %s unknown: %s",
+                        nh->domain, nh->sts_why);
                 stp_sm_policy(nh->lc->name, "mta-sts", "refused");
                 fail(nh);
                 return;
@@ -837,7 +927,7 @@ static void decide_host(stp_nexthop_t *nh)
             nh->req = R_STS;
             nh->source = "mta-sts";
             /* Only the MX hosts the policy names (RFC 8461 4.1). Checked
-             * here, after DANE had its say: a host with validated TLSA
+             * here, after DANE had its say: a host with usable validated TLSA
              * records is DANE's, whatever the MTA-STS policy lists (2). */
             if (!stp_mta_sts_policy_match(&nh->sts_policy, host) &&
                 !would_refuse(nh, "MX host %s is not allowed by the MTA-STS policy of %s", host,
@@ -850,6 +940,10 @@ static void decide_host(stp_nexthop_t *nh)
         } else {
             nh->req = R_MAY;
             nh->source = nh->sts == STS_POLICY ? "mta-sts" : "config";
+        }
+        if (nh->tlsa && nh->req < R_ENCRYPT) {
+            nh->req = R_ENCRYPT; /* unusable TLSA records: TLS, unauthenticated */
+            nh->source = "dane";
         }
         break;
     }
@@ -901,8 +995,8 @@ static void on_tlsa(stp_dns_result_t *res, void *arg)
         if (would_refuse(nh, "TLSA lookup for _25._tcp.%s failed: %s", mx_host(nh), res->why)) {
             break; /* as if there were no records */
         }
-        refuse(nh, "451 4.7.5", "dane", "TLSA lookup for _25._tcp.%s failed: %s", mx_host(nh),
-               res->why);
+        refuse_temp(nh, "451 4.7.5", "dane", "TLSA lookup for _25._tcp.%s failed: %s", mx_host(nh),
+                    res->why);
         stp_dns_result_free(res);
         next_mx(nh);
         return;
@@ -919,7 +1013,7 @@ static void on_addrs(stp_dns_result_t *res, void *arg)
     }
     if (res->status != STP_DNS_OK || res->naddr == 0) {
         int temp = res->status != STP_DNS_NXDOMAIN && res->status != STP_DNS_NODATA;
-        set_err(nh, temp ? "451 4.4.3" : "451 4.4.4", 0, "address lookup for %s failed: %s",
+        set_err(nh, temp ? "451 4.4.3" : "451 4.4.4", F_CONN, "address lookup for %s failed: %s",
                 mx_host(nh), res->why ? res->why : stp_dns_status_name(res->status));
         stp_dns_result_free(res);
         next_mx(nh);
@@ -960,13 +1054,13 @@ static void next_mx(stp_nexthop_t *nh)
         nh->dns_pending++;
         if (stp_resolver_addrs(nh->res, host, (uint16_t)nh->cf->mx_port, on_addrs, nh) < 0) {
             nh->dns_pending--;
-            set_err(nh, "451 4.4.3", 0, "invalid MX host name %s", host);
+            set_err(nh, "451 4.4.3", F_CONN, "invalid MX host name %s", host);
             continue;
         }
         return;
     }
     if (nh->err[0] == '\0') {
-        set_err(nh, "451 4.4.1", 0, "no usable mail server for %s", nh->domain);
+        set_err(nh, "451 4.4.1", F_CONN, "no usable mail server for %s", nh->domain);
     }
     fail(nh);
 }
@@ -1157,20 +1251,20 @@ static void on_mx(stp_dns_result_t *res, void *arg)
         return;
     }
     if (res->status == STP_DNS_OK && res->null_mx) {
-        set_err(nh, "556 5.1.10", 0, "domain %s does not accept mail (null MX)", nh->domain);
+        set_err(nh, "556 5.1.10", F_CONN, "domain %s does not accept mail (null MX)", nh->domain);
         stp_dns_result_free(res);
         fail(nh);
         return;
     }
     if (res->status == STP_DNS_NXDOMAIN) {
-        set_err(nh, "550 5.1.2", 0, "domain %s does not exist", nh->domain);
+        set_err(nh, "550 5.1.2", F_CONN, "domain %s does not exist", nh->domain);
         stp_dns_result_free(res);
         fail(nh);
         return;
     }
     if (res->status != STP_DNS_OK || res->nmx == 0) {
-        set_err(nh, "451 4.4.3", 0, "DNS lookup of the MX records of %s failed: %s", nh->domain,
-                res->why ? res->why : stp_dns_status_name(res->status));
+        set_err(nh, "451 4.4.3", F_CONN, "DNS lookup of the MX records of %s failed: %s",
+                nh->domain, res->why ? res->why : stp_dns_status_name(res->status));
         stp_dns_result_free(res);
         fail(nh);
         return;
@@ -1254,7 +1348,7 @@ stp_nexthop_t *stp_nexthop_start(const stp_nexthop_opts_t *o, stp_conn_t *conn, 
     nh->dns_pending++;
     if (stp_resolver_mx(nh->res, nh->domain, on_mx, nh) < 0) {
         nh->dns_pending--;
-        set_err(nh, "501 5.1.3", 0, "bad recipient domain %s", nh->domain);
+        set_err(nh, "501 5.1.3", F_CONN, "bad recipient domain %s", nh->domain);
         fail(nh);
     }
     return nh;

@@ -41,6 +41,7 @@ POLICIES = {
     "sts2.example.test": "mxi.example.test",
     "stsx.example.test": "mxg.example.test",
     "stsr.example.test": ("mxg.example.test", 6),  # max_age 6 s: refreshed after 3 s
+    "stsunusable.example.test": "mxl.example.test",
 }
 
 
@@ -154,6 +155,10 @@ def zone(dane_hash):
         # validated TLSA records, all unusable for SMTP (PKIX-EE, RFC 7672 3.1.3)
         "daneunusable IN MX 10 mxj", "mxj IN A 127.0.0.20",
         "_25._tcp.mxj IN TLSA 1 1 1 " + ZERO,
+        # the same beside an MTA-STS enforce policy naming the MX
+        "stsunusable IN MX 10 mxl", "mxl IN A 127.0.0.22",
+        "_25._tcp.mxl IN TLSA 0 0 1 " + ZERO, "_25._tcp.mxl IN TLSA 1 1 1 " + ZERO,
+        '_mta-sts.stsunusable IN TXT "v=STSv1; id=1"', "mta-sts.stsunusable IN A 127.0.0.1",
     ]
 
 
@@ -204,7 +209,7 @@ class MxBase(unittest.TestCase):
         self.proxy = None
         self.certs = {h: make_cert(self.tmp, h, [h + ".example.test"])
                       for h in ("mxa", "mxb", "mxd", "mxe", "mxf", "mxg", "mxh", "mxi", "mxj",
-                                "nomx")}
+                                "mxl", "nomx")}
         self.other = (os.path.join(CERTS, "other.pem"), os.path.join(CERTS, "other.key"))
         self.dns = DnsEnv(self.tmp, extra={"example.test": zone(spki_sha256(self.other[0])),
                                            "bogus.test": BOGUS_TLSA})
@@ -331,6 +336,31 @@ class Routing(MxBase):
         r = send(port, ["bob@d1.example.test"], sender="a" * 1100 + "@legacy.example", client=c)
         self.assertEqual(r["data"][0], 250, r)
         self.assertEqual(len(h.stored()), 1)
+
+    def test_next_hop_without_esmtp(self):
+        # An MX that refuses EHLO (502) speaks SMTP without extensions, so
+        # without STARTTLS: where plaintext is allowed the proxy says HELO
+        # and delivers; where TLS is required, TLS was not offered (4.7.4).
+        h = self.hop("127.0.0.11", "mxa", mode="helo-only")
+        for n, level in enumerate(("none", "may", "encrypt", "verify"), 1):
+            port = self.start_proxy(policies="[policy:d1.example.test]\ntls = %s\n" % level)
+            r = send(port, ["bob@d1.example.test"])
+            if level in ("none", "may"):
+                self.assertEqual(r["data"][0], 250, (level, r))
+                self.assertEqual(len(h.stored()), n, level)
+                self.assertTrue(h.stored()[-1].endswith("-plain.eml"), h.stored())
+                self.assertIn("hello HELO mx.example.test tls=False", h.proc.log())
+                self.assertTrue(any("policy=%s" % level in l and "outcome=plaintext" in l
+                                    for l in self.decisions()), self.decisions())
+            else:
+                self.assertEqual(r["rcpt"][0][0], 451, (level, r))
+                self.assertTrue(r["rcpt"][0][1].startswith(
+                    "451 4.7.4 TLS is required, but was not offered by host mxa.example.test"), r)
+                self.assertEqual(len(h.stored()), 2, level)
+            self.assertEqual(self.proxy.stop(), 0)
+            self.proxy = None
+        self.assertEqual([l for l in h.commands() if "MAIL" in l],
+                         ["command MAIL FROM:<a@legacy.example> tls=False"] * 2)
 
     def test_mx_preference_first_down(self):
         h = self.hop("127.0.0.13", "mxb")  # 127.0.0.12 (preference 10) has nobody
@@ -598,6 +628,53 @@ class Dane(MxBase):
         self.assertIn("no usable TLSA record", r["rcpt"][0][1])
         self.assertEqual(len(h.stored()), 1)  # nothing more
 
+    def test_unusable_tlsa_keeps_remembered_tls(self):
+        # Unusable TLSA records (PKIX-EE) authenticate nothing: a domain
+        # remembered from a verified delivery must still give verified TLS,
+        # or a man in the middle with any certificate would get its mail.
+        good = self.hop("127.0.0.20", "mxj")  # valid for mxj.example.test
+        port = self.start_proxy(policies="[policy:daneunusable.example.test]\ntls = verify\n")
+        r = send(port, ["bob@daneunusable.example.test"])
+        self.assertEqual(r["data"][0], 250, r)
+        self.assertTrue(poll(lambda: "remember id=" in self.proxy.log()), self.proxy.log())
+        self.assertEqual(self.proxy.stop(), 0)
+        self.proxy = None
+        good.stop()
+        self.hops.remove(good)
+        bad = self.hop("127.0.0.20", "mxj", cert=self.other)  # not valid for mxj
+        port = self.start_proxy()  # dane: the default
+        r = send(port, ["bob@daneunusable.example.test"])
+        self.assertEqual(r["rcpt"][0][0], 451, r)
+        self.assertTrue(r["rcpt"][0][1].startswith(
+            "451 4.7.5 certificate verification failed for mxj.example.test"), r)
+        self.assertEqual(bad.stored(), [])
+        self.assertEqual(bad.commands(), [])
+        self.assertIn("possible_downgrade", self.proxy.log())
+        self.assertTrue(any("source=remembered" in l and "outcome=refused" in l
+                            for l in self.decisions()), self.decisions())
+
+    def test_unusable_tlsa_keeps_mta_sts_enforce(self):
+        # The same with an MTA-STS enforce policy naming the MX: DANE gives
+        # no authentication, so the policy's (a certificate for the MX) holds
+        bad = self.hop("127.0.0.22", "mxl", cert=self.other)
+        port = self.start_proxy()
+        r = send(port, ["bob@stsunusable.example.test"])
+        self.assertEqual(r["rcpt"][0][0], 451, r)
+        self.assertTrue(r["rcpt"][0][1].startswith(
+            "451 4.7.5 certificate verification failed for mxl.example.test"), r)
+        self.assertEqual(bad.commands(), [])
+        self.assertTrue(any("source=mta-sts" in l and "outcome=refused" in l
+                            for l in self.decisions()), self.decisions())
+        bad.stop()
+        self.hops.remove(bad)
+        good = self.hop("127.0.0.22", "mxl")
+        r = send(port, ["bob@stsunusable.example.test"])
+        self.assertEqual(r["data"][0], 250, r)
+        self.assertEqual(len(good.stored()), 1)
+        self.assertTrue(any("domain=stsunusable.example.test" in l and "source=mta-sts" in l
+                            and "outcome=tls_verified" in l for l in self.decisions()),
+                        self.decisions())
+
     def test_dane_only_without_tlsa_defers(self):
         h = self.hop("127.0.0.11", "mxa")
         port = self.start_proxy(policies="[policy:d1.example.test]\ntls = dane-only\n")
@@ -631,6 +708,13 @@ class Dane(MxBase):
         self.assertEqual(r["data"][0], 250, r)
         self.assertEqual(len(h.stored()), 1)
         self.assert_would_refuse("TLSA lookup for _25._tcp.mxk.bogus.test failed")
+
+    def test_tlsa_lookup_failure_stays_451_under_reject(self):
+        # a failed lookup is a DNS failure, not a refusal: never a bounce
+        h, r = self.tlsa_lookup_fails({"on_failure": "reject"})
+        self.assertEqual(r["rcpt"][0][0], 451, r)
+        self.assertIn("4.7.5 TLSA lookup for _25._tcp.mxk.bogus.test failed", r["rcpt"][0][1])
+        self.assertEqual(h.commands(), [])
 
     def test_dane_failure_delivers_under_testing_and_says_why(self):
         h = self.hop("127.0.0.16", "mxf")
@@ -799,6 +883,30 @@ class MtaSts(MxBase):
         self.assertEqual(len(h.stored()), 1)
         self.assert_would_refuse("MTA-STS policy of sts2.example.test unknown")
 
+    def test_unknown_policy_stays_4_4_3_under_reject(self):
+        # on_failure = reject bounces what the policy refuses (5.7.x); a
+        # policy that could not be learnt (the _mta-sts TXT lookup failed)
+        # is a DNS failure, which a later try may cure: it stays 451, and
+        # the decision line says what the legacy MTA was told
+        h, r = self.unknown_policy({"on_failure": "reject"})
+        self.assertEqual(r["rcpt"][0][0], 451, r)
+        self.assertTrue(r["rcpt"][0][1].startswith(
+            "451 4.4.3 MTA-STS policy of sts2.example.test unknown"), r)
+        self.assertEqual(h.stored(), [])
+        d = [l for l in self.decisions() if 'reply="451 4.4.3' in l]
+        self.assertTrue(d and "outcome=deferred" in d[0], self.decisions())
+
+    def test_policy_failure_bounces_under_reject(self):
+        # a certificate the enforce policy refuses: 550 5.7.5, logged as rejected
+        h = self.hop("127.0.0.17", "mxg", cert=self.certs["mxa"])
+        port = self.start_proxy(listener={"on_failure": "reject"})
+        r = send(port, ["bob@sts.example.test"])
+        self.assertEqual(r["rcpt"][0][0], 550, r)
+        self.assertTrue(r["rcpt"][0][1].startswith("550 5.7.5 certificate verification failed"), r)
+        self.assertEqual(h.commands(), [])
+        d = [l for l in self.decisions() if 'reply="550 5.7.5' in l]
+        self.assertTrue(d and "outcome=rejected" in d[0], self.decisions())
+
     def test_cached_policy_enforced_during_dns_outage(self):
         good = self.hop("127.0.0.19", "mxi")
         port = self.start_proxy()
@@ -858,6 +966,23 @@ class Remembered(MxBase):
                       'decision="refused"} 1', text)
         self.assertIn('stp_downgrades_refused_total{listener="out",level="may",'
                       'reason="not_offered"} 1', text)
+
+    def test_remembered_domain_stops_speaking_esmtp(self):
+        # EHLO refused hides STARTTLS as well as stripping it does
+        h = self.hop("127.0.0.18", "mxh")
+        port = self.start_proxy()
+        r = send(port, ["bob@rem.example.test"])
+        self.assertEqual(r["data"][0], 250, r)
+        self.assertTrue(poll(lambda: "remember id=" in self.proxy.log()), self.proxy.log())
+        h.stop()
+        self.hops.remove(h)
+        old = self.hop("127.0.0.18", "mxh", mode="helo-only")
+        r = send(port, ["bob@rem.example.test"])
+        self.assertEqual(r["rcpt"][0][0], 451, r)
+        self.assertIn("4.7.4", r["rcpt"][0][1])
+        self.assertNotIn("hello HELO", old.proc.log())
+        self.assertEqual(old.commands(), [])
+        self.assertIn("possible_downgrade", self.proxy.log())
 
     def test_unremembered_domain_may_go_plaintext(self):
         h = self.hop("127.0.0.18", "mxh", mode="strip")
