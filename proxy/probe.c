@@ -405,9 +405,13 @@ out:
 /* ---- the verdict (the rules of proxy/nexthop.c, said in words) ---- */
 
 static void verdict(const probe_t *p, const stp_domain_policy_t *pol, mx_report_t *m,
-                    int dane_usable)
+                    int dane_usable, int none_usable)
 {
     stp_policy_tls_t lv = pol->tls;
+    /* Validated records that are all unusable (PKIX usages) authenticate
+     * nothing: under dane the host is judged as without records (MTA-STS
+     * enforce still applies), TLS still required (RFC 7672 2.2). */
+    int unusable_only = dane_usable && none_usable && lv == STP_POLICY_TLS_DANE;
     int tls = m->version[0] != '\0';
     int dane_level = lv == STP_POLICY_TLS_DANE || lv == STP_POLICY_TLS_DANE_ONLY;
     int sts_level = dane_level || lv == STP_POLICY_TLS_MTA_STS;
@@ -418,12 +422,9 @@ static void verdict(const probe_t *p, const stp_domain_policy_t *pol, mx_report_
         snprintf(m->reason, sizeof(m->reason), "%s", m->smtp_err);
         return;
     }
-    if (dane_level && dane_usable) {
-        /* unusable records: encrypted delivery under dane, none under
-         * dane-only (as nexthop.c's check_peer) */
-        int ok = m->dane == STP_DANE_OK ||
-                 (m->dane == STP_DANE_NO_USABLE && lv == STP_POLICY_TLS_DANE);
-        m->verdict = tls && ok ? "deliver (DANE)" : "defer";
+    if (dane_level && dane_usable && !unusable_only) {
+        /* (unusable records under dane-only: no delivery, as check_peer) */
+        m->verdict = tls && m->dane == STP_DANE_OK ? "deliver (DANE)" : "defer";
         snprintf(m->reason, sizeof(m->reason), "%s",
                  !tls ? "DANE requires TLS; the TLS session failed" : m->dane_why);
         return;
@@ -447,7 +448,9 @@ static void verdict(const probe_t *p, const stp_domain_policy_t *pol, mx_report_
         }
         return;
     }
-    stp_policy_tls_t eff = sts_level ? STP_POLICY_TLS_MAY : lv;
+    stp_policy_tls_t eff = unusable_only ? STP_POLICY_TLS_ENCRYPT
+                           : sts_level   ? STP_POLICY_TLS_MAY
+                                         : lv;
     if (eff == STP_POLICY_TLS_NONE) {
         m->verdict = "deliver (plaintext)";
         snprintf(m->reason, sizeof(m->reason), "tls = none");
@@ -461,7 +464,9 @@ static void verdict(const probe_t *p, const stp_domain_policy_t *pol, mx_report_
     } else {
         m->verdict = m->name_ok ? "deliver (TLS, verified)" : "deliver (TLS, unverified)";
         snprintf(m->reason, sizeof(m->reason), "tls = %s%s", stp_policy_tls_name(eff),
-                 sts_level ? " (no DANE, no MTA-STS policy)" : "");
+                 unusable_only ? " (TLSA records, none usable for SMTP)"
+                 : sts_level   ? " (no DANE, no MTA-STS policy)"
+                               : "");
     }
 }
 
@@ -663,7 +668,7 @@ static void probe_mx(probe_t *p, const stp_domain_policy_t *pol, mx_report_t *m,
                  a ? (a->why ? a->why : stp_dns_status_name(a->status)) : "invalid name");
         snprintf(m->smtp_err, sizeof(m->smtp_err), "%s", m->addr_err);
         stp_dns_result_free(a);
-        verdict(p, pol, m, 0);
+        verdict(p, pol, m, 0, 0);
         return;
     }
     m->addr_secure = a->secure;
@@ -693,9 +698,13 @@ static void probe_mx(probe_t *p, const stp_domain_policy_t *pol, mx_report_t *m,
             snprintf(m->smtp_err, sizeof(m->smtp_err), "%s", first);
         }
     }
+    int none_usable = 1;
+    for (size_t i = 0; t && i < t->ntlsa; i++) {
+        none_usable = none_usable && !stp_dane_usable(&t->tlsa[i]);
+    }
     stp_dns_result_free(a);
     stp_dns_result_free(t);
-    verdict(p, pol, m, usable);
+    verdict(p, pol, m, usable, none_usable);
 }
 
 int stp_probe_main(int argc, char **argv, const char *default_config)

@@ -1046,11 +1046,29 @@ route = mx
         rc, out, err = self.probe("daneunusable.example.test", "--json")
         self.assertEqual(rc, 0, err)
         m = json.loads(out)["mx"][0]
-        self.assertEqual((m["dane"], m["verdict"]), ("no usable record", "deliver (DANE)"), m)
+        # no authentication from such records: TLS still required, any certificate
+        self.assertEqual((m["dane"], m["verdict"]), ("no usable record", "deliver (TLS, unverified)"),
+                         m)
+        self.assertIn("none usable", m["reason"])
         rc, out, err = self.probe("daneunusable.example.test", "--json",
                                   policies="[policy:daneunusable.example.test]\ntls = dane-only\n")
         m = json.loads(out)["mx"][0]
         self.assertEqual((m["dane"], m["verdict"]), ("no usable record", "defer"), m)
+
+    def test_probe_unusable_tlsa_and_mta_sts_enforce(self):
+        # unusable records leave the MTA-STS policy in force (as delivery does)
+        bad = self.hop("127.0.0.22", "mxl", cert=self.other)
+        rc, out, err = self.probe("stsunusable.example.test", "--json")
+        self.assertEqual(rc, 0, err)
+        m = json.loads(out)["mx"][0]
+        self.assertEqual((m["dane"], m["verdict"]), ("no usable record", "defer"), m)
+        self.assertTrue(m["reason"].startswith("MTA-STS enforce"), m)
+        bad.stop()
+        self.hops.remove(bad)
+        self.hop("127.0.0.22", "mxl")
+        rc, out, err = self.probe("stsunusable.example.test", "--json")
+        m = json.loads(out)["mx"][0]
+        self.assertEqual(m["verdict"], "deliver (MTA-STS)", m)
 
     def test_probe_json_mta_sts_and_wrong_tlsa(self):
         self.hop("127.0.0.16", "mxf")
