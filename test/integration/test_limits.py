@@ -156,7 +156,10 @@ class UnreadReplies(ProxyCase):
         sent = 0
         try:
             while sent < 48 << 20:
-                sent += s.send(chunk)
+                # a partial send goes on where it stopped: whole NOOP lines
+                # only (a cut one would be a refused command, and 20 of
+                # those end the session)
+                sent += s.send(chunk[sent % len(chunk):])
         except socket.timeout:
             pass  # the proxy stopped reading: what was meant
         except ConnectionResetError:
