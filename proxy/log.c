@@ -172,6 +172,13 @@ void stp_log(stp_log_level_t level, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(msg, sizeof(msg), fmt, ap);
     va_end(ap);
+    /* One event, one line: peer bytes are escaped where they are logged;
+     * this catches anything else (a reply's CRLF) for text, JSON and syslog. */
+    for (char *c = msg; *c; c++) {
+        if ((unsigned char)*c < 0x20 || *c == 0x7f) {
+            *c = '?';
+        }
+    }
 
     gettimeofday(&tv, NULL);
     gmtime_r(&tv.tv_sec, &tm);

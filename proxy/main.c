@@ -835,9 +835,9 @@ int main(int argc, char **argv)
         uv_signal_start(&sig_hup, on_hup, SIGHUP);
         if (geteuid() == 0) {
             stp_log(STP_LOG_WARN,
-                    "privileges WARNING: still running as root after start-up; set [proxy] "
-                    "user = (and group =) to drop privileges once the ports are bound, or run "
-                    "as an unprivileged user with CAP_NET_BIND_SERVICE");
+                    "privileges WARNING: still running as root after start-up; set the [proxy] "
+                    "keys user and group to drop privileges once the ports are bound, or run "
+                    "as an unprivileged user with CAP_NET_BIND_SERVICE"); /* no '=': one key */
         }
         stp_certwatch_check(conf);
         stp_certwatch_start(loop, conf, &files, CERT_POLL_MS, on_cert_change);

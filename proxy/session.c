@@ -1126,8 +1126,9 @@ static size_t trace_header(stp_session_t *s, char *buf, size_t size)
 static void data_refuse(stp_session_t *s)
 {
     s->rejected++;
-    stp_log(STP_LOG_INFO, "message id=%s.%u client=%s from=\"%s\" result=refused reason=\"%s\"",
-            s->id, s->messages + s->rejected, s->peer_str, s->mail_from, s->msg_abort);
+    stp_log(STP_LOG_INFO, "message id=%s.%u client=%s from=\"%s\" result=refused reason=\"%.*s\"",
+            s->id, s->messages + s->rejected, s->peer_str, s->mail_from,
+            (int)strlen(s->msg_abort) - 2, s->msg_abort); /* without its CRLF */
     stp_sm_message(s->conf->name, 0, 0);
     stp_conn_close(s->up);
     finish(s, s->msg_abort, "message-refused", "bare CR/LF or size in DATA");

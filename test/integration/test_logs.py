@@ -33,6 +33,21 @@ class JsonLogs(ProxyCase):
                 self.fail("not a JSON line: %r" % line)
         return out
 
+    def test_refused_message_is_one_event(self):
+        # the refusal's reply (with its CRLF) used to split the event in two
+        c = self.ready_client()
+        self.assertEqual(c.cmd("MAIL FROM:<a@example.test>")[0], 250)
+        self.assertEqual(c.cmd("RCPT TO:<b@example.test>")[0], 250)
+        self.assertEqual(c.cmd("DATA")[0], 354)
+        c.send(b"Subject: bare\r\n\r\na\nb\r\n.\r\n")
+        self.assertEqual(c.reply()[0], 554)
+        proxy = self.proxy
+        self.stop_proxy()
+        msgs = [e for e in self.events(proxy) if e["event"] == "message"]
+        self.assertEqual([(m["result"], m["reason"][:9]) for m in msgs], [("refused", "554 5.6.0")],
+                         msgs)
+        self.assertTrue(msgs[0]["reason"].endswith("message refused"), msgs)
+
     def test_inbound_tls_session_and_message(self):
         c = self.ready_client(helo='weird"helo\\x')
         self.assertEqual(self.send_message(c)[0], 250)

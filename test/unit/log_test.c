@@ -1,5 +1,7 @@
 /* log_test: escaping and truncation of peer bytes before they reach a log. */
+#include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "proxy/log.h"
 #include "test/unit/check.h"
@@ -32,8 +34,46 @@ static void test_escape(void)
     }
 }
 
+/* What stp_log writes to stderr for one event. */
+static const char *logged(stp_log_format_t format, const char *reason)
+{
+    static char text[4096];
+    FILE *f = tmpfile();
+    int saved = dup(2);
+    fflush(stderr);
+    dup2(fileno(f), 2);
+    stp_log_init(format, STP_LOG_INFO);
+    stp_log(STP_LOG_INFO, "message id=1 result=refused reason=\"%s\"", reason);
+    dup2(saved, 2);
+    close(saved);
+    rewind(f);
+    size_t n = fread(text, 1, sizeof(text) - 1, f);
+    text[n] = '\0';
+    fclose(f);
+    return text;
+}
+
+/* Control bytes that reach stp_log unescaped (a reply's CRLF) never split
+ * the event's line, in text or JSON. */
+static void test_one_event_one_line(void)
+{
+    const char *reason = "552 5.3.4 too big\r\n\x1b[31m\t";
+    for (int json = 0; json < 2; json++) {
+        const char *out = logged(json ? STP_LOG_JSON : STP_LOG_TEXT, reason);
+        size_t len = strlen(out);
+        CHECK(len > 0 && out[len - 1] == '\n');
+        CHECK(strchr(out, '\n') == out + len - 1);
+        for (size_t i = 0; i + 1 < len; i++) {
+            CHECK((unsigned char)out[i] >= 0x20 && out[i] != 0x7f);
+        }
+        CHECK(strstr(out, json ? "\"reason\":\"552 5.3.4 too big??" : "reason=\"552 5.3.4 too big??") !=
+              NULL);
+    }
+}
+
 int main(void)
 {
     STP_RUN(test_escape);
+    STP_RUN(test_one_event_one_line);
     return STP_CHECK_DONE();
 }
