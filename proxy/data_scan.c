@@ -84,6 +84,18 @@ static size_t span_plain(const char *p, size_t n)
     return len;
 }
 
+/*
+ * RFC 1870's size: the client's bytes without the dots that a line-leading
+ * dot stands for (a stuffed dot, or the terminator's) and without the
+ * terminator's CRLF; a held ".\r" counts as nothing yet. It never goes down
+ * from one call to the next (the CR after a dot is counted once it turns
+ * out to be content), as a limit checked after each call needs.
+ */
+uint64_t stp_data_size(const stp_data_scan_t *s)
+{
+    return s->bytes - s->lead_dots - (s->state == DOTCR ? 1 : 0) - (s->ended ? 2 : 0);
+}
+
 void stp_data_scan_init(stp_data_scan_t *s, stp_data_mode_t mode)
 {
     memset(s, 0, sizeof(*s));
@@ -179,6 +191,7 @@ int stp_data_scan(stp_data_scan_t *s, const char *in, size_t n, char *out, size_
             }
             if (s->state == BOL) {
                 s->state = DOT; /* held: end of data or a stuffed dot */
+                s->lead_dots++; /* either way not part of the message's size */
                 break;
             }
             /* The client did not start a line here; this dot is content and
@@ -264,6 +277,7 @@ int stp_data_scan(stp_data_scan_t *s, const char *in, size_t n, char *out, size_
                 if (produced != NULL) {
                     *produced = o;
                 }
+                s->ended = 1;
                 return STP_DATA_DONE;
             }
             if (norm) {

@@ -40,6 +40,8 @@ typedef struct {
     /* private */
     int state;
     int stuff_next;
+    int ended;
+    uint64_t lead_dots;
 } stp_data_scan_t;
 
 void stp_data_scan_init(stp_data_scan_t *s, stp_data_mode_t mode);
@@ -61,5 +63,10 @@ void stp_data_scan_init(stp_data_scan_t *s, stp_data_mode_t mode);
  */
 int stp_data_scan(stp_data_scan_t *s, const char *in, size_t n, char *out, size_t *consumed,
                   size_t *produced);
+
+/* The message's size as RFC 1870 counts it (what SIZE= and the EHLO's SIZE
+ * limit mean): the content without its dot-stuffing and without the
+ * terminating ".\r\n"; so far, or the whole once the end was seen. */
+uint64_t stp_data_size(const stp_data_scan_t *s);
 
 #endif

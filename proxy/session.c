@@ -1149,7 +1149,7 @@ static size_t data_input(stp_session_t *s, const char *p, size_t n)
         s->msg_abort = "554 5.6.0 Error: bare CR, LF or NUL in message data is not allowed "
                        "(SMTP smuggling protection); message refused\r\n";
     }
-    if (s->conf->max_message_size && s->scan.bytes > s->conf->max_message_size &&
+    if (s->conf->max_message_size && stp_data_size(&s->scan) > s->conf->max_message_size &&
         s->msg_abort == NULL) {
         s->msg_abort = "552 5.3.4 Error: message size exceeds fixed limit\r\n";
     }
@@ -1487,10 +1487,10 @@ static void log_message(stp_session_t *s, const stp_reply_t *r)
             "message id=%s.%u client=%s from=\"%s\" rcpts=%u size=%llu tls=%s cipher=%s "
             "result=%s code=%d reply=\"%s\"",
             s->id, s->messages + s->rejected, s->peer_str, s->mail_from, s->rcpts,
-            (unsigned long long)s->scan.bytes, s->tls == T_ACTIVE ? s->tls_version : "none",
+            (unsigned long long)stp_data_size(&s->scan), s->tls == T_ACTIVE ? s->tls_version : "none",
             s->tls == T_ACTIVE ? s->tls_cipher : "none",
             r->code / 100 == 2 ? "accepted" : "rejected", r->code, text);
-    stp_sm_message(s->conf->name, r->code, s->scan.bytes);
+    stp_sm_message(s->conf->name, r->code, stp_data_size(&s->scan));
 }
 
 /* Draining (SIGTERM): a session that has nothing in flight is told at once,

@@ -422,6 +422,26 @@ class SizeLimit(ProxyCase):
         lines = self.oversized(b"Subject: just over\r\n\r\n" + (b"z" * 98 + b"\r\n") * 104)
         note(self, lines[0] + "; nothing stored")
 
+    def test_size_exactly_at_the_limit(self):
+        # RFC 1870 counts neither stuffed dots nor the final ".\r\n": a
+        # message of exactly the announced SIZE is accepted, one byte more is not
+        head = b"Subject: exact\r\n\r\n..a stuffed dot\r\n"  # 34 bytes on the wire, size 33
+        fill = 10000 - (len(head) - 1) - 2
+        content = head + b"y" * fill + b"\r\n"
+        lines = self.oversized(head + b"y" * (fill + 1) + b"\r\n")
+        c = self.ready_client()
+        self.assertEqual(c.cmd("MAIL FROM:<a@example.test> SIZE=10000")[0], 250)
+        self.assertEqual(c.cmd("RCPT TO:<b@example.test>")[0], 250)
+        self.assertEqual(c.cmd("DATA")[0], 354)
+        c.send(content + b".\r\n")
+        self.assertEqual(c.reply()[0], 250)
+        accepted = lambda: [harness.log_fields(l) for l in self.proxy.log_lines("message")
+                            if "result=accepted" in l]
+        self.assertTrue(poll(accepted))
+        self.assertEqual(accepted()[0]["size"], "10000")
+        c.close()
+        note(self, "size 10000: 250 (logged size=10000); 10001: " + lines[0])
+
     def test_size_declared_too_big(self):
         c = self.client()
         self.assertEqual(c.reply()[0], 220)

@@ -134,6 +134,8 @@ CASES = [
     (B, "1000_rcpts", "each RCPT answered in order; one message", "cases.ManyRcpts.test_1000_rcpts_pipelined"),
     (B, "size_exceeded", "552 5.3.4, nothing stored", "cases.SizeLimit.test_size_exceeded"),
     (B, "size_exceeded_last_chunk", "552 5.3.4, the dot never forwarded", "cases.SizeLimit.test_size_exceeded_in_the_last_chunk"),
+    (B, "size_exactly_at_the_limit", "SIZE bytes accepted, one more 552 5.3.4",
+     "cases.SizeLimit.test_size_exactly_at_the_limit"),
     (B, "size_declared_too_big", "EHLO shows the limit; 552 5.3.4 at MAIL", "cases.SizeLimit.test_size_declared_too_big"),
     (B, "slowloris_greeting_phase", "421 4.4.2 (idle_timeout)",
      "cases.Slowloris.test_silent_before_greeting_reply"),

@@ -27,6 +27,7 @@ typedef struct {
     size_t out_len;
     int bare;
     long done_at;
+    uint64_t size;
 } result_t;
 
 static void render(stp_data_mode_t mode, const uint8_t *d, size_t n, size_t cut, size_t chunk,
@@ -40,6 +41,7 @@ static void render(stp_data_mode_t mode, const uint8_t *d, size_t n, size_t cut,
     r->out_len = 0;
     r->bare = 0;
     r->done_at = -1;
+    r->size = 0;
     while (pos < n) {
         size_t avail = n - pos, used = 0, produced = 0;
         if (pos == 0 && cut > 0 && cut < avail) {
@@ -54,6 +56,11 @@ static void render(stp_data_mode_t mode, const uint8_t *d, size_t n, size_t cut,
         memcpy(r->out + r->out_len, tmp, produced);
         r->out_len += produced;
         pos += used;
+        /* RFC 1870's size never goes down and never exceeds what was read */
+        if (stp_data_size(&s) < r->size || stp_data_size(&s) > s.bytes) {
+            abort();
+        }
+        r->size = stp_data_size(&s);
         if (rc == STP_DATA_BARE) {
             if (mode != STP_DATA_REJECT || ++r->bare > 1) {
                 abort();
@@ -73,6 +80,7 @@ static void render(stp_data_mode_t mode, const uint8_t *d, size_t n, size_t cut,
 static int same(const result_t *a, const result_t *b)
 {
     return a->out_len == b->out_len && a->bare == b->bare && a->done_at == b->done_at &&
+           a->size == b->size &&
            memcmp(a->out, b->out, a->out_len) == 0;
 }
 

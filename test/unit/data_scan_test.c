@@ -19,6 +19,7 @@ typedef struct {
     size_t out_len;
     int bare;     /* BARE reports */
     long done_at; /* input offset just after the end, -1 if none */
+    uint64_t size; /* stp_data_size at the end */
 } result_t;
 
 /* Feeds in[0..n) from the start of a message, in two pieces cut at `cut`
@@ -46,6 +47,9 @@ static void run(stp_data_mode_t mode, const char *in, size_t n, size_t cut, int 
                 r->out_len += produced;
             }
             pos += used;
+            CHECK(stp_data_size(&s) >= r->size); /* never goes down */
+            CHECK(stp_data_size(&s) <= s.bytes);
+            r->size = stp_data_size(&s);
             if (rc == STP_DATA_BARE) {
                 CHECK_EQ_INT(mode, STP_DATA_REJECT);
                 r->bare++;
@@ -68,6 +72,7 @@ static int same(const result_t *a, const result_t *b)
     CHECK_MEM(a->out, a->out_len, b->out, b->out_len);
     CHECK_EQ_INT(a->bare, b->bare);
     CHECK_EQ_INT(a->done_at, b->done_at);
+    CHECK_EQ_INT(a->size, b->size);
     return stp_check_failures == before;
 }
 
@@ -321,6 +326,31 @@ static void test_reject_examples(void)
 }
 
 /* A second message after DONE: a fresh scanner starts at a line start. */
+/* RFC 1870's size: without the stuffed dots and the terminating ".\r\n";
+ * the same however the input is cut (check_split compares it). */
+static void test_size(void)
+{
+    static const struct {
+        const char *in;
+        size_t n;
+        uint64_t size;
+    } cases[] = {
+        {S(".\r\n"), 0},
+        {S("ab\r\n.\r\n"), 4},
+        {S("..x\r\n.\r\n"), 4},             /* ".x\r\n" */
+        {S("a\r\n..\r\n.\r\n"), 6},         /* "a\r\n.\r\n" */
+        {S("...\r\n..\r\nz\r\n.\r\n"), 10}, /* "..\r\n.\r\nz\r\n" */
+        {S("x.\r\n.\r\n"), 4},              /* a dot inside a line is content */
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        for (int mode = 0; mode < 2; mode++) {
+            const result_t *r = check_split("size", (stp_data_mode_t)mode, cases[i].in, cases[i].n);
+            CHECK(r->done_at == (long)cases[i].n);
+            CHECK_EQ_INT(r->size, cases[i].size);
+        }
+    }
+}
+
 static void test_bytes_and_restart(void)
 {
     char out[64];
@@ -420,6 +450,7 @@ int main(void)
     STP_RUN(test_normalize_examples);
     STP_RUN(test_reject_examples);
     STP_RUN(test_bytes_and_restart);
+    STP_RUN(test_size);
     STP_RUN(test_random_soak);
     return STP_CHECK_DONE();
 }
