@@ -901,6 +901,8 @@ static void xclient_reply(stp_session_t *s, const stp_reply_t *r)
     backend_send(s, s->xc_verb, s->xc_line, s->xc_len, P_BACKEND);
 }
 
+static int up_auth_unsafe(const stp_session_t *s);
+
 static void handle_line(stp_session_t *s, const char *line, size_t len)
 {
     stp_cmd_t cmd;
@@ -978,6 +980,11 @@ static void handle_line(stp_session_t *s, const char *line, size_t len)
     case STP_CMD_AUTH:
         if (!tls && c->mode == STP_MODE_INBOUND) {
             local_reply(s, "530 5.7.0 Must issue a STARTTLS command first\r\n", A_NONE);
+        } else if (up_auth_unsafe(s)) {
+            local_reply(s,
+                        "538 5.7.11 Encryption required for requested authentication mechanism "
+                        "(the next hop is reached without TLS)\r\n",
+                        A_NONE);
         } else if (s->authenticated) {
             local_reply(s, "503 5.5.1 Error: already authenticated\r\n", A_NONE);
         } else {
@@ -1386,6 +1393,17 @@ static void relay(stp_session_t *s, const stp_reply_t *r)
 /* The client's view of a backend's (or next hop's) EHLO reply, written to
  * out (STP_REPLY_MAX_BYTES + 64 bytes); up_pipelining and size_added follow
  * what it offers. Returns its length. */
+/* Outbound: the next hop is reached without TLS (`may` found none, or
+ * `testing` let a failure through) though the level asked for it. The legacy
+ * MTA cannot see that, and would hand its password to whoever stripped the
+ * STARTTLS: AUTH is neither offered nor relayed then (tls = none is the
+ * administrator's explicit choice of plaintext, and stays as it is). */
+static int up_auth_unsafe(const stp_session_t *s)
+{
+    return s->conf->mode == STP_MODE_OUTBOUND && s->conf->tls != STP_TLS_LEVEL_NONE &&
+           s->up_version[0] == '\0';
+}
+
 static size_t ehlo_view(stp_session_t *s, const stp_reply_t *r, char *out, size_t size)
 {
     size_t len = 0;
@@ -1403,6 +1421,9 @@ static size_t ehlo_view(stp_session_t *s, const stp_reply_t *r, char *out, size_
         /* The legacy MTA talks plaintext to us on a trusted network; it sees
          * the next hop's capabilities, AUTH included, never STARTTLS. */
         o.add_starttls = 0;
+        if (up_auth_unsafe(s)) {
+            o.drop |= STP_EHLO_AUTH;
+        }
     } else if (!tls && s->conf->hide_auth_before_tls) {
         o.drop |= STP_EHLO_AUTH;
     }

@@ -261,6 +261,32 @@ class Behaviour(unittest.TestCase):
         self.assertEqual(log.count("retry=plaintext"), 1, log)
         self.assertRegex(log, r"policy=may .*decision=plaintext")
 
+    def test_auth_never_in_plaintext_under_may(self):
+        """`may` and a submission server whose STARTTLS was stripped: the mail
+        may go in plaintext, the legacy MTA's password may not. AUTH is not
+        offered, and refused with 538 5.7.11; under tls = none (plaintext by
+        the administrator's choice) it is relayed as before."""
+        hop = NextHop(self.tmp, "strip-auth")
+        self.addCleanup(hop.stop)
+        for level, offered in (("may", False), ("none", True)):
+            p = self.proxy(hop.port, tls=level)
+            c = Client(p.port("out"))
+            self.assertEqual(c.reply()[0], 220)
+            code, lines = c.cmd("EHLO legacy.example")
+            kws = [l[4:].split(" ")[0].upper() for l in lines[1:]]
+            self.assertEqual("AUTH" in kws, offered, (level, lines))
+            code, lines = c.cmd("AUTH PLAIN AHVzZXIAc2VjcmV0")
+            if offered:
+                self.assertEqual(code, 235, lines)
+            else:
+                self.assertEqual(code, 538, lines)
+                self.assertTrue(lines[0].startswith("538 5.7.11 "), lines)
+            self.assertEqual(c.cmd("QUIT")[0], 221)
+            c.close()
+            self.assertEqual(p.stop(), 0)
+        auths = [l for l in hop.proc.log().splitlines() if l.startswith("auth ")]
+        self.assertEqual(auths, ["auth tls=False"])  # the tls = none session's only
+
     def test_auth_relayed_to_submission_server_over_tls(self):
         """The legacy MTA authenticates to a provider's submission server
         through the proxy: it sees AUTH (only offered there after TLS), not

@@ -14,7 +14,8 @@ CRLF-less fragment behind the 220), tls10 (only TLS 1.0), drop-after-dot
 fragment-late (the CRLF-less fragment 50 ms after the 220, in a segment of
 its own), auth (a submission server: after TLS it offers AUTH PLAIN,
 CHUNKING and XCLIENT, accepts AUTH PLAIN for user/secret and stores
-NNNN-tls-auth.eml), garbage-after-ehlo / data-after-ehlo (after TLS, the
+NNNN-tls-auth.eml), strip-auth (the same with its STARTTLS stripped: AUTH
+offered in plaintext), garbage-after-ehlo / data-after-ehlo (after TLS, the
 EHLO reply and, in the same TCP segment, a bogus TLS record / an unasked
 reply), idle-421 (after each message, 0.3 s later: 421 and a close),
 mail-421 (421 to MAIL, then closes), mail-421-linger (421 to MAIL, then
@@ -71,8 +72,10 @@ def serve(c, a, count, lock):
                     conn.send(b"502 5.5.1 EHLO not supported\r\n")
                     continue
                 caps = [b"250-nexthop.example.test", b"250-PIPELINING", b"250-8BITMIME"]
-                if not conn.tls and a.mode != "strip":
+                if not conn.tls and a.mode not in ("strip", "strip-auth"):
                     caps.append(b"250-STARTTLS")
+                if a.mode == "strip-auth":  # a submission server with its STARTTLS stripped
+                    caps.append(b"250-AUTH PLAIN LOGIN")
                 if conn.tls and a.mode == "auth":
                     caps += [b"250-AUTH PLAIN LOGIN", b"250-CHUNKING", b"250-XCLIENT NAME ADDR"]
                 caps.append(b"250 ENHANCEDSTATUSCODES")
@@ -133,7 +136,9 @@ def serve(c, a, count, lock):
                     return
                 conn.tls = True
                 conn.buf = b""
-            elif u.startswith(b"AUTH ") and a.mode == "auth" and conn.tls:
+            elif u.startswith(b"AUTH ") and (a.mode == "auth" and conn.tls or a.mode == "strip-auth"):
+                sys.stderr.write("auth tls=%s\n" % conn.tls)
+                sys.stderr.flush()
                 if l[5:] == b"PLAIN AHVzZXIAc2VjcmV0":  # \0user\0secret
                     conn.authed = True
                     conn.send(b"235 2.7.0 Authentication successful\r\n")
