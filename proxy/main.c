@@ -375,10 +375,15 @@ static void reload(const char *trigger)
         return;
     }
     const char *restart = NULL;
+    /* What is set up once at start (threads, privileges, the log, the
+     * metrics listener, the state file) is refused rather than ignored. */
     if (conf->workers != old->workers || strcmp(conf->user, old->user) ||
         strcmp(conf->group, old->group) || conf->log_format != old->log_format ||
-        conf->log_level != old->log_level) {
-        restart = "workers, user, group, log_format and log_level need a restart";
+        conf->log_level != old->log_level || conf->log_target != old->log_target ||
+        conf->metrics.port != old->metrics.port || strcmp(conf->metrics.host, old->metrics.host) ||
+        strcmp(conf->state_dir, old->state_dir)) {
+        restart = "workers, user, group, log_format, log_level, log_target, metrics and "
+                  "state_dir need a restart";
     }
     if (restart) {
         stp_config_free(conf);

@@ -355,6 +355,22 @@ class Reload(ProxyCase):
         c = self.client()
         self.assertEqual(c.reply()[0], 220)
 
+    def test_start_only_keys_need_restart(self):
+        # set up once at start: refused with a message, never silently ignored
+        import harness
+        with open(self.proxy.ini) as f:
+            original = f.read()
+        for n, line in enumerate(("metrics = 127.0.0.1:%d" % harness.free_port(),
+                                  "state_dir = %s" % self.tmp, "log_target = syslog"), 1):
+            self.rewrite(lambda t: original.replace("[proxy]\n", "[proxy]\n%s\n" % line, 1))
+            os.kill(self.proxy.pid, signal.SIGHUP)
+            self.assertTrue(poll(lambda: self.proxy.log().count(" reload result=failed") == n, 10),
+                            (line, self.proxy.log()[-1500:]))
+        self.assertIn("log_target, metrics and state_dir need a restart", self.proxy.log())
+        self.assertNotIn(" reload result=ok", self.proxy.log())
+        c = self.client()
+        self.assertEqual(c.reply()[0], 220)
+
 
 def refuses(port):
     """True if nothing accepts on 127.0.0.1:port."""
