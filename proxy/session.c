@@ -1801,9 +1801,13 @@ static void up_park(stp_session_t *s)
         u->ehlo == NULL || s->decision == NULL || strcmp(s->decision, "tls") != 0 ||
         s->draining || l->draining || l->retired || s->rt != l->rt ||
         (s->rp != NULL && !stp_reply_parser_idle(s->rp)) ||
+        s->up_extra != 0 || /* the next hop said more in this read (a 421 behind the 250) */
         uv_now(s->loop) - u->born_ms >= STP_UPCONN_MAX_AGE_MS) {
         return;
     }
+    /* kept no longer than its age allows, not only parked while young */
+    uint64_t keep = s->conf->connection_cache_time;
+    uint64_t left = STP_UPCONN_MAX_AGE_MS - (uv_now(s->loop) - u->born_ms);
     if (l->upcache == NULL) {
         l->upcache = stp_upcache_new(s->loop, stp_listener_upcache_closed, l);
         if (l->upcache == NULL) {
@@ -1815,7 +1819,7 @@ static void up_park(stp_session_t *s)
     memcpy(u->cipher, s->up_cipher, sizeof(u->cipher));
     u->verify = s->verify;
     u->uses++;
-    if (stp_upcache_put(l->upcache, u, s->conf->connection_cache_time) < 0) {
+    if (stp_upcache_put(l->upcache, u, keep < left ? keep : left) < 0) {
         return;
     }
     stp_log(STP_LOG_DEBUG, "next_hop id=%s next_hop=%s connection=parked uses=%u", s->id,
@@ -2071,6 +2075,7 @@ static void backend_on_read(stp_conn_t *c, const char *data, size_t len)
             handle_reply(s, &s->rp->reply);
         }
     }
+    s->up_extra = 0; /* all of this read was looked at */
     stp_conn_uncork(&s->client);
     if (stp_conn_uncork(c) < 0 && c == s->up) {
         finish(s, LOST_421, "backend-lost", "write to backend failed");

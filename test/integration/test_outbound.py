@@ -512,6 +512,17 @@ class ConnectionCache(unittest.TestCase):
             self.assertIn("decision=tls", l)
             self.assertIn("result=ok", l)
 
+    def test_more_behind_the_last_reply_is_never_parked(self):
+        """The next hop answers the final dot and says 421 in the same
+        segment: the connection is not parked (the next session connects
+        anew), though the legacy MTA's QUIT came right behind the dot."""
+        self.start(mode="dot-421-behind")
+        self.session(pipelined_quit=True)
+        self.session(pipelined_quit=True)
+        self.assertTrue(poll(lambda: len(self.hop.stored()) == 2))
+        self.assertEqual(self.connections(), 2)
+        self.assertNotIn("parked", self.cache_events())
+
     def test_quit_pipelined_behind_the_dot_still_parks(self):
         """A pipelining legacy MTA sends QUIT in the same write as the final
         dot: the proxy answers it after relaying the dot's reply, and the

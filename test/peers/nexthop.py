@@ -18,6 +18,8 @@ NNNN-tls-auth.eml), strip-auth (the same with its STARTTLS stripped: AUTH
 offered in plaintext), garbage-after-ehlo / data-after-ehlo (after TLS, the
 EHLO reply and, in the same TCP segment, a bogus TLS record / an unasked
 reply), idle-421 (after each message, 0.3 s later: 421 and a close),
+dot-421-behind (the reply to the final dot and a 421 in one segment, the
+connection left open),
 mail-421 (421 to MAIL, then closes), mail-421-linger (421 to MAIL, then
 keeps the connection open 5 s before closing: a client must not go on using
 it), rset-421 (421 to RSET, then closes: a server that timed the session
@@ -188,6 +190,10 @@ def serve(c, a, count, lock):
                                           "-auth" if conn.authed else "")
                 with open(os.path.join(a.maildir, name), "wb") as f:
                     f.write(b"\r\n".join(lines) + b"\r\n")
+                if a.mode == "dot-421-behind":
+                    # the dot's reply and a 421 in one segment; stays open
+                    conn.send(b"250 2.0.0 Ok: queued\r\n421 4.4.2 nexthop.example.test closing soon\r\n")
+                    continue
                 conn.send(b"250 2.0.0 Ok: queued\r\n")
                 if a.mode == "idle-421":
                     time.sleep(0.3)  # an idle timeout, as a busy MTA has
