@@ -541,12 +541,25 @@ static void on_client_timeout(uv_timer_t *t)
 }
 
 static void up_reuse_failed(stp_session_t *s, const char *why);
+static void up_tls_failed(stp_session_t *s, const char *why);
 
 static void on_backend_timeout(uv_timer_t *t)
 {
     stp_session_t *s = t->data;
     if (s->up_phase == UP_REUSE) {
         up_reuse_failed(s, "no reply to RSET");
+        return;
+    }
+    if (s->up_phase == UP_HANDSHAKE) {
+        /* a failed handshake like any other: 4.7.5 where TLS is required,
+         * once more in plaintext under `may` */
+        char why[400];
+        snprintf(why, sizeof(why), "TLS handshake with %s timed out", s->next_hop_str);
+        stp_log(STP_LOG_WARN, "timeout id=%s client=%s phase=\"next hop handshake\"", s->id,
+                s->peer_str);
+        s->down_reason = "handshake";
+        stp_sm_handshake(s->conf->name, "client", NULL, 0, (uv_hrtime() - s->hs_start_ns) / 1e9);
+        up_tls_failed(s, why);
         return;
     }
     const char *what = s->state == S_CONNECTING ? "backend connect"

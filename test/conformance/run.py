@@ -182,6 +182,8 @@ CASES += [
      "cases.OutboundFaults.test_nexthop_closes_mid_handshake"),
     (F, "nexthop_closes_mid_handshake_levels", "may retries in plaintext; 4.7.5 above",
      "test_outbound.Levels.test_closed_mid_handshake"),
+    (F, "nexthop_stalls_mid_handshake_levels", "may retries in plaintext; 4.7.5 above",
+     "test_outbound.Levels.test_stalled_mid_handshake"),
     (F, "proxy_sigkill_in_transaction", "2xx only for stored messages",
      "cases.Faults.test_proxy_sigkill_during_transaction"),
     (F, "backend_killed_between_commands", "421 4.4.2",

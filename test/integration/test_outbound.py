@@ -41,6 +41,8 @@ SCENARIOS = {
     "tls10_only": ("tls10", "ecdsa", (PLAIN, PLAIN, "4.7.5", "4.7.5", "4.7.5")),
     "tls11_only": ("tls11", "ecdsa", (PLAIN, PLAIN, "4.7.5", "4.7.5", "4.7.5")),
     "closed_mid_handshake": ("drop-in-handshake", "ecdsa", (PLAIN, PLAIN, "4.7.5", "4.7.5", "4.7.5")),
+    "stalled_mid_handshake": ("stall-in-handshake", "ecdsa",
+                              (PLAIN, PLAIN, "4.7.5", "4.7.5", "4.7.5")),
 }
 
 
@@ -85,7 +87,8 @@ class Levels(unittest.TestCase):
         for level in LEVELS:
             listeners[level] = {"mode": "outbound", "route": "relay:127.0.0.1:%d" % hop.port,
                                 "tls": level, "servername": "mx.example.test",
-                                "ca_file": os.path.join(CERTS, "ca.pem")}
+                                "ca_file": os.path.join(CERTS, "ca.pem"),
+                                "handshake_timeout": "2s"}  # a stalled handshake
         proxy = Proxy(tmp, listeners, tls=False)
         self.addCleanup(proxy.stop)
         for level, want in zip(LEVELS, outcomes):

@@ -11,6 +11,7 @@ CRLF-less fragment behind the 220), tls10 (only TLS 1.0), drop-after-dot
 (closes the connection instead of answering the final dot), helo-only
 (no ESMTP: EHLO refused), refuse421 (421 to STARTTLS, then closes), tls11
 (only TLS 1.1), drop-in-handshake (reads the ClientHello, then closes),
+stall-in-handshake (reads the ClientHello, never answers),
 fragment-late (the CRLF-less fragment 50 ms after the 220, in a segment of
 its own), auth (a submission server: after TLS it offers AUTH PLAIN,
 CHUNKING and XCLIENT, accepts AUTH PLAIN for user/secret and stores
@@ -121,6 +122,11 @@ def serve(c, a, count, lock):
                     conn.send(b"220 2.0.0 Ready to start TLS\r\n")
                 if a.mode == "drop-in-handshake":
                     conn.sock.recv(100)  # part of the ClientHello
+                    return
+                if a.mode == "stall-in-handshake":
+                    conn.sock.recv(4096)  # the ClientHello, never answered
+                    while conn.sock.recv(4096):
+                        pass
                     return
                 ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
                 ctx.load_cert_chain(a.cert, a.key)
