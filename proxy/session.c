@@ -2853,8 +2853,12 @@ void stp_session_drain(stp_session_t *s)
     if (s->state == S_CLOSING) {
         return;
     }
-    if (s->tls == T_HANDSHAKE || s->state == S_CONNECTING || s->state == S_GREETING) {
-        finish(s, NULL, "shutdown", NULL);
+    if (s->tls == T_HANDSHAKE || s->pp) {
+        finish(s, NULL, "shutdown", NULL); /* nothing readable can be said yet */
+    } else if (s->state == S_CONNECTING || s->state == S_GREETING) {
+        /* no greeting yet (the backend's, or the next hop being secured):
+         * the 421 stands in for it */
+        fail_reply(s, "421 4.3.2", "Service shutting down, closing connection", "shutdown", NULL);
     } else {
         drain_if_idle(s); /* otherwise: when the reply it waits for is relayed */
     }

@@ -7,6 +7,7 @@ every level, and checks the outcome: delivered over TLS, delivered in
 plaintext, or deferred with the expected enhanced code and nothing stored.
 """
 import os
+import signal
 import shutil
 import subprocess
 import time
@@ -263,6 +264,22 @@ class Behaviour(unittest.TestCase):
         log = p.log()
         self.assertEqual(log.count("retry=plaintext"), 1, log)
         self.assertRegex(log, r"policy=may .*decision=plaintext")
+
+    def test_shutdown_while_securing_the_next_hop_says_421(self):
+        """SIGTERM while the next hop's handshake is under way: the legacy
+        MTA, which has no greeting yet, gets 421 4.3.2 instead of a bare close."""
+        hop = NextHop(self.tmp, "stall-in-handshake")
+        self.addCleanup(hop.stop)
+        p = self.proxy(hop.port, tls="encrypt")
+        c = Client(p.port("out"))
+        self.addCleanup(c.close)
+        self.assertTrue(poll(lambda: any(l.startswith("hello ") for l in
+                                         hop.proc.log().splitlines())))
+        os.kill(p.pid, signal.SIGTERM)
+        code, lines = c.reply()
+        self.assertEqual(code, 421, lines)
+        self.assertTrue(lines[0].startswith("421 4.3.2 "), lines)
+        self.assertEqual(p.stop(), 0)  # already stopping: its exit code
 
     def test_auth_never_in_plaintext_under_may(self):
         """`may` and a submission server whose STARTTLS was stripped: the mail
