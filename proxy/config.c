@@ -1595,6 +1595,18 @@ static void finish_listener(loader_t *ld, size_t li)
         if (!listener_key_line(ld, li, "ca_file")) {
             memcpy(lc->ca_file, cf->ca_file, strlen(cf->ca_file) + 1);
         }
+        /* A relay's servername defaults to its host (above), and route = mx
+         * takes names from DNS and [policy:*]; an intercepted connection
+         * carries no name at all, so verify/secure would defer every message
+         * at run time. Said here, where --check sees it. */
+        if (lc->route == STP_ROUTE_ORIGINAL_DST && lc->tls >= STP_TLS_LEVEL_VERIFY &&
+            !listener_key_line(ld, li, "servername")) {
+            int line = listener_key_line(ld, li, "tls");
+            error_at(ld, line ? line : listener_key_line(ld, li, "route"),
+                     "route = original-dst with tls = %s needs 'servername' (an intercepted "
+                     "connection carries no name to verify)",
+                     lc->tls == STP_TLS_LEVEL_SECURE ? "secure" : "verify");
+        }
         if (lc->connection_cache_time && lc->route == STP_ROUTE_MX) {
             error_at(ld, listener_key_line(ld, li, "connection_cache_time"),
                      "connection_cache_time works with route = relay or original-dst; "

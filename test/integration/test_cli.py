@@ -48,6 +48,10 @@ class Check(unittest.TestCase):
             ("missing cert file", "[tls]\ncert = /nonexistent/cert.pem\nkey = /nonexistent/k.pem\n",
              2, "/nonexistent/cert.pem"),
             ("unknown section", "[frobnicate]\nx = 1\n", 1, "frobnicate"),
+            # would pass and then defer every message: "no name to verify"
+            ("original-dst verify without servername",
+             "[listener:o]\nmode = outbound\nlisten = 127.0.0.1:10025\n"
+             "route = original-dst\ntls = verify\n", 5, "needs 'servername'"),
         ]
         for label, text, line, word in cases:
             with self.subTest(label):

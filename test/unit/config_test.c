@@ -532,7 +532,23 @@ static void test_outbound_keys(void)
          {NULL}},
         {"route original-dst",
          "[listener:out]\nmode = outbound\nlisten = 127.0.0.1:10025\n"
+         "route = original-dst\nservername = mx.example.test\n",
+         {NULL}},
+        {"route original-dst with tls = encrypt needs no name",
+         "[listener:out]\nmode = outbound\nlisten = 127.0.0.1:10025\n"
+         "route = original-dst\ntls = encrypt\n",
+         {NULL}},
+        {"route original-dst, tls = verify by default, no servername",
+         "[listener:out]\nmode = outbound\nlisten = 127.0.0.1:10025\n"
          "route = original-dst\n",
+         {"t.ini:4: route = original-dst with tls = verify needs 'servername' (an intercepted "
+          "connection carries no name to verify)"}},
+        {"route original-dst, tls = secure, no servername",
+         "[listener:out]\nmode = outbound\nlisten = 127.0.0.1:10025\n"
+         "tls = secure\nroute = original-dst\n",
+         {"t.ini:4: route = original-dst with tls = secure needs 'servername'"}},
+        {"route relay with verify: the relay host is the name",
+         OUT "tls = verify\n",
          {NULL}},
         {"route mx",
          "[listener:out]\nmode = outbound\nlisten = 127.0.0.1:10025\nroute = mx\n",
