@@ -1549,6 +1549,86 @@ static void finish_proxy(loader_t *ld)
     memcpy(cf->hostname, name, strlen(name) + 1);
 }
 
+static const void *ip_bytes(const struct sockaddr_storage *ss, size_t *len)
+{
+    if (ss->ss_family == AF_INET) {
+        *len = 4;
+        return &((const struct sockaddr_in *)ss)->sin_addr;
+    }
+    *len = 16;
+    return &((const struct sockaddr_in6 *)ss)->sin6_addr;
+}
+
+static int is_wildcard(const struct sockaddr_storage *ss)
+{
+    static const unsigned char zero[16];
+    size_t len;
+    const void *a = ip_bytes(ss, &len);
+    return memcmp(a, zero, len) == 0;
+}
+
+/* 127.0.0.1 and ::1: where Linux sends a connection to 0.0.0.0 or ::. */
+static int is_first_loopback(const struct sockaddr_storage *ss)
+{
+    static const unsigned char v4[4] = {127, 0, 0, 1};
+    static const unsigned char v6[16] = {[15] = 1};
+    size_t len;
+    const void *a = ip_bytes(ss, &len);
+    return memcmp(a, len == 4 ? v4 : v6, len) == 0;
+}
+
+static int is_loopback(const struct sockaddr_storage *ss)
+{
+    size_t len;
+    const unsigned char *a = ip_bytes(ss, &len);
+    return len == 4 ? a[0] == 127 : is_first_loopback(ss);
+}
+
+/*
+ * 1 when a connection to `to` is accepted by a socket bound to `listen`:
+ * the same address, or a loopback address (or the wildcard, which Linux
+ * connects to 127.0.0.1 or ::1) when the listener binds the wildcard, or
+ * the wildcard when the listener binds 127.0.0.1 or ::1. Other local
+ * addresses behind a wildcard listen would need the host's interfaces,
+ * which may differ at run time; they are not looked at. IPv6 sockets are
+ * IPV6_V6ONLY, so the families do not meet. An address not resolved at
+ * load time (a relay by name) is never matched.
+ */
+static int reaches(const stp_hostport_t *listen, const stp_hostport_t *to)
+{
+    if (!listen->addr_len || !to->addr_len || listen->addr.ss_family != to->addr.ss_family ||
+        listen->port != to->port) {
+        return 0;
+    }
+    size_t len;
+    const void *lb = ip_bytes(&listen->addr, &len), *tb = ip_bytes(&to->addr, &len);
+    if (memcmp(lb, tb, len) == 0) {
+        return 1;
+    }
+    if (is_wildcard(&listen->addr)) {
+        return is_loopback(&to->addr);
+    }
+    return is_wildcard(&to->addr) && is_first_loopback(&listen->addr);
+}
+
+/* backend (inbound) or a relay route (outbound) that leads back to `listen`. */
+static void report_loop(loader_t *ld, int line, const char *key, const stp_hostport_t *listen,
+                        const stp_hostport_t *to)
+{
+    if (!reaches(listen, to)) {
+        return;
+    }
+    size_t len;
+    const void *lb = ip_bytes(&listen->addr, &len), *tb = ip_bytes(&to->addr, &len);
+    int same = memcmp(lb, tb, len) == 0;
+    error_at(ld, line, "%s is the listener's own address%s: connections would loop", key,
+             same ? ""
+                  : is_wildcard(&listen->addr) ? " (a wildcard listen address accepts loopback "
+                                                 "connections on its port)"
+                                               : " (a connection to the wildcard address "
+                                                 "reaches loopback)");
+}
+
 static void finish_listener(loader_t *ld, size_t li)
 {
     stp_config_t *cf = ld->cf;
@@ -1578,11 +1658,8 @@ static void finish_listener(loader_t *ld, size_t li)
                      "starttls = %s needs a certificate: add 'cert' and 'key' to [tls]",
                      lc->starttls == STP_STARTTLS_REQUIRE ? "require" : "implicit");
         }
-        if (lc->listen.addr_len && lc->backend.addr_len == lc->listen.addr_len &&
-            memcmp(&lc->backend.addr, &lc->listen.addr, lc->listen.addr_len) == 0) {
-            error_at(ld, listener_key_line(ld, li, "backend"),
-                     "backend is the listener's own address: connections would loop");
-        }
+        report_loop(ld, listener_key_line(ld, li, "backend"), "backend", &lc->listen,
+                    &lc->backend);
         if (lc->proxy_protocol && lc->nproxy_from == 0) {
             error_at(ld, listener_key_line(ld, li, "proxy_protocol"),
                      "proxy_protocol = yes needs 'proxy_from' (the load balancers' networks)");
@@ -1594,6 +1671,9 @@ static void finish_listener(loader_t *ld, size_t li)
         }
         if (!listener_key_line(ld, li, "ca_file")) {
             memcpy(lc->ca_file, cf->ca_file, strlen(cf->ca_file) + 1);
+        }
+        if (lc->route == STP_ROUTE_RELAY) {
+            report_loop(ld, listener_key_line(ld, li, "route"), "route", &lc->listen, &lc->relay);
         }
         /* A relay's servername defaults to its host (above), and route = mx
          * takes names from DNS and [policy:*]; an intercepted connection
@@ -1613,24 +1693,6 @@ static void finish_listener(loader_t *ld, size_t li)
                      "route = mx keeps a next hop connection for one session");
         }
     }
-}
-
-static const void *ip_bytes(const struct sockaddr_storage *ss, size_t *len)
-{
-    if (ss->ss_family == AF_INET) {
-        *len = 4;
-        return &((const struct sockaddr_in *)ss)->sin_addr;
-    }
-    *len = 16;
-    return &((const struct sockaddr_in6 *)ss)->sin6_addr;
-}
-
-static int is_wildcard(const struct sockaddr_storage *ss)
-{
-    static const unsigned char zero[16];
-    size_t len;
-    const void *a = ip_bytes(ss, &len);
-    return memcmp(a, zero, len) == 0;
 }
 
 /*

@@ -52,6 +52,10 @@ class Check(unittest.TestCase):
             ("original-dst verify without servername",
              "[listener:o]\nmode = outbound\nlisten = 127.0.0.1:10025\n"
              "route = original-dst\ntls = verify\n", 5, "needs 'servername'"),
+            # one client made such a proxy open 21 sessions to itself
+            ("relay to itself",
+             "[listener:o]\nmode = outbound\nlisten = 0.0.0.0:10025\n"
+             "route = relay:127.0.0.1:10025\n", 4, "would loop"),
         ]
         for label, text, line, word in cases:
             with self.subTest(label):
