@@ -27,8 +27,10 @@
 #include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
+#include <grp.h>
 #include <limits.h>
 #include <netdb.h>
+#include <pwd.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -803,9 +805,15 @@ static int parse_duration(loader_t *ld, const directive_t *d, void *base, const 
     return 0;
 }
 
-/* A user or group name (resolved at start-up, when privileges are dropped). */
+/*
+ * A user or group name. It is looked up here as well as at start-up (where
+ * privileges are dropped and the ids are taken), so that --check and a
+ * reload report a name this machine does not know with its line, instead
+ * of a start that fails after the listeners were bound.
+ */
 static int parse_account(loader_t *ld, const directive_t *d, void *base, const char *value)
 {
+    char q[ESCAPE_CAP];
     size_t n = strlen(value);
     int ok = n < 64;
     for (size_t i = 0; i < n && ok; i++) {
@@ -815,6 +823,23 @@ static int parse_account(loader_t *ld, const directive_t *d, void *base, const c
     if (!ok || value[0] == '-') {
         bad_value(ld, d, value, "a user or group name (letters, digits, '_', '-', '.')");
         return -1;
+    }
+    if (n > 0) {
+        int is_user = strcmp(d->name, "user") == 0;
+        errno = 0;
+        int found = is_user ? getpwnam(value) != NULL : getgrnam(value) != NULL;
+        int e = errno;
+        if (!found) {
+            /* not found is 0 or one of these (getpwnam(3)); anything else is
+             * a lookup that failed, which says nothing about the name */
+            if (e == 0 || e == ENOENT || e == ESRCH || e == EBADF || e == EPERM) {
+                error_at(ld, ld->lineno, "unknown %s '%s'", d->name, ESC(q, value));
+            } else {
+                error_at(ld, ld->lineno, "cannot look up %s '%s': %s", d->name, ESC(q, value),
+                         strerror(e));
+            }
+            return -1;
+        }
     }
     memcpy(field_of(d, base), value, n + 1);
     return 0;
@@ -1725,6 +1750,35 @@ static void check_listen_overlap(loader_t *ld)
     }
 }
 
+/*
+ * The metrics endpoint on a listener's address can never work: one of the
+ * two binds fails at start-up (EADDRINUSE), after --check said yes, and a
+ * reload would be refused for the same reason. Same overlap rule as above.
+ */
+static void check_metrics_overlap(loader_t *ld)
+{
+    const stp_config_t *cf = ld->cf;
+    const stp_hostport_t *m = &cf->metrics;
+    char q[ESCAPE_CAP];
+
+    for (size_t i = 0; m->addr_len && i < cf->nlisteners; i++) {
+        const stp_hostport_t *a = &cf->listeners[i].listen;
+        if (!a->addr_len || a->addr.ss_family != m->addr.ss_family || a->port != m->port) {
+            continue;
+        }
+        size_t len;
+        const void *ab = ip_bytes(&a->addr, &len), *mb = ip_bytes(&m->addr, &len);
+        if (memcmp(ab, mb, len) == 0 || is_wildcard(&a->addr) || is_wildcard(&m->addr)) {
+            error_at(ld,
+                     ld->proxy_seen[directive_index(proxy_directives, COUNT_OF(proxy_directives),
+                                                    "metrics")],
+                     "metrics address overlaps the listen address of [listener:%s] (line %d)",
+                     ESC(q, cf->listeners[i].name), listener_key_line(ld, i, "listen"));
+            break;
+        }
+    }
+}
+
 /* Which keys suit which level, and required keys, per policy section. */
 static void finish_policy(loader_t *ld, const stp_domain_policy_t *p, const int *seen)
 {
@@ -1765,6 +1819,7 @@ static void finish(loader_t *ld)
         finish_listener(ld, i);
     }
     check_listen_overlap(ld);
+    check_metrics_overlap(ld);
     if (ld->cf->nlisteners == 0) {
         error_at(ld, 0, "no [listener:NAME] section: nothing to do");
     }

@@ -56,6 +56,17 @@ class Check(unittest.TestCase):
             ("relay to itself",
              "[listener:o]\nmode = outbound\nlisten = 0.0.0.0:10025\n"
              "route = relay:127.0.0.1:10025\n", 4, "would loop"),
+            # passed --check, then failed at start without a line
+            ("unknown user", "[proxy]\nhostname = mx.example.test\nuser = no-such-user-stp\n"
+             "[listener:a]\nmode = inbound\nlisten = 127.0.0.1:2525\nbackend = 127.0.0.1:2526\n",
+             3, "unknown user 'no-such-user-stp'"),
+            ("unknown group", "[proxy]\nhostname = mx.example.test\ngroup = no-such-group-stp\n"
+             "[listener:a]\nmode = inbound\nlisten = 127.0.0.1:2525\nbackend = 127.0.0.1:2526\n",
+             3, "unknown group 'no-such-group-stp'"),
+            ("metrics on a listener's address",
+             "[proxy]\nhostname = mx.example.test\nmetrics = 127.0.0.1:2525\n"
+             "[listener:a]\nmode = inbound\nlisten = 127.0.0.1:2525\nbackend = 127.0.0.1:2526\n",
+             3, "overlaps the listen address of [listener:a]"),
         ]
         for label, text, line, word in cases:
             with self.subTest(label):
