@@ -172,6 +172,22 @@ def load_yaml_documents(path):
     raise unittest.SkipTest("no PyYAML (python3-yaml)")
 
 
+class ContainerDefault(unittest.TestCase):
+    """deploy/container/smtp-tls-proxy.ini: the README runs the image with
+    --network host, where a wildcard metrics address would open the
+    unauthenticated endpoint on every address of the host."""
+    INI = os.path.join(DEPLOY, "container", "smtp-tls-proxy.ini")
+
+    def test_metrics_on_loopback(self):
+        with open(self.INI) as f:
+            values = re.findall(r"^metrics = (.*?)\s*$", f.read(), re.M)
+        self.assertEqual(values, ["127.0.0.1:9925"])
+
+    def test_healthcheck_asks_the_metrics_address(self):
+        with open(os.path.join(DEPLOY, "container", "Containerfile")) as f:
+            self.assertIn("/dev/tcp/127.0.0.1/9925", f.read())
+
+
 class Kubernetes(unittest.TestCase):
     K8S = os.path.join(DEPLOY, "k8s")
 
