@@ -363,6 +363,19 @@ class SystemdUnit(unittest.TestCase):
             self.assertEqual(keys.get(key), value, key)
         self.assertTrue(keys.get("DynamicUser") == "yes" or keys.get("User"))
 
+    def test_keys_need_a_group_not_world_read(self):
+        # DynamicUser cannot read a root-only key; the unit must offer a way
+        # other than chmod 644 on a private key.
+        with open(self.UNIT) as f:
+            text = f.read()
+        keys = dict(line.split("=", 1) for line in text.splitlines()
+                    if "=" in line and not line.startswith("#"))
+        group = keys.get("SupplementaryGroups")
+        self.assertEqual(group, "smtp-tls-proxy-keys")
+        self.assertIn("chown root:%s /etc/smtp-tls-proxy/*.key" % group, text)
+        self.assertIn("chmod 0640 /etc/smtp-tls-proxy/*.key", text)
+        self.assertNotRegex(text, r"chmod\s+(0?6[4-7][4-7]|[ao]\+r)")
+
 
 class Haproxy(unittest.TestCase):
     CFG = os.path.join(DEPLOY, "haproxy", "haproxy.cfg")
