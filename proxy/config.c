@@ -27,8 +27,10 @@
 #include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
+#include <grp.h>
 #include <limits.h>
 #include <netdb.h>
+#include <pwd.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -803,9 +805,15 @@ static int parse_duration(loader_t *ld, const directive_t *d, void *base, const 
     return 0;
 }
 
-/* A user or group name (resolved at start-up, when privileges are dropped). */
+/*
+ * A user or group name. It is looked up here as well as at start-up (where
+ * privileges are dropped and the ids are taken), so that --check and a
+ * reload report a name this machine does not know with its line, instead
+ * of a start that fails after the listeners were bound.
+ */
 static int parse_account(loader_t *ld, const directive_t *d, void *base, const char *value)
 {
+    char q[ESCAPE_CAP];
     size_t n = strlen(value);
     int ok = n < 64;
     for (size_t i = 0; i < n && ok; i++) {
@@ -815,6 +823,23 @@ static int parse_account(loader_t *ld, const directive_t *d, void *base, const c
     if (!ok || value[0] == '-') {
         bad_value(ld, d, value, "a user or group name (letters, digits, '_', '-', '.')");
         return -1;
+    }
+    if (n > 0) {
+        int is_user = strcmp(d->name, "user") == 0;
+        errno = 0;
+        int found = is_user ? getpwnam(value) != NULL : getgrnam(value) != NULL;
+        int e = errno;
+        if (!found) {
+            /* not found is 0 or one of these (getpwnam(3)); anything else is
+             * a lookup that failed, which says nothing about the name */
+            if (e == 0 || e == ENOENT || e == ESRCH || e == EBADF || e == EPERM) {
+                error_at(ld, ld->lineno, "unknown %s '%s'", d->name, ESC(q, value));
+            } else {
+                error_at(ld, ld->lineno, "cannot look up %s '%s': %s", d->name, ESC(q, value),
+                         strerror(e));
+            }
+            return -1;
+        }
     }
     memcpy(field_of(d, base), value, n + 1);
     return 0;
@@ -1549,6 +1574,86 @@ static void finish_proxy(loader_t *ld)
     memcpy(cf->hostname, name, strlen(name) + 1);
 }
 
+static const void *ip_bytes(const struct sockaddr_storage *ss, size_t *len)
+{
+    if (ss->ss_family == AF_INET) {
+        *len = 4;
+        return &((const struct sockaddr_in *)ss)->sin_addr;
+    }
+    *len = 16;
+    return &((const struct sockaddr_in6 *)ss)->sin6_addr;
+}
+
+static int is_wildcard(const struct sockaddr_storage *ss)
+{
+    static const unsigned char zero[16];
+    size_t len;
+    const void *a = ip_bytes(ss, &len);
+    return memcmp(a, zero, len) == 0;
+}
+
+/* 127.0.0.1 and ::1: where Linux sends a connection to 0.0.0.0 or ::. */
+static int is_first_loopback(const struct sockaddr_storage *ss)
+{
+    static const unsigned char v4[4] = {127, 0, 0, 1};
+    static const unsigned char v6[16] = {[15] = 1};
+    size_t len;
+    const void *a = ip_bytes(ss, &len);
+    return memcmp(a, len == 4 ? v4 : v6, len) == 0;
+}
+
+static int is_loopback(const struct sockaddr_storage *ss)
+{
+    size_t len;
+    const unsigned char *a = ip_bytes(ss, &len);
+    return len == 4 ? a[0] == 127 : is_first_loopback(ss);
+}
+
+/*
+ * 1 when a connection to `to` is accepted by a socket bound to `listen`:
+ * the same address, or a loopback address (or the wildcard, which Linux
+ * connects to 127.0.0.1 or ::1) when the listener binds the wildcard, or
+ * the wildcard when the listener binds 127.0.0.1 or ::1. Other local
+ * addresses behind a wildcard listen would need the host's interfaces,
+ * which may differ at run time; they are not looked at. IPv6 sockets are
+ * IPV6_V6ONLY, so the families do not meet. An address not resolved at
+ * load time (a relay by name) is never matched.
+ */
+static int reaches(const stp_hostport_t *listen, const stp_hostport_t *to)
+{
+    if (!listen->addr_len || !to->addr_len || listen->addr.ss_family != to->addr.ss_family ||
+        listen->port != to->port) {
+        return 0;
+    }
+    size_t len;
+    const void *lb = ip_bytes(&listen->addr, &len), *tb = ip_bytes(&to->addr, &len);
+    if (memcmp(lb, tb, len) == 0) {
+        return 1;
+    }
+    if (is_wildcard(&listen->addr)) {
+        return is_loopback(&to->addr);
+    }
+    return is_wildcard(&to->addr) && is_first_loopback(&listen->addr);
+}
+
+/* backend (inbound) or a relay route (outbound) that leads back to `listen`. */
+static void report_loop(loader_t *ld, int line, const char *key, const stp_hostport_t *listen,
+                        const stp_hostport_t *to)
+{
+    if (!reaches(listen, to)) {
+        return;
+    }
+    size_t len;
+    const void *lb = ip_bytes(&listen->addr, &len), *tb = ip_bytes(&to->addr, &len);
+    int same = memcmp(lb, tb, len) == 0;
+    error_at(ld, line, "%s is the listener's own address%s: connections would loop", key,
+             same ? ""
+                  : is_wildcard(&listen->addr) ? " (a wildcard listen address accepts loopback "
+                                                 "connections on its port)"
+                                               : " (a connection to the wildcard address "
+                                                 "reaches loopback)");
+}
+
 static void finish_listener(loader_t *ld, size_t li)
 {
     stp_config_t *cf = ld->cf;
@@ -1578,11 +1683,8 @@ static void finish_listener(loader_t *ld, size_t li)
                      "starttls = %s needs a certificate: add 'cert' and 'key' to [tls]",
                      lc->starttls == STP_STARTTLS_REQUIRE ? "require" : "implicit");
         }
-        if (lc->listen.addr_len && lc->backend.addr_len == lc->listen.addr_len &&
-            memcmp(&lc->backend.addr, &lc->listen.addr, lc->listen.addr_len) == 0) {
-            error_at(ld, listener_key_line(ld, li, "backend"),
-                     "backend is the listener's own address: connections would loop");
-        }
+        report_loop(ld, listener_key_line(ld, li, "backend"), "backend", &lc->listen,
+                    &lc->backend);
         if (lc->proxy_protocol && lc->nproxy_from == 0) {
             error_at(ld, listener_key_line(ld, li, "proxy_protocol"),
                      "proxy_protocol = yes needs 'proxy_from' (the load balancers' networks)");
@@ -1595,30 +1697,27 @@ static void finish_listener(loader_t *ld, size_t li)
         if (!listener_key_line(ld, li, "ca_file")) {
             memcpy(lc->ca_file, cf->ca_file, strlen(cf->ca_file) + 1);
         }
+        if (lc->route == STP_ROUTE_RELAY) {
+            report_loop(ld, listener_key_line(ld, li, "route"), "route", &lc->listen, &lc->relay);
+        }
+        /* A relay's servername defaults to its host (above), and route = mx
+         * takes names from DNS and [policy:*]; an intercepted connection
+         * carries no name at all, so verify/secure would defer every message
+         * at run time. Said here, where --check sees it. */
+        if (lc->route == STP_ROUTE_ORIGINAL_DST && lc->tls >= STP_TLS_LEVEL_VERIFY &&
+            !listener_key_line(ld, li, "servername")) {
+            int line = listener_key_line(ld, li, "tls");
+            error_at(ld, line ? line : listener_key_line(ld, li, "route"),
+                     "route = original-dst with tls = %s needs 'servername' (an intercepted "
+                     "connection carries no name to verify)",
+                     lc->tls == STP_TLS_LEVEL_SECURE ? "secure" : "verify");
+        }
         if (lc->connection_cache_time && lc->route == STP_ROUTE_MX) {
             error_at(ld, listener_key_line(ld, li, "connection_cache_time"),
                      "connection_cache_time works with route = relay or original-dst; "
                      "route = mx keeps a next hop connection for one session");
         }
     }
-}
-
-static const void *ip_bytes(const struct sockaddr_storage *ss, size_t *len)
-{
-    if (ss->ss_family == AF_INET) {
-        *len = 4;
-        return &((const struct sockaddr_in *)ss)->sin_addr;
-    }
-    *len = 16;
-    return &((const struct sockaddr_in6 *)ss)->sin6_addr;
-}
-
-static int is_wildcard(const struct sockaddr_storage *ss)
-{
-    static const unsigned char zero[16];
-    size_t len;
-    const void *a = ip_bytes(ss, &len);
-    return memcmp(a, zero, len) == 0;
 }
 
 /*
@@ -1647,6 +1746,35 @@ static void check_listen_overlap(loader_t *ld)
                          listener_key_line(ld, j, "listen"));
                 break;
             }
+        }
+    }
+}
+
+/*
+ * The metrics endpoint on a listener's address can never work: one of the
+ * two binds fails at start-up (EADDRINUSE), after --check said yes, and a
+ * reload would be refused for the same reason. Same overlap rule as above.
+ */
+static void check_metrics_overlap(loader_t *ld)
+{
+    const stp_config_t *cf = ld->cf;
+    const stp_hostport_t *m = &cf->metrics;
+    char q[ESCAPE_CAP];
+
+    for (size_t i = 0; m->addr_len && i < cf->nlisteners; i++) {
+        const stp_hostport_t *a = &cf->listeners[i].listen;
+        if (!a->addr_len || a->addr.ss_family != m->addr.ss_family || a->port != m->port) {
+            continue;
+        }
+        size_t len;
+        const void *ab = ip_bytes(&a->addr, &len), *mb = ip_bytes(&m->addr, &len);
+        if (memcmp(ab, mb, len) == 0 || is_wildcard(&a->addr) || is_wildcard(&m->addr)) {
+            error_at(ld,
+                     ld->proxy_seen[directive_index(proxy_directives, COUNT_OF(proxy_directives),
+                                                    "metrics")],
+                     "metrics address overlaps the listen address of [listener:%s] (line %d)",
+                     ESC(q, cf->listeners[i].name), listener_key_line(ld, i, "listen"));
+            break;
         }
     }
 }
@@ -1691,6 +1819,7 @@ static void finish(loader_t *ld)
         finish_listener(ld, i);
     }
     check_listen_overlap(ld);
+    check_metrics_overlap(ld);
     if (ld->cf->nlisteners == 0) {
         error_at(ld, 0, "no [listener:NAME] section: nothing to do");
     }

@@ -4,8 +4,14 @@
  * Each connection reads one request head into its parser under a read
  * timer, answers once, shuts its write side down and then discards input
  * until the peer closes or the linger timer fires (closing with unread
- * input would reset the connection and could lose the answer). Connections
- * are capped; the server's state is one static struct.
+ * input would reset the connection and could lose the answer). The timer
+ * runs in every state: reading the request, writing the answer (a client
+ * that never reads a large /metrics body must not keep its slot) and
+ * lingering. Connections are capped, and a new one over the cap closes
+ * the oldest connection that has not sent its request yet (else the oldest
+ * of all): a probe must be answered even when idle connections fill the
+ * table, or one stuck scraper takes every pod out of a Service. The
+ * server's state is one static struct.
  */
 #include "proxy/metrics_http.h"
 
@@ -18,6 +24,9 @@
 #include "proxy/metrics.h"
 
 #define READ_TIMEOUT_MS 5000
+/* Prometheus' default scrape_timeout: a scraper that has not read the
+ * answer by then has given up on it. */
+#define WRITE_TIMEOUT_MS 10000
 #define LINGER_MS 2000
 #define MAX_CONNS 32
 
@@ -224,7 +233,7 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     if (rc == STP_HTTP_AGAIN) {
         return;
     }
-    uv_timer_stop(&c->timer);
+    uv_timer_start(&c->timer, on_timer, WRITE_TIMEOUT_MS, 0);
     if (rc == STP_HTTP_DONE) {
         route(c);
     } else {
@@ -234,10 +243,28 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     }
 }
 
+/* Makes room for a new connection (see the top of the file). */
+static void evict_one(void)
+{
+    conn_t *oldest = NULL, *oldest_unanswered = NULL;
+    for (conn_t *c = srv.conns; c; c = c->next) { /* newest first */
+        oldest = c;
+        if (!c->answered) {
+            oldest_unanswered = c;
+        }
+    }
+    if (oldest_unanswered || oldest) {
+        conn_close(oldest_unanswered ? oldest_unanswered : oldest);
+    }
+}
+
 static void on_connection(uv_stream_t *server, int status)
 {
     if (status < 0) {
         return;
+    }
+    while (srv.nconns >= MAX_CONNS && srv.conns) {
+        evict_one();
     }
     conn_t *c = calloc(1, sizeof(*c));
     if (c == NULL) {
@@ -253,7 +280,7 @@ static void on_connection(uv_stream_t *server, int status)
     }
     srv.conns = c;
     srv.nconns++;
-    if (uv_accept(server, (uv_stream_t *)&c->tcp) < 0 || srv.nconns > MAX_CONNS) {
+    if (uv_accept(server, (uv_stream_t *)&c->tcp) < 0) {
         conn_close(c);
         return;
     }

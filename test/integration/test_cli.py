@@ -48,6 +48,25 @@ class Check(unittest.TestCase):
             ("missing cert file", "[tls]\ncert = /nonexistent/cert.pem\nkey = /nonexistent/k.pem\n",
              2, "/nonexistent/cert.pem"),
             ("unknown section", "[frobnicate]\nx = 1\n", 1, "frobnicate"),
+            # would pass and then defer every message: "no name to verify"
+            ("original-dst verify without servername",
+             "[listener:o]\nmode = outbound\nlisten = 127.0.0.1:10025\n"
+             "route = original-dst\ntls = verify\n", 5, "needs 'servername'"),
+            # one client made such a proxy open 21 sessions to itself
+            ("relay to itself",
+             "[listener:o]\nmode = outbound\nlisten = 0.0.0.0:10025\n"
+             "route = relay:127.0.0.1:10025\n", 4, "would loop"),
+            # passed --check, then failed at start without a line
+            ("unknown user", "[proxy]\nhostname = mx.example.test\nuser = no-such-user-stp\n"
+             "[listener:a]\nmode = inbound\nlisten = 127.0.0.1:2525\nbackend = 127.0.0.1:2526\n",
+             3, "unknown user 'no-such-user-stp'"),
+            ("unknown group", "[proxy]\nhostname = mx.example.test\ngroup = no-such-group-stp\n"
+             "[listener:a]\nmode = inbound\nlisten = 127.0.0.1:2525\nbackend = 127.0.0.1:2526\n",
+             3, "unknown group 'no-such-group-stp'"),
+            ("metrics on a listener's address",
+             "[proxy]\nhostname = mx.example.test\nmetrics = 127.0.0.1:2525\n"
+             "[listener:a]\nmode = inbound\nlisten = 127.0.0.1:2525\nbackend = 127.0.0.1:2526\n",
+             3, "overlaps the listen address of [listener:a]"),
         ]
         for label, text, line, word in cases:
             with self.subTest(label):

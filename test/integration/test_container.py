@@ -195,7 +195,8 @@ if enabled():
             def relisten(m):
                 ports[m.group(1)] = free_port()
                 return "%s = 127.0.0.1:%d" % (m.group(1), ports[m.group(1)])
-            text = re.sub(r"^(listen|metrics) = 0\.0\.0\.0:\d+$", relisten, shipped, flags=re.M)
+            text = re.sub(r"^(listen|metrics) = (?:0\.0\.0\.0|127\.0\.0\.1):\d+$", relisten,
+                          shipped, flags=re.M)
             listens = [int(p) for p in re.findall(r"^listen = 127\.0\.0\.1:(\d+)$", text, re.M)]
             text = re.sub(r"^backend = 127\.0\.0\.1:\d+$", "backend = 127.0.0.1:%d" % backend_port,
                           text, flags=re.M)

@@ -172,6 +172,22 @@ def load_yaml_documents(path):
     raise unittest.SkipTest("no PyYAML (python3-yaml)")
 
 
+class ContainerDefault(unittest.TestCase):
+    """deploy/container/smtp-tls-proxy.ini: the README runs the image with
+    --network host, where a wildcard metrics address would open the
+    unauthenticated endpoint on every address of the host."""
+    INI = os.path.join(DEPLOY, "container", "smtp-tls-proxy.ini")
+
+    def test_metrics_on_loopback(self):
+        with open(self.INI) as f:
+            values = re.findall(r"^metrics = (.*?)\s*$", f.read(), re.M)
+        self.assertEqual(values, ["127.0.0.1:9925"])
+
+    def test_healthcheck_asks_the_metrics_address(self):
+        with open(os.path.join(DEPLOY, "container", "Containerfile")) as f:
+            self.assertIn("/dev/tcp/127.0.0.1/9925", f.read())
+
+
 class Kubernetes(unittest.TestCase):
     K8S = os.path.join(DEPLOY, "k8s")
 
@@ -346,6 +362,19 @@ class SystemdUnit(unittest.TestCase):
                            ("ExecReload", "/bin/kill -HUP $MAINPID")]:
             self.assertEqual(keys.get(key), value, key)
         self.assertTrue(keys.get("DynamicUser") == "yes" or keys.get("User"))
+
+    def test_keys_need_a_group_not_world_read(self):
+        # DynamicUser cannot read a root-only key; the unit must offer a way
+        # other than chmod 644 on a private key.
+        with open(self.UNIT) as f:
+            text = f.read()
+        keys = dict(line.split("=", 1) for line in text.splitlines()
+                    if "=" in line and not line.startswith("#"))
+        group = keys.get("SupplementaryGroups")
+        self.assertEqual(group, "smtp-tls-proxy-keys")
+        self.assertIn("chown root:%s /etc/smtp-tls-proxy/*.key" % group, text)
+        self.assertIn("chmod 0640 /etc/smtp-tls-proxy/*.key", text)
+        self.assertNotRegex(text, r"chmod\s+(0?6[4-7][4-7]|[ao]\+r)")
 
 
 class Haproxy(unittest.TestCase):

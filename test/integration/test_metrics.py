@@ -171,5 +171,90 @@ class Metrics(unittest.TestCase):
         self.assertEqual(self.proxy.stop(), 0, self.proxy.log()[-3000:])
 
 
+class Connections(unittest.TestCase):
+    """The endpoint's connection table (32) and timers: probes are answered
+    while idle connections fill it, and an answer nobody reads is dropped."""
+
+    def setUp(self):
+        self.tmp = tmpdir()
+        self.addCleanup(shutil.rmtree, self.tmp, True)
+        self.sink = Sink(self.tmp)
+        self.addCleanup(self.sink.stop)
+        self.mport = free_port()
+
+    def start(self, names):
+        self.proxy = Proxy(self.tmp, {n: {"backend": "127.0.0.1:%d" % self.sink.port}
+                                      for n in names},
+                           proxy_extra={"metrics": "127.0.0.1:%d" % self.mport})
+        self.addCleanup(self.proxy.stop)
+
+    def test_probe_answered_while_idle_connections_fill_the_table(self):
+        self.start(["in"])
+        before = len(self.proxy.log())
+        idle = []
+        for _ in range(40):
+            s = socket.create_connection(("127.0.0.1", self.mport), timeout=10)
+            self.addCleanup(s.close)
+            idle.append(s)
+        # Within the idle connections' 5 s read timer (after it, a table that
+        # refuses newcomers would have room again and prove nothing).
+        t0 = time.time()
+        self.assertEqual(poll(lambda: curl(self.mport, "/healthz") == (200, "ok\n"), timeout=2),
+                         True)
+        self.assertEqual(curl(self.mport, "/readyz"), (200, "ready\n"))
+        self.assertLess(time.time() - t0, 4.5)
+        # the oldest idle connections made room: closed, without an answer
+        idle[0].settimeout(5)
+        self.assertEqual(idle[0].recv(10), b"")
+        alarming = [l for l in self.proxy.log()[before:].splitlines()
+                    if l.split()[1:2] in (["warn"], ["error"])]
+        self.assertEqual(alarming, [])
+        self.assertTrue(self.proxy.proc.running())
+
+    def test_unread_answer_is_dropped_by_the_write_timer(self):
+        # /metrics larger than what the sockets buffer: a TLS session on each
+        # of 32 listeners with long names gives about 80 KB.
+        names = ["l%02d_%s" % (i, "x" * 55) for i in range(32)]
+        self.start(names)
+        for n in names:
+            c = Client(self.proxy.port(n))
+            try:
+                self.assertEqual(c.reply()[0], 220)
+                self.assertEqual(c.cmd("EHLO client.example")[0], 250)
+                c.starttls()
+                self.assertEqual(c.cmd("QUIT")[0], 221)
+            finally:
+                c.close()
+        self.assertTrue(poll(lambda: len(self.proxy.log_lines("session")) >= len(names)))
+        code, text = curl(self.mport, "/metrics")
+        self.assertEqual(code, 200)
+        self.assertGreater(len(text), 65536)
+        # a scraper that asks and then never reads: tiny receive window
+        s = socket.socket()
+        self.addCleanup(s.close)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1)
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG, 88)
+        s.settimeout(10)
+        s.connect(("127.0.0.1", self.mport))
+        s.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        time.sleep(12)  # deliberate: the 10 s write timer must fire meanwhile
+        got = b""
+        try:
+            while True:
+                b = s.recv(65536)
+                if not b:
+                    break
+                got += b
+        except ConnectionResetError:
+            pass
+        head, _, body = got.partition(b"\r\n\r\n")
+        self.assertTrue(head.startswith(b"HTTP/1.1 200 "), head[:80])
+        length = int(re.search(rb"Content-Length: (\d+)", head).group(1))
+        # cut short: the proxy gave up on the write instead of holding the
+        # connection (and its slot) for as long as the client stalls
+        self.assertLess(len(body), length)
+        self.assertTrue(self.proxy.proc.running())
+
+
 if __name__ == "__main__":
     unittest.main()

@@ -329,9 +329,23 @@ static void test_proxy_keys(void)
             "log_level = debug\n",
          {NULL}},
         {"workers auto", MX "[proxy]\nworkers = auto\n", {NULL}},
+        {"user and group that exist", MX "[proxy]\nuser = root\ngroup = root\n", {NULL}},
+        /* passed --check before, then failed at start without a line */
+        {"unknown user and group",
+         MX "[proxy]\nuser = no-such-user-stp\ngroup = no-such-group-stp\n",
+         {"t.ini:6: unknown user 'no-such-user-stp'",
+          "t.ini:7: unknown group 'no-such-group-stp'"}},
         {"metrics and syslog",
          MX "[proxy]\nmetrics = 127.0.0.1:9925\nlog_target = syslog\n", {NULL}},
         {"metrics ipv6", MX "[proxy]\nmetrics = [::1]:9925\n", {NULL}},
+        {"metrics on a listener's address",
+         MX "[proxy]\nmetrics = 127.0.0.1:2525\n",
+         {"t.ini:6: metrics address overlaps the listen address of [listener:mx] (line 3)"}},
+        {"metrics on a wildcard listener's port",
+         "[listener:mx]\nmode = inbound\nlisten = 0.0.0.0:2525\nbackend = 127.0.0.1:2526\n"
+         "[proxy]\nmetrics = 127.0.0.1:2525\n",
+         {"t.ini:6: metrics address overlaps the listen address of [listener:mx] (line 3)"}},
+        {"metrics on another port", MX "[proxy]\nmetrics = 127.0.0.1:2526\n", {NULL}},
         {"metrics without port",
          MX "[proxy]\nmetrics = 127.0.0.1\n",
          {"t.ini:6: bad value '127.0.0.1' for 'metrics' in [proxy]"}},
@@ -518,6 +532,34 @@ static void test_inbound_keys(void)
          "[listener:mx]\nmode = inbound\n"
          "listen = 127.0.0.1:2525\nbackend = 127.0.0.1:2525\n",
          {"t.ini:4: backend is the listener's own address: connections would loop"}},
+        {"backend on loopback behind a wildcard listen",
+         "[listener:mx]\nmode = inbound\n"
+         "listen = 0.0.0.0:2525\nbackend = 127.0.0.1:2525\n",
+         {"t.ini:4: backend is the listener's own address (a wildcard listen address accepts "
+          "loopback connections on its port): connections would loop"}},
+        {"backend on another loopback address behind a wildcard listen",
+         "[listener:mx]\nmode = inbound\n"
+         "listen = 0.0.0.0:2525\nbackend = 127.0.0.2:2525\n",
+         {"t.ini:4: backend is the listener's own address (a wildcard"}},
+        {"backend ::1 behind [::]",
+         "[listener:mx]\nmode = inbound\nlisten = [::]:2525\nbackend = [::1]:2525\n",
+         {"t.ini:4: backend is the listener's own address (a wildcard"}},
+        {"backend 0.0.0.0 is 127.0.0.1",
+         "[listener:mx]\nmode = inbound\n"
+         "listen = 127.0.0.1:2525\nbackend = 0.0.0.0:2525\n",
+         {"t.ini:4: backend is the listener's own address (a connection to the wildcard address "
+          "reaches loopback): connections would loop"}},
+        {"wildcard listen, loopback backend on another port",
+         "[listener:mx]\nmode = inbound\n"
+         "listen = 0.0.0.0:2525\nbackend = 127.0.0.1:2526\n",
+         {NULL}},
+        {"wildcard listen, other host's backend on the same port",
+         "[listener:mx]\nmode = inbound\n"
+         "listen = 0.0.0.0:25\nbackend = 10.0.0.5:25\n",
+         {NULL}},
+        {"families do not meet (IPv6 sockets are v6only)",
+         "[listener:mx]\nmode = inbound\nlisten = [::]:2525\nbackend = 127.0.0.1:2525\n",
+         {NULL}},
     };
     RUN_CASES(cases);
 }
@@ -532,7 +574,40 @@ static void test_outbound_keys(void)
          {NULL}},
         {"route original-dst",
          "[listener:out]\nmode = outbound\nlisten = 127.0.0.1:10025\n"
+         "route = original-dst\nservername = mx.example.test\n",
+         {NULL}},
+        {"route original-dst with tls = encrypt needs no name",
+         "[listener:out]\nmode = outbound\nlisten = 127.0.0.1:10025\n"
+         "route = original-dst\ntls = encrypt\n",
+         {NULL}},
+        {"route original-dst, tls = verify by default, no servername",
+         "[listener:out]\nmode = outbound\nlisten = 127.0.0.1:10025\n"
          "route = original-dst\n",
+         {"t.ini:4: route = original-dst with tls = verify needs 'servername' (an intercepted "
+          "connection carries no name to verify)"}},
+        {"route original-dst, tls = secure, no servername",
+         "[listener:out]\nmode = outbound\nlisten = 127.0.0.1:10025\n"
+         "tls = secure\nroute = original-dst\n",
+         {"t.ini:4: route = original-dst with tls = secure needs 'servername'"}},
+        {"route relay is the listener itself",
+         "[listener:out]\nmode = outbound\nlisten = 127.0.0.1:10025\n"
+         "route = relay:127.0.0.1:10025\n",
+         {"t.ini:4: route is the listener's own address: connections would loop"}},
+        {"route relay on loopback behind a wildcard listen",
+         "[listener:out]\nmode = outbound\nlisten = 0.0.0.0:10025\n"
+         "route = relay:127.0.0.1:10025\n",
+         {"t.ini:4: route is the listener's own address (a wildcard listen address accepts "
+          "loopback connections on its port): connections would loop"}},
+        {"route relay IPv6 is the listener itself",
+         "[listener:out]\nmode = outbound\nlisten = [::1]:10025\n"
+         "route = relay:[::1]:10025\n",
+         {"t.ini:4: route is the listener's own address: connections would loop"}},
+        {"route relay on the listener's address, another port",
+         "[listener:out]\nmode = outbound\nlisten = 127.0.0.1:10025\n"
+         "route = relay:127.0.0.1:10026\n",
+         {NULL}},
+        {"route relay with verify: the relay host is the name",
+         OUT "tls = verify\n",
          {NULL}},
         {"route mx",
          "[listener:out]\nmode = outbound\nlisten = 127.0.0.1:10025\nroute = mx\n",
