@@ -498,9 +498,14 @@ static int valid_hostname(const char *s)
     if (n == 0 || n > 253 || s[0] == '.' || s[0] == '-' || strstr(s, "..")) {
         return 0;
     }
+    size_t label = 0;
     for (size_t i = 0; i < n; i++) {
         if (!is_alnum(s[i]) && s[i] != '-' && s[i] != '_' && s[i] != '.') {
             return 0;
+        }
+        label = s[i] == '.' ? 0 : label + 1;
+        if (label > 63) {
+            return 0; /* a DNS label has at most 63 octets (RFC 1035 2.3.4) */
         }
     }
     return 1;
@@ -634,7 +639,7 @@ int64_t stp_size_parse(const char *s)
 
 static const char *check_workers(int64_t v)
 {
-    return v >= 1 && v <= 1024 ? NULL : "auto or a number from 1 to 1024";
+    return v >= 1 && v <= 256 ? NULL : "auto or a number from 1 to 256"; /* main.c's MAX_WORKERS */
 }
 
 static const char *check_line_length(int64_t v)
@@ -1685,6 +1690,11 @@ static void finish_listener(loader_t *ld, size_t li)
         }
         report_loop(ld, listener_key_line(ld, li, "backend"), "backend", &lc->listen,
                     &lc->backend);
+        if (!lc->proxy_protocol && lc->nproxy_from > 0) {
+            error_at(ld, listener_key_line(ld, li, "proxy_from"),
+                     "proxy_from without proxy_protocol = yes does nothing (no PROXY header is "
+                     "read)");
+        }
         if (lc->proxy_protocol && lc->nproxy_from == 0) {
             error_at(ld, listener_key_line(ld, li, "proxy_protocol"),
                      "proxy_protocol = yes needs 'proxy_from' (the load balancers' networks)");

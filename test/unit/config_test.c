@@ -284,6 +284,9 @@ static void test_required_and_modes(void)
          {"t.ini:5: key 'trace_header' is only valid for mode = inbound"}},
         {"proxy_protocol with proxy_from",
          MX "proxy_protocol = yes\nproxy_from = 10.0.0.0/8, ::1\nproxy_from = 192.0.2.7\n", {NULL}},
+        {"proxy_from without proxy_protocol",
+         MX "proxy_from = 10.0.0.0/8\n",
+         {"t.ini:5: proxy_from without proxy_protocol = yes does nothing"}},
         {"proxy_protocol needs proxy_from",
          MX "proxy_protocol = yes\n",
          {"t.ini:5: proxy_protocol = yes needs 'proxy_from'"}},
@@ -352,14 +355,14 @@ static void test_proxy_keys(void)
         {"log_target unknown",
          MX "[proxy]\nlog_target = file\n",
          {"t.ini:6: bad value 'file' for 'log_target' in [proxy]: expected stderr or syslog"}},
-        {"workers bounds", MX "[proxy]\nworkers = 1024\n", {NULL}},
+        {"workers bounds", MX "[proxy]\nworkers = 256\n", {NULL}},
         {"workers 0",
          MX "[proxy]\nworkers = 0\n",
          {"t.ini:6: bad value '0' for 'workers' in [proxy]: expected auto or a number from 1 to "
-          "1024"}},
+          "256"}},
         {"workers too many",
-         MX "[proxy]\nworkers = 1025\n",
-         {"t.ini:6: bad value '1025' for 'workers' in [proxy]: expected auto or a number"}},
+         MX "[proxy]\nworkers = 257\n",
+         {"t.ini:6: bad value '257' for 'workers' in [proxy]: expected auto or a number"}},
         {"workers words",
          MX "[proxy]\nworkers = many\n",
          {"t.ini:6: bad value 'many' for 'workers' in [proxy]"}},
@@ -373,6 +376,12 @@ static void test_proxy_keys(void)
         {"hostname empty",
          MX "[proxy]\nhostname =\n",
          {"t.ini:6: bad value '' for 'hostname' in [proxy]"}},
+        {"hostname label of 64",
+         MX "[proxy]\nhostname = mx." "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa" ".example\n",
+         {"t.ini:6: bad value 'mx.aaaa"}},
+        {"hostname label of 63",
+         MX "[proxy]\nhostname = mx." "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa" ".example\n",
+         {NULL}},
         {"hostname empty label",
          MX "[proxy]\nhostname = mx..example\n",
          {"t.ini:6: bad value 'mx..example' for 'hostname'"}},
@@ -1375,7 +1384,7 @@ static void test_load_file(void)
     write_file("bad.ini", bad, sizeof(bad) - 1);
     CHECK(stp_config_load("bad.ini", errbuf, sizeof(errbuf)) == NULL);
     CHECK_STR(errbuf, "bad.ini:6: bad value 'lots' for 'workers' in [proxy]: expected auto or a "
-                      "number from 1 to 1024\n");
+                      "number from 1 to 256\n");
 
     write_file("nul.ini", nul, sizeof(nul) - 1);
     CHECK(stp_config_load("nul.ini", errbuf, sizeof(errbuf)) == NULL);
@@ -1421,7 +1430,7 @@ static void test_small_errbuf(void)
     char small[128];
     CHECK(stp_config_load_string(ini, "t.ini", small, sizeof(small)) == NULL);
     CHECK_STR(small, "t.ini:6: bad value 'a' for 'workers' in [proxy]: expected auto or a number "
-                     "from 1 to 1024\nt.ini: 2 more errors not shown\n");
+                     "from 1 to 256\nt.ini: 2 more errors not shown\n");
 
     char tiny[8];
     CHECK(stp_config_load_string(ini, "t.ini", tiny, sizeof(tiny)) == NULL);
