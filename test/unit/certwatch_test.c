@@ -158,39 +158,14 @@ static void test_rename_over_the_file_is_seen(void)
     teardown();
 }
 
-/* stderr (the log) goes to a file from capture() until captured(), which
- * returns what was logged. */
-static FILE *capture_file;
-static int capture_saved = -1;
-
-static void capture(void)
-{
-    capture_file = tmpfile();
-    CHECK(capture_file != NULL);
-    capture_saved = dup(2);
-    fflush(stderr);
-    dup2(fileno(capture_file), 2);
-}
-
-static char *captured(void)
-{
-    static char text[4096];
-    fflush(stderr);
-    dup2(capture_saved, 2);
-    close(capture_saved);
-    rewind(capture_file);
-    size_t n = fread(text, 1, sizeof(text) - 1, capture_file);
-    text[n] = '\0';
-    fclose(capture_file);
-    return text;
-}
+static stp_capture_t cap;
 
 /* Runs the loop for up to 3 s and returns what was logged. */
-static char *run_logged(void)
+static const char *run_logged(void)
 {
-    capture();
+    stp_capture_begin(&cap);
     run_for(3000);
-    return captured();
+    return stp_capture_end(&cap);
 }
 
 /* A file gone says missing=yes; one that cannot be looked at (here: its
@@ -242,10 +217,10 @@ static void test_file_hidden_by_dropped_privileges(void)
     stp_certwatch_base(conf, &b); /* as root */
     CHECK(b.ok[0] && b.ok[1]);
     CHECK_EQ_INT(seteuid(65534), 0); /* what drop_privileges() does, reversibly */
-    capture();
+    stp_capture_begin(&cap);
     stp_certwatch_start(&loop, conf, &b, POLL_MS, on_change);
     run_for(800);
-    const char *log = captured();
+    const char *log = stp_capture_end(&cap);
     CHECK_EQ_INT(changes, 0);
     CHECK(strstr(log, "cert.pem\" watched=no error=\"Permission denied\"") != NULL);
     CHECK(strstr(log, "cert.key\" watched=no error=\"Permission denied\"") != NULL);

@@ -9,6 +9,7 @@
 
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 static int stp_check_failures;
 static int stp_check_current_failed;
@@ -59,6 +60,41 @@ static int stp_check_passed, stp_check_failed;
             stp_check_passed++;                                       \
         }                                                             \
     } while (0)
+
+/* What a test's code logs: stderr goes to a temporary file from
+ * stp_capture_begin() until stp_capture_end(), which returns what was written
+ * (at most 4095 bytes). */
+typedef struct {
+    FILE *file;
+    int saved;
+    char text[4096];
+} stp_capture_t;
+
+static inline void stp_capture_begin(stp_capture_t *c)
+{
+    c->file = tmpfile();
+    CHECK(c->file != NULL);
+    c->saved = dup(2);
+    fflush(stderr);
+    if (c->file) {
+        dup2(fileno(c->file), 2);
+    }
+}
+
+static inline const char *stp_capture_end(stp_capture_t *c)
+{
+    fflush(stderr);
+    dup2(c->saved, 2);
+    close(c->saved);
+    c->text[0] = '\0';
+    if (c->file) {
+        rewind(c->file);
+        size_t n = fread(c->text, 1, sizeof(c->text) - 1, c->file);
+        c->text[n] = '\0';
+        fclose(c->file);
+    }
+    return c->text;
+}
 
 #define STP_CHECK_DONE()                                                        \
     (printf("%d passed, %d failed\n", stp_check_passed, stp_check_failed),     \

@@ -1,7 +1,5 @@
 /* log_test: escaping and truncation of peer bytes before they reach a log. */
-#include <stdio.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "proxy/log.h"
 #include "test/unit/check.h"
@@ -37,20 +35,11 @@ static void test_escape(void)
 /* What stp_log writes to stderr for one event. */
 static const char *logged(stp_log_format_t format, const char *reason)
 {
-    static char text[4096];
-    FILE *f = tmpfile();
-    int saved = dup(2);
-    fflush(stderr);
-    dup2(fileno(f), 2);
+    static stp_capture_t cap;
+    stp_capture_begin(&cap);
     stp_log_init(format, STP_LOG_INFO);
     stp_log(STP_LOG_INFO, "message id=1 result=refused reason=\"%s\"", reason);
-    dup2(saved, 2);
-    close(saved);
-    rewind(f);
-    size_t n = fread(text, 1, sizeof(text) - 1, f);
-    text[n] = '\0';
-    fclose(f);
-    return text;
+    return stp_capture_end(&cap);
 }
 
 /* Control bytes that reach stp_log unescaped (a reply's CRLF) never split
