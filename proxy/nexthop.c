@@ -850,17 +850,6 @@ static void next_addr(stp_nexthop_t *nh)
 
 /* ---- the requirement for one MX host ---- */
 
-/* 1 if one of the host's TLSA records can authenticate it (RFC 7672 3.1). */
-static int tlsa_usable(const stp_dns_result_t *t)
-{
-    for (size_t i = 0; i < t->ntlsa; i++) {
-        if (stp_dane_usable(&t->tlsa[i])) {
-            return 1;
-        }
-    }
-    return 0;
-}
-
 static void decide_host(stp_nexthop_t *nh)
 {
     const char *host = mx_host(nh);
@@ -893,7 +882,8 @@ static void decide_host(stp_nexthop_t *nh)
          * certificate (an MTA-STS enforce policy, remembered TLS) applies
          * as if there were no records. dane-only refuses them after the
          * handshake, where the log can say what the host presented. */
-        if (nh->tlsa && (level == STP_POLICY_TLS_DANE_ONLY || tlsa_usable(nh->tlsa))) {
+        if (nh->tlsa && (level == STP_POLICY_TLS_DANE_ONLY ||
+                         stp_dane_any_usable(nh->tlsa->tlsa, nh->tlsa->ntlsa))) {
             nh->req = R_DANE;
             nh->source = "dane";
             break;

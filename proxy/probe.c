@@ -698,10 +698,7 @@ static void probe_mx(probe_t *p, const stp_domain_policy_t *pol, mx_report_t *m,
             snprintf(m->smtp_err, sizeof(m->smtp_err), "%s", first);
         }
     }
-    int none_usable = 1;
-    for (size_t i = 0; t && i < t->ntlsa; i++) {
-        none_usable = none_usable && !stp_dane_usable(&t->tlsa[i]);
-    }
+    int none_usable = t == NULL || !stp_dane_any_usable(t->tlsa, t->ntlsa);
     stp_dns_result_free(a);
     stp_dns_result_free(t);
     verdict(p, pol, m, usable, none_usable);

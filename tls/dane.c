@@ -36,6 +36,16 @@ int stp_dane_usable(const stp_dane_tlsa_t *r)
     }
 }
 
+int stp_dane_any_usable(const stp_dane_tlsa_t *recs, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (stp_dane_usable(&recs[i])) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
 /* DER of the whole certificate or of its SubjectPublicKeyInfo; free with OPENSSL_free. */
 static int selected_der(X509 *cert, uint8_t selector, uint8_t **der)
 {

@@ -60,6 +60,10 @@ typedef enum {
 /* 1 if the record is usable for SMTP (see above). Pure. */
 int stp_dane_usable(const stp_dane_tlsa_t *r);
 
+/* 1 if one of recs[0..n) is usable: records that are all unusable
+ * authenticate nothing (RFC 7672 2.2: TLS, unauthenticated). Pure. */
+int stp_dane_any_usable(const stp_dane_tlsa_t *recs, size_t n);
+
 /*
  * Matches the peer chain (leaf first, as SSL_get_peer_cert_chain gives it on
  * a client; borrowed) against recs[0..n). names[0..nnames) are the reference

@@ -195,6 +195,9 @@ static void test_unusable(void)
     make(&wrong, leaf, 3, 1, 2, 1);
     stp_dane_tlsa_t mixed[] = {pkix_ee.rec, wrong.rec};
     CHECK_EQ_INT(run(chain, mixed, 2, MX, NULL, "PKIX-EE match + wrong DANE-EE"), STP_DANE_FAIL);
+    CHECK(!stp_dane_any_usable(recs, 5));
+    CHECK(!stp_dane_any_usable(recs, 0));
+    CHECK(stp_dane_any_usable(mixed, 2));
     /* no certificate */
     STACK_OF(X509) *empty = sk_X509_new_null();
     CHECK_EQ_INT(stp_dane_verify_chain(empty, &wrong.rec, 1, MX, 1, NULL, why, sizeof(why)),
