@@ -1731,10 +1731,21 @@ static void finish_listener(loader_t *ld, size_t li)
 }
 
 /*
- * Two listeners cannot bind the same address and port; a wildcard overlaps
+ * Two sockets cannot bind the same address and port; a wildcard overlaps
  * every address of its family (IPv6 sockets are IPV6_V6ONLY, so the families
  * do not meet).
  */
+static int binds_overlap(const stp_hostport_t *a, const stp_hostport_t *b)
+{
+    if (!a->addr_len || !b->addr_len || a->addr.ss_family != b->addr.ss_family ||
+        a->port != b->port) {
+        return 0;
+    }
+    size_t len;
+    const void *ab = ip_bytes(&a->addr, &len), *bb = ip_bytes(&b->addr, &len);
+    return memcmp(ab, bb, len) == 0 || is_wildcard(&a->addr) || is_wildcard(&b->addr);
+}
+
 static void check_listen_overlap(loader_t *ld)
 {
     const stp_config_t *cf = ld->cf;
@@ -1743,13 +1754,7 @@ static void check_listen_overlap(loader_t *ld)
     for (size_t i = 0; i < cf->nlisteners; i++) {
         const stp_hostport_t *b = &cf->listeners[i].listen;
         for (size_t j = 0; b->addr_len && j < i; j++) {
-            const stp_hostport_t *a = &cf->listeners[j].listen;
-            if (!a->addr_len || a->addr.ss_family != b->addr.ss_family || a->port != b->port) {
-                continue;
-            }
-            size_t len;
-            const void *ab = ip_bytes(&a->addr, &len), *bb = ip_bytes(&b->addr, &len);
-            if (memcmp(ab, bb, len) == 0 || is_wildcard(&a->addr) || is_wildcard(&b->addr)) {
+            if (binds_overlap(&cf->listeners[j].listen, b)) {
                 error_at(ld, listener_key_line(ld, i, "listen"),
                          "listen address of [listener:%s] overlaps [listener:%s] (line %d)",
                          ESC(qa, cf->listeners[i].name), ESC(qb, cf->listeners[j].name),
@@ -1763,7 +1768,7 @@ static void check_listen_overlap(loader_t *ld)
 /*
  * The metrics endpoint on a listener's address can never work: one of the
  * two binds fails at start-up (EADDRINUSE), after --check said yes, and a
- * reload would be refused for the same reason. Same overlap rule as above.
+ * reload would be refused for the same reason.
  */
 static void check_metrics_overlap(loader_t *ld)
 {
@@ -1772,13 +1777,7 @@ static void check_metrics_overlap(loader_t *ld)
     char q[ESCAPE_CAP];
 
     for (size_t i = 0; m->addr_len && i < cf->nlisteners; i++) {
-        const stp_hostport_t *a = &cf->listeners[i].listen;
-        if (!a->addr_len || a->addr.ss_family != m->addr.ss_family || a->port != m->port) {
-            continue;
-        }
-        size_t len;
-        const void *ab = ip_bytes(&a->addr, &len), *mb = ip_bytes(&m->addr, &len);
-        if (memcmp(ab, mb, len) == 0 || is_wildcard(&a->addr) || is_wildcard(&m->addr)) {
+        if (binds_overlap(&cf->listeners[i].listen, m)) {
             error_at(ld,
                      ld->proxy_seen[directive_index(proxy_directives, COUNT_OF(proxy_directives),
                                                     "metrics")],
