@@ -541,7 +541,7 @@ static void on_client_timeout(uv_timer_t *t)
 }
 
 static void up_reuse_failed(stp_session_t *s, const char *why);
-static void up_tls_failed(stp_session_t *s, const char *why);
+static void up_handshake_failed(stp_session_t *s, const char *why);
 
 static void on_backend_timeout(uv_timer_t *t)
 {
@@ -557,9 +557,7 @@ static void on_backend_timeout(uv_timer_t *t)
         snprintf(why, sizeof(why), "TLS handshake with %s timed out", s->next_hop_str);
         stp_log(STP_LOG_WARN, "timeout id=%s client=%s phase=\"next hop handshake\"", s->id,
                 s->peer_str);
-        s->down_reason = "handshake";
-        stp_sm_handshake(s->conf->name, "client", NULL, 0, (uv_hrtime() - s->hs_start_ns) / 1e9);
-        up_tls_failed(s, why);
+        up_handshake_failed(s, why);
         return;
     }
     const char *what = s->state == S_CONNECTING ? "backend connect"
@@ -914,7 +912,16 @@ static void xclient_reply(stp_session_t *s, const stp_reply_t *r)
     backend_send(s, s->xc_verb, s->xc_line, s->xc_len, P_BACKEND);
 }
 
-static int up_auth_unsafe(const stp_session_t *s);
+/* Outbound: the next hop is reached without TLS (`may` found none, or
+ * `testing` let a failure through) though the level asked for it. The legacy
+ * MTA cannot see that, and would hand its password to whoever stripped the
+ * STARTTLS: AUTH is neither offered nor relayed then (tls = none is the
+ * administrator's explicit choice of plaintext, and stays as it is). */
+static int up_auth_unsafe(const stp_session_t *s)
+{
+    return s->conf->mode == STP_MODE_OUTBOUND && s->conf->tls != STP_TLS_LEVEL_NONE &&
+           s->up_version[0] == '\0';
+}
 
 static void handle_line(stp_session_t *s, const char *line, size_t len)
 {
@@ -1406,17 +1413,6 @@ static void relay(stp_session_t *s, const stp_reply_t *r)
 /* The client's view of a backend's (or next hop's) EHLO reply, written to
  * out (STP_REPLY_MAX_BYTES + 64 bytes); up_pipelining and size_added follow
  * what it offers. Returns its length. */
-/* Outbound: the next hop is reached without TLS (`may` found none, or
- * `testing` let a failure through) though the level asked for it. The legacy
- * MTA cannot see that, and would hand its password to whoever stripped the
- * STARTTLS: AUTH is neither offered nor relayed then (tls = none is the
- * administrator's explicit choice of plaintext, and stays as it is). */
-static int up_auth_unsafe(const stp_session_t *s)
-{
-    return s->conf->mode == STP_MODE_OUTBOUND && s->conf->tls != STP_TLS_LEVEL_NONE &&
-           s->up_version[0] == '\0';
-}
-
 static size_t ehlo_view(stp_session_t *s, const stp_reply_t *r, char *out, size_t size)
 {
     size_t len = 0;
@@ -1758,6 +1754,15 @@ static void up_tls_failed(stp_session_t *s, const char *why)
     up_refuse(s, "7.5", why);
 }
 
+/* The handshake with the next hop failed or timed out: counted, then as
+ * any failed STARTTLS. */
+static void up_handshake_failed(stp_session_t *s, const char *why)
+{
+    s->down_reason = "handshake";
+    stp_sm_handshake(s->conf->name, "client", NULL, 0, (uv_hrtime() - s->hs_start_ns) / 1e9);
+    up_tls_failed(s, why);
+}
+
 static void up_lost(stp_session_t *s, const char *why)
 {
     char buf[700];
@@ -2011,9 +2016,7 @@ static void up_on_handshake(stp_conn_t *c, const char *err)
     }
     if (err) {
         snprintf(why, sizeof(why), "TLS handshake with %s failed: %s", s->next_hop_str, err);
-        s->down_reason = "handshake";
-        stp_sm_handshake(s->conf->name, "client", NULL, 0, (uv_hrtime() - s->hs_start_ns) / 1e9);
-        up_tls_failed(s, why);
+        up_handshake_failed(s, why);
         return;
     }
     snprintf(s->up_version, sizeof(s->up_version), "%s", stp_tls_engine_version(c->tls));
