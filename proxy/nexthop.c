@@ -253,6 +253,32 @@ static int would_refuse(stp_nexthop_t *nh, const char *fmt, ...)
     return 1;
 }
 
+/*
+ * An MTA-STS policy in mode testing asks for failures to be reported,
+ * not acted on (RFC 8461 5): logs and counts what its enforcement would
+ * have refused. Not where DANE authenticates the host (it takes
+ * precedence, RFC 8461 2).
+ */
+static void sts_testing_failure(stp_nexthop_t *nh, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+static void sts_testing_failure(stp_nexthop_t *nh, const char *fmt, ...)
+{
+    if (nh->sts != STS_POLICY || nh->sts_policy.mode != STP_MTA_STS_MODE_TESTING ||
+        nh->req == R_DANE) {
+        return;
+    }
+    char text[600], esc[600];
+    va_list ap;
+    va_start(ap, fmt);
+    format_reason(text, esc, sizeof(text), fmt, ap);
+    va_end(ap);
+    stp_log(STP_LOG_WARN,
+            "mx_decision id=%s domain=%s mx=%s source=mta-sts mode=testing "
+            "outcome=would_refuse reason=\"%s\"",
+            nh->id, nh->domain, mx_host(nh), esc);
+    stp_sm_policy(nh->lc->name, "mta-sts", "would_refuse");
+}
+
 /* ---- lifetime ---- */
 
 static void maybe_free(stp_nexthop_t *nh)
@@ -464,6 +490,9 @@ static void no_tls(stp_nexthop_t *nh, int not_offered, const char *down_reason, 
      * README promises a refusal then even while testing. */
     int injected = strcmp(down_reason, "injection") == 0;
     int plain_left = not_offered || (!nh->plain_retry && !injected);
+    if (nh->req <= R_MAY && !nh->remembered) {
+        sts_testing_failure(nh, "%s", why);
+    }
     if ((nh->req <= R_MAY && !nh->remembered) || (plain_left && would_refuse(nh, "%s", why))) {
         if (not_offered && nh->no_esmtp) {
             send_helo(nh);
@@ -573,14 +602,8 @@ static void check_peer(stp_nexthop_t *nh)
             drop_conn(nh);
             return;
         }
-    } else if (vr != STP_VERIFY_OK && nh->sts == STS_POLICY &&
-               nh->sts_policy.mode == STP_MTA_STS_MODE_TESTING && nh->source &&
-               strcmp(nh->source, "mta-sts") == 0) {
-        stp_log(STP_LOG_WARN,
-                "mx_decision id=%s domain=%s mx=%s source=mta-sts mode=testing "
-                "outcome=would_refuse reason=\"certificate: %s\"",
-                nh->id, nh->domain, host, why);
-        stp_sm_policy(nh->lc->name, "mta-sts", "would_refuse");
+    } else if (vr != STP_VERIFY_OK) {
+        sts_testing_failure(nh, "certificate: %s", why);
     }
     send_ehlo(nh, P_EHLO2);
 }
@@ -930,6 +953,10 @@ static void decide_host(stp_nexthop_t *nh)
         } else {
             nh->req = R_MAY;
             nh->source = nh->sts == STS_POLICY ? "mta-sts" : "config";
+            if (nh->sts == STS_POLICY && !stp_mta_sts_policy_match(&nh->sts_policy, host)) {
+                sts_testing_failure(nh, "MX host %s is not allowed by the MTA-STS policy of %s",
+                                    host, nh->domain);
+            }
         }
         if (nh->tlsa && nh->req < R_ENCRYPT) {
             nh->req = R_ENCRYPT; /* unusable TLSA records: TLS, unauthenticated */

@@ -42,6 +42,10 @@ POLICIES = {
     "stsx.example.test": "mxg.example.test",
     "stsr.example.test": ("mxg.example.test", 6),  # max_age 6 s: refreshed after 3 s
     "stsunusable.example.test": "mxl.example.test",
+    # mode testing: failures are reported, not acted on (RFC 8461 5)
+    "ststest.example.test": ("mxm.example.test", 86400, "testing"),
+    "ststestu.example.test": ("mxn.example.test", 86400, "testing"),
+    "ststestx.example.test": ("mxg.example.test", 86400, "testing"),
 }
 
 
@@ -109,9 +113,10 @@ class PolicyServer:
                 if self.path != "/.well-known/mta-sts.txt" or dom not in pol:
                     self.send_error(404)
                     return
-                mx, age = pol[dom] if isinstance(pol[dom], tuple) else (pol[dom], 86400)
-                body = ("version: STSv1\r\nmode: enforce\r\nmx: %s\r\nmax_age: %d\r\n"
-                        % (mx, age)).encode()
+                mx, age, mode = (pol[dom] + ("enforce",))[:3] if isinstance(pol[dom], tuple) \
+                    else (pol[dom], 86400, "enforce")
+                body = ("version: STSv1\r\nmode: %s\r\nmx: %s\r\nmax_age: %d\r\n"
+                        % (mode, mx, age)).encode()
                 self.send_response(200)
                 self.send_header("Content-Type", "text/plain")
                 self.send_header("Content-Length", str(len(body)))
@@ -159,6 +164,14 @@ def zone(dane_hash):
         "stsunusable IN MX 10 mxl", "mxl IN A 127.0.0.22",
         "_25._tcp.mxl IN TLSA 0 0 1 " + ZERO, "_25._tcp.mxl IN TLSA 1 1 1 " + ZERO,
         '_mta-sts.stsunusable IN TXT "v=STSv1; id=1"', "mta-sts.stsunusable IN A 127.0.0.1",
+        # MTA-STS policies in mode testing: plain; beside unusable TLSA
+        # records; naming an MX (mxg) that is not the domain's (mxa)
+        "ststest IN MX 10 mxm", "mxm IN A 127.0.0.23",
+        '_mta-sts.ststest IN TXT "v=STSv1; id=1"', "mta-sts.ststest IN A 127.0.0.1",
+        "ststestu IN MX 10 mxn", "mxn IN A 127.0.0.24", "_25._tcp.mxn IN TLSA 1 1 1 " + ZERO,
+        '_mta-sts.ststestu IN TXT "v=STSv1; id=1"', "mta-sts.ststestu IN A 127.0.0.1",
+        "ststestx IN MX 10 mxa",
+        '_mta-sts.ststestx IN TXT "v=STSv1; id=1"', "mta-sts.ststestx IN A 127.0.0.1",
     ]
 
 
@@ -209,7 +222,7 @@ class MxBase(unittest.TestCase):
         self.proxy = None
         self.certs = {h: make_cert(self.tmp, h, [h + ".example.test"])
                       for h in ("mxa", "mxb", "mxd", "mxe", "mxf", "mxg", "mxh", "mxi", "mxj",
-                                "mxl", "nomx")}
+                                "mxl", "mxm", "mxn", "nomx")}
         self.other = (os.path.join(CERTS, "other.pem"), os.path.join(CERTS, "other.key"))
         self.dns = DnsEnv(self.tmp, extra={"example.test": zone(spki_sha256(self.other[0])),
                                            "bogus.test": BOGUS_TLSA})
@@ -674,6 +687,52 @@ class Dane(MxBase):
         self.assertTrue(any("domain=stsunusable.example.test" in l and "source=mta-sts" in l
                             and "outcome=tls_verified" in l for l in self.decisions()),
                         self.decisions())
+
+    def sts_testing_reports(self, domain, *parts):
+        """An MTA-STS testing policy's failure was logged and counted."""
+        lines = [l for l in self.decisions() if "domain=" + domain in l and
+                 "source=mta-sts mode=testing outcome=would_refuse" in l and
+                 all(p in l.split("reason=", 1)[-1] for p in parts)]
+        self.assertTrue(lines, self.decisions())
+
+    def test_mta_sts_testing_reports_a_bad_certificate(self):
+        h = self.hop("127.0.0.23", "mxm", cert=self.other)  # not valid for mxm
+        port = self.start_proxy()
+        r = send(port, ["bob@ststest.example.test"])
+        self.assertEqual(r["data"][0], 250, r)
+        self.assertEqual(len(h.stored()), 1)
+        self.assertFalse(h.stored()[0].endswith("-plain.eml"), h.stored())
+        self.sts_testing_reports("ststest.example.test", "certificate:")
+        self.assertTrue(any("domain=ststest.example.test" in l and "source=mta-sts" in l and
+                            "outcome=tls_encrypted" in l for l in self.decisions()),
+                        self.decisions())
+
+    def test_mta_sts_testing_reports_beside_unusable_tlsa(self):
+        # The unusable TLSA records make the delivery DANE's (TLS required,
+        # nothing authenticated) but the MTA-STS policy still has its report
+        h = self.hop("127.0.0.24", "mxn", cert=self.other)
+        port = self.start_proxy()
+        r = send(port, ["bob@ststestu.example.test"])
+        self.assertEqual(r["data"][0], 250, r)
+        self.assertEqual(len(h.stored()), 1)
+        self.sts_testing_reports("ststestu.example.test", "certificate:")
+
+    def test_mta_sts_testing_reports_an_mx_it_does_not_name(self):
+        h = self.hop("127.0.0.11", "mxa")
+        port = self.start_proxy()
+        r = send(port, ["bob@ststestx.example.test"])
+        self.assertEqual(r["data"][0], 250, r)
+        self.assertEqual(len(h.stored()), 1)
+        self.sts_testing_reports("ststestx.example.test",
+                                 "MX host mxa.example.test is not allowed")
+
+    def test_mta_sts_testing_reports_a_missing_starttls(self):
+        h = self.hop("127.0.0.23", "mxm", mode="strip")
+        port = self.start_proxy()
+        r = send(port, ["bob@ststest.example.test"])
+        self.assertEqual(r["data"][0], 250, r)
+        self.assertEqual(h.stored()[0][-10:], "-plain.eml", h.stored())
+        self.sts_testing_reports("ststest.example.test", "not offered by host mxm.example.test")
 
     def test_dane_only_without_tlsa_defers(self):
         h = self.hop("127.0.0.11", "mxa")
