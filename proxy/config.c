@@ -491,11 +491,16 @@ static int is_alnum(char c)
     return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
 }
 
-/* Letters, digits, '-', '_' and '.', no empty label: what goes after 220. */
+/*
+ * Letters, digits, '-', '_' and '.', no empty label, no label beginning or
+ * ending with '-', no trailing dot (RFC 5321 4.1.2 Domain; "mx.example."
+ * in a greeting, an EHLO or SNI is not a domain there): what goes after 220.
+ */
 static int valid_hostname(const char *s)
 {
     size_t n = strlen(s);
-    if (n == 0 || n > 253 || s[0] == '.' || s[0] == '-' || strstr(s, "..")) {
+    if (n == 0 || n > 253 || s[0] == '.' || s[0] == '-' || s[n - 1] == '.' ||
+        s[n - 1] == '-' || strstr(s, "..") || strstr(s, ".-") || strstr(s, "-.")) {
         return 0;
     }
     size_t label = 0;
@@ -853,7 +858,7 @@ static int parse_account(loader_t *ld, const directive_t *d, void *base, const c
 static int parse_hostname(loader_t *ld, const directive_t *d, void *base, const char *value)
 {
     if (!valid_hostname(value)) {
-        bad_value(ld, d, value, "a host name (letters, digits, '-', '_' and '.')");
+        bad_value(ld, d, value, "a host name (letters, digits, '-', '_' and '.', no trailing dot)");
         return -1;
     }
     char *field = field_of(d, base);
