@@ -140,6 +140,8 @@ static const char *check_backlog(int64_t v);
 static const char *check_timeout(int64_t v);
 static const char *check_remember(int64_t v);
 static const char *check_cache_time(int64_t v);
+static const char *check_reuse_time(int64_t v);
+static const char *check_reuse_count(int64_t v);
 static const char *check_port(int64_t v);
 
 /* ---- value vocabularies ---- */
@@ -264,6 +266,10 @@ static const directive_t listener_directives[] = {
     {"testing", parse_enum, LC(testing), "no", NULL, bool_names, F_OUTBOUND},
     {"on_failure", parse_enum, LC(on_failure), "defer", NULL, on_failure_names, F_OUTBOUND},
     {"connection_cache_time", parse_duration, LC(connection_cache_time), "0", check_cache_time,
+     NULL, F_OUTBOUND},
+    {"connection_reuse_time", parse_duration, LC(connection_reuse_time), "300s",
+     check_reuse_time, NULL, F_OUTBOUND},
+    {"connection_reuse_count", parse_count, LC(connection_reuse_count), "0", check_reuse_count,
      NULL, F_OUTBOUND},
 
     {"max_line_length", parse_size, LC(max_line_length), "2048", check_line_length, NULL, 0},
@@ -692,6 +698,20 @@ static const char *check_timeout(int64_t v)
 static const char *check_cache_time(int64_t v)
 {
     return v >= 0 && v <= 300000 ? NULL : "a duration from 0 (off) to 300s";
+}
+
+/* connection_reuse_time: how old a cached connection may be and still be
+ * parked (Postfix: smtp_connection_reuse_time_limit, 300 s). */
+static const char *check_reuse_time(int64_t v)
+{
+    return v >= 1000 && v <= 3600000 ? NULL : "a duration from 1s to 1h";
+}
+
+/* connection_reuse_count: how many times a connection may be taken over;
+ * 0 = no limit (Postfix: smtp_connection_reuse_count_limit). */
+static const char *check_reuse_count(int64_t v)
+{
+    return v >= 0 && v <= 1000000 ? NULL : "a number from 0 (no limit) to 1000000";
 }
 
 typedef enum { NUM_COUNT, NUM_SIZE, NUM_DURATION } num_kind_t;
@@ -1731,6 +1751,16 @@ static void finish_listener(loader_t *ld, size_t li)
             error_at(ld, listener_key_line(ld, li, "connection_cache_time"),
                      "connection_cache_time works with route = relay or original-dst; "
                      "route = mx keeps a next hop connection for one session");
+        }
+        static const char *const reuse_keys[] = {"connection_reuse_time",
+                                                 "connection_reuse_count"};
+        for (size_t k = 0; k < COUNT_OF(reuse_keys) && !lc->connection_cache_time; k++) {
+            int line = listener_key_line(ld, li, reuse_keys[k]);
+            if (line) {
+                error_at(ld, line,
+                         "%s limits the connection cache: it needs connection_cache_time",
+                         reuse_keys[k]);
+            }
         }
     }
 }

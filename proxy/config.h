@@ -74,6 +74,8 @@ typedef struct {
     stp_on_failure_t on_failure;/* default defer */
     uint64_t connection_cache_time; /* ms a clean TLS connection to the next hop waits for
                                      * the next session (relay, original-dst); 0 = off */
+    uint64_t connection_reuse_time; /* ms: never parked once older (default 300 s) */
+    unsigned connection_reuse_count; /* times it may be taken over; 0 = no limit */
 
     /* limits and timers (milliseconds), each with a default */
     size_t max_line_length;     /* 2048 */

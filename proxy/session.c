@@ -1820,12 +1820,13 @@ static void up_park(stp_session_t *s)
         s->draining || l->draining || l->retired || s->rt != l->rt ||
         (s->rp != NULL && !stp_reply_parser_idle(s->rp)) ||
         s->up_extra != 0 || /* the next hop said more in this read (a 421 behind the 250) */
-        uv_now(s->loop) - u->born_ms >= STP_UPCONN_MAX_AGE_MS) {
+        uv_now(s->loop) - u->born_ms >= s->conf->connection_reuse_time ||
+        (s->conf->connection_reuse_count && u->uses >= s->conf->connection_reuse_count)) {
         return;
     }
     /* kept no longer than its age allows, not only parked while young */
     uint64_t keep = s->conf->connection_cache_time;
-    uint64_t left = STP_UPCONN_MAX_AGE_MS - (uv_now(s->loop) - u->born_ms);
+    uint64_t left = s->conf->connection_reuse_time - (uv_now(s->loop) - u->born_ms);
     if (l->upcache == NULL) {
         l->upcache = stp_upcache_new(s->loop, stp_listener_upcache_closed, l);
         if (l->upcache == NULL) {

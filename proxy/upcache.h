@@ -27,9 +27,7 @@
 
 #include "proxy/conn.h"
 
-#define STP_UPCACHE_MAX 64                 /* parked connections per cache */
-#define STP_UPCONN_MAX_AGE_MS (300 * 1000) /* never parked once older (Postfix: reuse_time_limit)  \
-                                            */
+#define STP_UPCACHE_MAX 64 /* parked connections per cache */
 
 typedef struct stp_upcache_s stp_upcache_t;
 

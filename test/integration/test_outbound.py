@@ -565,6 +565,28 @@ class ConnectionCache(unittest.TestCase):
         self.assertEqual(self.connections(), 2)
         self.assertNotIn("connection=reused", self.p.log())
 
+    def test_reuse_time_caps_how_long_a_connection_is_kept(self):
+        """connection_reuse_time = 1s: a connection older than that is not
+        kept, whatever connection_cache_time (60s) says."""
+        self.start(connection_reuse_time="1s")
+        self.session()
+        self.assertTrue(poll(lambda: self.hop_log("bye ") == ["bye tls=True"], timeout=5))
+        self.session()
+        self.assertTrue(poll(lambda: len(self.hop.stored()) == 2))
+        self.assertEqual(self.connections(), 2)
+        self.assertNotIn("reused", self.cache_events())
+
+    def test_reuse_count_limits_the_takeovers(self):
+        """connection_reuse_count = 1: a connection serves its first session
+        and one more, then gets QUIT; the third session connects anew."""
+        self.start(connection_reuse_count="1")
+        for _ in range(3):
+            self.session()
+        self.assertTrue(poll(lambda: len(self.hop.stored()) == 3))
+        self.assertTrue(poll(lambda: self.hop_log("bye ") == ["bye tls=True"], timeout=5))
+        self.assertEqual(self.connections(), 2)
+        self.assertEqual(self.cache_events(), {"parked": 2, "reused": 1})
+
     def test_next_hop_closing_a_parked_connection(self):
         """idle-421: 0.3 s after each message the next hop says 421 and
         closes; the parked connection is dropped and the next session

@@ -698,6 +698,24 @@ static void test_outbound_keys(void)
          "connection_cache_time = 2s\n",
          {"t.ini:5: connection_cache_time works with route = relay or original-dst; route = mx "
           "keeps a next hop connection for one session"}},
+        {"connection_reuse_time and count",
+         OUT "connection_cache_time = 2s\nconnection_reuse_time = 60s\nconnection_reuse_count = 100\n",
+         {NULL}},
+        {"connection_reuse_time too short",
+         OUT "connection_cache_time = 2s\nconnection_reuse_time = 500ms\n",
+         {"t.ini:6: bad value '500ms' for 'connection_reuse_time' in [listener:out]: expected a "
+          "duration from 1s to 1h"}},
+        {"connection_reuse_count not a number",
+         OUT "connection_cache_time = 2s\nconnection_reuse_count = many\n",
+         {"t.ini:6: bad value 'many' for 'connection_reuse_count' in [listener:out]"}},
+        {"connection_reuse_time without the cache",
+         OUT "connection_reuse_time = 60s\n",
+         {"t.ini:5: connection_reuse_time limits the connection cache: it needs "
+          "connection_cache_time"}},
+        {"connection_reuse_count without the cache",
+         OUT "connection_cache_time = 0\nconnection_reuse_count = 3\n",
+         {"t.ini:6: connection_reuse_count limits the connection cache: it needs "
+          "connection_cache_time"}},
         {"connection_cache_time inbound",
          MX "connection_cache_time = 2s\n",
          {"t.ini:5: key 'connection_cache_time' is only valid for mode = outbound"}},
@@ -1175,6 +1193,9 @@ static void test_defaults(void)
     CHECK_STR(out->ca_file, "");
     CHECK_EQ_INT(out->testing, 0);
     CHECK_EQ_INT(out->on_failure, STP_ON_FAILURE_DEFER);
+    CHECK_EQ_INT(out->connection_cache_time, 0);
+    CHECK_EQ_INT(out->connection_reuse_time, 300000);
+    CHECK_EQ_INT(out->connection_reuse_count, 0);
     stp_config_free(cf);
 }
 
