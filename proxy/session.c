@@ -1507,19 +1507,37 @@ static void handle_greeting(stp_session_t *s, const stp_reply_t *r)
     resume(s);
 }
 
+/*
+ * One line per message at its final reply, answering "was this mail
+ * encrypted, and with what?" for the hop the proxy makes: inbound the
+ * client's TLS, outbound the next hop's (with its verification and
+ * address: the legacy server's side is plaintext by design).
+ */
 static void log_message(stp_session_t *s, const stp_reply_t *r)
 {
     char text[160];
     size_t len;
     const char *t = stp_reply_text(r, r->nlines - 1, &len);
     stp_log_escape(text, sizeof(text), t, len);
-    stp_log(STP_LOG_INFO,
-            "message id=%s.%u client=%s from=\"%s\" rcpts=%u size=%llu tls=%s cipher=%s "
-            "result=%s code=%d reply=\"%s\"",
-            s->id, s->messages + s->rejected, s->peer_str, s->mail_from, s->rcpts,
-            (unsigned long long)stp_data_size(&s->scan), s->tls == T_ACTIVE ? s->tls_version : "none",
-            s->tls == T_ACTIVE ? s->tls_cipher : "none",
-            r->code / 100 == 2 ? "accepted" : "rejected", r->code, text);
+    const char *result = r->code / 100 == 2 ? "accepted" : r->code / 100 == 4 ? "tempfail"
+                                                                              : "rejected";
+    unsigned long long size = (unsigned long long)stp_data_size(&s->scan);
+    if (s->conf->mode == STP_MODE_OUTBOUND) {
+        stp_log(STP_LOG_INFO,
+                "message id=%s.%u client=%s from=\"%s\" rcpts=%u size=%llu next_hop=%s tls=%s "
+                "cipher=%s verify=%s result=%s code=%d reply=\"%s\"",
+                s->id, s->messages + s->rejected, s->peer_str, s->mail_from, s->rcpts, size,
+                s->next_hop_str[0] ? s->next_hop_str : "-",
+                s->up_version[0] ? s->up_version : "none", s->up_cipher[0] ? s->up_cipher : "none",
+                s->verify ? s->verify : "skipped", result, r->code, text);
+    } else {
+        stp_log(STP_LOG_INFO,
+                "message id=%s.%u client=%s from=\"%s\" rcpts=%u size=%llu tls=%s cipher=%s "
+                "result=%s code=%d reply=\"%s\"",
+                s->id, s->messages + s->rejected, s->peer_str, s->mail_from, s->rcpts, size,
+                s->tls == T_ACTIVE ? s->tls_version : "none",
+                s->tls == T_ACTIVE ? s->tls_cipher : "none", result, r->code, text);
+    }
     stp_sm_message(s->conf->name, r->code, stp_data_size(&s->scan));
 }
 

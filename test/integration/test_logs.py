@@ -15,6 +15,8 @@ INBOUND_SESSION = ("ts level event id listener client tls cipher sni backend hel
 OUTBOUND_SESSION = ("ts level event id listener client next_hop policy tls cipher verify "
                     "decision helo messages rejected bytes_in bytes_out result duration").split()
 MESSAGE = "ts level event id client from rcpts size tls cipher result code reply".split()
+OUTBOUND_MESSAGE = ("ts level event id client from rcpts size next_hop tls cipher verify result "
+                    "code reply").split()
 
 
 class JsonLogs(ProxyCase):
@@ -83,19 +85,47 @@ class JsonLogs(ProxyCase):
 
 
 class JsonLogsOutbound(unittest.TestCase):
-    def test_outbound_session_fields(self):
+    def run_outbound(self, mode):
+        """One message through an outbound relay listener to a next hop
+        in `mode`; returns the JSON events of the proxy's log."""
         tmp = tmpdir()
         self.addCleanup(shutil.rmtree, tmp, True)
-        hop = NextHop(tmp, "good")
+        hop = NextHop(tmp, mode)
         self.addCleanup(hop.stop)
         proxy = Proxy(tmp, {"out": {"mode": "outbound", "route": "relay:127.0.0.1:%d" % hop.port,
                                     "tls": "verify", "servername": "mx.example.test",
                                     "ca_file": os.path.join(CERTS, "ca.pem")}},
                       tls=False, proxy_extra={"log_format": "json"})
         self.addCleanup(proxy.stop)
-        self.assertEqual(attempt(proxy.port("out"))[0], "delivered")
+        self.hop_port = hop.port
+        self.result = attempt(proxy.port("out"))
         self.assertEqual(proxy.stop(), 0)
-        ev = [json.loads(l) for l in proxy.log().splitlines()]
+        return [json.loads(l) for l in proxy.log().splitlines()]
+
+    def test_message_says_how_it_left(self):
+        # the legacy server's side is plaintext by design: the message line
+        # tells the next hop's TLS (the answer to "was it encrypted?")
+        ev = self.run_outbound("good")
+        self.assertEqual(self.result[0], "delivered")
+        msgs = [e for e in ev if e["event"] == "message"]
+        self.assertEqual(len(msgs), 1)
+        m = msgs[0]
+        self.assertEqual(sorted(m), sorted(OUTBOUND_MESSAGE))
+        self.assertTrue(m["tls"].startswith("TLSv1."), m)
+        self.assertTrue(m["cipher"].startswith("TLS_"), m)
+        self.assertEqual((m["verify"], m["next_hop"]), ("ok", "127.0.0.1:%d" % self.hop_port))
+        self.assertEqual((m["result"], m["code"]), ("accepted", "250"))
+
+    def test_temporary_failure_is_tempfail(self):
+        # as stp_messages_total{result="tempfail"} counts it
+        ev = self.run_outbound("dot-451")
+        self.assertEqual(self.result[:2], ("refused", 451))
+        m = [e for e in ev if e["event"] == "message"]
+        self.assertEqual([(x["result"], x["code"]) for x in m], [("tempfail", "451")], m)
+
+    def test_outbound_session_fields(self):
+        ev = self.run_outbound("good")
+        self.assertEqual(self.result[0], "delivered")
         sess = [e for e in ev if e["event"] == "session"]
         self.assertEqual(len(sess), 1)
         self.assertEqual(sorted(sess[0]), sorted(OUTBOUND_SESSION))

@@ -189,6 +189,9 @@ def serve(c, a, count, lock):
                     lines.append(l[1:] if l.startswith(b".") else l)
                 if a.mode == "drop-after-dot":
                     return
+                if a.mode == "dot-451":  # a temporary failure: nothing stored
+                    conn.send(b"451 4.3.0 nexthop.example.test try again later\r\n")
+                    continue
                 with lock:
                     count[0] += 1
                     n = count[0]
