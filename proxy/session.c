@@ -183,6 +183,7 @@ struct stp_session_s {
     size_t held_len, held_cap;
 
     stp_line_t line;
+    char *sasl_buf; /* SASL_RESPONSE_MAX bytes for `line` during an AUTH exchange */
     stp_reply_parser_t *rp; /* 9 KiB: allocated only while a reply is arriving */
     stp_data_scan_t scan;
     const char *msg_abort; /* reply for a message being refused after DATA */
@@ -426,6 +427,7 @@ static void destroy(stp_session_t *s)
             s->error[0] ? "\"" : "");
 logged:
     free(s->held);
+    free(s->sasl_buf);
     free(s->xc_line);
     free(s->up_ehlo);
     free(s->rp);
@@ -923,6 +925,38 @@ static int up_auth_unsafe(const stp_session_t *s)
            s->up_version[0] == '\0';
 }
 
+/*
+ * A SASL response can be longer than any command: RFC 4954 4 wants
+ * responses read whatever the line limit, and names 12288 octets (a
+ * Kerberos ticket of GSSAPI, an XOAUTH2 token). The line reader gets a
+ * buffer that large only while an exchange is on (the client is paused when
+ * the 334 arrives, so no line is half read), never for commands.
+ */
+#define SASL_RESPONSE_MAX 12288
+
+static void sasl_begin(stp_session_t *s)
+{
+    s->sasl = 1;
+    if (s->conf->max_line_length >= SASL_RESPONSE_MAX) {
+        return;
+    }
+    if (s->sasl_buf == NULL && (s->sasl_buf = malloc(SASL_RESPONSE_MAX)) == NULL) {
+        return; /* the command line limit stays: an over-long response cancels */
+    }
+    stp_line_init(&s->line, s->sasl_buf, SASL_RESPONSE_MAX);
+}
+
+/* After the response was forwarded (it may live in sasl_buf until then). */
+static void sasl_end(stp_session_t *s)
+{
+    s->sasl = 0;
+    if (s->sasl_buf != NULL) {
+        stp_line_init(&s->line, s->line_buf, s->conf->max_line_length);
+        free(s->sasl_buf);
+        s->sasl_buf = NULL;
+    }
+}
+
 static void handle_line(stp_session_t *s, const char *line, size_t len)
 {
     stp_cmd_t cmd;
@@ -934,12 +968,12 @@ static void handle_line(stp_session_t *s, const char *line, size_t len)
          * CR or NUL: one inside would be a line end to a lenient backend
          * (a command smuggled past the proxy), so the exchange is
          * cancelled instead (RFC 4954 4), as for an over-long line. */
-        s->sasl = 0;
         if (memchr(line, '\r', len) || memchr(line, '\0', len)) {
             forward(s, V_SASL, "*", 1);
         } else {
             forward(s, V_SASL, line, len);
         }
+        sasl_end(s);
         s->paused = 1;
         return;
     }
@@ -1235,7 +1269,7 @@ static void process(stp_session_t *s, const char *p, size_t n)
             handle_line(s, s->line.buf, s->line.len);
         } else if (rc == STP_LINE_TOOLONG) {
             if (s->sasl) {
-                s->sasl = 0;
+                sasl_end(s);
                 forward(s, V_SASL, "*", 1); /* cancel the exchange (RFC 4954) */
                 s->paused = 1;
             } else {
@@ -1643,7 +1677,7 @@ static void handle_reply(stp_session_t *s, const stp_reply_t *r)
         case V_SASL:
             relay(s, r);
             if (r->code == 334) {
-                s->sasl = 1;
+                sasl_begin(s);
             } else if (r->code == 235) {
                 s->authenticated = 1;
             }

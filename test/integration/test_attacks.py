@@ -186,6 +186,27 @@ class SaslResponse(ProxyCase):
         self.assertEqual(self.sink.lines().count(b"*"), 2)
         self.assert_never_sent(b"XCLIENT", b"dXNlcg==")
 
+    def test_long_response_relayed(self):
+        # RFC 4954 4: responses up to 12288 octets whatever the line limit
+        # (2048 here): a GSSAPI ticket, an XOAUTH2 token
+        token = b"QUJD" * 3072  # 12288 octets of base64
+        c = self.ready()
+        c.send(token + b"\r\n")
+        self.assertEqual(c.reply()[0], 235)
+        self.assertIn(token, self.sink.lines())
+        # commands have their own limit again
+        code, lines = c.cmd("NOOP " + "x" * 3000)
+        self.assertEqual(lines, ["500 5.5.2 Error: line too long"])
+        self.assertEqual(c.cmd("NOOP")[0], 250)
+
+    def test_response_over_the_limit_cancels(self):
+        c = self.ready()
+        c.send(b"QUJD" * 3072 + b"Q\r\n")
+        self.assertEqual(c.reply()[0], 501)  # the backend's answer to "*"
+        self.assertEqual(c.cmd("NOOP")[0], 250)
+        self.assertIn(b"*", self.sink.lines())
+        self.assert_never_sent(b"QUJDQUJD")
+
 
 class RequireTls(ProxyCase):
     listeners = {"in": {"starttls": "require"}}
