@@ -203,6 +203,39 @@ static int decode_v2(stp_proxy_t *p)
     return STP_PROXY_DONE;
 }
 
+/*
+ * A load balancer with a dual-stack socket sends an IPv4 client as
+ * ::ffff:a.b.c.d (TCP6, or v2 INET6): that is an IPv4 client, and the
+ * Received header, XCLIENT ADDR= and the logs must say so, as they do for a
+ * connection of the proxy's own.
+ */
+static void unmap_v4(struct sockaddr_storage *ss)
+{
+    const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)ss;
+    if (ss->ss_family != AF_INET6 || !IN6_IS_ADDR_V4MAPPED(&s6->sin6_addr)) {
+        return;
+    }
+    struct sockaddr_in s4;
+    memset(&s4, 0, sizeof(s4));
+    s4.sin_family = AF_INET;
+    s4.sin_port = s6->sin6_port;
+    memcpy(&s4.sin_addr, s6->sin6_addr.s6_addr + 12, 4);
+    memset(ss, 0, sizeof(*ss));
+    memcpy(ss, &s4, sizeof(s4));
+}
+
+static int done(stp_proxy_t *p, int rc)
+{
+    if (rc == STP_PROXY_DONE) {
+        p->state = 1;
+        if (!p->local) {
+            unmap_v4(&p->src);
+            unmap_v4(&p->dst);
+        }
+    }
+    return rc;
+}
+
 int stp_proxy_feed(stp_proxy_t *p, const char *data, size_t n, size_t *consumed)
 {
     size_t i = 0;
@@ -233,11 +266,7 @@ int stp_proxy_feed(stp_proxy_t *p, const char *data, size_t n, size_t *consumed)
                 if (p->buf[at - 1] != '\r') {
                     return fail(p, "PROXY v1: line not ended by CRLF");
                 }
-                int rc = decode_v1(p);
-                if (rc == STP_PROXY_DONE) {
-                    p->state = 1;
-                }
-                return rc;
+                return done(p, decode_v1(p));
             }
             if (p->len >= STP_PROXY_V1_MAX) {
                 return fail(p, "PROXY v1: no CRLF within 107 bytes");
@@ -263,11 +292,7 @@ int stp_proxy_feed(stp_proxy_t *p, const char *data, size_t n, size_t *consumed)
             }
         }
         if (p->len >= 16 && p->len == p->need) {
-            int rc = decode_v2(p);
-            if (rc == STP_PROXY_DONE) {
-                p->state = 1;
-            }
-            return rc;
+            return done(p, decode_v2(p));
         }
     }
     return STP_PROXY_AGAIN;

@@ -149,6 +149,47 @@ class ProxyProtocol(unittest.TestCase):
             self.assertEqual(log_fields(l)["result"], "invalid", l)
 
 
+class MappedAddress(unittest.TestCase):
+    """A load balancer on a dual-stack socket sends an IPv4 client as
+    ::ffff:a.b.c.d: that is an IPv4 client for the Received header, the
+    logs and XCLIENT, not an IPv6 one."""
+
+    def test_ipv4_mapped_source_is_ipv4(self):
+        tmp = tmpdir()
+        self.addCleanup(shutil.rmtree, tmp, True)
+        sink = Sink(tmp)
+        self.addCleanup(sink.stop)
+        proxy = Proxy(tmp, {"in": {"backend": "127.0.0.1:%d" % sink.port,
+                                   "proxy_protocol": "yes", "proxy_from": "127.0.0.1/32"}})
+        self.addCleanup(proxy.stop)
+        s = socket.create_connection(("127.0.0.1", proxy.port("in")), timeout=10)
+        self.addCleanup(s.close)
+        f = s.makefile("rb")
+
+        def reply():
+            while True:
+                line = f.readline()
+                self.assertTrue(line, "closed by the proxy")
+                if line[3:4] != b"-":
+                    return int(line[:3])
+
+        s.sendall(b"PROXY TCP6 ::ffff:192.0.2.7 ::ffff:127.0.0.1 40000 25\r\n")
+        self.assertEqual(reply(), 220)
+        for cmd, code in ((b"EHLO client.example", 250), (b"MAIL FROM:<a@example.test>", 250),
+                          (b"RCPT TO:<b@example.test>", 250), (b"DATA", 354)):
+            s.sendall(cmd + b"\r\n")
+            self.assertEqual(reply(), code, cmd)
+        s.sendall(BODY + b".\r\n")
+        self.assertEqual(reply(), 250)
+        s.sendall(b"QUIT\r\n")
+        self.assertEqual(reply(), 221)
+        header, _ = split_trace(sink.messages()[-1])
+        self.assertEqual(parse_trace(header)["ip"], "192.0.2.7", header)
+        self.assertTrue(poll(lambda: proxy.log_lines("session")))
+        sess = [log_fields(l) for l in proxy.log_lines("session")]
+        self.assertEqual([x["client"] for x in sess], ["192.0.2.7:40000"], proxy.log())
+
+
 class HeaderAndClientHelloTogether(unittest.TestCase):
     """Implicit TLS behind a load balancer that sends the PROXY header and
     the client's ClientHello in one segment: the bytes behind the header

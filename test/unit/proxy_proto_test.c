@@ -104,6 +104,10 @@ static void test_v1(void)
          "v1 192.0.2.1:1 -> 198.51.100.2:25 used=40"},
         {"tcp6", S("PROXY TCP6 2001:db8::1 2001:db8::2 65535 0\r\n"),
          "v1 [2001:db8::1]:65535 -> [2001:db8::2]:0 used=44"},
+        {"tcp6 ipv4-mapped is ipv4", S("PROXY TCP6 ::ffff:203.0.113.5 ::ffff:192.0.2.9 1234 25\r\n"),
+         "v1 203.0.113.5:1234 -> 192.0.2.9:25 used=56"},
+        {"tcp6 mapped source only", S("PROXY TCP6 ::ffff:203.0.113.5 2001:db8::2 1234 25\r\n"),
+         "v1 203.0.113.5:1234 -> [2001:db8::2]:25 used=51"},
         {"unknown", S("PROXY UNKNOWN\r\n"), "v1 local used=15"},
         {"unknown with junk", S("PROXY UNKNOWN ffff::1 x y z\r\nQUIT\r\n"), "v1 local used=29"},
         {"longest tcp6 fits 107",
@@ -194,6 +198,15 @@ static void test_v2(void)
 
     n = v2(b, 0x21, 0x21, in6, sizeof(in6), 0);
     check_case("v2 tcp6", (char *)b, n, "v2 [2001:db8::1]:65535 -> [2001:db8::2]:25 used=52");
+
+    unsigned char mapped[36] = {0};
+    mapped[10] = mapped[11] = 0xff, mapped[12] = 203, mapped[13] = 0, mapped[14] = 113,
+    mapped[15] = 5;
+    memcpy(mapped + 16, in6 + 16, 16);
+    mapped[32] = 0x04, mapped[33] = 0xd2, mapped[35] = 25;
+    n = v2(b, 0x21, 0x21, mapped, sizeof(mapped), 0);
+    check_case("v2 tcp6 ipv4-mapped source", (char *)b, n,
+               "v2 203.0.113.5:1234 -> [2001:db8::2]:25 used=52");
 
     n = v2(b, 0x21, 0x11, in4_tlv, sizeof(in4_tlv), 0);
     check_case("v2 tlvs skipped", (char *)b, n, "v2 192.0.2.1:1 -> 198.51.100.2:25 used=41");
