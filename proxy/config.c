@@ -1752,16 +1752,6 @@ static void finish_listener(loader_t *ld, size_t li)
                      "connection_cache_time works with route = relay or original-dst; "
                      "route = mx keeps a next hop connection for one session");
         }
-        static const char *const reuse_keys[] = {"connection_reuse_time",
-                                                 "connection_reuse_count"};
-        for (size_t k = 0; k < COUNT_OF(reuse_keys) && !lc->connection_cache_time; k++) {
-            int line = listener_key_line(ld, li, reuse_keys[k]);
-            if (line) {
-                error_at(ld, line,
-                         "%s limits the connection cache: it needs connection_cache_time",
-                         reuse_keys[k]);
-            }
-        }
     }
 }
 
