@@ -96,7 +96,7 @@ static worker_t *workers;
 static unsigned nworkers;
 static slot_t slots[SLOTS];
 static stp_limits_t limits[SLOTS]; /* per slot, shared by the workers */
-static uv_signal_t sig_term, sig_int, sig_hup;
+static uv_signal_t sig_term, sig_int, sig_hup, sig_usr1, sig_usr2;
 static uv_async_t worker_done;
 static atomic_uint workers_finished;
 static int stopping;
@@ -282,6 +282,17 @@ static void on_worker_done(uv_async_t *a)
      * SIGTERM must not kill a process that is already on its way out. */
     signal(SIGTERM, SIG_IGN);
     signal(SIGINT, SIG_IGN);
+    signal(SIGUSR1, SIG_IGN);
+    signal(SIGUSR2, SIG_IGN);
+}
+
+/* SIGUSR1/SIGUSR2 mean nothing to the proxy; their default action would end
+ * it without a drain or a log line (a stray `kill -USR1`, a log rotator
+ * configured for another daemon). */
+static void on_ignored_signal(uv_signal_t *h, int signum)
+{
+    (void)h;
+    stp_log(STP_LOG_INFO, "signal name=%s result=ignored", signum == SIGUSR1 ? "USR1" : "USR2");
 }
 
 static void on_stop_signal(uv_signal_t *h, int signum)
@@ -739,6 +750,8 @@ int main(int argc, char **argv)
     }
 
     signal(SIGPIPE, SIG_IGN);
+    signal(SIGUSR1, SIG_IGN); /* until the loop logs them (on_ignored_signal) */
+    signal(SIGUSR2, SIG_IGN);
     err[0] = '\0';
     stp_config_t *conf = stp_config_load(path, err, sizeof(err));
     if (conf == NULL) {
@@ -833,11 +846,15 @@ int main(int argc, char **argv)
     uv_signal_init(loop, &sig_term);
     uv_signal_init(loop, &sig_int);
     uv_signal_init(loop, &sig_hup);
+    uv_signal_init(loop, &sig_usr1);
+    uv_signal_init(loop, &sig_usr2);
     uv_async_init(loop, &worker_done, on_worker_done);
     if (!failed) {
         uv_signal_start(&sig_term, on_stop_signal, SIGTERM);
         uv_signal_start(&sig_int, on_stop_signal, SIGINT);
         uv_signal_start(&sig_hup, on_hup, SIGHUP);
+        uv_signal_start(&sig_usr1, on_ignored_signal, SIGUSR1);
+        uv_signal_start(&sig_usr2, on_ignored_signal, SIGUSR2);
         if (geteuid() == 0) {
             stp_log(STP_LOG_WARN,
                     "privileges WARNING: still running as root after start-up; set the [proxy] "
