@@ -405,7 +405,11 @@ static void reload(const char *trigger)
     stp_certwatch_base(conf, &files); /* before the files are read */
     stp_runtime_t *rt = stp_runtime_new(conf, err, sizeof(err));
     if (rt == NULL) {
-        stp_log(STP_LOG_ERROR, "reload error=\"%s: %s\"", config_path, err);
+        char *save = NULL, esc[1200];
+        for (char *line = strtok_r(err, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+            stp_log(STP_LOG_ERROR, "reload error=\"%s\"",
+                    stp_log_escape(esc, sizeof(esc), line, strlen(line)));
+        }
         reload_failed("cannot build the new snapshot");
         return;
     }
@@ -766,7 +770,7 @@ int main(int argc, char **argv)
     stp_certwatch_base(conf, &files); /* before the files are read */
     stp_runtime_t *rt = stp_runtime_new(conf, err, sizeof(err));
     if (rt == NULL) {
-        fprintf(stderr, "%s: %s\n", path, err);
+        fputs(err, stderr); /* FILE:LINE: message, one per line */
         fprintf(stderr, "smtp-tls-proxy: configuration file %s test failed\n", path);
         return 1;
     }
