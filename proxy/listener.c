@@ -74,8 +74,8 @@ stp_runtime_t *stp_runtime_new(stp_config_t *conf, char *err, size_t errlen)
             }
         }
         if (!failed) {
-            rt->server_ctx = stp_tls_ctx_server_new(pairs, conf->ncerts, conf->min_version, e,
-                                                    sizeof(e));
+            rt->server_ctx =
+                stp_tls_ctx_server_new(pairs, conf->ncerts, conf->min_version, e, sizeof(e));
             if (rt->server_ctx == NULL) {
                 add_error(err, errlen, file, 0, "%s", e);
                 failed = 1;
@@ -109,8 +109,8 @@ stp_runtime_t *stp_runtime_new(stp_config_t *conf, char *err, size_t errlen)
         if (l->tls == STP_TLS_LEVEL_NONE && l->route != STP_ROUTE_MX) {
             continue; /* route = mx: each domain's policy decides, TLS may be needed */
         }
-        rt->client_ctx[i] = stp_tls_ctx_client_new(l->ca_file[0] ? l->ca_file : NULL,
-                                                   TLS1_2_VERSION, e, sizeof(e));
+        rt->client_ctx[i] =
+            stp_tls_ctx_client_new(l->ca_file[0] ? l->ca_file : NULL, TLS1_2_VERSION, e, sizeof(e));
         if (rt->client_ctx[i] == NULL) {
             add_error(err, errlen, file, l->ca_file[0] ? l->ca_file_line : 0, "listener '%s': %s",
                       l->name, e);
