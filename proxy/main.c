@@ -711,6 +711,33 @@ static unsigned cpu_count(void)
     return n < 1 ? 1 : n > MAX_WORKERS ? MAX_WORKERS : (unsigned)n;
 }
 
+/*
+ * --check: what start-up logs about certificate expiry (error once expired,
+ * warn within STP_CERT_WARN_DAYS), as warnings at the line of the 'cert'
+ * key. The proxy runs with such a certificate, so the check still passes.
+ */
+static void cert_expiry_warnings(const stp_config_t *conf)
+{
+    for (size_t i = 0; i < conf->ncerts; i++) {
+        long left;
+        char when[32];
+        if (stp_certwatch_expiry(conf->certs[i].cert, &left, when, sizeof(when)) < 0 ||
+            left >= (long)STP_CERT_WARN_DAYS * 86400) {
+            continue;
+        }
+        if (left <= 0) {
+            fprintf(stderr,
+                    "%s:%d: warning: certificate %s expired on %s: clients that verify it "
+                    "will refuse the handshake\n",
+                    conf->path, conf->certs[i].cert_line, conf->certs[i].cert, when);
+        } else {
+            fprintf(stderr, "%s:%d: warning: certificate %s expires on %s, in %ld days\n",
+                    conf->path, conf->certs[i].cert_line, conf->certs[i].cert, when,
+                    left / 86400);
+        }
+    }
+}
+
 int main(int argc, char **argv)
 {
     static const struct option opts[] = {
@@ -776,6 +803,7 @@ int main(int argc, char **argv)
     }
     conf = rt->conf;
     if (check) {
+        cert_expiry_warnings(conf);
         fprintf(stderr, "smtp-tls-proxy: configuration file %s test is successful\n", path);
         stp_runtime_unref(rt);
         return 0;

@@ -148,6 +148,25 @@ class Check(unittest.TestCase):
             self.assertIn(word, out.split("%s:%d: " % (path, line))[1].split("\n")[0])
         self.assertTrue(out.endswith("test failed\n"), out)
 
+    def test_expired_certificate_warns(self):
+        # start-up runs with it (and logs expired=yes at error): --check
+        # passes, but says so
+        rc, out, path = self.check(self.HEAD + "[tls]\ncert = {c}/expired.pem\nkey = {c}/expired.key\n"
+                                   .format(c=CERTS) + self.INBOUND)
+        self.assertEqual(rc, 0, out)
+        self.assertIn("%s:4: warning: certificate %s/expired.pem expired on 2020-02-01T00:00:00Z"
+                      % (path, CERTS), out)
+        self.assertIn("test is successful", out)
+
+    def test_soon_expiring_certificate_warns(self):
+        rc, out, path = self.check(self.HEAD + "[tls]\ncert = {c}/soon.pem\nkey = {c}/soon.key\n"
+                                   "cert = {c}/rsa.pem\nkey = {c}/rsa.key\n".format(c=CERTS)
+                                   + self.INBOUND)
+        self.assertEqual(rc, 0, out)
+        self.assertRegex(out, r"%s:4: warning: certificate %s/soon.pem expires on \S+, in \d days\n"
+                         % (path, CERTS))
+        self.assertNotIn("rsa.pem", out)  # not expiring: nothing said
+
     def test_missing_file(self):
         out = subprocess.run([BIN, "--check", "-c", os.path.join(self.tmp, "nope.ini")],
                              capture_output=True, timeout=10)
