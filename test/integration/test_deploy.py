@@ -6,6 +6,7 @@ container image has its own, slower test: test_container.py.)"""
 import glob
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import unittest
@@ -24,6 +25,7 @@ def with_test_certs(text):
 
 CONFIG_C = os.path.join(ROOT, "proxy", "config.c")
 EXAMPLE_INI = os.path.join(DEPLOY, "smtp-tls-proxy.example.ini")
+DEBIAN_MAIN_CF = "/usr/share/postfix/main.cf.debian"
 
 
 def directive_tables():
@@ -308,13 +310,43 @@ class Compose(unittest.TestCase):
         backends = set(re.findall(r"^backend = (\S+)$", ini, re.M))
         self.assertEqual(backends, {"legacy-mta:25"})
 
-    def test_postfix_has_no_tls_and_no_open_relay(self):
+    def postconf_edits(self):
+        """The NAME=VALUE arguments of the Containerfile's `postconf -e`."""
         path = os.path.join(DEPLOY, self.services["legacy-mta"]["build"]["context"], "Containerfile")
         with open(path) as f:
-            text = f.read()
+            text = re.sub(r"\\\n", " ", f.read())  # continuation lines joined
+        run = re.search(r"postconf -e (.*?)(?:&&|$)", text, re.M)
+        self.assertIsNotNone(run, "no postconf -e in %s" % path)
+        return shlex.split(run.group(1))
+
+    def test_postfix_has_no_tls_and_no_open_relay(self):
+        edits = self.postconf_edits()
         for setting in ("smtpd_tls_security_level=none", "smtp_tls_security_level=none",
-                        "mynetworks_style=subnet", "mydestination="):
-            self.assertIn(setting, text)
+                        "mynetworks_style=host",
+                        "smtpd_relay_restrictions=reject_unauth_destination"):
+            self.assertIn(setting, edits)
+        self.assertTrue(any(e.startswith("mydestination=") for e in edits))
+
+    @unittest.skipUnless(shutil.which("postconf") and os.path.exists(DEBIAN_MAIN_CF),
+                         "needs Postfix's postconf and main.cf.debian")
+    def test_postfix_settings_as_postconf_reads_them(self):
+        # The image's main.cf: Debian's (compatibility_level 3.6, whose
+        # smtpd_relay_restrictions starts with permit_mynetworks) with the
+        # Containerfile's edits. With mynetworks_style = subnet the proxy,
+        # on the same network, relayed anything anywhere.
+        tmp = tmpdir()
+        self.addCleanup(shutil.rmtree, tmp, True)
+        shutil.copy(DEBIAN_MAIN_CF, os.path.join(tmp, "main.cf"))
+        subprocess.run(["postconf", "-c", tmp, "-e"] + self.postconf_edits(), check=True,
+                       capture_output=True, timeout=30)
+        out = subprocess.run(["postconf", "-c", tmp, "-x", "-h", "mynetworks_style",
+                              "smtpd_relay_restrictions", "mydestination"],
+                             capture_output=True, timeout=30)
+        style, relay, dest = out.stdout.decode().splitlines()
+        self.assertEqual(style, "host")
+        self.assertNotIn("permit_mynetworks", relay)
+        self.assertEqual(relay.replace(",", " ").split(), ["reject_unauth_destination"])
+        self.assertIn("example.test", dest.replace(",", " ").split())
 
 
 class SystemdUnit(unittest.TestCase):
