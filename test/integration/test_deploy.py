@@ -416,6 +416,19 @@ class Haproxy(unittest.TestCase):
         out = subprocess.run(["haproxy", "-c", "-f", self.CFG], capture_output=True, timeout=30)
         self.assertEqual(out.returncode, 0, (out.stderr + out.stdout).decode())
 
+    def test_checks_are_not_every_2_seconds(self):
+        # each check is a whole proxied session (and a backend connection)
+        with open(self.CFG) as f:
+            lines = [line.split() for line in f if not line.strip().startswith("#")]
+        units = {"ms": 0.001, "s": 1, "m": 60, "": 0.001}
+        inters = []
+        for words in lines:
+            if words and words[0] in ("default-server", "server") and "inter" in words:
+                m = re.fullmatch(r"(\d+)(ms|s|m|)", words[words.index("inter") + 1])
+                inters.append(int(m.group(1)) * units[m.group(2)])
+        self.assertTrue(inters, "no 'inter': haproxy checks every 2 s")
+        self.assertGreaterEqual(min(inters), 10)
+
     def test_every_server_sends_proxy_v2(self):
         with open(self.CFG) as f:
             servers = [line.split() for line in f if line.strip().startswith("server ")]
