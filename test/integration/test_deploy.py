@@ -349,6 +349,26 @@ class Compose(unittest.TestCase):
         self.assertIn("example.test", dest.replace(",", " ").split())
 
 
+class ReadmeLogEvents(unittest.TestCase):
+    """The README's log event table calls field names a stable interface:
+    every event the binary logs is in it."""
+
+    def test_every_logged_event_is_documented(self):
+        events = set()
+        for path in glob.glob(os.path.join(ROOT, "proxy", "*.c")):
+            with open(path) as f:
+                text = f.read()
+            events |= set(re.findall(r'stp_log\(STP_LOG_[A-Z]+,\s*"([a-z_]+)[ "]', text))
+        self.assertIn("session", events)
+        with open(os.path.join(ROOT, "README.md")) as f:
+            readme = f.read()
+        table = readme[readme.index("| event | level |"):]
+        table = table[:table.index("\n\n")]
+        documented = set(re.findall(r"^\| `([a-z_]+)`(?:, `([a-z_]+)`)?", table, re.M))
+        documented = {e for pair in documented for e in pair if e}
+        self.assertEqual(sorted(events - documented), [])
+
+
 class SystemdUnit(unittest.TestCase):
     UNIT = os.path.join(DEPLOY, "systemd", "smtp-tls-proxy.service")
 
