@@ -400,6 +400,21 @@ class SystemdUnit(unittest.TestCase):
         self.assertIn("service type", err)
         self.assertIn("protect system", err)
 
+    def test_readme_installs_what_the_unit_names(self):
+        # the binary, the INI and the Documentation= file: each put in place
+        # by an `install` line of the README's systemd steps
+        with open(self.UNIT) as f:
+            unit = f.read()
+        paths = set(re.findall(r"^(?:ExecStart|ExecStartPre)=(/\S+)", unit, re.M))
+        paths |= set(re.findall(r"^ExecStart=\S+ -c (/\S+)", unit, re.M))
+        paths |= set(re.findall(r"^Documentation=file://(/\S+)", unit, re.M))
+        self.assertEqual(len(paths), 3, paths)
+        with open(os.path.join(ROOT, "README.md")) as f:
+            readme = f.read()
+        for path in sorted(paths):
+            self.assertTrue(re.search(r"(?m)^install .* %s(\s|$)" % re.escape(path), readme),
+                            "no README step installs %s" % path)
+
     def test_unit_is_hardened(self):
         with open(self.UNIT) as f:
             keys = dict(line.split("=", 1) for line in f.read().splitlines()
