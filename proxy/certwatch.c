@@ -66,18 +66,19 @@ static void cert_names(X509 *x, char *out, size_t cap)
     }
 }
 
-static void check_one(const char *file)
+/* The first certificate of `file`: seconds left until its notAfter, which
+ * also goes into `when` (UTC); its names into `names` when not NULL.
+ * Returns the notAfter time, or -1 when the file holds no certificate. */
+static time_t read_expiry(const char *file, long *left, char *when, size_t whenlen, char *names,
+                          size_t nameslen)
 {
-    char label[1200], esc_file[1100], names[512], esc_names[600], when[32];
     FILE *f = fopen(file, "r");
     X509 *x = f ? PEM_read_X509(f, NULL, NULL, NULL) : NULL;
     if (f) {
         fclose(f);
     }
-    stp_log_escape(esc_file, sizeof(esc_file), file, strlen(file));
     if (x == NULL) {
-        stp_log(STP_LOG_ERROR, "certificate file=\"%s\" error=\"cannot be read\"", esc_file);
-        return;
+        return -1;
     }
     int days = 0, secs = 0;
     if (!ASN1_TIME_diff(&days, &secs, NULL, X509_get0_notAfter(x))) {
@@ -86,12 +87,32 @@ static void check_one(const char *file)
     time_t not_after = time(NULL) + (time_t)days * 86400 + secs;
     struct tm tm;
     gmtime_r(&not_after, &tm);
-    strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", &tm);
-    cert_names(x, names, sizeof(names));
-    stp_log_escape(esc_names, sizeof(esc_names), names, strlen(names));
+    strftime(when, whenlen, "%Y-%m-%dT%H:%M:%SZ", &tm);
+    if (names != NULL) {
+        cert_names(x, names, nameslen);
+    }
     X509_free(x);
+    *left = (long)days * 86400 + secs;
+    return not_after;
+}
 
-    long left = (long)days * 86400 + secs;
+int stp_certwatch_expiry(const char *file, long *left, char *when, size_t whenlen)
+{
+    return read_expiry(file, left, when, whenlen, NULL, 0) == (time_t)-1 ? -1 : 0;
+}
+
+static void check_one(const char *file)
+{
+    char label[1200], esc_file[1100], names[512], esc_names[600], when[32];
+    long left = 0;
+    stp_log_escape(esc_file, sizeof(esc_file), file, strlen(file));
+    time_t not_after = read_expiry(file, &left, when, sizeof(when), names, sizeof(names));
+    if (not_after == (time_t)-1) {
+        stp_log(STP_LOG_ERROR, "certificate file=\"%s\" error=\"cannot be read\"", esc_file);
+        return;
+    }
+    stp_log_escape(esc_names, sizeof(esc_names), names, strlen(names));
+
     stp_log_level_t level = left <= 0                                    ? STP_LOG_ERROR
                             : left < (long)STP_CERT_WARN_DAYS * 86400 ? STP_LOG_WARN
                                                                          : STP_LOG_INFO;

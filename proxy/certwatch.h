@@ -23,6 +23,14 @@
 /* Logs names and expiry of every [tls] cert of `conf` and sets the metric. */
 void stp_certwatch_check(const stp_config_t *conf);
 
+/*
+ * The first certificate of `file`: seconds until it expires into `left`
+ * (0 or less: expired), its notAfter as "YYYY-MM-DDTHH:MM:SSZ" into `when`.
+ * Returns 0, or -1 when the file holds no readable certificate. What
+ * `--check` warns about, as stp_certwatch_check logs it.
+ */
+int stp_certwatch_expiry(const char *file, long *left, char *when, size_t whenlen);
+
 /* The state of the certificate and key files a change is seen against. */
 typedef struct {
     const char *path[2 * STP_CONF_MAX_CERTS]; /* borrowed from the configuration */

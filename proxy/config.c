@@ -939,6 +939,7 @@ static int parse_cert(loader_t *ld, const directive_t *d, void *base, const char
         return -1;
     }
     /* Counted even when bad, so that the key that follows pairs with it. */
+    cf->certs[cf->ncerts].cert_line = ld->lineno;
     char *field = cf->certs[cf->ncerts++].cert;
     ld->key_pending = 1;
     if (value[0] == '\0') {
@@ -960,6 +961,7 @@ static int parse_key(loader_t *ld, const directive_t *d, void *base, const char 
         return -1;
     }
     ld->key_pending = 0;
+    cf->certs[cf->ncerts - 1].key_line = ld->lineno;
     if (value[0] == '\0') {
         bad_value(ld, d, value, "the path of a PEM private key");
         return -1;
@@ -1729,9 +1731,12 @@ static void finish_listener(loader_t *ld, size_t li)
         if (!listener_key_line(ld, li, "servername") && lc->route == STP_ROUTE_RELAY) {
             memcpy(lc->servername, lc->relay.host, strlen(lc->relay.host) + 1);
         }
-        if (!listener_key_line(ld, li, "ca_file")) {
+        lc->ca_file_line = listener_key_line(ld, li, "ca_file");
+        if (!lc->ca_file_line) {
             memcpy(lc->ca_file, cf->ca_file, strlen(cf->ca_file) + 1);
+            lc->ca_file_line = cf->ca_file_line;
         }
+        lc->route_line = listener_key_line(ld, li, "route");
         if (lc->route == STP_ROUTE_RELAY) {
             report_loop(ld, listener_key_line(ld, li, "route"), "route", &lc->listen, &lc->relay);
         }
@@ -1839,6 +1844,8 @@ static void finish_policy(loader_t *ld, const stp_domain_policy_t *p, const int 
 static void finish(loader_t *ld)
 {
     finish_proxy(ld);
+    ld->cf->ca_file_line =
+        ld->tls_seen[directive_index(tls_directives, COUNT_OF(tls_directives), "ca_file")];
     if (!ld->proxy_seen[directive_index(proxy_directives, COUNT_OF(proxy_directives),
                                         "mta_sts_ca_file")]) {
         memcpy(ld->cf->mta_sts_ca_file, ld->cf->ca_file, strlen(ld->cf->ca_file) + 1);

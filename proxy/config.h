@@ -70,6 +70,8 @@ typedef struct {
     stp_tls_level_t tls;        /* default verify */
     char servername[256];       /* default: relay host */
     char ca_file[1024];         /* default: "" = system store ([tls] ca_file) */
+    int ca_file_line;           /* line of the key that named ca_file (here or in [tls]), 0: none */
+    int route_line;             /* line of 'route', for messages about the relay */
     int testing;                /* default no */
     stp_on_failure_t on_failure;/* default defer */
     uint64_t connection_cache_time; /* ms a clean TLS connection to the next hop waits for
@@ -124,10 +126,12 @@ typedef struct {
     struct {
         char cert[1024];
         char key[1024];
+        int cert_line, key_line; /* lines of 'cert' and 'key' (0: no key line) */
     } certs[STP_CONF_MAX_CERTS];
     size_t ncerts;              /* cert/key may repeat: pairs in order */
     uint16_t min_version;       /* TLS1_2_VERSION (default) or TLS1_3_VERSION */
     char ca_file[1024];         /* outbound trust store; "" = system default */
+    int ca_file_line;           /* line of [tls] ca_file, 0: not given */
 
     stp_listener_conf_t listeners[STP_CONF_MAX_LISTENERS];
     size_t nlisteners;

@@ -5,6 +5,7 @@
 
 #include <errno.h>
 #include <limits.h>
+#include <stdarg.h>
 #include <netdb.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -18,11 +19,40 @@
 #include "proxy/upcache.h"
 #include "tls/tls_ctx.h"
 
+/* Appends "FILE:LINE: message\n" (without LINE when 0) to err. */
+static void add_error(char *err, size_t errlen, const char *file, int line, const char *fmt, ...)
+    __attribute__((format(printf, 5, 6)));
+
+static void add_error(char *err, size_t errlen, const char *file, int line, const char *fmt, ...)
+{
+    char text[1200];
+    va_list ap;
+    size_t used = strnlen(err, errlen);
+    if (used + 1 >= errlen) {
+        return;
+    }
+    va_start(ap, fmt);
+    vsnprintf(text, sizeof(text), fmt, ap);
+    va_end(ap);
+    if (line > 0) {
+        snprintf(err + used, errlen - used, "%s:%d: %s\n", file, line, text);
+    } else {
+        snprintf(err + used, errlen - used, "%s: %s\n", file, text);
+    }
+}
+
 stp_runtime_t *stp_runtime_new(stp_config_t *conf, char *err, size_t errlen)
 {
+    const char *file = conf->path ? conf->path : "(configuration)";
+    char e[1200];
+    int failed = 0;
+
+    if (errlen > 0) {
+        err[0] = '\0';
+    }
     stp_runtime_t *rt = calloc(1, sizeof(*rt));
     if (rt == NULL) {
-        snprintf(err, errlen, "out of memory");
+        add_error(err, errlen, file, 0, "out of memory");
         stp_config_free(conf);
         return NULL;
     }
@@ -34,11 +64,22 @@ stp_runtime_t *stp_runtime_new(stp_config_t *conf, char *err, size_t errlen)
             pairs[i].cert_file = conf->certs[i].cert;
             pairs[i].key_file = conf->certs[i].key[0] ? conf->certs[i].key : NULL;
         }
-        rt->server_ctx = stp_tls_ctx_server_new(pairs, conf->ncerts, conf->min_version, err,
-                                                errlen);
-        if (rt->server_ctx == NULL) {
-            stp_runtime_unref(rt);
-            return NULL;
+        /* Every bad pair, each at the line of the key that named its file. */
+        for (size_t i = 0; i < conf->ncerts; i++) {
+            if (stp_tls_keypair_check(&pairs[i], e, sizeof(e)) < 0) {
+                int key = strncmp(e, "key ", 4) == 0 && conf->certs[i].key_line > 0;
+                add_error(err, errlen, file,
+                          key ? conf->certs[i].key_line : conf->certs[i].cert_line, "%s", e);
+                failed = 1;
+            }
+        }
+        if (!failed) {
+            rt->server_ctx =
+                stp_tls_ctx_server_new(pairs, conf->ncerts, conf->min_version, e, sizeof(e));
+            if (rt->server_ctx == NULL) {
+                add_error(err, errlen, file, 0, "%s", e);
+                failed = 1;
+            }
         }
     }
     for (size_t i = 0; i < conf->nlisteners; i++) {
@@ -53,26 +94,32 @@ stp_runtime_t *stp_runtime_new(stp_config_t *conf, char *err, size_t errlen)
             snprintf(port, sizeof(port), "%u", l->relay.port);
             int rc = getaddrinfo(l->relay.host, port, &hints, &res);
             if (rc != 0 || res == NULL) {
-                snprintf(err, errlen, "listener '%s': cannot resolve relay '%s': %s", l->name,
-                         l->relay.host, gai_strerror(rc));
-                stp_runtime_unref(rt);
-                return NULL;
+                add_error(err, errlen, file, l->route_line,
+                          "listener '%s': cannot resolve relay '%s': %s", l->name, l->relay.host,
+                          gai_strerror(rc));
+                failed = 1;
+            } else {
+                memcpy(&l->relay.addr, res->ai_addr, res->ai_addrlen);
+                l->relay.addr_len = res->ai_addrlen;
             }
-            memcpy(&l->relay.addr, res->ai_addr, res->ai_addrlen);
-            l->relay.addr_len = res->ai_addrlen;
-            freeaddrinfo(res);
+            if (res != NULL) {
+                freeaddrinfo(res);
+            }
         }
         if (l->tls == STP_TLS_LEVEL_NONE && l->route != STP_ROUTE_MX) {
             continue; /* route = mx: each domain's policy decides, TLS may be needed */
         }
-        char e[400];
-        rt->client_ctx[i] = stp_tls_ctx_client_new(l->ca_file[0] ? l->ca_file : NULL,
-                                                   TLS1_2_VERSION, e, sizeof(e));
+        rt->client_ctx[i] =
+            stp_tls_ctx_client_new(l->ca_file[0] ? l->ca_file : NULL, TLS1_2_VERSION, e, sizeof(e));
         if (rt->client_ctx[i] == NULL) {
-            snprintf(err, errlen, "listener '%s': %s", l->name, e);
-            stp_runtime_unref(rt);
-            return NULL;
+            add_error(err, errlen, file, l->ca_file[0] ? l->ca_file_line : 0, "listener '%s': %s",
+                      l->name, e);
+            failed = 1;
         }
+    }
+    if (failed) {
+        stp_runtime_unref(rt);
+        return NULL;
     }
     return rt;
 }

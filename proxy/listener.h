@@ -48,8 +48,10 @@ typedef struct stp_listener_s {
 } stp_listener_t;
 
 /*
- * Builds the runtime from a loaded config: TLS contexts. Takes ownership of
- * `conf`. Returns NULL and writes a message into err on failure.
+ * Builds the runtime from a loaded config: TLS contexts, relay addresses.
+ * Takes ownership of `conf`. Returns NULL on failure and writes every
+ * problem found into err, one per line as "FILE:LINE: message\n" (LINE
+ * that of the key naming the file or relay; "FILE: message" without one).
  */
 stp_runtime_t *stp_runtime_new(stp_config_t *conf, char *err, size_t errlen);
 void stp_runtime_ref(stp_runtime_t *rt);

@@ -7,6 +7,7 @@
  */
 #include "proxy/log.h"
 
+#include <ctype.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -83,13 +84,54 @@ static size_t put(char *buf, size_t cap, size_t len, const char *s, size_t n)
     return len + n;
 }
 
+/* Length of the key at p ([A-Za-z0-9_.-]+ directly followed by '='), or 0
+ * when p does not start a key=value pair. */
+static size_t key_len(const char *p)
+{
+    size_t n = 0;
+    while (isalnum((unsigned char)p[n]) || p[n] == '_' || p[n] == '.' || p[n] == '-') {
+        n++;
+    }
+    return n > 0 && p[n] == '=' ? n : 0;
+}
+
+/* Where text starting at p ends: before the next " key=", or at the end. */
+static const char *run_end(const char *p)
+{
+    for (const char *s = strchr(p, ' '); s != NULL; s = strchr(s + 1, ' ')) {
+        if (key_len(s + 1) > 0) {
+            return s;
+        }
+    }
+    return p + strlen(p);
+}
+
+/* Appends [s, e) as the inside of a JSON string. Control bytes were
+ * replaced before, so '"' and '\\' are all that need escaping. */
+static size_t put_str(char *out, size_t cap, size_t o, const char *s, const char *e)
+{
+    for (const char *c = s; c < e; c++) {
+        if (*c == '"' || *c == '\\') {
+            o = put(out, cap, o, "\\", 1);
+        }
+        o = put(out, cap, o, c, 1);
+    }
+    return o;
+}
+
 /* Converts "event k=v k2=v2 with spaces?" into JSON members. Values run to
- * the next " key=" boundary, so free text after the last key stays whole. */
+ * the next " key=" boundary, so free text after a key stays in its value; a
+ * value in quotes ends at the quote that is followed by " key=" or the end.
+ * Text that is not key=value (a warning's sentence after the event name)
+ * goes whole into a "msg" member, so every line is a JSON object that keeps
+ * all of its text. */
 static size_t to_json(char *out, size_t cap, const char *msg)
 {
     size_t o = 0;
     const char *p = msg;
     int first = 1;
+    const char *text[8][2]; /* free-text runs, in order, for "msg" */
+    size_t ntext = 0;
 
     while (*p == ' ') {
         p++;
@@ -100,7 +142,7 @@ static size_t to_json(char *out, size_t cap, const char *msg)
     if (*p && (eq == NULL || (sp != NULL && sp < eq))) {
         size_t n = sp ? (size_t)(sp - p) : strlen(p);
         o = put(out, cap, o, "\"event\":\"", 9);
-        o = put(out, cap, o, p, n);
+        o = put_str(out, cap, o, p, p + n);
         o = put(out, cap, o, "\"", 1);
         first = 0;
         p += n;
@@ -109,51 +151,60 @@ static size_t to_json(char *out, size_t cap, const char *msg)
         while (*p == ' ') {
             p++;
         }
-        const char *k = p;
-        eq = strchr(k, '=');
-        if (eq == NULL) {
+        if (*p == '\0') {
             break;
         }
-        /* value ends before the next " word=" */
-        const char *v = eq + 1;
-        const char *end = v;
-        for (;;) {
-            const char *s2 = strchr(end, ' ');
-            if (s2 == NULL) {
-                end = v + strlen(v);
-                break;
+        size_t kl = key_len(p);
+        if (kl == 0) {
+            const char *end = run_end(p);
+            if (ntext < sizeof(text) / sizeof(text[0])) {
+                text[ntext][0] = p;
+                text[ntext][1] = end;
+                ntext++;
+            } else { /* cannot happen with today's lines: keep it in the last run */
+                text[ntext - 1][1] = end;
             }
-            const char *w = s2 + 1;
-            while (*w && *w != ' ' && *w != '=') {
-                w++;
+            p = end;
+            continue;
+        }
+        const char *k = p;
+        const char *v = p + kl + 1;
+        const char *vs = v, *ve = NULL, *end = NULL;
+        if (*v == '"') {
+            /* key="quoted text": the string itself in JSON */
+            for (const char *q = strchr(v + 1, '"'); q != NULL; q = strchr(q + 1, '"')) {
+                if (q[1] == '\0' || (q[1] == ' ' && key_len(q + 2) > 0)) {
+                    vs = v + 1;
+                    ve = q;
+                    end = q + 1;
+                    break;
+                }
             }
-            if (*w == '=' && w > s2 + 1) {
-                end = s2;
-                break;
-            }
-            end = s2 + 1;
+        }
+        if (end == NULL) {
+            end = run_end(v);
+            ve = end;
         }
         if (!first) {
             o = put(out, cap, o, ",", 1);
         }
         first = 0;
         o = put(out, cap, o, "\"", 1);
-        o = put(out, cap, o, k, (size_t)(eq - k));
+        o = put(out, cap, o, k, kl);
         o = put(out, cap, o, "\":\"", 3);
-        /* key="quoted text" in a text line is the string itself in JSON */
-        const char *vs = v, *ve = end;
-        if (ve - vs >= 2 && vs[0] == '"' && ve[-1] == '"') {
-            vs++;
-            ve--;
-        }
-        for (const char *c = vs; c < ve; c++) {
-            if (*c == '"' || *c == '\\') {
-                o = put(out, cap, o, "\\", 1);
-            }
-            o = put(out, cap, o, c, 1);
-        }
+        o = put_str(out, cap, o, vs, ve);
         o = put(out, cap, o, "\"", 1);
         p = end;
+    }
+    if (ntext > 0) {
+        o = put(out, cap, o, first ? "\"msg\":\"" : ",\"msg\":\"", first ? 7 : 8);
+        for (size_t i = 0; i < ntext; i++) {
+            if (i > 0) {
+                o = put(out, cap, o, " ", 1);
+            }
+            o = put_str(out, cap, o, text[i][0], text[i][1]);
+        }
+        o = put(out, cap, o, "\"", 1);
     }
     return o;
 }

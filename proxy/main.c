@@ -96,7 +96,7 @@ static worker_t *workers;
 static unsigned nworkers;
 static slot_t slots[SLOTS];
 static stp_limits_t limits[SLOTS]; /* per slot, shared by the workers */
-static uv_signal_t sig_term, sig_int, sig_hup;
+static uv_signal_t sig_term, sig_int, sig_hup, sig_usr1, sig_usr2;
 static uv_async_t worker_done;
 static atomic_uint workers_finished;
 static int stopping;
@@ -282,6 +282,17 @@ static void on_worker_done(uv_async_t *a)
      * SIGTERM must not kill a process that is already on its way out. */
     signal(SIGTERM, SIG_IGN);
     signal(SIGINT, SIG_IGN);
+    signal(SIGUSR1, SIG_IGN);
+    signal(SIGUSR2, SIG_IGN);
+}
+
+/* SIGUSR1/SIGUSR2 mean nothing to the proxy; their default action would end
+ * it without a drain or a log line (a stray `kill -USR1`, a log rotator
+ * configured for another daemon). */
+static void on_ignored_signal(uv_signal_t *h, int signum)
+{
+    (void)h;
+    stp_log(STP_LOG_INFO, "signal name=%s result=ignored", signum == SIGUSR1 ? "USR1" : "USR2");
 }
 
 static void on_stop_signal(uv_signal_t *h, int signum)
@@ -394,7 +405,11 @@ static void reload(const char *trigger)
     stp_certwatch_base(conf, &files); /* before the files are read */
     stp_runtime_t *rt = stp_runtime_new(conf, err, sizeof(err));
     if (rt == NULL) {
-        stp_log(STP_LOG_ERROR, "reload error=\"%s: %s\"", config_path, err);
+        char *save = NULL, esc[1200];
+        for (char *line = strtok_r(err, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+            stp_log(STP_LOG_ERROR, "reload error=\"%s\"",
+                    stp_log_escape(esc, sizeof(esc), line, strlen(line)));
+        }
         reload_failed("cannot build the new snapshot");
         return;
     }
@@ -696,6 +711,33 @@ static unsigned cpu_count(void)
     return n < 1 ? 1 : n > MAX_WORKERS ? MAX_WORKERS : (unsigned)n;
 }
 
+/*
+ * --check: what start-up logs about certificate expiry (error once expired,
+ * warn within STP_CERT_WARN_DAYS), as warnings at the line of the 'cert'
+ * key. The proxy runs with such a certificate, so the check still passes.
+ */
+static void cert_expiry_warnings(const stp_config_t *conf)
+{
+    for (size_t i = 0; i < conf->ncerts; i++) {
+        long left;
+        char when[32];
+        if (stp_certwatch_expiry(conf->certs[i].cert, &left, when, sizeof(when)) < 0 ||
+            left >= (long)STP_CERT_WARN_DAYS * 86400) {
+            continue;
+        }
+        if (left <= 0) {
+            fprintf(stderr,
+                    "%s:%d: warning: certificate %s expired on %s: clients that verify it "
+                    "will refuse the handshake\n",
+                    conf->path, conf->certs[i].cert_line, conf->certs[i].cert, when);
+        } else {
+            fprintf(stderr, "%s:%d: warning: certificate %s expires on %s, in %ld days\n",
+                    conf->path, conf->certs[i].cert_line, conf->certs[i].cert, when,
+                    left / 86400);
+        }
+    }
+}
+
 int main(int argc, char **argv)
 {
     static const struct option opts[] = {
@@ -739,6 +781,8 @@ int main(int argc, char **argv)
     }
 
     signal(SIGPIPE, SIG_IGN);
+    signal(SIGUSR1, SIG_IGN); /* until the loop logs them (on_ignored_signal) */
+    signal(SIGUSR2, SIG_IGN);
     err[0] = '\0';
     stp_config_t *conf = stp_config_load(path, err, sizeof(err));
     if (conf == NULL) {
@@ -753,12 +797,13 @@ int main(int argc, char **argv)
     stp_certwatch_base(conf, &files); /* before the files are read */
     stp_runtime_t *rt = stp_runtime_new(conf, err, sizeof(err));
     if (rt == NULL) {
-        fprintf(stderr, "%s: %s\n", path, err);
+        fputs(err, stderr); /* FILE:LINE: message, one per line */
         fprintf(stderr, "smtp-tls-proxy: configuration file %s test failed\n", path);
         return 1;
     }
     conf = rt->conf;
     if (check) {
+        cert_expiry_warnings(conf);
         fprintf(stderr, "smtp-tls-proxy: configuration file %s test is successful\n", path);
         stp_runtime_unref(rt);
         return 0;
@@ -833,11 +878,15 @@ int main(int argc, char **argv)
     uv_signal_init(loop, &sig_term);
     uv_signal_init(loop, &sig_int);
     uv_signal_init(loop, &sig_hup);
+    uv_signal_init(loop, &sig_usr1);
+    uv_signal_init(loop, &sig_usr2);
     uv_async_init(loop, &worker_done, on_worker_done);
     if (!failed) {
         uv_signal_start(&sig_term, on_stop_signal, SIGTERM);
         uv_signal_start(&sig_int, on_stop_signal, SIGINT);
         uv_signal_start(&sig_hup, on_hup, SIGHUP);
+        uv_signal_start(&sig_usr1, on_ignored_signal, SIGUSR1);
+        uv_signal_start(&sig_usr2, on_ignored_signal, SIGUSR2);
         if (geteuid() == 0) {
             stp_log(STP_LOG_WARN,
                     "privileges WARNING: still running as root after start-up; set the [proxy] "

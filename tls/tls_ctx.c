@@ -526,6 +526,16 @@ static int share_a_name(const entry_t *a, const entry_t *b)
     return a->nnames == 0 && b->nnames == 0;
 }
 
+int stp_tls_keypair_check(const stp_tls_keypair_t *pair, char *err, size_t err_len)
+{
+    credential_t c;
+    if (load_credential(pair, &c, err, err_len) < 0) {
+        return -1;
+    }
+    credential_clear(&c);
+    return 0;
+}
+
 SSL_CTX *stp_tls_ctx_server_new(const stp_tls_keypair_t *pairs, size_t n, uint16_t min_version,
                                 char *err, size_t err_len)
 {

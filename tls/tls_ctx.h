@@ -29,6 +29,15 @@ SSL_CTX *stp_tls_ctx_server_new(const stp_tls_keypair_t *pairs, size_t n, uint16
                                 char *err, size_t err_len);
 
 /*
+ * Loads one pair as stp_tls_ctx_server_new would and checks that key and
+ * certificate match, so that every bad pair of a configuration can be named
+ * (stp_tls_ctx_server_new stops at the first). Returns 0, or -1 with `err`
+ * set: "cert FILE: ...", "key FILE: ..." or "key FILE does not match
+ * certificate FILE".
+ */
+int stp_tls_keypair_check(const stp_tls_keypair_t *pair, char *err, size_t err_len);
+
+/*
  * Client context: trust anchors from `ca_file` (PEM bundle) or, when NULL,
  * the system default paths. Peer verification is not switched on here; the
  * caller decides per connection (see tls_verify.h in the outbound work).

@@ -90,6 +90,83 @@ class Check(unittest.TestCase):
         self.assertNotEqual(rc, 0)
         self.assertIn("rsa.key", out)
 
+    HEAD = "[proxy]\nhostname = mx.example.test\n"  # lines 1-2
+    INBOUND = "[listener:a]\nmode = inbound\nlisten = 127.0.0.1:2525\nbackend = 127.0.0.1:2526\n"
+
+    def test_certificate_errors_have_file_and_line(self):
+        # read when the snapshot is built, after the file parsed: these had
+        # no line ("m.ini: key ... does not match ...")
+        c = CERTS
+        cases = [
+            ("key does not match", "[tls]\ncert = {c}/ecdsa.pem\nkey = {c}/rsa.key\n", 5,
+             "key {c}/rsa.key does not match certificate {c}/ecdsa.pem"),
+            ("no private key", "[tls]\ncert = {c}/ecdsa.pem\nkey = {c}/ecdsa.pem\n", 5,
+             "key {c}/ecdsa.pem: no private key found"),
+            ("no certificate", "[tls]\ncert = {c}/ecdsa.key\nkey = {c}/ecdsa.key\n", 4,
+             "cert {c}/ecdsa.key: no certificate found"),
+        ]
+        for label, tls, line, want in cases:
+            with self.subTest(label):
+                rc, out, path = self.check(self.HEAD + tls.format(c=c) + self.INBOUND)
+                self.assertEqual(rc, 1, out)
+                self.assertIn("%s:%d: %s\n" % (path, line, want.format(c=c)), out)
+
+    def test_listener_errors_have_file_and_line(self):
+        c = CERTS
+        cases = [
+            ("ca_file of the listener",
+             "[listener:out]\nmode = outbound\nlisten = 127.0.0.1:10025\n"
+             "route = relay:127.0.0.1:2526\nca_file = {c}/ecdsa.key\n", 7,
+             "listener 'out': ca_file {c}/ecdsa.key: no certificate found"),
+            ("ca_file of [tls]",
+             "[tls]\nca_file = {c}/ecdsa.key\n[listener:out]\nmode = outbound\n"
+             "listen = 127.0.0.1:10025\nroute = relay:127.0.0.1:2526\n", 4,
+             "listener 'out': ca_file {c}/ecdsa.key: no certificate found"),
+            ("relay that does not resolve",
+             "[listener:out]\nmode = outbound\nlisten = 127.0.0.1:10025\n"
+             "route = relay:smtp.provider.invalid:25\n", 6,
+             "listener 'out': cannot resolve relay 'smtp.provider.invalid'"),
+        ]
+        for label, text, line, want in cases:
+            with self.subTest(label):
+                rc, out, path = self.check(self.HEAD + text.format(c=c))
+                self.assertEqual(rc, 1, out)
+                self.assertIn("%s:%d: %s" % (path, line, want.format(c=c)), out)
+
+    def test_all_certificate_problems_reported(self):
+        c = CERTS
+        rc, out, path = self.check(
+            self.HEAD + "[tls]\ncert = {c}/ecdsa.pem\nkey = {c}/rsa.key\n"     # 3-5
+            "cert = {c}/rsa.pem\nkey = {c}/rsa.pem\n"                             # 6-7
+            "[listener:out]\nmode = outbound\nlisten = 127.0.0.1:10025\n"       # 8-10
+            "route = relay:smtp.provider.invalid:25\nca_file = {c}/rsa.key\n"     # 11-12
+            .format(c=c))
+        self.assertEqual(rc, 1, out)
+        for line, word in ((5, "does not match"), (7, "no private key found"),
+                           (11, "cannot resolve relay"), (12, "ca_file")):
+            self.assertIn("%s:%d: " % (path, line), out)
+            self.assertIn(word, out.split("%s:%d: " % (path, line))[1].split("\n")[0])
+        self.assertTrue(out.endswith("test failed\n"), out)
+
+    def test_expired_certificate_warns(self):
+        # start-up runs with it (and logs expired=yes at error): --check
+        # passes, but says so
+        rc, out, path = self.check(self.HEAD + "[tls]\ncert = {c}/expired.pem\nkey = {c}/expired.key\n"
+                                   .format(c=CERTS) + self.INBOUND)
+        self.assertEqual(rc, 0, out)
+        self.assertIn("%s:4: warning: certificate %s/expired.pem expired on 2020-02-01T00:00:00Z"
+                      % (path, CERTS), out)
+        self.assertIn("test is successful", out)
+
+    def test_soon_expiring_certificate_warns(self):
+        rc, out, path = self.check(self.HEAD + "[tls]\ncert = {c}/soon.pem\nkey = {c}/soon.key\n"
+                                   "cert = {c}/rsa.pem\nkey = {c}/rsa.key\n".format(c=CERTS)
+                                   + self.INBOUND)
+        self.assertEqual(rc, 0, out)
+        self.assertRegex(out, r"%s:4: warning: certificate %s/soon.pem expires on \S+, in \d days\n"
+                         % (path, CERTS))
+        self.assertNotIn("rsa.pem", out)  # not expiring: nothing said
+
     def test_missing_file(self):
         out = subprocess.run([BIN, "--check", "-c", os.path.join(self.tmp, "nope.ini")],
                              capture_output=True, timeout=10)

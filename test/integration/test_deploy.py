@@ -6,6 +6,7 @@ container image has its own, slower test: test_container.py.)"""
 import glob
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import unittest
@@ -24,6 +25,7 @@ def with_test_certs(text):
 
 CONFIG_C = os.path.join(ROOT, "proxy", "config.c")
 EXAMPLE_INI = os.path.join(DEPLOY, "smtp-tls-proxy.example.ini")
+DEBIAN_MAIN_CF = "/usr/share/postfix/main.cf.debian"
 
 
 def directive_tables():
@@ -308,13 +310,63 @@ class Compose(unittest.TestCase):
         backends = set(re.findall(r"^backend = (\S+)$", ini, re.M))
         self.assertEqual(backends, {"legacy-mta:25"})
 
-    def test_postfix_has_no_tls_and_no_open_relay(self):
+    def postconf_edits(self):
+        """The NAME=VALUE arguments of the Containerfile's `postconf -e`."""
         path = os.path.join(DEPLOY, self.services["legacy-mta"]["build"]["context"], "Containerfile")
         with open(path) as f:
-            text = f.read()
+            text = re.sub(r"\\\n", " ", f.read())  # continuation lines joined
+        run = re.search(r"postconf -e (.*?)(?:&&|$)", text, re.M)
+        self.assertIsNotNone(run, "no postconf -e in %s" % path)
+        return shlex.split(run.group(1))
+
+    def test_postfix_has_no_tls_and_no_open_relay(self):
+        edits = self.postconf_edits()
         for setting in ("smtpd_tls_security_level=none", "smtp_tls_security_level=none",
-                        "mynetworks_style=subnet", "mydestination="):
-            self.assertIn(setting, text)
+                        "mynetworks_style=host",
+                        "smtpd_relay_restrictions=reject_unauth_destination"):
+            self.assertIn(setting, edits)
+        self.assertTrue(any(e.startswith("mydestination=") for e in edits))
+
+    @unittest.skipUnless(shutil.which("postconf") and os.path.exists(DEBIAN_MAIN_CF),
+                         "needs Postfix's postconf and main.cf.debian")
+    def test_postfix_settings_as_postconf_reads_them(self):
+        # The image's main.cf: Debian's (compatibility_level 3.6, whose
+        # smtpd_relay_restrictions starts with permit_mynetworks) with the
+        # Containerfile's edits. With mynetworks_style = subnet the proxy,
+        # on the same network, relayed anything anywhere.
+        tmp = tmpdir()
+        self.addCleanup(shutil.rmtree, tmp, True)
+        shutil.copy(DEBIAN_MAIN_CF, os.path.join(tmp, "main.cf"))
+        subprocess.run(["postconf", "-c", tmp, "-e"] + self.postconf_edits(), check=True,
+                       capture_output=True, timeout=30)
+        out = subprocess.run(["postconf", "-c", tmp, "-x", "-h", "mynetworks_style",
+                              "smtpd_relay_restrictions", "mydestination"],
+                             capture_output=True, timeout=30)
+        style, relay, dest = out.stdout.decode().splitlines()
+        self.assertEqual(style, "host")
+        self.assertNotIn("permit_mynetworks", relay)
+        self.assertEqual(relay.replace(",", " ").split(), ["reject_unauth_destination"])
+        self.assertIn("example.test", dest.replace(",", " ").split())
+
+
+class ReadmeLogEvents(unittest.TestCase):
+    """The README's log event table calls field names a stable interface:
+    every event the binary logs is in it."""
+
+    def test_every_logged_event_is_documented(self):
+        events = set()
+        for path in glob.glob(os.path.join(ROOT, "proxy", "*.c")):
+            with open(path) as f:
+                text = f.read()
+            events |= set(re.findall(r'stp_log\(STP_LOG_[A-Z]+,\s*"([a-z_]+)[ "]', text))
+        self.assertIn("session", events)
+        with open(os.path.join(ROOT, "README.md")) as f:
+            readme = f.read()
+        table = readme[readme.index("| event | level |"):]
+        table = table[:table.index("\n\n")]
+        documented = set(re.findall(r"^\| `([a-z_]+)`(?:, `([a-z_]+)`)?", table, re.M))
+        documented = {e for pair in documented for e in pair if e}
+        self.assertEqual(sorted(events - documented), [])
 
 
 class SystemdUnit(unittest.TestCase):
@@ -347,6 +399,21 @@ class SystemdUnit(unittest.TestCase):
         err = (out.stderr + out.stdout).decode()
         self.assertIn("service type", err)
         self.assertIn("protect system", err)
+
+    def test_readme_installs_what_the_unit_names(self):
+        # the binary, the INI and the Documentation= file: each put in place
+        # by an `install` line of the README's systemd steps
+        with open(self.UNIT) as f:
+            unit = f.read()
+        paths = set(re.findall(r"^(?:ExecStart|ExecStartPre)=(/\S+)", unit, re.M))
+        paths |= set(re.findall(r"^ExecStart=\S+ -c (/\S+)", unit, re.M))
+        paths |= set(re.findall(r"^Documentation=file://(/\S+)", unit, re.M))
+        self.assertEqual(len(paths), 3, paths)
+        with open(os.path.join(ROOT, "README.md")) as f:
+            readme = f.read()
+        for path in sorted(paths):
+            self.assertTrue(re.search(r"(?m)^install .* %s(\s|$)" % re.escape(path), readme),
+                            "no README step installs %s" % path)
 
     def test_unit_is_hardened(self):
         with open(self.UNIT) as f:
@@ -383,6 +450,19 @@ class Haproxy(unittest.TestCase):
     def test_config_is_valid(self):
         out = subprocess.run(["haproxy", "-c", "-f", self.CFG], capture_output=True, timeout=30)
         self.assertEqual(out.returncode, 0, (out.stderr + out.stdout).decode())
+
+    def test_checks_are_not_every_2_seconds(self):
+        # each check is a whole proxied session (and a backend connection)
+        with open(self.CFG) as f:
+            lines = [line.split() for line in f if not line.strip().startswith("#")]
+        units = {"ms": 0.001, "s": 1, "m": 60, "": 0.001}
+        inters = []
+        for words in lines:
+            if words and words[0] in ("default-server", "server") and "inter" in words:
+                m = re.fullmatch(r"(\d+)(ms|s|m|)", words[words.index("inter") + 1])
+                inters.append(int(m.group(1)) * units[m.group(2)])
+        self.assertTrue(inters, "no 'inter': haproxy checks every 2 s")
+        self.assertGreaterEqual(min(inters), 10)
 
     def test_every_server_sends_proxy_v2(self):
         with open(self.CFG) as f:

@@ -84,6 +84,20 @@ class JsonLogs(ProxyCase):
         self.assertGreaterEqual(int(m["size"]), len(BODY) - 1)
 
 
+    def test_free_text_warning_keeps_its_text(self):
+        # A warning that is a sentence, not key=value, keeps its text in
+        # "msg" (the root warning used to become {"event":"privileges"}).
+        if os.geteuid() != 0:
+            self.skipTest("the privileges warning needs root")
+        proxy = self.proxy
+        self.stop_proxy()
+        warn = [e for e in self.events(proxy) if e["event"] == "privileges"]
+        self.assertEqual(len(warn), 1, proxy.log())
+        self.assertEqual(sorted(warn[0]), ["event", "level", "msg", "ts"])
+        self.assertTrue(warn[0]["msg"].startswith("WARNING: still running as root after start-up"),
+                        warn)
+
+
 class JsonLogsOutbound(unittest.TestCase):
     def run_outbound(self, mode):
         """One message through an outbound relay listener to a next hop

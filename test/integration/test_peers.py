@@ -10,9 +10,11 @@ import os
 import shutil
 import smtplib
 import subprocess
+import sys
 import time
+import unittest
 
-from harness import (BODY, CERTS, Process, Proxy, ProxyCase, client_ctx, free_port,
+from harness import (BODY, CERTS, ROOT, Process, Proxy, ProxyCase, client_ctx, free_port,
                      parse_trace, poll, split_trace, tmpdir, wait_port)
 
 
@@ -35,6 +37,19 @@ def swaks_data(out):
                 break
             lines.append(line[4:])
     return "".join((l[1:] if l.startswith(".") else l) + "\r\n" for l in lines).encode()
+
+
+class SinkHelp(unittest.TestCase):
+    def test_every_option_has_help(self):
+        # test/README.md: `sink.py --help` lists its misbehaviours
+        sys.path.insert(0, os.path.join(ROOT, "test", "peers"))
+        try:
+            import sink
+        finally:
+            sys.path.pop(0)
+        missing = [a.option_strings[0] for a in sink.parser()._actions
+                   if a.option_strings and not a.help]
+        self.assertEqual(missing, [])
 
 
 class Swaks(ProxyCase):

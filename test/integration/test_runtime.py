@@ -223,6 +223,24 @@ class CertificatesOnlyRootCanRead(ProxyCase):
         self.assertEqual(log.count(" changed=yes"), 4, log[-3000:])  # each file once, now seen
 
 
+class UserSignals(ProxyCase):
+    """SIGUSR1/SIGUSR2 are logged and ignored: their default action would end
+    the proxy (exit 138) without a drain or a log line."""
+
+    def test_usr1_usr2_ignored(self):
+        for sig, name in ((signal.SIGUSR1, "USR1"), (signal.SIGUSR2, "USR2")):
+            os.kill(self.proxy.pid, sig)
+            self.assertTrue(poll(lambda: " signal name=%s result=ignored" % name in self.proxy.log(),
+                                 5), self.proxy.log()[-2000:])
+        self.assertTrue(self.proxy.proc.running())
+        c = self.ready_client()
+        self.assertEqual(self.send_message(c)[0], 250)
+        self.assertEqual(c.cmd("QUIT")[0], 221)
+        c.close()
+        proxy, self.proxy = self.proxy, None
+        self.assertEqual(proxy.stop(), 0, proxy.log()[-2000:])
+
+
 @__import__("unittest").skipUnless(os.geteuid() == 0, "runs as root")
 class StillRoot(ProxyCase):
     def test_loud_warning(self):

@@ -235,27 +235,43 @@ async def serve(args):
         await server.serve_forever()
 
 
-def main():
+def parser():
+    """The command line; every option has its help text (test/README.md
+    promises that `--help` lists the misbehaviours)."""
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--listen", required=True, help="HOST:PORT ([v6]:PORT)")
-    p.add_argument("--maildir", required=True)
-    p.add_argument("--transcript")
+    p.add_argument("--listen", required=True, help="HOST:PORT ([v6]:PORT) to listen on")
+    p.add_argument("--maildir", required=True,
+                   help="directory for accepted messages, NNNN.eml, raw and dot-unstuffed")
+    p.add_argument("--transcript",
+                   help="file to append every command line to, verbatim (markers start with '(')")
     p.add_argument("--ehlo-caps", default=DEFAULT_CAPS, help="comma-separated EHLO keywords")
-    p.add_argument("--reject-rcpt")
-    p.add_argument("--reject-data", action="store_true")
-    p.add_argument("--lenient-eod", action="store_true")
-    p.add_argument("--close-after-data", action="store_true")
-    p.add_argument("--greeting", default="backend.test ESMTP sink")
-    p.add_argument("--no-greeting", action="store_true")
-    p.add_argument("--auth-ok", action="store_true")
-    p.add_argument("--eod-delay", type=float, default=0,
+    p.add_argument("--reject-rcpt", metavar="S",
+                   help="550 for any RCPT containing S (case-insensitive)")
+    p.add_argument("--reject-data", action="store_true",
+                   help="554 after the end of data; nothing stored")
+    p.add_argument("--lenient-eod", action="store_true",
+                   help="end DATA on any line-end variant around the dot (\\n.\\n, \\r.\\r, ...) "
+                        "after deleting NULs, like a server open to SMTP smuggling")
+    p.add_argument("--close-after-data", action="store_true",
+                   help="read the whole message, then drop the connection without a reply "
+                        "(nothing stored)")
+    p.add_argument("--greeting", default="backend.test ESMTP sink",
+                   help="the text of the 220 line")
+    p.add_argument("--no-greeting", action="store_true",
+                   help="accept TCP and never say anything")
+    p.add_argument("--auth-ok", action="store_true", help="AUTH succeeds (235); otherwise 535")
+    p.add_argument("--eod-delay", type=float, default=0, metavar="S",
                    help="seconds to wait before the reply to the end of data")
     p.add_argument("--auth-challenge", action="store_true",
                    help="AUTH LOGIN gets 334 and the next line is its response ('*' cancels: 501)")
     p.add_argument("--silent-quit", action="store_true", help="never answer QUIT; wait for the peer to close")
     p.add_argument("--strict-params", action="store_true",
                    help="555 for MAIL SIZE= unless --ehlo-caps offers SIZE")
-    args = p.parse_args()
+    return p
+
+
+def main():
+    args = parser().parse_args()
     try:
         asyncio.run(serve(args))
     except KeyboardInterrupt:

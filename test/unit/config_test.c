@@ -1614,6 +1614,12 @@ static void test_example(void)
     if (plain && spelled) {
         char *own = spelled->path;
         spelled->path = plain->path;
+        /* the lines of keys (for messages) say where a value was written, not what it is */
+        spelled->ca_file_line = plain->ca_file_line;
+        for (size_t i = 0; i < plain->nlisteners; i++) {
+            spelled->listeners[i].ca_file_line = plain->listeners[i].ca_file_line;
+            spelled->listeners[i].route_line = plain->listeners[i].route_line;
+        }
         CHECK(memcmp(plain, spelled, sizeof(*plain)) == 0);
         spelled->path = own;
     }

@@ -1,4 +1,5 @@
-/* log_test: escaping and truncation of peer bytes before they reach a log. */
+/* log_test: escaping and truncation of peer bytes before they reach a log,
+ * and the JSON form of a line. */
 #include <string.h>
 
 #include "proxy/log.h"
@@ -60,9 +61,69 @@ static void test_one_event_one_line(void)
     }
 }
 
+/* The JSON members of one event: what follows "level":"...", without the
+ * closing brace and newline. */
+static const char *json_members(const char *fmt_msg)
+{
+    static stp_capture_t cap;
+    static char body[4096];
+    stp_capture_begin(&cap);
+    stp_log_init(STP_LOG_JSON, STP_LOG_INFO);
+    stp_log(STP_LOG_WARN, "%s", fmt_msg);
+    const char *out = stp_capture_end(&cap);
+    const char *b = strstr(out, "\"level\":\"warn\",");
+    if (b == NULL) {
+        return out;
+    }
+    b += strlen("\"level\":\"warn\",");
+    size_t n = strlen(b);
+    CHECK(n >= 2 && strcmp(b + n - 2, "}\n") == 0);
+    snprintf(body, sizeof(body), "%.*s", (int)(n >= 2 ? n - 2 : 0), b);
+    return body;
+}
+
+/* Text that is not key=value (the start-up warnings' sentences) goes whole
+ * into "msg", never into a made-up key or nowhere; quoted values keep their
+ * spaces and '='. */
+static void test_json_free_text(void)
+{
+    static const struct {
+        const char *label;
+        const char *in;
+        const char *want;
+    } cases[] = {
+        {"privileges warning",
+         "privileges WARNING: still running as root after start-up; set the [proxy] keys user",
+         "\"event\":\"privileges\",\"msg\":\"WARNING: still running as root after start-up; set "
+         "the [proxy] keys user\""},
+        {"dnssec warning",
+         "dnssec WARNING: DANE is configured (tls = dane or dane-only) but the resolver "
+         "127.0.0.1:53 does not validate DNSSEC: no AD bit",
+         "\"event\":\"dnssec\",\"msg\":\"WARNING: DANE is configured (tls = dane or dane-only) "
+         "but the resolver 127.0.0.1:53 does not validate DNSSEC: no AD bit\""},
+        {"keys then text", "stop worker=1 grace period over",
+         "\"event\":\"stop\",\"worker\":\"1 grace period over\""},
+        {"text between keys", "cert file=a.pem not readable result=failed",
+         "\"event\":\"cert\",\"file\":\"a.pem not readable\",\"result\":\"failed\""},
+        {"quoted with equals", "backend id=1 error=\"a b=c \\\"d\" code=4",
+         "\"event\":\"backend\",\"id\":\"1\",\"error\":\"a b=c \\\\\\\"d\",\"code\":\"4\""},
+        {"empty value", "x a= b=2", "\"event\":\"x\",\"a\":\"\",\"b\":\"2\""},
+        {"quoted last", "x reason=\"421 4.3.2 bye\"",
+         "\"event\":\"x\",\"reason\":\"421 4.3.2 bye\""},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        const char *got = json_members(cases[i].in);
+        if (strcmp(got, cases[i].want) != 0) {
+            fprintf(stderr, "case %s\n", cases[i].label);
+        }
+        CHECK_STR(got, cases[i].want);
+    }
+}
+
 int main(void)
 {
     STP_RUN(test_escape);
     STP_RUN(test_one_event_one_line);
+    STP_RUN(test_json_free_text);
     return STP_CHECK_DONE();
 }
