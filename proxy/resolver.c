@@ -454,7 +454,13 @@ static void on_answer(void *arg, int status, int timeouts, unsigned char *abuf, 
     }
     free(m);
 
-    job->secure_all &= secure;
+    /* A result is secure when every answer it is made of validated. An
+     * answer that failed (SERVFAIL, timeout...) gives no records and no
+     * verdict: for addresses the other family's answer stands alone (as in
+     * Postfix), or the whole lookup fails (finish) and is never secure. */
+    if (st == STP_DNS_OK || st == STP_DNS_NODATA || st == STP_DNS_NXDOMAIN) {
+        job->secure_all &= secure;
+    }
     if (job->kind == JOB_ADDRS) {
         if (st != STP_DNS_OK && st != STP_DNS_NODATA && st != STP_DNS_NXDOMAIN &&
             job->worst == STP_DNS_OK) {

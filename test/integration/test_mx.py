@@ -172,7 +172,14 @@ def zone(dane_hash):
         '_mta-sts.ststestu IN TXT "v=STSv1; id=1"', "mta-sts.ststestu IN A 127.0.0.1",
         "ststestx IN MX 10 mxa",
         '_mta-sts.ststestx IN TXT "v=STSv1; id=1"', "mta-sts.ststestx IN A 127.0.0.1",
+        # a DANE MX host whose A validates and whose AAAA is bogus (TAMPER)
+        "dane6 IN MX 10 mxv", "mxv IN A 127.0.0.25", "mxv IN AAAA ::1",
+        "_25._tcp.mxv IN TLSA 3 1 1 " + dane_hash,
     ]
+
+
+# records changed after signing (dnsenv `tamper`): bogus, SERVFAIL
+TAMPER = ["mxv.example.test AAAA"]
 
 
 # A secure MX and address, but a TLSA record changed after signing (dnsenv
@@ -225,7 +232,7 @@ class MxBase(unittest.TestCase):
                                 "mxl", "mxm", "mxn", "nomx")}
         self.other = (os.path.join(CERTS, "other.pem"), os.path.join(CERTS, "other.key"))
         self.dns = DnsEnv(self.tmp, extra={"example.test": zone(spki_sha256(self.other[0])),
-                                           "bogus.test": BOGUS_TLSA})
+                                           "bogus.test": BOGUS_TLSA}, tamper=TAMPER)
         self.addCleanup(self.dns.stop)
         self.https = PolicyServer(self.tmp, POLICIES)
         self.addCleanup(self.https.stop)
@@ -612,6 +619,28 @@ class Dane(MxBase):
         self.assertIn("4.7.5", r["rcpt"][0][1])
         self.assertEqual(h.stored(), [])
         self.assertEqual(h.commands(), [])
+
+    def test_failed_aaaa_lookup_keeps_dane(self):
+        # MX, A and TLSA validate, the AAAA lookup fails (bogus): the address
+        # answer that validated stands alone and DANE still applies, so a
+        # next hop whose STARTTLS was stripped is deferred, never plaintext
+        h = self.hop("127.0.0.25", "mxv", mode="strip", cert=self.other)
+        port = self.start_proxy()
+        r = send(port, ["bob@dane6.example.test"])
+        self.assertEqual(r["rcpt"][0][0], 451, (r, self.decisions()))
+        self.assertIn("4.7.4", r["rcpt"][0][1])
+        self.assertEqual(h.stored(), [])
+        self.assertTrue(any("domain=dane6.example.test" in l and "source=dane" in l and
+                            "outcome=refused" in l for l in self.decisions()), self.decisions())
+        h.stop()
+        self.hops.remove(h)
+        good = self.hop("127.0.0.25", "mxv", cert=self.other)  # the TLSA record's key
+        r = send(port, ["bob@dane6.example.test"])
+        self.assertEqual(r["data"][0], 250, r)
+        self.assertEqual(good.stored()[0][-8:], "-tls.eml")
+        self.assertTrue(any("domain=dane6.example.test" in l and "source=dane" in l and
+                            "outcome=tls_verified" in l for l in self.decisions()),
+                        self.decisions())
 
     def test_insecure_tlsa_falls_back(self):
         # insecure.test is unsigned: its TLSA record (a wrong hash) is not trusted
