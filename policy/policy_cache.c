@@ -496,7 +496,9 @@ static int field_domain(const char *s, size_t n, char out[254])
     return 0;
 }
 
-#define MAX_FIELDS (6 + STP_MTA_STS_MAX_MX)
+/* The longest record: "sts DOMAIN ID FETCHED EXPIRES MODE MAX_AGE", 7
+ * fields, then one per mx pattern, as many as the MTA-STS parser accepts. */
+#define MAX_FIELDS (7 + STP_MTA_STS_MAX_MX)
 
 static const char *load_sts(stp_cache_t *c, const char **f, size_t *fl, size_t nf, int64_t now)
 {

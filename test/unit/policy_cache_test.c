@@ -220,6 +220,44 @@ static void test_file_round_trip(void)
     free(text);
 }
 
+/* A policy with as many mx patterns as the MTA-STS parser accepts
+ * (STP_MTA_STS_MAX_MX) survives a restart, beside the other records: its
+ * "sts" line is the longest record a file can hold. */
+static void test_file_round_trip_most_mx(void)
+{
+    const int64_t t0 = 1700000000;
+    char text[STP_MTA_STS_MAX_MX * 48 + 128], why[200];
+    size_t n = (size_t)snprintf(text, sizeof(text), "version: STSv1\nmode: enforce\nmax_age: 86400\n");
+    for (int i = 0; i < STP_MTA_STS_MAX_MX; i++) {
+        n += (size_t)snprintf(text + n, sizeof(text) - n, "mx: mx%d.example.com\n", i);
+    }
+    CHECK(n < sizeof(text));
+    stp_mta_sts_policy_t p = policy(text);
+    CHECK_EQ_INT(p.nmx, STP_MTA_STS_MAX_MX);
+
+    stp_cache_t *c = stp_cache_new(10);
+    CHECK_EQ_INT(stp_cache_sts_put(c, "example.com", "big1", &p, t0), 0);
+    CHECK_EQ_INT(stp_cache_tls_seen(c, "other.example", t0, 30 * DAY), 0);
+    size_t len, len2;
+    char *file = stp_cache_serialize(c, &len);
+    CHECK(file != NULL);
+
+    stp_cache_t *c2 = stp_cache_new(10);
+    CHECK_EQ_INT(stp_cache_load(c2, file, len, t0 + 60, why, sizeof(why)), 0);
+    CHECK_STR(why, "");
+    CHECK_EQ_INT(stp_cache_count(c2), 2);
+    const stp_cache_entry_t *e = stp_cache_sts_valid(c2, "example.com", t0 + 60);
+    CHECK(e != NULL && e->sts.nmx == STP_MTA_STS_MAX_MX);
+    CHECK(e != NULL && stp_mta_sts_policy_match(&e->sts, "mx63.example.com"));
+    CHECK_EQ_INT(stp_cache_tls_required(c2, "other.example", t0 + 60, NULL, NULL), 1);
+    char *again = stp_cache_serialize(c2, &len2);
+    CHECK_MEM(again, len2, file, len);
+    free(again);
+    free(file);
+    stp_cache_free(c2);
+    stp_cache_free(c);
+}
+
 /* Every truncation and every one-byte change is refused whole, leaving the cache empty. */
 static void test_file_damage(void)
 {
@@ -305,6 +343,7 @@ int main(void)
     STP_RUN(test_remembered_tls);
     STP_RUN(test_bound_and_expiry);
     STP_RUN(test_file_round_trip);
+    STP_RUN(test_file_round_trip_most_mx);
     STP_RUN(test_file_damage);
     return STP_CHECK_DONE();
 }
