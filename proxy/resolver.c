@@ -485,13 +485,21 @@ static void on_answer(void *arg, int status, int timeouts, unsigned char *abuf, 
             }
             res->nmx = keep;
         } else if (job->kind == JOB_MX && st == STP_DNS_NODATA) {
-            /* RFC 5321 §5.1: no MX, the domain itself is the only host */
-            res->status = STP_DNS_OK;
-            res->why = "no MX: the domain's own address records";
-            res->implicit_mx = 1;
-            res->nmx = 1;
-            res->mx[0].preference = 0;
-            memcpy(res->mx[0].host, res->name, strlen(res->name) + 1);
+            /* RFC 5321 §5.1: no MX, the domain itself is the only host. The
+             * name is the end of any CNAME chain, in presentation form: with
+             * \DDD escapes it may not fit where an MX host goes. */
+            size_t nl = strlen(res->name);
+            if (nl >= sizeof(res->mx[0].host)) {
+                res->status = STP_DNS_ERROR;
+                res->why = "no MX, and the name (after CNAMEs) is too long for a mail host";
+            } else {
+                res->status = STP_DNS_OK;
+                res->why = "no MX: the domain's own address records";
+                res->implicit_mx = 1;
+                res->nmx = 1;
+                res->mx[0].preference = 0;
+                memcpy(res->mx[0].host, res->name, nl + 1);
+            }
         }
     }
     if (--job->pending == 0) {

@@ -174,6 +174,15 @@ class Scripted(unittest.TestCase):
         self.assertEqual((r["status"], r["secure"]), ("ok", True), r)
         self.assertEqual(r["mx"], [[10, "mx.tc.test"]])
 
+    def test_implicit_mx_name_too_long_for_a_host(self):
+        # no MX at the end of a CNAME to a name of 763 characters (\DDD
+        # escapes): too long to be the implicit MX host, the lookup fails
+        r, _ = self.run_mode("longcname")
+        self.assertEqual((r["status"], r["why"], r["mx"]),
+                         ("error", "no MX, and the name (after CNAMEs) is too long for a mail host",
+                          []), r)
+        self.assertFalse(r["implicit_mx"], r)
+
     def test_mx_sorted_stably(self):
         r, _ = self.run_mode("mx")
         self.assertEqual(r["mx"], [[10, "a.example"], [10, "c.example"], [20, "b.example"]], r)
