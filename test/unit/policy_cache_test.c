@@ -227,7 +227,8 @@ static void test_file_round_trip_most_mx(void)
 {
     const int64_t t0 = 1700000000;
     char text[STP_MTA_STS_MAX_MX * 48 + 128], why[200];
-    size_t n = (size_t)snprintf(text, sizeof(text), "version: STSv1\nmode: enforce\nmax_age: 86400\n");
+    size_t n =
+        (size_t)snprintf(text, sizeof(text), "version: STSv1\nmode: enforce\nmax_age: 86400\n");
     for (int i = 0; i < STP_MTA_STS_MAX_MX; i++) {
         n += (size_t)snprintf(text + n, sizeof(text) - n, "mx: mx%d.example.com\n", i);
     }
