@@ -292,8 +292,8 @@ int stp_cache_tls_seen(stp_cache_t *c, const char *domain, int64_t now, int64_t 
     if (n == NULL) {
         return -1;
     }
-    if (n->e.tls_until <= now) {
-        n->e.tls_since = now; /* a new streak */
+    if (n->e.tls_until <= now || n->e.tls_since > now) {
+        n->e.tls_since = now; /* a new streak, or the clock stepped back */
     }
     n->e.tls_last = now;
     n->e.tls_until = now + period;
@@ -496,7 +496,9 @@ static int field_domain(const char *s, size_t n, char out[254])
     return 0;
 }
 
-#define MAX_FIELDS (6 + STP_MTA_STS_MAX_MX)
+/* The longest record: "sts DOMAIN ID FETCHED EXPIRES MODE MAX_AGE", 7
+ * fields, then one per mx pattern, as many as the MTA-STS parser accepts. */
+#define MAX_FIELDS (7 + STP_MTA_STS_MAX_MX)
 
 static const char *load_sts(stp_cache_t *c, const char **f, size_t *fl, size_t nf, int64_t now)
 {
@@ -558,8 +560,11 @@ static const char *load_tls(stp_cache_t *c, const char **f, size_t *fl, size_t n
         return "bad tls record";
     }
     if (parse_time(f[2], fl[2], &since) < 0 || parse_time(f[3], fl[3], &last) < 0 ||
-        parse_time(f[4], fl[4], &until) < 0 || since > last || last >= until) {
+        parse_time(f[4], fl[4], &until) < 0 || last >= until) {
         return "bad time";
+    }
+    if (since > last) {
+        since = last; /* written after the clock stepped back (older versions) */
     }
     const stp_cache_entry_t *old = stp_cache_get(c, domain);
     if (old && old->tls_until) {

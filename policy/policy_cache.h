@@ -32,7 +32,10 @@
  * offering verified TLS, since when, and until when, so that a stripped
  * STARTTLS can be deferred and logged as a possible downgrade. Every
  * verified delivery pushes the end out again; "since" is kept as long as the
- * memory never lapsed. period 0 switches the feature off.
+ * memory never lapsed, and never later than the latest delivery (after a
+ * clock stepped back it becomes now; a file with SINCE > LAST, as older
+ * versions wrote then, is read with SINCE = LAST). period 0 switches the
+ * feature off.
  *
  * The table is bounded (max_entries); when full, the entry whose knowledge
  * ends first is dropped. Not thread-safe: the owner serialises access.

@@ -554,7 +554,9 @@ static void check_peer(stp_nexthop_t *nh)
     const char *host = mx_host(nh);
 
     if (nh->req == R_DANE) {
-        const char *names[2] = {host, nh->tlsa->name};
+        /* DANE-TA(2) name checks (RFC 7672 3.2.3): the TLSA base domain
+         * (the MX host) and the next-hop domain; DANE-EE(3) checks none */
+        const char *names[2] = {host, nh->domain};
         stp_dane_result_t d =
             stp_dane_verify(ssl, nh->tlsa->tlsa, nh->tlsa->ntlsa, names, 2, NULL, why, sizeof(why));
         if (d == STP_DANE_OK) {

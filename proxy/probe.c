@@ -76,6 +76,7 @@ typedef struct {
     stp_dns_result_t *r;
     int done;
     const stp_config_t *cf;
+    const char *domain; /* the domain probed: the next-hop domain */
     SSL_CTX *ctx;
     /* MTA-STS */
     char sts_txt[120];
@@ -388,7 +389,9 @@ static void probe_smtp(probe_t *p, mx_report_t *m, const struct sockaddr *sa,
         m->chain_why[0] = '\0';
     }
     if (tlsa && tlsa->ntlsa > 0) {
-        const char *dn[2] = {m->host, tlsa->name};
+        /* DANE-TA(2) names as in delivery: the MX host and the next-hop
+         * domain (RFC 7672 3.2.3) */
+        const char *dn[2] = {m->host, p->domain};
         m->dane = stp_dane_verify(ssl, tlsa->tlsa, tlsa->ntlsa, dn, 2, NULL, m->dane_why,
                                   sizeof(m->dane_why));
     }
@@ -763,7 +766,7 @@ int stp_probe_main(int argc, char **argv, const char *default_config)
         fputs(err, stderr);
         return 1;
     }
-    probe_t p = {.cf = cf};
+    probe_t p = {.cf = cf, .domain = domain};
     p.ctx = stp_tls_ctx_client_new(cf->ca_file[0] ? cf->ca_file : NULL, TLS1_2_VERSION, err,
                                    sizeof(err));
     if (p.ctx == NULL || stp_resolver_global_init() < 0) {

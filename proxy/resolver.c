@@ -454,7 +454,13 @@ static void on_answer(void *arg, int status, int timeouts, unsigned char *abuf, 
     }
     free(m);
 
-    job->secure_all &= secure;
+    /* A result is secure when every answer it is made of validated. An
+     * answer that failed (SERVFAIL, timeout...) gives no records and no
+     * verdict: for addresses the other family's answer stands alone (as in
+     * Postfix), or the whole lookup fails (finish) and is never secure. */
+    if (st == STP_DNS_OK || st == STP_DNS_NODATA || st == STP_DNS_NXDOMAIN) {
+        job->secure_all &= secure;
+    }
     if (job->kind == JOB_ADDRS) {
         if (st != STP_DNS_OK && st != STP_DNS_NODATA && st != STP_DNS_NXDOMAIN &&
             job->worst == STP_DNS_OK) {
@@ -479,13 +485,21 @@ static void on_answer(void *arg, int status, int timeouts, unsigned char *abuf, 
             }
             res->nmx = keep;
         } else if (job->kind == JOB_MX && st == STP_DNS_NODATA) {
-            /* RFC 5321 §5.1: no MX, the domain itself is the only host */
-            res->status = STP_DNS_OK;
-            res->why = "no MX: the domain's own address records";
-            res->implicit_mx = 1;
-            res->nmx = 1;
-            res->mx[0].preference = 0;
-            memcpy(res->mx[0].host, res->name, strlen(res->name) + 1);
+            /* RFC 5321 §5.1: no MX, the domain itself is the only host. The
+             * name is the end of any CNAME chain, in presentation form: with
+             * \DDD escapes it may not fit where an MX host goes. */
+            size_t nl = strlen(res->name);
+            if (nl >= sizeof(res->mx[0].host)) {
+                res->status = STP_DNS_ERROR;
+                res->why = "no MX, and the name (after CNAMEs) is too long for a mail host";
+            } else {
+                res->status = STP_DNS_OK;
+                res->why = "no MX: the domain's own address records";
+                res->implicit_mx = 1;
+                res->nmx = 1;
+                res->mx[0].preference = 0;
+                memcpy(res->mx[0].host, res->name, nl + 1);
+            }
         }
     }
     if (--job->pending == 0) {

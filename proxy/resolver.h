@@ -56,7 +56,8 @@ typedef struct {
 
 typedef struct {
     stp_dns_status_t status;
-    int secure;      /* every answer this result comes from had AD=1 */
+    int secure;      /* every answer this result comes from had AD=1 (for addresses: a
+                      * family whose lookup failed is left out; all failed: 0) */
     const char *why; /* static text for logs ("SERVFAIL (bogus or failed)", "timed out") */
     char name[1024]; /* the name asked; for TLSA and TXT the final name after CNAMEs */
 

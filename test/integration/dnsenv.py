@@ -17,6 +17,9 @@ Zones (each may get extra records through `extra`):
                  signing, so unbound answers SERVFAIL
 `stubs` maps a name to "IP:PORT" of another server (e.g. a Responder) that
 unbound asks for that name: a DNS outage for one name only.
+`tamper` lists "OWNER TYPE" (e.g. "mxv.example.test AAAA", A or AAAA) whose
+data is changed after signing in whatever signed zone holds it: that one
+answer is bogus (SERVFAIL) while the rest of the zone validates.
 Processes are children of the test, stopped by PID.
 """
 import os
@@ -70,6 +73,22 @@ def _run(argv, cwd):
     return r.stdout.decode().strip()
 
 
+def _tamper_records(path, which):
+    """Changes the data of the A/AAAA records named in `which` ("OWNER TYPE")
+    after signing: their RRSIGs no longer match."""
+    want = {(o.rstrip(".").lower() + ".", t) for o, t in (w.split() for w in which)}
+    bad = {"A": "127.0.0.66", "AAAA": "::66"}
+    out = []
+    with open(path) as f:
+        for line in f:
+            fields = line.split()
+            if len(fields) == 5 and (fields[0].lower(), fields[3]) in want:
+                line = "\t".join(fields[:4] + [bad[fields[3]]]) + "\n"
+            out.append(line)
+    with open(path, "w") as f:
+        f.writelines(out)
+
+
 def _tamper(path):
     """Changes record data after signing (the RRSIGs stay as they were)."""
     out = []
@@ -90,7 +109,7 @@ def _tamper(path):
 class DnsEnv:
     """nsd (authoritative, signed zones) + unbound (validating) on loopback."""
 
-    def __init__(self, tmp, extra=None, stubs=None):
+    def __init__(self, tmp, extra=None, stubs=None, tamper=()):
         self.dir = os.path.join(tmp, "dns")
         os.makedirs(self.dir, exist_ok=True)
         self.nsd_port = harness.free_port()
@@ -112,6 +131,7 @@ class DnsEnv:
                     os.replace(path + ".signed", path)
                     if zone == "bogus.test":
                         _tamper(path)
+                    _tamper_records(path, tamper)
                     anchors.append(os.path.join(self.dir, ksk + ".ds"))
             self._start_nsd()
             self._start_unbound(anchors)

@@ -41,7 +41,11 @@ class Validating(unittest.TestCase):
         if not os.access(resolve_bin(), os.X_OK):
             self.fail("no %s (bazel build //test/dns:resolve)" % resolve_bin())
         self.tmp = harness.tmpdir()
-        self.dns = DnsEnv(self.tmp)
+        # v6bogus: its AAAA is bogus, its A validates; v4bogus the other way
+        self.dns = DnsEnv(self.tmp, extra={"example.test": [
+            "v6bogus IN A 127.0.0.5", "v6bogus IN AAAA ::5",
+            "v4bogus IN A 127.0.0.6", "v4bogus IN AAAA ::6"]},
+            tamper=["v6bogus.example.test AAAA", "v4bogus.example.test A"])
         self.addCleanup(self.dns.stop)
 
     def q(self, kind, name):
@@ -104,6 +108,16 @@ class Validating(unittest.TestCase):
         r = resolve("127.0.0.1:%d" % self.dns.nsd_port, "mx", "bogus.test")
         self.assertEqual(r["mx"], [[10, "evil.bogus.test"]], r)
 
+    def test_failed_address_family_is_left_out(self):
+        # One family bogus (SERVFAIL), the other validated: the addresses
+        # that validated, secure (a failed family must not switch DANE off)
+        r = self.q("addrs", "v6bogus.example.test")
+        self.assertEqual((r["status"], r["secure"], r["addrs"]), ("ok", True, ["127.0.0.5"]),
+                         (r, self.dns.logs()))
+        r = self.q("addrs", "v4bogus.example.test")
+        self.assertEqual((r["status"], r["secure"], r["addrs"]), ("ok", True, ["::6"]),
+                         (r, self.dns.logs()))
+
     def test_authoritative_server_does_not_validate(self):
         # the start-up check: a non-validating server gives no AD bit
         r = resolve("127.0.0.1:%d" % self.dns.nsd_port, "dnssec", "example.test")
@@ -159,6 +173,15 @@ class Scripted(unittest.TestCase):
         r, _ = self.run_mode("tc")
         self.assertEqual((r["status"], r["secure"]), ("ok", True), r)
         self.assertEqual(r["mx"], [[10, "mx.tc.test"]])
+
+    def test_implicit_mx_name_too_long_for_a_host(self):
+        # no MX at the end of a CNAME to a name of 763 characters (\DDD
+        # escapes): too long to be the implicit MX host, the lookup fails
+        r, _ = self.run_mode("longcname")
+        self.assertEqual((r["status"], r["why"], r["mx"]),
+                         ("error", "no MX, and the name (after CNAMEs) is too long for a mail host",
+                          []), r)
+        self.assertFalse(r["implicit_mx"], r)
 
     def test_mx_sorted_stably(self):
         r, _ = self.run_mode("mx")

@@ -49,8 +49,10 @@ POLICIES = {
 }
 
 
-def make_cert(tmp, name, sans):
-    """An ECDSA leaf for `sans` signed by the test CA; returns (pem, key)."""
+def make_cert(tmp, name, sans, ca="ca"):
+    """An ECDSA leaf for `sans` signed by the test CA (or by another CA of
+    test/certs/gen.sh: ca="dane-int", the intermediate, and the pem then
+    holds the leaf and the intermediate: a chain); returns (pem, key)."""
     key, csr, pem, ext = (os.path.join(tmp, name + s) for s in (".key", ".csr", ".pem", ".cnf"))
     with open(ext, "w") as f:
         f.write("subjectAltName=%s\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n"
@@ -58,10 +60,13 @@ def make_cert(tmp, name, sans):
     subprocess.run(["openssl", "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
                     "-nodes", "-subj", "/CN=" + sans[0], "-keyout", key, "-out", csr],
                    check=True, capture_output=True)
-    subprocess.run(["openssl", "x509", "-req", "-in", csr, "-CA", os.path.join(CERTS, "ca.pem"),
-                    "-CAkey", os.path.join(CERTS, "ca.key"), "-set_serial",
+    subprocess.run(["openssl", "x509", "-req", "-in", csr, "-CA", os.path.join(CERTS, ca + ".pem"),
+                    "-CAkey", os.path.join(CERTS, ca + ".key"), "-set_serial",
                     str(random.randrange(1, 1 << 60)), "-days", "30", "-extfile", ext,
                     "-out", pem], check=True, capture_output=True)
+    if ca != "ca":
+        with open(pem, "a") as out, open(os.path.join(CERTS, ca + ".pem")) as inter:
+            out.write(inter.read())
     return pem, key
 
 
@@ -139,7 +144,7 @@ class PolicyServer:
         self.httpd.server_close()
 
 
-def zone(dane_hash):
+def zone(dane_hash, ta_hash=ZERO):
     return [
         "d1 IN MX 10 mxa", "mxa IN A 127.0.0.11",
         "d2 IN MX 10 mxdown", "d2 IN MX 20 mxb", "mxdown IN A 127.0.0.12",
@@ -172,7 +177,16 @@ def zone(dane_hash):
         '_mta-sts.ststestu IN TXT "v=STSv1; id=1"', "mta-sts.ststestu IN A 127.0.0.1",
         "ststestx IN MX 10 mxa",
         '_mta-sts.ststestx IN TXT "v=STSv1; id=1"', "mta-sts.ststestx IN A 127.0.0.1",
+        # a DANE MX host whose A validates and whose AAAA is bogus (TAMPER)
+        "dane6 IN MX 10 mxv", "mxv IN A 127.0.0.25", "mxv IN AAAA ::1",
+        "_25._tcp.mxv IN TLSA 3 1 1 " + dane_hash,
+        # DANE-TA(2): the intermediate of test/certs/gen.sh as trust anchor
+        "danetad IN MX 10 mxt", "mxt IN A 127.0.0.26", "_25._tcp.mxt IN TLSA 2 1 1 " + ta_hash,
     ]
+
+
+# records changed after signing (dnsenv `tamper`): bogus, SERVFAIL
+TAMPER = ["mxv.example.test AAAA"]
 
 
 # A secure MX and address, but a TLSA record changed after signing (dnsenv
@@ -224,8 +238,9 @@ class MxBase(unittest.TestCase):
                       for h in ("mxa", "mxb", "mxd", "mxe", "mxf", "mxg", "mxh", "mxi", "mxj",
                                 "mxl", "mxm", "mxn", "nomx")}
         self.other = (os.path.join(CERTS, "other.pem"), os.path.join(CERTS, "other.key"))
-        self.dns = DnsEnv(self.tmp, extra={"example.test": zone(spki_sha256(self.other[0])),
-                                           "bogus.test": BOGUS_TLSA})
+        self.dns = DnsEnv(self.tmp, extra={"example.test": zone(
+            spki_sha256(self.other[0]), spki_sha256(os.path.join(CERTS, "dane-int.pem"))),
+                                           "bogus.test": BOGUS_TLSA}, tamper=TAMPER)
         self.addCleanup(self.dns.stop)
         self.https = PolicyServer(self.tmp, POLICIES)
         self.addCleanup(self.https.stop)
@@ -593,6 +608,37 @@ class Dane(MxBase):
         self.assertTrue(any("source=dane" in l and "outcome=tls_verified" in l
                             for l in self.decisions()), self.decisions())
 
+    def dane_ta(self, sans):
+        """A DANE-TA(2) delivery to danetad.example.test (MX mxt) from a
+        next hop whose chain, under the TLSA record's CA, names `sans`."""
+        h = self.hop("127.0.0.26", "mxt", cert=make_cert(self.tmp, "mxt", sans, ca="dane-int"))
+        port = self.start_proxy()
+        return h, send(port, ["bob@danetad.example.test"])
+
+    def test_dane_ta_certificate_naming_the_mx_host(self):
+        h, r = self.dane_ta(["mxt.example.test"])
+        self.assertEqual(r["data"][0], 250, (r, self.decisions()))
+        self.assertEqual(h.stored()[0][-8:], "-tls.eml")
+        self.assertTrue(any("source=dane" in l and "outcome=tls_verified" in l
+                            for l in self.decisions()), self.decisions())
+
+    def test_dane_ta_certificate_naming_the_recipient_domain(self):
+        # RFC 7672 3.2.3: the next-hop domain is a reference identifier too
+        h, r = self.dane_ta(["danetad.example.test"])
+        self.assertEqual(r["data"][0], 250, (r, self.decisions()))
+        self.assertEqual(h.stored()[0][-8:], "-tls.eml")
+        self.assertTrue(any("source=dane" in l and "outcome=tls_verified" in l
+                            for l in self.decisions()), self.decisions())
+
+    def test_dane_ta_certificate_naming_neither_defers(self):
+        # the right trust anchor, but a name that is neither the MX host nor
+        # the recipient domain (the TLSA owner name never counts as one)
+        h, r = self.dane_ta(["other.example.test", "_25._tcp.mxt.example.test"])
+        self.assertEqual(r["rcpt"][0][0], 451, (r, self.decisions()))
+        self.assertIn("4.7.5 DANE verification of mxt.example.test failed", r["rcpt"][0][1])
+        self.assertEqual(h.stored(), [])
+        self.assertEqual(h.commands(), [])
+
     def test_dane_wrong_hash_defers(self):
         h = self.hop("127.0.0.15", "mxe")
         port = self.start_proxy()
@@ -612,6 +658,28 @@ class Dane(MxBase):
         self.assertIn("4.7.5", r["rcpt"][0][1])
         self.assertEqual(h.stored(), [])
         self.assertEqual(h.commands(), [])
+
+    def test_failed_aaaa_lookup_keeps_dane(self):
+        # MX, A and TLSA validate, the AAAA lookup fails (bogus): the address
+        # answer that validated stands alone and DANE still applies, so a
+        # next hop whose STARTTLS was stripped is deferred, never plaintext
+        h = self.hop("127.0.0.25", "mxv", mode="strip", cert=self.other)
+        port = self.start_proxy()
+        r = send(port, ["bob@dane6.example.test"])
+        self.assertEqual(r["rcpt"][0][0], 451, (r, self.decisions()))
+        self.assertIn("4.7.4", r["rcpt"][0][1])
+        self.assertEqual(h.stored(), [])
+        self.assertTrue(any("domain=dane6.example.test" in l and "source=dane" in l and
+                            "outcome=refused" in l for l in self.decisions()), self.decisions())
+        h.stop()
+        self.hops.remove(h)
+        good = self.hop("127.0.0.25", "mxv", cert=self.other)  # the TLSA record's key
+        r = send(port, ["bob@dane6.example.test"])
+        self.assertEqual(r["data"][0], 250, r)
+        self.assertEqual(good.stored()[0][-8:], "-tls.eml")
+        self.assertTrue(any("domain=dane6.example.test" in l and "source=dane" in l and
+                            "outcome=tls_verified" in l for l in self.decisions()),
+                        self.decisions())
 
     def test_insecure_tlsa_falls_back(self):
         # insecure.test is unsigned: its TLSA record (a wrong hash) is not trusted
@@ -1099,6 +1167,20 @@ route = mx
         self.assertEqual(m["tlsa"], ["3 1 1 " + spki_sha256(self.other[0])])
         self.assertEqual(m["dane"], "match")
         self.assertEqual(m["verdict"], "deliver (DANE)")
+
+    def test_probe_dane_ta_names_as_delivery(self):
+        # DANE-TA(2): the recipient domain is a reference identifier, the
+        # TLSA owner name is not (RFC 7672 3.2.3), as for a delivery
+        for sans, dane in [(["danetad.example.test"], "match"),
+                           (["_25._tcp.mxt.example.test"], "no match")]:
+            h = self.hop("127.0.0.26", "mxt",
+                         cert=make_cert(self.tmp, "mxt", sans, ca="dane-int"))
+            rc, out, err = self.probe("danetad.example.test", "--json")
+            self.assertEqual(rc, 0, err)
+            m = json.loads(out)["mx"][0]
+            self.assertEqual(m["dane"], dane, (sans, m))
+            h.stop()
+            self.hops.remove(h)
 
     def test_probe_unusable_tlsa_dane_and_dane_only(self):
         self.hop("127.0.0.20", "mxj", cert=self.other)

@@ -15,6 +15,8 @@ Modes (every answer echoes the query's ID and question):
   longlabel  an MX whose exchange has a label of 64 bytes
   tc         over UDP: TC=1 and no records; over TCP: MX 10 mx.tc.test (AD=1)
   mx         MX 20 b.example / 10 a.example / 10 c.example, AD=1
+  longcname  a CNAME (AD=1) to a name of 198 bytes whose labels are bytes 0x01,
+             763 characters in presentation form (\001 escapes); nothing else
 """
 import argparse
 import socket
@@ -76,6 +78,9 @@ def answer(q, mode, tcp):
     if mode == "mx":
         return header(q, base | 0x20, 3) + qs + rr(QNAME, 15, mx(20, "b.example")) + rr(
             QNAME, 15, mx(10, "a.example")) + rr(QNAME, 15, mx(10, "c.example"))
+    if mode == "longcname":
+        target = b"".join(b"\x3f" + b"\x01" * 63 for _ in range(3)) + b"\x04test\x00"
+        return header(q, base | 0x20, 1) + qs + rr(QNAME, 5, target)
     raise SystemExit("unknown mode " + mode)
 
 

@@ -220,6 +220,104 @@ static void test_file_round_trip(void)
     free(text);
 }
 
+/* A policy with as many mx patterns as the MTA-STS parser accepts
+ * (STP_MTA_STS_MAX_MX) survives a restart, beside the other records: its
+ * "sts" line is the longest record a file can hold. */
+static void test_file_round_trip_most_mx(void)
+{
+    const int64_t t0 = 1700000000;
+    char text[STP_MTA_STS_MAX_MX * 48 + 128], why[200];
+    size_t n =
+        (size_t)snprintf(text, sizeof(text), "version: STSv1\nmode: enforce\nmax_age: 86400\n");
+    for (int i = 0; i < STP_MTA_STS_MAX_MX; i++) {
+        n += (size_t)snprintf(text + n, sizeof(text) - n, "mx: mx%d.example.com\n", i);
+    }
+    CHECK(n < sizeof(text));
+    stp_mta_sts_policy_t p = policy(text);
+    CHECK_EQ_INT(p.nmx, STP_MTA_STS_MAX_MX);
+
+    stp_cache_t *c = stp_cache_new(10);
+    CHECK_EQ_INT(stp_cache_sts_put(c, "example.com", "big1", &p, t0), 0);
+    CHECK_EQ_INT(stp_cache_tls_seen(c, "other.example", t0, 30 * DAY), 0);
+    size_t len, len2;
+    char *file = stp_cache_serialize(c, &len);
+    CHECK(file != NULL);
+
+    stp_cache_t *c2 = stp_cache_new(10);
+    CHECK_EQ_INT(stp_cache_load(c2, file, len, t0 + 60, why, sizeof(why)), 0);
+    CHECK_STR(why, "");
+    CHECK_EQ_INT(stp_cache_count(c2), 2);
+    const stp_cache_entry_t *e = stp_cache_sts_valid(c2, "example.com", t0 + 60);
+    CHECK(e != NULL && e->sts.nmx == STP_MTA_STS_MAX_MX);
+    CHECK(e != NULL && stp_mta_sts_policy_match(&e->sts, "mx63.example.com"));
+    CHECK_EQ_INT(stp_cache_tls_required(c2, "other.example", t0 + 60, NULL, NULL), 1);
+    char *again = stp_cache_serialize(c2, &len2);
+    CHECK_MEM(again, len2, file, len);
+    free(again);
+    free(file);
+    stp_cache_free(c2);
+    stp_cache_free(c);
+}
+
+/* The file's checksum (policy_cache.h: FNV-1a 64 of every byte before "end"),
+ * for files written by hand. */
+static char *with_end(const char *body, size_t records, size_t *len)
+{
+    uint64_t h = 0xcbf29ce484222325ULL;
+    for (const char *p = body; *p; p++) {
+        h ^= (unsigned char)*p;
+        h *= 0x100000001b3ULL;
+    }
+    size_t cap = strlen(body) + 64;
+    char *out = malloc(cap);
+    CHECK(out != NULL);
+    int n = snprintf(out, cap, "%send %zu %016llx\n", body, records, (unsigned long long)h);
+    *len = (size_t)n;
+    return out;
+}
+
+/* A verified delivery after the clock stepped back: the streak's start is
+ * never written later than its latest delivery, and a file written so by an
+ * older version is read (since taken as last), not refused whole. */
+static void test_clock_stepped_back(void)
+{
+    const int64_t t0 = 1700000000, month = 30 * DAY;
+    char why[200];
+    size_t len;
+    stp_cache_t *c = stp_cache_new(10);
+    CHECK_EQ_INT(stp_cache_tls_seen(c, "a.example", t0 + 2000, month), 0);
+    CHECK_EQ_INT(stp_cache_tls_seen(c, "b.example", t0, month), 0);
+    CHECK_EQ_INT(stp_cache_tls_seen(c, "a.example", t0 + 1000, month), 0); /* 1000 s back */
+    int64_t since = 0, until = 0;
+    CHECK_EQ_INT(stp_cache_tls_required(c, "a.example", t0 + 1000, &since, &until), 1);
+    CHECK_EQ_INT(since, t0 + 1000);
+    CHECK_EQ_INT(until, t0 + 1000 + month);
+    char *file = stp_cache_serialize(c, &len);
+    CHECK(file != NULL);
+    CHECK(strstr(file, "\ntls a.example 1700001000 1700001000 1702593000\n") != NULL);
+    stp_cache_t *c2 = stp_cache_new(10);
+    CHECK_EQ_INT(stp_cache_load(c2, file, len, t0 + 1100, why, sizeof(why)), 0);
+    CHECK_STR(why, "");
+    CHECK_EQ_INT(stp_cache_count(c2), 2);
+    free(file);
+
+    /* as an older version wrote it: since > last */
+    file = with_end("smtp-tls-proxy state 1\n"
+                    "tls a.example 1700002000 1700001000 1702593000\n"
+                    "tls b.example 1700000000 1700000000 1702592000\n",
+                    2, &len);
+    CHECK_EQ_INT(stp_cache_load(c2, file, len, t0 + 1100, why, sizeof(why)), 0);
+    CHECK_STR(why, "");
+    CHECK_EQ_INT(stp_cache_count(c2), 2);
+    CHECK_EQ_INT(stp_cache_tls_required(c2, "a.example", t0 + 1100, &since, &until), 1);
+    CHECK_EQ_INT(since, t0 + 1000);
+    CHECK_EQ_INT(until, t0 + 1000 + month);
+    CHECK_EQ_INT(stp_cache_tls_required(c2, "b.example", t0 + 1100, NULL, NULL), 1);
+    free(file);
+    stp_cache_free(c2);
+    stp_cache_free(c);
+}
+
 /* Every truncation and every one-byte change is refused whole, leaving the cache empty. */
 static void test_file_damage(void)
 {
@@ -272,7 +370,7 @@ static void test_file_damage(void)
          "line 2: expiry does not match max_age"},
         {"upper-case domain", "smtp-tls-proxy state 1\ntls A.example 1 2 3\n",
          "line 2: bad tls record"},
-        {"times out of order", "smtp-tls-proxy state 1\ntls a.example 5 2 3\n", "line 2: bad time"},
+        {"times out of order", "smtp-tls-proxy state 1\ntls a.example 1 3 3\n", "line 2: bad time"},
         {"negative time", "smtp-tls-proxy state 1\ntls a.example -1 2 3\n", "line 2: bad time"},
         {"two spaces", "smtp-tls-proxy state 1\ntls  a.example 1 2 3\n", "line 2: bad tls record"},
         {"duplicate",
@@ -305,6 +403,8 @@ int main(void)
     STP_RUN(test_remembered_tls);
     STP_RUN(test_bound_and_expiry);
     STP_RUN(test_file_round_trip);
+    STP_RUN(test_file_round_trip_most_mx);
+    STP_RUN(test_clock_stepped_back);
     STP_RUN(test_file_damage);
     return STP_CHECK_DONE();
 }
