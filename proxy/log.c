@@ -211,7 +211,10 @@ static size_t to_json(char *out, size_t cap, const char *msg)
 
 void stp_log(stp_log_level_t level, const char *fmt, ...)
 {
-    char msg[2048], line[4096], ts[40];
+    /* JSON may double every byte of msg (a '\\' or '"' escaped) and adds
+     * quotes around each key and value: line holds the worst case, so a
+     * JSON line is never cut inside a string. */
+    char msg[2048], line[3 * 2048 + 128], ts[40];
     struct timeval tv;
     struct tm tm;
     size_t len;

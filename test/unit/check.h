@@ -63,11 +63,11 @@ static int stp_check_passed, stp_check_failed;
 
 /* What a test's code logs: stderr goes to a temporary file from
  * stp_capture_begin() until stp_capture_end(), which returns what was written
- * (at most 4095 bytes). */
+ * (at most 16383 bytes). */
 typedef struct {
     FILE *file;
     int saved;
-    char text[4096];
+    char text[16384];
 } stp_capture_t;
 
 static inline void stp_capture_begin(stp_capture_t *c)

@@ -120,8 +120,39 @@ static void test_json_free_text(void)
     }
 }
 
+/* The longest event, all of it characters JSON escapes, is still one
+ * whole JSON object: never cut inside a string. */
+static void test_json_worst_case_is_whole(void)
+{
+    static char worst[2100];
+    static stp_capture_t cap;
+    memcpy(worst, "x a=", 4);
+    for (size_t i = 4; i < sizeof(worst) - 1; i++) {
+        worst[i] = i % 2 ? '\\' : '"';
+    }
+    worst[sizeof(worst) - 1] = '\0';
+    stp_capture_begin(&cap);
+    stp_log_init(STP_LOG_JSON, STP_LOG_INFO);
+    stp_log(STP_LOG_WARN, "%s", worst);
+    const char *out = stp_capture_end(&cap);
+    size_t n = strlen(out);
+    CHECK(n > 4000);
+    CHECK(n >= 3 && strcmp(out + n - 3, "\"}\n") == 0);
+    /* every '"' inside the value is escaped: count unescaped quotes */
+    size_t quotes = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (out[i] == '\\') {
+            i++;
+        } else if (out[i] == '"') {
+            quotes++;
+        }
+    }
+    CHECK(quotes % 2 == 0);
+}
+
 int main(void)
 {
+    STP_RUN(test_json_worst_case_is_whole);
     STP_RUN(test_escape);
     STP_RUN(test_one_event_one_line);
     STP_RUN(test_json_free_text);
