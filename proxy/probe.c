@@ -468,8 +468,20 @@ static void verdict(const probe_t *p, const stp_domain_policy_t *pol, mx_report_
         m->verdict = m->name_ok ? "deliver (TLS, verified)" : "deliver (TLS, unverified)";
         snprintf(m->reason, sizeof(m->reason), "tls = %s%s", stp_policy_tls_name(eff),
                  unusable_only ? " (TLSA records, none usable for SMTP)"
-                 : sts_level   ? " (no DANE, no MTA-STS policy)"
-                               : "");
+                 : sts_level && !p->sts_policy ? " (no DANE, no MTA-STS policy)"
+                 : sts_level                   ? " (no DANE)"
+                                               : "");
+    }
+    /* An MTA-STS policy in mode testing changes nothing, but delivery logs
+     * what enforce would have refused (nexthop.c): so does the verdict. */
+    if (sts_level && p->sts_policy && p->pol.mode == STP_MTA_STS_MODE_TESTING) {
+        size_t n = strlen(m->reason);
+        const char *fail = !stp_mta_sts_policy_match(&p->pol, m->host) ? "MX host not in the policy"
+                           : !tls                                      ? "no TLS"
+                           : !m->name_ok                               ? m->chain_why
+                                                                       : NULL;
+        snprintf(m->reason + n, sizeof(m->reason) - n, "; MTA-STS testing: %s%s",
+                 fail ? "enforce would defer: " : "enforce would deliver", fail ? fail : "");
     }
 }
 

@@ -1211,6 +1211,20 @@ route = mx
         m = json.loads(out)["mx"][0]
         self.assertEqual(m["verdict"], "deliver (MTA-STS)", m)
 
+    def test_probe_mta_sts_testing_says_what_enforce_would_do(self):
+        self.hop("127.0.0.23", "mxm", cert=self.other)  # not valid for mxm
+        rc, out, err = self.probe("ststest.example.test", "--json")
+        self.assertEqual(rc, 0, err)
+        m = json.loads(out)["mx"][0]
+        self.assertEqual(m["verdict"], "deliver (TLS, unverified)", m)
+        self.assertIn("MTA-STS testing: enforce would defer: ", m["reason"])
+        self.hop("127.0.0.11", "mxa")
+        rc, out, err = self.probe("ststestx.example.test", "--json")
+        m = json.loads(out)["mx"][0]
+        self.assertEqual(m["verdict"], "deliver (TLS, verified)", m)
+        self.assertIn("MTA-STS testing: enforce would defer: MX host not in the policy",
+                      m["reason"])
+
     def test_probe_json_mta_sts_and_wrong_tlsa(self):
         self.hop("127.0.0.16", "mxf")
         rc, out, err = self.probe("stsdane.example.test", "--json")
