@@ -1248,6 +1248,7 @@ route = mx
         self.assertIn("other.example.test", m["names"])
         self.assertTrue(m["tlsa_dnssec"])
         self.assertEqual(m["tlsa"], ["3 1 1 " + spki_sha256(self.other[0])])
+        self.assertEqual(m["tlsa_base_domain"], "mxd.example.test")
         self.assertEqual(m["dane"], "match")
         self.assertEqual(m["verdict"], "deliver (DANE)")
 
@@ -1264,6 +1265,20 @@ route = mx
             self.assertEqual(m["dane"], dane, (sans, m))
             h.stop()
             self.hops.remove(h)
+
+    def test_probe_dane_via_cname(self):
+        # TLSA records at the MX host's CNAME expansion only, as delivery
+        # finds them (RFC 7672 2.2.2)
+        self.hop("127.0.0.27", "mxp", cert=self.other)
+        rc, out, err = self.probe("danecn.example.test", "--json")
+        self.assertEqual(rc, 0, err)
+        m = json.loads(out)["mx"][0]
+        self.assertEqual((m["host"], m["tlsa_base_domain"]), ("mxc.example.test", "mxp.example.test"))
+        self.assertEqual(m["tlsa"], ["3 1 1 " + spki_sha256(self.other[0])])
+        self.assertEqual((m["dane"], m["verdict"]), ("match", "deliver (DANE)"), m)
+        rc, out, err = self.probe("danecn.example.test")
+        self.assertIn("  TLSA base    mxp.example.test (the MX host's CNAME expansion)",
+                      out.splitlines())
 
     def test_probe_unusable_tlsa_dane_and_dane_only(self):
         self.hop("127.0.0.20", "mxj", cert=self.other)
