@@ -6,7 +6,8 @@
  * one step timer, plus a timer over the whole attempt:
  *
  *   MX -> [_mta-sts TXT -> cache -> (fetch)] -> for each MX host:
- *       addresses -> [TLSA] -> requirement -> for each address:
+ *       addresses -> [TLSA at the CNAME-expanded name, then at the MX host]
+ *       -> requirement -> for each address:
  *           connect -> 220 -> EHLO -> STARTTLS -> handshake -> verify -> EHLO
  *                              '-> (EHLO refused, plaintext allowed) HELO
  *
@@ -23,6 +24,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "policy/dns_msg.h"
 #include "policy/domain_policy.h"
 #include "policy/mta_sts.h"
 #include "proxy/domain_state.h"
@@ -93,6 +95,8 @@ struct stp_nexthop_s {
     struct sockaddr_storage addr[STP_RESOLVER_MAX_ADDR];
     size_t naddr, iaddr;
     int addr_secure;
+    char expanded[1024]; /* the current host after its CNAMEs, if they validated and it differs */
+    int at_expanded;     /* the TLSA base domain is `expanded` (asked there, or found there) */
     stp_dns_result_t *tlsa; /* the current host's secure TLSA records, or NULL */
 
     sts_state_t sts;
@@ -129,6 +133,23 @@ static const char *req_name(req_t r)
 static const char *mx_host(const stp_nexthop_t *nh)
 {
     return nh->imx >= 0 && (size_t)nh->imx < nh->nmx ? nh->mx[nh->imx].host : nh->domain;
+}
+
+/* The TLSA base domain (RFC 7672 2.2.2): the MX host's CNAME-expanded name
+ * where TLSA records are asked for or were found, else the MX host. */
+static const char *tlsa_base(const stp_nexthop_t *nh)
+{
+    return nh->at_expanded ? nh->expanded : mx_host(nh);
+}
+
+/* " tlsa_base=NAME" for the log when the TLSA base domain is not the MX host, else "". */
+static const char *base_note(const stp_nexthop_t *nh, char *buf, size_t cap)
+{
+    buf[0] = '\0';
+    if (nh->at_expanded && nh->tlsa) {
+        snprintf(buf, cap, " tlsa_base=%s", nh->expanded);
+    }
+    return buf;
 }
 
 /* The reason fmt gives, into text, and escaped for the log into esc (both `size` bytes). */
@@ -182,13 +203,13 @@ static void vrefuse(stp_nexthop_t *nh, const char *code, failure_t kind, const c
 static void vrefuse(stp_nexthop_t *nh, const char *code, failure_t kind, const char *down_reason,
                     const char *fmt, va_list ap)
 {
-    char text[600], esc[600];
+    char text[600], esc[600], note[1100];
     format_reason(text, esc, sizeof(text), fmt, ap);
     stp_log(STP_LOG_WARN,
-            "mx_decision id=%s domain=%s mx=%s addr=%s source=%s policy=%s outcome=refused "
+            "mx_decision id=%s domain=%s mx=%s%s addr=%s source=%s policy=%s outcome=refused "
             "reason=\"%s\"",
-            nh->id, nh->domain, mx_host(nh), nh->result.addr[0] ? nh->result.addr : "-", nh->source,
-            req_name(nh->req), esc);
+            nh->id, nh->domain, mx_host(nh), base_note(nh, note, sizeof(note)),
+            nh->result.addr[0] ? nh->result.addr : "-", nh->source, req_name(nh->req), esc);
     stp_sm_policy(nh->lc->name, nh->source, "refused");
     if (down_reason) {
         stp_sm_downgrade(nh->lc->name, req_name(nh->req), down_reason);
@@ -470,11 +491,12 @@ static void ready(stp_nexthop_t *nh, unsigned caps)
     r->level = req_name(nh->req);
     snprintf(r->mx, sizeof(r->mx), "%s", mx_host(nh));
     const char *outcome = !r->tls ? "plaintext" : r->verified ? "tls_verified" : "tls_encrypted";
+    char note[1100];
     stp_log(STP_LOG_INFO,
-            "mx_decision id=%s domain=%s mx=%s addr=%s source=%s policy=%s tls=%s cipher=%s "
+            "mx_decision id=%s domain=%s mx=%s%s addr=%s source=%s policy=%s tls=%s cipher=%s "
             "verified=%s outcome=%s",
-            nh->id, nh->domain, r->mx, r->addr, r->source, r->level,
-            r->version[0] ? r->version : "none", r->cipher[0] ? r->cipher : "none",
+            nh->id, nh->domain, r->mx, base_note(nh, note, sizeof(note)), r->addr, r->source,
+            r->level, r->version[0] ? r->version : "none", r->cipher[0] ? r->cipher : "none",
             r->verified ? "yes" : "no", outcome);
     stp_sm_policy(nh->lc->name, r->source, outcome);
     finish(nh, STP_NEXTHOP_OK);
@@ -532,9 +554,10 @@ static void start_handshake(stp_nexthop_t *nh)
             return;
         }
     }
-    /* SNI is the MX host (RFC 7672 8.1; harmless for the others). */
+    /* SNI is the TLSA base domain (RFC 7672 8.1): the MX host, or its
+     * CNAME-expanded name where the TLSA records were found. */
     stp_tls_engine_t *e =
-        stp_tls_engine_new_client(nh->own_ctx ? nh->own_ctx : nh->ctx, mx_host(nh));
+        stp_tls_engine_new_client(nh->own_ctx ? nh->own_ctx : nh->ctx, tlsa_base(nh));
     if (e == NULL) {
         set_err(nh, "451 4.3.0", F_CONN, "out of resources");
         drop_conn(nh);
@@ -554,11 +577,13 @@ static void check_peer(stp_nexthop_t *nh)
     const char *host = mx_host(nh);
 
     if (nh->req == R_DANE) {
-        /* DANE-TA(2) name checks (RFC 7672 3.2.3): the TLSA base domain
-         * (the MX host) and the next-hop domain; DANE-EE(3) checks none */
-        const char *names[2] = {host, nh->domain};
-        stp_dane_result_t d =
-            stp_dane_verify(ssl, nh->tlsa->tlsa, nh->tlsa->ntlsa, names, 2, NULL, why, sizeof(why));
+        /* DANE-TA(2) name checks (RFC 7672 3.2.3): the TLSA base domain,
+         * the MX host (when the base is its CNAME expansion) and the
+         * next-hop domain; DANE-EE(3) checks none */
+        const char *names[3] = {tlsa_base(nh), nh->domain, host};
+        size_t nnames = nh->at_expanded ? 3 : 2;
+        stp_dane_result_t d = stp_dane_verify(ssl, nh->tlsa->tlsa, nh->tlsa->ntlsa, names, nnames,
+                                              NULL, why, sizeof(why));
         if (d == STP_DANE_OK) {
             nh->result.verified = 1;
         } else if (d == STP_DANE_NO_USABLE) {
@@ -970,8 +995,10 @@ static void decide_host(stp_nexthop_t *nh)
         nh->source = "remembered";
     }
     nh->plain_next = 0;
-    stp_log(STP_LOG_DEBUG, "mx_host id=%s domain=%s mx=%s policy=%s source=%s addresses=%zu",
-            nh->id, nh->domain, host, req_name(nh->req), nh->source, nh->naddr);
+    char note[1100];
+    stp_log(STP_LOG_DEBUG, "mx_host id=%s domain=%s mx=%s%s policy=%s source=%s addresses=%zu",
+            nh->id, nh->domain, host, base_note(nh, note, sizeof(note)), req_name(nh->req),
+            nh->source, nh->naddr);
     nh->iaddr = 0;
     next_addr(nh);
 }
@@ -988,6 +1015,8 @@ static int dns_answer_stale(stp_nexthop_t *nh, stp_dns_result_t *res)
     maybe_free(nh);
     return 1;
 }
+
+static void start_tlsa(stp_nexthop_t *nh, int at_expanded);
 
 static void on_tlsa(stp_dns_result_t *res, void *arg)
 {
@@ -1007,21 +1036,42 @@ static void on_tlsa(stp_dns_result_t *res, void *arg)
     case STP_DNS_NXDOMAIN:
         break;
     default:
-        /* Bogus or failed: the host is unusable (RFC 7672 2.1.1), and
-         * never a reason to fall back to MTA-STS. */
+        /* Bogus or failed, at either name: the host is unusable (RFC 7672
+         * 2.1.1), and never a reason to fall back to MTA-STS. */
         nh->source = "dane";
         nh->req = R_DANE;
-        if (would_refuse(nh, "TLSA lookup for _25._tcp.%s failed: %s", mx_host(nh), res->why)) {
+        if (would_refuse(nh, "TLSA lookup for _25._tcp.%s failed: %s", tlsa_base(nh), res->why)) {
             break; /* as if there were no records */
         }
-        refuse_temp(nh, "451 4.7.5", "dane", "TLSA lookup for _25._tcp.%s failed: %s", mx_host(nh),
-                    res->why);
+        refuse_temp(nh, "451 4.7.5", "dane", "TLSA lookup for _25._tcp.%s failed: %s",
+                    tlsa_base(nh), res->why);
         stp_dns_result_free(res);
         next_mx(nh);
         return;
     }
     stp_dns_result_free(res);
+    if (nh->at_expanded) {
+        start_tlsa(nh, 0); /* none at the expanded name: the MX host's own (RFC 7672 2.2.2) */
+        return;
+    }
     decide_host(nh);
+}
+
+/* Asks for the TLSA records at the TLSA base domain (`at_expanded`: the
+ * CNAME-expanded name, tried first; else the MX host as listed). */
+static void start_tlsa(stp_nexthop_t *nh, int at_expanded)
+{
+    nh->at_expanded = at_expanded;
+    nh->phase = P_TLSA;
+    nh->dns_pending++;
+    if (stp_resolver_tlsa(nh->res, tlsa_base(nh), SMTP_PORT, on_tlsa, nh) < 0) {
+        nh->dns_pending--; /* a name too long to have TLSA records */
+        if (at_expanded) {
+            start_tlsa(nh, 0);
+        } else {
+            decide_host(nh);
+        }
+    }
 }
 
 static void on_addrs(stp_dns_result_t *res, void *arg)
@@ -1041,18 +1091,19 @@ static void on_addrs(stp_dns_result_t *res, void *arg)
     nh->naddr = res->naddr;
     memcpy(nh->addr, res->addr, res->naddr * sizeof(res->addr[0]));
     nh->addr_secure = res->secure;
+    /* An MX host that is a CNAME: its expanded name is the first TLSA base
+     * domain to try, when the whole chain validated (RFC 7672 2.2.2). An
+     * insecure chain leaves the addresses insecure: no TLSA lookup at all. */
+    if (res->secure && !stp_dns_name_eq(res->name, mx_host(nh))) {
+        snprintf(nh->expanded, sizeof(nh->expanded), "%s", res->name);
+    }
     stp_dns_result_free(res);
 
     stp_policy_tls_t level = nh->pol->tls;
     int dane = level == STP_POLICY_TLS_DANE || level == STP_POLICY_TLS_DANE_ONLY;
     /* TLSA only where the MX and address answers validated (RFC 7672 2.2). */
     if (dane && nh->mx_secure && nh->addr_secure) {
-        nh->phase = P_TLSA;
-        nh->dns_pending++;
-        if (stp_resolver_tlsa(nh->res, mx_host(nh), SMTP_PORT, on_tlsa, nh) < 0) {
-            nh->dns_pending--;
-            decide_host(nh);
-        }
+        start_tlsa(nh, nh->expanded[0] != '\0');
         return;
     }
     decide_host(nh);
@@ -1066,6 +1117,8 @@ static void next_mx(stp_nexthop_t *nh)
     }
     stp_dns_result_free(nh->tlsa);
     nh->tlsa = NULL;
+    nh->expanded[0] = '\0';
+    nh->at_expanded = 0;
     nh->result.addr[0] = '\0';
     while (++nh->imx < (int)nh->nmx) {
         const char *host = mx_host(nh);

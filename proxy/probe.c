@@ -4,10 +4,11 @@
  * Looks at a destination the way route = mx would, with the same resolver,
  * ports and trust stores as the configuration, and reports per MX host: the
  * addresses, whether STARTTLS is offered, the TLS version and cipher, the
- * certificate chain's validity and names, the TLSA records (and whether
- * DNSSEC validated them and they match), plus the domain's MTA-STS record
- * and policy, and the verdict the proxy would apply. Nothing is delivered:
- * the probe says EHLO, STARTTLS, completes the handshake and leaves.
+ * certificate chain's validity and names, the TLSA records (where they were
+ * found, whether DNSSEC validated them and they match), plus the domain's
+ * MTA-STS record and policy, and the verdict the proxy would apply. Nothing
+ * is delivered: the probe says EHLO, STARTTLS, completes the handshake and
+ * leaves.
  *
  * The probe is a one-shot command, so it runs sequentially: DNS and the
  * MTA-STS fetch on a private libuv loop run until each answer, the SMTP
@@ -31,6 +32,7 @@
 #include <openssl/x509v3.h>
 #include <uv.h>
 
+#include "policy/dns_msg.h"
 #include "policy/domain_policy.h"
 #include "policy/mta_sts.h"
 #include "proxy/config.h"
@@ -60,7 +62,8 @@ typedef struct {
     char chain_why[300];
     char names[MAX_NAMES][256];
     int nnames;
-    int tlsa_status; /* stp_dns_status_t */
+    char tlsa_base[1024]; /* the TLSA base domain: the host, or its CNAME expansion */
+    int tlsa_status;      /* stp_dns_status_t */
     int tlsa_secure;
     char tlsa[8][160];
     int ntlsa;
@@ -362,7 +365,7 @@ static void probe_smtp(probe_t *p, mx_report_t *m, const struct sockaddr *sa,
         m->starttls = 0;
         goto quit;
     }
-    s.tls = stp_tls_engine_new_client(p->ctx, m->host);
+    s.tls = stp_tls_engine_new_client(p->ctx, m->tlsa_base); /* SNI as in delivery */
     if (s.tls == NULL) {
         goto out;
     }
@@ -389,10 +392,12 @@ static void probe_smtp(probe_t *p, mx_report_t *m, const struct sockaddr *sa,
         m->chain_why[0] = '\0';
     }
     if (tlsa && tlsa->ntlsa > 0) {
-        /* DANE-TA(2) names as in delivery: the MX host and the next-hop
+        /* DANE-TA(2) names as in delivery: the TLSA base domain, the MX
+         * host (when the base is its CNAME expansion) and the next-hop
          * domain (RFC 7672 3.2.3) */
-        const char *dn[2] = {m->host, p->domain};
-        m->dane = stp_dane_verify(ssl, tlsa->tlsa, tlsa->ntlsa, dn, 2, NULL, m->dane_why,
+        const char *dn[3] = {m->tlsa_base, p->domain, m->host};
+        size_t ndn = strcmp(m->tlsa_base, m->host) != 0 ? 3 : 2;
+        m->dane = stp_dane_verify(ssl, tlsa->tlsa, tlsa->ntlsa, dn, ndn, NULL, m->dane_why,
                                   sizeof(m->dane_why));
     }
     stp_tls_engine_shutdown(s.tls);
@@ -583,6 +588,9 @@ static void print_text(const probe_t *p, const char *domain, const stp_domain_po
             text_row("", "DNSSEC %s; %s%s%s", m->tlsa_secure ? "secure" : "insecure (ignored)",
                      dane_name(m->dane), m->dane_why[0] ? ": " : "", m->dane_why);
         }
+        if (strcmp(m->tlsa_base, m->host) != 0) {
+            text_row("TLSA base", "%s (the MX host's CNAME expansion)", m->tlsa_base);
+        }
         text_row("verdict", "%s: %s", m->verdict, m->reason);
     }
 }
@@ -642,7 +650,9 @@ static void print_json(const probe_t *p, const char *domain, const stp_domain_po
             fprintf(f, "%s", k ? "," : "");
             json_str(f, m->tlsa[k]);
         }
-        fprintf(f, "],\"tlsa_lookup\":");
+        fprintf(f, "],\"tlsa_base_domain\":");
+        json_str(f, m->tlsa_base);
+        fprintf(f, ",\"tlsa_lookup\":");
         json_str(f, stp_dns_status_name((stp_dns_status_t)m->tlsa_status));
         fprintf(f, ",\"tlsa_dnssec\":%s,\"dane\":", m->tlsa_secure ? "true" : "false");
         json_str(f, dane_name(m->dane));
@@ -678,6 +688,7 @@ static void probe_mx(probe_t *p, const stp_domain_policy_t *pol, mx_report_t *m,
         wait_dns(p, stp_resolver_addrs(p->res, m->host, (uint16_t)p->cf->mx_port, on_dns, p));
     m->starttls = -1;
     m->dane = -1;
+    snprintf(m->tlsa_base, sizeof(m->tlsa_base), "%s", m->host);
     if (a == NULL || a->status != STP_DNS_OK || a->naddr == 0) {
         snprintf(m->addr_err, sizeof(m->addr_err), "lookup failed: %s",
                  a ? (a->why ? a->why : stp_dns_status_name(a->status)) : "invalid name");
@@ -694,7 +705,24 @@ static void probe_mx(probe_t *p, const stp_domain_policy_t *pol, mx_report_t *m,
         len += (size_t)snprintf(m->addrs + len, len < sizeof(m->addrs) ? sizeof(m->addrs) - len : 0,
                                 "%s%s", i ? ", " : "", s);
     }
-    stp_dns_result_t *t = wait_dns(p, stp_resolver_tlsa(p->res, m->host, 25, on_dns, p));
+    /* TLSA as delivery looks for them: at the CNAME-expanded name first
+     * when the chain validated, then at the MX host (RFC 7672 2.2.2). */
+    stp_dns_result_t *t = NULL;
+    if (a->secure && !stp_dns_name_eq(a->name, m->host)) {
+        t = wait_dns(p, stp_resolver_tlsa(p->res, a->name, 25, on_dns, p));
+        int failed = t && t->status != STP_DNS_OK && t->status != STP_DNS_NODATA &&
+                     t->status != STP_DNS_NXDOMAIN;
+        if (failed || (t && t->status == STP_DNS_OK && t->secure && t->ntlsa > 0)) {
+            /* found there, or failed there (no fallback, as delivery) */
+            snprintf(m->tlsa_base, sizeof(m->tlsa_base), "%s", a->name);
+        } else {
+            stp_dns_result_free(t);
+            t = NULL;
+        }
+    }
+    if (t == NULL) {
+        t = wait_dns(p, stp_resolver_tlsa(p->res, m->host, 25, on_dns, p));
+    }
     m->tlsa_status = t ? (int)t->status : STP_DNS_ERROR;
     m->tlsa_secure = t && t->secure;
     for (size_t i = 0; t && i < t->ntlsa && i < 8; i++) {

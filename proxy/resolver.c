@@ -421,7 +421,7 @@ static void on_answer(void *arg, int status, int timeouts, unsigned char *abuf, 
                 why = "CNAME chain loops or is too long";
             } else {
                 secure = m->ad;
-                if (type == STP_DNS_T_TLSA || type == STP_DNS_T_TXT || type == STP_DNS_T_MX) {
+                if (type != STP_DNS_T_DNSKEY) { /* A and AAAA: the same chain twice */
                     size_t fl = strlen(final);
                     if (fl < sizeof(res->name)) {
                         memcpy(res->name, final, fl + 1);

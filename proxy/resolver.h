@@ -59,7 +59,9 @@ typedef struct {
     int secure;      /* every answer this result comes from had AD=1 (for addresses: a
                       * family whose lookup failed is left out; all failed: 0) */
     const char *why; /* static text for logs ("SERVFAIL (bogus or failed)", "timed out") */
-    char name[1024]; /* the name asked; for TLSA and TXT the final name after CNAMEs */
+    char name[1024]; /* the name asked; for addresses, TLSA and TXT the final name after
+                      * CNAMEs (the answer carries the whole chain, so `secure` says the
+                      * chain validated too: DANE's TLSA base domain, RFC 7672 2.2.2) */
 
     /* stp_resolver_mx: sorted by preference (ties keep the answer's order).
      * null_mx: the domain accepts no mail (RFC 7505: a single MX "." ).

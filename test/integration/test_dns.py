@@ -5,7 +5,8 @@ validating them, and the scripted responder for what real servers never say.
 What it proves: AD=1 reaches the proxy for the signed zone and AD=0 for the
 insecure one; a tampered signature is SERVFAIL (bogus -> defer); MX comes
 sorted, null MX and "no MX" are recognised; TLSA, TXT and addresses are
-parsed from the raw answers (CNAMEs followed); timeouts, REFUSED, TCP
+parsed from the raw answers (CNAMEs followed, the final name and the
+chain's verdict kept for DANE); timeouts, REFUSED, TCP
 fallback after TC, and malformed answers (pointer loops, forward pointers,
 lying counts, 64-byte labels) each give their own status.
 """
@@ -44,7 +45,8 @@ class Validating(unittest.TestCase):
         # v6bogus: its AAAA is bogus, its A validates; v4bogus the other way
         self.dns = DnsEnv(self.tmp, extra={"example.test": [
             "v6bogus IN A 127.0.0.5", "v6bogus IN AAAA ::5",
-            "v4bogus IN A 127.0.0.6", "v4bogus IN AAAA ::6"]},
+            "v4bogus IN A 127.0.0.6", "v4bogus IN AAAA ::6",
+            "toinsecure IN CNAME mx.insecure.test."]},
             tamper=["v6bogus.example.test AAAA", "v4bogus.example.test A"])
         self.addCleanup(self.dns.stop)
 
@@ -75,6 +77,18 @@ class Validating(unittest.TestCase):
         self.assertEqual((r["status"], r["secure"]), ("ok", True), r)
         self.assertEqual(r["name"], "_25._tcp.mx1.example.test")
         self.assertEqual(r["tlsa"], [[3, 1, 1, "0123456789abcdef" * 4]])
+
+    def test_cname_expanded_for_addresses(self):
+        # DANE's TLSA base domain (RFC 7672 2.2.2): the name at the end of the
+        # CNAMEs, and whether the whole chain validated
+        r = self.q("addrs", "alias.example.test")
+        self.assertEqual((r["status"], r["secure"], r["name"]), ("ok", True, "mx1.example.test"), r)
+        self.assertEqual(r["addrs"], ["127.0.0.1", "::1"])
+        r = self.q("addrs", "mx1.example.test")
+        self.assertEqual((r["name"], r["secure"]), ("mx1.example.test", True), r)
+        # a signed CNAME into an unsigned zone: the chain is not secure
+        r = self.q("addrs", "toinsecure.example.test")
+        self.assertEqual((r["status"], r["secure"], r["name"]), ("ok", False, "mx.insecure.test"), r)
 
     def test_null_mx_implicit_mx_nxdomain_nodata(self):
         r = self.q("mx", "nullmx.example.test")

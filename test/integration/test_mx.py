@@ -182,6 +182,17 @@ def zone(dane_hash, ta_hash=ZERO):
         "_25._tcp.mxv IN TLSA 3 1 1 " + dane_hash,
         # DANE-TA(2): the intermediate of test/certs/gen.sh as trust anchor
         "danetad IN MX 10 mxt", "mxt IN A 127.0.0.26", "_25._tcp.mxt IN TLSA 2 1 1 " + ta_hash,
+        # MX hosts that are (secure) CNAMEs to a provider's hosts, whose TLSA
+        # records are at the expanded name only (RFC 7672 2.2.2): the right
+        # key, a wrong one; and TLSA only at the name the MX record lists
+        "danecn IN MX 10 mxc", "mxc IN CNAME mxp", "mxp IN A 127.0.0.27",
+        "_25._tcp.mxp IN TLSA 3 1 1 " + dane_hash,
+        "danecnbad IN MX 10 mxc2", "mxc2 IN CNAME mxq", "mxq IN A 127.0.0.28",
+        "_25._tcp.mxq IN TLSA 3 1 1 " + ZERO,
+        "danecno IN MX 10 mxo", "mxo IN CNAME mxr", "mxr IN A 127.0.0.29",
+        "_25._tcp.mxo IN TLSA 3 1 1 " + dane_hash,
+        "danecnta IN MX 10 mxct", "mxct IN CNAME mxu", "mxu IN A 127.0.0.30",
+        "_25._tcp.mxu IN TLSA 2 1 1 " + ta_hash,
     ]
 
 
@@ -192,7 +203,9 @@ TAMPER = ["mxv.example.test AAAA"]
 # A secure MX and address, but a TLSA record changed after signing (dnsenv
 # tampers with every TLSA record of bogus.test): its lookup fails (bogus).
 BOGUS_TLSA = ["tlsafail IN MX 10 mxk", "mxk IN A 127.0.0.21",
-              "_25._tcp.mxk IN TLSA 3 1 1 " + "0123456789abcdef" * 4]
+              "_25._tcp.mxk IN TLSA 3 1 1 " + "0123456789abcdef" * 4,
+              # the same host behind a CNAME: the bogus TLSA is at the expanded name
+              "tlsacn IN MX 10 mxkc", "mxkc IN CNAME mxk"]
 
 
 def send(port, rcpts, body=b"Subject: mx\r\n\r\nbody\r\n", sender="a@legacy.example",
@@ -681,6 +694,76 @@ class Dane(MxBase):
                             "outcome=tls_verified" in l for l in self.decisions()),
                         self.decisions())
 
+    def test_dane_via_cname_stripped_starttls_defers(self):
+        # mxc.example.test CNAME mxp.example.test (secure), TLSA at
+        # _25._tcp.mxp only: DANE applies, a stripped STARTTLS is no plaintext
+        h = self.hop("127.0.0.27", "mxp", mode="strip", cert=self.other)
+        port = self.start_proxy()
+        r = send(port, ["bob@danecn.example.test"])
+        self.assertEqual(r["rcpt"][0][0], 451, (r, self.decisions()))
+        self.assertIn("4.7.4", r["rcpt"][0][1])
+        self.assertEqual(h.stored(), [])
+        self.assertEqual(h.commands(), [])
+        self.assertTrue(any("mx=mxc.example.test tlsa_base=mxp.example.test" in l and
+                            "source=dane" in l and "outcome=refused" in l
+                            for l in self.decisions()), self.decisions())
+
+    def test_dane_via_cname_delivers(self):
+        h = self.hop("127.0.0.27", "mxp", cert=self.other)  # the TLSA record's key
+        port = self.start_proxy()
+        r = send(port, ["bob@danecn.example.test"])
+        self.assertEqual(r["data"][0], 250, (r, self.decisions()))
+        self.assertEqual(h.stored()[0][-8:], "-tls.eml")
+        self.assertTrue(any("mx=mxc.example.test tlsa_base=mxp.example.test" in l and
+                            "source=dane" in l and "outcome=tls_verified" in l
+                            for l in self.decisions()), self.decisions())
+        self.assertIn("sni mxp.example.test", h.proc.log())  # RFC 7672 8.1
+
+    def test_dane_via_cname_wrong_key_defers(self):
+        h = self.hop("127.0.0.28", "mxq", cert=self.other)
+        port = self.start_proxy()
+        r = send(port, ["bob@danecnbad.example.test"])
+        self.assertEqual(r["rcpt"][0][0], 451, (r, self.decisions()))
+        self.assertIn("4.7.5 DANE verification of mxc2.example.test failed", r["rcpt"][0][1])
+        self.assertEqual(h.stored(), [])
+        self.assertEqual(h.commands(), [])
+
+    def test_dane_ta_via_cname_certificate_naming_the_expanded_name(self):
+        # DANE-TA(2): the TLSA base domain (the expanded name) is a
+        # reference identifier beside the MX host and the recipient domain
+        h = self.hop("127.0.0.30", "mxu",
+                     cert=make_cert(self.tmp, "mxu", ["mxu.example.test"], ca="dane-int"))
+        port = self.start_proxy()
+        r = send(port, ["bob@danecnta.example.test"])
+        self.assertEqual(r["data"][0], 250, (r, self.decisions()))
+        self.assertEqual(h.stored()[0][-8:], "-tls.eml")
+        self.assertTrue(any("tlsa_base=mxu.example.test" in l and "source=dane" in l and
+                            "outcome=tls_verified" in l for l in self.decisions()),
+                        self.decisions())
+
+    def test_dane_via_cname_falls_back_to_the_listed_name(self):
+        # no TLSA at the expanded name (mxr), validated NXDOMAIN: the records
+        # at the name the MX record lists (mxo) apply
+        h = self.hop("127.0.0.29", "mxr", mode="strip", cert=self.other)
+        port = self.start_proxy()
+        r = send(port, ["bob@danecno.example.test"])
+        self.assertEqual(r["rcpt"][0][0], 451, (r, self.decisions()))
+        self.assertIn("4.7.4", r["rcpt"][0][1])
+        self.assertEqual(h.stored(), [])
+        self.assertTrue(any("domain=danecno.example.test mx=mxo.example.test addr=" in l and
+                            "source=dane" in l for l in self.decisions()), self.decisions())
+
+    def test_dane_via_cname_failed_tlsa_lookup_defers(self):
+        # the TLSA lookup at the expanded name fails (bogus): deferred, never
+        # a fallback to the listed name (which has none) and plaintext
+        h = self.hop("127.0.0.21", "mxk", mode="strip",
+                     cert=make_cert(self.tmp, "mxk", ["mxk.bogus.test"]))
+        port = self.start_proxy()
+        r = send(port, ["bob@tlsacn.bogus.test"])
+        self.assertEqual(r["rcpt"][0][0], 451, (r, self.decisions()))
+        self.assertIn("4.7.5 TLSA lookup for _25._tcp.mxk.bogus.test failed", r["rcpt"][0][1])
+        self.assertEqual(h.commands(), [])
+
     def test_insecure_tlsa_falls_back(self):
         # insecure.test is unsigned: its TLSA record (a wrong hash) is not trusted
         h = self.hop("127.0.0.1", "mxa")
@@ -1165,6 +1248,7 @@ route = mx
         self.assertIn("other.example.test", m["names"])
         self.assertTrue(m["tlsa_dnssec"])
         self.assertEqual(m["tlsa"], ["3 1 1 " + spki_sha256(self.other[0])])
+        self.assertEqual(m["tlsa_base_domain"], "mxd.example.test")
         self.assertEqual(m["dane"], "match")
         self.assertEqual(m["verdict"], "deliver (DANE)")
 
@@ -1181,6 +1265,20 @@ route = mx
             self.assertEqual(m["dane"], dane, (sans, m))
             h.stop()
             self.hops.remove(h)
+
+    def test_probe_dane_via_cname(self):
+        # TLSA records at the MX host's CNAME expansion only, as delivery
+        # finds them (RFC 7672 2.2.2)
+        self.hop("127.0.0.27", "mxp", cert=self.other)
+        rc, out, err = self.probe("danecn.example.test", "--json")
+        self.assertEqual(rc, 0, err)
+        m = json.loads(out)["mx"][0]
+        self.assertEqual((m["host"], m["tlsa_base_domain"]), ("mxc.example.test", "mxp.example.test"))
+        self.assertEqual(m["tlsa"], ["3 1 1 " + spki_sha256(self.other[0])])
+        self.assertEqual((m["dane"], m["verdict"]), ("match", "deliver (DANE)"), m)
+        rc, out, err = self.probe("danecn.example.test")
+        self.assertIn("  TLSA base    mxp.example.test (the MX host's CNAME expansion)",
+                      out.splitlines())
 
     def test_probe_unusable_tlsa_dane_and_dane_only(self):
         self.hop("127.0.0.20", "mxj", cert=self.other)

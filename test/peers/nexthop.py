@@ -25,7 +25,7 @@ mail-421 (421 to MAIL, then closes), mail-421-linger (421 to MAIL, then
 keeps the connection open 5 s before closing: a client must not go on using
 it), rset-421 (421 to RSET, then closes: a server that timed the session
 out as the client came back to it), rset-silent (never answers RSET).
-QUIT is logged on stderr as a "bye" line.
+QUIT is logged on stderr as a "bye" line, the SNI a client sends as "sni NAME".
 """
 import argparse
 import os
@@ -34,6 +34,11 @@ import ssl
 import sys
 import threading
 import time
+
+
+def log_sni(sock, name, ctx):
+    sys.stderr.write("sni %s\n" % name)
+    return None  # an int would be a TLS alert
 
 
 class Conn:
@@ -130,6 +135,7 @@ def serve(c, a, count, lock):
                     return
                 ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
                 ctx.load_cert_chain(a.cert, a.key)
+                ctx.sni_callback = log_sni
                 if a.mode == "tls10":
                     ctx.set_ciphers("DEFAULT:@SECLEVEL=0")
                     ctx.minimum_version = ssl.TLSVersion.TLSv1
