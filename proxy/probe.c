@@ -64,6 +64,7 @@ typedef struct {
     int nnames;
     char tlsa_base[1024]; /* the TLSA base domain: the host, or its CNAME expansion */
     int tlsa_status;      /* stp_dns_status_t */
+    int tlsa_failed;      /* a TLSA lookup delivery makes failed (bogus, SERVFAIL...) */
     int tlsa_secure;
     char tlsa[8][160];
     int ntlsa;
@@ -430,6 +431,13 @@ static void verdict(const probe_t *p, const stp_domain_policy_t *pol, mx_report_
         snprintf(m->reason, sizeof(m->reason), "%s", m->smtp_err);
         return;
     }
+    if (dane_level && m->tlsa_failed) {
+        /* never a reason to fall back, to MTA-STS or plaintext (nexthop.c) */
+        m->verdict = "defer";
+        snprintf(m->reason, sizeof(m->reason), "TLSA lookup failed (%s)",
+                 stp_dns_status_name((stp_dns_status_t)m->tlsa_status));
+        return;
+    }
     if (dane_level && dane_usable && !unusable_only) {
         /* (unusable records under dane-only: no delivery, as check_peer) */
         m->verdict = tls && m->dane == STP_DANE_OK ? "deliver (DANE)" : "defer";
@@ -725,6 +733,8 @@ static void probe_mx(probe_t *p, const stp_domain_policy_t *pol, mx_report_t *m,
     }
     m->tlsa_status = t ? (int)t->status : STP_DNS_ERROR;
     m->tlsa_secure = t && t->secure;
+    m->tlsa_failed = a->secure && mx_secure && m->tlsa_status != STP_DNS_OK &&
+                     m->tlsa_status != STP_DNS_NODATA && m->tlsa_status != STP_DNS_NXDOMAIN;
     for (size_t i = 0; t && i < t->ntlsa && i < 8; i++) {
         tlsa_text(&t->tlsa[i], m->tlsa[m->ntlsa++], sizeof(m->tlsa[0]));
     }

@@ -1323,6 +1323,14 @@ route = mx
         self.assertIn("MTA-STS testing: enforce would defer: MX host not in the policy",
                       m["reason"])
 
+    def test_probe_failed_tlsa_lookup_defers_as_delivery(self):
+        self.hop("127.0.0.21", "mxk", cert=make_cert(self.tmp, "mxk", ["mxk.bogus.test"]))
+        rc, out, err = self.probe("tlsafail.bogus.test", "--json")
+        self.assertEqual(rc, 0, err)
+        m = json.loads(out)["mx"][0]
+        self.assertEqual(m["verdict"], "defer", m)
+        self.assertTrue(m["reason"].startswith("TLSA lookup failed"), m)
+
     def test_probe_json_mta_sts_and_wrong_tlsa(self):
         self.hop("127.0.0.16", "mxf")
         rc, out, err = self.probe("stsdane.example.test", "--json")
