@@ -532,10 +532,11 @@ static void fail_reply(stp_session_t *s, const char *code, const char *text, con
 static void on_client_timeout(uv_timer_t *t)
 {
     stp_session_t *s = t->data;
-    const char *what = s->tls == T_HANDSHAKE ? "handshake"
-                       : s->state == S_DATA  ? "data"
-                                             : "idle";
-    stp_log(STP_LOG_INFO, "timeout id=%s client=%s phase=%s", s->id, s->peer_str, what);
+    const char *what = s->tls == T_HANDSHAKE              ? "handshake"
+                       : stp_conn_congested(&s->client) ? "client not reading"
+                       : s->state == S_DATA             ? "data"
+                                                        : "idle";
+    stp_log(STP_LOG_INFO, "timeout id=%s client=%s phase=\"%s\"", s->id, s->peer_str, what);
     if (s->tls == T_HANDSHAKE) {
         stp_sm_starttls(s->conf->name, "failed", "timeout");
     }
@@ -563,8 +564,9 @@ static void on_backend_timeout(uv_timer_t *t)
         return;
     }
     const char *what = s->state == S_CONNECTING ? "backend connect"
-                       : s->state == S_GREETING ? "backend greeting"
-                                                : "backend reply";
+                       : stp_conn_congested(s->up) ? "backend not reading"
+                       : s->state == S_GREETING    ? "backend greeting"
+                                                   : "backend reply";
     stp_log(STP_LOG_WARN, "timeout id=%s client=%s phase=\"%s\"", s->id, s->peer_str, what);
     if (s->state == S_CONNECTING) {
         fail_reply(s, "421 4.4.1", "Service unavailable: mail server not reachable",
@@ -605,7 +607,12 @@ static uint64_t backend_wait_ms(stp_session_t *s)
     return c->command_timeout;
 }
 
-/* Derives which waits are running from the state; called after every event. */
+/*
+ * Derives which waits are running from the state; called after every event.
+ * A side whose write queue is full (it does not read what the proxy sends)
+ * is the one waited for: the other side's reading stopped because of it
+ * (update_reading), so its timer would blame the wrong party.
+ */
 static void arm_timers(stp_session_t *s)
 {
     const stp_listener_conf_t *c = s->conf;
@@ -613,9 +620,15 @@ static void arm_timers(stp_session_t *s)
     if (s->state == S_CLOSING) {
         return;
     }
+    int client_stuck = stp_conn_congested(&s->client);
+    int backend_stuck = s->backend_up && stp_conn_congested(s->up);
     uint64_t client_ms = 0;
     if (s->tls == T_HANDSHAKE) {
         client_ms = c->handshake_timeout;
+    } else if (client_stuck) {
+        client_ms = c->command_timeout;
+    } else if (backend_stuck) {
+        client_ms = 0; /* its input waits for the backend */
     } else if (s->state == S_DATA) {
         client_ms = c->data_timeout;
     } else if (s->state == S_COMMAND && !s->paused && !pq_has_backend(s)) {
@@ -627,10 +640,14 @@ static void arm_timers(stp_session_t *s)
         uv_timer_stop(&s->client_timer);
     }
 
-    int backend_wait = s->backend_up && (s->state == S_CONNECTING || s->state == S_GREETING ||
-                                         pq_has_backend(s));
+    int backend_wait = s->backend_up && !client_stuck &&
+                       (s->state == S_CONNECTING || s->state == S_GREETING ||
+                        pq_has_backend(s) || backend_stuck);
     if (backend_wait) {
-        uv_timer_start(&s->backend_timer, on_backend_timeout, backend_wait_ms(s), 0);
+        uint64_t ms = !backend_stuck       ? backend_wait_ms(s)
+                      : s->state == S_DATA ? c->data_timeout
+                                           : c->command_timeout;
+        uv_timer_start(&s->backend_timer, on_backend_timeout, ms, 0);
     } else {
         uv_timer_stop(&s->backend_timer);
     }

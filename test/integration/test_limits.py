@@ -169,6 +169,90 @@ class UnreadReplies(ProxyCase):
         self.assertLess(self.proxy.hwm_kb(), (256 if ASAN else 64) * 1024)
 
 
+class StuckSideIsBlamed(ProxyCase):
+    """When one side stops reading, the proxy stops reading the other (flow
+    control); the timeout then names the side that stopped, not the one
+    left waiting behind it."""
+    listeners = {"in": {"command_timeout": "2s", "data_timeout": "2s", "idle_timeout": "30s"}}
+
+    def session_line(self):
+        self.assertTrue(poll(lambda: self.proxy.log_lines("session"), timeout=20),
+                        self.proxy.log()[-2000:])
+        return log_fields(self.proxy.log_lines("session")[0])
+
+    def test_client_not_reading_its_replies(self):
+        s = socket.socket()
+        self.addCleanup(s.close)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        s.connect(("127.0.0.1", self.proxy.port("in")))
+        s.settimeout(5)
+        chunk = b"NOOP\r\n" * 10000
+        sent = 0
+        try:
+            while sent < 32 << 20:
+                sent += s.send(chunk[sent % len(chunk):])
+        except (socket.timeout, ConnectionResetError, BrokenPipeError):
+            pass
+        f = self.session_line()
+        self.assertEqual(f["result"], "timeout", f)
+        self.assertEqual(f.get("error"), "client not reading", f)
+        self.assertIn('phase="client not reading"', self.proxy.log())
+        self.assertNotIn("backend", f.get("error", ""))
+
+    def test_backend_not_reading_the_message(self):
+        import threading
+        lsock = socket.socket()
+        self.addCleanup(lsock.close)
+        lsock.bind(("127.0.0.1", 0))
+        lsock.listen(1)
+        held = []
+
+        def backend():
+            # answers up to 354, then reads nothing more
+            c, _ = lsock.accept()
+            held.append(c)
+            c.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            c.sendall(b"220 stuck.example ESMTP\r\n")
+            buf = b""
+            for reply in (b"250 stuck.example\r\n", b"250 2.1.0 Ok\r\n", b"250 2.1.5 Ok\r\n",
+                          b"354 go ahead\r\n"):
+                while b"\r\n" not in buf:
+                    buf += c.recv(1)
+                buf = buf.split(b"\r\n", 1)[1]
+                c.sendall(reply)
+
+        t = threading.Thread(target=backend, daemon=True)
+        t.start()
+        self.addCleanup(lambda: [c.close() for c in held])
+        from harness import Client, Proxy
+        proxy = Proxy(self.tmp, {"st": {"backend": "127.0.0.1:%d" % lsock.getsockname()[1],
+                                        "data_timeout": "2s", "command_timeout": "2s"}},
+                      tls=False)
+        self.addCleanup(proxy.stop)
+        c = Client(proxy.port("st"), timeout=30)
+        self.addCleanup(c.close)
+        self.assertEqual(c.reply()[0], 220)
+        self.assertEqual(c.cmd("EHLO client.example")[0], 250)
+        self.assertEqual(c.cmd("MAIL FROM:<a@example.test>")[0], 250)
+        self.assertEqual(c.cmd("RCPT TO:<b@example.test>")[0], 250)
+        self.assertEqual(c.cmd("DATA")[0], 354)
+        line = b"x" * 998 + b"\r\n"
+        c.sock.settimeout(1)
+        try:
+            for _ in range(40000):  # 40 MB, far more than the buffers hold
+                c.sock.sendall(line)
+        except (socket.timeout, ConnectionResetError, BrokenPipeError):
+            pass
+        c.sock.settimeout(30)
+        code, lines = c.reply()
+        self.assertEqual(code, 421, lines)  # never a 250: the message did not get through
+        self.assertTrue(lines[0].startswith("421 4.4.2"), lines)
+        self.assertTrue(poll(lambda: proxy.log_lines("session"), timeout=20))
+        f = log_fields(proxy.log_lines("session")[0])
+        self.assertEqual((f["result"], f.get("error")), ("backend-timeout", "backend not reading"),
+                         f)
+
+
 def listen_backlogs(port):
     """The accept-queue lengths of the sockets listening on `port` (ss shows
     a listening socket's backlog as its Send-Q), one per worker."""
