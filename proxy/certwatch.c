@@ -101,6 +101,12 @@ int stp_certwatch_expiry(const char *file, long *left, char *when, size_t whenle
     return read_expiry(file, left, when, whenlen, NULL, 0) == (time_t)-1 ? -1 : 0;
 }
 
+static void cert_label(char *label, size_t cap, const char *file)
+{
+    char lf[1100];
+    snprintf(label, cap, "cert=\"%s\"", stp_metrics_label_escape(lf, sizeof(lf), file));
+}
+
 static void check_one(const char *file)
 {
     char label[1200], esc_file[1100], names[512], esc_names[600], when[32];
@@ -119,16 +125,21 @@ static void check_one(const char *file)
     stp_log(level, "certificate file=\"%s\" names=%s not_after=%s days_left=%ld%s", esc_file,
             esc_names, when, left / 86400,
             left <= 0 ? " expired=yes" : level == STP_LOG_WARN ? " expires=soon" : "");
-    char lf[1100];
-    snprintf(label, sizeof(label), "cert=\"%s\"", stp_metrics_label_escape(lf, sizeof(lf), file));
+    cert_label(label, sizeof(label), file);
     stp_metrics_gauge_set(STP_M_CERT_EXPIRY, label, (double)not_after);
 }
 
 void stp_certwatch_check(const stp_config_t *conf)
 {
+    char labels[STP_CONF_MAX_CERTS][1200]; /* 9.6 KiB of stack, main thread */
+    const char *keep[STP_CONF_MAX_CERTS];
     for (size_t i = 0; i < conf->ncerts; i++) {
         check_one(conf->certs[i].cert);
+        cert_label(labels[i], sizeof(labels[i]), conf->certs[i].cert);
+        keep[i] = labels[i];
     }
+    /* a certificate no longer configured has no expiry to alert on */
+    stp_metrics_gauge_retain(STP_M_CERT_EXPIRY, keep, conf->ncerts);
 }
 
 static void on_settled(uv_timer_t *t)

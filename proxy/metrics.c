@@ -54,6 +54,7 @@ static const family_t families[] = {
 
 typedef struct {
     unsigned family;
+    int hidden; /* a gauge cleared by stp_metrics_gauge_clear, until set again */
     char labels[MAX_LABELS];
     union {
         uint64_t count;
@@ -155,6 +156,24 @@ void stp_metrics_gauge_set(const char *family, const char *labels, double value)
     series_t *s = lookup(family, labels, GAUGE);
     if (s) {
         s->v.gauge = value;
+        s->hidden = 0;
+    }
+    pthread_mutex_unlock(&lock);
+}
+
+void stp_metrics_gauge_retain(const char *family, const char *const *labels, size_t n)
+{
+    int fam = family_of(family);
+    pthread_mutex_lock(&lock);
+    for (size_t i = 0; fam >= 0 && families[fam].kind == GAUGE && i < nseries; i++) {
+        if (series[i].family != (unsigned)fam) {
+            continue;
+        }
+        int keep = 0;
+        for (size_t k = 0; k < n && !keep; k++) {
+            keep = strcmp(series[i].labels, labels[k]) == 0;
+        }
+        series[i].hidden = !keep;
     }
     pthread_mutex_unlock(&lock);
 }
@@ -216,7 +235,7 @@ size_t stp_metrics_render(char *buf, size_t cap)
         int header = 0;
         for (size_t i = 0; i < nseries; i++) {
             const series_t *s = &series[i];
-            if (s->family != f) {
+            if (s->family != f || s->hidden) {
                 continue;
             }
             if (!header) {

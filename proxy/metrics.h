@@ -73,6 +73,10 @@ void stp_metrics_count(const char *family, const char *labels, uint64_t n);
 void stp_metrics_gauge_add(const char *family, const char *labels, int64_t delta);
 /* gauge = value */
 void stp_metrics_gauge_set(const char *family, const char *labels, double value);
+/* The series of a gauge family whose labels are not among `labels` leave
+ * the output until set again (a certificate no longer configured has no
+ * expiry to watch). The others are left as they are. */
+void stp_metrics_gauge_retain(const char *family, const char *const *labels, size_t n);
 /* histogram: one observation */
 void stp_metrics_observe(const char *family, const char *labels, double value);
 

@@ -6,6 +6,7 @@ Traffic: 3 inbound sessions with STARTTLS (TLS 1.3), two of them sending one
 message each; 1 plaintext inbound session; 1 outbound session whose next hop
 strips STARTTLS under tls = encrypt (a refused downgrade).
 """
+import os
 import re
 import shutil
 import signal
@@ -14,7 +15,8 @@ import subprocess
 import time
 import unittest
 
-from harness import (BODY, Client, NextHop, Proxy, Sink, free_port, log_fields, poll, tmpdir)
+from harness import (BODY, CERTS, Client, NextHop, Proxy, Sink, free_port, log_fields, poll,
+                     tmpdir)
 from test_outbound import attempt
 
 
@@ -130,6 +132,28 @@ class Metrics(unittest.TestCase):
             self.assertNotIn('result="failed"', k)
             self.assertNotIn('side="client"', k)
         self.assertEqual(m['stp_tls_handshake_seconds_bucket{listener="in",side="server",le="+Inf"}'], 3)
+
+    def test_certificate_expiry_follows_the_configuration(self):
+        # a reload that drops a certificate drops its expiry series: an alert
+        # on it would fire for a certificate nobody serves any more
+        old = os.path.join(CERTS, "rsa.pem")
+        self.assertIn('cert="%s"' % old, curl(self.mport, "/metrics")[1])
+        d = os.path.join(self.tmp, "renewed")
+        os.makedirs(d)
+        for f in ("rsa.pem", "rsa.key"):
+            shutil.copy(os.path.join(CERTS, f), os.path.join(d, f))
+        with open(self.proxy.ini) as f:
+            ini = f.read()
+        with open(self.proxy.ini, "w") as f:
+            f.write(ini.replace("cert = %s" % old, "cert = %s/rsa.pem" % d)
+                       .replace("key = %s/rsa.key" % CERTS, "key = %s/rsa.key" % d))
+        os.kill(self.proxy.pid, signal.SIGHUP)
+        self.assertTrue(poll(lambda: "reload result=ok" in self.proxy.log()), self.proxy.log())
+        m = series(curl(self.mport, "/metrics")[1])
+        certs = sorted(k for k in m if k.startswith("stp_certificate_expiry_timestamp_seconds"))
+        self.assertEqual(certs, sorted('stp_certificate_expiry_timestamp_seconds{cert="%s"}' % c
+                                       for c in (os.path.join(CERTS, "ecdsa.pem"),
+                                                 os.path.join(d, "rsa.pem"))), certs)
 
     def test_health_ready_and_refusals(self):
         self.assertEqual(curl(self.mport, "/healthz"), (200, "ok\n"))

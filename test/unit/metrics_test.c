@@ -50,6 +50,28 @@ static void test_counter_and_gauge(void)
               "stp_config_reloads_total 1\n");
 }
 
+/* A gauge series not retained leaves the output (a certificate no longer
+ * configured), comes back when set again; other families are untouched. */
+static void test_gauge_retain(void)
+{
+    stp_metrics_reset();
+    stp_metrics_gauge_set(STP_M_CERT_EXPIRY, "cert=\"old.pem\"", 1);
+    stp_metrics_gauge_set(STP_M_CERT_EXPIRY, "cert=\"new.pem\"", 2);
+    stp_metrics_gauge_add(STP_M_SESSIONS_ACTIVE, "listener=\"in\"", 1);
+    const char *keep[] = {"cert=\"new.pem\""};
+    stp_metrics_gauge_retain(STP_M_CERT_EXPIRY, keep, 1);
+    const char *out = render();
+    CHECK(strstr(out, "old.pem") == NULL);
+    CHECK(strstr(out, "stp_sessions_active{listener=\"in\"} 1\n") != NULL); /* other family */
+    CHECK(strstr(out, "stp_certificate_expiry_timestamp_seconds{cert=\"new.pem\"} 2\n") != NULL);
+    stp_metrics_gauge_retain(STP_M_CERT_EXPIRY, NULL, 0);
+    out = render();
+    CHECK(strstr(out, "stp_certificate_expiry") == NULL); /* no series: no HELP either */
+    stp_metrics_gauge_set(STP_M_CERT_EXPIRY, "cert=\"old.pem\"", 3);
+    CHECK(strstr(render(), "stp_certificate_expiry_timestamp_seconds{cert=\"old.pem\"} 3\n") !=
+          NULL);
+}
+
 static void test_histogram(void)
 {
     stp_metrics_reset();
@@ -155,6 +177,7 @@ int main(void)
 {
     STP_RUN(test_empty);
     STP_RUN(test_counter_and_gauge);
+    STP_RUN(test_gauge_retain);
     STP_RUN(test_histogram);
     STP_RUN(test_wrong_kind_and_unknown_ignored);
     STP_RUN(test_truncation_reports_size);
