@@ -372,6 +372,7 @@ static void reload(const char *trigger)
     int added[SLOTS] = {0};
 
     if (stopping) {
+        stp_log(STP_LOG_INFO, "reload result=ignored reason=\"stopping\" trigger=%s", trigger);
         return;
     }
     err[0] = '\0';

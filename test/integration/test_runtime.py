@@ -115,6 +115,10 @@ class Drain(ProxyCase):
             finally:
                 s.close()
         self.assertTrue(poll(refused, 5))
+        # A reload asked for while stopping is not done, and says so
+        os.kill(self.proxy.pid, signal.SIGHUP)
+        self.assertTrue(poll(lambda: 'reload result=ignored reason="stopping" trigger=signal'
+                             in self.proxy.log(), 5), self.proxy.log())
         # The message in flight still completes...
         busy.send(b"second half\r\n.\r\n")
         code, lines = busy.reply()
