@@ -146,8 +146,13 @@ static void on_connection(uv_stream_t *server, int status)
 {
     stp_listener_t *l = server->data;
     if (status < 0) {
-        stp_log(STP_LOG_WARN, "accept listener=%s error=\"%s\"", l->conf->name,
-                uv_strerror(status));
+        /* Out of descriptors, libuv reports one error per connection
+         * waiting in the backlog, thousands a second under a flood. */
+        unsigned quiet;
+        if (stp_log_allow(&l->accept_err, uv_now(l->loop), &quiet)) {
+            stp_log(STP_LOG_WARN, "accept listener=%s error=\"%s\" repeated=%u", l->conf->name,
+                    uv_strerror(status), quiet);
+        }
         return;
     }
     stp_log(STP_LOG_DEBUG, "accept listener=%s worker=%u", l->conf->name, l->worker);

@@ -10,6 +10,7 @@
 #include <uv.h>
 
 #include "proxy/config.h"
+#include "proxy/log.h"
 #include "proxy/limits.h"
 
 typedef struct stp_session_s stp_session_t;
@@ -38,6 +39,9 @@ typedef struct stp_listener_s {
     int retired; /* removed by a reload: not accepting, sessions go on */
     int closed;
     int released; /* the listening handle is fully closed (its close callback ran) */
+    /* accept errors (EMFILE...) come once per waiting connection: logged
+     * at most once a second, with how many were not */
+    stp_log_ratelimit_t accept_err;
     /* outbound, connection_cache_time: next hop connections parked between
      * sessions (created at the first park; closed with the listener) */
     struct stp_upcache_s *upcache;

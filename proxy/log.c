@@ -268,3 +268,16 @@ void stp_log(stp_log_level_t level, const char *fmt, ...)
     ssize_t w = write(STDERR_FILENO, line, len);
     (void)w;
 }
+
+int stp_log_allow(stp_log_ratelimit_t *r, uint64_t now_ms, unsigned *quiet)
+{
+    if (r->logged && now_ms - r->last_ms < 1000) {
+        r->quiet++;
+        return 0;
+    }
+    *quiet = r->quiet;
+    r->quiet = 0;
+    r->last_ms = now_ms;
+    r->logged = 1;
+    return 1;
+}

@@ -6,6 +6,7 @@
 #define STP_LOG_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "proxy/config.h"
 
@@ -32,5 +33,20 @@ void stp_log(stp_log_level_t level, const char *fmt, ...) __attribute__((format(
  * flood the log. Returns out.
  */
 char *stp_log_escape(char *out, size_t cap, const char *in, size_t len);
+
+/*
+ * One line a second at most for an event that can repeat thousands of times
+ * a second (accept failing once per waiting connection when out of
+ * descriptors). Zero-initialised. stp_log_allow() says whether to log now
+ * (at `now_ms`, a monotonic clock) and, when it does, sets *quiet to how
+ * many were not logged since the last line.
+ */
+typedef struct {
+    uint64_t last_ms;
+    int logged;
+    unsigned quiet;
+} stp_log_ratelimit_t;
+
+int stp_log_allow(stp_log_ratelimit_t *r, uint64_t now_ms, unsigned *quiet);
 
 #endif

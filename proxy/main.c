@@ -31,6 +31,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/types.h>
 #include <unistd.h>
 
@@ -739,6 +740,49 @@ static void cert_expiry_warnings(const stp_config_t *conf)
     }
 }
 
+/*
+ * Descriptors: a proxied session holds two (client, backend or next hop).
+ * The soft limit is raised to the hard one (what nginx's
+ * worker_rlimit_nofile is set for by hand), and when the listeners'
+ * max_connections still cannot be reached, start-up says so instead of the
+ * first EMFILE under load.
+ */
+static void fd_limit(const stp_config_t *conf)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0) {
+        return;
+    }
+    rlim_t was = rl.rlim_cur;
+    rlim_t want = rl.rlim_max == RLIM_INFINITY || rl.rlim_max > 1048576 ? 1048576 : rl.rlim_max;
+    if (rl.rlim_cur < want) {
+        rl.rlim_cur = want;
+        if (setrlimit(RLIMIT_NOFILE, &rl) != 0) {
+            rl.rlim_cur = was;
+        }
+    }
+    unsigned long long need = 64; /* listening sockets, DNS, state, metrics, logs */
+    int bounded = 1;
+    for (size_t i = 0; i < conf->nlisteners; i++) {
+        unsigned m = conf->listeners[i].max_connections;
+        bounded &= m != 0;
+        need += 2ull * m;
+    }
+    char needs[32] = "unbounded"; /* a listener with max_connections = 0 */
+    if (bounded) {
+        snprintf(needs, sizeof(needs), "%llu", need);
+    }
+    stp_log(STP_LOG_INFO, "fd_limit limit=%llu was=%llu need=%s", (unsigned long long)rl.rlim_cur,
+            (unsigned long long)was, needs);
+    if (bounded && need > rl.rlim_cur) {
+        stp_log(STP_LOG_WARN,
+                "fd_limit WARNING: the listeners' max_connections need about %llu descriptors "
+                "(two per session) and the limit is %llu: raise it (ulimit -n, systemd "
+                "LimitNOFILE) or lower max_connections",
+                need, (unsigned long long)rl.rlim_cur);
+    }
+}
+
 int main(int argc, char **argv)
 {
     static const struct option opts[] = {
@@ -812,6 +856,7 @@ int main(int argc, char **argv)
 
     stp_log_init(conf->log_format, conf->log_level);
     stp_crash_install(conf->log_format);
+    fd_limit(conf);
     config_path = path;
     if (mx_start_up(conf) < 0) {
         stp_runtime_unref(rt);

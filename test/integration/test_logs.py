@@ -59,7 +59,7 @@ class JsonLogs(ProxyCase):
         self.stop_proxy()
         ev = self.events(proxy)
         kinds = [e["event"] for e in ev]
-        self.assertEqual(kinds[0], "listen")
+        self.assertEqual(kinds[:2], ["fd_limit", "listen"])
         self.assertIn("start", kinds)
         self.assertEqual(kinds[-1], "stop")
         sess = [e for e in ev if e["event"] == "session"]

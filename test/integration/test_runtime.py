@@ -227,6 +227,43 @@ class CertificatesOnlyRootCanRead(ProxyCase):
         self.assertEqual(log.count(" changed=yes"), 4, log[-3000:])  # each file once, now seen
 
 
+class FdLimit(ProxyCase):
+    """Start-up raises the descriptor soft limit to the hard one, and says
+    when the listeners' max_connections (two descriptors a session) still
+    do not fit, instead of the first EMFILE under load."""
+
+    def start_under(self, nofile, max_connections="1000"):
+        ini = self.proxy.ini
+        with open(ini) as f:
+            text = f.read()
+        self.stop_proxy()
+        ini2 = ini + ".limited.ini"
+        with open(ini2, "w") as f:
+            f.write(text.replace("[listener:in]", "[listener:in]\nmax_connections = %s"
+                                 % max_connections))
+        p = harness.Process(["prlimit", "--nofile=" + nofile, "--", harness.BIN, "-c", ini2],
+                            ini2 + ".log")
+        self.addCleanup(p.stop)
+        self.assertTrue(poll(lambda: " start version=" in p.log(), 20), p.log())
+        with open("/proc/%d/limits" % p.pid) as f:
+            soft = [l.split()[3] for l in f if l.startswith("Max open files")][0]
+        log = p.log()
+        self.assertEqual(p.stop(), 0, log)
+        return int(soft), log
+
+    def test_soft_limit_raised_to_the_hard_one(self):
+        soft, log = self.start_under("256:8192", max_connections="100")
+        self.assertEqual(soft, 8192)
+        self.assertIn("fd_limit limit=8192 was=256 need=264", log)
+        self.assertNotIn("fd_limit WARNING", log)
+
+    def test_warns_when_max_connections_cannot_be_reached(self):
+        soft, log = self.start_under("512:512")
+        self.assertEqual(soft, 512)
+        self.assertIn("fd_limit WARNING: the listeners' max_connections need about 2064 "
+                      "descriptors (two per session) and the limit is 512", log)
+
+
 class UserSignals(ProxyCase):
     """SIGUSR1/SIGUSR2 are logged and ignored: their default action would end
     the proxy (exit 138) without a drain or a log line."""

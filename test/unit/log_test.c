@@ -150,8 +150,25 @@ static void test_json_worst_case_is_whole(void)
     CHECK(quotes % 2 == 0);
 }
 
+static void test_ratelimit(void)
+{
+    stp_log_ratelimit_t r = {0};
+    unsigned quiet = 99;
+    CHECK(stp_log_allow(&r, 0, &quiet)); /* the first, even at time 0 */
+    CHECK_EQ_INT(quiet, 0);
+    for (uint64_t t = 1; t < 1000; t += 10) {
+        CHECK(!stp_log_allow(&r, t, &quiet));
+    }
+    CHECK(stp_log_allow(&r, 1000, &quiet)); /* a second later, with the count */
+    CHECK_EQ_INT(quiet, 100);
+    CHECK(!stp_log_allow(&r, 1999, &quiet));
+    CHECK(stp_log_allow(&r, 5000, &quiet));
+    CHECK_EQ_INT(quiet, 1);
+}
+
 int main(void)
 {
+    STP_RUN(test_ratelimit);
     STP_RUN(test_json_worst_case_is_whole);
     STP_RUN(test_escape);
     STP_RUN(test_one_event_one_line);
