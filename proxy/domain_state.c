@@ -19,6 +19,7 @@
 #define CACHE_MAX_ENTRIES 100000
 
 static uv_mutex_t lock;
+static uv_mutex_t file_lock; /* one save at a time, in order */
 static stp_cache_t *cache;
 static char path[1100]; /* "" without state_dir */
 static int save_queued; /* under lock: a save request is in the pool */
@@ -33,8 +34,13 @@ int stp_domain_state_init(const char *state_dir)
     if (uv_mutex_init(&lock) != 0) {
         return -1;
     }
+    if (uv_mutex_init(&file_lock) != 0) {
+        uv_mutex_destroy(&lock);
+        return -1;
+    }
     cache = stp_cache_new(CACHE_MAX_ENTRIES);
     if (cache == NULL) {
+        uv_mutex_destroy(&file_lock);
         uv_mutex_destroy(&lock);
         return -1;
     }
@@ -55,19 +61,27 @@ void stp_domain_state_free(void)
     }
     stp_cache_free(cache);
     cache = NULL;
+    uv_mutex_destroy(&file_lock);
     uv_mutex_destroy(&lock);
 }
 
+/*
+ * In the thread pool. The cache lock is held only to take a copy of the
+ * text: a worker looking up a domain never waits for the disk. file_lock
+ * keeps saves in order (the later copy is written last) and one at a time
+ * (they share the temporary file).
+ */
 static void save_work(uv_work_t *w)
 {
     (void)w;
+    uv_mutex_lock(&file_lock);
     uv_mutex_lock(&lock);
     save_queued = 0; /* changes from now on need another save */
-    /* XXX: the file is written under the lock, so a worker touching the
-     * cache meanwhile waits for the disk; the file is small (one line per
-     * domain) and saves are rare (a new policy, a first verified delivery). */
-    stp_state_save(cache, path);
+    size_t len = 0;
+    char *text = stp_cache_serialize(cache, &len);
     uv_mutex_unlock(&lock);
+    stp_state_write(text, len, path);
+    uv_mutex_unlock(&file_lock);
 }
 
 static void save_done(uv_work_t *w, int status)

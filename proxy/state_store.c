@@ -116,15 +116,22 @@ static int save_error(const char *path, const char *what, int err)
 
 int stp_state_save(const stp_cache_t *c, const char *path)
 {
-    char tmp[1100], dir[1100];
-    size_t len;
+    size_t len = 0;
+    char *text = stp_cache_serialize(c, &len); /* before len is read */
+    return stp_state_write(text, len, path);
+}
 
-    if (snprintf(tmp, sizeof(tmp), "%s.tmp.%ld", path, (long)getpid()) >= (int)sizeof(tmp)) {
-        return save_error(path, "path", ENAMETOOLONG);
-    }
-    char *text = stp_cache_serialize(c, &len);
+int stp_state_write(char *text, size_t len, const char *path)
+{
+    char tmp[1100], dir[1100];
+
     if (text == NULL) {
         return save_error(path, "serialize", ENOMEM);
+    }
+
+    if (snprintf(tmp, sizeof(tmp), "%s.tmp.%ld", path, (long)getpid()) >= (int)sizeof(tmp)) {
+        free(text);
+        return save_error(path, "path", ENAMETOOLONG);
     }
     int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
     if (fd < 0) {

@@ -38,4 +38,10 @@ int stp_state_load(stp_cache_t *c, const char *path, int64_t now);
 /* Writes `c` to `path` atomically. 0, or -1 with an error logged. */
 int stp_state_save(const stp_cache_t *c, const char *path);
 
+/* The same in two steps, so the cache can be unlocked before the disk is
+ * waited for: stp_cache_serialize() (in policy_cache.h), then this, which
+ * writes `text` atomically and frees it (NULL: the serialization failed,
+ * logged as such). Writers must not overlap. */
+int stp_state_write(char *text, size_t len, const char *path);
+
 #endif
