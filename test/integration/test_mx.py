@@ -193,6 +193,9 @@ def zone(dane_hash, ta_hash=ZERO):
         "_25._tcp.mxo IN TLSA 3 1 1 " + dane_hash,
         "danecnta IN MX 10 mxct", "mxct IN CNAME mxu", "mxu IN A 127.0.0.30",
         "_25._tcp.mxu IN TLSA 2 1 1 " + ta_hash,
+        # tls = secure: an MX host whose name ends in the recipient domain
+        # without being below it (mxa vs a.example.test), and one below it
+        "a IN MX 10 mxa", "sec IN MX 10 mx.sec", "mx.sec IN A 127.0.0.31",
     ]
 
 
@@ -349,6 +352,18 @@ class Routing(MxBase):
         self.assertIn("4.7.5", r["rcpt"][0][1])
         self.assertEqual(h.stored(), [])
         self.assertNotIn("testing-override", self.proxy.log())
+
+    def test_stalled_handshake_is_a_policy_deferral_when_tls_is_required(self):
+        # a handshake that never completes where TLS is required is the
+        # policy's refusal (4.7.5, counted as a downgrade), not a timeout
+        h = self.hop("127.0.0.11", "mxa", mode="stall-in-handshake")
+        port = self.start_proxy(policies="[policy:d1.example.test]\ntls = encrypt\n",
+                                listener={"handshake_timeout": "1s"})
+        r = send(port, ["bob@d1.example.test"])
+        self.assertEqual(r["rcpt"][0][0], 451, r)
+        self.assertIn("4.7.5 TLS handshake with mxa.example.test timed out", r["rcpt"][0][1])
+        self.assertEqual(h.stored(), [])
+        self.assertEqual(h.commands(), [])
 
     def test_plain_delivery_via_mx(self):
         h = self.hop("127.0.0.11", "mxa")
@@ -792,6 +807,18 @@ class Dane(MxBase):
         self.assertIn("no usable TLSA record", r["rcpt"][0][1])
         self.assertEqual(len(h.stored()), 1)  # nothing more
 
+    def test_unusable_tlsa_under_dane_still_requires_tls(self):
+        # RFC 7672 2.2: validated TLSA records, even all unusable, mean the
+        # host must do TLS; a next hop that does not offer STARTTLS (or had
+        # it stripped) is deferred, never given the mail in plaintext
+        h = self.hop("127.0.0.20", "mxj", mode="strip", cert=self.other)
+        port = self.start_proxy()  # dane: the default
+        r = send(port, ["bob@daneunusable.example.test"])
+        self.assertEqual(r["rcpt"][0][0], 451, (r, self.decisions()))
+        self.assertIn("4.7.4", r["rcpt"][0][1])
+        self.assertEqual(h.stored(), [])
+        self.assertEqual(h.commands(), [])
+
     def test_unusable_tlsa_keeps_remembered_tls(self):
         # Unusable TLSA records (PKIX-EE) authenticate nothing: a domain
         # remembered from a verified delivery must still give verified TLS,
@@ -1013,6 +1040,31 @@ class DaneWarning(MxBase):
         self.assertEqual(proxy.stop(), 0, proxy.log()[-3000:])
         self.assertLess(time.time() - started, 4)
         self.assertNotIn(self.WARNING, proxy.log())
+
+
+class Secure(MxBase):
+    """tls = secure (Postfix's "secure" without a servername): the
+    certificate must name the recipient domain or an MX host below it."""
+
+    def test_mx_host_below_the_domain_delivers(self):
+        h = self.hop("127.0.0.31", "mxsec", cert=make_cert(self.tmp, "mxsec",
+                                                            ["mx.sec.example.test"]))
+        port = self.start_proxy(policies="[policy:sec.example.test]\ntls = secure\n")
+        r = send(port, ["bob@sec.example.test"])
+        self.assertEqual(r["data"][0], 250, (r, self.decisions()))
+        self.assertEqual(h.stored()[0][-8:], "-tls.eml")
+
+    def test_mx_host_merely_ending_in_the_domain_defers(self):
+        # mxa.example.test ends in "a.example.test" but is not below it:
+        # its certificate (for mxa.example.test) does not verify the domain
+        h = self.hop("127.0.0.11", "mxa")
+        port = self.start_proxy(policies="[policy:a.example.test]\ntls = secure\n")
+        r = send(port, ["bob@a.example.test"])
+        self.assertEqual(r["rcpt"][0][0], 451, (r, self.decisions()))
+        self.assertIn("4.7.5 certificate verification failed for mxa.example.test",
+                      r["rcpt"][0][1])
+        self.assertEqual(h.stored(), [])
+        self.assertEqual(h.commands(), [])
 
 
 class MtaSts(MxBase):

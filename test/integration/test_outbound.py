@@ -30,6 +30,8 @@ SCENARIOS = {
     "esmtp_hidden": ("helo-only", "ecdsa", (PLAIN, PLAIN, "4.7.4", "4.7.4", "4.7.4")),
     "injection_after_220": ("inject", "ecdsa", (PLAIN, PLAIN, "4.7.5", "4.7.5", "4.7.5")),
     "fragment_after_220": ("fragment", "ecdsa", (PLAIN, PLAIN, "4.7.5", "4.7.5", "4.7.5")),
+    # one byte is enough to stand in front of the first reply inside TLS
+    "one_byte_after_220": ("fragment-1", "ecdsa", (PLAIN, PLAIN, "4.7.5", "4.7.5", "4.7.5")),
     "fragment_late_after_220": ("fragment-late", "ecdsa",
                                 (PLAIN, PLAIN, "4.7.5", "4.7.5", "4.7.5")),
     "self_signed": ("good", "selfsigned", (PLAIN, TLS, TLS, "4.7.5", "4.7.5")),
@@ -615,6 +617,56 @@ class ConnectionCache(unittest.TestCase):
         self.assertIn("connection=reuse-failed reason=\"RSET answered 421\"", self.p.log())
         for l in self.p.log_lines("session"):
             self.assertIn("result=ok", l)
+
+    def test_more_behind_the_reset_reply_connects_anew(self):
+        """rset-extra: the parked connection answers the reuse RSET with a
+        second, unasked reply behind it: it is out of step with its replies
+        and is given up (as one that refuses RSET), the legacy MTA never sees
+        it and the session goes on over a new connection."""
+        self.start("rset-extra")
+        self.session()
+        self.session()
+        self.assertTrue(poll(lambda: len(self.hop.stored()) == 2))
+        self.assertEqual(self.connections(), 2)
+        self.assertEqual(len(self.hop_log("rset-extra")), 1)
+        self.assertEqual(self.cache_events(), {"parked": 2, "reuse_failed": 1})
+        self.assertEqual(self.p.stop(), 0)
+        self.assertIn('connection=reuse-failed reason="RSET answered 250 with more behind it"',
+                      self.p.log())
+
+    def test_connection_made_before_a_reload_is_never_reused_after_it(self):
+        """A session whose next hop connection was made under tls = may (a
+        certificate that does not verify) ends after a reload to tls =
+        verify: its connection is not parked, so the next session, under
+        verify, never inherits an unverified one and is refused (4.7.5)."""
+        import signal
+        self.start(cert="selfsigned", tls="may")
+        c = Client(self.p.port("out"))
+        try:
+            self.assertEqual(c.reply()[0], 220)
+            self.assertEqual(c.cmd("EHLO exchange01.corp.local")[0], 250)
+            self.assertEqual(c.cmd("MAIL FROM:<a@example.test>")[0], 250)
+            self.assertEqual(c.cmd("RCPT TO:<b@example.test>")[0], 250)
+            self.assertEqual(c.cmd("DATA")[0], 354)
+            c.send(b"Subject: cached\r\n\r\nbody\r\n.\r\n")
+            self.assertEqual(c.reply()[0], 250)
+            with open(self.p.ini) as f:
+                text = f.read()
+            self.assertIn("\ntls = may\n", text)
+            with open(self.p.ini, "w") as f:
+                f.write(text.replace("\ntls = may\n", "\ntls = verify\n"))
+            os.kill(self.p.pid, signal.SIGHUP)
+            self.assertTrue(poll(lambda: " reload result=ok" in self.p.log()), self.p.log())
+            self.assertEqual(c.cmd("QUIT")[0], 221)
+        finally:
+            c.close()
+        self.assertTrue(poll(lambda: self.hop_log("bye ") == ["bye tls=True"], timeout=3))
+        got = attempt(self.p.port("out"))
+        self.assertEqual(got[0], "refused", got)
+        self.assertIn(" 4.7.5", got[2], got)
+        self.assertEqual(self.hop.stored(), ["0001-tls.eml"])
+        self.assertNotIn("connection=reused", self.p.log())
+        self.assertEqual(self.p.stop(), 0)
 
     def test_silent_next_hop_at_reuse_connects_anew(self):
         """rset-silent: the parked connection never answers the reuse RSET;

@@ -13,7 +13,7 @@ CRLF-less fragment behind the 220), tls10 (only TLS 1.0), drop-after-dot
 (only TLS 1.1), drop-in-handshake (reads the ClientHello, then closes),
 stall-in-handshake (reads the ClientHello, never answers),
 fragment-late (the CRLF-less fragment 50 ms after the 220, in a segment of
-its own), auth (a submission server: after TLS it offers AUTH PLAIN,
+its own), fragment-1 (a single byte behind the 220, in its segment), auth (a submission server: after TLS it offers AUTH PLAIN,
 CHUNKING and XCLIENT, accepts AUTH PLAIN for user/secret and stores
 NNNN-tls-auth.eml), strip-auth (the same with its STARTTLS stripped: AUTH
 offered in plaintext), garbage-after-ehlo / data-after-ehlo (after TLS, the
@@ -24,7 +24,8 @@ connection left open),
 mail-421 (421 to MAIL, then closes), mail-421-linger (421 to MAIL, then
 keeps the connection open 5 s before closing: a client must not go on using
 it), rset-421 (421 to RSET, then closes: a server that timed the session
-out as the client came back to it), rset-silent (never answers RSET).
+out as the client came back to it), rset-silent (never answers RSET), rset-extra (answers RSET with two 250
+replies in one segment).
 QUIT is logged on stderr as a "bye" line, the SNI a client sends as "sni NAME".
 """
 import argparse
@@ -119,6 +120,8 @@ def serve(c, a, count, lock):
                     conn.send(b"220 2.0.0 Ready\r\n250-injected\r\n250 STARTTLS\r\n")
                 elif a.mode == "fragment":
                     conn.send(b"220 2.0.0 Ready\r\n250 inj")
+                elif a.mode == "fragment-1":
+                    conn.send(b"220 2.0.0 Ready\r\n2")
                 elif a.mode == "fragment-late":
                     conn.send(b"220 2.0.0 Ready\r\n")
                     time.sleep(0.05)  # a segment of its own, while the ClientHello is on its way
@@ -172,6 +175,10 @@ def serve(c, a, count, lock):
                 sys.stderr.flush()
                 conn.send(b"421 4.4.2 nexthop.example.test Error: timeout exceeded\r\n")
                 return
+            elif u == b"RSET" and a.mode == "rset-extra":
+                sys.stderr.write("rset-extra tls=%s\n" % conn.tls)
+                sys.stderr.flush()
+                conn.send(b"250 2.0.0 Ok\r\n250 2.0.0 Ok\r\n")
             elif u == b"RSET" and a.mode == "rset-silent":
                 sys.stderr.write("rset-silent tls=%s\n" % conn.tls)
                 sys.stderr.flush()

@@ -1,6 +1,8 @@
 /* tls_name_test: RFC 6125 / RFC 7817 name matching for outbound verification. */
 #include <string.h>
 
+#include <openssl/x509v3.h>
+
 #include "test/unit/check.h"
 #include "tls/tls_verify.h"
 
@@ -26,6 +28,9 @@ static void test_name_match(void)
         {"wildcard with empty label", "*.example.com", ".example.com", 0},
         {"lookalike suffix", "*.example.com", "mx.evilexample.com", 0},
         {"empty pattern", "", "mx.example.com", 0},
+        {"wildcard base a prefix of the host's", "*.example.com", "mx.example.com.evil.net", 0},
+        {"exact name a prefix of the host", "mx.example.com", "mx.example.com.evil.net", 0},
+        {"host a prefix of the name", "mx.example.com.evil.net", "mx.example.com", 0},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         int got = stp_tls_name_match(cases[i].pattern, strlen(cases[i].pattern), cases[i].host);
@@ -44,9 +49,50 @@ static void test_embedded_nul(void)
     CHECK_EQ_INT(stp_tls_name_match(p, sizeof(p) - 1, "mx.example.com"), 0);
 }
 
+/* A certificate (unsigned: only its names matter here) with a subject CN
+ * and, unless san is NULL, one DNS subjectAltName. */
+static X509 *cert_with(const char *cn, const char *san)
+{
+    X509 *x = X509_new();
+    CHECK(x != NULL);
+    CHECK(X509_NAME_add_entry_by_txt(X509_get_subject_name(x), "CN", MBSTRING_ASC,
+                                     (const unsigned char *)cn, -1, -1, 0) == 1);
+    if (san != NULL) {
+        GENERAL_NAMES *gens = GENERAL_NAMES_new();
+        GENERAL_NAME *gn = GENERAL_NAME_new();
+        ASN1_IA5STRING *ia5 = ASN1_IA5STRING_new();
+        CHECK(gens != NULL && gn != NULL && ia5 != NULL);
+        CHECK(ASN1_STRING_set(ia5, san, (int)strlen(san)) == 1);
+        GENERAL_NAME_set0_value(gn, GEN_DNS, ia5);
+        CHECK(sk_GENERAL_NAME_push(gens, gn) > 0);
+        CHECK(X509_add1_ext_i2d(x, NID_subject_alt_name, gens, 0, 0) == 1);
+        GENERAL_NAMES_free(gens);
+    }
+    return x;
+}
+
+/* RFC 6125 6.4.4: the CN is a name only when the certificate has no DNS-ID
+ * at all; a CN naming the host beside DNS-IDs that do not is a mismatch. */
+static void test_cn_only_without_dns_ids(void)
+{
+    static const char *const names[] = {"mx.example.test"};
+    char seen[256];
+    X509 *cn_only = cert_with("mx.example.test", NULL);
+    X509 *cn_and_other_san = cert_with("mx.example.test", "other.example.test");
+    X509 *san = cert_with("other.example.test", "mx.example.test");
+    CHECK_EQ_INT(stp_tls_leaf_name_match(cn_only, names, 1, seen, sizeof(seen)), 1);
+    CHECK_EQ_INT(stp_tls_leaf_name_match(cn_and_other_san, names, 1, seen, sizeof(seen)), 0);
+    CHECK(strcmp(seen, "other.example.test") == 0);
+    CHECK_EQ_INT(stp_tls_leaf_name_match(san, names, 1, seen, sizeof(seen)), 1);
+    X509_free(cn_only);
+    X509_free(cn_and_other_san);
+    X509_free(san);
+}
+
 int main(void)
 {
     STP_RUN(test_name_match);
     STP_RUN(test_embedded_nul);
+    STP_RUN(test_cn_only_without_dns_ids);
     return STP_CHECK_DONE();
 }
