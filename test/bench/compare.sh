@@ -33,8 +33,13 @@ set -u
 
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
-BIN=${STP_BIN:-$root/bazel-bin/proxy/smtp-tls-proxy}
-BENCH=${STP_BENCH:-$root/bazel-bin/test/bench/smtp-bench}
+# The optimised build (README: bazel build -c opt --symlink_prefix=bazel-opt-)
+# when there is one: a debug build's figures say little.
+opt=$root/bazel-opt-bin
+[ -x "$opt/proxy/smtp-tls-proxy" ] || opt=$root/bazel-bin
+BIN=${STP_BIN:-$opt/proxy/smtp-tls-proxy}
+BENCH=${STP_BENCH:-$opt/test/bench/smtp-bench}
+case "$BIN" in */bazel-bin/*) echo "compare.sh: measuring $BIN, not an -c opt build" >&2 ;; esac
 NGINX_MAIL=/usr/lib/nginx/modules/ngx_mail_module.so
 . "$here/lib.sh"
 
@@ -70,7 +75,9 @@ if [ "$quick" = 1 ]; then
     idle=${idle:-200}
     rounds=${rounds:-1}
 else
-    N1=1500 N10=300 NBIG=30 NC400=2000 NLAT=30 C=50 CBIG=10 CHIGH=400
+    # NBIG: 1 MiB messages enough for each CPU window to span a few hundred
+    # clock ticks (with 30 the figures were multiples of one 10 ms tick / 30)
+    N1=1500 N10=300 NBIG=150 NC400=2000 NLAT=30 C=50 CBIG=10 CHIGH=400
     idle=${idle:-10000}
     rounds=${rounds:-5}
 fi
@@ -93,6 +100,7 @@ tree() {
 # CPU ticks (utime+stime) of a peer's processes; field 2 may hold spaces.
 cpu_ticks() {
     local t=0 p v
+    [ -r /proc/"$1"/stat ] || return 1 # gone: not measured (never 0)
     for p in $(tree "$1"); do
         v=$(sed 's/^.*) //' /proc/"$p"/stat 2>/dev/null | awk '{print $12 + $13}')
         t=$((t + ${v:-0}))
@@ -103,6 +111,7 @@ cpu_ticks() {
 # Rss and Pss in KiB, summed over a peer's processes.
 mem_kib() {
     local p
+    [ -r /proc/"$1"/smaps_rollup ] || return 1
     for p in $(tree "$1"); do cat /proc/"$p"/smaps_rollup 2>/dev/null; done |
         awk '$1 == "Rss:" {r += $2} $1 == "Pss:" {s += $2} END {printf "%d %d\n", r, s}'
 }
@@ -126,12 +135,22 @@ load() {
     out=$("$BENCH" -j "$@" 127.0.0.1 "$port" 2>>"$tmp/bench.err")
     rc=$?
     after=$([ "$pid" = - ] && echo 0 || cpu_ticks "$pid")
+    if [ -z "$before" ] || [ -z "$after" ]; then
+        echo "compare.sh: $peer $test: the peer (PID $pid) is gone: nothing measured" >&2
+        failed_runs=$((failed_runs + 1))
+        return
+    fi
     if [ $rc -ne 0 ] || [ -z "$out" ]; then
         echo "compare.sh: $peer $test: smtp-bench failed ($rc): $out" >&2
         tail -3 "$tmp/bench.err" >&2
         failed_runs=$((failed_runs + 1))
     fi
     [ -z "$out" ] && return
+    # what TLS the peer negotiated (smtp-bench says it from its JSON on)
+    local tls
+    tls=$(sed -nE 's/.*"tls_version":"([^"]*)".*/\1/p' <<<"$out")
+    [ -n "$tls" ] && record "$peer" "$test.tls=$tls" 1
+    record "$peer" "$test.resumed" "$(jnum "$out" resumed)"
     local sessions messages
     sessions=$(jnum "$out" sessions)
     messages=$(jnum "$out" messages)
@@ -154,7 +173,11 @@ load() {
 # hold PEER PORT PID MODE: idle sessions after EHLO, after RCPT, and after they closed.
 hold() {
     local peer=$1 port=$2 pid=$3 mode=$4 what flag bpid i base pbase rss pss
-    read -r base pbase <<<"$(mem_kib "$pid")"
+    if ! read -r base pbase <<<"$(mem_kib "$pid")" || [ -z "$base" ]; then
+        echo "compare.sh: $peer: the peer (PID $pid) is gone: no idle figures" >&2
+        failed_runs=$((failed_runs + 1))
+        return
+    fi
     for what in ehlo rcpt; do
         flag=$([ "$what" = rcpt ] && echo -R)
         : >"$tmp/hold.err"
@@ -170,7 +193,10 @@ hold() {
         read -r rss pss <<<"$(mem_kib "$pid")"
         local held
         held=$(sed -nE 's/.*holding ([0-9]+) sessions.*/\1/p' "$tmp/hold.err")
-        if [ -z "$held" ] || [ "$held" -eq 0 ]; then
+        if [ -z "$rss" ]; then
+            echo "compare.sh: $peer: the peer (PID $pid) is gone while holding sessions" >&2
+            failed_runs=$((failed_runs + 1))
+        elif [ -z "$held" ] || [ "$held" -eq 0 ]; then
             echo "compare.sh: $peer: $idle idle sessions were not all established after EHLO${flag:+ and RCPT} within 300 s" >&2
             failed_runs=$((failed_runs + 1))
         else
@@ -182,6 +208,7 @@ hold() {
         sleep 2 # the peer closes its side of every session
     done
     read -r rss _ <<<"$(mem_kib "$pid")"
+    [ -n "$rss" ] || { failed_runs=$((failed_runs + 1)); return; }
     record "$peer" "idle_after.rss_kib" "$(awk -v a="$rss" -v b="$base" -v n="$idle" 'BEGIN {printf "%.2f", (a - b) / n}')"
 }
 
@@ -257,6 +284,7 @@ mail {
         protocol smtp;
         smtp_auth none;
         starttls only;
+        ssl_protocols TLSv1.3;  # nginx 1.22 leaves TLS 1.3 out by default
         ssl_certificate $certs/ecdsa.pem;
         ssl_certificate_key $certs/ecdsa.key;
     }
@@ -381,7 +409,7 @@ record out_cached sessions "$(awk '$1 == "out_cached" && $2 ~ /[.]sessions$/ {n 
 # ---- report ----
 # Figures are medians over the rounds; a ratio is the median of the
 # ratios within each round (its per-round values follow it).
-awk -v quick="$quick" -v idle="$idle" '
+awk -v quick="$quick" -v idle="$idle" -v failed="$failed_runs" '
 function median(list,    a, n, i, j, t) {
     n = split(list, a, " ")
     if (n == 0) return ""
@@ -476,6 +504,23 @@ END {
         f(rmedian("out_cached", "one.cpu_ms_session", "stunnel_client", "one.cpu_ms_session"), "%.3f")
     printf "(latency p50 at concurrency 1, where no peer is short of CPU: proxy %s, nginx %s, bare sink %s ms)\n",
         f(v("proxy", "lat1.p50"), "%.1f"), f(v("nginx", "lat1.p50"), "%.1f"), f(v("bare", "lat1.p50"), "%.1f")
+    # what each TLS peer negotiated (every one should say TLSv1.3) and how
+    # many of its "resumed" sessions were resumed
+    line = ""
+    for (i = 1; i <= n; i++) {
+        p = peers[i]; t = ""
+        for (k in all) {
+            split(k, kk, SUBSEP)
+            if (kk[1] == p && kk[2] ~ /^one[.]tls=/) t = t (t == "" ? "" : ",") substr(kk[2], 9)
+        }
+        if (t != "") line = line sprintf(" %s %s", p, t)
+    }
+    if (line != "") printf "(TLS negotiated:%s)\n", line
+    printf "(resumed sessions in the resumed load: proxy %s, nginx %s, bare %s, stunnel %s of %s each)\n",
+        f(v("proxy", "resumed.resumed"), "%d"), f(v("nginx", "resumed.resumed"), "%d"),
+        f(v("bare", "resumed.resumed"), "%d"), f(v("stunnel", "resumed.resumed"), "%d"),
+        f(v("proxy", "resumed.sessions"), "%d")
+    if (failed > 0) printf "WARNING: %d load runs failed or lost their peer: the figures above are incomplete\n", failed
     if (quick) print "(--quick: counts too small for the ratios to mean anything; the shape is what is checked)"
 }' <(echo "c high $CHIGH 0"; cat "$results")
 

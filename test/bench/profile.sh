@@ -114,7 +114,7 @@ perf)
     rec=$!
     pids+=("$rec")
     sleep 0.5
-    out=$(load "$n" "$@")
+    out=$(load "$n" "$@") || exit 1 # (the exit in load leaves only the $( ))
     stop "$rec" INT
     [ -s "$tmp/perf.data" ] || { cat "$tmp/perf.err" >&2; exit 1; }
     echo "load: $out"
@@ -129,7 +129,7 @@ perf)
     ;;
 callgrind)
     callgrind_control -z "$proxy" >"$tmp/control.log" 2>&1 || { cat "$tmp/control.log" >&2; exit 1; }
-    out=$(load "$n" "$@")
+    out=$(load "$n" "$@") || exit 1
     callgrind_control -d "$proxy" >"$tmp/control.log" 2>&1 || { cat "$tmp/control.log" >&2; exit 1; }
     dump=$(ls "$tmp"/callgrind.out.*.1 2>/dev/null | head -1)
     [ -n "$dump" ] || { echo "profile.sh: callgrind wrote no dump" >&2; exit 1; }
