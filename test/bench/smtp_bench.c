@@ -381,7 +381,7 @@ static void on_tls_bytes(conn_t *c, const char *p, size_t n)
         }
         int e = SSL_get_error(c->ssl, r);
         if (e != SSL_ERROR_WANT_READ)
-            conn_end(c, c->st == S_QUIT);
+            conn_end(c, 0); /* closed before the 221 (which ends the session itself) */
         break;
     }
     if (o.sink && !c->closing)
@@ -400,7 +400,7 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b)
 {
     conn_t *c = s->data;
     if (n < 0) {
-        conn_end(c, c->st == S_QUIT);
+        conn_end(c, 0); /* a session succeeds only on the 221 to QUIT (on_reply) */
         return;
     }
     if (c->tls)

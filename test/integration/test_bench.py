@@ -3,6 +3,10 @@ it drives real sessions through the proxy to Postfix smtp-sink and must report
 every message delivered and no error, in each TLS mode and with resumption."""
 import json
 import re
+import socket
+import ssl
+import threading
+import time
 import unittest
 import os
 import subprocess
@@ -67,6 +71,132 @@ class BenchSmoke(ProxyCase):
         self.assertEqual(out.returncode, 1)
         r = json.loads(out.stdout)
         self.assertEqual((r["sessions"], r["errors"]), (0, 3))
+
+
+def server_ctx(maximum=None):
+    """A TLS server context with the test certificate for mx.example.test."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(os.path.join(CERTS, "ecdsa.pem"), os.path.join(CERTS, "ecdsa.key"))
+    if maximum is not None:
+        ctx.maximum_version = maximum
+    return ctx
+
+
+class FakeSMTP:
+    """A scripted SMTP server for smtp-bench on 127.0.0.1 (an ephemeral port),
+    one thread per connection, stopped by the test's cleanup. It answers like
+    a sink (STARTTLS too when given an ssl context) and records every command
+    line (`commands`) and every message's content (`messages`: the bytes
+    before the final ".\\r\\n", dot-stuffing undone, as a receiver stores them).
+    greet=False accepts and never says a word; quit="close" closes the
+    connection on QUIT without the 221; delay waits that long before each reply."""
+
+    def __init__(self, test, greet=True, quit="221", tls=None, delay=0):
+        self.greet, self.quit, self.tls, self.delay = greet, quit, tls, delay
+        self.commands, self.messages, self.conns = [], [], []
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(64)
+        self.port = self.sock.getsockname()[1]
+        threading.Thread(target=self.accept_loop, daemon=True).start()
+        test.addCleanup(self.close)
+
+    def close(self):
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)  # wakes the blocked accept()
+        except OSError:
+            pass
+        self.sock.close()
+        for c in self.conns:
+            c.close()
+
+    def accept_loop(self):
+        while True:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                return
+            self.conns.append(c)
+            threading.Thread(target=self.serve, args=(c,), daemon=True).start()
+
+    def serve(self, c):
+        try:
+            self.session(c)
+        except (OSError, ValueError):
+            pass
+        finally:
+            c.close()
+
+    def session(self, c):
+        if not self.greet:
+            while c.recv(4096):
+                pass
+            return
+        f = c.makefile("rb")
+
+        def reply(text):
+            time.sleep(self.delay)
+            c.sendall(text.encode() + b"\r\n")
+
+        reply("220 fake ESMTP")
+        while True:
+            line = f.readline()
+            if not line:
+                return
+            self.commands.append(line.decode(errors="replace").rstrip("\r\n"))
+            verb = line[:4].upper()
+            if verb == b"EHLO":
+                tls = self.tls is not None and not isinstance(c, ssl.SSLSocket)
+                reply("250-fake\r\n250-PIPELINING\r\n250 " + ("STARTTLS" if tls else "8BITMIME"))
+            elif verb == b"STAR" and self.tls is not None:
+                reply("220 go ahead")
+                c = self.tls.wrap_socket(c, server_side=True)
+                self.conns.append(c)
+                f = c.makefile("rb")
+            elif verb == b"DATA":
+                reply("354 go ahead")
+                lines = []
+                while True:
+                    line = f.readline()
+                    if not line:
+                        return
+                    if line == b".\r\n":
+                        break
+                    lines.append(line[1:] if line.startswith(b".") else line)
+                self.messages.append(b"".join(lines))
+                reply("250 queued")
+            elif verb == b"QUIT":
+                if self.quit == "221":
+                    reply("221 bye")
+                elif isinstance(c, ssl.SSLSocket):
+                    c.unwrap()  # close_notify, then the close
+                return
+            else:
+                reply("250 ok")
+
+
+class BenchSmokeFake(unittest.TestCase):
+    """smtp-bench against small scripted servers (FakeSMTP): what it counts as
+    a success or an error, and what it sends."""
+
+    def run_bench(self, port, *args, timeout=30):
+        out = subprocess.run([BENCH, "-j"] + list(args) + ["127.0.0.1", str(port)],
+                             capture_output=True, timeout=timeout)
+        return out.returncode, json.loads(out.stdout), out.stderr.decode()
+
+    def test_no_success_without_the_221(self):
+        # The server closes on QUIT without replying: every session is an error.
+        fake = FakeSMTP(self, quit="close")
+        rc, r, err = self.run_bench(fake.port, "-n", "3", "-c", "1", "-M", "plain")
+        self.assertEqual(rc, 1, err)
+        self.assertEqual((r["sessions"], r["errors"], r["messages"]), (0, 3, 3), r)
+        self.assertIn("3 sessions failed at quit", err)
+        # The same inside TLS, where the server's close_notify ends the session.
+        fake = FakeSMTP(self, quit="close", tls=server_ctx())
+        rc, r, err = self.run_bench(fake.port, "-n", "3", "-c", "1")
+        self.assertEqual(rc, 1, err)
+        self.assertEqual((r["sessions"], r["errors"], r["messages"]), (0, 3, 3), r)
+        self.assertIn("3 sessions failed at quit", err)
 
 
 class CompareQuick(unittest.TestCase):
