@@ -5,6 +5,8 @@
  * MAIL/RCPT/DATA/body for each message, QUIT. Replies are read into a fixed
  * per-connection buffer (no per-line allocation). The report gives sessions/s,
  * messages/s, MB/s, session latency percentiles and errors, as text or JSON.
+ * Every step (connect, each reply, the handshake) has -T seconds: a server
+ * that stalls costs a session (an error at that step), never the run.
  * --hold keeps sessions open and idle after EHLO (or RCPT) until SIGINT or
  * SIGTERM, for measuring a server's memory per idle session.
  *
@@ -22,6 +24,7 @@
 
 enum mode { MODE_PLAIN, MODE_STARTTLS, MODE_IMPLICIT };
 enum state {
+    S_CONNECT,
     S_GREETING,
     S_EHLO1,
     S_STARTTLS,
@@ -38,12 +41,14 @@ enum state {
 struct opts {
     const char *host, *cert, *key;
     int port, concurrency, sessions, messages, size, duration, resume, hold, hold_rcpt, json, sink,
-        pipeline;
+        pipeline, timeout;
     enum mode mode;
 };
 
 typedef struct conn {
     uv_tcp_t tcp;
+    uv_timer_t timer; /* the current step's -T (not armed in the sink) */
+    int handles;      /* of tcp and timer still open: freed when none is */
     SSL *ssl;
     BIO *rbio, *wbio;
     enum state st;
@@ -66,6 +71,7 @@ static struct opts o = {.host = "127.0.0.1",
                         .sessions = 1000,
                         .messages = 1,
                         .size = 4096,
+                        .timeout = 30,
                         .mode = MODE_STARTTLS};
 static uv_loop_t *loop;
 static SSL_CTX *ctx;
@@ -101,6 +107,8 @@ static int on_new_session(SSL *ssl, SSL_SESSION *sess)
 static void on_closed(uv_handle_t *h)
 {
     conn_t *c = h->data;
+    if (--c->handles > 0)
+        return;
     if (c->ssl)
         SSL_free(c->ssl);
     free(c);
@@ -114,10 +122,10 @@ static void on_closed(uv_handle_t *h)
     }
 }
 
-static const char *const state_names[] = {"greeting", "ehlo", "starttls", "handshake",
-                                          "ehlo-tls", "mail", "rcpt",     "data",
-                                          "body",     "quit", "hold"};
-static int errors_at[S_HOLD + 1];
+static const char *const state_names[] = {"connect",   "greeting", "ehlo", "starttls",
+                                          "handshake", "ehlo-tls", "mail", "rcpt",
+                                          "data",      "body",     "quit", "hold"};
+static int errors_at[S_HOLD + 1], timeouts_at[S_HOLD + 1], timeouts;
 
 static void conn_end(conn_t *c, int ok)
 {
@@ -136,7 +144,34 @@ static void conn_end(conn_t *c, int ok)
         errors++;
         hold_progress();
     }
+    uv_close((uv_handle_t *)&c->timer, on_closed);
     uv_close((uv_handle_t *)&c->tcp, on_closed);
+}
+
+static void on_timeout(uv_timer_t *t)
+{
+    conn_t *c = t->data;
+    timeouts++;
+    timeouts_at[c->st]++;
+    conn_end(c, 0);
+}
+
+/* A step begins (connecting, waiting for a reply or the handshake): it has
+ * -T seconds from now. */
+static void arm(conn_t *c)
+{
+    if (!o.sink && o.timeout > 0 && !c->closing)
+        uv_timer_start(&c->timer, on_timeout, (uint64_t)o.timeout * 1000, 0);
+}
+
+/* Sets up the handles of a new connection (one close callback frees it). */
+static void conn_init(conn_t *c)
+{
+    uv_tcp_init(loop, &c->tcp);
+    uv_timer_init(loop, &c->timer);
+    c->tcp.data = c;
+    c->timer.data = c;
+    c->handles = 2;
 }
 
 static void on_written(uv_write_t *w, int status)
@@ -216,8 +251,10 @@ static void hold_progress(void)
     }
 }
 
-static void note_held(void)
+static void note_held(conn_t *c)
 {
+    uv_timer_stop(&c->timer); /* a held session waits for nothing */
+    c->st = S_HOLD;
     held++;
     conn_start();
     hold_progress();
@@ -236,8 +273,7 @@ static void send_envelope(conn_t *c)
 static void after_ehlo(conn_t *c)
 {
     if (o.hold && !o.hold_rcpt) {
-        c->st = S_HOLD;
-        note_held();
+        note_held(c);
         return;
     }
     send_envelope(c);
@@ -282,8 +318,7 @@ static void on_reply(conn_t *c, int code)
         if (code != 250)
             goto fail;
         if (o.hold) {
-            c->st = S_HOLD;
-            note_held();
+            note_held(c);
             return;
         }
         c->st = S_DATA;
@@ -311,6 +346,7 @@ static void on_reply(conn_t *c, int code)
     case S_QUIT:
         conn_end(c, code == 221);
         return;
+    case S_CONNECT:
     case S_HANDSHAKE:
     case S_HOLD:
         goto fail;
@@ -335,6 +371,7 @@ static void on_plain(conn_t *c, const char *p, size_t n)
                 conn_end(c, 0); /* bytes after 220 to STARTTLS: injection */
                 return;
             }
+            arm(c); /* the next step's wait (on_reply may end the session) */
             on_reply(c, code);
         }
     }
@@ -355,6 +392,7 @@ static void on_tls_bytes(conn_t *c, const char *p, size_t n)
         handshakes++;
         if (SSL_session_reused(c->ssl))
             resumed++;
+        arm(c);
         if (o.sink) {
             if (o.mode == MODE_IMPLICIT) {
                 send_str(c, "220 sink.bench.test ESMTP\r\n");
@@ -423,6 +461,8 @@ static void on_connect(uv_connect_t *req, int status)
     }
     uv_tcp_nodelay(&c->tcp, 1);
     uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
+    c->st = S_GREETING;
+    arm(c);
     if (o.mode == MODE_IMPLICIT) {
         start_tls(c);
         SSL_do_handshake(c->ssl);
@@ -548,8 +588,7 @@ static void on_accept(uv_stream_t *server, int status)
     conn_t *c = calloc(1, sizeof(*c));
     if (c == NULL)
         abort();
-    uv_tcp_init(loop, &c->tcp);
-    c->tcp.data = c;
+    conn_init(c);
     active++;
     if (uv_accept(server, (uv_stream_t *)&c->tcp) < 0) {
         conn_end(c, 0);
@@ -616,12 +655,12 @@ static void conn_start(void)
         uv_connect_t *req = malloc(sizeof(*req));
         if (c == NULL || req == NULL)
             abort();
-        c->tcp.data = c;
+        conn_init(c);
         c->msgs_left = o.messages;
         c->start_ns = uv_hrtime();
         started++;
         active++;
-        uv_tcp_init(loop, &c->tcp);
+        arm(c);
         req->data = c;
         if (uv_tcp_connect(req, &c->tcp, (struct sockaddr *)&addr, on_connect) < 0) {
             free(req);
@@ -679,6 +718,8 @@ static void usage(FILE *f)
         "usage: smtp-bench [options] HOST PORT\n"
         "  -c N   concurrency (50)          -n N   total sessions (1000)\n"
         "  -d S   run for S seconds instead of -n\n"
+        "  -T S   give up a session (an error) after S seconds without progress: connect,\n"
+        "         each reply, the handshake (30; 0: wait forever)\n"
         "  -m N   messages per session (1)  -s N   message size in bytes (4096)\n"
         "  -M starttls|implicit|plain (starttls)\n"
         "  -r     TLS session resumption (reuse one ticket across connections)\n"
@@ -715,7 +756,7 @@ static void build_message(void)
 int main(int argc, char **argv)
 {
     int ch;
-    while ((ch = getopt(argc, argv, "c:n:d:m:s:M:rPHRjLC:K:h")) != -1) {
+    while ((ch = getopt(argc, argv, "c:n:d:m:s:M:T:rPHRjLC:K:h")) != -1) {
         switch (ch) {
         case 'c':
             o.concurrency = atoi(optarg);
@@ -731,6 +772,9 @@ int main(int argc, char **argv)
             break;
         case 's':
             o.size = atoi(optarg);
+            break;
+        case 'T':
+            o.timeout = atoi(optarg);
             break;
         case 'M':
             if (strcmp(optarg, "plain") == 0)
@@ -777,7 +821,7 @@ int main(int argc, char **argv)
         }
     }
     if (argc - optind != 2 || o.concurrency < 1 || o.sessions < 1 || o.messages < 1 || o.size < 0 ||
-        (o.pipeline && o.hold_rcpt)) {
+        o.timeout < 0 || (o.pipeline && o.hold_rcpt)) {
         usage(stderr);
         return 2;
     }
@@ -822,10 +866,11 @@ int main(int argc, char **argv)
     if (o.json)
         printf("{\"sessions\":%d,\"errors\":%d,\"messages\":%llu,\"bytes\":%llu,\"seconds\":%.3f,"
                "\"sessions_per_s\":%.1f,\"messages_per_s\":%.1f,\"mb_per_s\":%.2f,"
-               "\"p50_ms\":%.2f,\"p90_ms\":%.2f,\"p99_ms\":%.2f,\"held\":%d,\"resumed\":%d}\n",
+               "\"p50_ms\":%.2f,\"p90_ms\":%.2f,\"p99_ms\":%.2f,\"held\":%d,\"resumed\":%d,"
+               "\"timeouts\":%d}\n",
                done_ok, errors, (unsigned long long)msgs_done, (unsigned long long)bytes_done, secs,
                done_ok / secs, (double)msgs_done / secs, (double)bytes_done / secs / 1e6, pct(0.5),
-               pct(0.9), pct(0.99), held, resumed);
+               pct(0.9), pct(0.99), held, resumed, timeouts);
     else
         printf("sessions %d errors %d messages %llu held %d in %.3f s\n"
                "%.1f sessions/s  %.1f messages/s  %.2f MB/s\n"
@@ -834,7 +879,11 @@ int main(int argc, char **argv)
                (double)msgs_done / secs, (double)bytes_done / secs / 1e6, pct(0.5), pct(0.9),
                pct(0.99), resumed);
     for (int i = 0; i <= S_HOLD; i++)
-        if (errors_at[i])
-            fprintf(stderr, "smtp-bench: %d sessions failed at %s\n", errors_at[i], state_names[i]);
+        if (errors_at[i]) {
+            fprintf(stderr, "smtp-bench: %d sessions failed at %s", errors_at[i], state_names[i]);
+            if (timeouts_at[i])
+                fprintf(stderr, " (%d timed out after %d s)", timeouts_at[i], o.timeout);
+            fputc('\n', stderr);
+        }
     return errors ? 1 : 0;
 }

@@ -88,11 +88,13 @@ class FakeSMTP:
     a sink (STARTTLS too when given an ssl context) and records every command
     line (`commands`) and every message's content (`messages`: the bytes
     before the final ".\\r\\n", dot-stuffing undone, as a receiver stores them).
-    greet=False accepts and never says a word; quit="close" closes the
-    connection on QUIT without the 221; delay waits that long before each reply."""
+    silent="connect" accepts and never says a word, "STARTTLS" stops after its
+    220 (no handshake), "body" after reading a message (no reply to it);
+    quit="close" closes the connection on QUIT without the 221; delay waits
+    that long before each reply."""
 
-    def __init__(self, test, greet=True, quit="221", tls=None, delay=0):
-        self.greet, self.quit, self.tls, self.delay = greet, quit, tls, delay
+    def __init__(self, test, silent=None, quit="221", tls=None, delay=0):
+        self.silent, self.quit, self.tls, self.delay = silent, quit, tls, delay
         self.commands, self.messages, self.conns = [], [], []
         self.sock = socket.socket()
         self.sock.bind(("127.0.0.1", 0))
@@ -127,10 +129,16 @@ class FakeSMTP:
         finally:
             c.close()
 
+    def hush(self, c, step):
+        """True (once the client has gone) if the server is silent from this step."""
+        if self.silent != step:
+            return False
+        while c.recv(4096):
+            pass
+        return True
+
     def session(self, c):
-        if not self.greet:
-            while c.recv(4096):
-                pass
+        if self.hush(c, "connect"):
             return
         f = c.makefile("rb")
 
@@ -150,6 +158,8 @@ class FakeSMTP:
                 reply("250-fake\r\n250-PIPELINING\r\n250 " + ("STARTTLS" if tls else "8BITMIME"))
             elif verb == b"STAR" and self.tls is not None:
                 reply("220 go ahead")
+                if self.hush(c, "STARTTLS"):
+                    return
                 c = self.tls.wrap_socket(c, server_side=True)
                 self.conns.append(c)
                 f = c.makefile("rb")
@@ -164,6 +174,8 @@ class FakeSMTP:
                         break
                     lines.append(line[1:] if line.startswith(b".") else line)
                 self.messages.append(b"".join(lines))
+                if self.hush(c, "body"):
+                    return
                 reply("250 queued")
             elif verb == b"QUIT":
                 if self.quit == "221":
@@ -198,6 +210,33 @@ class BenchSmokeFake(unittest.TestCase):
         self.assertEqual((r["sessions"], r["errors"], r["messages"]), (0, 3, 3), r)
         self.assertIn("3 sessions failed at quit", err)
 
+
+    def test_a_stalled_step_times_out(self):
+        # A server that accepts and never greets: -T 1 gives every session up
+        # (subprocess's timeout catches a bench that would wait forever).
+        fake = FakeSMTP(self, silent="connect")
+        rc, r, err = self.run_bench(fake.port, "-n", "3", "-c", "2", "-T", "1", timeout=20)
+        self.assertEqual(rc, 1, err)
+        self.assertEqual((r["sessions"], r["errors"], r["timeouts"]), (0, 3, 3), r)
+        self.assertIn("3 sessions failed at greeting (3 timed out after 1 s)", err)
+        # ... and one that stalls after the message body, or at the handshake.
+        fake = FakeSMTP(self, silent="body", tls=server_ctx())
+        rc, r, err = self.run_bench(fake.port, "-n", "2", "-c", "2", "-T", "1", timeout=20)
+        self.assertEqual((rc, r["sessions"], r["errors"], r["messages"]), (1, 0, 2, 0), err)
+        self.assertIn("2 sessions failed at body (2 timed out after 1 s)", err)
+        self.assertEqual(len(fake.messages), 2)
+        fake = FakeSMTP(self, silent="STARTTLS", tls=server_ctx())
+        rc, r, err = self.run_bench(fake.port, "-n", "1", "-T", "1", timeout=20)
+        self.assertEqual((rc, r["errors"]), (1, 1), err)
+        self.assertIn("1 sessions failed at handshake (1 timed out after 1 s)", err)
+
+    def test_the_timeout_is_per_step(self):
+        # Each reply comes 0.4 s late: the session (seven replies) takes longer
+        # than -T 1, but no step does.
+        fake = FakeSMTP(self, delay=0.4)
+        rc, r, err = self.run_bench(fake.port, "-n", "1", "-M", "plain", "-T", "1", timeout=20)
+        self.assertEqual((rc, r["sessions"], r["errors"]), (0, 1, 0), err)
+        self.assertGreater(r["seconds"], 2.5)
 
 class CompareQuick(unittest.TestCase):
     """test/bench/compare.sh --quick runs every peer end to end (smtp-sink,
