@@ -4,7 +4,8 @@
  * the TLS handshake (or implicit TLS, or plaintext), EHLO again, then
  * MAIL/RCPT/DATA/body for each message, QUIT. Replies are read into a fixed
  * per-connection buffer (no per-line allocation). The report gives sessions/s,
- * messages/s, MB/s, session latency percentiles and errors, as text or JSON.
+ * messages/s, MB/s, session latency percentiles and errors, as text or JSON,
+ * with the TLS version and cipher the handshakes negotiated.
  * Every step (connect, each reply, the handshake) has -T seconds: a server
  * that stalls costs a session (an error at that step), never the run.
  * --hold keeps sessions open and idle after EHLO (or RCPT) until SIGINT or
@@ -86,6 +87,9 @@ static size_t nlat;
 static uv_signal_t sig_int, sig_term;
 
 static int resumed, handshakes;
+/* What every handshake negotiated (static strings): NULL before the first,
+ * "mixed" once two differed. */
+static const char *tls_version, *tls_cipher;
 
 static void conn_start(void);
 static void hold_progress(void);
@@ -102,6 +106,21 @@ static int on_new_session(SSL *ssl, SSL_SESSION *sess)
         SSL_SESSION_free(saved_session);
     saved_session = sess;
     return 1; /* we took the reference */
+}
+
+static void note_same(const char **seen, const char *now)
+{
+    if (*seen == NULL)
+        *seen = now;
+    else if (strcmp(*seen, now) != 0)
+        *seen = "mixed";
+}
+
+static void note_tls(const SSL *ssl)
+{
+    const SSL_CIPHER *cipher = SSL_get_current_cipher(ssl);
+    note_same(&tls_version, SSL_get_version(ssl));
+    note_same(&tls_cipher, cipher != NULL ? SSL_CIPHER_standard_name(cipher) : "unknown");
 }
 
 static void on_closed(uv_handle_t *h)
@@ -393,6 +412,8 @@ static void on_tls_bytes(conn_t *c, const char *p, size_t n)
         if (SSL_session_reused(c->ssl))
             resumed++;
         arm(c);
+        if (!o.sink)
+            note_tls(c->ssl);
         if (o.sink) {
             if (o.mode == MODE_IMPLICIT) {
                 send_str(c, "220 sink.bench.test ESMTP\r\n");
@@ -863,21 +884,24 @@ int main(int argc, char **argv)
     uv_run(loop, UV_RUN_DEFAULT);
     double secs = (double)(uv_hrtime() - t0) / 1e9;
     qsort(lat, nlat, sizeof(double), cmp_double);
+    if (tls_version == NULL) /* plaintext, or no handshake completed */
+        tls_version = tls_cipher = "none";
     if (o.json)
         printf("{\"sessions\":%d,\"errors\":%d,\"messages\":%llu,\"bytes\":%llu,\"seconds\":%.3f,"
                "\"sessions_per_s\":%.1f,\"messages_per_s\":%.1f,\"mb_per_s\":%.2f,"
                "\"p50_ms\":%.2f,\"p90_ms\":%.2f,\"p99_ms\":%.2f,\"held\":%d,\"resumed\":%d,"
-               "\"timeouts\":%d}\n",
+               "\"timeouts\":%d,\"tls_version\":\"%s\",\"cipher\":\"%s\"}\n",
                done_ok, errors, (unsigned long long)msgs_done, (unsigned long long)bytes_done, secs,
                done_ok / secs, (double)msgs_done / secs, (double)bytes_done / secs / 1e6, pct(0.5),
-               pct(0.9), pct(0.99), held, resumed, timeouts);
+               pct(0.9), pct(0.99), held, resumed, timeouts, tls_version, tls_cipher);
     else
         printf("sessions %d errors %d messages %llu held %d in %.3f s\n"
                "%.1f sessions/s  %.1f messages/s  %.2f MB/s\n"
-               "latency ms p50 %.2f p90 %.2f p99 %.2f  resumed %d\n",
+               "latency ms p50 %.2f p90 %.2f p99 %.2f  resumed %d\n"
+               "tls %s cipher %s\n",
                done_ok, errors, (unsigned long long)msgs_done, held, secs, done_ok / secs,
                (double)msgs_done / secs, (double)bytes_done / secs / 1e6, pct(0.5), pct(0.9),
-               pct(0.99), resumed);
+               pct(0.99), resumed, tls_version, tls_cipher);
     for (int i = 0; i <= S_HOLD; i++)
         if (errors_at[i]) {
             fprintf(stderr, "smtp-bench: %d sessions failed at %s", errors_at[i], state_names[i]);

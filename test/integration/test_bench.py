@@ -44,10 +44,20 @@ class BenchSmoke(ProxyCase):
         self.assertGreater(r["resumed"], 0)
         self.assertGreaterEqual(r["bytes"], 60 * 4096)
         self.assertGreater(r["p50_ms"], 0)
+        # compare.sh checks that every peer negotiated TLS 1.3 from these
+        self.assertEqual(r["tls_version"], "TLSv1.3", r)
+        self.assertIn(r["cipher"], ("TLS_AES_128_GCM_SHA256", "TLS_AES_256_GCM_SHA384",
+                                    "TLS_CHACHA20_POLY1305_SHA256"), r)
 
     def test_implicit_tls(self):
         r = self.bench(self.proxy.port("smtps"), "-M", "implicit", "-s", "100000")
         self.assertEqual((r["sessions"], r["errors"], r["messages"]), (20, 0, 20))
+        self.assertEqual(r["tls_version"], "TLSv1.3", r)
+        # plaintext straight to smtp-sink: no TLS to report
+        out = subprocess.run([BENCH, "-c", "2", "-n", "2", "-M", "plain", "127.0.0.1",
+                              str(self.sink_port)], capture_output=True, timeout=60)
+        self.assertEqual(out.returncode, 0, out.stderr)
+        self.assertIn(b"\ntls none cipher none\n", out.stdout)
 
     def test_pipelining(self):
         r = self.bench(self.proxy.port(), "-P", "-m", "3")
@@ -73,12 +83,14 @@ class BenchSmoke(ProxyCase):
         self.assertEqual((r["sessions"], r["errors"]), (0, 3))
 
 
-def server_ctx(maximum=None):
+def server_ctx(maximum=None, ciphers=None):
     """A TLS server context with the test certificate for mx.example.test."""
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.load_cert_chain(os.path.join(CERTS, "ecdsa.pem"), os.path.join(CERTS, "ecdsa.key"))
     if maximum is not None:
         ctx.maximum_version = maximum
+    if ciphers is not None:
+        ctx.set_ciphers(ciphers)
     return ctx
 
 
@@ -237,6 +249,18 @@ class BenchSmokeFake(unittest.TestCase):
         rc, r, err = self.run_bench(fake.port, "-n", "1", "-M", "plain", "-T", "1", timeout=20)
         self.assertEqual((rc, r["sessions"], r["errors"]), (0, 1, 0), err)
         self.assertGreater(r["seconds"], 2.5)
+
+    def test_tls_version_and_cipher_are_reported(self):
+        # What the handshake negotiated, not a constant: a TLS 1.2 server.
+        fake = FakeSMTP(self, tls=server_ctx(maximum=ssl.TLSVersion.TLSv1_2,
+                                             ciphers="ECDHE-ECDSA-AES128-GCM-SHA256"))
+        rc, r, err = self.run_bench(fake.port, "-n", "2", "-c", "1")
+        self.assertEqual((rc, r["sessions"]), (0, 2), err)
+        self.assertEqual((r["tls_version"], r["cipher"]),
+                         ("TLSv1.2", "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256"), r)
+        out = subprocess.run([BENCH, "-n", "1", "127.0.0.1", str(fake.port)],
+                             capture_output=True, timeout=30)
+        self.assertIn(b"\ntls TLSv1.2 cipher TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256\n", out.stdout)
 
 class CompareQuick(unittest.TestCase):
     """test/bench/compare.sh --quick runs every peer end to end (smtp-sink,
