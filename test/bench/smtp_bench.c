@@ -354,7 +354,7 @@ static void on_reply(conn_t *c, int code)
         if (code != 250)
             goto fail;
         msgs_done++;
-        bytes_done += message_len;
+        bytes_done += (uint64_t)o.size; /* the content, not the ".\r\n" */
         if (--c->msgs_left > 0) {
             send_envelope(c);
             return;
@@ -741,7 +741,8 @@ static void usage(FILE *f)
         "  -d S   run for S seconds instead of -n\n"
         "  -T S   give up a session (an error) after S seconds without progress: connect,\n"
         "         each reply, the handshake (30; 0: wait forever)\n"
-        "  -m N   messages per session (1)  -s N   message size in bytes (4096)\n"
+        "  -m N   messages per session (1)  -s N   message size in bytes (4096), as stored:\n"
+        "         CRLF line ends, without the final \".\\r\\n\" (0, or 2 and more)\n"
         "  -M starttls|implicit|plain (starttls)\n"
         "  -r     TLS session resumption (reuse one ticket across connections)\n"
         "  -P     pipeline MAIL, RCPT and DATA in one write (the server must offer PIPELINING)\n"
@@ -753,22 +754,33 @@ static void usage(FILE *f)
         "key)\n");
 }
 
+/* The message: exactly -s bytes of content as a receiver stores it (RFC 5321:
+ * CRLF-terminated lines, the final ".\r\n" excluded; no line starts with a
+ * dot, so there is no stuffing), then the ".\r\n". The header when it fits,
+ * then lines of 'x' of at most 78 bytes with their CRLF. Content ends in CRLF,
+ * so it is never 1 byte long (main refuses -s 1). */
 static void build_message(void)
 {
     static const char head[] =
-        "From: <bench@example.test>\r\nTo: <sink@example.test>\r\nSubject: bench\r\n\r\n";
-    size_t n = (size_t)o.size < sizeof(head) ? sizeof(head) : (size_t)o.size;
-    message = malloc(n + 5);
+        "From: <bench@example.test>\r\nTo: <sink@example.test>\r\nSubject: bench%s\r\n\r\n";
+    size_t n = (size_t)o.size, len = 0;
+    message = malloc(n + 4);
     if (message == NULL)
         abort();
-    memcpy(message, head, sizeof(head) - 1);
-    size_t len = sizeof(head) - 1;
-    while (len + 2 <= n) {
-        size_t line = n - len - 2 > 76 ? 76 : n - len - 2;
-        memset(message + len, 'x', line);
+    int hl = snprintf(NULL, 0, head, "");
+    if (hl >= 0 && (size_t)hl <= n) {
+        /* one byte more than the header is no line: the Subject takes it */
+        hl = snprintf(message, n + 1, head, n == (size_t)hl + 1 ? "." : "");
+        len = (size_t)hl;
+    }
+    while (len < n) {
+        size_t left = n - len, line = left > 78 ? 78 : left;
+        if (left - line == 1)
+            line -= 2; /* leaves a last line of 3 ("x\r\n"), not 1 */
+        memset(message + len, 'x', line - 2);
         len += line;
-        message[len++] = '\r';
-        message[len++] = '\n';
+        message[len - 2] = '\r';
+        message[len - 1] = '\n';
     }
     memcpy(message + len, ".\r\n", 3);
     message_len = len + 3;
@@ -840,6 +852,10 @@ int main(int argc, char **argv)
             usage(stderr);
             return 2;
         }
+    }
+    if (o.size == 1) {
+        fprintf(stderr, "smtp-bench: -s 1: message content ends in CRLF (0, or 2 bytes or more)\n");
+        return 2;
     }
     if (argc - optind != 2 || o.concurrency < 1 || o.sessions < 1 || o.messages < 1 || o.size < 0 ||
         o.timeout < 0 || (o.pipeline && o.hold_rcpt)) {

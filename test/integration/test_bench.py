@@ -262,6 +262,29 @@ class BenchSmokeFake(unittest.TestCase):
                              capture_output=True, timeout=30)
         self.assertIn(b"\ntls TLSv1.2 cipher TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256\n", out.stdout)
 
+    def test_message_size_is_exact(self):
+        # -s is the content as the receiver stores it: CRLF lines, without the
+        # final ".\r\n"; "bytes" counts that content and nothing else. 71 is
+        # the header alone, 72 one more (no line is one byte), 150 a full line
+        # and one short of another.
+        fake = FakeSMTP(self)
+        for size in (0, 2, 3, 70, 71, 72, 73, 148, 149, 150, 151, 4096):
+            with self.subTest(size=size):
+                del fake.messages[:]
+                rc, r, err = self.run_bench(fake.port, "-n", "1", "-m", "2", "-M", "plain",
+                                            "-s", str(size))
+                self.assertEqual((rc, r["messages"], r["bytes"]), (0, 2, 2 * size), err)
+                self.assertEqual([len(m) for m in fake.messages], [size, size])
+                if size:
+                    self.assertTrue(fake.messages[0].endswith(b"\r\n"))
+                    self.assertNotIn(b"\r\n.", fake.messages[0])
+                if size >= 71:
+                    self.assertTrue(fake.messages[0].startswith(b"From: <bench@example.test>"))
+        out = subprocess.run([BENCH, "-s", "1", "127.0.0.1", str(fake.port)],
+                             capture_output=True, timeout=30)
+        self.assertEqual(out.returncode, 2)
+        self.assertIn(b"-s 1: message content ends in CRLF", out.stderr)
+
 class CompareQuick(unittest.TestCase):
     """test/bench/compare.sh --quick runs every peer end to end (smtp-sink,
     the bare sink, nginx, stunnel in both modes, the proxy inbound, outbound
