@@ -6,6 +6,8 @@
  * per-connection buffer (no per-line allocation). The report gives sessions/s,
  * messages/s, MB/s, session latency percentiles and errors, as text or JSON,
  * with the TLS version and cipher the handshakes negotiated.
+ * HOST is a name (the first address it resolves to) or an IP address; the
+ * envelope, EHLO name and SNI are options (-f, -t, -e, -S).
  * Every step (connect, each reply, the handshake) has -T seconds: a server
  * that stalls costs a session (an error at that step), never the run.
  * --hold keeps sessions open and idle after EHLO (or RCPT) until SIGINT or
@@ -40,7 +42,7 @@ enum state {
 };
 
 struct opts {
-    const char *host, *cert, *key;
+    const char *host, *cert, *key, *from, *rcpt, *ehlo, *sni;
     int port, concurrency, sessions, messages, size, duration, resume, hold, hold_rcpt, json, sink,
         pipeline, timeout;
     enum mode mode;
@@ -73,12 +75,19 @@ static struct opts o = {.host = "127.0.0.1",
                         .messages = 1,
                         .size = 4096,
                         .timeout = 30,
+                        .from = "bench@example.test",
+                        .rcpt = "sink@example.test",
+                        .ehlo = "bench.example.test",
+                        .sni = "mx.example.test",
                         .mode = MODE_STARTTLS};
 static uv_loop_t *loop;
 static SSL_CTX *ctx;
 static SSL_SESSION *saved_session;
 static struct sockaddr_storage addr;
 static char *message;
+/* The commands with -f, -t and -e in them (each argument at most 255 bytes);
+ * cmd_envelope is MAIL, RCPT and DATA for -P. */
+static char cmd_ehlo[300], cmd_mail[300], cmd_rcpt[300], cmd_envelope[610];
 static size_t message_len;
 static int started, active, done_ok, errors, held;
 static uint64_t msgs_done, bytes_done, t0, stop_at;
@@ -254,7 +263,8 @@ static void start_tls(conn_t *c)
         abort();
     SSL_set_bio(c->ssl, c->rbio, c->wbio);
     SSL_set_connect_state(c->ssl);
-    SSL_set_tlsext_host_name(c->ssl, "mx.example.test");
+    if (*o.sni != '\0')
+        SSL_set_tlsext_host_name(c->ssl, o.sni);
     if (o.resume && saved_session != NULL)
         SSL_set_session(c->ssl, saved_session);
     c->tls = 1;
@@ -284,9 +294,7 @@ static void note_held(conn_t *c)
 static void send_envelope(conn_t *c)
 {
     c->st = S_MAIL;
-    send_str(c, o.pipeline ? "MAIL FROM:<bench@example.test>\r\nRCPT TO:<sink@example.test>\r\n"
-                             "DATA\r\n"
-                           : "MAIL FROM:<bench@example.test>\r\n");
+    send_str(c, o.pipeline ? cmd_envelope : cmd_mail);
 }
 
 static void after_ehlo(conn_t *c)
@@ -306,7 +314,7 @@ static void on_reply(conn_t *c, int code)
         if (code != 220)
             goto fail;
         c->st = S_EHLO1;
-        send_str(c, "EHLO bench.example.test\r\n");
+        send_str(c, cmd_ehlo);
         return;
     case S_EHLO1:
     case S_EHLO2:
@@ -331,7 +339,7 @@ static void on_reply(conn_t *c, int code)
             goto fail;
         c->st = S_RCPT;
         if (!o.pipeline)
-            send_str(c, "RCPT TO:<sink@example.test>\r\n");
+            send_str(c, cmd_rcpt);
         return;
     case S_RCPT:
         if (code != 250)
@@ -421,7 +429,7 @@ static void on_tls_bytes(conn_t *c, const char *p, size_t n)
             c->st = S_EHLO1;
         } else if (o.mode == MODE_STARTTLS) {
             c->st = S_EHLO2;
-            send_str(c, "EHLO bench.example.test\r\n");
+            send_str(c, cmd_ehlo);
         } else {
             c->st = S_GREETING;
         }
@@ -736,7 +744,7 @@ static void usage(FILE *f)
 {
     fprintf(
         f,
-        "usage: smtp-bench [options] HOST PORT\n"
+        "usage: smtp-bench [options] HOST PORT   (HOST: a name or an IP address)\n"
         "  -c N   concurrency (50)          -n N   total sessions (1000)\n"
         "  -d S   run for S seconds instead of -n\n"
         "  -T S   give up a session (an error) after S seconds without progress: connect,\n"
@@ -744,6 +752,8 @@ static void usage(FILE *f)
         "  -m N   messages per session (1)  -s N   message size in bytes (4096), as stored:\n"
         "         CRLF line ends, without the final \".\\r\\n\" (0, or 2 and more)\n"
         "  -M starttls|implicit|plain (starttls)\n"
+        "  -f ADDR  MAIL FROM (bench@example.test)  -t ADDR  RCPT TO (sink@example.test)\n"
+        "  -e NAME  EHLO name (bench.example.test)  -S NAME  TLS SNI (mx.example.test; '': none)\n"
         "  -r     TLS session resumption (reuse one ticket across connections)\n"
         "  -P     pipeline MAIL, RCPT and DATA in one write (the server must offer PIPELINING)\n"
         "  -H     idle-hold: open -c sessions, EHLO (STARTTLS, EHLO), hold until SIGINT/SIGTERM\n"
@@ -761,16 +771,15 @@ static void usage(FILE *f)
  * so it is never 1 byte long (main refuses -s 1). */
 static void build_message(void)
 {
-    static const char head[] =
-        "From: <bench@example.test>\r\nTo: <sink@example.test>\r\nSubject: bench%s\r\n\r\n";
+    static const char head[] = "From: <%s>\r\nTo: <%s>\r\nSubject: bench%s\r\n\r\n";
     size_t n = (size_t)o.size, len = 0;
     message = malloc(n + 4);
     if (message == NULL)
         abort();
-    int hl = snprintf(NULL, 0, head, "");
+    int hl = snprintf(NULL, 0, head, o.from, o.rcpt, "");
     if (hl >= 0 && (size_t)hl <= n) {
         /* one byte more than the header is no line: the Subject takes it */
-        hl = snprintf(message, n + 1, head, n == (size_t)hl + 1 ? "." : "");
+        hl = snprintf(message, n + 1, head, o.from, o.rcpt, n == (size_t)hl + 1 ? "." : "");
         len = (size_t)hl;
     }
     while (len < n) {
@@ -786,10 +795,39 @@ static void build_message(void)
     message_len = len + 3;
 }
 
+/* An argument that goes into a command or the SNI: one word of at most 255
+ * bytes (no CR or LF; no space either, and for EHLO not empty). */
+static int word_ok(const char *flag, const char *v, int need)
+{
+    if (strlen(v) <= 255 && strcspn(v, " \t\r\n") == strlen(v) && (!need || *v != '\0'))
+        return 1;
+    fprintf(stderr, "smtp-bench: %s: one word of at most 255 bytes\n", flag);
+    return 0;
+}
+
+/* HOST PORT into addr: a name resolves (the first address), an IP address
+ * stays as it is. */
+static int resolve(void)
+{
+    char port[16];
+    struct addrinfo hints = {
+        .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICSERV};
+    uv_getaddrinfo_t req;
+    snprintf(port, sizeof(port), "%d", o.port);
+    int r = uv_getaddrinfo(loop, &req, NULL, o.host, port, &hints);
+    if (r != 0) {
+        fprintf(stderr, "smtp-bench: %s: %s\n", o.host, uv_strerror(r));
+        return -1;
+    }
+    memcpy(&addr, req.addrinfo->ai_addr, req.addrinfo->ai_addrlen);
+    uv_freeaddrinfo(req.addrinfo);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     int ch;
-    while ((ch = getopt(argc, argv, "c:n:d:m:s:M:T:rPHRjLC:K:h")) != -1) {
+    while ((ch = getopt(argc, argv, "c:n:d:m:s:M:T:f:t:e:S:rPHRjLC:K:h")) != -1) {
         switch (ch) {
         case 'c':
             o.concurrency = atoi(optarg);
@@ -808,6 +846,18 @@ int main(int argc, char **argv)
             break;
         case 'T':
             o.timeout = atoi(optarg);
+            break;
+        case 'f':
+            o.from = optarg;
+            break;
+        case 't':
+            o.rcpt = optarg;
+            break;
+        case 'e':
+            o.ehlo = optarg;
+            break;
+        case 'S':
+            o.sni = optarg;
             break;
         case 'M':
             if (strcmp(optarg, "plain") == 0)
@@ -862,18 +912,22 @@ int main(int argc, char **argv)
         usage(stderr);
         return 2;
     }
+    if (!word_ok("-f", o.from, 0) || !word_ok("-t", o.rcpt, 0) || !word_ok("-e", o.ehlo, 1) ||
+        !word_ok("-S", o.sni, 0))
+        return 2;
+    snprintf(cmd_ehlo, sizeof(cmd_ehlo), "EHLO %s\r\n", o.ehlo);
+    snprintf(cmd_mail, sizeof(cmd_mail), "MAIL FROM:<%s>\r\n", o.from);
+    snprintf(cmd_rcpt, sizeof(cmd_rcpt), "RCPT TO:<%s>\r\n", o.rcpt);
+    snprintf(cmd_envelope, sizeof(cmd_envelope), "%s%sDATA\r\n", cmd_mail, cmd_rcpt);
     o.host = argv[optind];
     o.port = atoi(argv[optind + 1]);
-    if (uv_ip4_addr(o.host, o.port, (struct sockaddr_in *)&addr) != 0 &&
-        uv_ip6_addr(o.host, o.port, (struct sockaddr_in6 *)&addr) != 0) {
-        fprintf(stderr, "smtp-bench: bad address %s\n", o.host);
+    loop = uv_default_loop();
+    if (resolve() != 0)
         return 2;
-    }
     if (o.hold)
         o.sessions = o.concurrency;
     signal(SIGPIPE, SIG_IGN);
     if (o.sink) {
-        loop = uv_default_loop();
         uv_signal_init(loop, &sig_int);
         uv_signal_init(loop, &sig_term);
         uv_signal_start(&sig_int, on_signal, SIGINT);
@@ -888,7 +942,6 @@ int main(int argc, char **argv)
     lat = calloc((size_t)(o.duration ? 10000000 : o.sessions) + 1, sizeof(double));
     if (o.duration)
         o.sessions = 10000000;
-    loop = uv_default_loop();
     uv_signal_init(loop, &sig_int);
     uv_signal_init(loop, &sig_term);
     uv_signal_start(&sig_int, on_signal, SIGINT);

@@ -103,13 +103,16 @@ class FakeSMTP:
     silent="connect" accepts and never says a word, "STARTTLS" stops after its
     220 (no handshake), "body" after reading a message (no reply to it);
     quit="close" closes the connection on QUIT without the 221; delay waits
-    that long before each reply."""
+    that long before each reply. The server names clients ask for in TLS are
+    in `snis` (None: no SNI)."""
 
-    def __init__(self, test, silent=None, quit="221", tls=None, delay=0):
+    def __init__(self, test, silent=None, quit="221", tls=None, delay=0, host="127.0.0.1"):
         self.silent, self.quit, self.tls, self.delay = silent, quit, tls, delay
-        self.commands, self.messages, self.conns = [], [], []
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
+        self.commands, self.messages, self.conns, self.snis = [], [], [], []
+        if tls is not None:
+            tls.sni_callback = lambda sock, name, ctx: self.snis.append(name)
+        self.sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+        self.sock.bind((host, 0))
         self.sock.listen(64)
         self.port = self.sock.getsockname()[1]
         threading.Thread(target=self.accept_loop, daemon=True).start()
@@ -203,8 +206,8 @@ class BenchSmokeFake(unittest.TestCase):
     """smtp-bench against small scripted servers (FakeSMTP): what it counts as
     a success or an error, and what it sends."""
 
-    def run_bench(self, port, *args, timeout=30):
-        out = subprocess.run([BENCH, "-j"] + list(args) + ["127.0.0.1", str(port)],
+    def run_bench(self, port, *args, timeout=30, host="127.0.0.1"):
+        out = subprocess.run([BENCH, "-j"] + list(args) + [host, str(port)],
                              capture_output=True, timeout=timeout)
         return out.returncode, json.loads(out.stdout), out.stderr.decode()
 
@@ -284,6 +287,51 @@ class BenchSmokeFake(unittest.TestCase):
                              capture_output=True, timeout=30)
         self.assertEqual(out.returncode, 2)
         self.assertIn(b"-s 1: message content ends in CRLF", out.stderr)
+
+    def test_envelope_ehlo_name_and_sni_are_options(self):
+        fake = FakeSMTP(self, tls=server_ctx())
+        rc, r, err = self.run_bench(fake.port, "-n", "1")
+        self.assertEqual((rc, r["sessions"]), (0, 1), err)
+        self.assertEqual(fake.snis, ["mx.example.test"])  # the defaults stay
+        self.assertEqual(fake.commands[:4], ["EHLO bench.example.test", "STARTTLS",
+                                             "EHLO bench.example.test",
+                                             "MAIL FROM:<bench@example.test>"])
+        for pipelined in ([], ["-P"]):
+            del fake.commands[:], fake.snis[:], fake.messages[:]
+            rc, r, err = self.run_bench(fake.port, "-n", "1", "-f", "admin@gw.example.org", "-t",
+                                        "postmaster@gw.example.org", "-e", "tester.example.org",
+                                        "-S", "gw.example.org", *pipelined)
+            self.assertEqual((rc, r["sessions"], r["messages"]), (0, 1, 1), err)
+            self.assertEqual(fake.snis, ["gw.example.org"])
+            self.assertEqual(fake.commands, ["EHLO tester.example.org", "STARTTLS",
+                                             "EHLO tester.example.org",
+                                             "MAIL FROM:<admin@gw.example.org>",
+                                             "RCPT TO:<postmaster@gw.example.org>", "DATA", "QUIT"])
+            self.assertTrue(fake.messages[0].startswith(
+                b"From: <admin@gw.example.org>\r\nTo: <postmaster@gw.example.org>\r\n"))
+            self.assertEqual(r["bytes"], 4096)
+        del fake.snis[:]
+        rc, r, err = self.run_bench(fake.port, "-n", "1", "-S", "")  # no SNI at all
+        self.assertEqual((rc, fake.snis), (0, [None]), err)
+        for bad in (["-t", "a@b.test>\r\nDATA"], ["-f", "x" * 256], ["-e", ""]):
+            out = subprocess.run([BENCH] + bad + ["127.0.0.1", str(fake.port)],
+                                 capture_output=True, timeout=30)
+            self.assertEqual(out.returncode, 2, bad)
+            self.assertIn(b"one word of at most 255 bytes", out.stderr)
+
+    def test_host_may_be_a_name(self):
+        # "localhost" is looked up (the fake listens on the address it comes
+        # to first, as the bench's getaddrinfo sees it); IPv6 literals work too.
+        first = socket.getaddrinfo("localhost", 25, 0, socket.SOCK_STREAM)[0][4][0]
+        fake = FakeSMTP(self, host=first)
+        rc, r, err = self.run_bench(fake.port, "-n", "2", "-M", "plain", host="localhost")
+        self.assertEqual((rc, r["sessions"], r["errors"]), (0, 2, 0), err)
+        try:
+            fake6 = FakeSMTP(self, host="::1")
+        except OSError:
+            return  # no IPv6 loopback here
+        rc, r, err = self.run_bench(fake6.port, "-n", "1", "-M", "plain", host="::1")
+        self.assertEqual((rc, r["sessions"]), (0, 1), err)
 
 class CompareQuick(unittest.TestCase):
     """test/bench/compare.sh --quick runs every peer end to end (smtp-sink,
