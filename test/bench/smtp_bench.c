@@ -4,7 +4,12 @@
  * the TLS handshake (or implicit TLS, or plaintext), EHLO again, then
  * MAIL/RCPT/DATA/body for each message, QUIT. Replies are read into a fixed
  * per-connection buffer (no per-line allocation). The report gives sessions/s,
- * messages/s, MB/s, session latency percentiles and errors, as text or JSON.
+ * messages/s, MB/s, session latency percentiles and errors, as text or JSON,
+ * with the TLS version and cipher the handshakes negotiated.
+ * HOST is a name (the first address it resolves to) or an IP address; the
+ * envelope, EHLO name and SNI are options (-f, -t, -e, -S).
+ * Every step (connect, each reply, the handshake) has -T seconds: a server
+ * that stalls costs a session (an error at that step), never the run.
  * --hold keeps sessions open and idle after EHLO (or RCPT) until SIGINT or
  * SIGTERM, for measuring a server's memory per idle session.
  *
@@ -22,6 +27,7 @@
 
 enum mode { MODE_PLAIN, MODE_STARTTLS, MODE_IMPLICIT };
 enum state {
+    S_CONNECT,
     S_GREETING,
     S_EHLO1,
     S_STARTTLS,
@@ -36,14 +42,16 @@ enum state {
 };
 
 struct opts {
-    const char *host, *cert, *key;
+    const char *host, *cert, *key, *from, *rcpt, *ehlo, *sni;
     int port, concurrency, sessions, messages, size, duration, resume, hold, hold_rcpt, json, sink,
-        pipeline;
+        pipeline, timeout;
     enum mode mode;
 };
 
 typedef struct conn {
     uv_tcp_t tcp;
+    uv_timer_t timer; /* the current step's -T (not armed in the sink) */
+    int handles;      /* of tcp and timer still open: freed when none is */
     SSL *ssl;
     BIO *rbio, *wbio;
     enum state st;
@@ -66,12 +74,20 @@ static struct opts o = {.host = "127.0.0.1",
                         .sessions = 1000,
                         .messages = 1,
                         .size = 4096,
+                        .timeout = 30,
+                        .from = "bench@example.test",
+                        .rcpt = "sink@example.test",
+                        .ehlo = "bench.example.test",
+                        .sni = "mx.example.test",
                         .mode = MODE_STARTTLS};
 static uv_loop_t *loop;
 static SSL_CTX *ctx;
 static SSL_SESSION *saved_session;
 static struct sockaddr_storage addr;
 static char *message;
+/* The commands with -f, -t and -e in them (each argument at most 255 bytes);
+ * cmd_envelope is MAIL, RCPT and DATA for -P. */
+static char cmd_ehlo[300], cmd_mail[300], cmd_rcpt[300], cmd_envelope[610];
 static size_t message_len;
 static int started, active, done_ok, errors, held;
 static uint64_t msgs_done, bytes_done, t0, stop_at;
@@ -80,6 +96,9 @@ static size_t nlat;
 static uv_signal_t sig_int, sig_term;
 
 static int resumed, handshakes;
+/* What every handshake negotiated (static strings): NULL before the first,
+ * "mixed" once two differed. */
+static const char *tls_version, *tls_cipher;
 
 static void conn_start(void);
 static void hold_progress(void);
@@ -98,9 +117,26 @@ static int on_new_session(SSL *ssl, SSL_SESSION *sess)
     return 1; /* we took the reference */
 }
 
+static void note_same(const char **seen, const char *now)
+{
+    if (*seen == NULL)
+        *seen = now;
+    else if (strcmp(*seen, now) != 0)
+        *seen = "mixed";
+}
+
+static void note_tls(const SSL *ssl)
+{
+    const SSL_CIPHER *cipher = SSL_get_current_cipher(ssl);
+    note_same(&tls_version, SSL_get_version(ssl));
+    note_same(&tls_cipher, cipher != NULL ? SSL_CIPHER_standard_name(cipher) : "unknown");
+}
+
 static void on_closed(uv_handle_t *h)
 {
     conn_t *c = h->data;
+    if (--c->handles > 0)
+        return;
     if (c->ssl)
         SSL_free(c->ssl);
     free(c);
@@ -114,10 +150,10 @@ static void on_closed(uv_handle_t *h)
     }
 }
 
-static const char *const state_names[] = {"greeting", "ehlo", "starttls", "handshake",
-                                          "ehlo-tls", "mail", "rcpt",     "data",
-                                          "body",     "quit", "hold"};
-static int errors_at[S_HOLD + 1];
+static const char *const state_names[] = {"connect",   "greeting", "ehlo", "starttls",
+                                          "handshake", "ehlo-tls", "mail", "rcpt",
+                                          "data",      "body",     "quit", "hold"};
+static int errors_at[S_HOLD + 1], timeouts_at[S_HOLD + 1], timeouts;
 
 static void conn_end(conn_t *c, int ok)
 {
@@ -136,7 +172,34 @@ static void conn_end(conn_t *c, int ok)
         errors++;
         hold_progress();
     }
+    uv_close((uv_handle_t *)&c->timer, on_closed);
     uv_close((uv_handle_t *)&c->tcp, on_closed);
+}
+
+static void on_timeout(uv_timer_t *t)
+{
+    conn_t *c = t->data;
+    timeouts++;
+    timeouts_at[c->st]++;
+    conn_end(c, 0);
+}
+
+/* A step begins (connecting, waiting for a reply or the handshake): it has
+ * -T seconds from now. */
+static void arm(conn_t *c)
+{
+    if (!o.sink && o.timeout > 0 && !c->closing)
+        uv_timer_start(&c->timer, on_timeout, (uint64_t)o.timeout * 1000, 0);
+}
+
+/* Sets up the handles of a new connection (one close callback frees it). */
+static void conn_init(conn_t *c)
+{
+    uv_tcp_init(loop, &c->tcp);
+    uv_timer_init(loop, &c->timer);
+    c->tcp.data = c;
+    c->timer.data = c;
+    c->handles = 2;
 }
 
 static void on_written(uv_write_t *w, int status)
@@ -200,7 +263,8 @@ static void start_tls(conn_t *c)
         abort();
     SSL_set_bio(c->ssl, c->rbio, c->wbio);
     SSL_set_connect_state(c->ssl);
-    SSL_set_tlsext_host_name(c->ssl, "mx.example.test");
+    if (*o.sni != '\0')
+        SSL_set_tlsext_host_name(c->ssl, o.sni);
     if (o.resume && saved_session != NULL)
         SSL_set_session(c->ssl, saved_session);
     c->tls = 1;
@@ -216,8 +280,10 @@ static void hold_progress(void)
     }
 }
 
-static void note_held(void)
+static void note_held(conn_t *c)
 {
+    uv_timer_stop(&c->timer); /* a held session waits for nothing */
+    c->st = S_HOLD;
     held++;
     conn_start();
     hold_progress();
@@ -228,16 +294,13 @@ static void note_held(void)
 static void send_envelope(conn_t *c)
 {
     c->st = S_MAIL;
-    send_str(c, o.pipeline ? "MAIL FROM:<bench@example.test>\r\nRCPT TO:<sink@example.test>\r\n"
-                             "DATA\r\n"
-                           : "MAIL FROM:<bench@example.test>\r\n");
+    send_str(c, o.pipeline ? cmd_envelope : cmd_mail);
 }
 
 static void after_ehlo(conn_t *c)
 {
     if (o.hold && !o.hold_rcpt) {
-        c->st = S_HOLD;
-        note_held();
+        note_held(c);
         return;
     }
     send_envelope(c);
@@ -251,7 +314,7 @@ static void on_reply(conn_t *c, int code)
         if (code != 220)
             goto fail;
         c->st = S_EHLO1;
-        send_str(c, "EHLO bench.example.test\r\n");
+        send_str(c, cmd_ehlo);
         return;
     case S_EHLO1:
     case S_EHLO2:
@@ -276,14 +339,13 @@ static void on_reply(conn_t *c, int code)
             goto fail;
         c->st = S_RCPT;
         if (!o.pipeline)
-            send_str(c, "RCPT TO:<sink@example.test>\r\n");
+            send_str(c, cmd_rcpt);
         return;
     case S_RCPT:
         if (code != 250)
             goto fail;
         if (o.hold) {
-            c->st = S_HOLD;
-            note_held();
+            note_held(c);
             return;
         }
         c->st = S_DATA;
@@ -300,7 +362,7 @@ static void on_reply(conn_t *c, int code)
         if (code != 250)
             goto fail;
         msgs_done++;
-        bytes_done += message_len;
+        bytes_done += (uint64_t)o.size; /* the content, not the ".\r\n" */
         if (--c->msgs_left > 0) {
             send_envelope(c);
             return;
@@ -311,6 +373,7 @@ static void on_reply(conn_t *c, int code)
     case S_QUIT:
         conn_end(c, code == 221);
         return;
+    case S_CONNECT:
     case S_HANDSHAKE:
     case S_HOLD:
         goto fail;
@@ -335,6 +398,7 @@ static void on_plain(conn_t *c, const char *p, size_t n)
                 conn_end(c, 0); /* bytes after 220 to STARTTLS: injection */
                 return;
             }
+            arm(c); /* the next step's wait (on_reply may end the session) */
             on_reply(c, code);
         }
     }
@@ -355,6 +419,9 @@ static void on_tls_bytes(conn_t *c, const char *p, size_t n)
         handshakes++;
         if (SSL_session_reused(c->ssl))
             resumed++;
+        arm(c);
+        if (!o.sink)
+            note_tls(c->ssl);
         if (o.sink) {
             if (o.mode == MODE_IMPLICIT) {
                 send_str(c, "220 sink.bench.test ESMTP\r\n");
@@ -362,7 +429,7 @@ static void on_tls_bytes(conn_t *c, const char *p, size_t n)
             c->st = S_EHLO1;
         } else if (o.mode == MODE_STARTTLS) {
             c->st = S_EHLO2;
-            send_str(c, "EHLO bench.example.test\r\n");
+            send_str(c, cmd_ehlo);
         } else {
             c->st = S_GREETING;
         }
@@ -381,7 +448,7 @@ static void on_tls_bytes(conn_t *c, const char *p, size_t n)
         }
         int e = SSL_get_error(c->ssl, r);
         if (e != SSL_ERROR_WANT_READ)
-            conn_end(c, c->st == S_QUIT);
+            conn_end(c, 0); /* closed before the 221 (which ends the session itself) */
         break;
     }
     if (o.sink && !c->closing)
@@ -400,7 +467,7 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b)
 {
     conn_t *c = s->data;
     if (n < 0) {
-        conn_end(c, c->st == S_QUIT);
+        conn_end(c, 0); /* a session succeeds only on the 221 to QUIT (on_reply) */
         return;
     }
     if (c->tls)
@@ -423,6 +490,8 @@ static void on_connect(uv_connect_t *req, int status)
     }
     uv_tcp_nodelay(&c->tcp, 1);
     uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
+    c->st = S_GREETING;
+    arm(c);
     if (o.mode == MODE_IMPLICIT) {
         start_tls(c);
         SSL_do_handshake(c->ssl);
@@ -548,8 +617,7 @@ static void on_accept(uv_stream_t *server, int status)
     conn_t *c = calloc(1, sizeof(*c));
     if (c == NULL)
         abort();
-    uv_tcp_init(loop, &c->tcp);
-    c->tcp.data = c;
+    conn_init(c);
     active++;
     if (uv_accept(server, (uv_stream_t *)&c->tcp) < 0) {
         conn_end(c, 0);
@@ -616,12 +684,12 @@ static void conn_start(void)
         uv_connect_t *req = malloc(sizeof(*req));
         if (c == NULL || req == NULL)
             abort();
-        c->tcp.data = c;
+        conn_init(c);
         c->msgs_left = o.messages;
         c->start_ns = uv_hrtime();
         started++;
         active++;
-        uv_tcp_init(loop, &c->tcp);
+        arm(c);
         req->data = c;
         if (uv_tcp_connect(req, &c->tcp, (struct sockaddr *)&addr, on_connect) < 0) {
             free(req);
@@ -676,11 +744,16 @@ static void usage(FILE *f)
 {
     fprintf(
         f,
-        "usage: smtp-bench [options] HOST PORT\n"
+        "usage: smtp-bench [options] HOST PORT   (HOST: a name or an IP address)\n"
         "  -c N   concurrency (50)          -n N   total sessions (1000)\n"
         "  -d S   run for S seconds instead of -n\n"
-        "  -m N   messages per session (1)  -s N   message size in bytes (4096)\n"
+        "  -T S   give up a session (an error) after S seconds without progress: connect,\n"
+        "         each reply, the handshake (30; 0: wait forever)\n"
+        "  -m N   messages per session (1)  -s N   message size in bytes (4096), as stored:\n"
+        "         CRLF line ends, without the final \".\\r\\n\" (0, or 2 and more)\n"
         "  -M starttls|implicit|plain (starttls)\n"
+        "  -f ADDR  MAIL FROM (bench@example.test)  -t ADDR  RCPT TO (sink@example.test)\n"
+        "  -e NAME  EHLO name (bench.example.test)  -S NAME  TLS SNI (mx.example.test; '': none)\n"
         "  -r     TLS session resumption (reuse one ticket across connections)\n"
         "  -P     pipeline MAIL, RCPT and DATA in one write (the server must offer PIPELINING)\n"
         "  -H     idle-hold: open -c sessions, EHLO (STARTTLS, EHLO), hold until SIGINT/SIGTERM\n"
@@ -691,31 +764,70 @@ static void usage(FILE *f)
         "key)\n");
 }
 
+/* The message: exactly -s bytes of content as a receiver stores it (RFC 5321:
+ * CRLF-terminated lines, the final ".\r\n" excluded; no line starts with a
+ * dot, so there is no stuffing), then the ".\r\n". The header when it fits,
+ * then lines of 'x' of at most 78 bytes with their CRLF. Content ends in CRLF,
+ * so it is never 1 byte long (main refuses -s 1). */
 static void build_message(void)
 {
-    static const char head[] =
-        "From: <bench@example.test>\r\nTo: <sink@example.test>\r\nSubject: bench\r\n\r\n";
-    size_t n = (size_t)o.size < sizeof(head) ? sizeof(head) : (size_t)o.size;
-    message = malloc(n + 5);
+    static const char head[] = "From: <%s>\r\nTo: <%s>\r\nSubject: bench%s\r\n\r\n";
+    size_t n = (size_t)o.size, len = 0;
+    message = malloc(n + 4);
     if (message == NULL)
         abort();
-    memcpy(message, head, sizeof(head) - 1);
-    size_t len = sizeof(head) - 1;
-    while (len + 2 <= n) {
-        size_t line = n - len - 2 > 76 ? 76 : n - len - 2;
-        memset(message + len, 'x', line);
+    int hl = snprintf(NULL, 0, head, o.from, o.rcpt, "");
+    if (hl >= 0 && (size_t)hl <= n) {
+        /* one byte more than the header is no line: the Subject takes it */
+        hl = snprintf(message, n + 1, head, o.from, o.rcpt, n == (size_t)hl + 1 ? "." : "");
+        len = (size_t)hl;
+    }
+    while (len < n) {
+        size_t left = n - len, line = left > 78 ? 78 : left;
+        if (left - line == 1)
+            line -= 2; /* leaves a last line of 3 ("x\r\n"), not 1 */
+        memset(message + len, 'x', line - 2);
         len += line;
-        message[len++] = '\r';
-        message[len++] = '\n';
+        message[len - 2] = '\r';
+        message[len - 1] = '\n';
     }
     memcpy(message + len, ".\r\n", 3);
     message_len = len + 3;
 }
 
+/* An argument that goes into a command or the SNI: one word of at most 255
+ * bytes (no CR or LF; no space either, and for EHLO not empty). */
+static int word_ok(const char *flag, const char *v, int need)
+{
+    if (strlen(v) <= 255 && strcspn(v, " \t\r\n") == strlen(v) && (!need || *v != '\0'))
+        return 1;
+    fprintf(stderr, "smtp-bench: %s: one word of at most 255 bytes\n", flag);
+    return 0;
+}
+
+/* HOST PORT into addr: a name resolves (the first address), an IP address
+ * stays as it is. */
+static int resolve(void)
+{
+    char port[16];
+    struct addrinfo hints = {
+        .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICSERV};
+    uv_getaddrinfo_t req;
+    snprintf(port, sizeof(port), "%d", o.port);
+    int r = uv_getaddrinfo(loop, &req, NULL, o.host, port, &hints);
+    if (r != 0) {
+        fprintf(stderr, "smtp-bench: %s: %s\n", o.host, uv_strerror(r));
+        return -1;
+    }
+    memcpy(&addr, req.addrinfo->ai_addr, req.addrinfo->ai_addrlen);
+    uv_freeaddrinfo(req.addrinfo);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     int ch;
-    while ((ch = getopt(argc, argv, "c:n:d:m:s:M:rPHRjLC:K:h")) != -1) {
+    while ((ch = getopt(argc, argv, "c:n:d:m:s:M:T:f:t:e:S:rPHRjLC:K:h")) != -1) {
         switch (ch) {
         case 'c':
             o.concurrency = atoi(optarg);
@@ -731,6 +843,21 @@ int main(int argc, char **argv)
             break;
         case 's':
             o.size = atoi(optarg);
+            break;
+        case 'T':
+            o.timeout = atoi(optarg);
+            break;
+        case 'f':
+            o.from = optarg;
+            break;
+        case 't':
+            o.rcpt = optarg;
+            break;
+        case 'e':
+            o.ehlo = optarg;
+            break;
+        case 'S':
+            o.sni = optarg;
             break;
         case 'M':
             if (strcmp(optarg, "plain") == 0)
@@ -776,23 +903,31 @@ int main(int argc, char **argv)
             return 2;
         }
     }
+    if (o.size == 1) {
+        fprintf(stderr, "smtp-bench: -s 1: message content ends in CRLF (0, or 2 bytes or more)\n");
+        return 2;
+    }
     if (argc - optind != 2 || o.concurrency < 1 || o.sessions < 1 || o.messages < 1 || o.size < 0 ||
-        (o.pipeline && o.hold_rcpt)) {
+        o.timeout < 0 || (o.pipeline && o.hold_rcpt)) {
         usage(stderr);
         return 2;
     }
+    if (!word_ok("-f", o.from, 0) || !word_ok("-t", o.rcpt, 0) || !word_ok("-e", o.ehlo, 1) ||
+        !word_ok("-S", o.sni, 0))
+        return 2;
+    snprintf(cmd_ehlo, sizeof(cmd_ehlo), "EHLO %s\r\n", o.ehlo);
+    snprintf(cmd_mail, sizeof(cmd_mail), "MAIL FROM:<%s>\r\n", o.from);
+    snprintf(cmd_rcpt, sizeof(cmd_rcpt), "RCPT TO:<%s>\r\n", o.rcpt);
+    snprintf(cmd_envelope, sizeof(cmd_envelope), "%s%sDATA\r\n", cmd_mail, cmd_rcpt);
     o.host = argv[optind];
     o.port = atoi(argv[optind + 1]);
-    if (uv_ip4_addr(o.host, o.port, (struct sockaddr_in *)&addr) != 0 &&
-        uv_ip6_addr(o.host, o.port, (struct sockaddr_in6 *)&addr) != 0) {
-        fprintf(stderr, "smtp-bench: bad address %s\n", o.host);
+    loop = uv_default_loop();
+    if (resolve() != 0)
         return 2;
-    }
     if (o.hold)
         o.sessions = o.concurrency;
     signal(SIGPIPE, SIG_IGN);
     if (o.sink) {
-        loop = uv_default_loop();
         uv_signal_init(loop, &sig_int);
         uv_signal_init(loop, &sig_term);
         uv_signal_start(&sig_int, on_signal, SIGINT);
@@ -807,7 +942,6 @@ int main(int argc, char **argv)
     lat = calloc((size_t)(o.duration ? 10000000 : o.sessions) + 1, sizeof(double));
     if (o.duration)
         o.sessions = 10000000;
-    loop = uv_default_loop();
     uv_signal_init(loop, &sig_int);
     uv_signal_init(loop, &sig_term);
     uv_signal_start(&sig_int, on_signal, SIGINT);
@@ -819,22 +953,30 @@ int main(int argc, char **argv)
     uv_run(loop, UV_RUN_DEFAULT);
     double secs = (double)(uv_hrtime() - t0) / 1e9;
     qsort(lat, nlat, sizeof(double), cmp_double);
+    if (tls_version == NULL) /* plaintext, or no handshake completed */
+        tls_version = tls_cipher = "none";
     if (o.json)
         printf("{\"sessions\":%d,\"errors\":%d,\"messages\":%llu,\"bytes\":%llu,\"seconds\":%.3f,"
                "\"sessions_per_s\":%.1f,\"messages_per_s\":%.1f,\"mb_per_s\":%.2f,"
-               "\"p50_ms\":%.2f,\"p90_ms\":%.2f,\"p99_ms\":%.2f,\"held\":%d,\"resumed\":%d}\n",
+               "\"p50_ms\":%.2f,\"p90_ms\":%.2f,\"p99_ms\":%.2f,\"held\":%d,\"resumed\":%d,"
+               "\"timeouts\":%d,\"tls_version\":\"%s\",\"cipher\":\"%s\"}\n",
                done_ok, errors, (unsigned long long)msgs_done, (unsigned long long)bytes_done, secs,
                done_ok / secs, (double)msgs_done / secs, (double)bytes_done / secs / 1e6, pct(0.5),
-               pct(0.9), pct(0.99), held, resumed);
+               pct(0.9), pct(0.99), held, resumed, timeouts, tls_version, tls_cipher);
     else
         printf("sessions %d errors %d messages %llu held %d in %.3f s\n"
                "%.1f sessions/s  %.1f messages/s  %.2f MB/s\n"
-               "latency ms p50 %.2f p90 %.2f p99 %.2f  resumed %d\n",
+               "latency ms p50 %.2f p90 %.2f p99 %.2f  resumed %d\n"
+               "tls %s cipher %s\n",
                done_ok, errors, (unsigned long long)msgs_done, held, secs, done_ok / secs,
                (double)msgs_done / secs, (double)bytes_done / secs / 1e6, pct(0.5), pct(0.9),
-               pct(0.99), resumed);
+               pct(0.99), resumed, tls_version, tls_cipher);
     for (int i = 0; i <= S_HOLD; i++)
-        if (errors_at[i])
-            fprintf(stderr, "smtp-bench: %d sessions failed at %s\n", errors_at[i], state_names[i]);
+        if (errors_at[i]) {
+            fprintf(stderr, "smtp-bench: %d sessions failed at %s", errors_at[i], state_names[i]);
+            if (timeouts_at[i])
+                fprintf(stderr, " (%d timed out after %d s)", timeouts_at[i], o.timeout);
+            fputc('\n', stderr);
+        }
     return errors ? 1 : 0;
 }

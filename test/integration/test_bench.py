@@ -3,6 +3,10 @@ it drives real sessions through the proxy to Postfix smtp-sink and must report
 every message delivered and no error, in each TLS mode and with resumption."""
 import json
 import re
+import socket
+import ssl
+import threading
+import time
 import unittest
 import os
 import subprocess
@@ -40,10 +44,20 @@ class BenchSmoke(ProxyCase):
         self.assertGreater(r["resumed"], 0)
         self.assertGreaterEqual(r["bytes"], 60 * 4096)
         self.assertGreater(r["p50_ms"], 0)
+        # compare.sh checks that every peer negotiated TLS 1.3 from these
+        self.assertEqual(r["tls_version"], "TLSv1.3", r)
+        self.assertIn(r["cipher"], ("TLS_AES_128_GCM_SHA256", "TLS_AES_256_GCM_SHA384",
+                                    "TLS_CHACHA20_POLY1305_SHA256"), r)
 
     def test_implicit_tls(self):
         r = self.bench(self.proxy.port("smtps"), "-M", "implicit", "-s", "100000")
         self.assertEqual((r["sessions"], r["errors"], r["messages"]), (20, 0, 20))
+        self.assertEqual(r["tls_version"], "TLSv1.3", r)
+        # plaintext straight to smtp-sink: no TLS to report
+        out = subprocess.run([BENCH, "-c", "2", "-n", "2", "-M", "plain", "127.0.0.1",
+                              str(self.sink_port)], capture_output=True, timeout=60)
+        self.assertEqual(out.returncode, 0, out.stderr)
+        self.assertIn(b"\ntls none cipher none\n", out.stdout)
 
     def test_pipelining(self):
         r = self.bench(self.proxy.port(), "-P", "-m", "3")
@@ -68,6 +82,256 @@ class BenchSmoke(ProxyCase):
         r = json.loads(out.stdout)
         self.assertEqual((r["sessions"], r["errors"]), (0, 3))
 
+
+def server_ctx(maximum=None, ciphers=None):
+    """A TLS server context with the test certificate for mx.example.test."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(os.path.join(CERTS, "ecdsa.pem"), os.path.join(CERTS, "ecdsa.key"))
+    if maximum is not None:
+        ctx.maximum_version = maximum
+    if ciphers is not None:
+        ctx.set_ciphers(ciphers)
+    return ctx
+
+
+class FakeSMTP:
+    """A scripted SMTP server for smtp-bench on 127.0.0.1 (an ephemeral port),
+    one thread per connection, stopped by the test's cleanup. It answers like
+    a sink (STARTTLS too when given an ssl context) and records every command
+    line (`commands`) and every message's content (`messages`: the bytes
+    before the final ".\\r\\n", dot-stuffing undone, as a receiver stores them).
+    silent="connect" accepts and never says a word, "STARTTLS" stops after its
+    220 (no handshake), "body" after reading a message (no reply to it);
+    quit="close" closes the connection on QUIT without the 221; delay waits
+    that long before each reply. The server names clients ask for in TLS are
+    in `snis` (None: no SNI)."""
+
+    def __init__(self, test, silent=None, quit="221", tls=None, delay=0, host="127.0.0.1"):
+        self.silent, self.quit, self.tls, self.delay = silent, quit, tls, delay
+        self.commands, self.messages, self.conns, self.snis = [], [], [], []
+        if tls is not None:
+            tls.sni_callback = lambda sock, name, ctx: self.snis.append(name)
+        self.sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+        self.sock.bind((host, 0))
+        self.sock.listen(64)
+        self.port = self.sock.getsockname()[1]
+        threading.Thread(target=self.accept_loop, daemon=True).start()
+        test.addCleanup(self.close)
+
+    def close(self):
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)  # wakes the blocked accept()
+        except OSError:
+            pass
+        self.sock.close()
+        for c in self.conns:
+            c.close()
+
+    def accept_loop(self):
+        while True:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                return
+            self.conns.append(c)
+            threading.Thread(target=self.serve, args=(c,), daemon=True).start()
+
+    def serve(self, c):
+        try:
+            self.session(c)
+        except (OSError, ValueError):
+            pass
+        finally:
+            c.close()
+
+    def hush(self, c, step):
+        """True (once the client has gone) if the server is silent from this step."""
+        if self.silent != step:
+            return False
+        while c.recv(4096):
+            pass
+        return True
+
+    def session(self, c):
+        if self.hush(c, "connect"):
+            return
+        f = c.makefile("rb")
+
+        def reply(text):
+            time.sleep(self.delay)
+            c.sendall(text.encode() + b"\r\n")
+
+        reply("220 fake ESMTP")
+        while True:
+            line = f.readline()
+            if not line:
+                return
+            self.commands.append(line.decode(errors="replace").rstrip("\r\n"))
+            verb = line[:4].upper()
+            if verb == b"EHLO":
+                tls = self.tls is not None and not isinstance(c, ssl.SSLSocket)
+                reply("250-fake\r\n250-PIPELINING\r\n250 " + ("STARTTLS" if tls else "8BITMIME"))
+            elif verb == b"STAR" and self.tls is not None:
+                reply("220 go ahead")
+                if self.hush(c, "STARTTLS"):
+                    return
+                c = self.tls.wrap_socket(c, server_side=True)
+                self.conns.append(c)
+                f = c.makefile("rb")
+            elif verb == b"DATA":
+                reply("354 go ahead")
+                lines = []
+                while True:
+                    line = f.readline()
+                    if not line:
+                        return
+                    if line == b".\r\n":
+                        break
+                    lines.append(line[1:] if line.startswith(b".") else line)
+                self.messages.append(b"".join(lines))
+                if self.hush(c, "body"):
+                    return
+                reply("250 queued")
+            elif verb == b"QUIT":
+                if self.quit == "221":
+                    reply("221 bye")
+                elif isinstance(c, ssl.SSLSocket):
+                    c.unwrap()  # close_notify, then the close
+                return
+            else:
+                reply("250 ok")
+
+
+class BenchSmokeFake(unittest.TestCase):
+    """smtp-bench against small scripted servers (FakeSMTP): what it counts as
+    a success or an error, and what it sends."""
+
+    def run_bench(self, port, *args, timeout=30, host="127.0.0.1"):
+        out = subprocess.run([BENCH, "-j"] + list(args) + [host, str(port)],
+                             capture_output=True, timeout=timeout)
+        return out.returncode, json.loads(out.stdout), out.stderr.decode()
+
+    def test_no_success_without_the_221(self):
+        # The server closes on QUIT without replying: every session is an error.
+        fake = FakeSMTP(self, quit="close")
+        rc, r, err = self.run_bench(fake.port, "-n", "3", "-c", "1", "-M", "plain")
+        self.assertEqual(rc, 1, err)
+        self.assertEqual((r["sessions"], r["errors"], r["messages"]), (0, 3, 3), r)
+        self.assertIn("3 sessions failed at quit", err)
+        # The same inside TLS, where the server's close_notify ends the session.
+        fake = FakeSMTP(self, quit="close", tls=server_ctx())
+        rc, r, err = self.run_bench(fake.port, "-n", "3", "-c", "1")
+        self.assertEqual(rc, 1, err)
+        self.assertEqual((r["sessions"], r["errors"], r["messages"]), (0, 3, 3), r)
+        self.assertIn("3 sessions failed at quit", err)
+
+
+    def test_a_stalled_step_times_out(self):
+        # A server that accepts and never greets: -T 1 gives every session up
+        # (subprocess's timeout catches a bench that would wait forever).
+        fake = FakeSMTP(self, silent="connect")
+        rc, r, err = self.run_bench(fake.port, "-n", "3", "-c", "2", "-T", "1", timeout=20)
+        self.assertEqual(rc, 1, err)
+        self.assertEqual((r["sessions"], r["errors"], r["timeouts"]), (0, 3, 3), r)
+        self.assertIn("3 sessions failed at greeting (3 timed out after 1 s)", err)
+        # ... and one that stalls after the message body, or at the handshake.
+        fake = FakeSMTP(self, silent="body", tls=server_ctx())
+        rc, r, err = self.run_bench(fake.port, "-n", "2", "-c", "2", "-T", "1", timeout=20)
+        self.assertEqual((rc, r["sessions"], r["errors"], r["messages"]), (1, 0, 2, 0), err)
+        self.assertIn("2 sessions failed at body (2 timed out after 1 s)", err)
+        self.assertEqual(len(fake.messages), 2)
+        fake = FakeSMTP(self, silent="STARTTLS", tls=server_ctx())
+        rc, r, err = self.run_bench(fake.port, "-n", "1", "-T", "1", timeout=20)
+        self.assertEqual((rc, r["errors"]), (1, 1), err)
+        self.assertIn("1 sessions failed at handshake (1 timed out after 1 s)", err)
+
+    def test_the_timeout_is_per_step(self):
+        # Each reply comes 0.4 s late: the session (seven replies) takes longer
+        # than -T 1, but no step does.
+        fake = FakeSMTP(self, delay=0.4)
+        rc, r, err = self.run_bench(fake.port, "-n", "1", "-M", "plain", "-T", "1", timeout=20)
+        self.assertEqual((rc, r["sessions"], r["errors"]), (0, 1, 0), err)
+        self.assertGreater(r["seconds"], 2.5)
+
+    def test_tls_version_and_cipher_are_reported(self):
+        # What the handshake negotiated, not a constant: a TLS 1.2 server.
+        fake = FakeSMTP(self, tls=server_ctx(maximum=ssl.TLSVersion.TLSv1_2,
+                                             ciphers="ECDHE-ECDSA-AES128-GCM-SHA256"))
+        rc, r, err = self.run_bench(fake.port, "-n", "2", "-c", "1")
+        self.assertEqual((rc, r["sessions"]), (0, 2), err)
+        self.assertEqual((r["tls_version"], r["cipher"]),
+                         ("TLSv1.2", "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256"), r)
+        out = subprocess.run([BENCH, "-n", "1", "127.0.0.1", str(fake.port)],
+                             capture_output=True, timeout=30)
+        self.assertIn(b"\ntls TLSv1.2 cipher TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256\n", out.stdout)
+
+    def test_message_size_is_exact(self):
+        # -s is the content as the receiver stores it: CRLF lines, without the
+        # final ".\r\n"; "bytes" counts that content and nothing else. 71 is
+        # the header alone, 72 one more (no line is one byte), 150 a full line
+        # and one short of another.
+        fake = FakeSMTP(self)
+        for size in (0, 2, 3, 70, 71, 72, 73, 148, 149, 150, 151, 4096):
+            with self.subTest(size=size):
+                del fake.messages[:]
+                rc, r, err = self.run_bench(fake.port, "-n", "1", "-m", "2", "-M", "plain",
+                                            "-s", str(size))
+                self.assertEqual((rc, r["messages"], r["bytes"]), (0, 2, 2 * size), err)
+                self.assertEqual([len(m) for m in fake.messages], [size, size])
+                if size:
+                    self.assertTrue(fake.messages[0].endswith(b"\r\n"))
+                    self.assertNotIn(b"\r\n.", fake.messages[0])
+                if size >= 71:
+                    self.assertTrue(fake.messages[0].startswith(b"From: <bench@example.test>"))
+        out = subprocess.run([BENCH, "-s", "1", "127.0.0.1", str(fake.port)],
+                             capture_output=True, timeout=30)
+        self.assertEqual(out.returncode, 2)
+        self.assertIn(b"-s 1: message content ends in CRLF", out.stderr)
+
+    def test_envelope_ehlo_name_and_sni_are_options(self):
+        fake = FakeSMTP(self, tls=server_ctx())
+        rc, r, err = self.run_bench(fake.port, "-n", "1")
+        self.assertEqual((rc, r["sessions"]), (0, 1), err)
+        self.assertEqual(fake.snis, ["mx.example.test"])  # the defaults stay
+        self.assertEqual(fake.commands[:4], ["EHLO bench.example.test", "STARTTLS",
+                                             "EHLO bench.example.test",
+                                             "MAIL FROM:<bench@example.test>"])
+        for pipelined in ([], ["-P"]):
+            del fake.commands[:], fake.snis[:], fake.messages[:]
+            rc, r, err = self.run_bench(fake.port, "-n", "1", "-f", "admin@gw.example.org", "-t",
+                                        "postmaster@gw.example.org", "-e", "tester.example.org",
+                                        "-S", "gw.example.org", *pipelined)
+            self.assertEqual((rc, r["sessions"], r["messages"]), (0, 1, 1), err)
+            self.assertEqual(fake.snis, ["gw.example.org"])
+            self.assertEqual(fake.commands, ["EHLO tester.example.org", "STARTTLS",
+                                             "EHLO tester.example.org",
+                                             "MAIL FROM:<admin@gw.example.org>",
+                                             "RCPT TO:<postmaster@gw.example.org>", "DATA", "QUIT"])
+            self.assertTrue(fake.messages[0].startswith(
+                b"From: <admin@gw.example.org>\r\nTo: <postmaster@gw.example.org>\r\n"))
+            self.assertEqual(r["bytes"], 4096)
+        del fake.snis[:]
+        rc, r, err = self.run_bench(fake.port, "-n", "1", "-S", "")  # no SNI at all
+        self.assertEqual((rc, fake.snis), (0, [None]), err)
+        for bad in (["-t", "a@b.test>\r\nDATA"], ["-f", "x" * 256], ["-e", ""]):
+            out = subprocess.run([BENCH] + bad + ["127.0.0.1", str(fake.port)],
+                                 capture_output=True, timeout=30)
+            self.assertEqual(out.returncode, 2, bad)
+            self.assertIn(b"one word of at most 255 bytes", out.stderr)
+
+    def test_host_may_be_a_name(self):
+        # "localhost" is looked up (the fake listens on the address it comes
+        # to first, as the bench's getaddrinfo sees it); IPv6 literals work too.
+        first = socket.getaddrinfo("localhost", 25, 0, socket.SOCK_STREAM)[0][4][0]
+        fake = FakeSMTP(self, host=first)
+        rc, r, err = self.run_bench(fake.port, "-n", "2", "-M", "plain", host="localhost")
+        self.assertEqual((rc, r["sessions"], r["errors"]), (0, 2, 0), err)
+        try:
+            fake6 = FakeSMTP(self, host="::1")
+        except OSError:
+            return  # no IPv6 loopback here
+        rc, r, err = self.run_bench(fake6.port, "-n", "1", "-M", "plain", host="::1")
+        self.assertEqual((rc, r["sessions"]), (0, 1), err)
 
 class CompareQuick(unittest.TestCase):
     """test/bench/compare.sh --quick runs every peer end to end (smtp-sink,
