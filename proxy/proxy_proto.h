@@ -12,7 +12,9 @@
  * TLVs (skipped, but each one's length must fit the header exactly). A
  * version 2 header is capped at STP_PROXY_V2_MAX bytes in all.
  *
- * Results: the source (the real client) and destination addresses, or
+ * Results: the source (the real client) and destination addresses (an
+ * IPv4-mapped IPv6 address, ::ffff:a.b.c.d, given as the IPv4 address it
+ * is, each on its own: the two families may then differ), or
  * `local` = 1 when the header carries none (v1 UNKNOWN, v2 LOCAL, v2
  * UNSPEC/UNIX): the session then keeps the socket's own peer address.
  */

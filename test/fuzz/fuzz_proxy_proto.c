@@ -62,8 +62,10 @@ static void feed(const uint8_t *d, size_t n, size_t cut, size_t chunk, outcome_t
         o->version = p.version;
         o->local = p.local;
         if (!p.local) {
-            if (p.src.ss_family != p.dst.ss_family ||
-                (p.src.ss_family != AF_INET && p.src.ss_family != AF_INET6)) {
+            /* each AF_INET or AF_INET6; they may differ, an IPv4-mapped
+             * address being given as IPv4 on its own */
+            if ((p.src.ss_family != AF_INET && p.src.ss_family != AF_INET6) ||
+                (p.dst.ss_family != AF_INET && p.dst.ss_family != AF_INET6)) {
                 abort();
             }
             o->src = p.src;
