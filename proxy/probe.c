@@ -718,8 +718,7 @@ static void probe_mx(probe_t *p, const stp_domain_policy_t *pol, mx_report_t *m,
     stp_dns_result_t *t = NULL;
     if (a->secure && !stp_dns_name_eq(a->name, m->host)) {
         t = wait_dns(p, stp_resolver_tlsa(p->res, a->name, 25, on_dns, p));
-        int failed = t && t->status != STP_DNS_OK && t->status != STP_DNS_NODATA &&
-                     t->status != STP_DNS_NXDOMAIN;
+        int failed = t && !stp_dns_answered(t->status);
         if (failed || (t && t->status == STP_DNS_OK && t->secure && t->ntlsa > 0)) {
             /* found there, or failed there (no fallback, as delivery) */
             snprintf(m->tlsa_base, sizeof(m->tlsa_base), "%s", a->name);
@@ -733,8 +732,7 @@ static void probe_mx(probe_t *p, const stp_domain_policy_t *pol, mx_report_t *m,
     }
     m->tlsa_status = t ? (int)t->status : STP_DNS_ERROR;
     m->tlsa_secure = t && t->secure;
-    m->tlsa_failed = a->secure && mx_secure && m->tlsa_status != STP_DNS_OK &&
-                     m->tlsa_status != STP_DNS_NODATA && m->tlsa_status != STP_DNS_NXDOMAIN;
+    m->tlsa_failed = a->secure && mx_secure && !stp_dns_answered((stp_dns_status_t)m->tlsa_status);
     for (size_t i = 0; t && i < t->ntlsa && i < 8; i++) {
         tlsa_text(&t->tlsa[i], m->tlsa[m->ntlsa++], sizeof(m->tlsa[0]));
     }

@@ -294,8 +294,7 @@ static void finish(job_t *job)
             res->why = "no address records";
         }
     }
-    res->secure = job->secure_all && (res->status == STP_DNS_OK || res->status == STP_DNS_NODATA ||
-                                      res->status == STP_DNS_NXDOMAIN);
+    res->secure = job->secure_all && stp_dns_answered(res->status);
     stp_dns_cb cb = job->cb;
     void *arg = job->arg;
     free(job);
@@ -458,12 +457,11 @@ static void on_answer(void *arg, int status, int timeouts, unsigned char *abuf, 
      * answer that failed (SERVFAIL, timeout...) gives no records and no
      * verdict: for addresses the other family's answer stands alone (as in
      * Postfix), or the whole lookup fails (finish) and is never secure. */
-    if (st == STP_DNS_OK || st == STP_DNS_NODATA || st == STP_DNS_NXDOMAIN) {
+    if (stp_dns_answered(st)) {
         job->secure_all &= secure;
     }
     if (job->kind == JOB_ADDRS) {
-        if (st != STP_DNS_OK && st != STP_DNS_NODATA && st != STP_DNS_NXDOMAIN &&
-            job->worst == STP_DNS_OK) {
+        if (!stp_dns_answered(st) && job->worst == STP_DNS_OK) {
             job->worst = st;
             job->worst_why = why;
         }

@@ -37,6 +37,13 @@ typedef enum {
     STP_DNS_CANCELLED, /* the resolver was closed first */
 } stp_dns_status_t;
 
+/* The lookup got a verdict from DNS: records, or that there are none
+ * (NODATA, NXDOMAIN). Anything else failed and says nothing either way. */
+static inline int stp_dns_answered(stp_dns_status_t s)
+{
+    return s == STP_DNS_OK || s == STP_DNS_NODATA || s == STP_DNS_NXDOMAIN;
+}
+
 enum {
     STP_RESOLVER_MAX_MX = 16,
     STP_RESOLVER_MAX_ADDR = 32,
