@@ -107,9 +107,10 @@ static void cert_label(char *label, size_t cap, const char *file)
     snprintf(label, cap, "cert=\"%s\"", stp_metrics_label_escape(lf, sizeof(lf), file));
 }
 
-static void check_one(const char *file)
+/* Logs one certificate's expiry and sets its gauge under `label`. */
+static void check_one(const char *file, const char *label)
 {
-    char label[1200], esc_file[1100], names[512], esc_names[600], when[32];
+    char esc_file[1100], names[512], esc_names[600], when[32];
     long left = 0;
     stp_log_escape(esc_file, sizeof(esc_file), file, strlen(file));
     time_t not_after = read_expiry(file, &left, when, sizeof(when), names, sizeof(names));
@@ -125,7 +126,6 @@ static void check_one(const char *file)
     stp_log(level, "certificate file=\"%s\" names=%s not_after=%s days_left=%ld%s", esc_file,
             esc_names, when, left / 86400,
             left <= 0 ? " expired=yes" : level == STP_LOG_WARN ? " expires=soon" : "");
-    cert_label(label, sizeof(label), file);
     stp_metrics_gauge_set(STP_M_CERT_EXPIRY, label, (double)not_after);
 }
 
@@ -134,9 +134,9 @@ void stp_certwatch_check(const stp_config_t *conf)
     char labels[STP_CONF_MAX_CERTS][1200]; /* 9.6 KiB of stack, main thread */
     const char *keep[STP_CONF_MAX_CERTS];
     for (size_t i = 0; i < conf->ncerts; i++) {
-        check_one(conf->certs[i].cert);
         cert_label(labels[i], sizeof(labels[i]), conf->certs[i].cert);
         keep[i] = labels[i];
+        check_one(conf->certs[i].cert, labels[i]);
     }
     /* a certificate no longer configured has no expiry to alert on */
     stp_metrics_gauge_retain(STP_M_CERT_EXPIRY, keep, conf->ncerts);
