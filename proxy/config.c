@@ -1651,10 +1651,17 @@ static int is_loopback(const struct sockaddr_storage *ss)
  * IPV6_V6ONLY, so the families do not meet. An address not resolved at
  * load time (a relay by name) is never matched.
  */
+/* Both resolved, of one family and on one port: what reaches() and
+ * binds_overlap() then compare by address. */
+static int same_family_and_port(const stp_hostport_t *a, const stp_hostport_t *b)
+{
+    return a->addr_len && b->addr_len && a->addr.ss_family == b->addr.ss_family &&
+           a->port == b->port;
+}
+
 static int reaches(const stp_hostport_t *listen, const stp_hostport_t *to)
 {
-    if (!listen->addr_len || !to->addr_len || listen->addr.ss_family != to->addr.ss_family ||
-        listen->port != to->port) {
+    if (!same_family_and_port(listen, to)) {
         return 0;
     }
     size_t len;
@@ -1767,8 +1774,7 @@ static void finish_listener(loader_t *ld, size_t li)
  */
 static int binds_overlap(const stp_hostport_t *a, const stp_hostport_t *b)
 {
-    if (!a->addr_len || !b->addr_len || a->addr.ss_family != b->addr.ss_family ||
-        a->port != b->port) {
+    if (!same_family_and_port(a, b)) {
         return 0;
     }
     size_t len;
