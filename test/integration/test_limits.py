@@ -130,6 +130,33 @@ class BigMessage(ProxyCase):
         self.assertGreaterEqual(int(f.get("size", "0")), total)
 
 
+def flood_noops(testcase, port, limit, timeout):
+    """A client that sends NOOPs and never reads (4 KiB buffers: no
+    autotuning) until the proxy stops reading it (a send times out) or
+    `limit` bytes are sent; returns the bytes sent. Errors other than the
+    timeout reach the caller, with the count in exc.sent."""
+    s = socket.socket()
+    testcase.addCleanup(s.close)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    s.connect(("127.0.0.1", port))
+    s.settimeout(timeout)
+    chunk = b"NOOP\r\n" * 10000
+    sent = 0
+    try:
+        while sent < limit:
+            # a partial send goes on where it stopped: whole NOOP lines only
+            # (a cut one would be a refused command, and 20 of those end the
+            # session)
+            sent += s.send(chunk[sent % len(chunk):])
+    except socket.timeout:
+        pass  # the proxy stopped reading
+    except OSError as e:
+        e.sent = sent
+        raise
+    return sent
+
+
 class UnreadReplies(ProxyCase):
     """A client that sends commands and never reads what it is told: the
     proxy stops reading it once its replies pile up instead of queueing them
@@ -146,24 +173,10 @@ class UnreadReplies(ProxyCase):
         self.addCleanup(self.stop_proxy)
 
     def test_flood_of_noop_is_not_read_unboundedly(self):
-        s = socket.socket()
-        self.addCleanup(s.close)
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # no autotuning
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
-        s.connect(("127.0.0.1", self.proxy.port("out")))
-        s.settimeout(3)
-        chunk = b"NOOP\r\n" * 10000
-        sent = 0
         try:
-            while sent < 48 << 20:
-                # a partial send goes on where it stopped: whole NOOP lines
-                # only (a cut one would be a refused command, and 20 of
-                # those end the session)
-                sent += s.send(chunk[sent % len(chunk):])
-        except socket.timeout:
-            pass  # the proxy stopped reading: what was meant
-        except ConnectionResetError:
-            self.fail("reset after %d bytes:\n%s" % (sent, self.proxy.log()[-3000:]))
+            sent = flood_noops(self, self.proxy.port("out"), 48 << 20, 3)
+        except ConnectionResetError as e:
+            self.fail("reset after %d bytes:\n%s" % (e.sent, self.proxy.log()[-3000:]))
         # The kernel's buffers on the proxy's side hold a few MB at most.
         self.assertLess(sent, 16 << 20, "%d bytes sent without the proxy stopping" % sent)
         self.assertLess(self.proxy.hwm_kb(), (256 if ASAN else 64) * 1024)
@@ -181,18 +194,10 @@ class StuckSideIsBlamed(ProxyCase):
         return log_fields(self.proxy.log_lines("session")[0])
 
     def test_client_not_reading_its_replies(self):
-        s = socket.socket()
-        self.addCleanup(s.close)
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        s.connect(("127.0.0.1", self.proxy.port("in")))
-        s.settimeout(5)
-        chunk = b"NOOP\r\n" * 10000
-        sent = 0
         try:
-            while sent < 32 << 20:
-                sent += s.send(chunk[sent % len(chunk):])
-        except (socket.timeout, ConnectionResetError, BrokenPipeError):
-            pass
+            flood_noops(self, self.proxy.port("in"), 32 << 20, 5)
+        except (ConnectionResetError, BrokenPipeError):
+            pass  # the proxy's 421 and close may come while it is sending
         f = self.session_line()
         self.assertEqual(f["result"], "timeout", f)
         self.assertEqual(f.get("error"), "client not reading", f)
