@@ -406,3 +406,62 @@ class Unreachable(unittest.TestCase):
         code, lines = c.reply()
         self.assertIn(code // 100, (4, 5), lines)
 
+
+
+class UnsolicitedReply(unittest.TestCase):
+    """A reply the backend sends without a command in flight (a second
+    reply to one command, or one out of nowhere) is a backend out of step
+    with the client: relayed, it would be read as the answer to the
+    client's next command, a 250 for a RCPT or a final dot the backend never
+    saw. The client gets 421 4.4.2 instead, never that 2xx, and the session
+    ends as backend-protocol."""
+
+    def setUp(self):
+        self.tmp = tmpdir()
+        self.addCleanup(shutil.rmtree, self.tmp, True)
+        srv = socket.socket()
+        srv.bind(("127.0.0.1", 0))
+        srv.listen(8)
+        self.addCleanup(srv.close)
+        self.p = Proxy(self.tmp, {"in": {"backend": "127.0.0.1:%d" % srv.getsockname()[1]}})
+        self.addCleanup(self.p.stop)
+        self.c = Client(self.p.port())
+        self.addCleanup(self.c.close)
+        srv.settimeout(10)
+        self.conn, _ = srv.accept()
+        self.conn.settimeout(10)
+        self.addCleanup(self.conn.close)
+        self.backend = self.conn.makefile("rb")
+        self.addCleanup(self.backend.close)
+        self.conn.sendall(b"220 backend.test ESMTP\r\n")
+        self.assertEqual(self.c.reply()[0], 220)
+        self.c.send(b"EHLO client.example\r\n")
+        self.assertEqual(self.backend.readline(), b"EHLO client.example\r\n")
+        self.conn.sendall(b"250-backend.test\r\n250 8BITMIME\r\n")
+        self.assertEqual(self.c.reply()[0], 250)
+
+    def assert_421_and_closed(self, code, lines):
+        self.assertEqual(code, 421, "the backend's unsolicited reply reached the client: %s"
+                         % lines)
+        self.assertTrue(lines[0].startswith("421 4.4.2"), lines)
+        self.assertTrue(self.c.closed())
+        self.assertNotIn(b"unsolicited", self.c.buf)
+        self.assertTrue(poll(lambda: self.p.log_lines("session")), self.p.log())
+        f = log_fields(self.p.log_lines("session")[0])
+        self.assertEqual(f["result"], "backend-protocol", f)
+        # the proxy let go of the backend too (saying QUIT first)
+        self.assertIn(self.backend.read(), (b"", b"QUIT\r\n"))
+        self.assertEqual(self.p.stop(), 0, self.p.log()[-3000:])
+
+    def test_reply_between_commands(self):
+        self.conn.sendall(b"250 2.0.0 unsolicited\r\n")
+        self.assert_421_and_closed(*self.c.reply())
+
+    def test_second_reply_to_one_command(self):
+        """What test/conformance's unsolicited_reply sends: two replies to
+        MAIL in one write. The first is MAIL's; the second answers nothing."""
+        self.c.send(b"MAIL FROM:<a@example.test>\r\n")
+        self.assertEqual(self.backend.readline(), b"MAIL FROM:<a@example.test>\r\n")
+        self.conn.sendall(b"250 2.1.0 Ok\r\n250 2.1.5 unsolicited\r\n")
+        self.assertEqual(self.c.reply(), (250, ["250 2.1.0 Ok"]))
+        self.assert_421_and_closed(*self.c.reply())
