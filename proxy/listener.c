@@ -290,9 +290,44 @@ int stp_listener_start(stp_listener_t *l, uv_loop_t *loop, stp_runtime_t *rt,
     return 0;
 }
 
+static void on_spare_closed(uv_handle_t *h)
+{
+    stp_listener_t *l = h->data;
+    l->spare_closing = 0;
+    if (l->spare_waiting) {
+        l->spare_waiting = 0;
+        /* closing the listener closed the connection waiting in it */
+        if (!l->closed) {
+            l->tcp.connection_cb((uv_stream_t *)&l->tcp, 0); /* a session may fit now */
+        }
+    }
+    stp_listener_session_done(l);
+}
+
+void stp_listener_refuse(stp_listener_t *l, const char *why)
+{
+    if (l->spare_closing) {
+        l->spare_waiting = 1;
+        return;
+    }
+    int rc = uv_tcp_init(l->loop, &l->spare); /* no socket yet: nothing can fail */
+    if (rc == 0) {
+        l->spare.data = l;
+        /* cannot fail on a fresh handle (and would close the socket) */
+        (void)uv_accept((uv_stream_t *)&l->tcp, (uv_stream_t *)&l->spare);
+        l->spare_closing = 1;
+        uv_close((uv_handle_t *)&l->spare, on_spare_closed);
+    }
+    unsigned quiet;
+    if (stp_log_allow(&l->accept_err, uv_now(l->loop), &quiet)) {
+        stp_log(STP_LOG_WARN, "accept listener=%s error=\"%s\" repeated=%u%s", l->conf->name, why,
+                quiet, rc == 0 ? " result=closed" : "");
+    }
+}
+
 void stp_listener_session_done(stp_listener_t *l)
 {
-    if ((l->draining || l->retired) && l->nsessions == 0 && l->released &&
+    if ((l->draining || l->retired) && l->nsessions == 0 && l->released && !l->spare_closing &&
         l->upcache == NULL && l->on_empty) {
         void (*cb)(stp_listener_t *) = l->on_empty;
         l->on_empty = NULL;

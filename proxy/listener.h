@@ -42,6 +42,13 @@ typedef struct stp_listener_s {
     /* accept errors (EMFILE...) come once per waiting connection: logged
      * at most once a second, with how many were not */
     stp_log_ratelimit_t accept_err;
+    /* A connection no session could be made for (out of memory) is
+     * accepted into this handle and closed at once: libuv holds an
+     * accepted socket and stops watching the listener until uv_accept().
+     * Part of the listener, so refusing allocates nothing. */
+    uv_tcp_t spare;
+    int spare_closing; /* its close callback has not run yet */
+    int spare_waiting; /* a connection waits in libuv for the spare */
     /* outbound, connection_cache_time: next hop connections parked between
      * sessions (created at the first park; closed with the listener) */
     struct stp_upcache_s *upcache;
@@ -89,6 +96,17 @@ void stp_listener_retire(stp_listener_t *l);
 
 /* Closes every remaining session now. */
 void stp_listener_kill_sessions(stp_listener_t *l);
+
+/*
+ * The connection libuv just announced gets no session (stp_session_accept
+ * could not allocate one, `why` says so): it is accepted into the
+ * listener's spare handle and closed, logged like a failed accept (at most
+ * a line a second), so the listener goes on accepting. Allocates nothing.
+ * While the spare is still closing from the previous refusal, the
+ * connection waits in libuv (the listener paused) and is announced again,
+ * through the listener's connection callback, once the spare is free.
+ */
+void stp_listener_refuse(stp_listener_t *l, const char *why);
 
 /* Session bookkeeping, called by session.c. */
 void stp_listener_session_done(stp_listener_t *l);

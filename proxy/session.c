@@ -2811,14 +2811,13 @@ void stp_session_accept(stp_listener_t *l)
     const stp_listener_conf_t *conf = l->conf;
     stp_session_t *s = calloc(1, sizeof(*s) + conf->max_line_length);
     if (s == NULL) {
-        /* XXX: libuv holds the accepted socket until uv_accept() and stops
-         * watching the listener meanwhile, so this worker stops accepting
-         * on it; out of memory, the process is in trouble anyway. */
-        stp_log(STP_LOG_ERROR, "accept listener=%s error=\"out of memory\"", conf->name);
+        stp_listener_refuse(l, "out of memory"); /* closed, and the listener goes on */
         return;
     }
-    if (stp_conn_init(l->loop, &s->client, &client_cb, s) < 0) {
+    int rc = stp_conn_init(l->loop, &s->client, &client_cb, s);
+    if (rc < 0) {
         free(s);
+        stp_listener_refuse(l, uv_strerror(rc));
         return;
     }
     s->listener = l;
