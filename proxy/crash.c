@@ -4,18 +4,28 @@
  * loading of libgcc (which allocates) is done before any crash, and the
  * report is formatted by hand into a stack buffer (no stdio, no malloc, no
  * localtime: a crash inside malloc, with its locks held, still reports).
+ * That buffer and the signal frame are on the thread's alternate signal
+ * stack (SA_ONSTACK), so a thread that overflowed its own stack, where no
+ * handler could run, still reports.
  */
 #include "proxy/crash.h"
 
+#include <errno.h>
 #include <execinfo.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <time.h>
 #include <unistd.h>
 
 #define MAX_FRAMES 48
+
+/* The alternate stack: the report (4 KiB buffer), backtrace() with libgcc's
+ * unwinder, backtrace_symbols_fd() and the kernel's signal frame (several
+ * KiB with AVX-512 state) fit in it many times over. */
+#define ALT_STACK_MIN (64 * 1024)
 
 /* The executable's own code, for frame offsets (GNU ld defines both). */
 extern char __executable_start[];
@@ -23,6 +33,8 @@ extern char etext[];
 
 static stp_log_format_t format;
 static _Thread_local const char *thread_name = "main";
+static _Thread_local void *alt_map; /* the thread's alternate stack mapping, with its guard page */
+static _Thread_local size_t alt_map_len;
 static atomic_int reporting;
 
 static const struct {
@@ -158,9 +170,56 @@ static void on_fatal(int sig)
     raise(sig);
 }
 
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+#define SANITIZER 1
+#else
+#define SANITIZER 0
+#endif
+
+/* mmap rather than malloc: page-aligned, and a PROT_NONE page below it, so
+ * that a handler overflowing the alternate stack faults (and the process
+ * ends by the signal) instead of writing over whatever lies beneath. */
+static int alt_stack_start(void)
+{
+    if (alt_map != NULL) {
+        return 0;
+    }
+    long page = sysconf(_SC_PAGESIZE);
+    size_t size = ALT_STACK_MIN;
+#ifdef _SC_MINSIGSTKSZ
+    long min = sysconf(_SC_MINSIGSTKSZ); /* the kernel's signal frame (glibc 2.34) */
+#else
+    long min = MINSIGSTKSZ;
+#endif
+    if (page <= 0) {
+        page = 4096;
+    }
+    if (min > 0 && (size_t)min * 4 > size) {
+        size = ((size_t)min * 4 + (size_t)page - 1) / (size_t)page * (size_t)page;
+    }
+    void *m = mmap(NULL, size + (size_t)page, PROT_READ | PROT_WRITE,
+                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
+    if (m == MAP_FAILED) {
+        return -1;
+    }
+    stack_t ss;
+    memset(&ss, 0, sizeof(ss));
+    ss.ss_sp = (char *)m + page;
+    ss.ss_size = size;
+    if (mprotect(m, (size_t)page, PROT_NONE) < 0 || sigaltstack(&ss, NULL) < 0) {
+        int e = errno;
+        munmap(m, size + (size_t)page);
+        errno = e;
+        return -1;
+    }
+    alt_map = m;
+    alt_map_len = size + (size_t)page;
+    return 0;
+}
+
 void stp_crash_install(stp_log_format_t f)
 {
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+#if SANITIZER
     (void)f;
     (void)on_fatal; /* compiled (and warned about) alike, never installed */
 #else
@@ -170,7 +229,7 @@ void stp_crash_install(stp_log_format_t f)
     struct sigaction sa;
     memset(&sa, 0, sizeof(sa));
     sa.sa_handler = on_fatal;
-    sa.sa_flags = SA_RESETHAND;
+    sa.sa_flags = SA_RESETHAND | SA_ONSTACK;
     sigemptyset(&sa.sa_mask);
     for (size_t i = 0; i < sizeof(fatal) / sizeof(fatal[0]); i++) {
         sigaction(fatal[i].sig, &sa, NULL);
@@ -178,7 +237,35 @@ void stp_crash_install(stp_log_format_t f)
 #endif
 }
 
-void stp_crash_thread_name(const char *name)
+int stp_crash_thread_start(const char *name)
 {
     thread_name = name;
+#if SANITIZER
+    (void)alt_stack_start;
+    return 0;
+#else
+    return alt_stack_start();
+#endif
+}
+
+void stp_crash_thread_end(void)
+{
+    if (alt_map == NULL) {
+        return;
+    }
+    /* Disabled only if it is still this one (never called from a handler,
+     * so it is not in use: sigaltstack(2) would refuse). */
+    stack_t cur;
+    if (sigaltstack(NULL, &cur) == 0 && !(cur.ss_flags & SS_DISABLE) &&
+        (char *)cur.ss_sp > (char *)alt_map && (char *)cur.ss_sp < (char *)alt_map + alt_map_len) {
+        stack_t off;
+        memset(&off, 0, sizeof(off));
+        off.ss_flags = SS_DISABLE;
+        if (sigaltstack(&off, NULL) < 0) {
+            return; /* still the signal stack: kept mapped */
+        }
+    }
+    munmap(alt_map, alt_map_len);
+    alt_map = NULL;
+    alt_map_len = 0;
 }

@@ -8,7 +8,12 @@
  * where the system keeps them). A frame in the proxy's own binary shows its
  * offset: `addr2line -f -e smtp-tls-proxy OFFSET` names the function.
  *
- * Not installed in sanitizer builds: their own report is better.
+ * A stack overflow is reported too: the handler runs on the thread's
+ * alternate signal stack (sigaltstack(2)), which each thread, the main
+ * thread included, sets up with stp_crash_thread_start.
+ *
+ * Not installed in sanitizer builds: their own report is better (ASan
+ * gives every thread its own alternate stack and reports an overflow).
  */
 #ifndef STP_CRASH_H
 #define STP_CRASH_H
@@ -18,7 +23,18 @@
 /* Once, in the main thread, before other threads start. */
 void stp_crash_install(stp_log_format_t format);
 
-/* The calling thread's name in a crash report (a static string). */
-void stp_crash_thread_name(const char *name);
+/*
+ * First thing in a thread the proxy starts: its name in a crash report (a
+ * static string) and its alternate signal stack (mapped here, owned by the
+ * thread until stp_crash_thread_end). Returns 0, or -1 if the stack could
+ * not be mapped (the thread still runs; an overflow in it then ends the
+ * process without a report). Sanitizer builds: the name only.
+ */
+int stp_crash_thread_start(const char *name);
+
+/* Last thing before the calling thread ends (the main thread: before main
+ * returns): its alternate stack disabled and unmapped. Harmless when it
+ * has none. */
+void stp_crash_thread_end(void);
 
 #endif

@@ -255,11 +255,21 @@ static void on_wake(uv_async_t *a)
     worker_all_done(w);
 }
 
+/* A thread whose alternate signal stack could not be mapped: a stack
+ * overflow in it would end the process without the crash line. */
+static void crash_thread_start(const char *name)
+{
+    if (stp_crash_thread_start(name) < 0) {
+        stp_log(STP_LOG_WARN, "crash thread=%s alt_stack=no error=\"%s\"", name, strerror(errno));
+    }
+}
+
 static void worker_main(void *arg)
 {
     worker_t *w = arg;
-    stp_crash_thread_name(w->name);
+    crash_thread_start(w->name);
     uv_run(&w->loop, UV_RUN_DEFAULT);
+    stp_crash_thread_end();
     atomic_fetch_add(&workers_finished, 1);
     uv_async_send(&worker_done);
 }
@@ -856,10 +866,12 @@ int main(int argc, char **argv)
 
     stp_log_init(conf->log_format, conf->log_level);
     stp_crash_install(conf->log_format);
+    crash_thread_start("main");
     fd_limit(conf);
     config_path = path;
     if (mx_start_up(conf) < 0) {
         stp_runtime_unref(rt);
+        stp_crash_thread_end();
         return 1;
     }
     current_rt = rt;
@@ -999,5 +1011,6 @@ int main(int argc, char **argv)
     stp_runtime_unref(current_rt);
     stp_domain_state_free();
     uv_loop_close(loop);
+    stp_crash_thread_end();
     return failed ? 1 : 0;
 }

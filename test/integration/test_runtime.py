@@ -796,6 +796,81 @@ class CrashReport(CrashMixin, ProxyCase):
         self.assertIn("--- crash (signal %d) ---" % signal.SIGSEGV, log)  # and the core's stacks
 
 
+# Run by gdb attached to the proxy: a worker thread's stack pointer moved to
+# the lowest byte of its stack, right above the guard page, and the thread
+# resumed at the entry of uv_run, whose first push lands on the guard page:
+# a stack overflow as a runaway recursion ends, with no trigger in the proxy.
+OVERFLOW_GDB = r"""
+import gdb
+
+inf = gdb.selected_inferior()
+maps = []
+with open("/proc/%d/maps" % inf.pid) as f:
+    for line in f:
+        lo, hi = (int(x, 16) for x in line.split()[0].split("-"))
+        maps.append((lo, hi, line.split()[1]))
+
+
+def mapping(addr):
+    return next((m for m in maps if m[0] <= addr < m[1]), None)
+
+
+def is_worker(thread):
+    thread.switch()
+    f = gdb.newest_frame()
+    while f is not None:
+        if f.name() == "worker_main":
+            return True
+        f = f.older()
+    return False
+
+
+worker = next((t for t in inf.threads() if is_worker(t)), None)
+if worker is None:
+    raise gdb.GdbError("no thread in worker_main")
+worker.switch()
+lo, hi, perms = mapping(int(gdb.parse_and_eval("$sp")))
+guard = mapping(lo - 1)
+print("stack %x-%x %s, below it %s" % (lo, hi, perms, guard))
+if guard is None or guard[2] != "---p":
+    raise gdb.GdbError("no guard page below the worker's stack")
+gdb.execute("set $sp = %d" % lo)
+gdb.execute("set $pc = %d" % int(gdb.parse_and_eval("(long)&uv_run")))
+gdb.execute("detach")
+print("OVERFLOW-ARMED")
+"""
+
+
+class StackOverflowReport(ProxyCase):
+    """A worker thread that overflows its stack is reported like any
+    crash: the handler runs on the thread's alternate signal stack, since
+    its own has no room left for a signal frame. gdb does the overflow (see
+    OVERFLOW_GDB). Under ASan, which keeps the proxy's handler out, ASan's
+    own report must say stack-overflow."""
+    proxy_extra = {"workers": "1"}
+
+    def test_worker_stack_overflow_is_reported(self):
+        import shutil
+        from harness import ASAN
+        if shutil.which("gdb") is None:
+            self.skipTest("no gdb")
+        script = os.path.join(self.tmp, "overflow.py")
+        with open(script, "w") as f:
+            f.write(OVERFLOW_GDB)
+        proxy, self.proxy = self.proxy, None  # stopped here, not by the cleanup
+        out = subprocess.run(["gdb", "-batch", "-nx", "-q", "-p", str(proxy.pid), "-x", script],
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=120)
+        self.assertIn(b"OVERFLOW-ARMED", out.stdout, out.stdout.decode("utf-8", "replace")[-3000:])
+        self.assertTrue(poll(lambda: not proxy.proc.running(), 20), proxy.log()[-3000:])
+        rc = proxy.stop()
+        log = proxy.log()
+        if ASAN:
+            self.assertIn("AddressSanitizer: stack-overflow", log, log[-3000:])
+            return
+        self.assertEqual(rc, -signal.SIGSEGV, log[-3000:])
+        self.assertRegex(log, r"(?m)^\S+Z error crash signal=SEGV thread=worker-0 frames=\S+$")
+
+
 class CrashReportJson(CrashMixin, ProxyCase):
     proxy_extra = {"log_format": "json"}
 
