@@ -91,6 +91,9 @@ typedef struct {
     size_t ntxt;
     stp_txt_t txt[STP_RESOLVER_MAX_TXT];
 
+    /* stp_resolver_cname: the target of the name's own CNAME record (OK) */
+    char target[1024];
+
     size_t pool_len;
     uint8_t pool[65536];
 } stp_dns_result_t;
@@ -121,6 +124,15 @@ int stp_resolver_addrs(stp_resolver_t *r, const char *host, uint16_t port, stp_d
 /* TLSA at _PORT._tcp.HOST */
 int stp_resolver_tlsa(stp_resolver_t *r, const char *host, uint16_t port, stp_dns_cb cb, void *arg);
 int stp_resolver_txt(stp_resolver_t *r, const char *name, stp_dns_cb cb, void *arg);
+
+/*
+ * The CNAME record of `name` itself, not followed: OK (target set) when the
+ * name is an alias, NODATA when it is not; `secure` is that record's own
+ * DNSSEC verdict. An address answer's AD bit covers the whole CNAME chain, so
+ * this is how DANE learns that the name an MX record lists is secure while
+ * its expansion is not (RFC 7672 2.2.2; Postfix asks the same question).
+ */
+int stp_resolver_cname(stp_resolver_t *r, const char *name, stp_dns_cb cb, void *arg);
 
 /*
  * The DANE start-up check: asks for the DNSKEY of `probe` (NULL or "": the

@@ -2,9 +2,9 @@
  * resolve: a test tool that runs one lookup through proxy/resolver.c on a
  * libuv loop and prints the result as one JSON object, so the integration
  * tests can check what the proxy's resolver sees (status, AD bit, sorted MX,
- * addresses, TLSA, TXT) against real nsd/unbound servers.
+ * addresses, TLSA, TXT, a CNAME's target) against real nsd/unbound servers.
  *
- *   resolve [--server IP:PORT] [--timeout MS] mx|addrs|tlsa|txt|dnssec|startup NAME
+ *   resolve [--server IP:PORT] [--timeout MS] mx|addrs|tlsa|txt|cname|dnssec|startup NAME
  *
  * `startup` runs the synchronous start-up check (stp_resolver_validates)
  * and prints {"validates": BOOL, "why": TEXT}.
@@ -80,7 +80,9 @@ static void done(stp_dns_result_t *res, void *arg)
         printf("%s", i ? ", " : "");
         json_str(res->txt[i].text, res->txt[i].len);
     }
-    printf("]}\n");
+    printf("], \"target\": ");
+    json_str(res->target, strlen(res->target));
+    printf("}\n");
     exit_code = 0;
     stp_dns_result_free(res);
     stp_resolver_close(arg);
@@ -102,7 +104,7 @@ int main(int argc, char **argv)
     }
     if (argc - i != 2) {
         fprintf(stderr, "usage: resolve [--server IP:PORT] [--timeout MS] "
-                        "mx|addrs|tlsa|txt|dnssec|startup NAME\n");
+                        "mx|addrs|tlsa|txt|cname|dnssec|startup NAME\n");
         return 2;
     }
     const char *kind = argv[i], *name = argv[i + 1];
@@ -132,6 +134,8 @@ int main(int argc, char **argv)
         rc = stp_resolver_tlsa(r, name, 25, done, r);
     } else if (strcmp(kind, "txt") == 0) {
         rc = stp_resolver_txt(r, name, done, r);
+    } else if (strcmp(kind, "cname") == 0) {
+        rc = stp_resolver_cname(r, name, done, r);
     } else if (strcmp(kind, "dnssec") == 0) {
         rc = stp_resolver_check_dnssec(r, name, done, r);
     } else {

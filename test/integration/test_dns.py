@@ -46,7 +46,7 @@ class Validating(unittest.TestCase):
         self.dns = DnsEnv(self.tmp, extra={"example.test": [
             "v6bogus IN A 127.0.0.5", "v6bogus IN AAAA ::5",
             "v4bogus IN A 127.0.0.6", "v4bogus IN AAAA ::6",
-            "toinsecure IN CNAME mx.insecure.test."]},
+            "toinsecure IN CNAME mx.insecure.test.", "chain IN CNAME toinsecure"]},
             tamper=["v6bogus.example.test AAAA", "v4bogus.example.test A"])
         self.addCleanup(self.dns.stop)
 
@@ -89,6 +89,27 @@ class Validating(unittest.TestCase):
         # a signed CNAME into an unsigned zone: the chain is not secure
         r = self.q("addrs", "toinsecure.example.test")
         self.assertEqual((r["status"], r["secure"], r["name"]), ("ok", False, "mx.insecure.test"), r)
+
+    def test_cname_record_of_a_name_alone(self):
+        # DANE for an MX host whose own CNAME is signed while its expansion
+        # is not (RFC 7672 2.2.2): the address answer's AD bit covers the
+        # whole chain, the CNAME query gives the first link's own verdict
+        r = self.q("cname", "toinsecure.example.test")
+        self.assertEqual((r["status"], r["secure"], r["target"]), ("ok", True, "mx.insecure.test"),
+                         r)
+        self.assertEqual(r["name"], "toinsecure.example.test")
+        self.assertEqual(r["addrs"], [])
+        # the link asked for, not the end of the chain
+        r = self.q("cname", "chain.example.test")
+        self.assertEqual((r["status"], r["secure"], r["target"]),
+                         ("ok", True, "toinsecure.example.test"), r)
+        # no alias: validated NODATA, or NXDOMAIN; in the unsigned zone, insecure
+        r = self.q("cname", "mx1.example.test")
+        self.assertEqual((r["status"], r["secure"], r["target"]), ("nodata", True, ""), r)
+        r = self.q("cname", "nope.example.test")
+        self.assertEqual((r["status"], r["secure"]), ("nxdomain", True), r)
+        r = self.q("cname", "mx.insecure.test")
+        self.assertEqual((r["status"], r["secure"]), ("nodata", False), r)
 
     def test_null_mx_implicit_mx_nxdomain_nodata(self):
         r = self.q("mx", "nullmx.example.test")
