@@ -7,6 +7,7 @@
  *
  *   MX -> [_mta-sts TXT -> cache -> (fetch)] -> for each MX host:
  *       addresses -> [TLSA at the CNAME-expanded name, then at the MX host]
+ *                 '-> (insecure CNAME chain) [its first CNAME -> TLSA at the MX host]
  *       -> requirement -> for each address:
  *           connect -> 220 -> EHLO -> STARTTLS -> handshake -> verify -> EHLO
  *                              '-> (EHLO refused, plaintext allowed) HELO
@@ -49,6 +50,7 @@ typedef enum {
     P_STS_ADDR,
     P_STS_FETCH,
     P_ADDRS,
+    P_CNAME,
     P_TLSA,
     P_CONNECT,
     P_GREETING,
@@ -97,6 +99,8 @@ struct stp_nexthop_s {
     int addr_secure;
     char expanded[1024]; /* the current host after its CNAMEs, if they validated and it differs */
     int at_expanded;     /* the TLSA base domain is `expanded` (asked there, or found there) */
+    int partial;         /* the host's own CNAME validated, its expansion did not: TLSA at
+                          * the host only, the expansion no base and no reference name */
     stp_dns_result_t *tlsa; /* the current host's secure TLSA records, or NULL */
 
     sts_state_t sts;
@@ -142,12 +146,16 @@ static const char *tlsa_base(const stp_nexthop_t *nh)
     return nh->at_expanded ? nh->expanded : mx_host(nh);
 }
 
-/* " tlsa_base=NAME" for the log when the TLSA base domain is not the MX host, else "". */
+/* For the log, where TLSA records were used and the MX host is a CNAME:
+ * " tlsa_base=NAME" (its expansion), or " tlsa_base=HOST expansion=insecure"
+ * (the MX host, whose expansion did not validate); else "". */
 static const char *base_note(const stp_nexthop_t *nh, char *buf, size_t cap)
 {
     buf[0] = '\0';
     if (nh->at_expanded && nh->tlsa) {
         snprintf(buf, cap, " tlsa_base=%s", nh->expanded);
+    } else if (nh->partial && nh->tlsa) {
+        snprintf(buf, cap, " tlsa_base=%s expansion=insecure", mx_host(nh));
     }
     return buf;
 }
@@ -555,7 +563,8 @@ static void start_handshake(stp_nexthop_t *nh)
         }
     }
     /* SNI is the TLSA base domain (RFC 7672 8.1): the MX host, or its
-     * CNAME-expanded name where the TLSA records were found. */
+     * CNAME-expanded name where the TLSA records were found (never an
+     * expansion that did not validate). */
     stp_tls_engine_t *e =
         stp_tls_engine_new_client(nh->own_ctx ? nh->own_ctx : nh->ctx, tlsa_base(nh));
     if (e == NULL) {
@@ -579,7 +588,8 @@ static void check_peer(stp_nexthop_t *nh)
     if (nh->req == R_DANE) {
         /* DANE-TA(2) name checks (RFC 7672 3.2.3): the TLSA base domain,
          * the MX host (when the base is its CNAME expansion) and the
-         * next-hop domain; DANE-EE(3) checks none */
+         * next-hop domain; an expansion that did not validate is none of
+         * them (2.2.2); DANE-EE(3) checks none */
         const char *names[3] = {tlsa_base(nh), nh->domain, host};
         size_t nnames = nh->at_expanded ? 3 : 2;
         stp_dane_result_t d = stp_dane_verify(ssl, nh->tlsa->tlsa, nh->tlsa->ntlsa, names, nnames,
@@ -1074,6 +1084,54 @@ static void start_tlsa(stp_nexthop_t *nh, int at_expanded)
     }
 }
 
+/* The MX host's own CNAME could not be learnt (`why`): the host may be
+ * DANE's, so as after a failed TLSA lookup it is unusable for now (RFC 7672
+ * 2.1.1), never a reason for plaintext or MTA-STS. */
+static void cname_failed(stp_nexthop_t *nh, const char *why)
+{
+    nh->source = "dane";
+    nh->req = R_DANE;
+    if (would_refuse(nh, "CNAME lookup for %s failed: %s", mx_host(nh), why)) {
+        decide_host(nh); /* as if the host were not secure */
+        return;
+    }
+    refuse_temp(nh, "451 4.7.5", "dane", "CNAME lookup for %s failed: %s", mx_host(nh), why);
+    next_mx(nh);
+}
+
+/*
+ * The MX host's own CNAME record, asked when its address answer came through
+ * a CNAME chain that did not validate as a whole: the AD bit is the
+ * response's, so it cannot say whether the first link, the name the MX
+ * record lists, is in a signed zone. When that CNAME validated, the MX host
+ * is secure and its expansion is not: TLSA records are asked for at the MX
+ * host only, which is the TLSA base domain, SNI and reference name (RFC 7672
+ * 2.2.2; Postfix asks the same question). Insecure: no DANE, as before.
+ */
+static void on_cname(stp_dns_result_t *res, void *arg)
+{
+    stp_nexthop_t *nh = arg;
+    if (dns_answer_stale(nh, res)) {
+        return;
+    }
+    if (res->status == STP_DNS_OK && res->secure) {
+        stp_dns_result_free(res);
+        nh->partial = 1;
+        start_tlsa(nh, 0);
+        return;
+    }
+    if (stp_dns_answered(res->status) && !res->secure) {
+        stp_dns_result_free(res); /* the MX host is in an unsigned zone too */
+        decide_host(nh);
+        return;
+    }
+    /* Failed, or a validated answer that the name is no alias after all
+     * (the DNS changed between the two questions). */
+    const char *why = stp_dns_answered(res->status) ? "no longer a CNAME" : res->why; /* static */
+    stp_dns_result_free(res);
+    cname_failed(nh, why);
+}
+
 static void on_addrs(stp_dns_result_t *res, void *arg)
 {
     stp_nexthop_t *nh = arg;
@@ -1093,8 +1151,10 @@ static void on_addrs(stp_dns_result_t *res, void *arg)
     nh->addr_secure = res->secure;
     /* An MX host that is a CNAME: its expanded name is the first TLSA base
      * domain to try, when the whole chain validated (RFC 7672 2.2.2). An
-     * insecure chain leaves the addresses insecure: no TLSA lookup at all. */
-    if (res->secure && !stp_dns_name_eq(res->name, mx_host(nh))) {
+     * insecure chain leaves the addresses insecure: TLSA at the MX host
+     * only, if its own CNAME validated (on_cname). */
+    int cname = !stp_dns_name_eq(res->name, mx_host(nh));
+    if (res->secure && cname) {
         snprintf(nh->expanded, sizeof(nh->expanded), "%s", res->name);
     }
     stp_dns_result_free(res);
@@ -1104,6 +1164,17 @@ static void on_addrs(stp_dns_result_t *res, void *arg)
     /* TLSA only where the MX and address answers validated (RFC 7672 2.2). */
     if (dane && nh->mx_secure && nh->addr_secure) {
         start_tlsa(nh, nh->expanded[0] != '\0');
+        return;
+    }
+    /* An insecure chain may still start secure: ask the MX host's own CNAME. */
+    if (dane && nh->mx_secure && cname) {
+        nh->phase = P_CNAME;
+        nh->dns_pending++;
+        if (stp_resolver_cname(nh->res, mx_host(nh), on_cname, nh) == 0) {
+            return;
+        }
+        nh->dns_pending--; /* the MX host is a valid name: out of memory */
+        cname_failed(nh, "out of memory");
         return;
     }
     decide_host(nh);
@@ -1119,6 +1190,7 @@ static void next_mx(stp_nexthop_t *nh)
     nh->tlsa = NULL;
     nh->expanded[0] = '\0';
     nh->at_expanded = 0;
+    nh->partial = 0;
     nh->result.addr[0] = '\0';
     while (++nh->imx < (int)nh->nmx) {
         const char *host = mx_host(nh);

@@ -196,7 +196,24 @@ def zone(dane_hash, ta_hash=ZERO):
         # tls = secure: an MX host whose name ends in the recipient domain
         # without being below it (mxa vs a.example.test), and one below it
         "a IN MX 10 mxa", "sec IN MX 10 mx.sec", "mx.sec IN A 127.0.0.31",
+        # MX hosts whose own CNAME validates while the expansion is in the
+        # unsigned insecure.test (INSECURE): TLSA at the name the MX record
+        # lists only (RFC 7672 2.2.2): the right key, a wrong one, DANE-TA
+        "danepart IN MX 10 mxpc", "mxpc IN CNAME mxpz.insecure.test.",
+        "_25._tcp.mxpc IN TLSA 3 1 1 " + dane_hash,
+        "danepartbad IN MX 10 mxpc2", "mxpc2 IN CNAME mxpz2.insecure.test.",
+        "_25._tcp.mxpc2 IN TLSA 3 1 1 " + ZERO,
+        "danepartta IN MX 10 mxpct", "mxpct IN CNAME mxpz3.insecure.test.",
+        "_25._tcp.mxpct IN TLSA 2 1 1 " + ta_hash,
+        # an MX host in the unsigned zone that is a CNAME there: no DANE
+        "danecninsec IN MX 10 cn.insecure.test.",
     ]
+
+
+# unsigned: the ends of the CNAMEs above; TLSA records here are never trusted
+INSECURE = ["mxpz IN A 127.0.0.32", "mxpz2 IN A 127.0.0.33", "mxpz3 IN A 127.0.0.34",
+            "_25._tcp.mxpz3 IN TLSA 3 1 1 " + ZERO,
+            "cn IN CNAME mxpz2", "_25._tcp.cn IN TLSA 3 1 1 " + ZERO]
 
 
 # records changed after signing (dnsenv `tamper`): bogus, SERVFAIL
@@ -256,7 +273,8 @@ class MxBase(unittest.TestCase):
         self.other = (os.path.join(CERTS, "other.pem"), os.path.join(CERTS, "other.key"))
         self.dns = DnsEnv(self.tmp, extra={"example.test": zone(
             spki_sha256(self.other[0]), spki_sha256(os.path.join(CERTS, "dane-int.pem"))),
-                                           "bogus.test": BOGUS_TLSA}, tamper=TAMPER)
+                                           "bogus.test": BOGUS_TLSA, "insecure.test": INSECURE},
+                           tamper=TAMPER)
         self.addCleanup(self.dns.stop)
         self.https = PolicyServer(self.tmp, POLICIES)
         self.addCleanup(self.https.stop)
@@ -778,6 +796,107 @@ class Dane(MxBase):
         self.assertEqual(r["rcpt"][0][0], 451, (r, self.decisions()))
         self.assertIn("4.7.5 TLSA lookup for _25._tcp.mxk.bogus.test failed", r["rcpt"][0][1])
         self.assertEqual(h.commands(), [])
+
+    def test_dane_partial_cname_stripped_starttls_defers(self):
+        # mxpc.example.test CNAME mxpz.insecure.test: the CNAME validates,
+        # its expansion does not, TLSA at _25._tcp.mxpc: DANE applies (RFC
+        # 7672 2.2.2), so a stripped STARTTLS is no plaintext delivery
+        h = self.hop("127.0.0.32", "mxpz", mode="strip", cert=self.other)
+        port = self.start_proxy()
+        r = send(port, ["bob@danepart.example.test"])
+        self.assertEqual(r["rcpt"][0][0], 451, (r, self.decisions()))
+        self.assertIn("4.7.4", r["rcpt"][0][1])
+        self.assertEqual(h.stored(), [])
+        self.assertEqual(h.commands(), [])
+        self.assertTrue(any("mx=mxpc.example.test tlsa_base=mxpc.example.test expansion=insecure"
+                            in l and "source=dane" in l and "outcome=refused" in l
+                            for l in self.decisions()), self.decisions())
+
+    def test_dane_partial_cname_delivers(self):
+        h = self.hop("127.0.0.32", "mxpz", cert=self.other)  # the TLSA record's key
+        port = self.start_proxy()
+        r = send(port, ["bob@danepart.example.test"])
+        self.assertEqual(r["data"][0], 250, (r, self.decisions()))
+        self.assertEqual(h.stored()[0][-8:], "-tls.eml")
+        self.assertTrue(any("mx=mxpc.example.test tlsa_base=mxpc.example.test expansion=insecure"
+                            in l and "source=dane" in l and "outcome=tls_verified" in l
+                            for l in self.decisions()), self.decisions())
+        # SNI: the TLSA base domain, the listed name (never the insecure expansion)
+        self.assertIn("sni mxpc.example.test", h.proc.log())
+
+    def test_dane_partial_cname_wrong_key_defers(self):
+        h = self.hop("127.0.0.33", "mxpz2", cert=self.other)
+        port = self.start_proxy()
+        r = send(port, ["bob@danepartbad.example.test"])
+        self.assertEqual(r["rcpt"][0][0], 451, (r, self.decisions()))
+        self.assertIn("4.7.5 DANE verification of mxpc2.example.test failed", r["rcpt"][0][1])
+        self.assertEqual(h.stored(), [])
+        self.assertEqual(h.commands(), [])
+
+    def test_dane_ta_partial_cname_never_names_the_insecure_expansion(self):
+        # DANE-TA(2) at the listed name: the certificate must name it (or the
+        # recipient domain); the expansion did not validate, so a certificate
+        # naming only it is refused
+        for sans, ok in [(["mxpz3.insecure.test"], False), (["mxpct.example.test"], True)]:
+            h = self.hop("127.0.0.34", "mxpz3",
+                         cert=make_cert(self.tmp, "mxpz3", sans, ca="dane-int"))
+            port = self.proxy.port("out") if self.proxy else self.start_proxy()
+            r = send(port, ["bob@danepartta.example.test"])
+            if ok:
+                self.assertEqual(r["data"][0], 250, (sans, r, self.decisions()))
+                self.assertEqual(h.stored()[0][-8:], "-tls.eml")
+                self.assertTrue(any("tlsa_base=mxpct.example.test expansion=insecure" in l and
+                                    "outcome=tls_verified" in l for l in self.decisions()),
+                                self.decisions())
+            else:
+                self.assertEqual(r["rcpt"][0][0], 451, (sans, r, self.decisions()))
+                self.assertIn("4.7.5 DANE verification of mxpct.example.test failed",
+                              r["rcpt"][0][1])
+                self.assertEqual(h.stored(), [])
+            h.stop()
+            self.hops.remove(h)
+
+    def test_dane_partial_cname_failed_lookup_defers(self):
+        # the address answer ends insecure, and the question whether the
+        # listed name's own CNAME validated fails (SERVFAIL), or is answered
+        # by a validated "no such CNAME" (the DNS changed in between): DANE
+        # may apply, so deferred, never a plaintext delivery
+        for mode, why in [("cname-servfail", "SERVFAIL"), ("cname-gone", "no longer a CNAME")]:
+            with Responder(self.tmp, mode) as resp:
+                h = self.hop("127.0.0.35", "mxa", mode="strip")
+                port = self.start_proxy(resolver=resp.addr)
+                r = send(port, ["bob@part.test"])
+                self.assertEqual(r["rcpt"][0][0], 451, (mode, r, self.decisions()))
+                self.assertIn("4.7.5 CNAME lookup for mx.part.test failed", r["rcpt"][0][1])
+                self.assertIn(why, r["rcpt"][0][1])
+                self.assertEqual(h.commands(), [])
+                self.assertTrue(any("domain=part.test" in l and "source=dane" in l and
+                                    "outcome=refused" in l for l in self.decisions()),
+                                self.decisions())
+                self.assertEqual(self.proxy.stop(), 0, self.proxy.log()[-3000:])
+                self.proxy = None
+                h.stop()
+                self.hops.remove(h)
+
+    def test_partial_cname_lookup_failure_delivers_under_testing(self):
+        h = self.hop("127.0.0.35", "mxa", mode="strip")
+        with Responder(self.tmp, "cname-servfail") as resp:
+            port = self.start_proxy(resolver=resp.addr, listener={"testing": "yes"})
+            r = send(port, ["bob@part.test"])
+        self.assertEqual(r["data"][0], 250, (r, self.decisions()))
+        self.assertTrue(h.stored()[0].endswith("-plain.eml"), h.stored())
+        self.assert_would_refuse("CNAME lookup for mx.part.test failed")
+
+    def test_mx_host_cname_in_an_unsigned_zone_is_not_dane(self):
+        # cn.insecure.test CNAME mxpz2.insecure.test: the listed name is not
+        # secure either, its TLSA record (a wrong hash) is never used
+        h = self.hop("127.0.0.33", "mxpz2", mode="strip", cert=self.other)
+        port = self.start_proxy()
+        r = send(port, ["bob@danecninsec.example.test"])
+        self.assertEqual(r["data"][0], 250, (r, self.decisions()))
+        self.assertTrue(h.stored()[0].endswith("-plain.eml"), h.stored())
+        self.assertTrue(any("domain=danecninsec.example.test" in l and "source=config" in l and
+                            "policy=may" in l for l in self.decisions()), self.decisions())
 
     def test_insecure_tlsa_falls_back(self):
         # insecure.test is unsigned: its TLSA record (a wrong hash) is not trusted

@@ -17,6 +17,13 @@ Modes (every answer echoes the query's ID and question):
   mx         MX 20 b.example / 10 a.example / 10 c.example, AD=1
   longcname  a CNAME (AD=1) to a name of 198 bytes whose labels are bytes 0x01,
              763 characters in presentation form (\001 escapes); nothing else
+  cname-servfail, cname-gone
+             a domain whose MX (AD=1) is mx.part.test, a CNAME to
+             mx.unsigned.test, A 127.0.0.35: the address answers carry the
+             chain with AD=0 (its end is insecure), TXT and TLSA are
+             NXDOMAIN (AD=1); the CNAME question itself is SERVFAIL, or
+             (cname-gone) a validated NODATA: DNS that changed between the
+             two questions
 """
 import argparse
 import socket
@@ -49,6 +56,34 @@ def mx(pref, name):
         bytes([len(l)]) + l.encode() for l in name.split(".")) + b"\0"
 
 
+def wire(name):
+    return b"".join(bytes([len(l)]) + l.encode() for l in name.split(".")) + b"\0"
+
+
+def qtype(q):
+    return struct.unpack(">H", q[question_end(q) - 4:question_end(q) - 2])[0]
+
+
+def part_cname(q, mode, qs, base):
+    """The cname-* modes: see the module comment."""
+    t = qtype(q)
+    if t == 15:
+        return header(q, base | 0x20, 1) + qs + rr(QNAME, 15, mx(10, "mx.part.test"))
+    if t in (1, 28):
+        target = wire("mx.unsigned.test")
+        out = rr(QNAME, 5, target)
+        n = 1
+        if t == 1:
+            out += rr(target, 1, bytes([127, 0, 0, 35]))
+            n = 2
+        return header(q, base, n) + qs + out
+    if t == 5:
+        if mode == "cname-servfail":
+            return header(q, base | 2, 0) + qs
+        return header(q, base | 0x20, 0) + qs
+    return header(q, base | 0x20 | 3, 0) + qs  # TXT, TLSA, DNSKEY...: NXDOMAIN
+
+
 def answer(q, mode, tcp):
     qs = q[12:question_end(q)]
     rd = q[2] & 1
@@ -78,6 +113,8 @@ def answer(q, mode, tcp):
     if mode == "mx":
         return header(q, base | 0x20, 3) + qs + rr(QNAME, 15, mx(20, "b.example")) + rr(
             QNAME, 15, mx(10, "a.example")) + rr(QNAME, 15, mx(10, "c.example"))
+    if mode.startswith("cname-"):
+        return part_cname(q, mode, qs, base)
     if mode == "longcname":
         target = b"".join(b"\x3f" + b"\x01" * 63 for _ in range(3)) + b"\x04test\x00"
         return header(q, base | 0x20, 1) + qs + rr(QNAME, 5, target)
