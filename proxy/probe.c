@@ -63,6 +63,10 @@ typedef struct {
     char names[MAX_NAMES][256];
     int nnames;
     char tlsa_base[1024]; /* the TLSA base domain: the host, or its CNAME expansion */
+    char expanded[1024];  /* the host after its CNAMEs, "" when it is no alias */
+    int host_secure;      /* the host's own name validated (its addresses, or its CNAME) */
+    int cname_status;     /* stp_dns_status_t of the host's own CNAME, when it was asked */
+    int cname_failed;     /* that lookup failed where delivery asks it: it defers */
     int tlsa_status;      /* stp_dns_status_t */
     int tlsa_failed;      /* a TLSA lookup delivery makes failed (bogus, SERVFAIL...) */
     int tlsa_secure;
@@ -431,6 +435,16 @@ static void verdict(const probe_t *p, const stp_domain_policy_t *pol, mx_report_
         snprintf(m->reason, sizeof(m->reason), "%s", m->smtp_err);
         return;
     }
+    if (dane_level && m->cname_failed) {
+        /* the host may be DANE's: as a failed TLSA lookup (nexthop.c) */
+        m->verdict = "defer";
+        snprintf(m->reason, sizeof(m->reason), "CNAME lookup for %s failed (%s)", m->host,
+                 m->cname_status == STP_DNS_OK || m->cname_status == STP_DNS_NODATA ||
+                         m->cname_status == STP_DNS_NXDOMAIN
+                     ? "no longer a CNAME"
+                     : stp_dns_status_name((stp_dns_status_t)m->cname_status));
+        return;
+    }
     if (dane_level && m->tlsa_failed) {
         /* never a reason to fall back, to MTA-STS or plaintext (nexthop.c) */
         m->verdict = "defer";
@@ -598,6 +612,9 @@ static void print_text(const probe_t *p, const char *domain, const stp_domain_po
         }
         if (strcmp(m->tlsa_base, m->host) != 0) {
             text_row("TLSA base", "%s (the MX host's CNAME expansion)", m->tlsa_base);
+        } else if (m->expanded[0] && m->host_secure && !m->addr_secure) {
+            text_row("TLSA base", "%s (the MX host: its CNAME validated, not the expansion %s)",
+                     m->tlsa_base, m->expanded);
         }
         text_row("verdict", "%s: %s", m->verdict, m->reason);
     }
@@ -660,6 +677,9 @@ static void print_json(const probe_t *p, const char *domain, const stp_domain_po
         }
         fprintf(f, "],\"tlsa_base_domain\":");
         json_str(f, m->tlsa_base);
+        fprintf(f, ",\"expanded_name\":");
+        json_str(f, m->expanded);
+        fprintf(f, ",\"host_dnssec\":%s", m->host_secure ? "true" : "false");
         fprintf(f, ",\"tlsa_lookup\":");
         json_str(f, stp_dns_status_name((stp_dns_status_t)m->tlsa_status));
         fprintf(f, ",\"tlsa_dnssec\":%s,\"dane\":", m->tlsa_secure ? "true" : "false");
@@ -714,9 +734,23 @@ static void probe_mx(probe_t *p, const stp_domain_policy_t *pol, mx_report_t *m,
                                 "%s%s", i ? ", " : "", s);
     }
     /* TLSA as delivery looks for them: at the CNAME-expanded name first
-     * when the chain validated, then at the MX host (RFC 7672 2.2.2). */
+     * when the chain validated, then at the MX host; when only the MX
+     * host's own CNAME validated, at the MX host only (RFC 7672 2.2.2). */
+    int cname = !stp_dns_name_eq(a->name, m->host);
+    if (cname) {
+        snprintf(m->expanded, sizeof(m->expanded), "%s", a->name);
+    }
+    m->host_secure = a->secure;
+    if (!a->secure && cname) {
+        stp_dns_result_t *c = wait_dns(p, stp_resolver_cname(p->res, m->host, on_dns, p));
+        m->cname_status = c ? (int)c->status : STP_DNS_ERROR;
+        m->host_secure = c && c->status == STP_DNS_OK && c->secure;
+        m->cname_failed = mx_secure && !m->host_secure &&
+                          (c == NULL || !stp_dns_answered(c->status) || c->secure);
+        stp_dns_result_free(c);
+    }
     stp_dns_result_t *t = NULL;
-    if (a->secure && !stp_dns_name_eq(a->name, m->host)) {
+    if (a->secure && cname) {
         t = wait_dns(p, stp_resolver_tlsa(p->res, a->name, 25, on_dns, p));
         int failed = t && !stp_dns_answered(t->status);
         if (failed || (t && t->status == STP_DNS_OK && t->secure && t->ntlsa > 0)) {
@@ -732,12 +766,13 @@ static void probe_mx(probe_t *p, const stp_domain_policy_t *pol, mx_report_t *m,
     }
     m->tlsa_status = t ? (int)t->status : STP_DNS_ERROR;
     m->tlsa_secure = t && t->secure;
-    m->tlsa_failed = a->secure && mx_secure && !stp_dns_answered((stp_dns_status_t)m->tlsa_status);
+    m->tlsa_failed =
+        m->host_secure && mx_secure && !stp_dns_answered((stp_dns_status_t)m->tlsa_status);
     for (size_t i = 0; t && i < t->ntlsa && i < 8; i++) {
         tlsa_text(&t->tlsa[i], m->tlsa[m->ntlsa++], sizeof(m->tlsa[0]));
     }
     int usable =
-        t && t->status == STP_DNS_OK && t->secure && t->ntlsa > 0 && a->secure && mx_secure;
+        t && t->status == STP_DNS_OK && t->secure && t->ntlsa > 0 && m->host_secure && mx_secure;
     probe_smtp(p, m, (const struct sockaddr *)&a->addr[0], usable ? t : NULL);
     if (m->starttls < 0 && a->naddr > 1 && m->smtp_err[0]) {
         /* the first address did not answer: try the next, as delivery would */

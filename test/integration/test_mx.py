@@ -1380,7 +1380,7 @@ if __name__ == "__main__":
 class Probe(MxBase):
     """`smtp-tls-proxy probe DOMAIN`: what the administrator sees."""
 
-    def probe(self, domain, *args, policies=""):
+    def probe(self, domain, *args, policies="", resolver=None):
         ini = os.path.join(self.tmp, "probe.ini")
         with open(ini, "w") as f:
             f.write("""[proxy]
@@ -1396,7 +1396,8 @@ ca_file = %s/ca.pem
 mode = outbound
 listen = 127.0.0.1:%d
 route = mx
-""" % (self.dns.resolver, self.mx_port, self.https.port, CERTS, CERTS, free_port()) + policies)
+""" % (resolver or self.dns.resolver, self.mx_port, self.https.port, CERTS, CERTS,
+       free_port()) + policies)
         p = subprocess.run([BIN, "probe", domain, "-c", ini] + list(args), capture_output=True,
                            timeout=60)
         return p.returncode, p.stdout.decode(), p.stderr.decode()
@@ -1450,6 +1451,38 @@ route = mx
         rc, out, err = self.probe("danecn.example.test")
         self.assertIn("  TLSA base    mxp.example.test (the MX host's CNAME expansion)",
                       out.splitlines())
+
+    def test_probe_dane_partial_cname(self):
+        # the MX host's own CNAME validates, its expansion (unsigned) does
+        # not: TLSA at the listed name, as delivery asks (RFC 7672 2.2.2)
+        self.hop("127.0.0.32", "mxpz", cert=self.other)
+        rc, out, err = self.probe("danepart.example.test", "--json")
+        self.assertEqual(rc, 0, err)
+        m = json.loads(out)["mx"][0]
+        self.assertEqual((m["dane"], m["verdict"]), ("match", "deliver (DANE)"), m)
+        self.assertEqual(m["tlsa"], ["3 1 1 " + spki_sha256(self.other[0])])
+        self.assertEqual((m["host"], m["tlsa_base_domain"], m["expanded_name"]),
+                         ("mxpc.example.test", "mxpc.example.test", "mxpz.insecure.test"), m)
+        self.assertEqual((m["addresses_dnssec"], m["host_dnssec"], m["tlsa_dnssec"]),
+                         (False, True, True), m)
+        rc, out, err = self.probe("danepart.example.test")
+        self.assertIn("  TLSA base    mxpc.example.test (the MX host: its CNAME validated, not "
+                      "the expansion mxpz.insecure.test)", out.splitlines())
+        # an MX host in an unsigned zone: no DANE, whatever its TLSA record says
+        rc, out, err = self.probe("danecninsec.example.test", "--json")
+        m = json.loads(out)["mx"][0]
+        self.assertEqual((m["expanded_name"], m["host_dnssec"], m["dane"]),
+                         ("mxpz2.insecure.test", False, "not checked"), m)
+        self.assertNotEqual(m["verdict"], "deliver (DANE)", m)
+
+    def test_probe_partial_cname_failed_lookup_defers_as_delivery(self):
+        self.hop("127.0.0.35", "mxa")
+        with Responder(self.tmp, "cname-servfail") as resp:
+            rc, out, err = self.probe("part.test", "--json", resolver=resp.addr)
+        self.assertEqual(rc, 0, err)
+        m = json.loads(out)["mx"][0]
+        self.assertEqual((m["verdict"], m["reason"]),
+                         ("defer", "CNAME lookup for mx.part.test failed (servfail)"), m)
 
     def test_probe_unusable_tlsa_dane_and_dane_only(self):
         self.hop("127.0.0.20", "mxj", cert=self.other)
