@@ -408,13 +408,9 @@ class Unreachable(unittest.TestCase):
 
 
 
-class UnsolicitedReply(unittest.TestCase):
-    """A reply the backend sends without a command in flight (a second
-    reply to one command, or one out of nowhere) is a backend out of step
-    with the client: relayed, it would be read as the answer to the
-    client's next command, a 250 for a RCPT or a final dot the backend never
-    saw. The client gets 421 4.4.2 instead, never that 2xx, and the session
-    ends as backend-protocol."""
+class ScriptedBackend(unittest.TestCase):
+    """The backend is this test's own socket (self.conn, read through
+    self.backend): it says 220 and answers EHLO, then the test scripts it."""
 
     def setUp(self):
         self.tmp = tmpdir()
@@ -440,14 +436,26 @@ class UnsolicitedReply(unittest.TestCase):
         self.conn.sendall(b"250-backend.test\r\n250 8BITMIME\r\n")
         self.assertEqual(self.c.reply()[0], 250)
 
+    def session_fields(self):
+        self.assertTrue(poll(lambda: self.p.log_lines("session")), self.p.log())
+        return log_fields(self.p.log_lines("session")[0])
+
+
+class UnsolicitedReply(ScriptedBackend):
+    """A reply the backend sends without a command in flight (a second
+    reply to one command, or one out of nowhere) is a backend out of step
+    with the client: relayed, it would be read as the answer to the
+    client's next command, a 250 for a RCPT or a final dot the backend never
+    saw. The client gets 421 4.4.2 instead, never that 2xx, and the session
+    ends as backend-protocol."""
+
     def assert_421_and_closed(self, code, lines):
         self.assertEqual(code, 421, "the backend's unsolicited reply reached the client: %s"
                          % lines)
         self.assertTrue(lines[0].startswith("421 4.4.2"), lines)
         self.assertTrue(self.c.closed())
         self.assertNotIn(b"unsolicited", self.c.buf)
-        self.assertTrue(poll(lambda: self.p.log_lines("session")), self.p.log())
-        f = log_fields(self.p.log_lines("session")[0])
+        f = self.session_fields()
         self.assertEqual(f["result"], "backend-protocol", f)
         # the proxy let go of the backend too (saying QUIT first)
         self.assertIn(self.backend.read(), (b"", b"QUIT\r\n"))
@@ -465,3 +473,58 @@ class UnsolicitedReply(unittest.TestCase):
         self.conn.sendall(b"250 2.1.0 Ok\r\n250 2.1.5 unsolicited\r\n")
         self.assertEqual(self.c.reply(), (250, ["250 2.1.0 Ok"]))
         self.assert_421_and_closed(*self.c.reply())
+
+
+class BackendSays421(ScriptedBackend):
+    """A backend that says 421 (shutting down, its own idle timeout, too
+    busy) is closing the session: the client gets that 421 as the backend
+    wrote it, then the proxy closes the connection, and the session ends
+    as backend-closed. Whatever the client pipelined behind the command the
+    421 answered gets no reply of its own (RFC 5321 3.8: after a 421 the
+    client must not expect more), and nothing of it reaches the backend."""
+
+    def assert_relayed_and_closed(self, code, lines):
+        self.assertEqual((code, lines), (421, ["421 4.3.2 backend.test shutting down"]))
+        self.assertTrue(self.c.closed())
+        self.assertEqual(self.c.buf, b"", "more than the 421 reached the client")
+        f = self.session_fields()
+        self.assertEqual(f["result"], "backend-closed", f)
+        self.assertEqual(self.p.stop(), 0, self.p.log()[-3000:])
+
+    def test_421_between_commands(self):
+        """The backend's idle timeout: a 421 with no command in flight."""
+        self.conn.sendall(b"421 4.3.2 backend.test shutting down\r\n")
+        self.assert_relayed_and_closed(*self.c.reply())
+
+    def test_421_to_mail_with_more_pipelined(self):
+        self.c.send(b"MAIL FROM:<a@example.test>\r\nRCPT TO:<b@example.test>\r\nDATA\r\n")
+        self.assertEqual(self.backend.readline(), b"MAIL FROM:<a@example.test>\r\n")
+        self.conn.sendall(b"421 4.3.2 backend.test shutting down\r\n")
+        self.assert_relayed_and_closed(*self.c.reply())
+        # the backend saw the group the client pipelined (the proxy forwards
+        # it in one write) and nothing after its 421 but a possible QUIT
+        rest = self.backend.read()
+        self.assertTrue(rest.startswith(b"RCPT TO:<b@example.test>\r\nDATA\r\n")
+                        or rest in (b"", b"QUIT\r\n"), rest)
+        self.assertNotIn(b"\r\n.\r\n", rest)
+
+    def test_421_to_the_final_dot_is_no_acceptance(self):
+        """The message is not accepted: the sender must keep it."""
+        self.c.send(b"MAIL FROM:<a@example.test>\r\n")
+        self.backend.readline()
+        self.conn.sendall(b"250 2.1.0 Ok\r\n")
+        self.assertEqual(self.c.reply()[0], 250)
+        self.c.send(b"RCPT TO:<b@example.test>\r\n")
+        self.backend.readline()
+        self.conn.sendall(b"250 2.1.5 Ok\r\n")
+        self.assertEqual(self.c.reply()[0], 250)
+        self.c.send(b"DATA\r\n")
+        self.backend.readline()
+        self.conn.sendall(b"354 go ahead\r\n")
+        self.assertEqual(self.c.reply()[0], 354)
+        self.c.send(b"Subject: x\r\n\r\nbody\r\n.\r\n")
+        self.assertTrue(poll(lambda: b"\r\n.\r\n" in self.conn.recv(65536, socket.MSG_PEEK)))
+        self.conn.sendall(b"421 4.3.2 backend.test shutting down\r\n")
+        self.assert_relayed_and_closed(*self.c.reply())
+        f = log_fields(self.p.log_lines("message")[0])
+        self.assertEqual((f["result"], f["code"]), ("tempfail", "421"), f)
