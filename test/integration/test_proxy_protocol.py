@@ -190,6 +190,44 @@ class MappedAddress(unittest.TestCase):
         self.assertEqual([x["client"] for x in sess], ["192.0.2.7:40000"], proxy.log())
 
 
+class HeaderTimeout(unittest.TestCase):
+    """An allowed peer that sends no PROXY header, or only part of one, is
+    closed without a greeting after 5 s (README: a load balancer sends it at
+    once), logged proxy_protocol result=timeout; nothing reaches the
+    backend, and the session's slot (max_connections) is given back."""
+
+    def test_silent_and_partial_headers_time_out(self):
+        tmp = tmpdir()
+        self.addCleanup(shutil.rmtree, tmp, True)
+        sink = Sink(tmp)
+        self.addCleanup(sink.stop)
+        proxy = Proxy(tmp, {"in": {"backend": "127.0.0.1:%d" % sink.port,
+                                   "proxy_protocol": "yes", "proxy_from": "127.0.0.1/32",
+                                   "max_connections": "2"}})
+        self.addCleanup(proxy.stop)
+        socks = []
+        for first in (b"", b"PROXY TCP4 192.0.2.9 127.0.0.1 4"):
+            s = socket.create_connection(("127.0.0.1", proxy.port("in")), timeout=15)
+            self.addCleanup(s.close)
+            s.sendall(first)
+            socks.append(s)
+        for s in socks:
+            self.assertEqual(s.recv(512), b"", "no greeting before the header, then closed")
+        self.assertTrue(poll(lambda: len(proxy.log_lines("proxy_protocol")) == 2))
+        for l in proxy.log_lines("proxy_protocol"):
+            self.assertEqual(log_fields(l)["result"], "timeout", l)
+        self.assertTrue(poll(lambda: len(proxy.log_lines("session")) == 2))
+        for l in proxy.log_lines("session"):
+            self.assertEqual(log_fields(l)["result"], "proxy-protocol", l)
+        self.assertEqual(sink.lines(), [], "the backend was contacted")
+        # both slots are free again: a well-behaved load balancer gets through
+        for _ in range(2):
+            s = socket.create_connection(("127.0.0.1", proxy.port("in")), timeout=10)
+            self.addCleanup(s.close)
+            s.sendall(b"PROXY TCP4 192.0.2.9 127.0.0.1 40000 25\r\n")
+            self.assertTrue(s.recv(512).startswith(b"220 "))
+
+
 class HeaderAndClientHelloTogether(unittest.TestCase):
     """Implicit TLS behind a load balancer that sends the PROXY header and
     the client's ClientHello in one segment: the bytes behind the header
