@@ -1569,3 +1569,77 @@ route = mx
         rc, out, err = self.probe("nullmx.example.test", "--json")
         self.assertEqual(rc, 1)
         self.assertIn("null MX", json.loads(out)["error"])
+
+
+class LocalReplies(MxBase):
+    """Under route = mx the proxy is the legacy MTA's SMTP server until a
+    RCPT names a domain: it answers the session's own commands itself, with
+    the replies a strict MTA gives, and reuses one next-hop connection for
+    the domain's following transactions."""
+
+    def test_second_message_to_the_same_domain_reuses_the_connection(self):
+        h = self.hop("127.0.0.11", "mxa")
+        port = self.start_proxy()
+        c = self.legacy_client(port, 30)
+        for n in (1, 2):
+            r = send(port, ["bob%d@d1.example.test" % n], sender="a%d@legacy.example" % n,
+                     client=c)
+            self.assertEqual((r["rcpt"][0][0], r["data"][0]), (250, 250), (n, r))
+        self.assertEqual(c.cmd("QUIT")[0], 221)
+        self.assertEqual(len(h.stored()), 2)
+        log = h.proc.log()
+        self.assertEqual(log.count("hello EHLO"), 2, log)  # one connection: EHLO, STARTTLS, EHLO
+        # the second transaction is the remembered MAIL replayed, then its RCPT
+        self.assertEqual([l for l in h.commands() if "MAIL" in l or "RCPT" in l],
+                         ["command MAIL FROM:<a1@legacy.example> tls=True",
+                          "command RCPT TO:<bob1@d1.example.test> tls=True",
+                          "command MAIL FROM:<a2@legacy.example> tls=True",
+                          "command RCPT TO:<bob2@d1.example.test> tls=True"])
+        msgs = [harness.log_fields(l) for l in self.proxy.log_lines("message")]
+        self.assertEqual([(m["from"], m["rcpts"], m["result"]) for m in msgs],
+                         [("<a1@legacy.example>", "1", "accepted"),
+                          ("<a2@legacy.example>", "1", "accepted")], msgs)
+
+    def test_session_commands_answered_locally(self):
+        h = self.hop("127.0.0.11", "mxa")
+        port = self.start_proxy()
+        c = Client(port, timeout=30)
+        self.addCleanup(c.close)
+        self.assertEqual(c.reply()[0], 220)
+        expect = [
+            ("MAIL FROM:<a@legacy.example>", "503 5.5.1 Error: send HELO/EHLO first"),
+            ("HELO legacy.example", "250 "),
+            ("RCPT TO:<bob@d1.example.test>", "503 5.5.1 Error: need MAIL command"),
+            ("DATA", "503 5.5.1 Error: need MAIL command"),
+            ("MAIL FROM:<a@legacy.example", "501 5.1.7 "),
+            ("MAIL FROM:<a@legacy.example> BOGUS=1", "555 5.5.4 "),
+            ("MAIL FROM:<a@legacy.example>", "250 2.1.0 Ok"),
+            ("MAIL FROM:<b@legacy.example>", "503 5.5.1 Error: nested MAIL command"),
+            ("RCPT TO:<bob@d1.example.test> NOTIFY=NEVER", "555 5.5.4 "),
+            ("RCPT TO:<bob>", "550 5.1.3 "),
+            ("RCPT TO:<bob@d1.example.test", "501 "),
+            ("DATA", "554 5.5.1 Error: no valid recipients"),
+            ("VRFY bob", "252 2.5.2 "),
+            ("EXPN list", "502 5.5.1 "),
+            ("HELP", "502 5.5.1 "),
+            ("ETRN d1.example.test", "502 5.5.1 "),
+            ("AUTH PLAIN AGJvYgBzZWNyZXQ=", "502 5.5.1 "),
+            ("NOOP", "250 2.0.0 Ok"),
+            ("RSET", "250 2.0.0 Ok"),
+            ("DATA", "503 5.5.1 Error: need MAIL command"),
+        ]
+        for cmd, want in expect:
+            code, lines = c.cmd(cmd)
+            self.assertTrue(lines[-1].startswith(want), (cmd, lines))
+        # HELO asked for no extensions: none offered; EHLO offers the proxy's
+        self.assertEqual(c.cmd("HELO legacy.example")[1], ["250 mx.example.test"])
+        code, lines = c.cmd("EHLO legacy.example")
+        self.assertEqual(code, 250)
+        self.assertEqual(lines[1:], ["250-SIZE", "250-8BITMIME", "250-ENHANCEDSTATUSCODES",
+                                     "250 SMTPUTF8"])
+        # none of it reached (or even contacted) a next hop, and the session still works
+        self.assertEqual(h.proc.log().count("hello "), 0, h.proc.log())
+        r = send(port, ["bob@d1.example.test"], client=c)
+        self.assertEqual(r["data"][0], 250, r)
+        self.assertEqual(c.cmd("QUIT")[0], 221)
+        self.assertEqual(len(h.stored()), 1)
