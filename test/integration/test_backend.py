@@ -406,6 +406,29 @@ class Unreachable(unittest.TestCase):
         code, lines = c.reply()
         self.assertIn(code // 100, (4, 5), lines)
 
+    def test_backend_closing_before_its_greeting_is_421(self):
+        """A backend that accepts and closes at once (a tcpwrapper refusal,
+        an overloaded MTA): the client is told 421 4.4.2 at its greeting,
+        not left to a timeout, and the session says backend-lost."""
+        srv = socket.socket()
+        srv.bind(("127.0.0.1", 0))
+        srv.listen(8)
+        self.addCleanup(srv.close)
+        p = self.proxy(srv.getsockname()[1], greeting_timeout="30s")
+        c = Client(p.port())
+        self.addCleanup(c.close)
+        srv.settimeout(10)
+        conn, _ = srv.accept()
+        conn.close()
+        code, lines = c.reply()
+        self.assertEqual(code, 421, lines)
+        self.assertTrue(lines[0].startswith("421 4.4.2 "), lines)
+        self.assertIn("mail server closed the connection", lines[0])
+        self.assertTrue(c.closed())
+        self.assertEqual(p.stop(), 0)
+        f = log_fields([l for l in p.log().splitlines() if " session " in l][0])
+        self.assertEqual(f["result"], "backend-lost", f)
+
 
 
 class ScriptedBackend(unittest.TestCase):

@@ -142,6 +142,28 @@ class Behaviour(unittest.TestCase):
         self.assertIn("decision=testing-override", p.log())
         self.assertIn("would_refuse=", p.log())
 
+    def test_next_hop_failing_around_its_tls_session_defers(self):
+        """The next hop says 554 instead of 220, refuses EHLO inside TLS, or
+        closes with that EHLO unanswered: the legacy MTA is refused at its
+        greeting with 421 4.4.2 naming what happened (it keeps its mail and
+        retries), nothing is stored, and the session says why."""
+        for mode, why, result in (
+                ("greet-554", "refused the connection (554)", "next-hop-refused"),
+                ("ehlo2-550", "rejected EHLO after TLS (550)", "next-hop-refused"),
+                ("ehlo2-drop", "lost", "next-hop-lost")):
+            hop = NextHop(self.tmp, mode, "ecdsa")
+            self.addCleanup(hop.stop)
+            p = self.proxy(hop.port)
+            got = attempt(p.port("out"))
+            self.assertEqual(got[:2], ("refused", 421), (mode, got))
+            self.assertTrue(got[2].startswith("421 4.4.2 "), (mode, got))
+            self.assertIn(why, got[2], (mode, got))
+            self.assertEqual(hop.stored(), [], mode)
+            self.assertEqual(p.stop(), 0)
+            sess = [l for l in p.log().splitlines() if " session " in l]
+            self.assertEqual(len(sess), 1, p.log())
+            self.assertIn("result=%s" % result, sess[0])
+
     def test_testing_mode_still_refuses_an_injection(self):
         """`testing = yes` retries a failed handshake in plaintext, but bytes
         injected behind the 220 to STARTTLS leave no plaintext way: refused
@@ -667,6 +689,22 @@ class ConnectionCache(unittest.TestCase):
         self.assertEqual(self.hop.stored(), ["0001-tls.eml"])
         self.assertNotIn("connection=reused", self.p.log())
         self.assertEqual(self.p.stop(), 0)
+
+    def test_next_hop_closing_at_reuse_connects_anew(self):
+        """rset-close: the parked connection closes when the reuse RSET
+        arrives (the next hop's idle timeout, just then): the session goes
+        on over a new connection, the legacy MTA never sees it."""
+        self.start("rset-close")
+        self.session()
+        self.session()
+        self.assertTrue(poll(lambda: len(self.hop.stored()) == 2))
+        self.assertEqual(self.connections(), 2)
+        self.assertEqual(len(self.hop_log("rset-close")), 1)
+        self.assertEqual(self.cache_events(), {"parked": 2, "reuse_failed": 1})
+        self.assertEqual(self.p.stop(), 0)
+        self.assertIn('connection=reuse-failed reason="connection closed"', self.p.log())
+        for l in self.p.log_lines("session"):
+            self.assertIn("result=ok", l)
 
     def test_silent_next_hop_at_reuse_connects_anew(self):
         """rset-silent: the parked connection never answers the reuse RSET;

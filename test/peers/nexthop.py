@@ -67,6 +67,10 @@ def serve(c, a, count, lock):
     try:
         if a.greet_delay:
             time.sleep(a.greet_delay)
+        if a.mode == "greet-554":  # no SMTP service here (RFC 5321 3.1)
+            conn.send(b"554 5.3.2 nexthop.example.test not accepting mail\r\n")
+            conn.line()  # the client's QUIT, or its close
+            return
         conn.send(b"220 nexthop.example.test ESMTP\r\n")
         while True:
             l = conn.line()
@@ -76,6 +80,11 @@ def serve(c, a, count, lock):
             if u.startswith(b"EHLO") or u.startswith(b"HELO"):
                 sys.stderr.write("hello %s tls=%s\n" % (l.decode(errors="replace"), conn.tls))
                 sys.stderr.flush()
+            if u.startswith(b"EHLO") and conn.tls and a.mode == "ehlo2-550":
+                conn.send(b"550 5.7.1 nexthop.example.test go away\r\n")
+                continue
+            if u.startswith(b"EHLO") and conn.tls and a.mode == "ehlo2-drop":
+                return  # closed with the EHLO inside TLS unanswered
             if u.startswith(b"EHLO"):
                 if a.mode == "helo-only":
                     conn.send(b"502 5.5.1 EHLO not supported\r\n")
@@ -179,6 +188,10 @@ def serve(c, a, count, lock):
                 sys.stderr.write("rset-extra tls=%s\n" % conn.tls)
                 sys.stderr.flush()
                 conn.send(b"250 2.0.0 Ok\r\n250 2.0.0 Ok\r\n")
+            elif u == b"RSET" and a.mode == "rset-close":
+                sys.stderr.write("rset-close tls=%s\n" % conn.tls)
+                sys.stderr.flush()
+                return  # closed with the RSET unanswered
             elif u == b"RSET" and a.mode == "rset-silent":
                 sys.stderr.write("rset-silent tls=%s\n" % conn.tls)
                 sys.stderr.flush()
