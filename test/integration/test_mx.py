@@ -207,6 +207,11 @@ def zone(dane_hash, ta_hash=ZERO):
         "_25._tcp.mxpct IN TLSA 2 1 1 " + ta_hash,
         # an MX host in the unsigned zone that is a CNAME there: no DANE
         "danecninsec IN MX 10 cn.insecure.test.",
+        # an _mta-sts record whose policy cannot be fetched: the policy
+        # server has no policy for it (404); no address for its policy host
+        "stsnopol IN MX 10 mxa", '_mta-sts.stsnopol IN TXT "v=STSv1; id=1"',
+        "mta-sts.stsnopol IN A 127.0.0.1",
+        "stsnoaddr IN MX 10 mxa", '_mta-sts.stsnoaddr IN TXT "v=STSv1; id=1"',
     ]
 
 
@@ -1317,6 +1322,54 @@ class MtaSts(MxBase):
         self.assertIn("4.7.5", r["rcpt"][0][1])
         self.assertEqual(bad.stored(), [], self.proxy.log())
         self.assertIn("action=use-cached", self.proxy.log())
+
+
+    def test_policy_that_cannot_be_fetched_is_no_policy(self):
+        """RFC 8461 3.3: an _mta-sts record whose policy cannot be fetched
+        (here: the policy host's certificate does not name it, or it has no
+        address), with no cached policy, is delivered as if the domain had
+        no MTA-STS, and the failure is logged."""
+        h = self.hop("127.0.0.11", "mxa")
+        port = self.start_proxy()
+        for dom in ("stsnopol", "stsnoaddr"):
+            r = send(port, ["bob@%s.example.test" % dom])
+            self.assertEqual(r["data"][0], 250, (dom, r))
+        self.assertEqual(len(h.stored()), 2)
+        log = self.proxy.log()
+        self.assertRegex(log, r"mta_sts id=\S+ domain=stsnopol.example.test fetch=\S+ error=")
+        self.assertIn('domain=stsnoaddr.example.test fetch=failed error="no address for '
+                      'mta-sts.stsnoaddr.example.test"', log)
+        for dom in ("stsnopol", "stsnoaddr"):
+            self.assertRegex(log, r"mta_sts id=\S+ domain=%s.example.test action=fetch-failed "
+                                  r"policy=none" % dom)
+
+    def test_cached_policy_enforced_when_a_new_policy_cannot_be_fetched(self):
+        """The domain announces a new policy id but its policy server is
+        gone: the cached enforce policy stays in force (RFC 8461 5.1), so an
+        MX presenting a certificate for another name is refused."""
+        good = self.hop("127.0.0.19", "mxi")
+        port = self.start_proxy()
+        r = send(port, ["bob@sts2.example.test"])
+        self.assertEqual(r["data"][0], 250, r)
+        self.assertIn("action=fetched", self.proxy.log())
+        self.assertEqual(self.proxy.stop(), 0)
+        self.proxy = None
+        good.stop()
+        self.hops.remove(good)
+        self.https.stop()
+        dns = DnsEnv(os.path.join(self.tmp, "newid"),
+                     extra={"example.test": [l.replace("id=7", "id=8") for l in zone(ZERO)]})
+        self.addCleanup(dns.stop)
+        bad = self.hop("127.0.0.19", "mxi", cert=self.certs["mxa"])
+        port = self.start_proxy(resolver=dns.resolver)
+        r = send(port, ["bob@sts2.example.test"])
+        self.assertEqual(r["rcpt"][0][0], 451, r)
+        self.assertIn("4.7.5", r["rcpt"][0][1])
+        self.assertEqual(bad.stored(), [], self.proxy.log())
+        log = self.proxy.log()
+        self.assertRegex(log, r"mta_sts id=\S+ domain=sts2.example.test fetch=connect error=")
+        self.assertRegex(log, r"mta_sts id=\S+ domain=sts2.example.test action=fetch-failed "
+                              r"policy=enforce")
 
 
 class Remembered(MxBase):
