@@ -212,6 +212,8 @@ def zone(dane_hash, ta_hash=ZERO):
         "stsnopol IN MX 10 mxa", '_mta-sts.stsnopol IN TXT "v=STSv1; id=1"',
         "mta-sts.stsnopol IN A 127.0.0.1",
         "stsnoaddr IN MX 10 mxa", '_mta-sts.stsnoaddr IN TXT "v=STSv1; id=1"',
+        # MX hosts without addresses: the only one; the first of two
+        "badmx IN MX 10 nohost", "badmx2 IN MX 10 nohost", "badmx2 IN MX 20 mxa",
     ]
 
 
@@ -617,6 +619,31 @@ class Routing(MxBase):
             self.assertTrue(c.silent(0.5))
             c.close()
         self.assertTrue(poll(lambda: self.proxy.log().count(" session id=") == 3), self.proxy.log())
+
+    def test_domain_that_does_not_exist_is_refused(self):
+        """NXDOMAIN (validated) for the recipient domain: a permanent
+        refusal at RCPT, 550 5.1.2, with no connection anywhere."""
+        h = self.hop("127.0.0.11", "mxa")
+        port = self.start_proxy()
+        r = send(port, ["bob@nosuchdomain.example.test"])
+        self.assertEqual(r["rcpt"][0][0], 550, r)
+        self.assertIn("5.1.2", r["rcpt"][0][1])
+        self.assertIn("nosuchdomain.example.test does not exist", r["rcpt"][0][1])
+        self.assertEqual(h.proc.log().count("hello "), 0)
+
+    def test_mx_host_without_address_is_skipped(self):
+        """An MX host name with no address record: the next MX is tried; a
+        domain whose only MX has none is deferred (never bounced: a DNS
+        fault the owner can mend)."""
+        h = self.hop("127.0.0.11", "mxa")
+        port = self.start_proxy()
+        r = send(port, ["bob@badmx2.example.test"])
+        self.assertEqual(r["data"][0], 250, r)
+        self.assertEqual(len(h.stored()), 1)
+        r = send(port, ["bob@badmx.example.test"])
+        self.assertEqual(r["rcpt"][0], (451, "451 4.4.4 address lookup for nohost.example.test "
+                                             "failed: no such domain"), r)
+        self.assertEqual(len(h.stored()), 1)
 
     def test_no_mx_uses_the_address(self):
         h = self.hop("127.0.0.3", "nomx")
