@@ -620,6 +620,28 @@ class Routing(MxBase):
             c.close()
         self.assertTrue(poll(lambda: self.proxy.log().count(" session id=") == 3), self.proxy.log())
 
+    def test_mx_host_failing_at_each_step_defers(self):
+        """The MX host fails at its greeting, STARTTLS, the handshake, or the
+        EHLO inside TLS: the RCPT is deferred with a code and text that say
+        which, and nothing is stored."""
+        port = self.start_proxy(policies="[policy:d1.example.test]\ntls = encrypt\n")
+        for mode, want in (
+                ("greet-554", "451 4.4.1 mxa.example.test [127.0.0.11:%d] refused the "
+                              "connection (554)" % self.mx_port),
+                ("refuse454", "451 4.7.4 TLS is required, but host mxa.example.test refused "
+                              "STARTTLS (454)"),
+                ("drop-in-handshake", "451 4.7.5 "),
+                ("ehlo2-550", "451 4.4.2 mxa.example.test rejected EHLO after TLS (550)"),
+                ("ehlo2-drop", "451 4.4.2 mxa.example.test [127.0.0.11:%d] closed the "
+                               "connection" % self.mx_port)):
+            h = self.hop("127.0.0.11", "mxa", mode=mode)
+            r = send(port, ["bob@d1.example.test"])
+            self.assertEqual(r["rcpt"][0][0], 451, (mode, r))
+            self.assertTrue(r["rcpt"][0][1].startswith(want), (mode, r))
+            self.assertEqual(h.stored(), [], mode)
+            h.stop()
+            self.hops.remove(h)
+
     def test_domain_that_does_not_exist_is_refused(self):
         """NXDOMAIN (validated) for the recipient domain: a permanent
         refusal at RCPT, 550 5.1.2, with no connection anywhere."""
