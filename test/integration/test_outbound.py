@@ -10,10 +10,11 @@ import os
 import signal
 import shutil
 import subprocess
+import threading
 import time
 import unittest
 
-from harness import (CERTS, Client, NextHop, Process, Proxy, Sink, Syscalls, free_port, poll, split_trace,
+from harness import (ASAN, CERTS, Client, NextHop, Process, Proxy, Sink, Syscalls, free_port, poll, split_trace,
                      tmpdir)
 
 LEVELS = ("none", "may", "encrypt", "verify", "secure")
@@ -163,6 +164,47 @@ class Behaviour(unittest.TestCase):
             sess = [l for l in p.log().splitlines() if " session " in l]
             self.assertEqual(len(sess), 1, p.log())
             self.assertIn("result=%s" % result, sess[0])
+
+    def test_next_hop_reading_slowly_holds_the_legacy_mta_back(self):
+        """slow-data: the next hop reads nothing of the message for 2 s. The
+        proxy buffers at most its write queue (the TLS records for the next
+        hop), stops reading the legacy MTA meanwhile, and goes on when the
+        next hop reads: the 16 MB arrive whole, over TLS, and the proxy's
+        memory does not grow with them."""
+        hop = NextHop(self.tmp, "slow-data", "ecdsa")
+        self.addCleanup(hop.stop)
+        p = self.proxy(hop.port)
+        c = Client(p.port("out"), timeout=60)
+        self.addCleanup(c.close)
+        self.assertEqual(c.reply()[0], 220)
+        self.assertEqual(c.cmd("EHLO legacy.example")[0], 250)
+        self.assertEqual(c.cmd("MAIL FROM:<a@example.test>")[0], 250)
+        self.assertEqual(c.cmd("RCPT TO:<b@example.test>")[0], 250)
+        self.assertEqual(c.cmd("DATA")[0], 354)
+        line = b"y" * 78 + b"\r\n"
+        body = line * (16 * 1024 * 1024 // len(line))
+
+        def rss_kb():
+            with open("/proc/%d/status" % p.pid) as f:
+                return int([l for l in f if l.startswith("VmRSS:")][0].split()[1])
+
+        before = rss_kb()
+        sent = []
+        t = threading.Thread(target=lambda: (c.sock.sendall(body + b".\r\n"), sent.append(1)),
+                             daemon=True)
+        t.start()
+        time.sleep(1.5)  # the next hop reads nothing yet
+        self.assertFalse(sent, "16 MB went into a next hop that reads nothing")
+        grown = rss_kb() - before
+        self.assertLess(grown, 16384 if ASAN else 4096,
+                        "the proxy buffered %d kB for the stalled next hop" % grown)
+        t.join(40)
+        self.assertTrue(sent)
+        self.assertEqual(c.reply()[0], 250)
+        self.assertEqual(hop.stored(), ["0001-tls.eml"])
+        with open(os.path.join(hop.maildir, "0001-tls.eml"), "rb") as f:
+            got = f.read()
+        self.assertTrue(got.endswith(body), "the message did not arrive whole")
 
     def test_testing_mode_still_refuses_an_injection(self):
         """`testing = yes` retries a failed handshake in plaintext, but bytes

@@ -205,6 +205,8 @@ def serve(c, a, count, lock):
                 conn.send(b"250 2.0.0 Ok\r\n")
             elif u == b"DATA":
                 conn.send(b"354 go ahead\r\n")
+                if a.mode == "slow-data":  # reads nothing of the message for 2 s
+                    time.sleep(2)
                 lines = []
                 while True:
                     l = conn.line()
