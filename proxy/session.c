@@ -1341,10 +1341,13 @@ static void client_on_eof(stp_conn_t *c, const char *err)
     }
     if (s->quit_seen && err == NULL) {
         finish(s, NULL, "ok", NULL);
-    } else if (err == NULL && s->state == S_COMMAND && !is_mx(s) && pq_has_backend(s)) {
+    } else if (err == NULL && s->state == S_COMMAND && pq_has_backend(s)) {
         /* shutdown(SHUT_WR) right after the final dot: the reply to it
          * still reaches the client (which would otherwise send the message
-         * again), as with a server that reads no further ahead */
+         * again), as with a server that reads no further ahead. route = mx
+         * too: a QUIT held behind the dot (mx_wait) is answered after it;
+         * during an MX attempt nothing is owed to the backend yet, so the
+         * session ends at once and the attempt is cancelled. */
         s->client_eof = 1;
     } else {
         if (s->tls == T_HANDSHAKE) {
@@ -2464,6 +2467,7 @@ static void mx_on_nexthop(const stp_nexthop_result_t *r, void *arg)
         resume(s);
         arm_timers(s);
         drain_if_idle(s); /* a stop that came during the attempt */
+        after_client_eof(s); /* a client that half-closed with commands held behind it */
         return;
     }
     c->cb = &backend_cb;
@@ -2495,6 +2499,7 @@ static void mx_on_nexthop(const stp_nexthop_result_t *r, void *arg)
     if (!s->paused) {
         resume(s);
     }
+    after_client_eof(s); /* the MAIL refused here: nothing owed to a client that left */
     update_reading(s);
     arm_timers(s);
 }

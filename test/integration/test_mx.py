@@ -547,6 +547,101 @@ class Routing(MxBase):
         self.assertEqual(hop.proc.log().count("mail-421 MAIL FROM:"), 2, hop.proc.log())
         self.assertEqual(c.cmd("QUIT")[0], 221)
 
+    def test_half_close_after_the_final_dot_gets_the_acceptance(self):
+        # The legacy MTA sends the final dot (alone, or with QUIT behind it),
+        # then shutdown(SHUT_WR), and reads on. The MX host stores the
+        # message and answers 0.5 s later (slow): its 250 must reach the
+        # legacy MTA (and then the 221), or the legacy MTA sends the message
+        # again. It got EOF at once, and the log said messages=0.
+        h = self.hop("127.0.0.11", "mxa", mode="slow")
+        port = self.start_proxy()
+        for n, quit in enumerate((False, True), 1):
+            c = self.legacy_client(port, 20)
+            self.assertEqual(c.cmd("MAIL FROM:<a@legacy.example>")[0], 250)
+            self.assertEqual(c.cmd("RCPT TO:<bob@d1.example.test>")[0], 250)
+            self.assertEqual(c.cmd("DATA")[0], 354)
+            c.send(b"Subject: half-close\r\n\r\nbody\r\n.\r\n" + (b"QUIT\r\n" if quit else b""))
+            c.sock.shutdown(socket.SHUT_WR)
+            code, lines = c.reply()
+            self.assertEqual((code, lines), (250, ["250 2.0.0 Ok: queued"]), (quit, lines))
+            if quit:
+                self.assertEqual(c.reply()[0], 221)
+            self.assertTrue(c.closed(), quit)
+            self.assertEqual(c.buf, b"", quit)
+            self.assertEqual(len(h.stored()), n)
+            self.assertTrue(poll(lambda: self.proxy.log().count(" session id=") == n),
+                            self.proxy.log()[-3000:])
+        lines = self.proxy.log().splitlines()
+        msgs = [l for l in lines if " message id=" in l]
+        self.assertEqual(len(msgs), 2, msgs)
+        self.assertTrue(all("result=accepted code=250" in l for l in msgs), msgs)
+        sessions = [l for l in lines if " session id=" in l]
+        self.assertTrue(all("messages=1 " in l for l in sessions), sessions)
+        self.assertIn("result=client-closed", sessions[0])
+        self.assertIn("result=ok", sessions[1])
+
+    def test_half_close_elsewhere_gets_what_is_owed_and_no_more(self):
+        # shutdown(SHUT_WR) at other points of a transaction: whatever reply
+        # the next hop owes for a command already sent reaches the legacy
+        # MTA, then the session ends; nothing is delivered without a dot and
+        # no 250 is ever said for mail that was not. (The RCPT's and the
+        # DATA's replies were dropped: the session ended at once.)
+        slow = self.hop("127.0.0.11", "mxa", mode="slow")
+        late = self.hop("127.0.0.13", "mxb", greet_delay=2)  # d2: mxdown refuses, then mxb
+        port = self.start_proxy()
+        sessions = lambda: self.proxy.log().count(" session id=")
+
+        # during the MX attempt: nothing is owed yet; the attempt is cancelled
+        c = self.legacy_client(port, 20)
+        self.assertEqual(c.cmd("MAIL FROM:<a@legacy.example>")[0], 250)
+        c.send(b"RCPT TO:<bob@d2.example.test>\r\n")
+        c.sock.shutdown(socket.SHUT_WR)
+        self.assertTrue(c.closed())
+        self.assertEqual(c.buf, b"")
+        self.assertTrue(poll(lambda: sessions() == 1), self.proxy.log()[-3000:])
+
+        # the RCPT replayed on the connection of the message before it: its
+        # reply is the next hop's; the next hop gets QUIT
+        c = self.legacy_client(port, 20)
+        self.assertEqual(send(port, ["bob@d1.example.test"], client=c)["data"][0], 250)
+        self.assertEqual(c.cmd("MAIL FROM:<a@legacy.example>")[0], 250)
+        c.send(b"RCPT TO:<carol@d1.example.test>\r\n")
+        c.sock.shutdown(socket.SHUT_WR)
+        self.assertEqual(c.reply(), (250, ["250 2.0.0 Ok"]))
+        self.assertTrue(c.closed())
+        self.assertEqual(c.buf, b"")
+        self.assertTrue(poll(lambda: sessions() == 2), self.proxy.log()[-3000:])
+        self.assertTrue(poll(lambda: slow.proc.log().count("bye ") == 1), slow.proc.log())
+
+        # DATA sent: its 354 is relayed; no content can follow, so the next
+        # hop's connection is closed inside DATA and nothing is stored
+        c = self.legacy_client(port, 20)
+        self.assertEqual(c.cmd("MAIL FROM:<a@legacy.example>")[0], 250)
+        self.assertEqual(c.cmd("RCPT TO:<dave@d1.example.test>")[0], 250)
+        c.send(b"DATA\r\n")
+        c.sock.shutdown(socket.SHUT_WR)
+        self.assertEqual(c.reply()[0], 354)
+        self.assertTrue(c.closed())
+        self.assertEqual(c.buf, b"")
+        self.assertTrue(poll(lambda: sessions() == 3), self.proxy.log()[-3000:])
+
+        # inside DATA, without the final dot: nothing is stored, no reply
+        c = self.legacy_client(port, 20)
+        self.assertEqual(c.cmd("MAIL FROM:<a@legacy.example>")[0], 250)
+        self.assertEqual(c.cmd("RCPT TO:<erin@d1.example.test>")[0], 250)
+        self.assertEqual(c.cmd("DATA")[0], 354)
+        c.send(b"Subject: cut\r\n\r\nno end\r\n")
+        c.sock.shutdown(socket.SHUT_WR)
+        self.assertTrue(c.closed())
+        self.assertEqual(c.buf, b"")
+        self.assertTrue(poll(lambda: sessions() == 4), self.proxy.log()[-3000:])
+
+        self.assertEqual(len(slow.stored()), 1)  # the one message with its dot
+        self.assertEqual(late.commands(), [])
+        log = self.proxy.log()
+        self.assertEqual(log.count(" message id="), 1, log[-3000:])
+        self.assertEqual(log.count("result=client-closed"), 4, log[-3000:])
+
     def test_stop_during_a_failing_attempt(self):
         # SIGTERM while an attempt runs: the attempt fails (the MX greets
         # too late), the RCPT gets its 4xx and right behind it the 421 of

@@ -25,7 +25,9 @@ mail-421 (421 to MAIL, then closes), mail-421-linger (421 to MAIL, then
 keeps the connection open 5 s before closing: a client must not go on using
 it), rset-421 (421 to RSET, then closes: a server that timed the session
 out as the client came back to it), rset-silent (never answers RSET), rset-extra (answers RSET with two 250
-replies in one segment).
+replies in one segment), slow (0.5 s before answering MAIL, RCPT, DATA
+and the final dot: a busy MTA; the message is stored before that wait, as a
+real one commits before it replies).
 QUIT is logged on stderr as a "bye" line, the SNI a client sends as "sni NAME".
 """
 import argparse
@@ -202,8 +204,12 @@ def serve(c, a, count, lock):
                 # "hello ..."), for tests that check what arrived where
                 sys.stderr.write("command %s tls=%s\n" % (l.decode(errors="replace"), conn.tls))
                 sys.stderr.flush()
+                if a.mode == "slow" and not u.startswith(b"RSET") and not u == b"NOOP":
+                    time.sleep(0.5)
                 conn.send(b"250 2.0.0 Ok\r\n")
             elif u == b"DATA":
+                if a.mode == "slow":
+                    time.sleep(0.5)
                 conn.send(b"354 go ahead\r\n")
                 if a.mode == "slow-data":  # reads nothing of the message for 2 s
                     time.sleep(2)
@@ -227,6 +233,8 @@ def serve(c, a, count, lock):
                                           "-auth" if conn.authed else "")
                 with open(os.path.join(a.maildir, name), "wb") as f:
                     f.write(b"\r\n".join(lines) + b"\r\n")
+                if a.mode == "slow":
+                    time.sleep(0.5)  # stored, the reply not yet sent
                 if a.mode == "dot-421-behind":
                     # the dot's reply and a 421 in one segment; stays open
                     conn.send(b"250 2.0.0 Ok: queued\r\n421 4.4.2 nexthop.example.test closing soon\r\n")
