@@ -230,6 +230,7 @@ static void mx_mail_replied(stp_session_t *s, const stp_reply_t *r);
 static void mx_end_transaction(stp_session_t *s, int reset_next_hop);
 static void mx_message_done(stp_session_t *s, int ok);
 static void mx_up_gone(stp_session_t *s);
+static void mx_rset_refused(stp_session_t *s, const stp_reply_t *r);
 static void mx_greet(stp_session_t *s);
 static void drop_kept_ehlo(stp_session_t *s);
 
@@ -1644,7 +1645,9 @@ static void handle_reply(stp_session_t *s, const stp_reply_t *r)
     if (p.kind == P_INTERNAL && p.verb == V_MAIL_REPLAY) {
         mx_mail_replied(s, r);
     } else if (p.kind == P_INTERNAL) {
-        if (!ok) {
+        if (!ok && is_mx(s)) {
+            mx_rset_refused(s, r);
+        } else if (!ok) {
             stp_log(STP_LOG_WARN, "backend id=%s internal RSET answered %d", s->id, r->code);
         }
     } else {
@@ -2351,6 +2354,22 @@ static void mx_up_gone(stp_session_t *s)
         s->mx_txn_lost = 1; /* accepted recipients are gone with it: DATA gets a 4xx */
     }
     mx_drop_up(s);
+}
+
+/* The next hop did not answer the proxy's own RSET (after a refused DATA,
+ * the legacy MTA's RSET or EHLO) with 2xx: a 421 says it is closing (it may
+ * keep the socket open a while), anything else leaves its transaction state
+ * unknown. Either way the connection is not used again: the next RCPT
+ * connects anew, as after a 421 between commands or to MAIL. */
+static void mx_rset_refused(stp_session_t *s, const stp_reply_t *r)
+{
+    size_t len;
+    const char *t = stp_reply_text(r, 0, &len);
+    char esc[200];
+    stp_log_escape(esc, sizeof(esc), t, len);
+    stp_log(STP_LOG_WARN, "mx id=%s domain=%s next_hop=%s rset_reply=\"%d %s\" connection=dropped",
+            s->id, s->mx_domain, s->next_hop_str, r->code, esc);
+    mx_up_gone(s);
 }
 
 /* The transaction is over (final reply, RSET, EHLO, refused DATA). */

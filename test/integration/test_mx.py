@@ -642,6 +642,58 @@ class Routing(MxBase):
         self.assertEqual(log.count(" message id="), 1, log[-3000:])
         self.assertEqual(log.count("result=client-closed"), 4, log[-3000:])
 
+    def test_next_hop_421_to_the_proxys_rset_reconnects(self):
+        # The MX host refuses DATA (554); the proxy's own RSET after it gets
+        # 421 and the connection stays open 1 s before it is closed. The
+        # next transaction's RCPT goes over a new connection; it was
+        # replayed on the closing one and got 421, which ended the legacy
+        # MTA's session.
+        h = self.hop("127.0.0.11", "mxa", mode="data-554-rset-421")
+        port = self.start_proxy()
+        c = self.legacy_client(port, 20)
+        for n in (1, 2):
+            self.assertEqual(c.cmd("MAIL FROM:<a@legacy.example>")[0], 250)
+            code, lines = c.cmd("RCPT TO:<bob@d1.example.test>")
+            self.assertEqual(code, 250, (n, lines))
+            code, lines = c.cmd("DATA")
+            self.assertEqual(code, 554, (n, lines))
+        self.assertEqual(c.cmd("QUIT")[0], 221)
+        self.assertEqual(h.proc.log().count("hello EHLO mx.example.test tls=False"), 2,
+                         h.proc.log())
+        self.assertEqual(h.proc.log().count("rset-421 "), 2, h.proc.log())
+        self.assertEqual(h.stored(), [])
+        self.assertEqual(self.proxy.log().count(
+            'rset_reply="421 4.4.2 nexthop.example.test closing connection" connection=dropped'),
+            2, self.proxy.log()[-3000:])
+
+    def test_next_hop_refusing_the_proxys_rset_is_not_reused(self):
+        # The MX host refuses the proxy's own RSET (502), after a refused
+        # DATA and after the legacy MTA's RSET, and keeps the transaction
+        # open: the connection is given up (QUIT) and the next RCPT goes over
+        # a new one. It was reused, and the RCPT got the next hop's 503 to
+        # the replayed MAIL ("nested MAIL command").
+        h = self.hop("127.0.0.11", "mxa", mode="data-554-rset-502")
+        port = self.start_proxy()
+        c = self.legacy_client(port, 20)
+        self.assertEqual(c.cmd("MAIL FROM:<a@legacy.example>")[0], 250)
+        self.assertEqual(c.cmd("RCPT TO:<bob@d1.example.test>")[0], 250)
+        self.assertEqual(c.cmd("DATA")[0], 554)
+        self.assertEqual(c.cmd("MAIL FROM:<a@legacy.example>")[0], 250)
+        code, lines = c.cmd("RCPT TO:<bob@d1.example.test>")
+        self.assertEqual(code, 250, lines)
+        self.assertEqual(c.cmd("RSET")[0], 250)
+        self.assertEqual(c.cmd("MAIL FROM:<a@legacy.example>")[0], 250)
+        code, lines = c.cmd("RCPT TO:<bob@d1.example.test>")
+        self.assertEqual(code, 250, lines)
+        self.assertEqual(c.cmd("QUIT")[0], 221)
+        log = h.proc.log()
+        self.assertNotIn("nested ", log)
+        self.assertEqual(log.count("hello EHLO mx.example.test tls=False"), 3, log)
+        self.assertEqual(log.count("rset-502 "), 2, log)
+        self.assertTrue(poll(lambda: h.proc.log().count("bye ") == 3), h.proc.log())
+        self.assertEqual(self.proxy.log().count('rset_reply="502 5.5.2 Error: command not '
+                                                'recognized" connection=dropped'), 2)
+
     def test_stop_during_a_failing_attempt(self):
         # SIGTERM while an attempt runs: the attempt fails (the MX greets
         # too late), the RCPT gets its 4xx and right behind it the 421 of

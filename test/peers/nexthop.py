@@ -27,7 +27,11 @@ it), rset-421 (421 to RSET, then closes: a server that timed the session
 out as the client came back to it), rset-silent (never answers RSET), rset-extra (answers RSET with two 250
 replies in one segment), slow (0.5 s before answering MAIL, RCPT, DATA
 and the final dot: a busy MTA; the message is stored before that wait, as a
-real one commits before it replies).
+real one commits before it replies), rset-502 (refuses RSET with 502 and
+keeps the transaction: a MAIL behind it gets 503 nested MAIL),
+data-554-rset-421 (554 to DATA, then 421 to RSET, the connection kept open
+1 s before closing), data-554-rset-502 (554 to DATA, then RSET refused as in
+rset-502).
 QUIT is logged on stderr as a "bye" line, the SNI a client sends as "sni NAME".
 """
 import argparse
@@ -50,6 +54,7 @@ class Conn:
         self.buf = b""
         self.tls = False
         self.authed = False
+        self.txn = False  # a MAIL was accepted and not yet ended (rset-502 modes)
 
     def line(self):
         while b"\n" not in self.buf:
@@ -181,6 +186,21 @@ def serve(c, a, count, lock):
                 if a.mode == "mail-421-linger":
                     time.sleep(5)
                 return
+            elif u == b"RSET" and a.mode == "data-554-rset-421":
+                sys.stderr.write("rset-421 tls=%s\n" % conn.tls)
+                sys.stderr.flush()
+                conn.send(b"421 4.4.2 nexthop.example.test closing connection\r\n")
+                time.sleep(1)  # closing, but not at once: a client must not go on using it
+                return
+            elif u == b"RSET" and a.mode in ("rset-502", "data-554-rset-502"):
+                sys.stderr.write("rset-502 tls=%s\n" % conn.tls)
+                sys.stderr.flush()
+                conn.send(b"502 5.5.2 Error: command not recognized\r\n")
+            elif u.startswith(b"MAIL") and conn.txn and a.mode in ("rset-502",
+                                                                    "data-554-rset-502"):
+                sys.stderr.write("nested %s\n" % l.decode(errors="replace"))
+                sys.stderr.flush()
+                conn.send(b"503 5.5.1 Error: nested MAIL command\r\n")
             elif u == b"RSET" and a.mode == "rset-421":
                 sys.stderr.write("rset-421 tls=%s\n" % conn.tls)
                 sys.stderr.flush()
@@ -206,7 +226,12 @@ def serve(c, a, count, lock):
                 sys.stderr.flush()
                 if a.mode == "slow" and not u.startswith(b"RSET") and not u == b"NOOP":
                     time.sleep(0.5)
+                conn.txn = not u.startswith(b"RSET") and (conn.txn or u.startswith(b"MAIL"))
                 conn.send(b"250 2.0.0 Ok\r\n")
+            elif u == b"DATA" and a.mode.startswith("data-554-"):
+                sys.stderr.write("data-554 tls=%s\n" % conn.tls)
+                sys.stderr.flush()
+                conn.send(b"554 5.7.1 nexthop.example.test no DATA from you\r\n")
             elif u == b"DATA":
                 if a.mode == "slow":
                     time.sleep(0.5)
@@ -233,6 +258,7 @@ def serve(c, a, count, lock):
                                           "-auth" if conn.authed else "")
                 with open(os.path.join(a.maildir, name), "wb") as f:
                     f.write(b"\r\n".join(lines) + b"\r\n")
+                conn.txn = False
                 if a.mode == "slow":
                     time.sleep(0.5)  # stored, the reply not yet sent
                 if a.mode == "dot-421-behind":
