@@ -131,6 +131,7 @@ struct stp_session_s {
     unsigned rset_due : 1;      /* the RSET after STARTTLS goes out with the next command */
     unsigned up_private : 1;    /* outbound: the next hop saw more than envelopes (AUTH, HELO...) */
     unsigned up_reused : 1;     /* outbound: up was taken from the connection cache */
+    unsigned up_unsure : 1;     /* outbound: an RSET was refused; the next hop's state is unknown */
 
     char tls_version[16];
     char tls_cipher[64];
@@ -1706,6 +1707,12 @@ static void handle_reply(stp_session_t *s, const stp_reply_t *r)
             }
             s->paused = 0;
             break;
+        case STP_CMD_RSET:
+            relay(s, r);
+            if (!ok) {
+                s->up_unsure = 1; /* never parked (up_park) */
+            }
+            break;
         case STP_CMD_QUIT:
             relay(s, r);
             finish(s, NULL, "ok", NULL);
@@ -1881,7 +1888,8 @@ static void up_note_ehlo(stp_session_t *s)
  * listener's current configuration, between transactions, and carrying
  * nothing of this session but envelopes and messages (no AUTH, no EHLO or
  * HELO of the legacy MTA's own: up_private). RSET at reuse ends a
- * transaction the legacy MTA left open. upc exists only with
+ * transaction the legacy MTA left open; one whose RSET the next hop refused
+ * (up_unsure) is not parked: that RSET would fail too. upc exists only with
  * connection_cache_time (outbound, relay or original-dst: config.c) and is
  * always the conn `up` points to.
  */
@@ -1895,6 +1903,7 @@ static void up_park(stp_session_t *s)
         s->draining || l->draining || l->retired || s->rt != l->rt ||
         (s->rp != NULL && !stp_reply_parser_idle(s->rp)) ||
         s->up_extra != 0 || /* the next hop said more in this read (a 421 behind the 250) */
+        s->up_unsure ||     /* it refused an RSET: a transaction may still be open */
         uv_now(s->loop) - u->born_ms >= s->conf->connection_reuse_time ||
         (s->conf->connection_reuse_count && u->uses >= s->conf->connection_reuse_count)) {
         return;

@@ -698,6 +698,32 @@ class ConnectionCache(unittest.TestCase):
         self.assertIn('connection=reuse-failed reason="RSET answered 250 with more behind it"',
                       self.p.log())
 
+    def test_connection_whose_rset_was_refused_is_never_parked(self):
+        """rset-502: the next hop refuses the legacy MTA's RSET (relayed as
+        it is) and keeps its transaction open: the connection's state is
+        unknown, so it is not parked but gets QUIT, and the next session
+        connects anew. It was parked, and the next session found it only to
+        see its RSET check fail (reuse_failed)."""
+        self.start("rset-502")
+        c = Client(self.p.port("out"))
+        try:
+            self.assertEqual(c.reply()[0], 220)
+            self.assertEqual(c.cmd("EHLO exchange01.corp.local")[0], 250)
+            self.assertEqual(c.cmd("MAIL FROM:<a@example.test>")[0], 250)
+            self.assertEqual(c.cmd("RCPT TO:<b@example.test>")[0], 250)
+            self.assertEqual(c.cmd("RSET"), (502, ["502 5.5.2 Error: command not recognized"]))
+            self.assertEqual(c.cmd("QUIT")[0], 221)
+        finally:
+            c.close()
+        self.assertTrue(poll(lambda: self.hop_log("bye ") == ["bye tls=True"], timeout=3),
+                        self.hop.proc.log())
+        self.session()
+        self.assertTrue(poll(lambda: len(self.hop.stored()) == 1))
+        self.assertEqual(self.connections(), 2)
+        self.assertEqual(len(self.hop_log("rset-502")), 1)
+        self.assertEqual(self.cache_events(), {"parked": 1})
+        self.assertEqual(self.p.stop(), 0)
+
     def test_connection_made_before_a_reload_is_never_reused_after_it(self):
         """A session whose next hop connection was made under tls = may (a
         certificate that does not verify) ends after a reload to tls =
