@@ -76,7 +76,7 @@ enum {
 };
 
 typedef enum { P_BACKEND = 1, P_LOCAL, P_INTERNAL } pending_kind_t;
-typedef enum { A_NONE = 0, A_STARTTLS, A_CLOSE, A_QUIT } pending_action_t;
+typedef enum { A_NONE = 0, A_STARTTLS, A_CLOSE, A_QUIT, A_BDAT } pending_action_t;
 
 typedef struct {
     unsigned char kind;
@@ -202,6 +202,8 @@ static _Atomic unsigned session_counter; /* shared: ids stay unique across worke
 
 /* The backend (or next hop) connection is gone in the middle of a session. */
 #define LOST_421 "421 4.4.2 Error: connection to mail server lost\r\n"
+/* BDAT without CHUNKING offered: see the STP_CMD_BDAT case of handle_line(). */
+#define BDAT_502 "502 5.5.1 Error: BDAT (CHUNKING) not supported, closing connection\r\n"
 
 static void finish(stp_session_t *s, const char *reply, const char *result, const char *error);
 static void process(stp_session_t *s, const char *p, size_t n);
@@ -744,6 +746,8 @@ static void start_client_tls(stp_session_t *s)
     stp_conn_start_tls(&s->client, e);
 }
 
+static void bdat_refused(stp_session_t *s);
+
 static void flush_queue(stp_session_t *s)
 {
     while (s->pq_len && pq_at(s, 0)->kind == P_LOCAL && s->state != S_CLOSING) {
@@ -759,6 +763,8 @@ static void flush_queue(stp_session_t *s)
             finish(s, NULL, "shutdown", NULL);
         } else if (p.action == A_QUIT) {
             finish(s, NULL, "ok", NULL);
+        } else if (p.action == A_BDAT) {
+            bdat_refused(s);
         }
     }
 }
@@ -1072,7 +1078,19 @@ static void handle_line(stp_session_t *s, const char *line, size_t len)
         return;
 
     case STP_CMD_BDAT:
-        local_reply(s, "502 5.5.1 Error: BDAT (CHUNKING) not supported\r\n", A_NONE);
+        /* CHUNKING is never offered, so the proxy does not follow BDAT's
+         * framing: the octets behind the line are a message chunk, and
+         * read as commands they would run at the backend (a transaction
+         * made of message text) and put the client, which expects one
+         * reply per BDAT, out of step. So nothing behind the line is
+         * read; the replies owed before it are relayed, then this one,
+         * and the session ends (RFC 5321 7.8). A 5xx, not 421: by RFC 3030
+         * 2 it fails the message, so the sender bounces it instead of
+         * retrying the same BDAT for days. Not 521 (what Postfix says):
+         * RFC 7504 3 keeps that for hosts that never accept mail. */
+        s->discard_input = 1;
+        s->paused = 1;
+        local_reply(s, BDAT_502, A_BDAT);
         return;
 
     case STP_CMD_TURN:
@@ -1201,15 +1219,32 @@ static size_t trace_header(stp_session_t *s, char *buf, size_t size)
     return stp_trace_header(&t, buf, size);
 }
 
-/* The message ended but is refused by the proxy: the backend connection is
- * dropped before the final dot, so the legacy MTA discards what it got. */
-static void data_refuse(stp_session_t *s)
+/* A message refused by the proxy itself; reply: its CRLF-ended reply. */
+static void log_refused(stp_session_t *s, const char *reply)
 {
     s->rejected++;
     stp_log(STP_LOG_INFO, "message id=%s.%u client=%s from=\"%s\" result=refused reason=\"%.*s\"",
             s->id, s->messages + s->rejected, s->peer_str, s->mail_from,
-            (int)strlen(s->msg_abort) - 2, s->msg_abort); /* without its CRLF */
+            (int)strlen(reply) - 2, reply); /* without its CRLF */
     stp_sm_message(s->conf->name, 0, 0);
+}
+
+/* The BDAT refusal has reached the client (the replies owed before it
+ * first). A transaction with accepted recipients was a message sent with
+ * BDAT: it gets its line, like a message the proxy refuses after DATA. */
+static void bdat_refused(stp_session_t *s)
+{
+    if (s->mail_from[0] != '\0' && s->rcpts) {
+        log_refused(s, BDAT_502);
+    }
+    finish(s, NULL, "protocol", "BDAT without CHUNKING");
+}
+
+/* The message ended but is refused by the proxy: the backend connection is
+ * dropped before the final dot, so the legacy MTA discards what it got. */
+static void data_refuse(stp_session_t *s)
+{
+    log_refused(s, s->msg_abort);
     stp_conn_close(s->up);
     finish(s, s->msg_abort, "message-refused", "bare CR/LF or size in DATA");
 }

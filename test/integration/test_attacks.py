@@ -3,7 +3,12 @@ boundary. Each test shows the exchange it expects; the backend's transcript
 proves what never reached it.
 """
 
-from harness import BODY, BODY_UNSTUFFED, ProxyCase, log_fields, parse_trace, poll, split_trace
+import shutil
+import unittest
+
+from harness import (BODY, BODY_UNSTUFFED, Client, Proxy, ProxyCase, Sink, log_fields,
+                     parse_trace, poll, split_trace, tmpdir)
+from test_mx import MxBase
 
 MUST_STARTTLS = "530 5.7.0 Must issue a STARTTLS command first"
 
@@ -249,14 +254,17 @@ class RefusedCommands(ProxyCase):
         c.cmd("EHLO x.example")
         for cmd, want in (("XCLIENT ADDR=192.0.2.1 NAME=trusted.example", "550 5.7.0"),
                           ("XFORWARD ADDR=192.0.2.1", "550 5.7.0"),
-                          ("xclient addr=192.0.2.1", "550 5.7.0"),
-                          ("BDAT 10 LAST", "502 5.5.1")):
+                          ("xclient addr=192.0.2.1", "550 5.7.0")):
             code, lines = c.cmd(cmd)
             self.assertTrue(lines[0].startswith(want), (cmd, lines))
         c.starttls()
         c.cmd("EHLO x.example")
         self.assertTrue(c.cmd("XCLIENT ADDR=192.0.2.1")[1][0].startswith("550 5.7.0"))
         self.assertEqual(self.send_message(c)[0], 250)
+        # BDAT (CHUNKING is never offered) ends the session: see BdatChunk
+        code, lines = c.cmd("BDAT 10 LAST")
+        self.assertTrue(lines[0].startswith("502 5.5.1"), lines)
+        self.assertTrue(c.closed())
         self.assert_never_sent(b"XCLIENT", b"XFORWARD", b"BDAT")
 
     def test_too_many_errors_ends_the_session(self):
@@ -341,6 +349,148 @@ class RefusedCommands(ProxyCase):
         self.assertNotIn("\x1b", log)
         self.assertNotIn("\x07", log)
         self.assertTrue(proxy.log_lines("session"), log)
+
+
+# A BDAT chunk whose octets are commands (and a message) if read as lines.
+CHUNK = (b"Subject: hi\r\n\r\nsome text\r\nRSET\r\nMAIL FROM:<ceo@bank.test>\r\n"
+         b"RCPT TO:<victim@example.test>\r\nDATA\r\nSubject: forged\r\n\r\nforged body\r\n"
+         b".\r\nQUIT\r\n")
+BDAT_502 = "502 5.5.1 Error: BDAT (CHUNKING) not supported, closing connection"
+
+
+class BdatChunkCase:
+    """BDAT with CHUNKING never offered (the proxy strips it from EHLO). The
+    proxy does not follow BDAT's framing, so the octets behind the BDAT
+    line are never read, let alone run as commands: the replies owed before
+    it are relayed, then 502 5.5.1 (a 5xx fails the message, RFC 3030 2:
+    the sender bounces it instead of retrying), and the session ends
+    (result=protocol). A transaction with accepted recipients is logged as
+    a refused message. Mixed into a TestCase with self.backend_lines() (what
+    the backend or next hop received) and self.stored()."""
+
+    def check_refused(self, c, log_lines, before=()):
+        """After the BDAT line and its chunk went out: the replies owed
+        before it (`before`, codes), then the 502, then EOF."""
+        for code in before:
+            self.assertEqual(c.reply()[0], code)
+        code, lines = c.reply()
+        self.assertTrue(lines[0].startswith("502 5.5.1 "), lines)
+        closed = c.closed()
+        self.assertEqual(c.buf, b"", "a reply after the BDAT's (its chunk was read)")
+        self.assertTrue(closed)
+        self.assertTrue(poll(lambda: log_lines("session")), "no session line")
+        for needle in (b"ceo@bank.test", b"victim", b"BDAT", b"RSET", b"DATA", b"forged"):
+            self.assertFalse([l for l in self.backend_lines() if needle in l],
+                             (needle, self.backend_lines()))
+        self.assertEqual(self.stored(), [])
+        self.assertEqual(lines, [BDAT_502])
+        f = log_fields(log_lines("session")[0])
+        self.assertEqual((f["result"], f["error"]), ("protocol", "BDAT without CHUNKING"), f)
+
+
+class BdatChunk(BdatChunkCase, ProxyCase):
+    def backend_lines(self):
+        return [l.upper() for l in self.sink.lines()]
+
+    def stored(self):
+        return self.sink.messages()
+
+    def test_chunk_is_never_read_as_commands(self):
+        c = self.client()
+        c.reply()
+        c.cmd("EHLO x.example")
+        self.assertEqual(c.cmd("MAIL FROM:<a@example.test>")[0], 250)
+        self.assertEqual(c.cmd("RCPT TO:<b@example.test>")[0], 250)
+        c.send(b"BDAT %d LAST\r\n" % len(CHUNK) + CHUNK)
+        self.check_refused(c, self.proxy.log_lines)
+        # the backend saw the envelope and then at most the proxy's QUIT
+        self.assertEqual(self.sink.lines()[-3:-1] if self.sink.lines()[-1] == b"QUIT"
+                         else self.sink.lines()[-2:],
+                         [b"MAIL FROM:<a@example.test>", b"RCPT TO:<b@example.test>"])
+        m = [log_fields(l) for l in self.proxy.log_lines("message")]
+        self.assertEqual([(x["from"], x["result"], x["reason"]) for x in m],
+                         [("<a@example.test>", "refused", BDAT_502)], m)
+
+    def test_replies_owed_before_the_bdat_come_first(self):
+        # one write: MAIL and RCPT reach the backend, their replies reach
+        # the client in order, then the 502; the chunk reaches nobody
+        c = self.client()
+        c.reply()
+        c.cmd("EHLO x.example")
+        c.send(b"MAIL FROM:<a@example.test>\r\nRCPT TO:<b@example.test>\r\nBDAT %d\r\n"
+               % len(CHUNK) + CHUNK)
+        self.check_refused(c, self.proxy.log_lines, before=(250, 250))
+
+    def test_bdat_without_a_transaction(self):
+        # the chunk's QUIT is content too: no 221; no message to log
+        c = self.client()
+        c.reply()
+        c.cmd("EHLO x.example")
+        c.send(b"BDAT %d LAST\r\n" % len(CHUNK) + CHUNK)
+        self.check_refused(c, self.proxy.log_lines)
+        self.assertEqual(self.proxy.log_lines("message"), [])
+
+
+class BdatChunkOutbound(BdatChunkCase, unittest.TestCase):
+    """The same on an outbound listener (route = relay) to a next hop."""
+
+    def setUp(self):
+        tmp = tmpdir()
+        self.addCleanup(shutil.rmtree, tmp, True)
+        self.sink = Sink(tmp)
+        self.addCleanup(self.sink.stop)
+        self.proxy = Proxy(tmp, {"out": {"mode": "outbound", "tls": "none",
+                                         "route": "relay:127.0.0.1:%d" % self.sink.port}},
+                           tls=False)
+        self.addCleanup(self.proxy.stop)
+
+    def backend_lines(self):
+        return [l.upper() for l in self.sink.lines()]
+
+    def stored(self):
+        return self.sink.messages()
+
+    def test_chunk_is_never_read_as_commands(self):
+        c = Client(self.proxy.port("out"))
+        self.addCleanup(c.close)
+        self.assertEqual(c.reply()[0], 220)
+        self.assertEqual(c.cmd("EHLO legacy.example")[0], 250)
+        c.send(b"MAIL FROM:<a@example.test>\r\nRCPT TO:<b@example.test>\r\nBDAT %d LAST\r\n"
+               % len(CHUNK) + CHUNK)
+        self.check_refused(c, self.proxy.log_lines, before=(250, 250))
+        self.assertEqual(self.proxy.stop(), 0, self.proxy.log()[-3000:])
+
+
+class BdatChunkMx(BdatChunkCase, MxBase):
+    """route = mx: the next hop holds the replayed MAIL and the RCPT when
+    the BDAT comes; it gets nothing more (a QUIT at most)."""
+
+    def test_chunk_is_never_read_as_commands(self):
+        self.h = self.hop("127.0.0.11", "mxa")
+        port = self.start_proxy()
+        c = self.legacy_client(port, 60)
+        self.assertEqual(c.cmd("MAIL FROM:<a@legacy.example>")[0], 250)
+        self.assertEqual(c.cmd("RCPT TO:<bob@d1.example.test>")[0], 250)
+        c.send(b"BDAT %d LAST\r\n" % len(CHUNK) + CHUNK)
+        self.check_refused(c, self.proxy.log_lines)
+        self.assertEqual([l.split(" tls=")[0] for l in self.h.commands()][-2:],
+                         ["command MAIL FROM:<a@legacy.example>",
+                          "command RCPT TO:<bob@d1.example.test>"])
+
+    def test_bdat_before_any_next_hop(self):
+        self.h = self.hop("127.0.0.11", "mxa")
+        port = self.start_proxy()
+        c = self.legacy_client(port, 60)
+        self.assertEqual(c.cmd("MAIL FROM:<a@legacy.example>")[0], 250)
+        c.send(b"BDAT %d LAST\r\n" % len(CHUNK) + CHUNK)
+        self.check_refused(c, self.proxy.log_lines)
+        self.assertEqual(self.h.commands(), [])
+
+    def backend_lines(self):
+        return [l.upper().encode() for l in self.h.commands()]
+
+    def stored(self):
+        return self.h.stored()
 
 
 SMUGGLE_ENDINGS = [b"\n.\n", b"\r.\r\n", b"\n.\r\n", b"\r\n.\n", b"\r.\r", b"\n.\r", b"\r\n.\r",
