@@ -82,7 +82,9 @@ typedef struct {
     unsigned char kind;
     unsigned char verb;
     unsigned char action;
-    const char *text; /* P_LOCAL: static reply text */
+    /* P_LOCAL: static reply text. A client's MAIL (P_BACKEND, STP_CMD_MAIL):
+     * its sender, escaped, owned by the entry (malloc) until its reply. */
+    const char *text;
 } pending_t;
 
 typedef enum { S_CONNECTING = 1, S_GREETING, S_COMMAND, S_DATA, S_CLOSING } state_t;
@@ -156,6 +158,9 @@ struct stp_session_s {
     char *xc_line;          /* xclient: the client's EHLO/HELO line, held while XCLIENT runs */
     size_t xc_len;
     unsigned char xc_verb;  /* STP_CMD_EHLO or STP_CMD_HELO */
+    /* The transaction as the replies tell it (they come in command order,
+     * so with pipelining too): the sender of the last accepted MAIL and the
+     * RCPTs accepted since, until RSET, EHLO/HELO or the final reply. */
     char mail_from[136];
     unsigned rcpts;
     unsigned errors; /* the proxy's own 5xx replies since the last message delivered */
@@ -430,6 +435,12 @@ static void destroy(stp_session_t *s)
             (unsigned long long)(ms % 1000), s->error[0] ? " error=\"" : "", s->error,
             s->error[0] ? "\"" : "");
 logged:
+    for (unsigned i = 0; i < s->pq_len; i++) {
+        pending_t *p = pq_at(s, i);
+        if (p->kind == P_BACKEND && p->verb == STP_CMD_MAIL) {
+            free((char *)p->text);
+        }
+    }
     free(s->held);
     free(s->sasl_buf);
     free(s->xc_line);
@@ -797,6 +808,31 @@ static void forward_mail_without_size(stp_session_t *s, const char *line, size_t
     free(out);
 }
 
+/* A client's MAIL FROM, forwarded (without SIZE= when strip_size); its
+ * queue entry carries the sender to the reply, which makes it the
+ * transaction's (mail_from) only if it accepts it. */
+static void forward_mail(stp_session_t *s, const char *line, size_t len, const stp_cmd_t *cmd,
+                         int strip_size)
+{
+    char from[sizeof(s->mail_from)];
+    stp_log_escape(from, sizeof(from), cmd->arg, cmd->arg_len);
+    char *copy = strdup(from);
+    if (copy == NULL) {
+        finish(s, "421 4.3.0 Error: out of resources\r\n", "error", "out of memory");
+        return;
+    }
+    if (strip_size) {
+        forward_mail_without_size(s, line, len, cmd);
+    } else {
+        forward(s, STP_CMD_MAIL, line, len);
+    }
+    if (s->state == S_CLOSING) {
+        free(copy); /* not sent, or no queue entry */
+        return;
+    }
+    pq_at(s, s->pq_len - 1)->text = copy;
+}
+
 /*
  * XCLIENT (Postfix's XCLIENT_README): tells the backend the real client's
  * address (after a PROXY header), port and HELO name, so its logs, access
@@ -1123,12 +1159,8 @@ static void handle_line(stp_session_t *s, const char *line, size_t len)
                 local_reply(s, "552 5.3.4 Error: message size exceeds fixed limit\r\n", A_NONE);
                 return;
             }
-            stp_log_escape(s->mail_from, sizeof(s->mail_from), cmd.arg, cmd.arg_len);
-            s->rcpts = 0;
-            if (declared && s->size_added) {
-                forward_mail_without_size(s, line, len, &cmd);
-                return;
-            }
+            forward_mail(s, line, len, &cmd, declared && s->size_added);
+            return;
         }
         forward(s, cmd.verb, line, len);
         if (cmd.verb == STP_CMD_DATA) {
@@ -1428,6 +1460,7 @@ static void client_on_handshake(stp_conn_t *c, const char *err)
     s->authenticated = 0;
     s->helo[0] = '\0';
     s->mail_from[0] = '\0';
+    s->rcpts = 0;
     stp_line_reset(&s->line);
     free(s->held);
     s->held = NULL;
@@ -1632,6 +1665,13 @@ static void log_message(stp_session_t *s, const stp_reply_t *r)
     stp_sm_message(s->conf->name, r->code, stp_data_size(&s->scan));
 }
 
+/* No transaction is open any more (RSET, EHLO/HELO or a final reply). */
+static void txn_reset(stp_session_t *s)
+{
+    s->mail_from[0] = '\0';
+    s->rcpts = 0;
+}
+
 /* Draining (SIGTERM): a session that has nothing in flight is told at once,
  * not only at its next command; one inside DATA, AUTH or a reply wait is told
  * when that is over. */
@@ -1691,6 +1731,7 @@ static void handle_reply(stp_session_t *s, const stp_reply_t *r)
         case STP_CMD_EHLO:
             if (ok) {
                 relay_ehlo(s, r);
+                txn_reset(s); /* RFC 5321 4.1.4: as if RSET */
             } else {
                 relay(s, r);
             }
@@ -1698,7 +1739,28 @@ static void handle_reply(stp_session_t *s, const stp_reply_t *r)
             break;
         case STP_CMD_HELO:
             relay(s, r);
+            if (ok) {
+                txn_reset(s);
+            }
             xclient_end(s);
+            break;
+        case STP_CMD_MAIL:
+            if (ok && p.text) {
+                /* a new transaction; one refused (nested MAIL, say) leaves
+                 * the one open as it is */
+                snprintf(s->mail_from, sizeof(s->mail_from), "%s", p.text);
+                s->rcpts = 0;
+            }
+            free((char *)p.text);
+            relay(s, r);
+            break;
+        case STP_CMD_RSET:
+            if (ok) {
+                txn_reset(s);
+            } else {
+                s->up_unsure = 1; /* never parked (up_park) */
+            }
+            relay(s, r);
             break;
         case V_XC_EHLO:
             xclient_probe_reply(s, r);
@@ -1731,6 +1793,7 @@ static void handle_reply(stp_session_t *s, const stp_reply_t *r)
             if (is_mx(s)) {
                 mx_message_done(s, ok);
             }
+            txn_reset(s); /* the final reply ends the transaction, whatever it says */
             break;
         case STP_CMD_AUTH:
         case V_SASL:
@@ -1741,12 +1804,6 @@ static void handle_reply(stp_session_t *s, const stp_reply_t *r)
                 s->authenticated = 1;
             }
             s->paused = 0;
-            break;
-        case STP_CMD_RSET:
-            relay(s, r);
-            if (!ok) {
-                s->up_unsure = 1; /* never parked (up_park) */
-            }
             break;
         case STP_CMD_QUIT:
             relay(s, r);

@@ -7,7 +7,7 @@ import shutil
 import unittest
 
 from harness import BODY, NextHop, Proxy, ProxyCase
-from harness import CERTS, tmpdir
+from harness import CERTS, log_fields, poll, tmpdir
 from test_outbound import attempt
 
 INBOUND_SESSION = ("ts level event id listener client tls cipher sni backend helo messages "
@@ -96,6 +96,65 @@ class JsonLogs(ProxyCase):
         self.assertEqual(sorted(warn[0]), ["event", "level", "msg", "ts"])
         self.assertTrue(warn[0]["msg"].startswith("WARNING: still running as root after start-up"),
                         warn)
+
+
+class PipelinedTransactions(ProxyCase):
+    """A message line describes its own transaction when the next one is
+    pipelined behind its final dot, or when a group resets or refuses part
+    of an envelope: `from` is the sender of the MAIL the backend accepted
+    and `rcpts` the RCPTs it accepted in that transaction, as the replies
+    (which come in command order) tell. The backend here rejects every
+    message at its dot (the line is written then, with the next
+    transaction's commands already sent) and every recipient "nobody"."""
+
+    sink_args = ("--reject-data", "--reject-rcpt", "nobody")
+
+    def message_lines(self, n):
+        self.assertTrue(poll(lambda: len(self.proxy.log_lines("message")) >= n), self.proxy.log())
+        return [log_fields(l) for l in self.proxy.log_lines("message")]
+
+    def test_each_message_line_has_its_own_envelope(self):
+        c = self.ready_client(tls=False)
+        c.send(b"MAIL FROM:<a@x.test>\r\nRCPT TO:<b@x.test>\r\nDATA\r\n")
+        self.assertEqual([c.reply()[0] for _ in range(3)], [250, 250, 354])
+        # the next transaction pipelined behind the dot
+        c.send(b"one\r\n.\r\nMAIL FROM:<second@x.test>\r\nRCPT TO:<c@x.test>\r\n"
+               b"RCPT TO:<d@x.test>\r\nDATA\r\n")
+        self.assertEqual([c.reply()[0] for _ in range(5)], [554, 250, 250, 250, 354])
+        c.send(b"two\r\n.\r\n")
+        self.assertEqual(c.reply()[0], 554)
+        # a transaction reset inside the group, then a new one
+        c.send(b"MAIL FROM:<x@x.test>\r\nRCPT TO:<e@x.test>\r\nRSET\r\n"
+               b"MAIL FROM:<third@x.test>\r\nRCPT TO:<f@x.test>\r\nDATA\r\n")
+        self.assertEqual([c.reply()[0] for _ in range(6)], [250, 250, 250, 250, 250, 354])
+        c.send(b"three\r\n.\r\n")
+        self.assertEqual(c.reply()[0], 554)
+        # a refused (nested) MAIL and a refused RCPT change nothing
+        c.send(b"MAIL FROM:<fourth@x.test>\r\nRCPT TO:<g@x.test>\r\nMAIL FROM:<nested@x.test>\r\n"
+               b"RCPT TO:<nobody@x.test>\r\nDATA\r\n")
+        self.assertEqual([c.reply()[0] for _ in range(5)], [250, 250, 503, 550, 354])
+        c.send(b"four\r\n.\r\nQUIT\r\n")
+        self.assertEqual([c.reply()[0] for _ in range(2)], [554, 221])
+        m = self.message_lines(4)
+        self.assertEqual([(x["from"], x["rcpts"], x["code"]) for x in m],
+                         [("<a@x.test>", "1", "554"), ("<second@x.test>", "2", "554"),
+                          ("<third@x.test>", "1", "554"), ("<fourth@x.test>", "1", "554")], m)
+
+    def test_next_transaction_in_the_dots_write_inside_tls(self):
+        # the same over TLS: RSET and the whole next transaction in the
+        # write that ends the first message
+        c = self.ready_client()
+        self.assertEqual(c.cmd("MAIL FROM:<a@x.test>")[0], 250)
+        self.assertEqual(c.cmd("RCPT TO:<b@x.test>")[0], 250)
+        self.assertEqual(c.cmd("DATA")[0], 354)
+        c.send(b"one\r\n.\r\nRSET\r\nMAIL FROM:<second@x.test>\r\nRCPT TO:<c@x.test>\r\n"
+               b"RCPT TO:<nobody@x.test>\r\nRCPT TO:<d@x.test>\r\nDATA\r\n")
+        self.assertEqual([c.reply()[0] for _ in range(7)], [554, 250, 250, 250, 550, 250, 354])
+        c.send(b"two\r\n.\r\n")
+        self.assertEqual(c.reply()[0], 554)
+        m = self.message_lines(2)
+        self.assertEqual([(x["from"], x["rcpts"], x["tls"]) for x in m],
+                         [("<a@x.test>", "1", "TLSv1.3"), ("<second@x.test>", "2", "TLSv1.3")], m)
 
 
 class JsonLogsOutbound(unittest.TestCase):
