@@ -87,6 +87,14 @@ typedef struct {
     const char *text;
 } pending_t;
 
+/* A backend's reply in the middle of DATA, kept for the client's end of
+ * data (see data_interrupted()). */
+typedef struct {
+    int code;
+    size_t text_off, text_len; /* its last line's text, for the log */
+    char raw[];                /* as received, NUL-terminated */
+} early_reply_t;
+
 typedef enum { S_CONNECTING = 1, S_GREETING, S_COMMAND, S_DATA, S_CLOSING } state_t;
 typedef enum { T_NONE = 0, T_HANDSHAKE, T_ACTIVE } tls_state_t;
 typedef enum { UP_NONE = 0, UP_EHLO1, UP_STARTTLS, UP_HANDSHAKE, UP_EHLO2, UP_REUSE } up_phase_t;
@@ -193,6 +201,7 @@ struct stp_session_s {
     stp_reply_parser_t *rp; /* 9 KiB: allocated only while a reply is arriving */
     stp_data_scan_t scan;
     const char *msg_abort; /* reply for a message being refused after DATA */
+    early_reply_t *early;  /* the backend's reply in the middle of DATA (or NULL) */
 
     unsigned messages;
     unsigned rejected;
@@ -442,6 +451,7 @@ logged:
         }
     }
     free(s->held);
+    free(s->early);
     free(s->sasl_buf);
     free(s->xc_line);
     free(s->up_ehlo);
@@ -1272,12 +1282,26 @@ static void bdat_refused(stp_session_t *s)
     finish(s, NULL, "protocol", "BDAT without CHUNKING");
 }
 
-/* The message ended but is refused by the proxy: the backend connection is
- * dropped before the final dot, so the legacy MTA discards what it got. */
+static void log_message_as(stp_session_t *s, int code, const char *t, size_t len);
+
+/* The message ended but is refused by the proxy, or by the backend in the
+ * middle of it (early): the backend connection is dropped before the final
+ * dot, so the legacy MTA discards what it got. */
 static void data_refuse(stp_session_t *s)
 {
+    if (s->backend_up) {
+        stp_conn_close(s->up);
+    }
+    if (s->early) {
+        char error[64];
+        s->rejected++;
+        log_message_as(s, s->early->code, s->early->raw + s->early->text_off,
+                       s->early->text_len);
+        snprintf(error, sizeof(error), "backend replied %d during DATA", s->early->code);
+        finish(s, s->early->raw, "message-refused", error);
+        return;
+    }
     log_refused(s, s->msg_abort);
-    stp_conn_close(s->up);
     finish(s, s->msg_abort, "message-refused", "bare CR/LF or size in DATA");
 }
 
@@ -1637,14 +1661,11 @@ static void handle_greeting(stp_session_t *s, const stp_reply_t *r)
  * client's TLS, outbound the next hop's (with its verification and
  * address: the legacy server's side is plaintext by design).
  */
-static void log_message(stp_session_t *s, const stp_reply_t *r)
+static void log_message_as(stp_session_t *s, int code, const char *t, size_t len)
 {
     char text[160];
-    size_t len;
-    const char *t = stp_reply_text(r, r->nlines - 1, &len);
     stp_log_escape(text, sizeof(text), t, len);
-    const char *result = r->code / 100 == 2 ? "accepted" : r->code / 100 == 4 ? "tempfail"
-                                                                              : "rejected";
+    const char *result = code / 100 == 2 ? "accepted" : code / 100 == 4 ? "tempfail" : "rejected";
     unsigned long long size = (unsigned long long)stp_data_size(&s->scan);
     if (s->conf->mode == STP_MODE_OUTBOUND) {
         stp_log(STP_LOG_INFO,
@@ -1653,16 +1674,85 @@ static void log_message(stp_session_t *s, const stp_reply_t *r)
                 s->id, s->messages + s->rejected, s->peer_str, s->mail_from, s->rcpts, size,
                 s->next_hop_str[0] ? s->next_hop_str : "-",
                 s->up_version[0] ? s->up_version : "none", s->up_cipher[0] ? s->up_cipher : "none",
-                s->verify ? s->verify : "skipped", result, r->code, text);
+                s->verify ? s->verify : "skipped", result, code, text);
     } else {
         stp_log(STP_LOG_INFO,
                 "message id=%s.%u client=%s from=\"%s\" rcpts=%u size=%llu tls=%s cipher=%s "
                 "result=%s code=%d reply=\"%s\"",
                 s->id, s->messages + s->rejected, s->peer_str, s->mail_from, s->rcpts, size,
                 s->tls == T_ACTIVE ? s->tls_version : "none",
-                s->tls == T_ACTIVE ? s->tls_cipher : "none", result, r->code, text);
+                s->tls == T_ACTIVE ? s->tls_cipher : "none", result, code, text);
     }
-    stp_sm_message(s->conf->name, r->code, stp_data_size(&s->scan));
+    stp_sm_message(s->conf->name, code, stp_data_size(&s->scan));
+}
+
+/* The line for the message whose final reply is r. */
+static void log_message(stp_session_t *s, const stp_reply_t *r)
+{
+    size_t len;
+    const char *t = stp_reply_text(r, r->nlines - 1, &len);
+    log_message_as(s, r->code, t, len);
+}
+
+#define PROTOCOL_421 "421 4.4.2 Error: mail server protocol error\r\n"
+
+/*
+ * A reply from the backend in the middle of DATA: after its 354, before
+ * the final dot (nothing is owed then). The backend has ended the message
+ * on its own (a size or content limit, say) and no longer reads what
+ * follows as data: none of it may reach it, and what it got cannot be
+ * taken back, so the session ends without the dot (the backend drops the
+ * partial message).
+ *
+ * A 4xx or 5xx is the backend's answer to the message, and the client gets
+ * it as written, but as the reply to its final dot: a client reads no
+ * reply before it has sent its end of data, and one still writing to a
+ * closed connection gets a reset (which can also wipe a reply it has not
+ * read yet) and retries the message later, whatever the backend said. So
+ * the backend is let go now and the rest of the data is read and dropped
+ * (data_input(): msg_abort), as the proxy does with a message it refuses.
+ * A 421 ends the session at once, as anywhere. A 2xx (or 1xx, 3xx) would
+ * read as acceptance of a message the backend never got whole: the client
+ * gets 421 4.4.2 instead, never that reply.
+ */
+static void data_interrupted(stp_session_t *s, const stp_reply_t *r)
+{
+    size_t len;
+    const char *t = stp_reply_text(r, r->nlines - 1, &len);
+    int cls = r->code / 100;
+
+    if ((cls == 4 || cls == 5) && r->code != 421) {
+        if (s->msg_abort == NULL) { /* else the proxy's own refusal stands */
+            early_reply_t *e = malloc(sizeof(*e) + r->raw_len + 1);
+            if (e == NULL) {
+                finish(s, "421 4.3.0 Error: out of resources\r\n", "error", "out of memory");
+                return;
+            }
+            e->code = r->code;
+            e->text_off = (size_t)(t - r->raw);
+            e->text_len = len;
+            memcpy(e->raw, r->raw, r->raw_len);
+            e->raw[r->raw_len] = '\0';
+            s->early = e;
+            s->msg_abort = e->raw;
+        }
+        /* Gone from the session: its close (now, or its own) is no loss. */
+        stp_conn_close(s->up);
+        s->backend_up = 0;
+        s->up = NULL;
+        return;
+    }
+    s->rejected++;
+    if (r->code == 421) {
+        log_message(s, r);
+        relay(s, r);
+        finish(s, NULL, "backend-closed", "backend sent 421 during DATA");
+        return;
+    }
+    char error[64];
+    snprintf(error, sizeof(error), "backend replied %d during DATA", r->code);
+    log_message_as(s, 421, PROTOCOL_421 + 4, strlen(PROTOCOL_421 + 4) - 2);
+    finish(s, PROTOCOL_421, "backend-protocol", error);
 }
 
 /* No transaction is open any more (RSET, EHLO/HELO or a final reply). */
@@ -1703,13 +1793,16 @@ static void handle_reply(stp_session_t *s, const stp_reply_t *r)
         mx_up_gone(s);
         return;
     }
+    if (s->state == S_DATA) {
+        data_interrupted(s, r);
+        return;
+    }
     if (s->pq_len == 0 || pq_at(s, 0)->kind == P_LOCAL) {
         if (r->code == 421) {
             relay(s, r);
             finish(s, NULL, "backend-closed", "backend sent 421");
         } else {
-            finish(s, "421 4.4.2 Error: mail server protocol error\r\n", "backend-protocol",
-                   "unexpected reply from backend");
+            finish(s, PROTOCOL_421, "backend-protocol", "unexpected reply from backend");
         }
         return;
     }

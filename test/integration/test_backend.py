@@ -603,3 +603,89 @@ class SlowBackendReader(ScriptedBackend):
         self.assertTrue(got.endswith(body + b".\r\n"), "the message did not arrive whole")
         self.conn.sendall(b"250 2.0.0 Ok: queued\r\n")
         self.assertEqual(self.c.reply()[0], 250)
+
+
+class ReplyDuringData(ScriptedBackend):
+    """The backend answers in the middle of the message (after its 354,
+    before the final dot): it has ended the message on its own. None of
+    the rest may reach it, and it never gets the dot (it drops what it got).
+    A 4xx or 5xx is its answer to the message and reaches the client as
+    written, as the reply to the client's final dot (the client reads no
+    reply before it, and the rest of its data is read and dropped), so a
+    sender told 5xx bounces the message instead of retrying it for days;
+    the session then ends. A 2xx is never relayed: the client gets 421
+    4.4.2. Each case has its message line."""
+
+    def in_data(self):
+        self.c.send(b"MAIL FROM:<a@example.test>\r\n")
+        self.assertEqual(self.backend.readline(), b"MAIL FROM:<a@example.test>\r\n")
+        self.conn.sendall(b"250 2.1.0 Ok\r\n")
+        self.assertEqual(self.c.reply()[0], 250)
+        self.c.send(b"RCPT TO:<b@example.test>\r\n")
+        self.assertEqual(self.backend.readline(), b"RCPT TO:<b@example.test>\r\n")
+        self.conn.sendall(b"250 2.1.5 Ok\r\n")
+        self.assertEqual(self.c.reply()[0], 250)
+        self.c.send(b"DATA\r\n")
+        self.assertEqual(self.backend.readline(), b"DATA\r\n")
+        self.conn.sendall(b"354 go ahead\r\n")
+        self.assertEqual(self.c.reply()[0], 354)
+        self.c.send(b"Subject: x\r\n")
+        while self.backend.readline() != b"Subject: x\r\n":  # past the trace header
+            pass
+
+    def message_fields(self):
+        self.assertTrue(poll(lambda: self.p.log_lines("message")), self.p.log())
+        m = [log_fields(l) for l in self.p.log_lines("message")]
+        self.assertEqual(len(m), 1, m)
+        return m[0]
+
+    def assert_relayed_at_the_dot(self, reply):
+        # The rest of the message (larger than any buffer on the way) and
+        # the dot: read and dropped by the proxy, never sent to the backend.
+        rest = b"".join(b"line %06d of the rest of the message\r\n" % i for i in range(8000))
+        self.c.send(rest + b".\r\n")
+        code, lines = self.c.reply()
+        self.assertEqual((code, lines), (int(reply[:3]), [reply]))
+        self.assertTrue(self.c.closed())
+        self.assertEqual(self.c.buf, b"")
+        f = self.message_fields()
+        self.assertEqual((f["from"], f["rcpts"], f["code"], f["reply"]),
+                         ("<a@example.test>", "1", reply[:3], reply[4:]), f)
+        self.assertEqual(f["result"], "rejected" if reply[0] == "5" else "tempfail", f)
+        self.assertGreaterEqual(int(f["size"]), len(rest))
+        s = self.session_fields()
+        self.assertEqual((s["result"], s["error"], s["messages"], s["rejected"]),
+                         ("message-refused", "backend replied %s during DATA" % reply[:3], "0",
+                          "1"), s)
+        self.assertEqual(self.p.stop(), 0, self.p.log()[-3000:])
+
+    def test_5xx_and_close_is_the_reply_to_the_dot(self):
+        self.in_data()
+        self.conn.sendall(b"552 5.3.4 Message size exceeds fixed limit\r\n")
+        self.conn.shutdown(socket.SHUT_WR)  # and closes (it still reads)
+        # the proxy lets go of the backend at once, with nothing more sent
+        self.assertEqual(self.backend.read(), b"")
+        self.assert_relayed_at_the_dot("552 5.3.4 Message size exceeds fixed limit")
+
+    def test_4xx_is_relayed_too(self):
+        self.in_data()
+        self.conn.sendall(b"452 4.3.1 Insufficient system storage\r\n")
+        self.assertEqual(self.backend.read(), b"")
+        self.assert_relayed_at_the_dot("452 4.3.1 Insufficient system storage")
+
+    def test_2xx_is_never_relayed(self):
+        self.in_data()
+        self.conn.sendall(b"250 2.0.0 Ok: queued as EARLY\r\n")
+        code, lines = self.c.reply()
+        self.assertEqual(code, 421, lines)
+        self.assertTrue(lines[0].startswith("421 4.4.2"), lines)
+        self.assertTrue(self.c.closed())
+        self.assertNotIn(b"EARLY", self.c.buf)
+        self.assertEqual(self.backend.read(), b"")  # never the dot
+        f = self.message_fields()
+        self.assertEqual((f["result"], f["code"], f["from"], f["rcpts"]),
+                         ("tempfail", "421", "<a@example.test>", "1"), f)
+        s = self.session_fields()
+        self.assertEqual((s["result"], s["error"]),
+                         ("backend-protocol", "backend replied 250 during DATA"), s)
+        self.assertEqual(self.p.stop(), 0, self.p.log()[-3000:])
