@@ -1266,8 +1266,8 @@ static void log_refused(stp_session_t *s, const char *reply)
 {
     s->rejected++;
     stp_log(STP_LOG_INFO, "message id=%s.%u client=%s from=\"%s\" result=refused reason=\"%.*s\"",
-            s->id, s->messages + s->rejected, s->peer_str, s->mail_from,
-            (int)strlen(reply) - 2, reply); /* without its CRLF */
+            s->id, s->messages + s->rejected, s->peer_str, s->mail_from, (int)strlen(reply) - 2,
+            reply); /* without its CRLF */
     stp_sm_message(s->conf->name, 0, 0);
 }
 
@@ -1295,8 +1295,7 @@ static void data_refuse(stp_session_t *s)
     if (s->early) {
         char error[64];
         s->rejected++;
-        log_message_as(s, s->early->code, s->early->raw + s->early->text_off,
-                       s->early->text_len);
+        log_message_as(s, s->early->code, s->early->raw + s->early->text_off, s->early->text_len);
         snprintf(error, sizeof(error), "backend replied %d during DATA", s->early->code);
         finish(s, s->early->raw, "message-refused", error);
         return;
