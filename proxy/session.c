@@ -1693,7 +1693,7 @@ static void log_message(stp_session_t *s, const stp_reply_t *r)
     log_message_as(s, r->code, t, len);
 }
 
-#define PROTOCOL_421 "421 4.4.2 Error: mail server protocol error\r\n"
+static const char protocol_421[] = "421 4.4.2 Error: mail server protocol error\r\n";
 
 /*
  * A reply from the backend in the middle of DATA: after its 354, before
@@ -1750,8 +1750,9 @@ static void data_interrupted(stp_session_t *s, const stp_reply_t *r)
     }
     char error[64];
     snprintf(error, sizeof(error), "backend replied %d during DATA", r->code);
-    log_message_as(s, 421, PROTOCOL_421 + 4, strlen(PROTOCOL_421 + 4) - 2);
-    finish(s, PROTOCOL_421, "backend-protocol", error);
+    /* the line tells what the client got: without "421 " and CRLF */
+    log_message_as(s, 421, protocol_421 + 4, sizeof(protocol_421) - 7);
+    finish(s, protocol_421, "backend-protocol", error);
 }
 
 /* No transaction is open any more (RSET, EHLO/HELO or a final reply). */
@@ -1801,7 +1802,7 @@ static void handle_reply(stp_session_t *s, const stp_reply_t *r)
             relay(s, r);
             finish(s, NULL, "backend-closed", "backend sent 421");
         } else {
-            finish(s, PROTOCOL_421, "backend-protocol", "unexpected reply from backend");
+            finish(s, protocol_421, "backend-protocol", "unexpected reply from backend");
         }
         return;
     }
