@@ -247,6 +247,7 @@ static void mx_mail_replied(stp_session_t *s, const stp_reply_t *r);
 static void mx_end_transaction(stp_session_t *s, int reset_next_hop);
 static void mx_message_done(stp_session_t *s, int ok);
 static void mx_up_gone(stp_session_t *s);
+static int mx_closing_421(stp_session_t *s, unsigned verb, const stp_reply_t *r);
 static void mx_rset_refused(stp_session_t *s, const stp_reply_t *r);
 static void mx_greet(stp_session_t *s);
 static void drop_kept_ehlo(stp_session_t *s);
@@ -1819,6 +1820,8 @@ static void handle_reply(stp_session_t *s, const stp_reply_t *r)
         } else if (!ok) {
             stp_log(STP_LOG_WARN, "backend id=%s internal RSET answered %d", s->id, r->code);
         }
+    } else if (mx_closing_421(s, p.verb, r)) {
+        /* answered 451; the legacy MTA's session goes on */
     } else {
         switch (p.verb) {
         case STP_CMD_EHLO:
@@ -2564,6 +2567,45 @@ static void mx_rset_refused(stp_session_t *s, const stp_reply_t *r)
     stp_log(STP_LOG_WARN, "mx id=%s domain=%s next_hop=%s rset_reply=\"%d %s\" connection=dropped",
             s->id, s->mx_domain, s->next_hop_str, r->code, esc);
     mx_up_gone(s);
+}
+
+/* route = mx: the next hop answers a RCPT, DATA or the final dot with 421.
+ * It is closing, not the proxy: relayed, its 421 would end the legacy MTA's
+ * whole session, and with it the mail for every other domain. That command
+ * gets 451 4.4.2 instead (the message, for the dot: not accepted, so the
+ * legacy MTA keeps it), the connection is dropped now rather than at its
+ * close, and the next RCPT connects anew, as after a 421 to MAIL. 0 for
+ * any other reply, which handle_reply() relays. */
+static int mx_closing_421(stp_session_t *s, unsigned verb, const stp_reply_t *r)
+{
+    static const char closed[] = "451 4.4.2 Error: the recipient's mail server closed the "
+                                 "connection; try again later\r\n";
+    const char *what = verb == STP_CMD_RCPT   ? "RCPT"
+                       : verb == STP_CMD_DATA ? "DATA"
+                       : verb == V_DATA_END   ? "end-of-data"
+                                              : NULL;
+    if (!is_mx(s) || r->code != 421 || what == NULL) {
+        return 0;
+    }
+    size_t len;
+    const char *t = stp_reply_text(r, 0, &len);
+    char esc[200];
+    stp_log_escape(esc, sizeof(esc), t, len);
+    stp_log(STP_LOG_WARN,
+            "mx id=%s domain=%s next_hop=%s command=%s reply=\"421 %s\" connection=dropped", s->id,
+            s->mx_domain, s->next_hop_str, what, esc);
+    if (verb == V_DATA_END) {
+        s->rejected++;
+        log_message(s, r); /* tempfail, with the next hop's 421 */
+        txn_reset(s);
+    }
+    mx_write(s, closed);
+    if (verb != STP_CMD_RCPT) {
+        mx_end_transaction(s, 0); /* over; and nothing to reset on a closing connection */
+        s->paused = 0;
+    }
+    mx_up_gone(s);
+    return 1;
 }
 
 /* The transaction is over (final reply, RSET, EHLO, refused DATA). */

@@ -525,6 +525,61 @@ class Routing(MxBase):
         self.assertIn('mail_reply="421 4.3.2 nexthop.example.test Service shutting down"',
                       self.proxy.log())
 
+    def test_next_hop_421_to_rcpt_data_or_dot_is_not_relayed(self):
+        """The next hop says 421 (and closes) at a RCPT, at DATA, or as its
+        answer to the final dot: that command gets 451 4.4.2 (a relayed 421
+        would end the legacy MTA's whole session, and its mail for every
+        other domain with it); for the dot the message is not accepted and
+        logged tempfail; the session goes on and the next RCPT connects
+        anew."""
+        closed = ("451 4.4.2 Error: the recipient's mail server closed the connection; "
+                  "try again later")
+        for mode in ("rcpt-421", "data-421", "dot-421"):
+            h = self.hop("127.0.0.11", "mxa", mode=mode)
+            port = self.start_proxy()
+            c = self.legacy_client(port, 20)
+            self.assertEqual(c.cmd("MAIL FROM:<a@legacy.example>")[0], 250)
+            code, lines = c.cmd("RCPT TO:<bob@d1.example.test>")
+            if mode == "rcpt-421":
+                self.assertEqual((code, lines), (451, [closed]), mode)
+                code, lines = c.cmd("RCPT TO:<carol@d1.example.test>")
+            self.assertEqual(code, 250, (mode, lines))
+            code, lines = c.cmd("DATA")
+            if mode == "data-421":
+                self.assertEqual((code, lines), (451, [closed]), mode)
+                self.assertEqual(c.cmd("MAIL FROM:<a@legacy.example>")[0], 250)
+                self.assertEqual(c.cmd("RCPT TO:<carol@d1.example.test>")[0], 250)
+                code, lines = c.cmd("DATA")
+            self.assertEqual(code, 354, (mode, lines))
+            c.send(b"Subject: x\r\n\r\nbody\r\n.\r\n")
+            code, lines = c.reply()
+            if mode == "dot-421":
+                self.assertEqual((code, lines), (451, [closed]), mode)
+                self.assertEqual(h.stored(), [], mode)
+                r = send(port, ["carol@d1.example.test"], client=c)
+                code, lines = r["data"]
+            self.assertEqual(code, 250, (mode, lines))
+            self.assertEqual(c.cmd("QUIT")[0], 221, mode)
+            self.assertEqual(len(h.stored()), 1, mode)
+            self.assertEqual(h.proc.log().count("hello EHLO legacy"), 0)
+            self.assertEqual(len([l for l in h.proc.log().splitlines()
+                                  if l.startswith("hello ") and l.endswith("tls=False")]), 2,
+                             (mode, h.proc.log()))
+            log = self.proxy.log()
+            self.assertRegex(log, r"mx id=\S+ domain=d1.example.test next_hop=\S+ command=%s "
+                                  r"reply=\"421 4.3.2 nexthop.example.test Service shutting "
+                                  r"down\" connection=dropped"
+                             % {"rcpt-421": "RCPT", "data-421": "DATA",
+                                "dot-421": "end-of-data"}[mode])
+            msgs = [harness.log_fields(l) for l in self.proxy.log_lines("message")]
+            self.assertEqual([(m["result"], m["code"]) for m in msgs],
+                             ([("tempfail", "421")] if mode == "dot-421" else [])
+                             + [("accepted", "250")], (mode, msgs))
+            self.assertEqual(self.proxy.stop(), 0)
+            self.proxy = None
+            h.stop()
+            self.hops.remove(h)
+
     def test_next_hop_421_connection_is_dropped_at_once(self):
         # After its 421 the next hop keeps the connection open a while (as
         # a server in the middle of shutting down may): the proxy must not

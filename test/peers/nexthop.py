@@ -69,6 +69,18 @@ class Conn:
         self.sock.sendall(b)
 
 
+_first = [True]
+_first_lock = threading.Lock()
+
+
+def first_421():
+    """True once: the rcpt-421, data-421 and dot-421 modes say 421 (and
+    close) on their first occasion only, so a reconnection is served."""
+    with _first_lock:
+        was, _first[0] = _first[0], False
+        return was
+
+
 def serve(c, a, count, lock):
     conn = Conn(c)
     try:
@@ -219,6 +231,16 @@ def serve(c, a, count, lock):
                 sys.stderr.flush()
                 conn.line()  # until the client gives up on this connection
                 return
+            elif u.startswith(b"RCPT") and a.mode == "rcpt-421" and first_421():
+                sys.stderr.write("rcpt-421 %s\n" % l.decode(errors="replace"))
+                sys.stderr.flush()
+                conn.send(b"421 4.3.2 nexthop.example.test Service shutting down\r\n")
+                return
+            elif u == b"DATA" and a.mode == "data-421" and first_421():
+                sys.stderr.write("data-421\n")
+                sys.stderr.flush()
+                conn.send(b"421 4.3.2 nexthop.example.test Service shutting down\r\n")
+                return
             elif u.startswith(b"MAIL") or u.startswith(b"RCPT") or u == b"RSET" or u == b"NOOP":
                 # the envelope on stderr ("command ..."; EHLO and HELO above as
                 # "hello ..."), for tests that check what arrived where
@@ -247,6 +269,11 @@ def serve(c, a, count, lock):
                         break
                     lines.append(l[1:] if l.startswith(b".") else l)
                 if a.mode == "drop-after-dot":
+                    return
+                if a.mode == "dot-421" and first_421():  # nothing stored
+                    sys.stderr.write("dot-421\n")
+                    sys.stderr.flush()
+                    conn.send(b"421 4.3.2 nexthop.example.test Service shutting down\r\n")
                     return
                 if a.mode == "dot-451":  # a temporary failure: nothing stored
                     conn.send(b"451 4.3.0 nexthop.example.test try again later\r\n")
