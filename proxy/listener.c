@@ -156,7 +156,7 @@ static void on_connection(uv_stream_t *server, int status)
         return;
     }
     stp_log(STP_LOG_DEBUG, "accept listener=%s worker=%u", l->conf->name, l->worker);
-    stp_session_accept(l);
+    l->on_accept(l);
 }
 
 /*
@@ -237,6 +237,7 @@ int stp_listener_start(stp_listener_t *l, uv_loop_t *loop, stp_runtime_t *rt,
 
     memset(l, 0, sizeof(*l));
     l->loop = loop;
+    l->on_accept = stp_session_accept;
     l->rt = rt;
     l->conf = conf;
     l->limits = limits;
@@ -298,7 +299,7 @@ static void on_spare_closed(uv_handle_t *h)
         l->spare_waiting = 0;
         /* closing the listener closed the connection waiting in it */
         if (!l->closed) {
-            l->tcp.connection_cb((uv_stream_t *)&l->tcp, 0); /* a session may fit now */
+            on_connection((uv_stream_t *)&l->tcp, 0); /* a session may fit now */
         }
     }
     stp_listener_session_done(l);

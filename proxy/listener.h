@@ -56,6 +56,9 @@ typedef struct stp_listener_s {
      * from then on nothing refers to the listener and its memory may be
      * reused. Called once. */
     void (*on_empty)(struct stp_listener_s *l);
+    /* A connection waits to be accepted: stp_session_accept() (set by
+     * stp_listener_start; a unit test may put its own here). */
+    void (*on_accept)(struct stp_listener_s *l);
 } stp_listener_t;
 
 /*

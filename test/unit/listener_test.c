@@ -38,9 +38,9 @@ static int drain_after; /* drain the listener right after the next refusal */
 static int empty_calls; /* on_empty */
 static int spare_closing_at_empty;
 
-static void on_test_connection(uv_stream_t *server, int status)
+static void on_test_accept(stp_listener_t *l)
 {
-    CHECK_EQ_INT(status, 0);
+    uv_stream_t *server = (uv_stream_t *)&l->tcp;
     if (refusing > 0) {
         if (lst.spare_closing) {
             waited++; /* this one waits and is announced again */
@@ -86,7 +86,7 @@ static void start(void)
     /* worker 1: the first worker's copy would log the listener (and look
      * at the runtime, which this test has none of) */
     CHECK_EQ_INT(stp_listener_start(&lst, &loop, NULL, &lconf, fd, NULL, 1), 0);
-    lst.tcp.connection_cb = on_test_connection;
+    lst.on_accept = on_test_accept;
     lst.on_empty = on_empty;
 }
 
