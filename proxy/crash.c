@@ -32,7 +32,9 @@ extern char __executable_start[];
 extern char etext[];
 
 static stp_log_format_t format;
-static _Thread_local const char *thread_name = "main";
+/* A thread that never called stp_crash_thread_start (libuv's thread pool,
+ * which saves the state file) is reported as such. */
+static _Thread_local const char *thread_name = "other";
 static _Thread_local void *alt_map; /* the thread's alternate stack mapping, with its guard page */
 static _Thread_local size_t alt_map_len;
 static atomic_int reporting;

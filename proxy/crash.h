@@ -9,8 +9,10 @@
  * offset: `addr2line -f -e smtp-tls-proxy OFFSET` names the function.
  *
  * A stack overflow is reported too: the handler runs on the thread's
- * alternate signal stack (sigaltstack(2)), which each thread, the main
- * thread included, sets up with stp_crash_thread_start.
+ * alternate signal stack (sigaltstack(2)), which the main thread and each
+ * worker set up with stp_crash_thread_start. libuv's thread-pool threads
+ * (the state-file save) have none: a crash there is reported with
+ * thread=other, an overflow there is not.
  *
  * Not installed in sanitizer builds: their own report is better (ASan
  * gives every thread its own alternate stack and reports an overflow).
