@@ -29,13 +29,21 @@ while [ $# -gt 0 ]; do
     --no-unit) unit=0 ;;
     --no-conformance) conformance=0 ;;
     --) shift; filters=("$@"); break ;;
-    -h | --help) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h | --help) sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     -*) echo "coverage.sh: unknown option $1" >&2; exit 2 ;;
     *) out=$1 ;;
     esac
     shift
 done
 command -v gcov >/dev/null || { echo "coverage.sh: gcov missing (gcc)" >&2; exit 2; }
+# OUTDIR is emptied only if it is one this script made (its marker), so a
+# mistyped argument never deletes anything else.
+if [ -e "$out" ]; then
+    [ -f "$out/.stp-coverage" ] || [ -z "$(ls -A "$out" 2>/dev/null)" ] ||
+        { echo "coverage.sh: $out exists and is not a coverage.sh output directory" >&2; exit 2; }
+    rm -rf "${out:?}/data" "$out"/*.gcov "$out"/*.log
+fi
+mkdir -p "$out/data" && : >"$out/.stp-coverage" || exit 1
 
 base=${STP_COVERAGE_BASE:-/tmp/stp-coverage-bazel}
 # Unsandboxed: the compiler writes each object's notes file (.gcno) beside
@@ -48,9 +56,6 @@ bazel --output_base="$base" build "${flags[@]}" \
 bin=$(bazel --output_base="$base" info "${flags[@]}" bazel-bin 2>/dev/null)
 execroot=$(bazel --output_base="$base" info "${flags[@]}" execution_root 2>/dev/null)
 
-rm -rf "$out"
-mkdir -p "$out/data"
-chmod 1777 "$out/data" # a test's proxy may run as another user
 # The objects were compiled in /proc/self/cwd/bazel-out/...: strip the
 # first three parts, so every counter file lands in $out/data/bazel-out/...
 export GCOV_PREFIX="$out/data" GCOV_PREFIX_STRIP=3
