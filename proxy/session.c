@@ -73,6 +73,7 @@ enum {
     V_XC_EHLO, /* xclient: the EHLO that asks the backend whether it offers XCLIENT */
     V_XCLIENT, /* xclient: the XCLIENT command */
     V_MAIL_REPLAY, /* route = mx: the remembered MAIL FROM, sent to a new next hop */
+    V_MESSAGE,     /* route = mx: the message, after the 354 (never queued) */
 };
 
 typedef enum { P_BACKEND = 1, P_LOCAL, P_INTERNAL } pending_kind_t;
@@ -218,6 +219,9 @@ static _Atomic unsigned session_counter; /* shared: ids stay unique across worke
 #define LOST_421 "421 4.4.2 Error: connection to mail server lost\r\n"
 /* BDAT without CHUNKING offered: see the STP_CMD_BDAT case of handle_line(). */
 #define BDAT_502 "502 5.5.1 Error: BDAT (CHUNKING) not supported, closing connection\r\n"
+/* route = mx: the answer to a command its next hop failed (mx_next_hop_failed()). */
+static const char mx_closed[] = "451 4.4.2 Error: the recipient's mail server closed the "
+                                "connection; try again later\r\n";
 
 static void finish(stp_session_t *s, const char *reply, const char *result, const char *error);
 static void process(stp_session_t *s, const char *p, size_t n);
@@ -248,7 +252,11 @@ static void mx_end_transaction(stp_session_t *s, int reset_next_hop);
 static void mx_message_done(stp_session_t *s, int ok);
 static void mx_up_gone(stp_session_t *s);
 static int mx_closing_421(stp_session_t *s, unsigned verb, const stp_reply_t *r);
-static void mx_rset_refused(stp_session_t *s, const stp_reply_t *r);
+static void mx_next_hop_failed(stp_session_t *s, unsigned verb, const stp_reply_t *r,
+                               const char *err);
+static void mx_next_hop_closed(stp_session_t *s, const char *err);
+static void log_early(stp_session_t *s);
+static void drain_if_idle(stp_session_t *s);
 static void mx_greet(stp_session_t *s);
 static void drop_kept_ehlo(stp_session_t *s);
 
@@ -508,6 +516,9 @@ static void finish(stp_session_t *s, const char *reply, const char *result, cons
         return;
     }
     int backend_idle = s->state == S_COMMAND && s->pq_len == 0 && !s->quit_seen;
+    if (s->state == S_DATA && s->early) {
+        log_early(s); /* the message ends here, at its dot or without it */
+    }
     s->state = S_CLOSING;
     if (s->result == NULL) {
         s->result = result;
@@ -1284,25 +1295,49 @@ static void bdat_refused(stp_session_t *s)
 }
 
 static void log_message_as(stp_session_t *s, int code, const char *t, size_t len);
+static void txn_reset(stp_session_t *s);
+
+/* The line for a message its backend answered in the middle of DATA
+ * (s->early): at the client's final dot, or when the session ends before it
+ * (finish()). */
+static void log_early(stp_session_t *s)
+{
+    s->rejected++;
+    log_message_as(s, s->early->code, s->early->raw + s->early->text_off, s->early->text_len);
+}
 
 /* The message ended but is refused by the proxy, or by the backend in the
  * middle of it (early): the backend connection is dropped before the final
- * dot, so the legacy MTA discards what it got. */
-static void data_refuse(stp_session_t *s)
+ * dot, so the legacy MTA discards what it got. route = mx, refused by the
+ * next hop (already dropped): the session goes on (a next hop's failure
+ * never ends the legacy MTA's session); 1 then, 0 once it has ended. */
+static int data_refuse(stp_session_t *s)
 {
+    if (s->early && is_mx(s)) {
+        log_early(s);
+        client_write(s, s->msg_abort, strlen(s->msg_abort));
+        free(s->early);
+        s->early = NULL;
+        s->msg_abort = NULL;
+        s->state = S_COMMAND;
+        mx_end_transaction(s, 0); /* the next hop is gone: nothing to reset */
+        txn_reset(s);
+        s->paused = 0;
+        drain_if_idle(s);
+        return s->state != S_CLOSING;
+    }
     if (s->backend_up) {
         stp_conn_close(s->up);
     }
     if (s->early) {
         char error[64];
-        s->rejected++;
-        log_message_as(s, s->early->code, s->early->raw + s->early->text_off, s->early->text_len);
         snprintf(error, sizeof(error), "backend replied %d during DATA", s->early->code);
-        finish(s, s->early->raw, "message-refused", error);
-        return;
+        finish(s, s->msg_abort, "message-refused", error); /* its line: log_early() */
+        return 0;
     }
     log_refused(s, s->msg_abort);
     finish(s, s->msg_abort, "message-refused", "bare CR/LF or size in DATA");
+    return 0;
 }
 
 /* Streams message content; returns how many input bytes were used. */
@@ -1342,8 +1377,8 @@ static size_t data_input(stp_session_t *s, const char *p, size_t n)
     }
     if (rc == STP_DATA_DONE) {
         if (s->msg_abort) {
-            data_refuse(s);
-            return n;
+            /* route = mx: what follows the dot is the next command */
+            return data_refuse(s) ? consumed : n;
         }
         s->state = S_COMMAND;
         pq_push(s, P_BACKEND, V_DATA_END, NULL, A_NONE);
@@ -1714,6 +1749,16 @@ static const char protocol_421[] = "421 4.4.2 Error: mail server protocol error\
  * A 421 ends the session at once, as anywhere. A 2xx (or 1xx, 3xx) would
  * read as acceptance of a message the backend never got whole: the client
  * gets 421 4.4.2 instead, never that reply.
+ *
+ * route = mx: the proxy is the legacy MTA's own server, and a next hop's
+ * failure never ends its session. A 4xx or 5xx is the reply to the dot as
+ * above, a 421 (or the next hop's close, backend_on_eof()) gets 451 4.4.2
+ * there (mx_next_hop_failed()), and after the dot the session goes on
+ * (data_refuse()): the next RCPT connects anew.
+ *
+ * s->early (malloc) is owned by the session until the message's line is
+ * written (data_refuse(), or finish() if the client never sends the dot),
+ * and freed by data_refuse() (route = mx) or destroy().
  */
 static void data_interrupted(stp_session_t *s, const stp_reply_t *r)
 {
@@ -1721,7 +1766,7 @@ static void data_interrupted(stp_session_t *s, const stp_reply_t *r)
     const char *t = stp_reply_text(r, r->nlines - 1, &len);
     int cls = r->code / 100;
 
-    if ((cls == 4 || cls == 5) && r->code != 421) {
+    if ((cls == 4 || cls == 5) && (r->code != 421 || is_mx(s))) {
         if (s->msg_abort == NULL) { /* else the proxy's own refusal stands */
             early_reply_t *e = malloc(sizeof(*e) + r->raw_len + 1);
             if (e == NULL) {
@@ -1734,7 +1779,15 @@ static void data_interrupted(stp_session_t *s, const stp_reply_t *r)
             memcpy(e->raw, r->raw, r->raw_len);
             e->raw[r->raw_len] = '\0';
             s->early = e;
-            s->msg_abort = e->raw;
+            s->msg_abort = r->code == 421 ? mx_closed : e->raw;
+        }
+        if (is_mx(s)) {
+            if (r->code == 421) {
+                mx_next_hop_failed(s, V_MESSAGE, r, NULL);
+            } else {
+                mx_up_gone(s);
+            }
+            return;
         }
         /* Gone from the session: its close (now, or its own) is no loss. */
         stp_conn_close(s->up);
@@ -1816,7 +1869,9 @@ static void handle_reply(stp_session_t *s, const stp_reply_t *r)
         mx_mail_replied(s, r);
     } else if (p.kind == P_INTERNAL) {
         if (!ok && is_mx(s)) {
-            mx_rset_refused(s, r);
+            /* a 421 says it is closing (it may keep the socket open a
+             * while), anything else leaves its transaction state unknown */
+            mx_next_hop_failed(s, V_RSET_INTERNAL, r, NULL);
         } else if (!ok) {
             stp_log(STP_LOG_WARN, "backend id=%s internal RSET answered %d", s->id, r->code);
         }
@@ -2353,8 +2408,7 @@ static void backend_on_read(stp_conn_t *c, const char *data, size_t len)
         data += used;
         len -= used;
         if (rc == STP_REPLY_ERROR) {
-            finish(s, "421 4.4.2 Error: mail server protocol error\r\n", "backend-protocol",
-                   s->rp->error);
+            finish(s, protocol_421, "backend-protocol", s->rp->error);
             stp_conn_uncork(c);
             stp_conn_uncork(&s->client);
             return;
@@ -2400,8 +2454,14 @@ static void backend_on_eof(stp_conn_t *c, const char *err)
         up_lost(s, err ? err : "connection closed");
         return;
     }
-    if (is_mx(s) && s->state == S_COMMAND && s->pq_len == 0) {
-        mx_up_gone(s); /* idle between transactions: the next RCPT reconnects */
+    if (is_mx(s) && s->state == S_COMMAND) {
+        /* between transactions or with a reply owed: the legacy MTA's
+         * session goes on, the next RCPT reconnects */
+        mx_next_hop_closed(s, err ? err : "connection closed");
+        return;
+    }
+    if (is_mx(s) && s->state == S_DATA) {
+        mx_next_hop_failed(s, V_MESSAGE, NULL, err ? err : "connection closed");
         return;
     }
     if (s->state == S_CLOSING) {
@@ -2553,59 +2613,125 @@ static void mx_up_gone(stp_session_t *s)
     mx_drop_up(s);
 }
 
-/* The next hop did not answer the proxy's own RSET (after a refused DATA,
- * the legacy MTA's RSET or EHLO) with 2xx: a 421 says it is closing (it may
- * keep the socket open a while), anything else leaves its transaction state
- * unknown. Either way the connection is not used again: the next RCPT
- * connects anew, as after a 421 between commands or to MAIL. */
-static void mx_rset_refused(stp_session_t *s, const stp_reply_t *r)
+/*
+ * route = mx: the next hop failed; r: its reply (a 421, or a refused RSET),
+ * or NULL: it closed the connection (err says how). It is closing or
+ * unsure, not the proxy: relayed, its 421 (or the proxy's own 421 for a
+ * lost connection) would end the legacy MTA's whole session, and with it the
+ * mail for every other domain. The connection is dropped now rather than at
+ * its close (a command in between would go to a server that no longer
+ * listens) and the next RCPT connects anew. What failed (verb):
+ *   V_MAIL_REPLAY    the replayed MAIL: the RCPT behind it gets 451 4.4.2
+ *   STP_CMD_RCPT     the RCPT gets 451 4.4.2
+ *   STP_CMD_DATA     DATA gets 451 4.4.2; the transaction is over
+ *   V_DATA_END       the final dot gets 451 4.4.2 (the message is not
+ *                    accepted, so the legacy MTA keeps it; logged tempfail)
+ *   V_MESSAGE        in the middle of the message: the final dot will get
+ *                    451 4.4.2 (s->early, data_refuse())
+ *   V_RSET_INTERNAL  the proxy's own RSET: nobody waits for its reply
+ * Any other command the next hop owed a reply gets 451 4.4.2 too.
+ */
+static void mx_next_hop_failed(stp_session_t *s, unsigned verb, const stp_reply_t *r,
+                               const char *err)
 {
-    size_t len;
-    const char *t = stp_reply_text(r, 0, &len);
+    const char *what = verb == V_MAIL_REPLAY     ? "mail_reply"
+                       : verb == V_RSET_INTERNAL ? "rset_reply"
+                       : verb == STP_CMD_RCPT    ? "command=RCPT reply"
+                       : verb == STP_CMD_DATA    ? "command=DATA reply"
+                       : verb == V_DATA_END      ? "command=end-of-data reply"
+                       : verb == V_MESSAGE       ? "command=message reply"
+                                                 : "command=other reply";
     char esc[200];
-    stp_log_escape(esc, sizeof(esc), t, len);
-    stp_log(STP_LOG_WARN, "mx id=%s domain=%s next_hop=%s rset_reply=\"%d %s\" connection=dropped",
-            s->id, s->mx_domain, s->next_hop_str, r->code, esc);
-    mx_up_gone(s);
-}
-
-/* route = mx: the next hop answers a RCPT, DATA or the final dot with 421.
- * It is closing, not the proxy: relayed, its 421 would end the legacy MTA's
- * whole session, and with it the mail for every other domain. That command
- * gets 451 4.4.2 instead (the message, for the dot: not accepted, so the
- * legacy MTA keeps it), the connection is dropped now rather than at its
- * close, and the next RCPT connects anew, as after a 421 to MAIL. 0 for
- * any other reply, which handle_reply() relays. */
-static int mx_closing_421(stp_session_t *s, unsigned verb, const stp_reply_t *r)
-{
-    static const char closed[] = "451 4.4.2 Error: the recipient's mail server closed the "
-                                 "connection; try again later\r\n";
-    const char *what = verb == STP_CMD_RCPT   ? "RCPT"
-                       : verb == STP_CMD_DATA ? "DATA"
-                       : verb == V_DATA_END   ? "end-of-data"
-                                              : NULL;
-    if (!is_mx(s) || r->code != 421 || what == NULL) {
-        return 0;
+    if (r != NULL) {
+        size_t len;
+        const char *t = stp_reply_text(r, 0, &len);
+        stp_log_escape(esc, sizeof(esc), t, len);
+        stp_log(STP_LOG_WARN, "mx id=%s domain=%s next_hop=%s %s=\"%d %s\" connection=dropped",
+                s->id, s->mx_domain, s->next_hop_str, what, r->code, esc);
+    } else {
+        stp_log_escape(esc, sizeof(esc), err, strlen(err));
+        stp_log(STP_LOG_WARN,
+                "mx id=%s domain=%s next_hop=%s %s=none error=\"%s\" connection=dropped", s->id,
+                s->mx_domain, s->next_hop_str, what, esc);
     }
-    size_t len;
-    const char *t = stp_reply_text(r, 0, &len);
-    char esc[200];
-    stp_log_escape(esc, sizeof(esc), t, len);
-    stp_log(STP_LOG_WARN,
-            "mx id=%s domain=%s next_hop=%s command=%s reply=\"421 %s\" connection=dropped", s->id,
-            s->mx_domain, s->next_hop_str, what, esc);
+    if (verb == V_MESSAGE) {
+        if (s->msg_abort == NULL) { /* it closed: no reply of its own to keep */
+            size_t n = sizeof(mx_closed) - 1;
+            early_reply_t *e = malloc(sizeof(*e) + n + 1);
+            if (e == NULL) {
+                finish(s, "421 4.3.0 Error: out of resources\r\n", "error", "out of memory");
+                return;
+            }
+            e->code = 451;
+            e->text_off = 4;
+            e->text_len = n - 6; /* without "451 " and CRLF */
+            memcpy(e->raw, mx_closed, n + 1);
+            s->early = e;
+            s->msg_abort = mx_closed;
+        }
+        mx_up_gone(s);
+        return;
+    }
     if (verb == V_DATA_END) {
         s->rejected++;
-        log_message(s, r); /* tempfail, with the next hop's 421 */
+        if (r != NULL) {
+            log_message(s, r); /* tempfail, with the next hop's 421 */
+        } else {
+            log_message_as(s, 451, mx_closed + 4, sizeof(mx_closed) - 7);
+        }
         txn_reset(s);
     }
-    mx_write(s, closed);
-    if (verb != STP_CMD_RCPT) {
+    if (verb != V_RSET_INTERNAL) {
+        mx_write(s, mx_closed);
+    }
+    if (verb == V_MAIL_REPLAY) {
+        free(s->mx_rcpt);
+        s->mx_rcpt = NULL;
+    }
+    if (verb == STP_CMD_DATA || verb == V_DATA_END) {
         mx_end_transaction(s, 0); /* over; and nothing to reset on a closing connection */
+    }
+    if (verb != STP_CMD_RCPT && verb != V_RSET_INTERNAL) {
         s->paused = 0;
     }
     mx_up_gone(s);
+}
+
+/* route = mx: a 421 from the next hop to a RCPT, DATA or the final dot is
+ * answered 451 4.4.2 (mx_next_hop_failed()); 0 for any other reply, which
+ * handle_reply() relays. */
+static int mx_closing_421(stp_session_t *s, unsigned verb, const stp_reply_t *r)
+{
+    if (!is_mx(s) || r->code != 421 ||
+        (verb != STP_CMD_RCPT && verb != STP_CMD_DATA && verb != V_DATA_END)) {
+        return 0;
+    }
+    mx_next_hop_failed(s, verb, r, NULL);
     return 1;
+}
+
+/* route = mx: the next hop closed the connection (or reset it) outside
+ * DATA. Idle, it is the next hop's business; with replies owed (the proxy's
+ * own RSET, the replayed MAIL, a RCPT, DATA or the final dot) each is
+ * failed as mx_next_hop_failed() says. The session goes on. */
+static void mx_next_hop_closed(stp_session_t *s, const char *err)
+{
+    while (s->pq_len > 0 && pq_at(s, 0)->kind != P_LOCAL && s->state != S_CLOSING) {
+        pending_t p = *pq_at(s, 0);
+        pq_pop(s);
+        mx_next_hop_failed(
+            s, p.kind == P_INTERNAL && p.verb != V_MAIL_REPLAY ? V_RSET_INTERNAL : p.verb, NULL,
+            err);
+    }
+    if (s->state == S_CLOSING) {
+        return;
+    }
+    mx_up_gone(s);
+    flush_queue(s);
+    resume(s);
+    after_client_eof(s);
+    drain_if_idle(s);
+    arm_timers(s);
 }
 
 /* The transaction is over (final reply, RSET, EHLO, refused DATA). */
@@ -2671,20 +2797,7 @@ static void mx_mail_replied(stp_session_t *s, const stp_reply_t *r)
         s->mx_mail_sent = 1;
         forward(s, STP_CMD_RCPT, s->mx_rcpt, s->mx_rcpt_len);
     } else if (r->code == 421) {
-        /* The next hop is closing, not the proxy: relayed, its 421 would
-         * end the legacy MTA's whole session. The next RCPT reconnects. */
-        size_t len;
-        const char *t = stp_reply_text(r, 0, &len);
-        char esc[200];
-        stp_log_escape(esc, sizeof(esc), t, len);
-        stp_log(STP_LOG_WARN, "mx id=%s domain=%s next_hop=%s mail_reply=\"421 %s\"", s->id,
-                s->mx_domain, s->next_hop_str, esc);
-        mx_write(s, "451 4.4.2 Error: the recipient's mail server closed the connection; "
-                    "try again later\r\n");
-        /* Dropped now, not when its close arrives: a RCPT in between would
-         * go to a server that no longer listens, and its loss would end
-         * the session (421). */
-        mx_up_gone(s);
+        mx_next_hop_failed(s, V_MAIL_REPLAY, r, NULL); /* the RCPT gets 451 4.4.2 */
     } else {
         /* The next hop refused the sender: that is this recipient's answer. */
         relay(s, r);

@@ -673,6 +673,37 @@ class ReplyDuringData(ScriptedBackend):
         self.assertEqual(self.backend.read(), b"")
         self.assert_relayed_at_the_dot("452 4.3.1 Insufficient system storage")
 
+    def test_421_is_relayed_at_once(self):
+        # An inbound backend closing in the middle of DATA: its 421 reaches
+        # the client at once (not at the dot: the proxy is not the client's
+        # own server, the backend is), and the session ends.
+        self.in_data()
+        self.conn.sendall(b"421 4.3.2 Service shutting down\r\n")
+        self.assertEqual(self.c.reply(), (421, ["421 4.3.2 Service shutting down"]))
+        self.assertTrue(self.c.closed())
+        self.assertEqual(self.backend.read(), b"")  # never the dot
+        f = self.message_fields()
+        self.assertEqual((f["result"], f["code"], f["rcpts"]), ("tempfail", "421", "1"), f)
+        s = self.session_fields()
+        self.assertEqual((s["result"], s["error"], s["rejected"]),
+                         ("backend-closed", "backend sent 421 during DATA", "1"), s)
+        self.assertEqual(self.p.stop(), 0, self.p.log()[-3000:])
+
+    def test_client_leaving_before_the_dot_still_gets_the_message_line(self):
+        # The backend's 552 is kept for the dot, but the client closes
+        # without sending it: the message still has its line (it had none).
+        self.in_data()
+        self.conn.sendall(b"552 5.3.4 Message size exceeds fixed limit\r\n")
+        self.assertEqual(self.backend.read(), b"")
+        self.c.sock.close()
+        f = self.message_fields()
+        self.assertEqual((f["result"], f["code"], f["reply"]),
+                         ("rejected", "552", "5.3.4 Message size exceeds fixed limit"), f)
+        s = self.session_fields()
+        self.assertEqual((s["result"], s["messages"], s["rejected"]),
+                         ("client-closed", "0", "1"), s)
+        self.assertEqual(self.p.stop(), 0, self.p.log()[-3000:])
+
     def test_2xx_is_never_relayed(self):
         self.in_data()
         self.conn.sendall(b"250 2.0.0 Ok: queued as EARLY\r\n")

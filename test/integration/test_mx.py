@@ -19,6 +19,7 @@ import http.server
 import json
 import os
 import random
+import re
 import shutil
 import signal
 import socket
@@ -576,6 +577,109 @@ class Routing(MxBase):
                              ([("tempfail", "421")] if mode == "dot-421" else [])
                              + [("accepted", "250")], (mode, msgs))
             self.assertEqual(self.proxy.stop(), 0)
+            self.proxy = None
+            h.stop()
+            self.hops.remove(h)
+
+    def test_next_hop_failing_in_the_middle_of_data_keeps_the_session(self):
+        """After its 354 and before the final dot the next hop says 421 and
+        closes, says 552, or just closes: the legacy MTA's dot gets 451 4.4.2
+        (552: the 552, as written), the message is logged tempfail (rejected),
+        and its session goes on: the next message connects anew. The 421 was
+        relayed and the close answered 421, each ending the session (and the
+        552 ended it after the dot)."""
+        closed = ("451 4.4.2 Error: the recipient's mail server closed the connection; "
+                  "try again later")
+        expect = {"data-mid-421": ((451, [closed]), ("tempfail", "421"), "reply=\"421 4.3.2 "),
+                  "data-mid-552": ((552, ["552 5.3.4 nexthop.example.test Message too big"]),
+                                   ("rejected", "552"), None),
+                  "data-mid-close": ((451, [closed]), ("tempfail", "451"), "reply=none error=")}
+        for mode, (reply, logged, mx_line) in expect.items():
+            h = self.hop("127.0.0.11", "mxa", mode=mode)
+            port = self.start_proxy()
+            c = self.legacy_client(port, 20)
+            self.assertEqual(c.cmd("MAIL FROM:<a@legacy.example>")[0], 250)
+            self.assertEqual(c.cmd("RCPT TO:<bob@d1.example.test>")[0], 250)
+            self.assertEqual(c.cmd("DATA")[0], 354)
+            c.send(b"Subject: x\r\n\r\n")
+            # the rest only once the proxy has seen the next hop fail
+            if mode == "data-mid-552":  # the proxy lets it go at once
+                self.assertTrue(poll(lambda: "data-mid-552 dropped" in h.proc.log()),
+                                h.proc.log())
+            else:
+                self.assertTrue(poll(lambda: " command=message " in self.proxy.log()),
+                                self.proxy.log()[-3000:])
+            c.send(b"body\r\n.\r\n")
+            self.assertEqual(c.reply(), reply, mode)
+            r = send(port, ["carol@d1.example.test"], client=c)
+            self.assertEqual(r["data"][0], 250, (mode, r))
+            self.assertEqual(c.cmd("QUIT")[0], 221, mode)
+            self.assertEqual(len(h.stored()), 1, mode)
+            self.assertNotIn("data-mid-552 dot", h.proc.log())
+            msgs = [harness.log_fields(l) for l in self.proxy.log_lines("message")]
+            self.assertEqual([(m["result"], m["code"]) for m in msgs],
+                             [logged, ("accepted", "250")], (mode, msgs))
+            if mx_line:
+                self.assertRegex(self.proxy.log(), r"mx id=\S+ domain=d1.example.test "
+                                 r"next_hop=\S+ command=message %s" % re.escape(mx_line))
+            self.assertEqual(self.proxy.stop(), 0)
+            sessions = [harness.log_fields(l) for l in self.proxy.log_lines("session")]
+            self.assertEqual([(x["result"], x["messages"], x["rejected"]) for x in sessions],
+                             [("ok", "1", "1")], mode)
+            self.proxy = None
+            h.stop()
+            self.hops.remove(h)
+
+    def test_next_hop_closing_with_a_reply_owed_keeps_the_session(self):
+        """The next hop closes instead of answering the proxy's own RSET (after
+        the legacy MTA's RSET), a RCPT, DATA or the final dot: the command
+        gets 451 4.4.2 (the RSET was the proxy's: nothing), for the dot the
+        message is logged tempfail, and the legacy MTA's session goes on; the
+        next RCPT connects anew. Each ended the session with 421."""
+        closed = ("451 4.4.2 Error: the recipient's mail server closed the connection; "
+                  "try again later")
+        what = {"rset-close": "rset_reply", "rcpt-close": "command=RCPT reply",
+                "data-close": "command=DATA reply", "dot-close": "command=end-of-data reply"}
+        for mode in ("rset-close", "rcpt-close", "data-close", "dot-close"):
+            h = self.hop("127.0.0.11", "mxa", mode=mode)
+            port = self.start_proxy()
+            c = self.legacy_client(port, 20)
+            self.assertEqual(c.cmd("MAIL FROM:<a@legacy.example>")[0], 250)
+            code, lines = c.cmd("RCPT TO:<bob@d1.example.test>")
+            if mode == "rcpt-close":
+                self.assertEqual((code, lines), (451, [closed]), mode)
+                code, lines = c.cmd("RCPT TO:<carol@d1.example.test>")
+            self.assertEqual(code, 250, (mode, lines))
+            if mode == "rset-close":
+                self.assertEqual(c.cmd("RSET")[0], 250)
+                self.assertEqual(c.cmd("MAIL FROM:<a@legacy.example>")[0], 250)
+                self.assertEqual(c.cmd("RCPT TO:<carol@d1.example.test>")[0], 250)
+            code, lines = c.cmd("DATA")
+            if mode == "data-close":
+                self.assertEqual((code, lines), (451, [closed]), mode)
+                self.assertEqual(c.cmd("MAIL FROM:<a@legacy.example>")[0], 250)
+                self.assertEqual(c.cmd("RCPT TO:<carol@d1.example.test>")[0], 250)
+                code, lines = c.cmd("DATA")
+            self.assertEqual(code, 354, (mode, lines))
+            c.send(b"Subject: x\r\n\r\nbody\r\n.\r\n")
+            code, lines = c.reply()
+            if mode == "dot-close":
+                self.assertEqual((code, lines), (451, [closed]), mode)
+                self.assertEqual(h.stored(), [], mode)
+                r = send(port, ["carol@d1.example.test"], client=c)
+                code, lines = r["data"]
+            self.assertEqual(code, 250, (mode, lines))
+            self.assertEqual(c.cmd("QUIT")[0], 221, mode)
+            self.assertEqual(len(h.stored()), 1, mode)
+            self.assertRegex(self.proxy.log(), r"mx id=\S+ domain=d1.example.test next_hop=\S+ "
+                             r"%s=none error=\"[^\"]+\" connection=dropped" % what[mode])
+            msgs = [harness.log_fields(l) for l in self.proxy.log_lines("message")]
+            self.assertEqual([(m["result"], m["code"]) for m in msgs],
+                             ([("tempfail", "451")] if mode == "dot-close" else [])
+                             + [("accepted", "250")], (mode, msgs))
+            self.assertEqual(self.proxy.stop(), 0)
+            sessions = [harness.log_fields(l) for l in self.proxy.log_lines("session")]
+            self.assertEqual([x["result"] for x in sessions], ["ok"], mode)
             self.proxy = None
             h.stop()
             self.hops.remove(h)

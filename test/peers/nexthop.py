@@ -31,7 +31,12 @@ real one commits before it replies), rset-502 (refuses RSET with 502 and
 keeps the transaction: a MAIL behind it gets 503 nested MAIL),
 data-554-rset-421 (554 to DATA, then 421 to RSET, the connection kept open
 1 s before closing), data-554-rset-502 (554 to DATA, then RSET refused as in
-rset-502).
+rset-502), data-mid-421 / data-mid-552 (after its 354 and the message's
+first line: 421 and a close / 552 5.3.4, then it reads on until the client
+closes, logging "data-mid-552 dropped"), data-mid-close (closes after the
+message's first line), rcpt-close / data-close / dot-close (closes instead
+of answering RCPT / DATA / the final dot). The rcpt-421 ... dot-close modes
+fail on their first occasion only (first_421()).
 QUIT is logged on stderr as a "bye" line, the SNI a client sends as "sni NAME".
 """
 import argparse
@@ -236,6 +241,14 @@ def serve(c, a, count, lock):
                 sys.stderr.flush()
                 conn.send(b"421 4.3.2 nexthop.example.test Service shutting down\r\n")
                 return
+            elif u.startswith(b"RCPT") and a.mode == "rcpt-close" and first_421():
+                sys.stderr.write("rcpt-close %s\n" % l.decode(errors="replace"))
+                sys.stderr.flush()
+                return  # closed with the RCPT unanswered
+            elif u == b"DATA" and a.mode == "data-close" and first_421():
+                sys.stderr.write("data-close\n")
+                sys.stderr.flush()
+                return  # closed with DATA unanswered
             elif u == b"DATA" and a.mode == "data-421" and first_421():
                 sys.stderr.write("data-421\n")
                 sys.stderr.flush()
@@ -260,6 +273,20 @@ def serve(c, a, count, lock):
                 conn.send(b"354 go ahead\r\n")
                 if a.mode == "slow-data":  # reads nothing of the message for 2 s
                     time.sleep(2)
+                if a.mode.startswith("data-mid-") and first_421():
+                    conn.line()  # the message's first line
+                    sys.stderr.write("%s\n" % a.mode)
+                    sys.stderr.flush()
+                    if a.mode == "data-mid-421":
+                        conn.send(b"421 4.3.2 nexthop.example.test Service shutting down\r\n")
+                    elif a.mode == "data-mid-552":
+                        conn.send(b"552 5.3.4 nexthop.example.test Message too big\r\n")
+                        l = b""
+                        while l not in (None, b"."):
+                            l = conn.line()  # the rest of the message, until the client lets go
+                        sys.stderr.write("data-mid-552 %s\n" % ("dropped" if l is None else "dot"))
+                        sys.stderr.flush()
+                    return
                 lines = []
                 while True:
                     l = conn.line()
@@ -268,7 +295,7 @@ def serve(c, a, count, lock):
                     if l == b".":
                         break
                     lines.append(l[1:] if l.startswith(b".") else l)
-                if a.mode == "drop-after-dot":
+                if a.mode == "drop-after-dot" or a.mode == "dot-close" and first_421():
                     return
                 if a.mode == "dot-421" and first_421():  # nothing stored
                     sys.stderr.write("dot-421\n")
