@@ -60,6 +60,10 @@
 #define HELD_MAX (1024 * 1024)
 #define DATA_CHUNK (64 * 1024)
 #define LINGER_MS 10000
+/* After the BDAT refusal the chunk behind it is read and dropped until the
+ * client closes, goes quiet this long, or BDAT_DRAIN_MS have passed. */
+#define BDAT_QUIET_MS 1000
+#define BDAT_DRAIN_MS 10000
 #define PROXY_HEADER_MS 5000 /* a load balancer sends its PROXY header at once */
 #define FINAL_REPLY_MIN_MS 600000 /* RFC 5321 4.5.3.2.6: 10 minutes for the reply to "." */
 #define ERRORS_MAX 20 /* the proxy's own 5xx replies without a message delivered, before 421
@@ -70,8 +74,8 @@ enum {
     V_DATA_END = STP_CMD__COUNT + 1,
     V_SASL,
     V_RSET_INTERNAL,
-    V_XC_EHLO, /* xclient: the EHLO that asks the backend whether it offers XCLIENT */
-    V_XCLIENT, /* xclient: the XCLIENT command */
+    V_XC_EHLO,     /* xclient: the EHLO that asks the backend whether it offers XCLIENT */
+    V_XCLIENT,     /* xclient: the XCLIENT command */
     V_MAIL_REPLAY, /* route = mx: the remembered MAIL FROM, sent to a new next hop */
     V_MESSAGE,     /* route = mx: the message, after the 354 (never queued) */
 };
@@ -143,6 +147,8 @@ struct stp_session_s {
     unsigned up_private : 1;    /* outbound: the next hop saw more than envelopes (AUTH, HELO...) */
     unsigned up_reused : 1;     /* outbound: up was taken from the connection cache */
     unsigned up_unsure : 1;     /* outbound: an RSET was refused; the next hop's state is unknown */
+    unsigned bdat_drain : 1;    /* BDAT refused: its chunk is read and dropped (bdat_refused()) */
+    uint64_t bdat_drain_end;    /* ...until then at the latest (uv_now) */
 
     char tls_version[16];
     char tls_cipher[64];
@@ -226,6 +232,7 @@ static const char mx_closed[] = "451 4.4.2 Error: the recipient's mail server cl
 static void finish(stp_session_t *s, const char *reply, const char *result, const char *error);
 static void process(stp_session_t *s, const char *p, size_t n);
 static void arm_timers(stp_session_t *s);
+static void on_bdat_drained(uv_timer_t *t);
 static void update_reading(stp_session_t *s);
 static void flush_queue(stp_session_t *s);
 static void up_reply(stp_session_t *s, const stp_reply_t *r);
@@ -657,6 +664,19 @@ static void arm_timers(stp_session_t *s)
     if (s->state == S_CLOSING) {
         return;
     }
+    if (s->bdat_drain) {
+        /* the client timer bounds the drain (bdat_refused()): restarted
+         * while the chunk keeps coming, up to bdat_drain_end */
+        uint64_t now = uv_now(s->loop);
+        if (now >= s->bdat_drain_end) {
+            finish(s, NULL, "protocol", "BDAT without CHUNKING");
+        } else {
+            uint64_t left = s->bdat_drain_end - now;
+            uv_timer_start(&s->client_timer, on_bdat_drained,
+                           left < BDAT_QUIET_MS ? left : BDAT_QUIET_MS, 0);
+        }
+        return;
+    }
     int client_stuck = stp_conn_congested(&s->client);
     int backend_stuck = s->backend_up && stp_conn_congested(s->up);
     uint64_t client_ms = 0;
@@ -713,6 +733,7 @@ static void update_reading(stp_session_t *s)
                  /* route = mx: a next hop attempt can take minutes; keep
                   * reading (input is held) so a client that leaves is seen */
                  (s->nh != NULL && !s->discard_input);
+    client = client || s->bdat_drain; /* BDAT refused: its chunk is read and dropped */
     if (client) {
         stp_conn_read_start(&s->client);
     } else {
@@ -1141,8 +1162,9 @@ static void handle_line(stp_session_t *s, const char *line, size_t len)
          * read as commands they would run at the backend (a transaction
          * made of message text) and put the client, which expects one
          * reply per BDAT, out of step. So nothing behind the line is
-         * read; the replies owed before it are relayed, then this one,
-         * and the session ends (RFC 5321 7.8). A 5xx, not 421: by RFC 3030
+         * read as commands (it is dropped, bdat_refused()); the replies
+         * owed before it are relayed, then this one, and the session ends
+         * (RFC 5321 7.8). A 5xx, not 421: by RFC 3030
          * 2 it fails the message, so the sender bounces it instead of
          * retrying the same BDAT for days. Not 521 (what Postfix says):
          * RFC 7504 3 keeps that for hosts that never accept mail. */
@@ -1283,15 +1305,34 @@ static void log_refused(stp_session_t *s, const char *reply)
     stp_sm_message(s->conf->name, 0, 0);
 }
 
+static void on_bdat_drained(uv_timer_t *t)
+{
+    stp_session_t *s = t->data;
+    finish(s, NULL, "protocol", "BDAT without CHUNKING");
+}
+
 /* The BDAT refusal has reached the client (the replies owed before it
  * first). A transaction with accepted recipients was a message sent with
- * BDAT: it gets its line, like a message the proxy refuses after DATA. */
+ * BDAT: it gets its line, like a message the proxy refuses after DATA.
+ *
+ * The chunk behind the BDAT is still on its way: closing with it unread
+ * makes the kernel answer with a reset, and a client that writes the whole
+ * chunk before it reads (Postfix) gets "connection reset" instead of the
+ * 502 and sends the same BDAT again later. So the rest is read and dropped
+ * (discard_input) until the client closes, is quiet for BDAT_QUIET_MS
+ * (it has sent its chunk and reads the 502), or for BDAT_DRAIN_MS at most;
+ * then the session ends. */
 static void bdat_refused(stp_session_t *s)
 {
     if (s->mail_from[0] != '\0' && s->rcpts) {
         log_refused(s, BDAT_502);
     }
-    finish(s, NULL, "protocol", "BDAT without CHUNKING");
+    s->bdat_drain = 1;
+    s->discard_input = 1;
+    s->bdat_drain_end = uv_now(s->loop) + BDAT_DRAIN_MS;
+    uv_timer_start(&s->client_timer, on_bdat_drained, BDAT_QUIET_MS, 0);
+    uv_timer_stop(&s->backend_timer);
+    update_reading(s);
 }
 
 static void log_message_as(stp_session_t *s, int code, const char *t, size_t len);
@@ -1465,6 +1506,10 @@ static void client_on_eof(stp_conn_t *c, const char *err)
     stp_session_t *s = c->owner;
     if (s->state == S_CLOSING) {
         stp_conn_close(c);
+        return;
+    }
+    if (s->bdat_drain) { /* the client has sent its chunk and read the 502 */
+        finish(s, NULL, "protocol", "BDAT without CHUNKING");
         return;
     }
     if (s->quit_seen && err == NULL) {
