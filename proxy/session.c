@@ -2672,7 +2672,9 @@ static void mx_up_gone(stp_session_t *s)
  *   V_DATA_END       the final dot gets 451 4.4.2 (the message is not
  *                    accepted, so the legacy MTA keeps it; logged tempfail)
  *   V_MESSAGE        in the middle of the message: the final dot will get
- *                    451 4.4.2 (s->early, data_refuse())
+ *                    451 4.4.2 (s->early, data_refuse()); when it closed,
+ *                    s->early is allocated here (malloc), owned as
+ *                    data_interrupted() says
  *   V_RSET_INTERNAL  the proxy's own RSET: nobody waits for its reply
  * Any other command the next hop owed a reply gets 451 4.4.2 too.
  */
