@@ -526,6 +526,41 @@ class Routing(MxBase):
         self.assertIn('mail_reply="421 4.3.2 nexthop.example.test Service shutting down"',
                       self.proxy.log())
 
+    def one_message_past_a_failure(self, h, port, mode, at, closed):
+        """One legacy session whose next hop (in `mode`) fails once `at`
+        rcpt, rset (the proxy's own, after the legacy MTA's RSET), data or
+        dot: that command is answered `closed` (nothing for the proxy's
+        RSET), the session goes on, and one message is delivered over a new
+        connection."""
+        c = self.legacy_client(port, 20)
+        self.assertEqual(c.cmd("MAIL FROM:<a@legacy.example>")[0], 250)
+        code, lines = c.cmd("RCPT TO:<bob@d1.example.test>")
+        if at == "rcpt":
+            self.assertEqual((code, lines), (451, [closed]), mode)
+            code, lines = c.cmd("RCPT TO:<carol@d1.example.test>")
+        self.assertEqual(code, 250, (mode, lines))
+        if at == "rset":
+            self.assertEqual(c.cmd("RSET")[0], 250)
+            self.assertEqual(c.cmd("MAIL FROM:<a@legacy.example>")[0], 250)
+            self.assertEqual(c.cmd("RCPT TO:<carol@d1.example.test>")[0], 250)
+        code, lines = c.cmd("DATA")
+        if at == "data":
+            self.assertEqual((code, lines), (451, [closed]), mode)
+            self.assertEqual(c.cmd("MAIL FROM:<a@legacy.example>")[0], 250)
+            self.assertEqual(c.cmd("RCPT TO:<carol@d1.example.test>")[0], 250)
+            code, lines = c.cmd("DATA")
+        self.assertEqual(code, 354, (mode, lines))
+        c.send(b"Subject: x\r\n\r\nbody\r\n.\r\n")
+        code, lines = c.reply()
+        if at == "dot":
+            self.assertEqual((code, lines), (451, [closed]), mode)
+            self.assertEqual(h.stored(), [], mode)
+            r = send(port, ["carol@d1.example.test"], client=c)
+            code, lines = r["data"]
+        self.assertEqual(code, 250, (mode, lines))
+        self.assertEqual(c.cmd("QUIT")[0], 221, mode)
+        self.assertEqual(len(h.stored()), 1, mode)
+
     def test_next_hop_421_to_rcpt_data_or_dot_is_not_relayed(self):
         """The next hop says 421 (and closes) at a RCPT, at DATA, or as its
         answer to the final dot: that command gets 451 4.4.2 (a relayed 421
@@ -538,30 +573,7 @@ class Routing(MxBase):
         for mode in ("rcpt-421", "data-421", "dot-421"):
             h = self.hop("127.0.0.11", "mxa", mode=mode)
             port = self.start_proxy()
-            c = self.legacy_client(port, 20)
-            self.assertEqual(c.cmd("MAIL FROM:<a@legacy.example>")[0], 250)
-            code, lines = c.cmd("RCPT TO:<bob@d1.example.test>")
-            if mode == "rcpt-421":
-                self.assertEqual((code, lines), (451, [closed]), mode)
-                code, lines = c.cmd("RCPT TO:<carol@d1.example.test>")
-            self.assertEqual(code, 250, (mode, lines))
-            code, lines = c.cmd("DATA")
-            if mode == "data-421":
-                self.assertEqual((code, lines), (451, [closed]), mode)
-                self.assertEqual(c.cmd("MAIL FROM:<a@legacy.example>")[0], 250)
-                self.assertEqual(c.cmd("RCPT TO:<carol@d1.example.test>")[0], 250)
-                code, lines = c.cmd("DATA")
-            self.assertEqual(code, 354, (mode, lines))
-            c.send(b"Subject: x\r\n\r\nbody\r\n.\r\n")
-            code, lines = c.reply()
-            if mode == "dot-421":
-                self.assertEqual((code, lines), (451, [closed]), mode)
-                self.assertEqual(h.stored(), [], mode)
-                r = send(port, ["carol@d1.example.test"], client=c)
-                code, lines = r["data"]
-            self.assertEqual(code, 250, (mode, lines))
-            self.assertEqual(c.cmd("QUIT")[0], 221, mode)
-            self.assertEqual(len(h.stored()), 1, mode)
+            self.one_message_past_a_failure(h, port, mode, mode.split("-")[0], closed)
             self.assertEqual(h.proc.log().count("hello EHLO legacy"), 0)
             self.assertEqual(len([l for l in h.proc.log().splitlines()
                                   if l.startswith("hello ") and l.endswith("tls=False")]), 2,
@@ -643,34 +655,7 @@ class Routing(MxBase):
         for mode in ("rset-close", "rcpt-close", "data-close", "dot-close"):
             h = self.hop("127.0.0.11", "mxa", mode=mode)
             port = self.start_proxy()
-            c = self.legacy_client(port, 20)
-            self.assertEqual(c.cmd("MAIL FROM:<a@legacy.example>")[0], 250)
-            code, lines = c.cmd("RCPT TO:<bob@d1.example.test>")
-            if mode == "rcpt-close":
-                self.assertEqual((code, lines), (451, [closed]), mode)
-                code, lines = c.cmd("RCPT TO:<carol@d1.example.test>")
-            self.assertEqual(code, 250, (mode, lines))
-            if mode == "rset-close":
-                self.assertEqual(c.cmd("RSET")[0], 250)
-                self.assertEqual(c.cmd("MAIL FROM:<a@legacy.example>")[0], 250)
-                self.assertEqual(c.cmd("RCPT TO:<carol@d1.example.test>")[0], 250)
-            code, lines = c.cmd("DATA")
-            if mode == "data-close":
-                self.assertEqual((code, lines), (451, [closed]), mode)
-                self.assertEqual(c.cmd("MAIL FROM:<a@legacy.example>")[0], 250)
-                self.assertEqual(c.cmd("RCPT TO:<carol@d1.example.test>")[0], 250)
-                code, lines = c.cmd("DATA")
-            self.assertEqual(code, 354, (mode, lines))
-            c.send(b"Subject: x\r\n\r\nbody\r\n.\r\n")
-            code, lines = c.reply()
-            if mode == "dot-close":
-                self.assertEqual((code, lines), (451, [closed]), mode)
-                self.assertEqual(h.stored(), [], mode)
-                r = send(port, ["carol@d1.example.test"], client=c)
-                code, lines = r["data"]
-            self.assertEqual(code, 250, (mode, lines))
-            self.assertEqual(c.cmd("QUIT")[0], 221, mode)
-            self.assertEqual(len(h.stored()), 1, mode)
+            self.one_message_past_a_failure(h, port, mode, mode.split("-")[0], closed)
             self.assertRegex(self.proxy.log(), r"mx id=\S+ domain=d1.example.test next_hop=\S+ "
                              r"%s=none error=\"[^\"]+\" connection=dropped" % what[mode])
             msgs = [harness.log_fields(l) for l in self.proxy.log_lines("message")]
