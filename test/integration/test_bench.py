@@ -452,6 +452,73 @@ class Profile(unittest.TestCase):
         self.assertIn(b"--bare or --outbound, not both", out.stderr)
 
 
+class BareSinkEndOfData(unittest.TestCase):
+    """The bare sink (smtp-bench -L, the floor of compare.sh) finds a
+    message's end, CRLF.CRLF, wherever the reads split it, and nothing that
+    merely looks like it ends the message."""
+
+    def setUp(self):
+        tmp = tmpdir()
+        self.addCleanup(shutil.rmtree, tmp, True)
+        port = free_port()
+        self.sink = Process([BENCH, "-L", "-M", "plain", "127.0.0.1", str(port)],
+                            os.path.join(tmp, "sink.log"), stdout=subprocess.DEVNULL)
+        self.addCleanup(self.sink.stop)
+        wait_port(port)
+        self.s = socket.create_connection(("127.0.0.1", port), timeout=5)
+        self.addCleanup(self.s.close)
+        self.s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.f = self.s.makefile("rb")
+        self.assertTrue(self.f.readline().startswith(b"220"))
+        self.s.sendall(b"EHLO t\r\n")
+        while not self.f.readline().startswith(b"250 "):
+            pass
+
+    def reply(self):
+        return self.f.readline()
+
+    def no_reply(self):
+        self.s.settimeout(0.3)
+        try:
+            self.assertEqual(self.s.recv(1, socket.MSG_PEEK), b"")
+        except socket.timeout:
+            pass
+        finally:
+            self.s.settimeout(5)
+
+    def test_end_split_at_every_byte(self):
+        end = b"\r\n.\r\n"
+        for k in range(len(end)):
+            self.s.sendall(b"MAIL FROM:<a@t>\r\nRCPT TO:<b@t>\r\nDATA\r\n")
+            for want in (b"250", b"250", b"354"):
+                self.assertTrue(self.reply().startswith(want))
+            body = b"a\r\n..dot\r\n.\rx\r\n\r\n.x\r\n" + b"z" * 70000 + b"\r\nlast"
+            self.s.sendall(body + end[:k])
+            self.no_reply()  # the first part, near misses included, is not the end
+            self.s.sendall(end[k:] + b"RSET\r\n")
+            self.assertEqual(self.reply(), b"250 2.0.0 Ok: queued\r\n", k)
+            self.assertEqual(self.reply(), b"250 2.0.0 Ok\r\n", k)
+
+    def test_end_a_byte_a_read(self):
+        self.s.sendall(b"MAIL FROM:<a@t>\r\nRCPT TO:<b@t>\r\nDATA\r\n")
+        for want in (b"250", b"250", b"354"):
+            self.assertTrue(self.reply().startswith(want))
+        self.s.sendall(b"body")
+        for byte in b"\r\n.\r":
+            self.s.sendall(bytes([byte]))
+            self.no_reply()
+        self.s.sendall(b"\n")
+        self.assertEqual(self.reply(), b"250 2.0.0 Ok: queued\r\n")
+
+    def test_end_right_after_data(self):
+        self.s.sendall(b"MAIL FROM:<a@t>\r\nRCPT TO:<b@t>\r\nDATA\r\n")
+        for want in (b"250", b"250", b"354"):
+            self.assertTrue(self.reply().startswith(want))
+        self.s.sendall(b".\r\nQUIT\r\n")  # an empty message: the CRLF before it is DATA's
+        self.assertEqual(self.reply(), b"250 2.0.0 Ok: queued\r\n")
+        self.assertTrue(self.reply().startswith(b"221"))
+
+
 class OutboundResumption(unittest.TestCase):
     """The proxy resumes its TLS sessions with a next hop (tickets kept per
     next hop, name and policy), and a resumed session is still verified: the
