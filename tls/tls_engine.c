@@ -1,36 +1,47 @@
 /*
- * tls_engine: one BoringSSL SSL driven entirely through two memory BIOs.
- * Ciphertext from the network is appended to `rbio`, where SSL reads it;
- * what SSL wants to send accumulates in `wbio` until the caller takes it.
+ * tls_engine: one BoringSSL SSL driven entirely through two in-memory byte
+ * queues. Ciphertext from the network is appended to `rbio`, where SSL reads
+ * it; what SSL wants to send accumulates in `wbio` until the caller takes it.
  * No I/O and no event loop here: proxy/conn.c moves the bytes (the split
  * between h2o's socket.c and its uv-binding).
+ *
+ * The queues are a BIO of our own (fifo_*), not BIO_s_mem: a memory BIO
+ * moves what is left to the front after every read, and SSL reads a
+ * record's header and then its body, so a 64 KiB delivery of ciphertext was
+ * moved several times over; it also zero-fills every growth and every
+ * reset, and BoringSSL's OPENSSL_free clears a buffer before freeing it.
+ * The FIFO reads from a head offset, appends without clearing and frees
+ * with free() (ciphertext needs no clearing): callgrind counts 12.0
+ * million user-space instructions per inbound session with a 1 MiB message
+ * where the memory BIOs took 18.5, 10.0 against 13.1 million outbound, and
+ * 3.26 against 3.39 million for ten 4 KiB messages.
  *
  * Memory per session is kept small: BoringSSL frees its own record buffers
  * whenever they are empty (SSL_MODE_RELEASE_BUFFERS is a no-op there, so it
  * is not set), its handshake configuration is shed once the handshake is
- * done, and a memory BIO that grew while relaying a large message is
- * replaced by an empty one as soon as it is drained (a BIO_s_mem never
- * shrinks on its own).
+ * done, and a queue that grew while relaying a large message gives its
+ * buffer back as soon as it is drained.
  */
 #include "tls/tls_engine.h"
 
 #include <arpa/inet.h>
 #include <limits.h>
+#include <pthread.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include <openssl/bio.h>
-#include <openssl/buf.h>
 #include <openssl/err.h>
 
-/* A drained memory BIO whose buffer is larger than this is replaced. SMTP
- * commands and replies (one small record each) stay below it, so a session
- * does not reallocate on every line; the handshake flights and message
- * bodies go above it, and are released once sent or consumed. Measured:
- * an idle server engine then holds about 3.4 KB in all, against 5 KB with
- * the handshake buffers kept, and 150 KB (2.2 MB) after relaying a 64 KB
- * (1 MB) message when nothing is released. */
+/* A drained queue whose buffer is larger than this frees it. SMTP commands
+ * and replies (one small record each) stay below it, so a session does not
+ * reallocate on every line; the handshake flights and message bodies go
+ * above it, and are released once sent or consumed. Measured: an idle
+ * server engine then holds about 3.4 KB in all, against 5 KB with the
+ * handshake buffers kept, and 150 KB (2.2 MB) after relaying a 64 KB (1 MB)
+ * message when nothing is released. */
 #define IDLE_BIO_CAP 512
 
 /* Plaintext per SSL_write call; BoringSSL cuts it into records itself. */
@@ -87,38 +98,160 @@ static int step_result(stp_tls_engine_t *e, int rc, const char *what, int closed
     }
 }
 
-/* An empty read BIO must mean "wait for more", not end of stream: with the
- * default eof value (0) SSL would report a truncated connection. */
-static BIO *new_mem_bio(void)
+/*
+ * fifo: a byte queue as a BIO. Bytes live in buf[head..tail); a read takes
+ * from head and an emptied queue starts again at 0, so nothing is moved
+ * while the consumer keeps up (SSL consumes whole records, the caller takes
+ * everything pending). A write that does not fit behind tail first moves
+ * the live bytes to the front, then grows the buffer.
+ */
+typedef struct {
+    uint8_t *buf;
+    size_t head, tail, cap;
+} fifo_t;
+
+static size_t fifo_len(const fifo_t *f)
 {
-    BIO *b = BIO_new(BIO_s_mem());
-    if (b != NULL) {
-        BIO_set_mem_eof_return(b, -1);
-    }
-    return b;
+    return f->tail - f->head;
 }
 
-/* Replaces a drained BIO that holds a large buffer by an empty one. On
- * allocation failure the old BIO simply stays; it still works. */
-static void release_drained_bio(stp_tls_engine_t *e, int read_side)
+/* Gives a large buffer back once the queue is drained. */
+static void fifo_release(fifo_t *f)
 {
-    BIO *b = read_side ? e->rbio : e->wbio;
-    BUF_MEM *mem = NULL;
-    if (BIO_ctrl_pending(b) != 0 || !BIO_get_mem_ptr(b, &mem) || mem == NULL ||
-        mem->max <= IDLE_BIO_CAP) {
-        return;
+    if (f->head == f->tail && f->cap > IDLE_BIO_CAP) {
+        free(f->buf);
+        f->buf = NULL;
+        f->head = f->tail = f->cap = 0;
     }
-    BIO *fresh = new_mem_bio();
-    if (fresh == NULL) {
-        return;
+}
+
+static int fifo_write(BIO *b, const char *in, int inl)
+{
+    fifo_t *f = BIO_get_data(b);
+    BIO_clear_retry_flags(b);
+    if (inl <= 0) {
+        return 0;
     }
-    if (read_side) {
-        SSL_set0_rbio(e->ssl, fresh); /* frees the old one */
-        e->rbio = fresh;
-    } else {
-        SSL_set0_wbio(e->ssl, fresh);
-        e->wbio = fresh;
+    size_t n = (size_t)inl, live = fifo_len(f);
+    if (f->cap - f->tail < n) {
+        if (f->cap - live >= n) {
+            memmove(f->buf, f->buf + f->head, live);
+        } else {
+            size_t cap = f->cap ? f->cap : 256;
+            while (cap - live < n) {
+                if (cap > SIZE_MAX / 2) {
+                    return -1;
+                }
+                cap *= 2;
+            }
+            uint8_t *nb = malloc(cap);
+            if (nb == NULL) {
+                return -1;
+            }
+            if (live > 0) {
+                memcpy(nb, f->buf + f->head, live);
+            }
+            free(f->buf);
+            f->buf = nb;
+            f->cap = cap;
+        }
+        f->head = 0;
+        f->tail = live;
     }
+    memcpy(f->buf + f->tail, in, n);
+    f->tail += n;
+    return inl;
+}
+
+/* An empty queue means "wait for more", never end of stream. */
+static int fifo_read(BIO *b, char *out, int outl)
+{
+    fifo_t *f = BIO_get_data(b);
+    BIO_clear_retry_flags(b);
+    if (outl <= 0) {
+        return 0;
+    }
+    size_t n = fifo_len(f);
+    if (n == 0) {
+        BIO_set_retry_read(b);
+        return -1;
+    }
+    if (n > (size_t)outl) {
+        n = (size_t)outl;
+    }
+    memcpy(out, f->buf + f->head, n);
+    f->head += n;
+    if (f->head == f->tail) {
+        f->head = f->tail = 0;
+    }
+    return (int)n;
+}
+
+static long fifo_ctrl(BIO *b, int cmd, long num, void *ptr)
+{
+    (void)num;
+    (void)ptr;
+    fifo_t *f = BIO_get_data(b);
+    switch (cmd) {
+    case BIO_CTRL_PENDING:
+        return (long)fifo_len(f);
+    case BIO_CTRL_FLUSH:
+        return 1; /* SSL flushes after each flight: the bytes are queued */
+    case BIO_CTRL_RESET:
+        f->head = f->tail = 0;
+        return 1;
+    default:
+        return 0;
+    }
+}
+
+static int fifo_create(BIO *b)
+{
+    fifo_t *f = calloc(1, sizeof(*f));
+    if (f == NULL) {
+        return 0;
+    }
+    BIO_set_data(b, f);
+    BIO_set_init(b, 1);
+    return 1;
+}
+
+static int fifo_destroy(BIO *b)
+{
+    fifo_t *f = BIO_get_data(b);
+    if (f != NULL) {
+        free(f->buf);
+        free(f);
+        BIO_set_data(b, NULL);
+    }
+    return 1;
+}
+
+static BIO_METHOD *fifo_method;
+
+static void fifo_method_init(void)
+{
+    BIO_METHOD *m = BIO_meth_new(BIO_get_new_index() | BIO_TYPE_SOURCE_SINK, "stp fifo");
+    if (m != NULL && (!BIO_meth_set_write(m, fifo_write) || !BIO_meth_set_read(m, fifo_read) ||
+                      !BIO_meth_set_ctrl(m, fifo_ctrl) || !BIO_meth_set_create(m, fifo_create) ||
+                      !BIO_meth_set_destroy(m, fifo_destroy))) {
+        BIO_meth_free(m);
+        m = NULL;
+    }
+    fifo_method = m;
+}
+
+/* NULL on allocation failure. The method is made once per process. */
+static BIO *fifo_new(void)
+{
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    pthread_once(&once, fifo_method_init);
+    return fifo_method != NULL ? BIO_new(fifo_method) : NULL;
+}
+
+static fifo_t *fifo_of(BIO *b)
+{
+    return BIO_get_data(b);
 }
 
 static stp_tls_engine_t *engine_new(SSL_CTX *ctx)
@@ -129,8 +262,8 @@ static stp_tls_engine_t *engine_new(SSL_CTX *ctx)
     }
     ERR_clear_error();
     e->ssl = SSL_new(ctx); /* takes its own reference on ctx */
-    e->rbio = new_mem_bio();
-    e->wbio = new_mem_bio();
+    e->rbio = fifo_new();
+    e->wbio = fifo_new();
     if (e->ssl == NULL || e->rbio == NULL || e->wbio == NULL) {
         SSL_free(e->ssl);
         BIO_free(e->rbio);
@@ -236,7 +369,7 @@ int stp_tls_engine_handshake(stp_tls_engine_t *e)
     } else {
         result = step_result(e, rc, "TLS handshake failed", 1);
     }
-    release_drained_bio(e, 1);
+    fifo_release(fifo_of(e->rbio));
     return result;
 }
 
@@ -275,7 +408,7 @@ ssize_t stp_tls_engine_read(stp_tls_engine_t *e, uint8_t *buf, size_t cap)
         }
         got += (size_t)rc;
     }
-    release_drained_bio(e, 1);
+    fifo_release(fifo_of(e->rbio));
     return got > 0 ? (ssize_t)got : result;
 }
 
@@ -316,7 +449,7 @@ void stp_tls_engine_shutdown(stp_tls_engine_t *e)
 
 size_t stp_tls_engine_pending(const stp_tls_engine_t *e)
 {
-    return BIO_ctrl_pending(e->wbio);
+    return fifo_len(fifo_of(e->wbio));
 }
 
 size_t stp_tls_engine_take(stp_tls_engine_t *e, uint8_t *out, size_t cap)
@@ -330,34 +463,27 @@ size_t stp_tls_engine_take(stp_tls_engine_t *e, uint8_t *out, size_t cap)
         }
         n += (size_t)rc;
     }
-    release_drained_bio(e, 0);
+    fifo_release(fifo_of(e->wbio));
     return n;
 }
 
 size_t stp_tls_engine_peek(const stp_tls_engine_t *e, const uint8_t **out)
 {
-    size_t n = 0;
-    if (!BIO_mem_contents(e->wbio, out, &n)) {
-        *out = NULL;
-        return 0;
-    }
-    return n;
+    const fifo_t *f = fifo_of(e->wbio);
+    *out = f->buf != NULL ? f->buf + f->head : NULL;
+    return fifo_len(f);
 }
 
 void stp_tls_engine_drop(stp_tls_engine_t *e)
 {
-    BUF_MEM *mem = NULL;
-    if (BIO_get_mem_ptr(e->wbio, &mem) && mem != NULL && mem->max > IDLE_BIO_CAP) {
-        /* A grown buffer goes away whole (resetting it would first clear
-         * all of it); on allocation failure the reset below still works. */
-        BIO *fresh = new_mem_bio();
-        if (fresh != NULL) {
-            SSL_set0_wbio(e->ssl, fresh);
-            e->wbio = fresh;
-            return;
-        }
-    }
-    (void)BIO_reset(e->wbio);
+    fifo_t *f = fifo_of(e->wbio);
+    f->head = f->tail = 0;
+    fifo_release(f);
+}
+
+size_t stp_tls_engine_buffer_size(const stp_tls_engine_t *e)
+{
+    return fifo_of(e->rbio)->cap + fifo_of(e->wbio)->cap;
 }
 
 const char *stp_tls_engine_error(const stp_tls_engine_t *e)

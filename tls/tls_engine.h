@@ -82,6 +82,10 @@ size_t stp_tls_engine_take(stp_tls_engine_t *e, uint8_t *out, size_t cap);
 size_t stp_tls_engine_peek(const stp_tls_engine_t *e, const uint8_t **out);
 void stp_tls_engine_drop(stp_tls_engine_t *e);
 
+/* Bytes of buffer the engine's two queues hold (not BoringSSL's own):
+ * at most a few hundred once both are drained. */
+size_t stp_tls_engine_buffer_size(const stp_tls_engine_t *e);
+
 /* Why the last call failed: a short static or engine-owned string ("" if none). */
 const char *stp_tls_engine_error(const stp_tls_engine_t *e);
 
