@@ -16,6 +16,7 @@
 #include "proxy/conn.h"
 #include "proxy/log.h"
 #include "proxy/session.h"
+#include "proxy/session_metrics.h"
 #include "proxy/upcache.h"
 #include "tls/tls_ctx.h"
 
@@ -142,21 +143,74 @@ void stp_runtime_unref(stp_runtime_t *rt)
     free(rt);
 }
 
-static void on_connection(uv_stream_t *server, int status)
+/* What a refused client is told, after the 421 4.3.2 and the host name. */
+static const char *refusal_text(int err)
 {
-    stp_listener_t *l = server->data;
-    if (status < 0) {
-        /* Out of descriptors, libuv reports one error per connection
-         * waiting in the backlog, thousands a second under a flood. */
-        unsigned quiet;
-        if (stp_log_allow(&l->accept_err, uv_now(l->loop), &quiet)) {
-            stp_log(STP_LOG_WARN, "accept listener=%s error=\"%s\" repeated=%u", l->conf->name,
-                    uv_strerror(status), quiet);
-        }
-        return;
+    switch (err) {
+    case UV_EMFILE:
+        return "Too many open files";
+    case UV_ENFILE:
+        return "Too many open files in system";
+    default:
+        return "Out of memory";
     }
+}
+
+/*
+ * A connection no session can be had for: out of descriptors (taken in the
+ * acceptor's reserve slot, which the acceptor closes) or out of memory (the
+ * caller closes it). A listener that speaks first in plaintext tells the
+ * client to come back (what an MTA does at a 421) with one write on the
+ * fresh socket, whose empty send buffer takes the line at once; an implicit
+ * TLS listener says nothing, having nothing readable to say before a
+ * handshake. Counted, and logged at most once a second. Allocates nothing.
+ */
+static void refuse(stp_listener_t *l, int fd, int err)
+{
+    const stp_listener_conf_t *conf = l->conf;
+    if (conf->mode == STP_MODE_OUTBOUND || conf->starttls != STP_STARTTLS_IMPLICIT) {
+        char line[sizeof(l->rt->conf->hostname) + 64];
+        int n = snprintf(line, sizeof(line), "421 4.3.2 %s %s, try again later\r\n",
+                         l->rt->conf->hostname, refusal_text(err));
+        if (n > 0 && (size_t)n < sizeof(line) &&
+            send(fd, line, (size_t)n, MSG_DONTWAIT | MSG_NOSIGNAL) < 0) {
+            /* the close says it instead */
+        }
+    }
+    stp_sm_refused(conf->name,
+                   err == UV_EMFILE || err == UV_ENFILE ? "out_of_descriptors" : "out_of_memory");
+    unsigned quiet;
+    if (stp_log_allow(&l->accept_err, uv_now(l->loop), &quiet)) {
+        stp_log(STP_LOG_WARN, "accept listener=%s error=\"%s\" repeated=%u result=closed",
+                conf->name, err == UV_ENOMEM ? "out of memory" : uv_strerror(err), quiet);
+    }
+}
+
+static void on_conn(stp_acceptor_t *a, int fd, const struct sockaddr *peer, socklen_t len)
+{
+    stp_listener_t *l = a->data;
     stp_log(STP_LOG_DEBUG, "accept listener=%s worker=%u", l->conf->name, l->worker);
-    l->on_accept(l);
+    int rc = l->on_accept(l, fd, peer, len);
+    if (rc < 0) {
+        refuse(l, fd, rc);
+        close(fd);
+    }
+}
+
+static void on_shed(stp_acceptor_t *a, int fd, int err)
+{
+    refuse(a->data, fd, err);
+}
+
+static void on_pause(stp_acceptor_t *a, int err)
+{
+    stp_listener_t *l = a->data;
+    unsigned quiet;
+    if (stp_log_allow(&l->accept_err, uv_now(l->loop), &quiet)) {
+        stp_log(STP_LOG_WARN,
+                "accept listener=%s error=\"%s\" repeated=%u result=paused pause=%ums",
+                l->conf->name, uv_strerror(err), quiet, (unsigned)STP_ACCEPT_PAUSE_MS);
+    }
 }
 
 /*
@@ -221,9 +275,9 @@ int stp_listener_bind(const stp_listener_conf_t *conf, int first)
     return fd;
 }
 
-static void on_listen_closed(uv_handle_t *h)
+static void on_acceptor_closed(stp_acceptor_t *a)
 {
-    stp_listener_t *l = h->data;
+    stp_listener_t *l = a->data;
     l->released = 1;
     stp_listener_session_done(l);
 }
@@ -233,7 +287,6 @@ int stp_listener_start(stp_listener_t *l, uv_loop_t *loop, stp_runtime_t *rt,
                        unsigned worker)
 {
     char addr[80];
-    int rc;
 
     memset(l, 0, sizeof(*l));
     l->loop = loop;
@@ -243,27 +296,16 @@ int stp_listener_start(stp_listener_t *l, uv_loop_t *loop, stp_runtime_t *rt,
     l->limits = limits;
     l->worker = worker;
     stp_sockaddr_str((const struct sockaddr *)&conf->listen.addr, addr, sizeof(addr), 1);
-    rc = uv_tcp_init(loop, &l->tcp);
+    l->acceptor.data = l;
+    l->acceptor.on_conn = on_conn;
+    l->acceptor.on_shed = on_shed;
+    l->acceptor.on_pause = on_pause;
+    l->acceptor.on_closed = on_acceptor_closed;
+    int rc = stp_acceptor_start(&l->acceptor, loop, fd);
     if (rc < 0) {
         stp_log(STP_LOG_ERROR, "listen listener=%s addr=%s error=\"%s\"", conf->name, addr,
                 uv_strerror(rc));
-        close(fd);
-        l->closed = 1;
-        l->released = 1;
-        return -1;
-    }
-    l->tcp.data = l;
-    rc = uv_tcp_open(&l->tcp, fd);
-    if (rc < 0) {
-        close(fd);
-    } else {
-        rc = uv_listen((uv_stream_t *)&l->tcp, listen_backlog(conf), on_connection);
-    }
-    if (rc < 0) {
-        stp_log(STP_LOG_ERROR, "listen listener=%s addr=%s error=\"%s\"", conf->name, addr,
-                uv_strerror(rc));
-        uv_close((uv_handle_t *)&l->tcp, on_listen_closed);
-        l->closed = 1;
+        l->closed = 1; /* released once the acceptor's handles are closed */
         return -1;
     }
     if (worker > 0) {
@@ -291,45 +333,10 @@ int stp_listener_start(stp_listener_t *l, uv_loop_t *loop, stp_runtime_t *rt,
     return 0;
 }
 
-static void on_spare_closed(uv_handle_t *h)
-{
-    stp_listener_t *l = h->data;
-    l->spare_closing = 0;
-    if (l->spare_waiting) {
-        l->spare_waiting = 0;
-        /* closing the listener closed the connection waiting in it */
-        if (!l->closed) {
-            on_connection((uv_stream_t *)&l->tcp, 0); /* a session may fit now */
-        }
-    }
-    stp_listener_session_done(l);
-}
-
-void stp_listener_refuse(stp_listener_t *l, const char *why)
-{
-    if (l->spare_closing) {
-        l->spare_waiting = 1;
-        return;
-    }
-    int rc = uv_tcp_init(l->loop, &l->spare); /* no socket yet: nothing can fail */
-    if (rc == 0) {
-        l->spare.data = l;
-        /* cannot fail on a fresh handle (and would close the socket) */
-        (void)uv_accept((uv_stream_t *)&l->tcp, (uv_stream_t *)&l->spare);
-        l->spare_closing = 1;
-        uv_close((uv_handle_t *)&l->spare, on_spare_closed);
-    }
-    unsigned quiet;
-    if (stp_log_allow(&l->accept_err, uv_now(l->loop), &quiet)) {
-        stp_log(STP_LOG_WARN, "accept listener=%s error=\"%s\" repeated=%u%s", l->conf->name, why,
-                quiet, rc == 0 ? " result=closed" : "");
-    }
-}
-
 void stp_listener_session_done(stp_listener_t *l)
 {
-    if ((l->draining || l->retired) && l->nsessions == 0 && l->released && !l->spare_closing &&
-        l->upcache == NULL && l->on_empty) {
+    if ((l->draining || l->retired) && l->nsessions == 0 && l->released && l->upcache == NULL &&
+        l->on_empty) {
         void (*cb)(stp_listener_t *) = l->on_empty;
         l->on_empty = NULL;
         cb(l);
@@ -355,9 +362,9 @@ static void close_socket(stp_listener_t *l)
     if (l->upcache) {
         stp_upcache_close(l->upcache); /* no session parks on a closing listener */
     }
-    if (!l->closed && !uv_is_closing((uv_handle_t *)&l->tcp)) {
+    if (!l->closed) {
         l->closed = 1;
-        uv_close((uv_handle_t *)&l->tcp, on_listen_closed);
+        stp_acceptor_close(&l->acceptor);
     }
 }
 

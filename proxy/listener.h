@@ -9,6 +9,7 @@
 #include <openssl/ssl.h>
 #include <uv.h>
 
+#include "proxy/acceptor.h"
 #include "proxy/config.h"
 #include "proxy/log.h"
 #include "proxy/limits.h"
@@ -27,7 +28,7 @@ typedef struct {
 } stp_runtime_t;
 
 typedef struct stp_listener_s {
-    uv_tcp_t tcp;
+    stp_acceptor_t acceptor; /* the listening socket */
     uv_loop_t *loop;
     const stp_listener_conf_t *conf;
     stp_runtime_t *rt;
@@ -38,17 +39,11 @@ typedef struct stp_listener_s {
     int draining;
     int retired; /* removed by a reload: not accepting, sessions go on */
     int closed;
-    int released; /* the listening handle is fully closed (its close callback ran) */
-    /* accept errors (EMFILE...) come once per waiting connection: logged
-     * at most once a second, with how many were not */
+    int released; /* the acceptor is fully closed (its close callback ran) */
+    /* Connections refused at accept (out of descriptors or memory) and
+     * pauses come in bursts, one per waiting connection: logged at most
+     * once a second, with how many were not. */
     stp_log_ratelimit_t accept_err;
-    /* A connection no session could be made for (out of memory) is
-     * accepted into this handle and closed at once: libuv holds an
-     * accepted socket and stops watching the listener until uv_accept().
-     * Part of the listener, so refusing allocates nothing. */
-    uv_tcp_t spare;
-    int spare_closing; /* its close callback has not run yet */
-    int spare_waiting; /* a connection waits in libuv for the spare */
     /* outbound, connection_cache_time: next hop connections parked between
      * sessions (created at the first park; closed with the listener) */
     struct stp_upcache_s *upcache;
@@ -56,9 +51,12 @@ typedef struct stp_listener_s {
      * from then on nothing refers to the listener and its memory may be
      * reused. Called once. */
     void (*on_empty)(struct stp_listener_s *l);
-    /* A connection waits to be accepted: stp_session_accept() (set by
-     * stp_listener_start; a unit test may put its own here). */
-    void (*on_accept)(struct stp_listener_s *l);
+    /* A connection was accepted: `fd` (non-blocking, close-on-exec) and
+     * its peer's address. Returns 0 once a session owns fd, or a negative
+     * libuv error (UV_ENOMEM) when none could be made: fd is still the
+     * caller's, which refuses the connection (stp_listener_start sets
+     * stp_session_accept here; a unit test may put its own). */
+    int (*on_accept)(struct stp_listener_s *l, int fd, const struct sockaddr *peer, socklen_t len);
 } stp_listener_t;
 
 /*
@@ -80,8 +78,17 @@ void stp_runtime_unref(stp_runtime_t *rt);
  */
 int stp_listener_bind(const stp_listener_conf_t *conf, int first);
 
-/* Starts accepting on `fd` (from stp_listener_bind; taken over) in `loop`.
- * `limits` is borrowed and shared. Returns 0 or -1 (logged, fd closed). */
+/*
+ * Starts accepting on `fd` (from stp_listener_bind; taken over) in `loop`,
+ * through an acceptor (acceptor.h). `limits` is borrowed and shared.
+ * Returns 0 or -1 (logged, fd closed; the listener is closed and, once
+ * drained, empty when the acceptor's handles are). A connection no session
+ * can be made for, out of descriptors (taken in the acceptor's reserve
+ * slot) or memory, is told "421 4.3.2 HOSTNAME Too many open files, try
+ * again later" (or "Out of memory") where the listener speaks first in
+ * plaintext, closed, counted in stp_connections_refused_total (reason
+ * out_of_descriptors or out_of_memory) and logged at most once a second.
+ */
 int stp_listener_start(stp_listener_t *l, uv_loop_t *loop, stp_runtime_t *rt,
                        const stp_listener_conf_t *conf, int fd, stp_limits_t *limits,
                        unsigned worker);
@@ -99,17 +106,6 @@ void stp_listener_retire(stp_listener_t *l);
 
 /* Closes every remaining session now. */
 void stp_listener_kill_sessions(stp_listener_t *l);
-
-/*
- * The connection libuv just announced gets no session (stp_session_accept
- * could not allocate one, `why` says so): it is accepted into the
- * listener's spare handle and closed, logged like a failed accept (at most
- * a line a second), so the listener goes on accepting. Allocates nothing.
- * While the spare is still closing from the previous refusal, the
- * connection waits in libuv (the listener paused) and is announced again,
- * through the listener's connection callback, once the spare is free.
- */
-void stp_listener_refuse(stp_listener_t *l, const char *why);
 
 /* Session bookkeeping, called by session.c. */
 void stp_listener_session_done(stp_listener_t *l);

@@ -31,6 +31,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "proxy/conn.h"
 #include "proxy/data_scan.h"
@@ -3226,19 +3227,17 @@ static size_t proxy_header_input(stp_session_t *s, const char *data, size_t len)
     return used;
 }
 
-void stp_session_accept(stp_listener_t *l)
+int stp_session_accept(stp_listener_t *l, int fd, const struct sockaddr *peer, socklen_t len)
 {
     const stp_listener_conf_t *conf = l->conf;
     stp_session_t *s = calloc(1, sizeof(*s) + conf->max_line_length);
     if (s == NULL) {
-        stp_listener_refuse(l, "out of memory"); /* closed, and the listener goes on */
-        return;
+        return UV_ENOMEM; /* the listener refuses it and goes on */
     }
     int rc = stp_conn_init(l->loop, &s->client, &client_cb, s);
     if (rc < 0) {
         free(s);
-        stp_listener_refuse(l, uv_strerror(rc));
-        return;
+        return rc;
     }
     s->listener = l;
     s->rt = l->rt;
@@ -3265,20 +3264,22 @@ void stp_session_accept(stp_listener_t *l)
     l->nsessions++;
     stp_sm_session_open(conf->name);
 
-    if (uv_accept((uv_stream_t *)&l->tcp, (uv_stream_t *)&s->client.tcp) != 0) {
+    /* accept4() gave the address: no getpeername() */
+    memcpy(&s->peer, peer, len < sizeof(s->peer) ? len : sizeof(s->peer));
+    stp_sockaddr_str((struct sockaddr *)&s->peer, s->peer_str, sizeof(s->peer_str), 1);
+    if (uv_tcp_open(&s->client.tcp, fd) != 0) {
+        close(fd); /* not the handle's: uv_tcp_open() takes it only on success */
         s->state = S_CONNECTING;
         finish(s, NULL, "accept-failed", NULL);
-        return;
+        return 0;
     }
-    int sl = sizeof(s->peer);
-    uv_tcp_getpeername(&s->client.tcp, (struct sockaddr *)&s->peer, &sl);
-    stp_sockaddr_str((struct sockaddr *)&s->peer, s->peer_str, sizeof(s->peer_str), 1);
     stp_conn_tune(&s->client);
     if (conf->mode == STP_MODE_INBOUND && conf->proxy_protocol) {
         proxy_header_wait(s);
-        return;
+        return 0;
     }
     session_begin(s);
+    return 0;
 }
 
 /* The client's address is known (from the socket or the PROXY header):

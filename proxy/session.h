@@ -8,9 +8,12 @@
 
 #include "proxy/listener.h"
 
-/* Accepts one pending connection from l->tcp and starts its session.
- * Refused connections (limits) get a 421 and are closed. */
-void stp_session_accept(stp_listener_t *l);
+/* Starts the session of a connection accepted on `l`: `fd` and its peer's
+ * address (l->on_accept). Returns 0 once the session owns fd (refused
+ * connections, limits, get a 421 and are closed by it), or a negative libuv
+ * error (UV_ENOMEM) when no session could be made: fd is left to the
+ * caller. */
+int stp_session_accept(stp_listener_t *l, int fd, const struct sockaddr *peer, socklen_t len);
 
 /* Asks the session to finish: 421 4.3.2 at once if it waits for a command,
  * else as soon as what is in flight (a message, a reply) is done. */

@@ -1,20 +1,20 @@
 /*
- * listener_test: refusing a connection no session can be made for
- * (stp_listener_refuse, what stp_session_accept does when it cannot
- * allocate). libuv holds each accepted socket until uv_accept() and stops
- * watching the listener meanwhile, so a refusal that only returned stalled
- * the listener for good. Here a real listener on loopback refuses a burst of
- * connections (more than one while the spare handle is still closing):
- * every client sees its connection closed, the listener then accepts
- * normally, and draining it while the spare closes calls on_empty only
- * after the spare's close callback. The connection callback is the test's
- * (the listener's own one makes sessions).
+ * listener_test: a connection no session can be made for (on_accept
+ * returns UV_ENOMEM, as stp_session_accept does when it cannot allocate).
+ * Here a real listener on loopback refuses a burst of connections: every
+ * client of a plaintext listener reads the 421 before the close (an
+ * implicit TLS listener only closes), one log line covers the burst, each is
+ * counted in stp_connections_refused_total, and the listener then accepts
+ * normally; draining it right after a refusal calls on_empty once its
+ * acceptor is closed. The accept callback is the test's (the listener's own
+ * one makes sessions). Running out of descriptors is acceptor_test's.
  */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -22,6 +22,7 @@
 #include <uv.h>
 
 #include "proxy/listener.h"
+#include "proxy/metrics.h"
 #include "test/unit/check.h"
 
 #define BURST 4
@@ -29,50 +30,49 @@
 static uv_loop_t loop;
 static stp_listener_t lst;
 static stp_listener_conf_t lconf;
+static stp_config_t cf;
+static stp_runtime_t rt;
 static int refusing;    /* connections still to refuse */
 static int refused;     /* connections refused */
-static int waited;      /* refusals while the spare was closing */
 static int accepted;    /* connections taken normally */
-static uv_tcp_t taken;  /* the one taken normally */
 static int drain_after; /* drain the listener right after the next refusal */
 static int empty_calls; /* on_empty */
-static int spare_closing_at_empty;
+static int released_at_empty;
 
-static void on_test_accept(stp_listener_t *l)
+static int on_test_accept(stp_listener_t *l, int fd, const struct sockaddr *peer, socklen_t len)
 {
-    uv_stream_t *server = (uv_stream_t *)&l->tcp;
+    (void)l;
+    CHECK(peer->sa_family == AF_INET);
+    CHECK_EQ_INT(len, sizeof(struct sockaddr_in));
     if (refusing > 0) {
-        if (lst.spare_closing) {
-            waited++; /* this one waits and is announced again */
-        } else {
-            refusing--;
-            refused++;
-        }
-        stp_listener_refuse(&lst, "out of memory");
+        refusing--;
+        refused++;
         if (drain_after) {
             drain_after = 0;
-            stp_listener_drain(&lst);
+            stp_listener_drain(&lst); /* before the listener refuses fd */
         }
-        return;
+        return UV_ENOMEM;
     }
-    uv_tcp_init(&loop, &taken);
-    CHECK_EQ_INT(uv_accept(server, (uv_stream_t *)&taken), 0);
     accepted++;
+    close(fd);
+    return 0;
 }
 
 static void on_empty(stp_listener_t *l)
 {
     (void)l;
     empty_calls++;
-    spare_closing_at_empty = lst.spare_closing;
+    released_at_empty = lst.released;
 }
 
 static int port;
 
-static void start(void)
+static void start(stp_starttls_t starttls)
 {
     memset(&lconf, 0, sizeof(lconf));
     snprintf(lconf.name, sizeof(lconf.name), "t");
+    lconf.mode = STP_MODE_INBOUND;
+    lconf.starttls = starttls;
     struct sockaddr_in *a = (struct sockaddr_in *)&lconf.listen.addr;
     a->sin_family = AF_INET;
     a->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
@@ -83,9 +83,10 @@ static void start(void)
     socklen_t len = sizeof(got);
     getsockname(fd, (struct sockaddr *)&got, &len);
     port = ntohs(got.sin_port);
-    /* worker 1: the first worker's copy would log the listener (and look
-     * at the runtime, which this test has none of) */
-    CHECK_EQ_INT(stp_listener_start(&lst, &loop, NULL, &lconf, fd, NULL, 1), 0);
+    rt.conf = &cf;
+    snprintf(cf.hostname, sizeof(cf.hostname), "mx.test");
+    /* worker 1: the first worker's copy would log the listener */
+    CHECK_EQ_INT(stp_listener_start(&lst, &loop, &rt, &lconf, fd, NULL, 1), 0);
     lst.on_accept = on_test_accept;
     lst.on_empty = on_empty;
 }
@@ -111,28 +112,35 @@ static void run_until(int (*cond)(void))
     }
 }
 
-/* The server closed fd: EOF (or a reset) without a byte. */
-static int closed_by_server(int fd)
+/* Whether the server wrote `want` and closed fd ("": closed without a byte). */
+static int told(int fd, const char *want)
 {
+    char buf[256];
+    size_t n = 0;
     struct pollfd p = {.fd = fd, .events = POLLIN};
-    if (poll(&p, 1, 0) != 1) {
+    while (n < sizeof(buf) - 1 && poll(&p, 1, 2000) == 1) {
+        ssize_t r = recv(fd, buf + n, sizeof(buf) - 1 - n, 0);
+        if (r <= 0) {
+            break;
+        }
+        n += (size_t)r;
+    }
+    buf[n] = '\0';
+    if (strcmp(buf, want) != 0) {
+        fprintf(stderr, "told \"%s\", not \"%s\"\n", buf, want);
         return 0;
     }
-    char c;
-    ssize_t n = recv(fd, &c, 1, MSG_DONTWAIT);
-    return n == 0 || (n < 0 && errno == ECONNRESET);
+    return 1;
 }
 
-static int burst_fd[BURST];
-static int burst_done(void)
+static int burst_refused(void)
 {
-    for (int i = 0; i < BURST; i++) {
-        if (burst_fd[i] >= 0 && !closed_by_server(burst_fd[i])) {
-            return 0;
-        }
-        burst_fd[i] = -1; /* seen closed (its descriptor is closed below) */
-    }
-    return 1;
+    return refused == BURST;
+}
+
+static int burst_refused_one(void)
+{
+    return refused == 1;
 }
 
 static int one_accepted(void)
@@ -145,55 +153,88 @@ static int emptied(void)
     return empty_calls > 0;
 }
 
+/* The value of a series in the registry's output, or -1. */
+static long series(const char *name_and_labels)
+{
+    static char text[65536];
+    stp_metrics_render(text, sizeof(text));
+    const char *p = strstr(text, name_and_labels);
+    return p ? strtol(p + strlen(name_and_labels), NULL, 10) : -1;
+}
+
+static const char oom_series[] =
+    "stp_connections_refused_total{listener=\"t\",reason=\"out_of_memory\"} ";
+
 static void test_refusals_keep_the_listener_accepting(void)
 {
     uv_loop_init(&loop);
-    start();
+    stp_metrics_reset();
+    start(STP_STARTTLS_OFFER);
     int fds[BURST];
-    /* all connected before the loop runs: one wakeup accepts them in a
-     * row, so the later ones find the spare still closing */
     refusing = BURST;
     for (int i = 0; i < BURST; i++) {
-        fds[i] = burst_fd[i] = client();
+        fds[i] = client();
     }
     stp_capture_t cap;
     stp_capture_begin(&cap);
-    run_until(burst_done);
+    run_until(burst_refused);
     const char *log = stp_capture_end(&cap);
-    CHECK(burst_done());
+    CHECK_EQ_INT(refused, BURST);
+    for (int i = 0; i < BURST; i++) {
+        CHECK(told(fds[i], "421 4.3.2 mx.test Out of memory, try again later\r\n"));
+        close(fds[i]);
+    }
     /* one line for the burst (a line a second at most) */
     CHECK(strstr(log, "accept listener=t error=\"out of memory\" repeated=0 result=closed\n"));
     CHECK(strstr(strchr(log, '\n') + 1, "accept") == NULL);
-    CHECK_EQ_INT(refused, BURST + 0);
-    CHECK(waited > 0);
-    for (int i = 0; i < BURST; i++) {
-        close(fds[i]);
-    }
+    CHECK_EQ_INT(series(oom_series), BURST);
+
     /* memory back: the next connection is taken as usual */
     int fd = client();
     run_until(one_accepted);
     CHECK_EQ_INT(accepted, 1);
-    CHECK(!lst.spare_closing && !lst.spare_waiting);
     close(fd);
-    if (accepted) {
-        uv_close((uv_handle_t *)&taken, NULL);
-    }
 
-    /* a drain while the spare closes: on_empty waits for it */
+    /* a drain from the refused connection's callback: on_empty once the
+     * acceptor is closed, and that connection still refused */
     refusing = 1;
     drain_after = 1;
     fd = client();
     run_until(emptied);
     CHECK_EQ_INT(empty_calls, 1);
-    CHECK_EQ_INT(spare_closing_at_empty, 0);
+    CHECK_EQ_INT(released_at_empty, 1);
     CHECK_EQ_INT(refused, BURST + 1);
+    CHECK(told(fd, "421 4.3.2 mx.test Out of memory, try again later\r\n"));
+    CHECK_EQ_INT(series(oom_series), BURST + 1);
     close(fd);
     uv_run(&loop, UV_RUN_DEFAULT);
+    CHECK_EQ_INT(uv_loop_close(&loop), 0);
+}
+
+static void test_implicit_tls_listener_only_closes(void)
+{
+    uv_loop_init(&loop);
+    stp_metrics_reset();
+    refused = accepted = empty_calls = 0;
+    start(STP_STARTTLS_IMPLICIT);
+    refusing = 1;
+    int fd = client();
+    stp_capture_t cap;
+    stp_capture_begin(&cap);
+    run_until(burst_refused_one);
+    stp_capture_end(&cap);
+    CHECK(told(fd, ""));
+    CHECK_EQ_INT(series(oom_series), 1);
+    close(fd);
+    stp_listener_drain(&lst);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    CHECK_EQ_INT(empty_calls, 1);
     CHECK_EQ_INT(uv_loop_close(&loop), 0);
 }
 
 int main(void)
 {
     STP_RUN(test_refusals_keep_the_listener_accepting);
+    STP_RUN(test_implicit_tls_listener_only_closes);
     return STP_CHECK_DONE();
 }
