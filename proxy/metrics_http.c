@@ -11,14 +11,21 @@
  * the oldest connection that has not sent its request yet (else the oldest
  * of all): a probe must be answered even when idle connections fill the
  * table, or one stuck scraper takes every pod out of a Service. The
- * server's state is one static struct.
+ * listening socket is an acceptor (acceptor.h), as the listeners' are: out
+ * of descriptors or memory, a connection is closed and the endpoint goes
+ * on, and the main thread's loop, which also runs signals and reloads,
+ * never spins. The server's state is one static struct.
  */
 #include "proxy/metrics_http.h"
 
+#include <errno.h>
+#include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
+#include "proxy/acceptor.h"
 #include "proxy/http_req.h"
 #include "proxy/log.h"
 #include "proxy/metrics.h"
@@ -46,11 +53,13 @@ typedef struct conn_s {
 
 static struct {
     int running;
-    uv_tcp_t server;
+    stp_acceptor_t acceptor;
+    uv_loop_t *loop;
     stp_metrics_ready_fn ready;
     void *arg;
     conn_t *conns;
     unsigned nconns;
+    stp_log_ratelimit_t accept_err; /* refusals and pauses: a line a second */
 } srv;
 
 static void on_conn_closed(uv_handle_t *h)
@@ -258,20 +267,31 @@ static void evict_one(void)
     }
 }
 
-static void on_connection(uv_stream_t *server, int status)
+static void accept_trouble(int err, const char *result)
 {
-    if (status < 0) {
-        return;
+    unsigned quiet;
+    if (stp_log_allow(&srv.accept_err, uv_now(srv.loop), &quiet)) {
+        stp_log(STP_LOG_WARN, "accept endpoint=metrics error=\"%s\" repeated=%u result=%s",
+                err == UV_ENOMEM ? "out of memory" : uv_strerror(err), quiet, result);
     }
+}
+
+static void on_conn(stp_acceptor_t *a, int fd, const struct sockaddr *peer, socklen_t len)
+{
+    (void)a;
+    (void)peer;
+    (void)len;
     while (srv.nconns >= MAX_CONNS && srv.conns) {
         evict_one();
     }
     conn_t *c = calloc(1, sizeof(*c));
     if (c == NULL) {
+        close(fd); /* and the next connection is accepted as usual */
+        accept_trouble(UV_ENOMEM, "closed");
         return;
     }
-    uv_tcp_init(server->loop, &c->tcp);
-    uv_timer_init(server->loop, &c->timer);
+    uv_tcp_init(srv.loop, &c->tcp);
+    uv_timer_init(srv.loop, &c->timer);
     c->tcp.data = c->timer.data = c;
     stp_http_req_init(&c->req);
     c->next = srv.conns;
@@ -280,7 +300,8 @@ static void on_connection(uv_stream_t *server, int status)
     }
     srv.conns = c;
     srv.nconns++;
-    if (uv_accept(server, (uv_stream_t *)&c->tcp) < 0) {
+    if (uv_tcp_open(&c->tcp, fd) < 0) {
+        close(fd); /* uv_tcp_open() takes it only on success */
         conn_close(c);
         return;
     }
@@ -290,10 +311,48 @@ static void on_connection(uv_stream_t *server, int status)
     }
 }
 
+/* Out of descriptors: a scraper or a probe is told nothing it could
+ * read before its request; the close (the acceptor's) makes it retry or
+ * fail at once instead of waiting for its timeout. */
+static void on_shed(stp_acceptor_t *a, int fd, int err)
+{
+    (void)a;
+    (void)fd;
+    accept_trouble(err, "closed");
+}
+
+static void on_pause(stp_acceptor_t *a, int err)
+{
+    (void)a;
+    accept_trouble(err, "paused");
+}
+
+/* The listening socket, as uv_tcp_bind() made it before: SO_REUSEADDR, an
+ * IPv6 address dual-stack whatever net.ipv6.bindv6only says. Returns the
+ * descriptor or -1 (errno set). */
+static int listen_socket(const struct sockaddr *addr)
+{
+    int one = 1, zero = 0;
+    int v6 = addr->sa_family == AF_INET6;
+    socklen_t len = v6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
+    int fd = socket(addr->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        return -1;
+    }
+    if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0 ||
+        (v6 && setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &zero, sizeof(zero)) < 0) ||
+        bind(fd, addr, len) < 0 || listen(fd, 64) < 0) {
+        int e = errno;
+        close(fd);
+        errno = e;
+        return -1;
+    }
+    return fd;
+}
+
 int stp_metrics_http_start(uv_loop_t *loop, const struct sockaddr *addr, stp_metrics_ready_fn ready,
                            void *arg, char *err, size_t errlen)
 {
-    int rc;
     if (srv.running) {
         snprintf(err, errlen, "metrics endpoint already running");
         return -1;
@@ -301,14 +360,20 @@ int stp_metrics_http_start(uv_loop_t *loop, const struct sockaddr *addr, stp_met
     memset(&srv, 0, sizeof(srv));
     srv.ready = ready;
     srv.arg = arg;
-    uv_tcp_init(loop, &srv.server);
-    srv.running = 1;
-    if ((rc = uv_tcp_bind(&srv.server, addr, 0)) < 0 ||
-        (rc = uv_listen((uv_stream_t *)&srv.server, 64, on_connection)) < 0) {
+    srv.loop = loop;
+    int fd = listen_socket(addr);
+    int rc = fd < 0 ? uv_translate_sys_error(errno) : 0;
+    if (rc == 0) {
+        srv.acceptor.on_conn = on_conn;
+        srv.acceptor.on_shed = on_shed;
+        srv.acceptor.on_pause = on_pause;
+        rc = stp_acceptor_start(&srv.acceptor, loop, fd); /* closes itself on failure */
+    }
+    if (rc < 0) {
         snprintf(err, errlen, "metrics: cannot listen: %s", uv_strerror(rc));
-        stp_metrics_http_stop();
         return -1;
     }
+    srv.running = 1;
     return 0;
 }
 
@@ -318,9 +383,7 @@ void stp_metrics_http_stop(void)
         return;
     }
     srv.running = 0;
-    if (!uv_is_closing((uv_handle_t *)&srv.server)) {
-        uv_close((uv_handle_t *)&srv.server, NULL);
-    }
+    stp_acceptor_close(&srv.acceptor);
     while (srv.conns) {
         conn_close(srv.conns);
     }
