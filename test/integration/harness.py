@@ -45,6 +45,22 @@ def allow_core_dump():
     resource.setrlimit(resource.RLIMIT_CORE, (hard, hard))
 
 
+def child_limits(core, nofile):
+    """The preexec_fn for a child: allow_core_dump() if core, and with
+    nofile both descriptor limits set to it (the proxy raises its soft limit
+    to the hard one at start, so a test lowers both)."""
+    if not core and nofile is None:
+        return None
+
+    def preexec():
+        import resource
+        if core:
+            allow_core_dump()
+        if nofile is not None:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
+    return preexec
+
+
 CRASH_SIGNALS = (signal.SIGABRT, signal.SIGSEGV, signal.SIGBUS, signal.SIGILL, signal.SIGFPE)
 
 
@@ -139,14 +155,14 @@ class Process:
     Usable as a context manager."""
 
     def __init__(self, argv, stderr_path, env=None, stdout=subprocess.PIPE, own_group=False,
-                 cwd=None, core=False):
+                 cwd=None, core=False, nofile=None):
         self.argv = argv
         self.stderr_path = stderr_path
         self.own_group = own_group
         self.errf = open(stderr_path, "wb")
         self.p = subprocess.Popen(PREFIX + argv, stdout=stdout, stderr=self.errf, stdin=subprocess.DEVNULL,
                                   env=env, cwd=cwd, start_new_session=own_group,
-                                  preexec_fn=allow_core_dump if core else None)
+                                  preexec_fn=child_limits(core, nofile))
         self.pid = self.p.pid
 
     def _signal(self, sig):
@@ -237,10 +253,11 @@ class Proxy:
     (listen on a free loopback port, see port(name); a `listen` key, e.g.
     "[::1]:PORT" with that port in `ports`, replaces it). tls=False leaves out the
     [tls] section (no certificate: STARTTLS must not be offered); a directory
-    in its place is where ecdsa.pem/.key and rsa.pem/.key are taken from."""
+    in its place is where ecdsa.pem/.key and rsa.pem/.key are taken from.
+    nofile: the proxy's descriptor limit (soft and hard)."""
 
     def __init__(self, tmp, listeners, tls=True, proxy_extra=None, tls_extra=None, env=None,
-                 ports=None, extra_text=""):
+                 ports=None, extra_text="", nofile=None):
         self.tmp = tmp
         self.ports = {}
         self.crash_reported = False
@@ -264,7 +281,8 @@ class Proxy:
         fd, self.ini = tempfile.mkstemp(prefix="proxy-", suffix=".ini", dir=tmp)
         with os.fdopen(fd, "w") as f:
             f.write("\n".join(lines) + "\n" + extra_text)
-        self.proc = Process([BIN, "-c", self.ini], self.ini + ".log", env=env, cwd=tmp, core=True)
+        self.proc = Process([BIN, "-c", self.ini], self.ini + ".log", env=env, cwd=tmp, core=True,
+                            nofile=nofile)
         self.pid = self.proc.pid
         # Ready once it logged its start; probing the ports would open sessions.
         started = (" start version=", '"event":"start"')  # text or JSON log
@@ -295,6 +313,16 @@ class Proxy:
     def log_lines(self, kind):
         """Log lines of one kind: "session", "message", "start", ..."""
         return [l for l in self.log().splitlines() if (" %s " % kind) in l]
+
+    def cpu_seconds(self):
+        """utime + stime of every thread so far, from /proc/PID/stat."""
+        with open("/proc/%d/stat" % self.pid) as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def open_fds(self):
+        """How many descriptors the proxy has open now."""
+        return len(os.listdir("/proc/%d/fd" % self.pid))
 
     def hwm_kb(self):
         """Peak resident set size (VmHWM) in kB."""
@@ -519,6 +547,7 @@ class ProxyCase(unittest.TestCase):
     listeners = {"in": {}}
     tls = True
     proxy_extra = None
+    nofile = None  # the proxy's descriptor limit
 
     def setUp(self):
         self.tmp = tmpdir()
@@ -530,7 +559,8 @@ class ProxyCase(unittest.TestCase):
             k = {"backend": "127.0.0.1:%d" % self.sink.port}
             k.update(keys)
             ls[name] = k
-        self.proxy = Proxy(self.tmp, ls, tls=self.tls, proxy_extra=self.proxy_extra)
+        self.proxy = Proxy(self.tmp, ls, tls=self.tls, proxy_extra=self.proxy_extra,
+                           nofile=self.nofile)
         self.addCleanup(self.stop_proxy)
 
     def stop_proxy(self):
