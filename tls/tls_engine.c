@@ -5,16 +5,8 @@
  * No I/O and no event loop here: proxy/conn.c moves the bytes (the split
  * between h2o's socket.c and its uv-binding).
  *
- * The queues are a BIO of our own (fifo_*), not BIO_s_mem: a memory BIO
- * moves what is left to the front after every read, and SSL reads a
- * record's header and then its body, so a 64 KiB delivery of ciphertext was
- * moved several times over; it also zero-fills every growth and every
- * reset, and BoringSSL's OPENSSL_free clears a buffer before freeing it.
- * The FIFO reads from a head offset, appends without clearing and frees
- * with free() (ciphertext needs no clearing): callgrind counts 12.0
- * million user-space instructions per inbound session with a 1 MiB message
- * where the memory BIOs took 18.5, 10.0 against 13.1 million outbound, and
- * 3.26 against 3.39 million for ten 4 KiB messages.
+ * The queues are FIFO BIOs (tls/fifo_bio.c), not BIO_s_mem: see there
+ * for why.
  *
  * Memory per session is kept small: BoringSSL frees its own record buffers
  * whenever they are empty (SSL_MODE_RELEASE_BUFFERS is a no-op there, so it
@@ -24,25 +16,16 @@
  */
 #include "tls/tls_engine.h"
 
+#include "tls/fifo_bio.h"
+
 #include <arpa/inet.h>
 #include <limits.h>
-#include <pthread.h>
-#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include <openssl/bio.h>
 #include <openssl/err.h>
-
-/* A drained queue whose buffer is larger than this frees it. SMTP commands
- * and replies (one small record each) stay below it, so a session does not
- * reallocate on every line; the handshake flights and message bodies go
- * above it, and are released once sent or consumed. Measured: an idle
- * server engine then holds about 3.4 KB in all, against 5 KB with the
- * handshake buffers kept, and 150 KB (2.2 MB) after relaying a 64 KB (1 MB)
- * message when nothing is released. */
-#define IDLE_BIO_CAP 512
 
 /* Plaintext per SSL_write call; BoringSSL cuts it into records itself. */
 #define WRITE_CHUNK (1 << 20)
@@ -98,162 +81,6 @@ static int step_result(stp_tls_engine_t *e, int rc, const char *what, int closed
     }
 }
 
-/*
- * fifo: a byte queue as a BIO. Bytes live in buf[head..tail); a read takes
- * from head and an emptied queue starts again at 0, so nothing is moved
- * while the consumer keeps up (SSL consumes whole records, the caller takes
- * everything pending). A write that does not fit behind tail first moves
- * the live bytes to the front, then grows the buffer.
- */
-typedef struct {
-    uint8_t *buf;
-    size_t head, tail, cap;
-} fifo_t;
-
-static size_t fifo_len(const fifo_t *f)
-{
-    return f->tail - f->head;
-}
-
-/* Gives a large buffer back once the queue is drained. */
-static void fifo_release(fifo_t *f)
-{
-    if (f->head == f->tail && f->cap > IDLE_BIO_CAP) {
-        free(f->buf);
-        f->buf = NULL;
-        f->head = f->tail = f->cap = 0;
-    }
-}
-
-static int fifo_write(BIO *b, const char *in, int inl)
-{
-    fifo_t *f = BIO_get_data(b);
-    BIO_clear_retry_flags(b);
-    if (inl <= 0) {
-        return 0;
-    }
-    size_t n = (size_t)inl, live = fifo_len(f);
-    if (f->cap - f->tail < n) {
-        if (f->cap - live >= n) {
-            memmove(f->buf, f->buf + f->head, live);
-        } else {
-            size_t cap = f->cap ? f->cap : 256;
-            while (cap - live < n) {
-                if (cap > SIZE_MAX / 2) {
-                    return -1;
-                }
-                cap *= 2;
-            }
-            uint8_t *nb = malloc(cap);
-            if (nb == NULL) {
-                return -1;
-            }
-            if (live > 0) {
-                memcpy(nb, f->buf + f->head, live);
-            }
-            free(f->buf);
-            f->buf = nb;
-            f->cap = cap;
-        }
-        f->head = 0;
-        f->tail = live;
-    }
-    memcpy(f->buf + f->tail, in, n);
-    f->tail += n;
-    return inl;
-}
-
-/* An empty queue means "wait for more", never end of stream. */
-static int fifo_read(BIO *b, char *out, int outl)
-{
-    fifo_t *f = BIO_get_data(b);
-    BIO_clear_retry_flags(b);
-    if (outl <= 0) {
-        return 0;
-    }
-    size_t n = fifo_len(f);
-    if (n == 0) {
-        BIO_set_retry_read(b);
-        return -1;
-    }
-    if (n > (size_t)outl) {
-        n = (size_t)outl;
-    }
-    memcpy(out, f->buf + f->head, n);
-    f->head += n;
-    if (f->head == f->tail) {
-        f->head = f->tail = 0;
-    }
-    return (int)n;
-}
-
-static long fifo_ctrl(BIO *b, int cmd, long num, void *ptr)
-{
-    (void)num;
-    (void)ptr;
-    fifo_t *f = BIO_get_data(b);
-    switch (cmd) {
-    case BIO_CTRL_PENDING:
-        return (long)fifo_len(f);
-    case BIO_CTRL_FLUSH:
-        return 1; /* SSL flushes after each flight: the bytes are queued */
-    case BIO_CTRL_RESET:
-        f->head = f->tail = 0;
-        return 1;
-    default:
-        return 0;
-    }
-}
-
-static int fifo_create(BIO *b)
-{
-    fifo_t *f = calloc(1, sizeof(*f));
-    if (f == NULL) {
-        return 0;
-    }
-    BIO_set_data(b, f);
-    BIO_set_init(b, 1);
-    return 1;
-}
-
-static int fifo_destroy(BIO *b)
-{
-    fifo_t *f = BIO_get_data(b);
-    if (f != NULL) {
-        free(f->buf);
-        free(f);
-        BIO_set_data(b, NULL);
-    }
-    return 1;
-}
-
-static BIO_METHOD *fifo_method;
-
-static void fifo_method_init(void)
-{
-    BIO_METHOD *m = BIO_meth_new(BIO_get_new_index() | BIO_TYPE_SOURCE_SINK, "stp fifo");
-    if (m != NULL && (!BIO_meth_set_write(m, fifo_write) || !BIO_meth_set_read(m, fifo_read) ||
-                      !BIO_meth_set_ctrl(m, fifo_ctrl) || !BIO_meth_set_create(m, fifo_create) ||
-                      !BIO_meth_set_destroy(m, fifo_destroy))) {
-        BIO_meth_free(m);
-        m = NULL;
-    }
-    fifo_method = m;
-}
-
-/* NULL on allocation failure. The method is made once per process. */
-static BIO *fifo_new(void)
-{
-    static pthread_once_t once = PTHREAD_ONCE_INIT;
-    pthread_once(&once, fifo_method_init);
-    return fifo_method != NULL ? BIO_new(fifo_method) : NULL;
-}
-
-static fifo_t *fifo_of(BIO *b)
-{
-    return BIO_get_data(b);
-}
-
 static stp_tls_engine_t *engine_new(SSL_CTX *ctx)
 {
     stp_tls_engine_t *e = calloc(1, sizeof(*e));
@@ -262,8 +89,8 @@ static stp_tls_engine_t *engine_new(SSL_CTX *ctx)
     }
     ERR_clear_error();
     e->ssl = SSL_new(ctx); /* takes its own reference on ctx */
-    e->rbio = fifo_new();
-    e->wbio = fifo_new();
+    e->rbio = stp_fifo_bio_new();
+    e->wbio = stp_fifo_bio_new();
     if (e->ssl == NULL || e->rbio == NULL || e->wbio == NULL) {
         SSL_free(e->ssl);
         BIO_free(e->rbio);
@@ -369,7 +196,7 @@ int stp_tls_engine_handshake(stp_tls_engine_t *e)
     } else {
         result = step_result(e, rc, "TLS handshake failed", 1);
     }
-    fifo_release(fifo_of(e->rbio));
+    stp_fifo_bio_release(e->rbio);
     return result;
 }
 
@@ -408,7 +235,7 @@ ssize_t stp_tls_engine_read(stp_tls_engine_t *e, uint8_t *buf, size_t cap)
         }
         got += (size_t)rc;
     }
-    fifo_release(fifo_of(e->rbio));
+    stp_fifo_bio_release(e->rbio);
     return got > 0 ? (ssize_t)got : result;
 }
 
@@ -449,7 +276,7 @@ void stp_tls_engine_shutdown(stp_tls_engine_t *e)
 
 size_t stp_tls_engine_pending(const stp_tls_engine_t *e)
 {
-    return fifo_len(fifo_of(e->wbio));
+    return stp_fifo_bio_pending(e->wbio);
 }
 
 size_t stp_tls_engine_take(stp_tls_engine_t *e, uint8_t *out, size_t cap)
@@ -463,27 +290,23 @@ size_t stp_tls_engine_take(stp_tls_engine_t *e, uint8_t *out, size_t cap)
         }
         n += (size_t)rc;
     }
-    fifo_release(fifo_of(e->wbio));
+    stp_fifo_bio_release(e->wbio);
     return n;
 }
 
 size_t stp_tls_engine_peek(const stp_tls_engine_t *e, const uint8_t **out)
 {
-    const fifo_t *f = fifo_of(e->wbio);
-    *out = f->buf != NULL ? f->buf + f->head : NULL;
-    return fifo_len(f);
+    return stp_fifo_bio_peek(e->wbio, out);
 }
 
 void stp_tls_engine_drop(stp_tls_engine_t *e)
 {
-    fifo_t *f = fifo_of(e->wbio);
-    f->head = f->tail = 0;
-    fifo_release(f);
+    stp_fifo_bio_drop(e->wbio);
 }
 
 size_t stp_tls_engine_buffer_size(const stp_tls_engine_t *e)
 {
-    return fifo_of(e->rbio)->cap + fifo_of(e->wbio)->cap;
+    return stp_fifo_bio_capacity(e->rbio) + stp_fifo_bio_capacity(e->wbio);
 }
 
 const char *stp_tls_engine_error(const stp_tls_engine_t *e)

@@ -1,4 +1,4 @@
-/* smtp-bench: an SMTP load generator (libuv + BoringSSL over memory BIOs).
+/* smtp-bench: an SMTP load generator (libuv + BoringSSL over FIFO BIOs, tls/fifo_bio).
  *
  * Each connection is one explicit state machine: greeting, EHLO, STARTTLS and
  * the TLS handshake (or implicit TLS, or plaintext), EHLO again, then
@@ -24,6 +24,8 @@
 #include <string.h>
 #include <strings.h>
 #include <uv.h>
+
+#include "tls/fifo_bio.h"
 
 enum mode { MODE_PLAIN, MODE_STARTTLS, MODE_IMPLICIT };
 enum state {
@@ -227,13 +229,12 @@ static void raw_send(conn_t *c, const char *p, size_t len)
 
 static void flush_tls(conn_t *c)
 {
-    const char *p;
-    size_t n = BIO_ctrl_pending(c->wbio);
+    const uint8_t *p;
+    size_t n = stp_fifo_bio_peek(c->wbio, &p);
     if (n == 0)
         return;
-    BIO_mem_contents(c->wbio, (const uint8_t **)&p, &n);
-    raw_send(c, p, n);
-    (void)BIO_reset(c->wbio);
+    raw_send(c, (const char *)p, n);
+    stp_fifo_bio_drop(c->wbio);
 }
 
 static void send_data(conn_t *c, const char *p, size_t len)
@@ -257,8 +258,8 @@ static void send_str(conn_t *c, const char *s)
 static void start_tls(conn_t *c)
 {
     c->ssl = SSL_new(ctx);
-    c->rbio = BIO_new(BIO_s_mem());
-    c->wbio = BIO_new(BIO_s_mem());
+    c->rbio = stp_fifo_bio_new();
+    c->wbio = stp_fifo_bio_new();
     if (c->ssl == NULL || c->rbio == NULL || c->wbio == NULL)
         abort();
     SSL_set_bio(c->ssl, c->rbio, c->wbio);
@@ -525,8 +526,8 @@ static void sink_flush(conn_t *c)
 static void sink_start_tls(conn_t *c)
 {
     c->ssl = SSL_new(sink_ctx);
-    c->rbio = BIO_new(BIO_s_mem());
-    c->wbio = BIO_new(BIO_s_mem());
+    c->rbio = stp_fifo_bio_new();
+    c->wbio = stp_fifo_bio_new();
     if (c->ssl == NULL || c->rbio == NULL || c->wbio == NULL)
         abort();
     SSL_set_bio(c->ssl, c->rbio, c->wbio);

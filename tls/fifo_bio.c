@@ -1,0 +1,202 @@
+/*
+ * fifo_bio: a byte queue as a BoringSSL BIO, for an SSL that is driven
+ * through memory (tls/tls_engine.c, and test/bench's smtp-bench).
+ *
+ * Why not BIO_s_mem: a memory BIO moves what is left to the front after
+ * every read, and SSL reads a record's header and then its body, so a
+ * 64 KiB delivery of ciphertext was moved several times over; it also
+ * zero-fills every growth and every reset, and BoringSSL's OPENSSL_free
+ * clears a buffer before freeing it. This queue reads from a head offset,
+ * appends without clearing and frees with free() (ciphertext needs no
+ * clearing). callgrind, user-space instructions per proxy session with a
+ * 1 MiB message: 12.0 million where the memory BIOs took 18.5 inbound,
+ * 10.0 against 13.1 outbound; 3.26 against 3.39 million for ten 4 KiB
+ * messages.
+ */
+#include "tls/fifo_bio.h"
+
+#include <pthread.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+/*
+ * fifo: a byte queue as a BIO. Bytes live in buf[head..tail); a read takes
+ * from head and an emptied queue starts again at 0, so nothing is moved
+ * while the consumer keeps up (SSL consumes whole records, the caller takes
+ * everything pending). A write that does not fit behind tail first moves
+ * the live bytes to the front, then grows the buffer.
+ */
+typedef struct {
+    uint8_t *buf;
+    size_t head, tail, cap;
+} fifo_t;
+
+static size_t fifo_len(const fifo_t *f)
+{
+    return f->tail - f->head;
+}
+
+/* Gives a large buffer back once the queue is drained. */
+static void fifo_release(fifo_t *f)
+{
+    if (f->head == f->tail && f->cap > STP_FIFO_BIO_IDLE_CAP) {
+        free(f->buf);
+        f->buf = NULL;
+        f->head = f->tail = f->cap = 0;
+    }
+}
+
+static int fifo_write(BIO *b, const char *in, int inl)
+{
+    fifo_t *f = BIO_get_data(b);
+    BIO_clear_retry_flags(b);
+    if (inl <= 0) {
+        return 0;
+    }
+    size_t n = (size_t)inl, live = fifo_len(f);
+    if (f->cap - f->tail < n) {
+        if (f->cap - live >= n) {
+            memmove(f->buf, f->buf + f->head, live);
+        } else {
+            size_t cap = f->cap ? f->cap : 256;
+            while (cap - live < n) {
+                if (cap > SIZE_MAX / 2) {
+                    return -1;
+                }
+                cap *= 2;
+            }
+            uint8_t *nb = malloc(cap);
+            if (nb == NULL) {
+                return -1;
+            }
+            if (live > 0) {
+                memcpy(nb, f->buf + f->head, live);
+            }
+            free(f->buf);
+            f->buf = nb;
+            f->cap = cap;
+        }
+        f->head = 0;
+        f->tail = live;
+    }
+    memcpy(f->buf + f->tail, in, n);
+    f->tail += n;
+    return inl;
+}
+
+/* An empty queue means "wait for more", never end of stream. */
+static int fifo_read(BIO *b, char *out, int outl)
+{
+    fifo_t *f = BIO_get_data(b);
+    BIO_clear_retry_flags(b);
+    if (outl <= 0) {
+        return 0;
+    }
+    size_t n = fifo_len(f);
+    if (n == 0) {
+        BIO_set_retry_read(b);
+        return -1;
+    }
+    if (n > (size_t)outl) {
+        n = (size_t)outl;
+    }
+    memcpy(out, f->buf + f->head, n);
+    f->head += n;
+    if (f->head == f->tail) {
+        f->head = f->tail = 0;
+    }
+    return (int)n;
+}
+
+static long fifo_ctrl(BIO *b, int cmd, long num, void *ptr)
+{
+    (void)num;
+    (void)ptr;
+    fifo_t *f = BIO_get_data(b);
+    switch (cmd) {
+    case BIO_CTRL_PENDING:
+        return (long)fifo_len(f);
+    case BIO_CTRL_FLUSH:
+        return 1; /* SSL flushes after each flight: the bytes are queued */
+    case BIO_CTRL_RESET:
+        f->head = f->tail = 0;
+        return 1;
+    default:
+        return 0;
+    }
+}
+
+static int fifo_create(BIO *b)
+{
+    fifo_t *f = calloc(1, sizeof(*f));
+    if (f == NULL) {
+        return 0;
+    }
+    BIO_set_data(b, f);
+    BIO_set_init(b, 1);
+    return 1;
+}
+
+static int fifo_destroy(BIO *b)
+{
+    fifo_t *f = BIO_get_data(b);
+    if (f != NULL) {
+        free(f->buf);
+        free(f);
+        BIO_set_data(b, NULL);
+    }
+    return 1;
+}
+
+static BIO_METHOD *fifo_method;
+
+static void fifo_method_init(void)
+{
+    BIO_METHOD *m = BIO_meth_new(BIO_get_new_index() | BIO_TYPE_SOURCE_SINK, "stp fifo");
+    if (m != NULL && (!BIO_meth_set_write(m, fifo_write) || !BIO_meth_set_read(m, fifo_read) ||
+                      !BIO_meth_set_ctrl(m, fifo_ctrl) || !BIO_meth_set_create(m, fifo_create) ||
+                      !BIO_meth_set_destroy(m, fifo_destroy))) {
+        BIO_meth_free(m);
+        m = NULL;
+    }
+    fifo_method = m;
+}
+
+/* The method is made once per process. */
+BIO *stp_fifo_bio_new(void)
+{
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    pthread_once(&once, fifo_method_init);
+    return fifo_method != NULL ? BIO_new(fifo_method) : NULL;
+}
+
+size_t stp_fifo_bio_pending(BIO *b)
+{
+    return fifo_len(BIO_get_data(b));
+}
+
+size_t stp_fifo_bio_peek(BIO *b, const uint8_t **out)
+{
+    const fifo_t *f = BIO_get_data(b);
+    *out = f->buf != NULL ? f->buf + f->head : NULL;
+    return fifo_len(f);
+}
+
+void stp_fifo_bio_drop(BIO *b)
+{
+    fifo_t *f = BIO_get_data(b);
+    f->head = f->tail = 0;
+    fifo_release(f);
+}
+
+void stp_fifo_bio_release(BIO *b)
+{
+    fifo_release(BIO_get_data(b));
+}
+
+size_t stp_fifo_bio_capacity(BIO *b)
+{
+    const fifo_t *f = BIO_get_data(b);
+    return f->cap;
+}
