@@ -57,8 +57,10 @@ declare -A srcs=(
   [fuzz_proxy_proto]="proxy/proxy_proto.c"
   [fuzz_http_req]="proxy/http_req.c"
 
-  # the whole daemon but main(): every proxy/, tls/ and policy/ source
-  [fuzz_session]="$(ls proxy/*.c tls/*.c policy/*.c | grep -v '^proxy/main\.c$' | tr '\n' ' ')
+  # the whole daemon but main(): every proxy/, tls/ and policy/ source; and
+  # the DNS, certificates and MTA-STS server of its route = mx listeners
+  [fuzz_session]="test/fuzz/mx_world.c
+    $(ls proxy/*.c tls/*.c policy/*.c | grep -v '^proxy/main\.c$' | tr '\n' ' ')
     -L/usr/lib/x86_64-linux-gnu/android -Wl,-rpath,/usr/lib/x86_64-linux-gnu/android
     -lssl -lcrypto -luv -linih -lcares"
 )
