@@ -29,7 +29,9 @@
  * "\xfe\xfe" and the backend's script: replies separated by "\xff", the
  * n-th used for the n-th line the backend reads on any of its connections
  * (after its own greeting, which the script may replace with its first
- * entry, on every connection, when byte 0 has bit 7 set). Once the script is used up the backend answers like a
+ * entry, on every connection, when byte 0 has bit 7 set); an entry that
+ * starts with "\xfd" is sent without that byte, then the connection is
+ * closed. Once the script is used up the backend answers like a
  * well-behaved MTA (250, 354 for DATA, the message up to CRLF.CRLF, 221
  * for QUIT; as a next hop it offers STARTTLS and answers it with 220 and a
  * TLS handshake). For route = mx, a second "\xfe\xfe" ends the script and
@@ -432,6 +434,11 @@ static void backend_answer(backend_conn_t *b, const char *line, size_t len, int 
             b->in_data = 1;
             b->matched = 2; /* the CRLF of "DATA" starts the first line */
         }
+        if (n >= 1 && r[0] == 0xfd) { /* the rest, then a close */
+            backend_send(b, r + 1, n - 1);
+            backend_close(b);
+            return;
+        }
         backend_send(b, r, n);
         if (starttls && b->tls == NULL && n >= 3 && memcmp(r, "220", 3) == 0) {
             start_tls(b);
@@ -587,8 +594,14 @@ static void on_backend_conn(uv_stream_t *srv, int status)
         if (has_354(be.script[be.next], be.script_len[be.next])) {
             be.stray_354 = 1;
         }
-        backend_send(b, be.script[be.next], be.script_len[be.next]);
-        be.next++;
+        const uint8_t *r = be.script[be.next];
+        size_t n = be.script_len[be.next++];
+        if (n >= 1 && r[0] == 0xfd) {
+            backend_send(b, r + 1, n - 1);
+            backend_close(b);
+        } else {
+            backend_send(b, r, n);
+        }
     } else {
         backend_send(b, "220 backend.test ESMTP\r\n", 24);
     }
@@ -719,7 +732,7 @@ static int initialize(void)
         ini, sizeof(ini),
         "[proxy]\nhostname = fuzz.test\nlog_level = %s\n"
         "resolver = 127.0.0.1:%d\ndns_timeout = 100ms\nmx_port = %d\n"
-        "mx_attempt_timeout = 800ms\nmta_sts_port = %d\nmta_sts_timeout = 100ms\n"
+        "mx_attempt_timeout = 300ms\nmta_sts_port = %d\nmta_sts_timeout = 100ms\n"
         "mta_sts_ca_file = %s\nremember_tls = 1d\n"
         "[tls]\ncert = %s\nkey = %s\n"
         "[listener:offer]\nmode = inbound\nlisten = 127.0.0.1:%d\nbackend = 127.0.0.1:%d\n" TIMERS

@@ -250,13 +250,16 @@ void world_reset(const uint8_t *script, size_t len)
             }
         } else if (t[0] == 'H' || t[0] == 'P') {
             for (size_t j = 1; j < tl; j++) {
-                if (t[j] < '0' || t[j] > '9') {
+                int d = t[j] >= '0' && t[j] <= '9'   ? t[j] - '0'
+                        : t[j] >= 'a' && t[j] <= 'f' ? t[j] - 'a' + 10
+                                                     : -1;
+                if (d < 0) {
                     continue;
                 }
                 if (t[0] == 'H' && w.nhs < MAX_TOK) {
-                    w.hs[w.nhs++] = (uint8_t)((t[j] - '0') % 6);
+                    w.hs[w.nhs++] = (uint8_t)(d % 6);
                 } else if (t[0] == 'P' && w.nsts < MAX_TOK) {
-                    w.sts[w.nsts++] = (uint8_t)(t[j] - '0');
+                    w.sts[w.nsts++] = (uint8_t)d;
                 }
             }
         }
@@ -846,6 +849,16 @@ static void sts_respond(sts_conn_t *c)
     case 7:
         type = "text/html";
         snprintf(body, sizeof(body), "<p>version: STSv1</p>\n");
+        break;
+    case 10: /* half of max_age is gone at once: the next use refreshes it */
+        snprintf(body, sizeof(body),
+                 "version: STSv1\r\nmode: enforce\r\nmx: mx.%s\r\nmax_age: 1\r\n", domain);
+        break;
+    case 11:
+        snprintf(body, sizeof(body),
+                 "version: STSv1\r\nmode: testing\r\nmx: *.%s\r\nmx: mx.other.test\r\n"
+                 "max_age: 1\r\n",
+                 domain);
         break;
     default:
         snprintf(body, sizeof(body),

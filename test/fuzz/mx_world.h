@@ -63,7 +63,9 @@ void world_init(uv_loop_t *loop, const char *ca_path, int *dns_port, int *sts_po
  *   P  then digits: the MTA-STS server's answer to each next fetch in turn
  *      (0 enforce mx.D, 1 enforce *.D, 2 enforce mx.other.test, 3 testing,
  *      4 none, 5 404, 6 not a policy, 7 text/html, 8 self-signed
- *      certificate, 9 closed after the handshake)
+ *      certificate, 9 closed after the handshake, a enforce mx.D and b
+ *      testing *.D and mx.other.test with max_age 1: the next delivery to
+ *      D refreshes it)
  *   Z  then a number N: the legacy MTA half-closes once it has sent
  *      everything and read N replies (see world_half_close())
  */
