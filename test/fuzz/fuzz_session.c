@@ -259,6 +259,8 @@ static void tls_flush(backend_conn_t *b)
     }
 }
 
+static void backend_close(backend_conn_t *b);
+
 static void backend_send(backend_conn_t *b, const void *p, size_t n)
 {
     if (b->closed || n == 0) {
@@ -266,7 +268,8 @@ static void backend_send(backend_conn_t *b, const void *p, size_t n)
     }
     if (b->tls != NULL) {
         if (stp_tls_engine_write(b->tls, p, n) != STP_TLS_OK) {
-            abort();
+            backend_close(b); /* the session broke (an alert came first) */
+            return;
         }
         tls_flush(b);
         return;
@@ -422,6 +425,11 @@ static void backend_answer(backend_conn_t *b, const char *line, size_t len, int 
     if (be.next < be.nscript) {
         const uint8_t *r = be.script[be.next];
         size_t n = be.script_len[be.next++];
+        int close_after = n >= 1 && r[0] == 0xfd; /* the rest, then a close */
+        if (close_after) {
+            r++;
+            n--;
+        }
         int is_data = !end_of_data && len >= 4 && strncasecmp(line, "DATA", 4) == 0;
         if (end_of_data && n >= 1 && r[0] == '2') {
             be.data_ok = 1;
@@ -434,12 +442,11 @@ static void backend_answer(backend_conn_t *b, const char *line, size_t len, int 
             b->in_data = 1;
             b->matched = 2; /* the CRLF of "DATA" starts the first line */
         }
-        if (n >= 1 && r[0] == 0xfd) { /* the rest, then a close */
-            backend_send(b, r + 1, n - 1);
+        backend_send(b, r, n);
+        if (close_after) {
             backend_close(b);
             return;
         }
-        backend_send(b, r, n);
         if (starttls && b->tls == NULL && n >= 3 && memcmp(r, "220", 3) == 0) {
             start_tls(b);
         }
