@@ -384,6 +384,10 @@ static void start_tls(backend_conn_t *b)
         backend_close(b);
         return;
     }
+    if (h == 6) {
+        b->mute = 1; /* the ClientHello goes unanswered */
+        return;
+    }
     b->cert = h;
     b->tls = stp_tls_engine_new_server(world_server_ctx((world_cert_t)h));
     if (b->tls == NULL) {

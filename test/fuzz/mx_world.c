@@ -257,7 +257,7 @@ void world_reset(const uint8_t *script, size_t len)
                     continue;
                 }
                 if (t[0] == 'H' && w.nhs < MAX_TOK) {
-                    w.hs[w.nhs++] = (uint8_t)(d % 6);
+                    w.hs[w.nhs++] = (uint8_t)(d % 7);
                 } else if (t[0] == 'P' && w.nsts < MAX_TOK) {
                     w.sts[w.nsts++] = (uint8_t)d;
                 }
@@ -920,7 +920,7 @@ static void on_sts_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
         memcpy(c->req + c->len, plain, (size_t)k);
         c->len += (size_t)k;
         c->req[c->len] = '\0';
-        if (strstr(c->req, "\r\n\r\n") != NULL) {
+        if (strstr(c->req, "\r\n\r\n") != NULL && c->choice != 12) { /* 12: never answers */
             sts_respond(c);
             return;
         }

@@ -59,13 +59,14 @@ void world_init(uv_loop_t *loop, const char *ca_path, int *dns_port, int *sts_po
  *      x malformed (one answer record more than there is)
  *   H  then digits: the certificate (world_cert_t) of each next STARTTLS
  *      handshake in turn; 4: 220 then plaintext bytes instead of TLS,
- *      5: 220 then the connection is closed
+ *      5: 220 then the connection is closed, 6: 220 then nothing at all
+ *      (the handshake times out)
  *   P  then digits: the MTA-STS server's answer to each next fetch in turn
  *      (0 enforce mx.D, 1 enforce *.D, 2 enforce mx.other.test, 3 testing,
  *      4 none, 5 404, 6 not a policy, 7 text/html, 8 self-signed
  *      certificate, 9 closed after the handshake, a enforce mx.D and b
  *      testing *.D and mx.other.test with max_age 1: the next delivery to
- *      D refreshes it)
+ *      D refreshes it, c never answers the request)
  *   Z  then a number N: the legacy MTA half-closes once it has sent
  *      everything and read N replies (see world_half_close())
  */
@@ -79,7 +80,7 @@ int world_half_close(void);
 /* The server context for a certificate choice. */
 SSL_CTX *world_server_ctx(world_cert_t c);
 
-/* The next "H" choice (0..5), W_CERT_GOOD when none is left. */
+/* The next "H" choice (0..6), W_CERT_GOOD when none is left. */
 int world_next_handshake(void);
 
 const world_attempt_t *world_attempt(void);
