@@ -14,6 +14,11 @@
  * behind it, so order is kept. For TLS the plaintext is encrypted first and
  * the engine's ciphertext is written from where it lies.
  *
+ * Closing: at once (what is queued is dropped), after the last write, or
+ * lingering (stp_conn_linger(): the sending side shut down after the last
+ * write, reading on and dropping until the peer closes, so that a peer still
+ * sending gets no reset; see conn.h).
+ *
  * Callbacks into the owner may close the conn; every path checks `closing`
  * after calling out.
  */
@@ -27,6 +32,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 
 #define READ_BUF_SIZE (64 * 1024)
 
@@ -48,6 +54,8 @@ STP_THREAD_BUF(stage_mem, STAGES * STAGE_SIZE)
 static _Thread_local stp_conn_t *stage_conn[STAGES];
 static _Thread_local size_t stage_len[STAGES];
 static void stage_drop(const stp_conn_t *c);
+static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf);
+static void read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
 
 /* Connections alive on this thread, and when memory was last given back. */
 static _Thread_local unsigned live_conns;
@@ -128,6 +136,16 @@ void stp_conn_close(stp_conn_t *c)
     uv_close((uv_handle_t *)&c->tcp, on_close_cb);
 }
 
+/* A lingering conn has written everything: the peer gets its end of file
+ * (the fd's own shutdown: nothing is queued in libuv, and no write follows). */
+static void shut_write(stp_conn_t *c)
+{
+    uv_os_fd_t fd;
+    if (uv_fileno((const uv_handle_t *)&c->tcp, &fd) != 0 || shutdown(fd, SHUT_WR) != 0) {
+        stp_conn_close(c);
+    }
+}
+
 static void on_write_cb(uv_write_t *req, int status)
 {
     write_req_t *w = (write_req_t *)req;
@@ -143,7 +161,11 @@ static void on_write_cb(uv_write_t *req, int status)
         return;
     }
     if (c->close_after_write && c->wq_bytes == 0) {
-        stp_conn_close(c);
+        if (c->lingering) {
+            shut_write(c);
+        } else {
+            stp_conn_close(c);
+        }
         return;
     }
     if (c->over_high && c->wq_bytes < STP_CONN_WQ_LOW) {
@@ -363,11 +385,10 @@ int stp_conn_write(stp_conn_t *c, const char *data, size_t len)
     return stp_conn_writev(c, &b, 1);
 }
 
-void stp_conn_close_after_write(stp_conn_t *c)
+/* Sends what is staged (TLS: sealed, with the close_notify behind it);
+ * nothing is written after it. */
+static void write_last(stp_conn_t *c)
 {
-    if (c->closing) {
-        return;
-    }
     if (c->tls && !c->handshaking && !c->close_after_write) {
         /* What is staged is sealed, and leaves with the close_notify. */
         c->corked = 1;
@@ -379,9 +400,59 @@ void stp_conn_close_after_write(stp_conn_t *c)
     }
     c->corked = 0;
     c->close_after_write = 1;
+}
+
+void stp_conn_close_after_write(stp_conn_t *c)
+{
+    if (c->closing) {
+        return;
+    }
+    write_last(c);
+    c->lingering = 0;
     stp_conn_read_stop(c);
     if (c->wq_bytes == 0) {
         stp_conn_close(c);
+    }
+}
+
+void stp_conn_linger(stp_conn_t *c)
+{
+    if (c->closing || c->lingering) {
+        return;
+    }
+    if (c->eof) {
+        stp_conn_close_after_write(c); /* nothing more can come */
+        return;
+    }
+    write_last(c);
+    c->lingering = 1;
+    if (!c->reading) {
+        c->reading = 1;
+        uv_read_start((uv_stream_t *)&c->tcp, alloc_cb, read_cb);
+    }
+    if (c->wq_bytes == 0) {
+        shut_write(c);
+    }
+}
+
+/* A read on a lingering conn: dropped; the peer's end of file (or a reset)
+ * ends it, once what is queued for the peer has been written. */
+static void linger_read(stp_conn_t *c, ssize_t nread)
+{
+    if (nread < 0) {
+        c->eof = 1;
+        c->lingering = 0;
+        stp_conn_read_stop(c);
+        if (nread != UV_EOF || c->wq_bytes == 0) {
+            stp_conn_close(c);
+        } /* else on_write_cb closes it: a half-closed peer still reads */
+        return;
+    }
+    if (c->tls == NULL) {
+        c->bytes_in += (uint64_t)nread;
+    }
+    if (c->cb->on_linger) {
+        c->cb->on_linger(c, (size_t)nread);
     }
 }
 
@@ -432,7 +503,7 @@ static void deliver_tls(stp_conn_t *c)
     /* Decrypt everything that arrived, even if the owner stopped reading in
      * the middle: it holds what it cannot use yet. Leaving plaintext inside
      * the engine would stall, since nothing wakes us up for it later. */
-    while (!c->closing && !c->eof) {
+    while (!c->closing && !c->eof && !c->lingering) { /* lingering: nothing more is read */
         ssize_t n = stp_tls_engine_read(c->tls, (uint8_t *)plain_buf(), READ_BUF_SIZE);
         flush_tls(c); /* e.g. a key update or alert */
         if (n > 0) {
@@ -455,6 +526,10 @@ static void read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     stp_conn_t *c = s->data;
 
     if (nread == 0 || c->closing) {
+        return;
+    }
+    if (c->lingering) {
+        linger_read(c, nread);
         return;
     }
     if (nread < 0) {
@@ -487,7 +562,7 @@ void stp_conn_read_start(stp_conn_t *c)
 
 void stp_conn_read_stop(stp_conn_t *c)
 {
-    if (!c->reading) {
+    if (!c->reading || c->lingering) { /* a lingering conn reads until it closes */
         return;
     }
     c->reading = 0;

@@ -33,6 +33,8 @@ typedef struct {
     /* The write queue fell below STP_CONN_WQ_LOW after being over STP_CONN_WQ_HIGH. */
     void (*on_drain)(stp_conn_t *c);
     void (*on_close)(stp_conn_t *c);
+    /* stp_conn_linger(): n more bytes arrived and were dropped. */
+    void (*on_linger)(stp_conn_t *c, size_t n);
 } stp_conn_cb_t;
 
 struct stp_conn_s {
@@ -53,6 +55,7 @@ struct stp_conn_s {
     unsigned close_after_write : 1;
     unsigned eof : 1;
     unsigned corked : 1;
+    unsigned lingering : 1; /* stp_conn_linger(): reading and dropping until the peer closes */
 };
 
 /* Initialises the handle on `loop`. Returns 0 or a negative libuv error. */
@@ -110,6 +113,21 @@ void stp_conn_close(stp_conn_t *c);
 
 /* Closes once everything queued so far has been written (TLS: after close_notify). */
 void stp_conn_close_after_write(stp_conn_t *c);
+
+/*
+ * A lingering close, for a peer that may still be sending (in the middle of
+ * a message): closing with its bytes unread, or with more of them on the
+ * way, makes the kernel answer with a reset, and a peer may then lose what
+ * it has not read yet (Windows drops it), the last reply included. So, as
+ * stp_conn_close_after_write() but: reading goes on and whatever arrives is
+ * dropped (TLS: never decrypted; the close_notify went out with the last
+ * bytes) and counted to cb->on_linger; once everything queued is written,
+ * the sending side is shut down (the peer reads its end of file); the conn
+ * closes itself when the peer closes or a read fails. The owner bounds the
+ * wait (its timer, stp_conn_close()). A peer that has closed its side
+ * already gets stp_conn_close_after_write().
+ */
+void stp_conn_linger(stp_conn_t *c);
 
 /* Formats the peer address as "1.2.3.4:25" / "[::1]:25" into buf. */
 const char *stp_conn_peer(const stp_conn_t *c, char *buf, size_t len);

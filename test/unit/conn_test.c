@@ -7,6 +7,8 @@
  * dropped, and never reach the next conn that takes the stage), and when it
  * is closed after write (they are sent first). And the read side of a
  * connect: reading starts with it, a refused one reports only its error.
+ * And a lingering close: the peer reads the last bytes and its end of file
+ * (no reset) while what it still sends is read and dropped, until it closes.
  */
 #include <stdint.h>
 #include <stdio.h>
@@ -28,6 +30,7 @@ typedef struct {
     char *buf;
     size_t len, cap;
     int eof;
+    int err; /* what ended its reading: UV_EOF, or a reset */
 } peer_t;
 
 static uv_loop_t loop;
@@ -56,6 +59,7 @@ static void peer_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b)
         p->len += (size_t)n;
     } else if (n < 0) {
         p->eof = 1;
+        p->err = (int)n;
         uv_read_stop(s);
     }
 }
@@ -386,6 +390,71 @@ static void test_refused_connect_reports_once(void)
     CHECK_MEM(events, nevents, "x", 1);
 }
 
+/* Lingering: the peer sends 32 KB that the conn has not read when it
+ * writes its last bytes, and more after its end of file; the conn drops all
+ * of it and closes when the peer does. */
+static size_t dropped;
+
+static void linger_count(stp_conn_t *c, size_t n)
+{
+    (void)c;
+    dropped += n;
+}
+
+static const stp_conn_cb_t linger_cb = {.on_read = c_read,
+                                        .on_eof = c_eof,
+                                        .on_connect = c_connect,
+                                        .on_close = c_close,
+                                        .on_linger = linger_count};
+
+static int peer_eof_or_closed(int n)
+{
+    (void)n;
+    return peers[0].eof || closed;
+}
+
+static int dropped_all(int n)
+{
+    return dropped >= (size_t)n || closed;
+}
+
+static void peer_send(size_t n)
+{
+    static char junk[32 * 1024];
+    memset(junk, 'x', sizeof(junk));
+    uv_buf_t b = uv_buf_init(junk, (unsigned)n);
+    CHECK_EQ_INT(uv_try_write((uv_stream_t *)&peers[0].tcp, &b, 1), (int)n);
+}
+
+static void test_linger_drops_what_comes_until_the_peer_closes(void)
+{
+    open_conns(1);
+    conns[0].cb = &linger_cb;
+    dropped = 0;
+    stp_conn_read_stop(&conns[0]);
+    peer_send(32 * 1024); /* left unread: without the linger, a reset */
+    tick_start();
+    deadline = uv_now(&loop) + 3000;
+    CHECK_EQ_INT(stp_conn_write(&conns[0], "421 4.4.2 bye\r\n", 15), 0);
+    stp_conn_linger(&conns[0]);
+    run_until(peer_eof_or_closed, 1);
+    CHECK(peers[0].eof);
+    CHECK_EQ_INT(peers[0].err, UV_EOF); /* an end of file, not a reset */
+    CHECK_EQ_INT(closed, 0);            /* still reading */
+    CHECK_MEM(peers[0].buf, peers[0].len, "421 4.4.2 bye\r\n", 15);
+    peer_send(1000); /* after the end of file: dropped too */
+    run_until(dropped_all, 32 * 1024 + 1000);
+    CHECK_EQ_INT(closed, 0);
+    CHECK_EQ_INT(dropped, 32 * 1024 + 1000);
+    CHECK_EQ_INT(conns[0].bytes_in, 32 * 1024 + 1000);
+    peers_closed = 0;
+    uv_close((uv_handle_t *)&peers[0].tcp, on_peer_closed); /* the peer closes: so does the conn */
+    run_until(all_closed, 1);
+    tick_stop();
+    CHECK_EQ_INT(closed, 1);
+    free(peers[0].buf);
+}
+
 int main(void)
 {
     struct sockaddr_in sa;
@@ -403,6 +472,7 @@ int main(void)
     STP_RUN(test_close_after_write_sends_what_was_staged);
     STP_RUN(test_reading_starts_with_the_connect);
     STP_RUN(test_refused_connect_reports_once);
+    STP_RUN(test_linger_drops_what_comes_until_the_peer_closes);
     uv_close((uv_handle_t *)&server, NULL);
     uv_run(&loop, UV_RUN_DEFAULT);
     uv_loop_close(&loop);
