@@ -60,11 +60,14 @@
 #define PENDING_SMALL 16 /* in the session; a deeper pipeline borrows PENDING_MAX from the heap */
 #define HELD_MAX (1024 * 1024)
 #define DATA_CHUNK (64 * 1024)
+/* The end of a session (finish()) waits this long at most: for the client
+ * to read its last reply and, where it may still be sending (a lingering
+ * close, client_may_send()), for it to stop. A lingering close also ends
+ * once the client has been quiet LINGER_QUIET_MS with the reply written, or
+ * has sent LINGER_MAX_BYTES more (read and dropped). */
 #define LINGER_MS 10000
-/* After the BDAT refusal the chunk behind it is read and dropped until the
- * client closes, goes quiet this long, or BDAT_DRAIN_MS have passed. */
-#define BDAT_QUIET_MS 1000
-#define BDAT_DRAIN_MS 10000
+#define LINGER_QUIET_MS 1000
+#define LINGER_MAX_BYTES (64 * 1024 * 1024)
 #define PROXY_HEADER_MS 5000 /* a load balancer sends its PROXY header at once */
 #define FINAL_REPLY_MIN_MS 600000 /* RFC 5321 4.5.3.2.6: 10 minutes for the reply to "." */
 #define ERRORS_MAX 20 /* the proxy's own 5xx replies without a message delivered, before 421
@@ -148,8 +151,10 @@ struct stp_session_s {
     unsigned up_private : 1;    /* outbound: the next hop saw more than envelopes (AUTH, HELO...) */
     unsigned up_reused : 1;     /* outbound: up was taken from the connection cache */
     unsigned up_unsure : 1;     /* outbound: an RSET was refused; the next hop's state is unknown */
-    unsigned bdat_drain : 1;    /* BDAT refused: its chunk is read and dropped (bdat_refused()) */
-    uint64_t bdat_drain_end;    /* ...until then at the latest (uv_now) */
+    unsigned bdat : 1;          /* BDAT refused: its chunk may still be coming (bdat_refused()) */
+    unsigned in_input : 1;      /* client input is being worked through (process()) */
+    uint64_t linger_end;        /* a lingering close ends then at the latest (uv_now) */
+    uint64_t linger_bytes;      /* ...or once the client sent this much more, dropped */
 
     char tls_version[16];
     char tls_cipher[64];
@@ -233,7 +238,6 @@ static const char mx_closed[] = "451 4.4.2 Error: the recipient's mail server cl
 static void finish(stp_session_t *s, const char *reply, const char *result, const char *error);
 static void process(stp_session_t *s, const char *p, size_t n);
 static void arm_timers(stp_session_t *s);
-static void on_bdat_drained(uv_timer_t *t);
 static void update_reading(stp_session_t *s);
 static void flush_queue(stp_session_t *s);
 static void up_reply(stp_session_t *s, const stp_reply_t *r);
@@ -514,6 +518,54 @@ static void on_linger(uv_timer_t *t)
     stp_conn_close(&s->client); /* the client did not read our last reply in time */
 }
 
+/* A lingering close's timer: the client was quiet LINGER_QUIET_MS; if it
+ * has not read the last reply yet, it has until linger_end to do so. */
+static void on_linger_quiet(uv_timer_t *t)
+{
+    stp_session_t *s = t->data;
+    uint64_t now = uv_now(s->loop);
+    if (s->client.wq_bytes > 0 && now < s->linger_end) {
+        uv_timer_start(t, on_linger_quiet, s->linger_end - now, 0);
+        return;
+    }
+    stp_conn_close(&s->client);
+}
+
+/* Lingering: n more bytes of the client's were read and dropped. */
+static void client_on_linger(stp_conn_t *c, size_t n)
+{
+    stp_session_t *s = c->owner;
+    uint64_t now = uv_now(s->loop);
+    s->linger_bytes += n;
+    if (s->linger_bytes > LINGER_MAX_BYTES || now >= s->linger_end) {
+        stp_conn_close(c); /* the reset that was put off, if it still sends */
+        return;
+    }
+    uint64_t left = s->linger_end - now;
+    uv_timer_start(&s->client_timer, on_linger_quiet,
+                   left < LINGER_QUIET_MS ? left : LINGER_QUIET_MS, 0);
+}
+
+/*
+ * The client may still be sending as its session ends: in the middle of a
+ * message, behind a refused BDAT (its chunk), or ahead of what was answered
+ * (input held, commands in flight, or the read being worked through). Its
+ * connection then gets a lingering close (stp_conn_linger()): closed with
+ * its bytes unread, or with more on the way, it would get a reset instead of
+ * the last reply and an end of file. Not after QUIT (result "ok": nothing
+ * more is expected, and the common end stays as cheap as it is), once the
+ * client has closed its side, in a TLS handshake, or before its session
+ * began (refused at connect: it waits for a greeting).
+ */
+static int client_may_send(const stp_session_t *s, const char *result)
+{
+    if (!s->limits_taken || s->client.eof || s->client.closing || s->tls == T_HANDSHAKE ||
+        s->quit_seen || strcmp(result, "ok") == 0) {
+        return 0;
+    }
+    return s->state == S_DATA || s->bdat || s->held_len > 0 || s->pq_len > 0 || s->in_input;
+}
+
 /*
  * The one way out. `reply` (a complete CRLF-terminated line, or NULL) is the
  * last thing the client hears; `result` is a short token for the log.
@@ -524,6 +576,7 @@ static void finish(stp_session_t *s, const char *reply, const char *result, cons
         return;
     }
     int backend_idle = s->state == S_COMMAND && s->pq_len == 0 && !s->quit_seen;
+    int linger = client_may_send(s, result);
     if (s->state == S_DATA && s->early) {
         log_early(s); /* the message ends here, at its dot or without it */
     }
@@ -537,7 +590,11 @@ static void finish(stp_session_t *s, const char *reply, const char *result, cons
     if (reply) {
         client_write(s, reply, strlen(reply));
     }
-    stp_conn_close_after_write(&s->client);
+    if (linger) {
+        stp_conn_linger(&s->client);
+    } else {
+        stp_conn_close_after_write(&s->client);
+    }
     stp_conn_uncork(&s->client);
     if (s->nh) {
         stp_nexthop_cancel(s->nh); /* its callback comes back once its conn is closed */
@@ -559,6 +616,9 @@ static void finish(stp_session_t *s, const char *reply, const char *result, cons
     /* The client timer stays as a linger limit until the client is closed. */
     if (s->client.closing) {
         close_timer(&s->client_timer);
+    } else if (s->client.lingering) {
+        s->linger_end = uv_now(s->loop) + LINGER_MS;
+        uv_timer_start(&s->client_timer, on_linger_quiet, LINGER_QUIET_MS, 0);
     } else {
         uv_timer_start(&s->client_timer, on_linger, LINGER_MS, 0);
     }
@@ -665,19 +725,6 @@ static void arm_timers(stp_session_t *s)
     if (s->state == S_CLOSING) {
         return;
     }
-    if (s->bdat_drain) {
-        /* the client timer bounds the drain (bdat_refused()): restarted
-         * while the chunk keeps coming, up to bdat_drain_end */
-        uint64_t now = uv_now(s->loop);
-        if (now >= s->bdat_drain_end) {
-            finish(s, NULL, "protocol", "BDAT without CHUNKING");
-        } else {
-            uint64_t left = s->bdat_drain_end - now;
-            uv_timer_start(&s->client_timer, on_bdat_drained,
-                           left < BDAT_QUIET_MS ? left : BDAT_QUIET_MS, 0);
-        }
-        return;
-    }
     int client_stuck = stp_conn_congested(&s->client);
     int backend_stuck = s->backend_up && stp_conn_congested(s->up);
     uint64_t client_ms = 0;
@@ -734,7 +781,6 @@ static void update_reading(stp_session_t *s)
                  /* route = mx: a next hop attempt can take minutes; keep
                   * reading (input is held) so a client that leaves is seen */
                  (s->nh != NULL && !s->discard_input);
-    client = client || s->bdat_drain; /* BDAT refused: its chunk is read and dropped */
     if (client) {
         stp_conn_read_start(&s->client);
     } else {
@@ -1171,6 +1217,7 @@ static void handle_line(stp_session_t *s, const char *line, size_t len)
          * RFC 7504 3 keeps that for hosts that never accept mail. */
         s->discard_input = 1;
         s->paused = 1;
+        s->bdat = 1;
         local_reply(s, BDAT_502, A_BDAT);
         return;
 
@@ -1306,12 +1353,6 @@ static void log_refused(stp_session_t *s, const char *reply)
     stp_sm_message(s->conf->name, 0, 0);
 }
 
-static void on_bdat_drained(uv_timer_t *t)
-{
-    stp_session_t *s = t->data;
-    finish(s, NULL, "protocol", "BDAT without CHUNKING");
-}
-
 /* The BDAT refusal has reached the client (the replies owed before it
  * first). A transaction with accepted recipients was a message sent with
  * BDAT: it gets its line, like a message the proxy refuses after DATA.
@@ -1319,21 +1360,16 @@ static void on_bdat_drained(uv_timer_t *t)
  * The chunk behind the BDAT is still on its way: closing with it unread
  * makes the kernel answer with a reset, and a client that writes the whole
  * chunk before it reads (Postfix) gets "connection reset" instead of the
- * 502 and sends the same BDAT again later. So the rest is read and dropped
- * (discard_input) until the client closes, is quiet for BDAT_QUIET_MS
- * (it has sent its chunk and reads the 502), or for BDAT_DRAIN_MS at most;
- * then the session ends. */
+ * 502 and sends the same BDAT again later. So the session ends with a
+ * lingering close (s->bdat, client_may_send()): the rest is read and dropped
+ * until the client closes, is quiet LINGER_QUIET_MS (it has sent its chunk
+ * and read the 502), or LINGER_MS at most. */
 static void bdat_refused(stp_session_t *s)
 {
     if (s->mail_from[0] != '\0' && s->rcpts) {
         log_refused(s, BDAT_502);
     }
-    s->bdat_drain = 1;
-    s->discard_input = 1;
-    s->bdat_drain_end = uv_now(s->loop) + BDAT_DRAIN_MS;
-    uv_timer_start(&s->client_timer, on_bdat_drained, BDAT_QUIET_MS, 0);
-    uv_timer_stop(&s->backend_timer);
-    update_reading(s);
+    finish(s, NULL, "protocol", "BDAT without CHUNKING");
 }
 
 static void log_message_as(stp_session_t *s, int code, const char *t, size_t len);
@@ -1428,7 +1464,7 @@ static size_t data_input(stp_session_t *s, const char *p, size_t n)
     return consumed;
 }
 
-static void process(stp_session_t *s, const char *p, size_t n)
+static void process_input(stp_session_t *s, const char *p, size_t n)
 {
     while (n > 0 && s->state != S_CLOSING) {
         if (s->discard_input) {
@@ -1464,6 +1500,14 @@ static void process(stp_session_t *s, const char *p, size_t n)
             }
         }
     }
+}
+
+static void process(stp_session_t *s, const char *p, size_t n)
+{
+    unsigned was = s->in_input;
+    s->in_input = 1; /* a session ending now may have more of this input coming */
+    process_input(s, p, n);
+    s->in_input = was;
 }
 
 /* ---- client callbacks ---- */
@@ -1507,10 +1551,6 @@ static void client_on_eof(stp_conn_t *c, const char *err)
     stp_session_t *s = c->owner;
     if (s->state == S_CLOSING) {
         stp_conn_close(c);
-        return;
-    }
-    if (s->bdat_drain) { /* the client has sent its chunk and read the 502 */
-        finish(s, NULL, "protocol", "BDAT without CHUNKING");
         return;
     }
     if (s->quit_seen && err == NULL) {
@@ -1630,6 +1670,7 @@ static const stp_conn_cb_t client_cb = {
     .on_handshake = client_on_handshake,
     .on_drain = conn_on_drain,
     .on_close = conn_on_close,
+    .on_linger = client_on_linger,
 };
 
 /* ---- backend side ---- */
@@ -3363,6 +3404,10 @@ void stp_session_drain(stp_session_t *s)
 
 void stp_session_kill(stp_session_t *s)
 {
+    if (s->state == S_CLOSING && s->client.lingering) {
+        stp_conn_close(&s->client); /* the grace period is over: the linger too */
+        return;
+    }
     finish(s, NULL, "killed", NULL);
 }
 

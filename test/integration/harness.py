@@ -13,6 +13,7 @@ Environment:
 """
 import os
 import re
+import select
 import shutil
 import signal
 import socket
@@ -494,6 +495,162 @@ class Client:
 
     def __exit__(self, *exc):
         self.close()
+
+
+class StreamingClient:
+    """A client that keeps writing while it reads, in one thread (select):
+    the legacy MTA in the middle of a big message when the server ends the
+    session. Plaintext, or TLS after STARTTLS through memory BIOs, so that
+    the TCP stream under TLS stays in view: stream() tells whether it ended
+    with a FIN (recv returns b'') or a reset, and whether a write failed."""
+
+    def __init__(self, port, timeout=10):
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+        self.timeout = timeout
+        self.tls = None  # (SSLObject, incoming BIO, outgoing BIO)
+        self.buf = b""
+
+    def _flush_tls(self):
+        out = self.tls[2].read()
+        if out:
+            self.sock.sendall(out)
+
+    def send(self, data):
+        if self.tls:
+            self.tls[0].write(data)
+            self._flush_tls()
+        else:
+            self.sock.sendall(data)
+
+    def _recv(self):
+        if not self.tls:
+            return self.sock.recv(65536)
+        while True:
+            try:
+                return self.tls[0].read(65536)
+            except ssl.SSLWantReadError:
+                d = self.sock.recv(65536)
+                if not d:
+                    return b""
+                self.tls[1].write(d)
+            except ssl.SSLZeroReturnError:
+                return b""
+
+    def reply(self):
+        """(code, [lines]) of the next reply, as Client.reply."""
+        lines = []
+        while True:
+            while b"\n" not in self.buf:
+                d = self._recv()
+                if not d:
+                    raise EOFError("connection closed; pending %r" % self.buf)
+                self.buf += d
+            line, self.buf = self.buf.split(b"\n", 1)
+            line = line.rstrip(b"\r")
+            lines.append(line.decode("utf-8", "replace"))
+            if line[3:4] != b"-":
+                return int(line[:3]), lines
+
+    def cmd(self, text):
+        self.send(text.encode() + b"\r\n")
+        return self.reply()
+
+    def starttls(self):
+        code, lines = self.cmd("STARTTLS")
+        assert code == 220, lines
+        inc, out = ssl.MemoryBIO(), ssl.MemoryBIO()
+        obj = client_ctx().wrap_bio(inc, out, server_hostname="mx.example.test")
+        self.tls = (obj, inc, out)
+        while True:
+            try:
+                obj.do_handshake()
+                break
+            except ssl.SSLWantReadError:
+                self._flush_tls()
+                d = self.sock.recv(65536)
+                if not d:
+                    raise EOFError("closed during the handshake")
+                inc.write(d)
+        self._flush_tls()
+
+    def stream(self, chunk, total, seconds=30):
+        """Writes `chunk` again and again, `total` bytes in all, as fast as
+        the socket takes them and whatever comes back meanwhile (a client
+        sending its message does not stop for a reply), and reads until the
+        server's end of the stream. Returns a dict: got (the bytes read:
+        plaintext, or the TLS records decrypted), end ("eof": a FIN,
+        "reset", or "timeout" after `seconds`), close_notify (TLS: it came
+        before the end), write_error (the first failed write, or None;
+        writing stops there), written (bytes)."""
+        r = {"got": self.buf, "end": "timeout", "close_notify": False, "write_error": None,
+             "written": 0}
+        self.buf = b""
+        pending = b""
+        writing = True
+        self.sock.setblocking(False)
+        deadline = time.time() + seconds
+        try:
+            while time.time() < deadline and (writing or r["end"] == "timeout"):
+                rd, wr, _ = select.select([self.sock] if r["end"] == "timeout" else [],
+                                          [self.sock] if writing else [], [], 0.2)
+                if rd:
+                    try:
+                        d = self.sock.recv(65536)
+                    except ConnectionResetError:
+                        r["end"] = "reset"
+                        continue
+                    if not d:
+                        r["end"] = "eof"
+                        continue
+                    if self.tls:
+                        self.tls[1].write(d)
+                        try:
+                            while not r["close_notify"]:
+                                d = self.tls[0].read(65536)
+                                if not d:
+                                    r["close_notify"] = True  # ragged EOFs are not suppressed
+                                r["got"] += d
+                        except ssl.SSLWantReadError:
+                            pass
+                        except ssl.SSLZeroReturnError:
+                            r["close_notify"] = True
+                    else:
+                        r["got"] += d
+                if wr and writing:
+                    if not pending:
+                        if r["written"] >= total:
+                            writing = False
+                            continue
+                        if self.tls:
+                            try:
+                                self.tls[0].write(chunk)
+                            except ssl.SSLError as e:
+                                r["write_error"] = repr(e)  # TLS closed under it
+                                writing = False
+                                continue
+                            pending = self.tls[2].read()
+                        else:
+                            pending = chunk
+                    try:
+                        n = self.sock.send(pending)
+                    except BlockingIOError:
+                        continue
+                    except OSError as e:
+                        r["write_error"] = repr(e)
+                        writing = False
+                        continue
+                    pending = pending[n:]
+                    r["written"] += n
+        finally:
+            self.sock.setblocking(True)
+            self.sock.settimeout(self.timeout)
+        return r
+
+    def close(self):
+        try:
+            self.sock.close()
+        except OSError:
+            pass
 
 
 # --- messages --------------------------------------------------------------------

@@ -8,8 +8,8 @@ import threading
 import time
 import unittest
 
-from harness import (ASAN, BODY, BODY_UNSTUFFED, Client, Proxy, ProxyCase, Syscalls, free_port, log_fields,
-                     poll, split_trace, tmpdir)
+from harness import (ASAN, BODY, BODY_UNSTUFFED, Client, Proxy, ProxyCase, StreamingClient, Syscalls,
+                     free_port, log_fields, poll, split_trace, tmpdir)
 
 
 class RejectsOneRcpt(ProxyCase):
@@ -436,6 +436,8 @@ class ScriptedBackend(unittest.TestCase):
     """The backend is this test's own socket (self.conn, read through
     self.backend): it says 220 and answers EHLO, then the test scripts it."""
 
+    client_class = Client
+
     def setUp(self):
         self.tmp = tmpdir()
         self.addCleanup(shutil.rmtree, self.tmp, True)
@@ -445,7 +447,7 @@ class ScriptedBackend(unittest.TestCase):
         self.addCleanup(srv.close)
         self.p = Proxy(self.tmp, {"in": {"backend": "127.0.0.1:%d" % srv.getsockname()[1]}})
         self.addCleanup(self.p.stop)
-        self.c = Client(self.p.port())
+        self.c = self.client_class(self.p.port())
         self.addCleanup(self.c.close)
         srv.settimeout(10)
         self.conn, _ = srv.accept()
@@ -720,3 +722,74 @@ class ReplyDuringData(ScriptedBackend):
         self.assertEqual((s["result"], s["error"]),
                          ("backend-protocol", "backend replied 250 during DATA"), s)
         self.assertEqual(self.p.stop(), 0, self.p.log()[-3000:])
+
+
+class ClientStillSending(ScriptedBackend):
+    """The session ends while the client is still writing its message (here
+    the backend closes in the middle of DATA, after 256 KB of it): the
+    client gets the proxy's 421, then the end of the stream, a FIN (TLS:
+    the close_notify first), and its writes go on meanwhile. The proxy
+    shuts its sending side down after the reply and reads and drops what
+    still comes until the client closes (a lingering close). It closed with
+    the client's bytes unread, so the kernel answered with a reset: the
+    client's writes failed (EPIPE, ECONNRESET) and a client that reads only
+    after writing (Windows drops what it has not read at a reset) lost the
+    421 and saw "connection reset"."""
+
+    client_class = StreamingClient
+    LINE = b"x" * 78 + b"\r\n"
+
+    def backend_answers(self, *exchange):
+        for cmd, reply in zip(exchange[::2], exchange[1::2]):
+            self.assertEqual(self.backend.readline(), cmd + b"\r\n")
+            self.conn.sendall(reply + b"\r\n")
+
+    def backend_closes_after(self, nbytes):
+        """In a thread: the backend reads nbytes of the message, then closes."""
+        def run():
+            got = len(self.backend.peek())  # what the line reader already holds
+            while got < nbytes:
+                d = self.conn.recv(65536)
+                if not d:
+                    return
+                got += len(d)
+            self.conn.shutdown(socket.SHUT_RDWR)
+        t = threading.Thread(target=run, daemon=True)
+        t.start()
+        return t
+
+    def lost_mid_data(self, tls):
+        if tls:
+            self.c.starttls()
+            self.backend_answers(b"RSET", b"250 2.0.0 Ok")  # the proxy's, after the handshake
+            self.c.send(b"EHLO client.example\r\n")
+            self.backend_answers(b"EHLO client.example", b"250-backend.test\r\n250 8BITMIME")
+            self.assertEqual(self.c.reply()[0], 250)
+        self.c.send(b"MAIL FROM:<a@example.test>\r\nRCPT TO:<b@example.test>\r\n")
+        self.backend_answers(b"MAIL FROM:<a@example.test>", b"250 2.1.0 Ok",
+                             b"RCPT TO:<b@example.test>", b"250 2.1.5 Ok")
+        self.assertEqual([self.c.reply()[0] for _ in range(2)], [250, 250])
+        self.c.send(b"DATA\r\n")
+        self.backend_answers(b"DATA", b"354 go ahead")
+        self.assertEqual(self.c.reply()[0], 354)
+        t = self.backend_closes_after(256 * 1024)
+        r = self.c.stream(self.LINE * 800, 8 * 1024 * 1024)  # the whole message, 8 MB
+        t.join(10)
+        self.assertIsNone(r["write_error"], r)
+        self.assertEqual(r["end"], "eof", r)
+        lines = r["got"].split(b"\r\n")
+        self.assertEqual(len(lines), 2, r)  # one reply line, then nothing
+        self.assertTrue(lines[0].startswith(b"421 4.4.2 mx.example.test Error: connection to "
+                                            b"mail server lost"), r)
+        self.assertEqual(r["close_notify"], tls, r)
+        self.assertGreaterEqual(r["written"], 8 * 1024 * 1024, r)
+        self.c.close()
+        f = self.session_fields()
+        self.assertEqual((f["result"], f["tls"] != "none"), ("backend-lost", tls), f)
+        self.assertEqual(self.p.stop(), 0, self.p.log()[-3000:])
+
+    def test_plaintext_client_reads_the_reply_then_eof(self):
+        self.lost_mid_data(tls=False)
+
+    def test_tls_client_reads_the_reply_and_close_notify_then_eof(self):
+        self.lost_mid_data(tls=True)

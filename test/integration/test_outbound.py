@@ -14,8 +14,8 @@ import threading
 import time
 import unittest
 
-from harness import (ASAN, CERTS, Client, NextHop, Process, Proxy, Sink, Syscalls, free_port, poll, split_trace,
-                     tmpdir)
+from harness import (ASAN, CERTS, Client, NextHop, Process, Proxy, Sink, StreamingClient, Syscalls,
+                     free_port, log_fields, poll, split_trace, tmpdir)
 
 LEVELS = ("none", "may", "encrypt", "verify", "secure")
 TLS, PLAIN = "tls", "plain"
@@ -205,6 +205,36 @@ class Behaviour(unittest.TestCase):
         with open(os.path.join(hop.maildir, "0001-tls.eml"), "rb") as f:
             got = f.read()
         self.assertTrue(got.endswith(body), "the message did not arrive whole")
+
+    def test_next_hop_lost_while_the_legacy_mta_is_still_writing(self):
+        """data-mid-close: the next hop closes after the message's first
+        line while the legacy MTA is still writing the rest (8 MB): it
+        reads the 421, then the end of the stream, and its writes go on
+        meanwhile (the proxy reads and drops them: a lingering close). The
+        proxy closed with its bytes unread, the kernel sent a reset, the
+        legacy MTA's writes failed, and one on Windows (Exchange) drops
+        what it has not read at a reset: it logged the reset, not the 421."""
+        hop = NextHop(self.tmp, "data-mid-close")
+        self.addCleanup(hop.stop)
+        p = self.proxy(hop.port)
+        c = StreamingClient(p.port("out"), timeout=30)
+        self.addCleanup(c.close)
+        self.assertEqual(c.reply()[0], 220)
+        for cmd, code in (("EHLO legacy.example", 250), ("MAIL FROM:<a@example.test>", 250),
+                          ("RCPT TO:<b@example.test>", 250), ("DATA", 354)):
+            self.assertEqual(c.cmd(cmd)[0], code, cmd)
+        r = c.stream((b"y" * 78 + b"\r\n") * 800, 8 * 1024 * 1024)
+        self.assertIsNone(r["write_error"], r)
+        self.assertEqual(r["end"], "eof", r)
+        self.assertEqual(r["got"], b"421 4.4.2 mx.example.test Error: connection to mail server "
+                                   b"lost\r\n", r)
+        self.assertGreaterEqual(r["written"], 8 * 1024 * 1024, r)
+        c.close()
+        self.assertTrue(poll(lambda: p.log_lines("session")), p.log()[-3000:])
+        f = log_fields(p.log_lines("session")[0])
+        self.assertEqual(f["result"], "backend-lost", f)
+        self.assertEqual(hop.stored(), [])
+        self.assertEqual(p.stop(), 0, p.log()[-3000:])
 
     def test_testing_mode_still_refuses_an_injection(self):
         """`testing = yes` retries a failed handshake in plaintext, but bytes
