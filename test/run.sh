@@ -140,6 +140,7 @@ echo "ok"
 cp bazel-bin/proxy/smtp-tls-proxy "$work/smtp-tls-proxy"
 cp bazel-bin/test/mtasts/fetch "$work/mta-sts-fetch"
 cp bazel-bin/test/dns/resolve "$work/resolve"
+cp bazel-bin/test/fault/libssl_write_fault.so "$work/libssl_write_fault.so"
 
 note "optimised build (-c opt, as deploy/ and the container image build it)"
 # -O2 enables warnings (-Wformat-truncation, -Wmaybe-uninitialized) that the
@@ -157,7 +158,7 @@ unit_tests "unit"
 
 note "integration tests"
 integration "integration" "$work/smtp-tls-proxy" STP_MTA_STS_FETCH="$work/mta-sts-fetch" \
-  STP_RESOLVE="$work/resolve"
+  STP_RESOLVE="$work/resolve" STP_FAULT_LIB="$work/libssl_write_fault.so"
 
 note "security conformance (test/conformance/run.py)"
 STP_BIN="$work/smtp-tls-proxy" STP_CERTS="$work/certs" \
@@ -195,6 +196,7 @@ if [ "$quick" = 0 ]; then
     integration "integration (ASan+UBSan)" "$work/smtp-tls-proxy-asan" STP_ASAN=1 \
       STP_MTA_STS_FETCH="$work/mta-sts-fetch-asan" \
       STP_RESOLVE="$work/resolve-asan" \
+      STP_FAULT_LIB="$work/libssl_write_fault.so" \
       ASAN_OPTIONS=detect_leaks=1:halt_on_error=1:abort_on_error=0:exitcode=23:strict_string_checks=1 \
       UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
   else

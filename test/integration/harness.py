@@ -31,6 +31,9 @@ SINK = os.path.join(ROOT, "test/peers/sink.py")
 PY = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else sys.executable
 ASAN = bool(os.environ.get("STP_ASAN"))
 NEXTHOP = os.path.join(ROOT, "test/peers/nexthop.py")
+# test/fault/ssl_write_fault.c: see fault_env()
+FAULT_LIB = os.path.abspath(os.environ.get(
+    "STP_FAULT_LIB", os.path.join(ROOT, "bazel-bin/test/fault/libssl_write_fault.so")))
 # Set to ["ip", "netns", "exec", NAME] to start processes inside a network
 # namespace (`ip netns exec` execs the command, so the PID stays the child's).
 PREFIX = []
@@ -94,6 +97,19 @@ def crash_report(binary, directory, pid):
                                          "Using host libthread_db")))
     os.unlink(core)
     return out
+
+
+def fault_env(ssl_write):
+    """The environment for a proxy whose SSL_write toward a next hop fails
+    when what it writes holds the text `ssl_write` (test/fault's LD_PRELOAD
+    shim): the proxy's own write failures, which no peer can cause."""
+    if not os.path.exists(FAULT_LIB):
+        raise RuntimeError("no %s (bazel build //test/fault:all, or set STP_FAULT_LIB)"
+                           % FAULT_LIB)
+    env = dict(os.environ, LD_PRELOAD=FAULT_LIB, STP_FAULT_SSL_WRITE=ssl_write)
+    if ASAN:  # the shim comes before ASan's runtime in the list of libraries
+        env["ASAN_OPTIONS"] = env.get("ASAN_OPTIONS", "") + ":verify_asan_link_order=0"
+    return env
 
 
 # --- waiting -----------------------------------------------------------------
