@@ -267,6 +267,9 @@ static int mx_closing_421(stp_session_t *s, unsigned verb, const stp_reply_t *r)
 static void mx_next_hop_failed(stp_session_t *s, unsigned verb, const stp_reply_t *r,
                                const char *err);
 static void mx_next_hop_closed(stp_session_t *s, const char *err);
+static void mx_drop_up(stp_session_t *s);
+static void mx_log_dropped(stp_session_t *s, const char *what, const stp_reply_t *r,
+                           const char *err);
 static void log_early(stp_session_t *s);
 static void drain_if_idle(stp_session_t *s);
 static void mx_greet(stp_session_t *s);
@@ -1386,13 +1389,28 @@ static void log_early(stp_session_t *s)
 
 /* The message ended but is refused by the proxy, or by the backend in the
  * middle of it (early): the backend connection is dropped before the final
- * dot, so the legacy MTA discards what it got. route = mx, refused by the
- * next hop (already dropped): the session goes on (a next hop's failure
- * never ends the legacy MTA's session); 1 then, 0 once it has ended. */
+ * dot, so the legacy MTA discards what it got. route = mx, the session goes
+ * on (neither a next hop's failure nor one refused message ends the legacy
+ * MTA's session): refused by the next hop, it is gone already; refused by
+ * the proxy, its connection is dropped now, without the dot, and the next
+ * RCPT connects anew. 1 then, 0 once the session has ended. */
 static int data_refuse(stp_session_t *s)
 {
-    if (s->early && is_mx(s)) {
-        log_early(s);
+    if (is_mx(s)) {
+        if (s->early) {
+            log_early(s);
+        } else {
+            log_refused(s, s->msg_abort);
+        }
+        if (s->backend_up) {
+            char esc[200];
+            stp_log_escape(esc, sizeof(esc), s->msg_abort, strlen(s->msg_abort) - 2);
+            stp_log(STP_LOG_INFO,
+                    "mx id=%s domain=%s next_hop=%s command=message proxy_reply=\"%s\" "
+                    "connection=dropped",
+                    s->id, s->mx_domain, s->next_hop_str, esc);
+            mx_drop_up(s); /* in DATA: closed, never the dot */
+        }
         client_write(s, s->msg_abort, strlen(s->msg_abort));
         free(s->early);
         s->early = NULL;
@@ -1872,6 +1890,7 @@ static void data_interrupted(stp_session_t *s, const stp_reply_t *r)
             if (r->code == 421) {
                 mx_next_hop_failed(s, V_MESSAGE, r, NULL);
             } else {
+                mx_log_dropped(s, "command=message reply", r, NULL);
                 mx_up_gone(s);
             }
             return;
@@ -2720,16 +2739,11 @@ static void mx_up_gone(stp_session_t *s)
  *   V_RSET_INTERNAL  the proxy's own RSET: nobody waits for its reply
  * Any other command the next hop owed a reply gets 451 4.4.2 too.
  */
-static void mx_next_hop_failed(stp_session_t *s, unsigned verb, const stp_reply_t *r,
-                               const char *err)
+/* The mx line of a next hop connection dropped: `what` was answered r
+ * (its first line), or nothing (err: how it went). */
+static void mx_log_dropped(stp_session_t *s, const char *what, const stp_reply_t *r,
+                           const char *err)
 {
-    const char *what = verb == V_MAIL_REPLAY     ? "mail_reply"
-                       : verb == V_RSET_INTERNAL ? "rset_reply"
-                       : verb == STP_CMD_RCPT    ? "command=RCPT reply"
-                       : verb == STP_CMD_DATA    ? "command=DATA reply"
-                       : verb == V_DATA_END      ? "command=end-of-data reply"
-                       : verb == V_MESSAGE       ? "command=message reply"
-                                                 : "command=other reply";
     char esc[200];
     if (r != NULL) {
         size_t len;
@@ -2743,6 +2757,19 @@ static void mx_next_hop_failed(stp_session_t *s, unsigned verb, const stp_reply_
                 "mx id=%s domain=%s next_hop=%s %s=none error=\"%s\" connection=dropped", s->id,
                 s->mx_domain, s->next_hop_str, what, esc);
     }
+}
+
+static void mx_next_hop_failed(stp_session_t *s, unsigned verb, const stp_reply_t *r,
+                               const char *err)
+{
+    const char *what = verb == V_MAIL_REPLAY     ? "mail_reply"
+                       : verb == V_RSET_INTERNAL ? "rset_reply"
+                       : verb == STP_CMD_RCPT    ? "command=RCPT reply"
+                       : verb == STP_CMD_DATA    ? "command=DATA reply"
+                       : verb == V_DATA_END      ? "command=end-of-data reply"
+                       : verb == V_MESSAGE       ? "command=message reply"
+                                                 : "command=other reply";
+    mx_log_dropped(s, what, r, err);
     if (verb == V_MESSAGE) {
         if (s->msg_abort == NULL) { /* it closed: no reply of its own to keep */
             size_t n = sizeof(mx_closed) - 1;

@@ -215,6 +215,9 @@ def zone(dane_hash, ta_hash=ZERO):
         "stsnoaddr IN MX 10 mxa", '_mta-sts.stsnoaddr IN TXT "v=STSv1; id=1"',
         # MX hosts without addresses: the only one; the first of two
         "badmx IN MX 10 nohost", "badmx2 IN MX 10 nohost", "badmx2 IN MX 20 mxa",
+        # a next hop behind a message the proxy refuses (the legacy MTA's
+        # session goes on)
+        "ownref IN MX 10 mxownref", "mxownref IN A 127.0.0.36",
     ]
 
 
@@ -298,6 +301,8 @@ class MxBase(unittest.TestCase):
             self.assertEqual(rc, 0, "proxy exit status (ASan?): " + self.proxy.log()[-3000:])
 
     def hop(self, ip, host, mode="good", cert=None, greet_delay=0):
+        if cert is None and host not in self.certs:  # made when a test needs it
+            self.certs[host] = make_cert(self.tmp, host, [host + ".example.test"])
         h = Hop(self.tmp, ip, self.mx_port, cert or self.certs[host], mode, greet_delay)
         self.hops.append(h)
         return h
@@ -597,14 +602,15 @@ class Routing(MxBase):
         """After its 354 and before the final dot the next hop says 421 and
         closes, says 552, or just closes: the legacy MTA's dot gets 451 4.4.2
         (552: the 552, as written), the message is logged tempfail (rejected),
-        and its session goes on: the next message connects anew. The 421 was
-        relayed and the close answered 421, each ending the session (and the
-        552 ended it after the dot)."""
+        the next hop's connection is dropped with an mx line saying what it
+        said, and the session goes on: the next message connects anew. The 421
+        was relayed and the close answered 421, each ending the session (and
+        the 552 ended it after the dot; then it had no mx line)."""
         closed = ("451 4.4.2 Error: the recipient's mail server closed the connection; "
                   "try again later")
         expect = {"data-mid-421": ((451, [closed]), ("tempfail", "421"), "reply=\"421 4.3.2 "),
                   "data-mid-552": ((552, ["552 5.3.4 nexthop.example.test Message too big"]),
-                                   ("rejected", "552"), None),
+                                   ("rejected", "552"), "reply=\"552 5.3.4 "),
                   "data-mid-close": ((451, [closed]), ("tempfail", "451"), "reply=none error=")}
         for mode, (reply, logged, mx_line) in expect.items():
             h = self.hop("127.0.0.11", "mxa", mode=mode)
@@ -631,9 +637,8 @@ class Routing(MxBase):
             msgs = [harness.log_fields(l) for l in self.proxy.log_lines("message")]
             self.assertEqual([(m["result"], m["code"]) for m in msgs],
                              [logged, ("accepted", "250")], (mode, msgs))
-            if mx_line:
-                self.assertRegex(self.proxy.log(), r"mx id=\S+ domain=d1.example.test "
-                                 r"next_hop=\S+ command=message %s" % re.escape(mx_line))
+            self.assertRegex(self.proxy.log(), r"mx id=\S+ domain=d1.example.test "
+                             r"next_hop=\S+ command=message %s" % re.escape(mx_line))
             self.assertEqual(self.proxy.stop(), 0)
             sessions = [harness.log_fields(l) for l in self.proxy.log_lines("session")]
             self.assertEqual([(x["result"], x["messages"], x["rejected"]) for x in sessions],
@@ -668,6 +673,50 @@ class Routing(MxBase):
             self.proxy = None
             h.stop()
             self.hops.remove(h)
+
+    def test_message_the_proxy_refuses_keeps_the_session(self):
+        """The proxy refuses a message itself after its DATA: a bare LF in it
+        (554 5.6.0), or over max_message_size (552 5.3.4). It is read to its
+        final dot and the next hop's connection is dropped without the dot
+        (the next hop stores nothing; an mx line says so), and the legacy
+        MTA's session goes on: its next message to the domain is delivered
+        over a new connection. Each ended the session (and kept back every
+        other message of it)."""
+        h = self.hop("127.0.0.36", "mxownref")
+        port = self.start_proxy(listener={"max_message_size": "20000"})
+        c = self.legacy_client(port, 20)
+        refused = ((b"Subject: bare\r\n\r\na bare\nLF\r\n", "554 5.6.0 "),
+                   (b"Subject: big\r\n\r\n" + (b"z" * 78 + b"\r\n") * 400, "552 5.3.4 "))
+        for n, (body, want) in enumerate(refused, 1):
+            self.assertEqual(c.cmd("MAIL FROM:<a@legacy.example>")[0], 250)
+            self.assertEqual(c.cmd("RCPT TO:<bob%d@ownref.example.test>" % n)[0], 250)
+            self.assertEqual(c.cmd("DATA")[0], 354)
+            c.send(body + b".\r\n")
+            code, lines = c.reply()
+            self.assertTrue(lines[0].startswith(want), (n, lines))
+            r = send(port, ["carol%d@ownref.example.test" % n], client=c)
+            self.assertEqual(r["data"][0], 250, (n, r))
+        self.assertEqual(c.cmd("QUIT")[0], 221)
+        self.assertEqual(len(h.stored()), 2, h.stored())
+        for name in h.stored():
+            with open(os.path.join(h.maildir, name), "rb") as f:
+                got = f.read()
+            self.assertNotIn(b"bare", got)
+            self.assertNotIn(b"zzzz", got)
+        # three connections: each refusal dropped the one it was on
+        self.assertEqual(h.proc.log().count("hello EHLO mx.example.test tls=False"), 3,
+                         h.proc.log())
+        msgs = [harness.log_fields(l) for l in self.proxy.log_lines("message")
+                if " message id=" in l]  # not the mx lines quoting a refusal
+        self.assertEqual([m["result"] for m in msgs],
+                         ["refused", "accepted", "refused", "accepted"], msgs)
+        dropped = re.findall(r"mx id=\S+ domain=ownref.example.test next_hop=\S+ command=message "
+                             r"proxy_reply=\"(\d{3} \d\.\d\.\d) [^\"]*\" connection=dropped",
+                             self.proxy.log())
+        self.assertEqual(dropped, ["554 5.6.0", "552 5.3.4"], self.proxy.log()[-3000:])
+        self.assertEqual(self.proxy.stop(), 0)
+        f = harness.log_fields(self.proxy.log_lines("session")[0])
+        self.assertEqual((f["result"], f["messages"], f["rejected"]), ("ok", "2", "2"), f)
 
     def test_next_hop_421_connection_is_dropped_at_once(self):
         # After its 421 the next hop keeps the connection open a while (as
