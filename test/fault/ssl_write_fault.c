@@ -24,7 +24,7 @@ int SSL_write(SSL *ssl, const void *buf, int num)
         memmem(buf, (size_t)num, marker, strlen(marker)) != NULL) {
         return -1;
     }
-    int (*real)(SSL *, const void *, int) = (int (*)(SSL *, const void *, int))dlsym(RTLD_NEXT,
-                                                                                    "SSL_write");
+    int (*real)(SSL *, const void *, int) =
+        (int (*)(SSL *, const void *, int))dlsym(RTLD_NEXT, "SSL_write");
     return real(ssl, buf, num);
 }
