@@ -200,6 +200,8 @@ struct stp_session_s {
     int mx_mail_sent;         /* MAIL replayed on the next hop in this transaction */
     int mx_verified;          /* the next hop's TLS was authenticated */
     int mx_txn_lost;          /* the next hop went away with recipients accepted */
+    const char *mx_drop_why;  /* the proxy dropped the next hop (mx_up_broken()): why */
+    const char *mx_drop_reply; /* ...and the 451 for what it owed (both static) */
     const char *mx_level;     /* the requirement applied to the last next hop (static) */
 
     pending_t pq_small[PENDING_SMALL];
@@ -231,9 +233,14 @@ static _Atomic unsigned session_counter; /* shared: ids stay unique across worke
 #define LOST_421 "421 4.4.2 Error: connection to mail server lost\r\n"
 /* BDAT without CHUNKING offered: see the STP_CMD_BDAT case of handle_line(). */
 #define BDAT_502 "502 5.5.1 Error: BDAT (CHUNKING) not supported, closing connection\r\n"
-/* route = mx: the answer to a command its next hop failed (mx_next_hop_failed()). */
+/* route = mx: the answer to a command its next hop failed (mx_next_hop_failed()):
+ * it closed or said 421; the proxy's write to it failed; it did not answer. */
 static const char mx_closed[] = "451 4.4.2 Error: the recipient's mail server closed the "
                                 "connection; try again later\r\n";
+static const char mx_lost[] = "451 4.4.2 Error: connection to the recipient's mail server "
+                              "lost; try again later\r\n";
+static const char mx_silent[] = "451 4.4.2 Error: the recipient's mail server did not answer "
+                                "in time; try again later\r\n";
 
 static void finish(stp_session_t *s, const char *reply, const char *result, const char *error);
 static void process(stp_session_t *s, const char *p, size_t n);
@@ -267,6 +274,8 @@ static int mx_closing_421(stp_session_t *s, unsigned verb, const stp_reply_t *r)
 static void mx_next_hop_failed(stp_session_t *s, unsigned verb, const stp_reply_t *r,
                                const char *err);
 static void mx_next_hop_closed(stp_session_t *s, const char *err);
+static void mx_up_broken(stp_session_t *s, const char *why, const char *reply);
+static void mx_next_hop_lost(stp_session_t *s, const char *err);
 static void mx_drop_up(stp_session_t *s);
 static void mx_log_dropped(stp_session_t *s, const char *what, const stp_reply_t *r,
                            const char *err);
@@ -402,8 +411,12 @@ static void backend_send(stp_session_t *s, unsigned verb, const char *line, size
         s->up_private = 1; /* AUTH, the legacy MTA's EHLO...: never parked for another session */
     }
     if (stp_conn_writev(s->up, b + !rset, 2 + rset) < 0) {
-        finish(s, LOST_421, "backend-lost", "write to backend failed");
-        return;
+        if (!is_mx(s)) {
+            finish(s, LOST_421, "backend-lost", "write to backend failed");
+            return;
+        }
+        /* queued as if sent: the close answers it as a reply owed */
+        mx_up_broken(s, "write to next hop failed", mx_lost);
     }
     if (rset) {
         s->rset_due = 0;
@@ -671,11 +684,23 @@ static void on_backend_timeout(uv_timer_t *t)
         up_handshake_failed(s, why);
         return;
     }
+    if (!s->backend_up) {
+        arm_timers(s); /* nothing to wait for (route = mx: the next hop is gone) */
+        return;
+    }
     const char *what = s->state == S_CONNECTING ? "backend connect"
                        : stp_conn_congested(s->up) ? "backend not reading"
                        : s->state == S_GREETING    ? "backend greeting"
                                                    : "backend reply";
     stp_log(STP_LOG_WARN, "timeout id=%s client=%s phase=\"%s\"", s->id, s->peer_str, what);
+    if (is_mx(s)) {
+        /* route = mx: a next hop that does not answer (or read the
+         * message) is dropped as one that closed: what it owed gets 451
+         * 4.4.2 and the legacy MTA's session goes on */
+        mx_up_broken(s, stp_conn_congested(s->up) ? "did not read in time" : "no reply in time",
+                     mx_silent);
+        return;
+    }
     if (s->state == S_CONNECTING) {
         fail_reply(s, "421 4.4.1", "Service unavailable: mail server not reachable",
                    "backend-unavailable", what);
@@ -1466,9 +1491,12 @@ static size_t data_input(stp_session_t *s, const char *p, size_t n)
         }
         b[nb++] = uv_buf_init(out, (unsigned)produced);
         if (produced && stp_conn_writev(s->up, b, nb) < 0) {
-            finish(s, "451 4.4.2 Error: connection to mail server lost\r\n", "backend-lost",
-                   "write to backend failed");
-            return n;
+            if (!is_mx(s)) {
+                finish(s, "451 4.4.2 Error: connection to mail server lost\r\n",
+                       "backend-lost", "write to backend failed");
+                return n;
+            }
+            mx_up_broken(s, "write to next hop failed", mx_lost); /* the dot gets 451 */
         }
     }
     if (rc == STP_DATA_DONE) {
@@ -1558,7 +1586,11 @@ static void client_on_read(stp_conn_t *c, const char *data, size_t len)
     process(s, data, len);
     stp_conn_uncork(&s->client);
     if (up && stp_conn_uncork(up) < 0 && up == s->up) {
-        finish(s, LOST_421, "backend-lost", "write to backend failed");
+        if (is_mx(s)) {
+            mx_up_broken(s, "write to next hop failed", mx_lost);
+        } else {
+            finish(s, LOST_421, "backend-lost", "write to backend failed");
+        }
     }
     update_reading(s);
     arm_timers(s);
@@ -1656,16 +1688,21 @@ static void conn_on_close(stp_conn_t *c)
     stp_upconn_t *own = c != &s->client && c != &s->backends[0] && c != &s->backends[1]
                             ? (stp_upconn_t *)c
                             : NULL;
-    if (c == &s->backends[0] || c == &s->backends[1]) {
-        s->slot_busy[c - s->backends] = 0;
-    }
     if (c == &s->client) {
         close_timer(&s->client_timer);
         if (s->state != S_CLOSING) {
             finish(s, NULL, "client-closed", NULL);
         }
+    } else if (c == s->up && s->state != S_CLOSING && is_mx(s)) {
+        /* closed under the session (mx_up_broken(): a failed write, no
+         * answer in time): as if the next hop had closed; the slot is
+         * still taken while this runs */
+        mx_next_hop_lost(s, s->mx_drop_why ? s->mx_drop_why : "connection closed");
     } else if (c == s->up && s->state != S_CLOSING) {
         finish(s, LOST_421, "backend-lost", NULL);
+    }
+    if (c == &s->backends[0] || c == &s->backends[1]) {
+        s->slot_busy[c - s->backends] = 0;
     }
     if (own != NULL && own == s->upc) {
         s->upc = NULL;
@@ -2507,8 +2544,10 @@ static void backend_on_read(stp_conn_t *c, const char *data, size_t len)
     stp_conn_cork(&s->client);
     stp_conn_cork(c);
     /* Stop as soon as this conn is replaced (plaintext retry): what is
-     * left of its bytes must never be read as the new conn's replies. */
-    while (len > 0 && s->state != S_CLOSING && c == s->up) {
+     * left of its bytes must never be read as the new conn's replies; or
+     * given up (route = mx, mx_up_broken()): nor as replies to commands
+     * that never reached it. */
+    while (len > 0 && s->state != S_CLOSING && c == s->up && !c->closing) {
         size_t used = 0;
         int rc = stp_reply_feed(s->rp, data, len, &used);
         data += used;
@@ -2527,7 +2566,11 @@ static void backend_on_read(stp_conn_t *c, const char *data, size_t len)
     s->up_extra = 0; /* all of this read was looked at */
     stp_conn_uncork(&s->client);
     if (stp_conn_uncork(c) < 0 && c == s->up) {
-        finish(s, LOST_421, "backend-lost", "write to backend failed");
+        if (is_mx(s)) {
+            mx_up_broken(s, "write to next hop failed", mx_lost);
+        } else {
+            finish(s, LOST_421, "backend-lost", "write to backend failed");
+        }
     }
     if (s->rp != NULL && stp_reply_parser_idle(s->rp)) {
         free(s->rp);
@@ -2560,14 +2603,11 @@ static void backend_on_eof(stp_conn_t *c, const char *err)
         up_lost(s, err ? err : "connection closed");
         return;
     }
-    if (is_mx(s) && s->state == S_COMMAND) {
-        /* between transactions or with a reply owed: the legacy MTA's
-         * session goes on, the next RCPT reconnects */
-        mx_next_hop_closed(s, err ? err : "connection closed");
-        return;
-    }
-    if (is_mx(s) && s->state == S_DATA) {
-        mx_next_hop_failed(s, V_MESSAGE, NULL, err ? err : "connection closed");
+    if (is_mx(s) && (s->state == S_COMMAND || s->state == S_DATA)) {
+        /* between transactions, with a reply owed or in the middle of the
+         * message: the legacy MTA's session goes on, the next RCPT
+         * reconnects */
+        mx_next_hop_lost(s, err ? err : "connection closed");
         return;
     }
     if (s->state == S_CLOSING) {
@@ -2769,10 +2809,12 @@ static void mx_next_hop_failed(stp_session_t *s, unsigned verb, const stp_reply_
                        : verb == V_DATA_END      ? "command=end-of-data reply"
                        : verb == V_MESSAGE       ? "command=message reply"
                                                  : "command=other reply";
+    /* the proxy dropped it (mx_up_broken()) or it closed */
+    const char *reply = s->mx_drop_reply ? s->mx_drop_reply : mx_closed;
+    size_t n = strlen(reply);
     mx_log_dropped(s, what, r, err);
     if (verb == V_MESSAGE) {
-        if (s->msg_abort == NULL) { /* it closed: no reply of its own to keep */
-            size_t n = sizeof(mx_closed) - 1;
+        if (s->msg_abort == NULL) { /* no reply of its own to keep */
             early_reply_t *e = malloc(sizeof(*e) + n + 1);
             if (e == NULL) {
                 finish(s, "421 4.3.0 Error: out of resources\r\n", "error", "out of memory");
@@ -2781,9 +2823,9 @@ static void mx_next_hop_failed(stp_session_t *s, unsigned verb, const stp_reply_
             e->code = 451;
             e->text_off = 4;
             e->text_len = n - 6; /* without "451 " and CRLF */
-            memcpy(e->raw, mx_closed, n + 1);
+            memcpy(e->raw, reply, n + 1);
             s->early = e;
-            s->msg_abort = mx_closed;
+            s->msg_abort = e->raw;
         }
         mx_up_gone(s);
         return;
@@ -2793,12 +2835,12 @@ static void mx_next_hop_failed(stp_session_t *s, unsigned verb, const stp_reply_
         if (r != NULL) {
             log_message(s, r); /* tempfail, with the next hop's 421 */
         } else {
-            log_message_as(s, 451, mx_closed + 4, sizeof(mx_closed) - 7);
+            log_message_as(s, 451, reply + 4, n - 6);
         }
         txn_reset(s);
     }
     if (verb != V_RSET_INTERNAL) {
-        mx_write(s, mx_closed);
+        mx_write(s, reply);
     }
     if (verb == V_MAIL_REPLAY) {
         free(s->mx_rcpt);
@@ -2848,6 +2890,48 @@ static void mx_next_hop_closed(stp_session_t *s, const char *err)
     after_client_eof(s);
     drain_if_idle(s);
     arm_timers(s);
+}
+
+/* route = mx: the current next hop connection is gone: it closed, a read on
+ * it failed (backend_on_eof()), or the proxy closed it (mx_up_broken(),
+ * through conn_on_close()). The legacy MTA's session goes on: in the middle
+ * of the message its final dot will get 451 4.4.2 (the rest is read and
+ * dropped), else each reply the next hop owed is 451 4.4.2
+ * (mx_next_hop_closed()); between transactions nothing is owed. */
+static void mx_next_hop_lost(stp_session_t *s, const char *err)
+{
+    if (s->state == S_DATA) {
+        mx_next_hop_failed(s, V_MESSAGE, NULL, err);
+        if (s->state != S_CLOSING) {
+            update_reading(s); /* it may have stopped while the next hop held it back */
+            arm_timers(s);
+        }
+    } else {
+        mx_next_hop_closed(s, err);
+    }
+    s->mx_drop_why = NULL;
+    s->mx_drop_reply = NULL;
+}
+
+/*
+ * route = mx: the proxy gives up the current next hop connection itself: a
+ * write to it failed (at once, in the call: a TLS engine that broke, memory
+ * that ran out), or it did not answer (or read) in time. `reply` (static)
+ * is the 451 for what it owed, `why` (static) the log's error. The
+ * connection is closed at once (it is in no state for a QUIT), and its
+ * close callback (conn_on_close()) goes on as if it had closed
+ * (mx_next_hop_lost()), outside the input or reply being worked through:
+ * until then what is written to it fails and is dropped, a command written
+ * is queued as if sent (the close answers it) and commands wait (mx_wait()).
+ */
+static void mx_up_broken(stp_session_t *s, const char *why, const char *reply)
+{
+    if (s->up->closing) {
+        return; /* on its way already */
+    }
+    s->mx_drop_why = why;
+    s->mx_drop_reply = reply;
+    stp_conn_close(s->up);
 }
 
 /* The transaction is over (final reply, RSET, EHLO, refused DATA). */

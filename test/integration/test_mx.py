@@ -215,9 +215,13 @@ def zone(dane_hash, ta_hash=ZERO):
         "stsnoaddr IN MX 10 mxa", '_mta-sts.stsnoaddr IN TXT "v=STSv1; id=1"',
         # MX hosts without addresses: the only one; the first of two
         "badmx IN MX 10 nohost", "badmx2 IN MX 10 nohost", "badmx2 IN MX 20 mxa",
-        # a next hop behind a message the proxy refuses (the legacy MTA's
-        # session goes on)
+        # a next hop behind a message the proxy refuses; one the proxy's
+        # writes to fail; one that falls silent; one that closes holding the
+        # message back (the legacy MTA's session goes on each time)
         "ownref IN MX 10 mxownref", "mxownref IN A 127.0.0.36",
+        "wfail IN MX 10 mxwfail", "mxwfail IN A 127.0.0.37",
+        "silent IN MX 10 mxsilent", "mxsilent IN A 127.0.0.38",
+        "stall IN MX 10 mxstall", "mxstall IN A 127.0.0.39",
     ]
 
 
@@ -308,7 +312,7 @@ class MxBase(unittest.TestCase):
         return h
 
     def start_proxy(self, resolver=None, policies="", remember="30d", metrics=None,
-                    listener=None, proxy_extra=None):
+                    listener=None, proxy_extra=None, env=None):
         extra = {"metrics": "127.0.0.1:%d" % metrics} if metrics else {}
         extra.update({"resolver": resolver or self.dns.resolver, "mx_port": self.mx_port,
                  "mta_sts_port": self.https.port,
@@ -319,7 +323,7 @@ class MxBase(unittest.TestCase):
         self.proxy = Proxy(self.tmp, {"out": dict({"mode": "outbound", "route": "mx",
                                                    "connect_timeout": "3s"}, **(listener or {}))},
                            proxy_extra=extra, tls_extra={"ca_file": os.path.join(CERTS, "ca.pem")},
-                           extra_text=policies)
+                           extra_text=policies, env=env)
         return self.proxy.port("out")
 
     def legacy_client(self, port, timeout):
@@ -717,6 +721,119 @@ class Routing(MxBase):
         self.assertEqual(self.proxy.stop(), 0)
         f = harness.log_fields(self.proxy.log_lines("session")[0])
         self.assertEqual((f["result"], f["messages"], f["rejected"]), ("ok", "2", "2"), f)
+
+    def test_failed_write_to_the_next_hop_keeps_the_session(self):
+        """The proxy's own write to the next hop fails in the call (a TLS
+        engine that broke, memory that ran out; here test/fault's shim fails
+        SSL_write on a text): as if the next hop had closed, the connection
+        is dropped, what it owed gets 451 4.4.2 and the legacy MTA's session
+        goes on, the next RCPT connecting anew. The write of the replayed
+        MAIL (its RCPT gets the 451), of a RCPT, of a short message (with
+        its dot, in one read) and of a long one's content (its dot gets the
+        451). Each ended the session with 421."""
+        lost = "451 4.4.2 Error: connection to the recipient's mail server lost; try again later"
+        h = self.hop("127.0.0.37", "mxwfail")
+        port = self.start_proxy(env=harness.fault_env("write-fails-here"))
+        c = self.legacy_client(port, 20)
+        # the replayed MAIL, then a RCPT
+        for sender, rcpt in (("write-fails-here@legacy.example", "bob@wfail.example.test"),
+                             ("a@legacy.example", "write-fails-here@wfail.example.test")):
+            self.assertEqual(c.cmd("MAIL FROM:<%s>" % sender)[0], 250)
+            self.assertEqual(c.cmd("RCPT TO:<%s>" % rcpt), (451, [lost]), (sender, rcpt))
+            self.assertEqual(c.cmd("RSET")[0], 250)
+            r = send(port, ["carol@wfail.example.test"], client=c)
+            self.assertEqual(r["data"][0], 250, r)
+        # a short message, its dot in the same read: the dot gets the 451
+        r = send(port, ["dave@wfail.example.test"], body=b"Subject: x\r\n\r\nwrite-fails-here\r\n",
+                 client=c)
+        self.assertEqual(r["data"], (451, lost), r)
+        self.assertEqual(send(port, ["erin@wfail.example.test"], client=c)["data"][0], 250)
+        # 40 KB of a message (more than the proxy gathers for one write), the
+        # dot only once the proxy has given up the next hop
+        self.assertEqual(c.cmd("MAIL FROM:<a@legacy.example>")[0], 250)
+        self.assertEqual(c.cmd("RCPT TO:<frank@wfail.example.test>")[0], 250)
+        self.assertEqual(c.cmd("DATA")[0], 354)
+        c.send(b"Subject: y\r\n\r\nwrite-fails-here\r\n" + (b"y" * 78 + b"\r\n") * 500)
+        self.assertTrue(poll(lambda: "command=message reply=none" in self.proxy.log()),
+                        self.proxy.log()[-3000:])
+        c.send(b"more, read and dropped\r\n.\r\n")
+        self.assertEqual(c.reply(), (451, [lost]))
+        self.assertEqual(send(port, ["erin@wfail.example.test"], client=c)["data"][0], 250)
+        self.assertEqual(c.cmd("QUIT")[0], 221)
+        self.assertEqual(len(h.stored()), 4, h.stored())
+        log = self.proxy.log()
+        self.assertEqual(re.findall(r"mx id=\S+ domain=wfail.example.test next_hop=\S+ "
+                                    r"(\S+(?: reply)?)=none error=\"write to next hop failed\" "
+                                    r"connection=dropped", log),
+                         ["mail_reply", "command=RCPT reply", "command=end-of-data reply",
+                          "command=message reply"], log[-3000:])
+        msgs = [harness.log_fields(l) for l in self.proxy.log_lines("message")]
+        self.assertEqual([(m["result"], m["code"]) for m in msgs],
+                         [("accepted", "250")] * 2 + [("tempfail", "451"), ("accepted", "250")] * 2,
+                         msgs)
+        self.assertEqual(self.proxy.stop(), 0, self.proxy.log()[-3000:])
+        f = harness.log_fields(self.proxy.log_lines("session")[0])
+        self.assertEqual((f["result"], f["messages"], f["rejected"]), ("ok", "4", "2"), f)
+
+    def test_silent_next_hop_keeps_the_session(self):
+        """The next hop stops answering (here the proxy's own RSET, after the
+        legacy MTA's RSET) for command_timeout: its connection is dropped as
+        if it had closed (the proxy's RSET owes nobody a reply; a command's
+        would be 451 4.4.2), and the legacy MTA's session goes on, its next
+        RCPT connecting anew. The timeout ended the session with 421."""
+        h = self.hop("127.0.0.38", "mxsilent", mode="rset-silent")
+        port = self.start_proxy(listener={"command_timeout": "2s"})
+        c = self.legacy_client(port, 20)
+        self.assertEqual(c.cmd("MAIL FROM:<a@legacy.example>")[0], 250)
+        self.assertEqual(c.cmd("RCPT TO:<bob@silent.example.test>")[0], 250)
+        self.assertEqual(c.cmd("RSET")[0], 250)
+        # the next command waits for the RSET's reply, then for the timeout
+        r = send(port, ["carol@silent.example.test"], client=c)
+        self.assertEqual(r["data"][0], 250, r)
+        self.assertEqual(c.cmd("QUIT")[0], 221)
+        self.assertEqual(len(h.stored()), 1)
+        self.assertEqual(h.proc.log().count("hello EHLO mx.example.test tls=False"), 2)
+        log = self.proxy.log()
+        self.assertIn('phase="backend reply"', log)
+        self.assertRegex(log, r"mx id=\S+ domain=silent.example.test next_hop=\S+ rset_reply=none "
+                              r"error=\"no reply in time\" connection=dropped")
+        self.assertEqual(self.proxy.stop(), 0, self.proxy.log()[-3000:])
+        f = harness.log_fields(self.proxy.log_lines("session")[0])
+        self.assertEqual((f["result"], f["messages"]), ("ok", "1"), f)
+
+    def test_next_hop_closing_while_it_holds_the_message_back(self):
+        """The next hop reads nothing of a big message (the proxy stops
+        reading the legacy MTA once its queue for the next hop is full),
+        then closes: the legacy MTA is read again (the rest of its message
+        read and dropped), its final dot gets 451 4.4.2, and its session
+        goes on. Its reading stayed stopped, and the timer still waiting for
+        the next hop, gone, then crashed the proxy (or, without it, the
+        legacy MTA waited for its own timeout)."""
+        closed = ("451 4.4.2 Error: the recipient's mail server closed the connection; "
+                  "try again later")
+        h = self.hop("127.0.0.39", "mxstall", mode="data-stall-close")
+        port = self.start_proxy(listener={"data_timeout": "5s"})
+        c = self.legacy_client(port, 30)
+        self.assertEqual(c.cmd("MAIL FROM:<a@legacy.example>")[0], 250)
+        self.assertEqual(c.cmd("RCPT TO:<bob@stall.example.test>")[0], 250)
+        self.assertEqual(c.cmd("DATA")[0], 354)
+        body = b"Subject: big\r\n\r\n" + (b"w" * 78 + b"\r\n") * (8 * 1024 * 1024 // 80)
+        sent = []
+        t = threading.Thread(target=lambda: (c.sock.sendall(body + b".\r\n"), sent.append(1)),
+                             daemon=True)
+        t.start()
+        t.join(20)
+        self.assertTrue(sent, "the legacy MTA's message was never read to its end")
+        self.assertEqual(c.reply(), (451, [closed]))
+        r = send(port, ["carol@stall.example.test"], client=c)
+        self.assertEqual(r["data"][0], 250, r)
+        self.assertEqual(c.cmd("QUIT")[0], 221)
+        self.assertIn("data-stall-close", h.proc.log())
+        self.assertEqual(len(h.stored()), 1)
+        msgs = [harness.log_fields(l) for l in self.proxy.log_lines("message")]
+        self.assertEqual([(m["result"], m["code"]) for m in msgs],
+                         [("tempfail", "451"), ("accepted", "250")], msgs)
+        self.assertEqual(self.proxy.stop(), 0, self.proxy.log()[-3000:])
 
     def test_next_hop_421_connection_is_dropped_at_once(self):
         # After its 421 the next hop keeps the connection open a while (as

@@ -35,8 +35,10 @@ rset-502), data-mid-421 / data-mid-552 (after its 354 and the message's
 first line: 421 and a close / 552 5.3.4, then it reads on until the client
 closes, logging "data-mid-552 dropped"), data-mid-close (closes after the
 message's first line), rcpt-close / data-close / dot-close (closes instead
-of answering RCPT / DATA / the final dot). The rcpt-421 ... dot-close modes
-fail on their first occasion only (first_421()).
+of answering RCPT / DATA / the final dot), data-stall-close (after its 354
+reads nothing of the message for 1 s, then closes: a client sending faster
+than it reads is held back meanwhile). The rcpt-421 ... dot-close and
+data-stall-close modes fail on their first occasion only (first_421()).
 QUIT is logged on stderr as a "bye" line, the SNI a client sends as "sni NAME".
 """
 import argparse
@@ -273,6 +275,11 @@ def serve(c, a, count, lock):
                 conn.send(b"354 go ahead\r\n")
                 if a.mode == "slow-data":  # reads nothing of the message for 2 s
                     time.sleep(2)
+                if a.mode == "data-stall-close" and first_421():
+                    time.sleep(1)  # reads nothing, then closes with it unread
+                    sys.stderr.write("data-stall-close\n")
+                    sys.stderr.flush()
+                    return
                 if a.mode.startswith("data-mid-") and first_421():
                     conn.line()  # the message's first line
                     sys.stderr.write("%s\n" % a.mode)
