@@ -3515,11 +3515,10 @@ void stp_session_drain(stp_session_t *s)
 
 void stp_session_kill(stp_session_t *s)
 {
-    if (s->state == S_CLOSING && s->client.lingering) {
-        stp_conn_close(&s->client); /* the grace period is over: the linger too */
-        return;
-    }
     finish(s, NULL, "killed", NULL);
+    if (s->client.lingering) {
+        stp_conn_close(&s->client); /* the grace period is over: a lingering close's too */
+    }
 }
 
 stp_session_t *stp_session_next(stp_session_t *s)
