@@ -1094,14 +1094,30 @@ static void xclient_reply(stp_session_t *s, const stp_reply_t *r)
 }
 
 /* Outbound: the next hop is reached without TLS (`may` found none, or
- * `testing` let a failure through) though the level asked for it. The legacy
- * MTA cannot see that, and would hand its password to whoever stripped the
- * STARTTLS: AUTH is neither offered nor relayed then (tls = none is the
- * administrator's explicit choice of plaintext, and stays as it is). */
-static int up_auth_unsafe(const stp_session_t *s)
+ * `testing` let a failure through) though the level asked for it, or with
+ * TLS whose certificate did not verify though the level (verify, secure)
+ * asked for that (`testing` let it through: anyone in the path can present
+ * a certificate). The legacy MTA cannot see either, and would hand its
+ * password to whoever stripped the STARTTLS or intercepted the TLS: AUTH is
+ * neither offered nor relayed then (tls = none is the administrator's
+ * explicit choice of plaintext, encrypt that of unauthenticated TLS, and
+ * both stay as they are). Returns NULL when AUTH is safe, else the static
+ * 538 reply that refuses it. */
+static const char *up_auth_unsafe(const stp_session_t *s)
 {
-    return s->conf->mode == STP_MODE_OUTBOUND && s->conf->tls != STP_TLS_LEVEL_NONE &&
-           s->up_version[0] == '\0';
+    if (s->conf->mode != STP_MODE_OUTBOUND || s->conf->tls == STP_TLS_LEVEL_NONE) {
+        return NULL;
+    }
+    if (s->up_version[0] == '\0') {
+        return "538 5.7.11 Encryption required for requested authentication mechanism "
+               "(the next hop is reached without TLS)\r\n";
+    }
+    if (s->conf->tls >= STP_TLS_LEVEL_VERIFY &&
+        (s->verify == NULL || strcmp(s->verify, "ok") != 0)) {
+        return "538 5.7.11 Encryption required for requested authentication mechanism "
+               "(the next hop's certificate was not verified)\r\n";
+    }
+    return NULL;
 }
 
 /*
@@ -1141,6 +1157,7 @@ static void handle_line(stp_session_t *s, const char *line, size_t len)
     stp_cmd_t cmd;
     const stp_listener_conf_t *c = s->conf;
     int tls = s->tls == T_ACTIVE;
+    const char *refusal;
 
     if (s->sasl) {
         /* A SASL response: relayed as is and never logged. Base64 has no
@@ -1213,11 +1230,8 @@ static void handle_line(stp_session_t *s, const char *line, size_t len)
     case STP_CMD_AUTH:
         if (!tls && c->mode == STP_MODE_INBOUND) {
             local_reply(s, "530 5.7.0 Must issue a STARTTLS command first\r\n", A_NONE);
-        } else if (up_auth_unsafe(s)) {
-            local_reply(s,
-                        "538 5.7.11 Encryption required for requested authentication mechanism "
-                        "(the next hop is reached without TLS)\r\n",
-                        A_NONE);
+        } else if ((refusal = up_auth_unsafe(s)) != NULL) {
+            local_reply(s, refusal, A_NONE);
         } else if (s->authenticated) {
             local_reply(s, "503 5.5.1 Error: already authenticated\r\n", A_NONE);
         } else {

@@ -116,6 +116,8 @@ CASES = [
      "test_outbound.Behaviour.test_drop_after_dot_never_250"),
     (O, "auth_after_stripped_starttls", "may: AUTH hidden and 538 5.7.11, never sent in plaintext",
      "test_outbound.Behaviour.test_auth_never_in_plaintext_under_may"),
+    (O, "auth_to_unverified_under_testing", "verify+testing: AUTH hidden and 538 5.7.11",
+     "test_outbound.Behaviour.test_auth_never_to_an_unverified_next_hop_under_testing"),
     (O, "unusable_tlsa_remembered_domain", "4.7.5 for a certificate not valid for the MX",
      "test_mx.Dane.test_unusable_tlsa_keeps_remembered_tls"),
     (O, "unusable_tlsa_mta_sts_enforce", "4.7.5 for a certificate not valid for the MX",

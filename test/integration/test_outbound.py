@@ -403,6 +403,38 @@ class Behaviour(unittest.TestCase):
         auths = [l for l in hop.proc.log().splitlines() if l.startswith("auth ")]
         self.assertEqual(auths, ["auth tls=False"])  # the tls = none session's only
 
+    def test_auth_never_to_an_unverified_next_hop_under_testing(self):
+        """`verify` or `secure` with `testing = yes`, and a submission server
+        whose certificate does not verify (self-signed: whoever intercepts
+        the connection can present one): the mail goes on, as testing asks,
+        but the legacy MTA's password does not. AUTH is not offered and is
+        refused with 538 5.7.11, as when the next hop is reached in
+        plaintext; under `encrypt` (verification not asked for) AUTH is
+        relayed as before."""
+        hop = NextHop(self.tmp, "auth", "selfsigned")
+        self.addCleanup(hop.stop)
+        for level, offered in (("verify", False), ("secure", False), ("encrypt", True)):
+            p = self.proxy(hop.port, tls=level, testing="yes")
+            c = Client(p.port("out"))
+            self.assertEqual(c.reply()[0], 220)
+            code, lines = c.cmd("EHLO legacy.example")
+            self.assertEqual(code, 250, lines)
+            kws = [l[4:].split(" ")[0].upper() for l in lines[1:]]
+            self.assertEqual("AUTH" in kws, offered, (level, lines))
+            code, lines = c.cmd("AUTH PLAIN AHVzZXIAc2VjcmV0")
+            if offered:
+                self.assertEqual(code, 235, lines)
+            else:
+                self.assertEqual(code, 538, (level, lines))
+                self.assertTrue(lines[0].startswith("538 5.7.11 "), lines)
+                self.assertIn("not verified", lines[0])
+            self.assertEqual(c.cmd("QUIT")[0], 221)
+            c.close()
+            self.assertEqual(p.stop(), 0)
+            self.assertEqual("decision=testing-override" in p.log(), not offered, level)
+        auths = [l for l in hop.proc.log().splitlines() if l.startswith("auth ")]
+        self.assertEqual(auths, ["auth tls=True"])  # the encrypt session's only
+
     def test_auth_relayed_to_submission_server_over_tls(self):
         """The legacy MTA authenticates to a provider's submission server
         through the proxy: it sees AUTH (only offered there after TLS), not
