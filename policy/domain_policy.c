@@ -5,6 +5,8 @@
 
 #include <string.h>
 
+#include "policy/domain_name.h"
+
 static const char *const names[] = {
     [STP_POLICY_TLS_NONE] = "none",           [STP_POLICY_TLS_MAY] = "may",
     [STP_POLICY_TLS_ENCRYPT] = "encrypt",     [STP_POLICY_TLS_VERIFY] = "verify",
@@ -28,35 +30,6 @@ int stp_policy_tls_parse(const char *s, stp_policy_tls_t *out)
     return -1;
 }
 
-static int is_alnum(char c)
-{
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
-}
-
-/* Letters, digits, hyphens (not at a label's ends), labels of 1..63, at most 253. */
-static int valid_domain(const char *s, size_t n)
-{
-    size_t label = 0;
-    if (n == 0 || n > 253) {
-        return 0;
-    }
-    for (size_t i = 0; i < n; i++) {
-        if (s[i] == '.') {
-            if (label == 0 || s[i - 1] == '-') {
-                return 0;
-            }
-            label = 0;
-        } else if ((s[i] == '-' && label > 0) || is_alnum(s[i])) {
-            if (++label > 63) {
-                return 0;
-            }
-        } else {
-            return 0;
-        }
-    }
-    return label > 0 && s[n - 1] != '-';
-}
-
 static void lower_copy(char *out, const char *in, size_t n)
 {
     for (size_t i = 0; i < n; i++) {
@@ -78,7 +51,7 @@ int stp_policy_name_normalize(const char *in, char out[256])
     }
     const char *dom = in[0] == '.' ? in + 1 : in;
     size_t dn = n - (size_t)(dom - in);
-    if (!valid_domain(dom, dn)) {
+    if (!stp_domain_name_valid(dom, dn)) {
         return -1;
     }
     lower_copy(out, in, n);
@@ -92,8 +65,8 @@ const stp_domain_policy_t *stp_policy_lookup(const stp_policy_table_t *t, const 
     if (n > 1 && domain[n - 1] == '.') {
         n--;
     }
-    if (n == 0 || n > 253 || domain[0] == '.' || !valid_domain(domain, n)) {
-        return &t->deflt;
+    if (!stp_domain_name_valid(domain, n)) {
+        return NULL; /* never the default: a name no section can be judged for */
     }
     lower_copy(d, domain, n);
 

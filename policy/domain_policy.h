@@ -7,8 +7,8 @@
  * itself, as in Postfix's tls_policy_maps), or "default" (every domain no
  * other section matches). Lookup takes the recipient domain (any case,
  * trailing dot allowed): an exact match wins, then the longest matching
- * suffix, then the default. With no [policy:default] the built-in default
- * is tls = dane (DANE where the domain's TLSA records validate, otherwise
+ * suffix, then the default; a name that is not a domain gets no policy. With no [policy:default]
+ * the built-in default is tls = dane (DANE where the domain's TLSA records validate, otherwise
  * MTA-STS where it publishes a policy, otherwise opportunistic TLS).
  *
  * Levels (what route = mx applies to a domain):
@@ -66,8 +66,12 @@ int stp_policy_tls_parse(const char *s, stp_policy_tls_t *out);
  */
 int stp_policy_name_normalize(const char *in, char out[256]);
 
-/* The policy for `domain` (see the matching rules above); never NULL. An
- * invalid domain gets the default. Borrowed from the table. */
+/* The policy for `domain` (see the matching rules above), borrowed from the
+ * table; NULL when `domain` (trailing dot and case aside) is not a domain
+ * name by policy/domain_name.h. NULL is never "the default": whether a
+ * [policy:.suffix] covers such a name cannot be said, so the caller refuses
+ * the name (the proxy's envelope, which uses the same check, never passes
+ * one). */
 const stp_domain_policy_t *stp_policy_lookup(const stp_policy_table_t *t, const char *domain);
 
 #endif

@@ -12,6 +12,8 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "policy/domain_name.h"
+
 enum {
     SEEN_VERSION = 1 << 0,
     SEEN_MODE = 1 << 1,
@@ -81,47 +83,13 @@ static int valid_ext_name(const char *s, size_t n)
     return 1;
 }
 
-/*
- * RFC 5321 Domain: sub-domain *("." sub-domain), sub-domain = Let-dig
- * [Ldh-str] (so no leading or trailing hyphen); labels of at most 63, a name
- * of at most 253 (DNS limits). No trailing dot.
- */
-static int valid_domain(const char *s, size_t n)
-{
-    if (n == 0 || n > 253) {
-        return 0;
-    }
-    size_t label = 0;
-    for (size_t i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)s[i];
-        if (c == '.') {
-            if (label == 0 || s[i - 1] == '-') {
-                return 0;
-            }
-            label = 0;
-            continue;
-        }
-        if (c == '-') {
-            if (label == 0) {
-                return 0;
-            }
-        } else if (!is_alnum(c)) {
-            return 0;
-        }
-        if (++label > 63) {
-            return 0;
-        }
-    }
-    return label > 0 && s[n - 1] != '-';
-}
-
 int stp_mta_sts_domain_valid(const char *s)
 {
     size_t n = strlen(s);
     if (n > 1 && s[n - 1] == '.') {
         n--;
     }
-    return valid_domain(s, n);
+    return stp_domain_name_valid(s, n);
 }
 
 /*
@@ -203,7 +171,7 @@ static int add_mx(stp_mta_sts_parser_t *p, const char *v, size_t n)
         dom += 2;
         dn -= 2;
     }
-    if (!valid_domain(dom, dn)) {
+    if (!stp_domain_name_valid(dom, dn)) {
         return fail(p, p->lineno, "bad 'mx' pattern (expected a domain name or *.domain)");
     }
     p->seen |= SEEN_MX;

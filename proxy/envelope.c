@@ -8,6 +8,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "policy/domain_name.h"
 #include "proxy/ehlo.h"
 
 int stp_env_path(const char *arg, size_t n, size_t *start, size_t *end)
@@ -61,19 +62,17 @@ const char *stp_env_rcpt_domain(const char *arg, size_t n, size_t *params, char 
     if (dl > 0 && d[0] == '[') {
         return "550 5.1.3 Error: address literals cannot be routed by MX\r\n";
     }
-    if (dl > 0 && d[dl - 1] == '.') {
+    if (dl > 1 && d[dl - 1] == '.') {
         dl--;
     }
-    if (dl == 0 || dl > 253) {
-        return "501 5.1.3 Error: bad recipient domain\r\n";
+    /* The check the policy lookup makes (stp_policy_lookup): a name the
+     * envelope lets through always gets its [policy:...] section. As
+     * Postfix's smtpd says for such a name: 501 5.1.3. */
+    if (!stp_domain_name_valid(d, dl)) {
+        return "501 5.1.3 Error: bad recipient domain syntax\r\n";
     }
     for (size_t i = 0; i < dl; i++) {
         char c = d[i];
-        int ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-                 c == '-' || (c == '.' && i > 0 && d[i - 1] != '.');
-        if (!ok) {
-            return "501 5.1.3 Error: bad recipient domain\r\n";
-        }
         out[i] = (char)(c >= 'A' && c <= 'Z' ? c + 32 : c);
     }
     out[dl] = '\0';

@@ -24,7 +24,8 @@ int stp_env_path(const char *arg, size_t n, size_t *start, size_t *end);
  * trailing dot, into out[256]; *params is the offset of what follows the
  * path. Returns NULL, or a static reply line (with CRLF) refusing the
  * address: bad syntax, no domain (the proxy cannot route "<postmaster>"),
- * an address literal, a domain that is not letters, digits, '-' and '.'.
+ * an address literal (550 5.1.3), a domain that is not a domain name by
+ * policy/domain_name.h, the check stp_policy_lookup makes (501 5.1.3).
  */
 const char *stp_env_rcpt_domain(const char *arg, size_t n, size_t *params, char out[256]);
 

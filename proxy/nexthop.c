@@ -1470,6 +1470,16 @@ stp_nexthop_t *stp_nexthop_start(const stp_nexthop_opts_t *o, stp_conn_t *conn, 
     nh->step_timer.data = nh->total_timer.data = nh;
     nh->handles = 2;
     nh->pol = stp_policy_lookup(&o->cf->policies, nh->domain);
+    if (nh->pol == NULL) {
+        /* Not a domain name (the envelope's check is the lookup's, so only
+         * a caller that skipped it gets here): no section can be said to
+         * cover it, and the default must not stand in for one. */
+        stp_log(STP_LOG_WARN, "mx id=%s domain=%s policy=none error=\"not a domain name\"", nh->id,
+                nh->domain);
+        set_err(nh, "501 5.1.3", F_CONN, "bad recipient domain syntax");
+        fail(nh);
+        return nh;
+    }
     nh->remembered =
         o->cf->remember_tls && stp_domain_state_tls_required(nh->domain, &nh->remembered_since);
     nh->req = R_MAY;

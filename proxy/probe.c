@@ -867,6 +867,11 @@ int stp_probe_main(int argc, char **argv, const char *default_config)
         goto done;
     }
     const stp_domain_policy_t *pol = stp_policy_lookup(&cf->policies, domain);
+    if (pol == NULL) { /* cannot be: the name was checked above, by the same rules */
+        fprintf(stderr, "probe: %s is not a domain name\n", domain);
+        rc = 2;
+        goto done;
+    }
     stp_dns_result_t *mx = wait_dns(&p, stp_resolver_mx(p.res, domain, on_dns, &p));
     if (mx == NULL || mx->status != STP_DNS_OK || mx->null_mx) {
         const char *what = mx == NULL                       ? "invalid name"

@@ -4,7 +4,8 @@
  * Input: a MAIL/RCPT argument; its first byte picks the next hop's
  * capabilities. Checked: a path lies inside the input, starts with '<' and
  * ends with '>'; a recipient domain is non-empty, lower case, at most 253
- * bytes of letters, digits, '-' and '.'; a replayed MAIL FROM line is
+ * bytes of letters, digits, '-' and '.', and a domain name by the check
+ * the policy lookup makes (policy/domain_name.h); a replayed MAIL FROM line is
  * exactly as long as reported, starts with "MAIL FROM:<" and never carries a
  * parameter the next hop did not offer; an argument stripped of SIZE= is at
  * most one byte longer, keeps the path and declares no size any more.
@@ -13,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "policy/domain_name.h"
 #include "proxy/ehlo.h"
 #include "proxy/envelope.h"
 
@@ -46,6 +48,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' || c == '.')) {
                 abort();
             }
+        }
+        /* what the envelope accepts, the policy lookup can judge */
+        if (!stp_domain_name_valid(dom, dl)) {
+            abort();
         }
     }
     (void)stp_env_mail_params(arg, n, data[0] & 8 ? 1000 : 0);

@@ -225,6 +225,16 @@ def zone(dane_hash, ta_hash=ZERO):
     ]
 
 
+# Records of the policy-lookup and MTA-STS refresh tests (PolicyLookup,
+# StsRefresh), on 127.0.0.60-79: a wildcard MX under bank.example.test, which
+# has a [policy:.bank.example.test] section in those tests; a domain whose
+# MTA-STS policy host answers slowly (its own python server on 127.0.0.62),
+# and one whose policy host has two addresses, the first of them down.
+ZONE_60 = [
+    "*.bank IN MX 10 mxw", "mxw IN A 127.0.0.60",
+]
+
+
 # unsigned: the ends of the CNAMEs above; TLSA records here are never trusted
 INSECURE = ["mxpz IN A 127.0.0.32", "mxpz2 IN A 127.0.0.33", "mxpz3 IN A 127.0.0.34",
             "_25._tcp.mxpz3 IN TLSA 3 1 1 " + ZERO,
@@ -287,7 +297,8 @@ class MxBase(unittest.TestCase):
                                 "mxl", "mxm", "mxn", "nomx")}
         self.other = (os.path.join(CERTS, "other.pem"), os.path.join(CERTS, "other.key"))
         self.dns = DnsEnv(self.tmp, extra={"example.test": zone(
-            spki_sha256(self.other[0]), spki_sha256(os.path.join(CERTS, "dane-int.pem"))),
+            spki_sha256(self.other[0]), spki_sha256(os.path.join(CERTS, "dane-int.pem")))
+                                           + ZONE_60,
                                            "bogus.test": BOGUS_TLSA, "insecure.test": INSECURE},
                            tamper=TAMPER)
         self.addCleanup(self.dns.stop)
@@ -1152,6 +1163,35 @@ class Routing(MxBase):
                           "command RCPT TO:<z@d1.example.test> tls=True"])
         self.assertEqual([l for l in hb.commands() if "RCPT" in l],
                          ["command RCPT TO:<y@d2.example.test> tls=True"])
+
+
+class PolicyLookup(MxBase):
+    def test_recipient_domain_the_policy_cannot_judge_is_refused(self):
+        """[policy:.bank.example.test] tls = secure, a wildcard MX under it,
+        and a next hop that offers no STARTTLS: x.bank.example.test is
+        deferred by its section. -x.bank.example.test and
+        x-.bank.example.test (a label starting or ending with a hyphen) were
+        let through by the envelope while the policy lookup called them
+        invalid and gave them the default (opportunistic TLS), so they went
+        in plaintext past the section. They are refused at RCPT with
+        501 5.1.3 (as Postfix's smtpd answers them), no attempt starts, and
+        nothing reaches the next hop."""
+        h = self.hop("127.0.0.60", "mxa", mode="strip")
+        port = self.start_proxy(policies="[policy:.bank.example.test]\ntls = secure\n")
+        r = send(port, ["bob@x.bank.example.test"])
+        self.assertEqual(r["rcpt"][0][0], 451, r)
+        self.assertIn("4.7.4", r["rcpt"][0][1])
+        for dom in ("-x.bank.example.test", "x-.bank.example.test", "X-.Bank.Example.Test."):
+            r = send(port, ["bob@" + dom])
+            self.assertEqual(r["rcpt"][0][0], 501, (dom, r))
+            self.assertTrue(r["rcpt"][0][1].startswith("501 5.1.3 "), (dom, r))
+            self.assertNotEqual(r["data"][0], 250, (dom, r))
+        self.assertEqual(h.stored(), [])
+        self.assertEqual(h.commands(), [])
+        log = self.proxy.log()
+        self.assertNotIn("policy_section=default", log)
+        for dom in ("domain=-x.bank", "domain=x-.bank"):
+            self.assertNotIn(dom, log)
 
 
 class Dane(MxBase):

@@ -1,8 +1,8 @@
 /*
  * domain_policy_test: the policy table lookup as a table. Exact names beat
  * suffixes, the longest suffix wins, a suffix never covers its own name,
- * names compare without case and trailing dot, and everything else (bad
- * names included) gets the default.
+ * names compare without case and trailing dot, every other domain gets the
+ * default, and a name that is not a domain gets nothing (never the default).
  */
 #include <stdio.h>
 #include <string.h>
@@ -33,7 +33,7 @@ static void test_lookup(void)
     };
     stp_policy_table_t t = {entries, COUNT_OF(entries), entry("default", STP_POLICY_TLS_MTA_STS)};
     static const struct {
-        const char *domain, *want; /* the name of the section that must win */
+        const char *domain, *want; /* the name of the section that must win; NULL: none */
     } cases[] = {
         {"example.com", "example.com"},              /* exact over suffix */
         {"EXAMPLE.com.", "example.com"},             /* case, trailing dot */
@@ -48,23 +48,30 @@ static void test_lookup(void)
         {"example.net", "default"},
         {"xexample.com", ".com"}, /* not ".example.com": label boundary */
         {"com", "default"},
-        {"", "default"},
-        {".", "default"},
-        {".example.com", "default"}, /* not a domain */
-        {"a..example.com", "default"},
-        {"a b.example.com", "default"},
-        {"*.example.com", "default"},
+        /* not domains: no policy at all, never the default (a suffix
+         * section might have been meant for them) */
+        {"", NULL},
+        {".", NULL},
+        {".example.com", NULL},
+        {"a..example.com", NULL},
+        {"a b.example.com", NULL},
+        {"*.example.com", NULL},
+        {"-x.example.com", NULL},
+        {"x-.example.com", NULL},
+        {"x.example.com-", NULL},
+        {"x.example.com..", NULL},
+        {"a_b.example.com", NULL},
+        {"[192.0.2.1]", NULL},
     };
     for (size_t i = 0; i < COUNT_OF(cases); i++) {
         const stp_domain_policy_t *p = stp_policy_lookup(&t, cases[i].domain);
-        CHECK(p != NULL);
-        if (p && strcmp(p->name, cases[i].want) != 0) {
-            fprintf(stderr, "  lookup(%s) = %s, want %s\n", cases[i].domain, p->name,
-                    cases[i].want);
+        const char *got = p ? p->name : "(none)", *want = cases[i].want ? cases[i].want : "(none)";
+        if (strcmp(got, want) != 0) {
+            fprintf(stderr, "  lookup(%s) = %s, want %s\n", cases[i].domain, got, want);
             CHECK(0);
         }
     }
-    CHECK(stp_policy_lookup(&t, NULL) == &t.deflt);
+    CHECK(stp_policy_lookup(&t, NULL) == NULL);
     CHECK_EQ_INT(stp_policy_lookup(&t, "x.mail.example.com")->tls, STP_POLICY_TLS_DANE_ONLY);
 
     /* an empty table: always the default */

@@ -81,6 +81,15 @@ static const rcpt_case_t rcpt_cases[] = {
     {"leading dot", "<bob@.example>", NULL, "501 5.1.3"},
     {"underscore", "<bob@a_b.example>", NULL, "501 5.1.3"},
     {"utf-8 domain", "<bob@\xc3\xbc.example>", NULL, "501 5.1.3"},
+    /* what the policy lookup could not judge, refused here (one check) */
+    {"label starting with a hyphen", "<bob@-x.bank.test>", NULL, "501 5.1.3"},
+    {"label ending with a hyphen", "<bob@x-.bank.test>", NULL, "501 5.1.3"},
+    {"last label ending with a hyphen", "<bob@x.bank.test->", NULL, "501 5.1.3"},
+    {"hyphen alone", "<bob@->", NULL, "501 5.1.3"},
+    {"hyphen before the trailing dot", "<bob@x.test-.>", NULL, "501 5.1.3"},
+    {"two trailing dots", "<bob@x.test..>", NULL, "501 5.1.3"},
+    {"hyphens inside", "<bob@a--b.x-y.test>", "a--b.x-y.test", NULL},
+    {"ipv6 literal", "<bob@[IPv6:2001:db8::1]>", NULL, "550 5.1.3"},
     {"no brackets", "bob@example.test", NULL, "501 5.1.3"},
 };
 
@@ -109,15 +118,23 @@ static void test_rcpt_domains(void)
             }
         }
     }
-    /* a 254-letter domain is one too long */
+    /* a 254-octet domain is one too long; 253 (labels of 63) fits */
     char arg[300] = "<a@";
-    memset(arg + 3, 'a', 254);
+    for (size_t i = 0; i < 254; i++) {
+        arg[3 + i] = i % 64 == 63 ? '.' : 'a';
+    }
     strcpy(arg + 257, ">");
     char out[256];
     size_t params;
     CHECK(stp_env_rcpt_domain(arg, strlen(arg), &params, out) != NULL);
     arg[256] = '>';
     arg[257] = '\0';
+    CHECK(stp_env_rcpt_domain(arg, strlen(arg), &params, out) == NULL);
+    /* a label of 64 is one too long */
+    memset(arg + 3, 'a', 64);
+    strcpy(arg + 67, ".test>");
+    CHECK(stp_env_rcpt_domain(arg, strlen(arg), &params, out) != NULL);
+    strcpy(arg + 66, ".test>");
     CHECK(stp_env_rcpt_domain(arg, strlen(arg), &params, out) == NULL);
 }
 
