@@ -10,6 +10,12 @@
  * error, the end, the timer, cancel) runs finish() once, which closes both
  * handles; the object is freed in the second close callback. The callback
  * is called from finish(), so always from a libuv callback.
+ *
+ * Connecting goes through the addresses in order: when one fails (refused,
+ * unreachable, or no connection within its share of the time left: that
+ * time divided among the addresses not yet tried), the conn is closed and,
+ * in its close callback, set up again for the next one. The one timer and
+ * its deadline bound the whole fetch, however many addresses it tries.
  */
 #include "proxy/mta_sts_fetch.h"
 
@@ -34,6 +40,10 @@ struct stp_mta_sts_fetch_s {
     void *arg;
     uint64_t started;
     uint64_t timeout_ms;
+    uint64_t deadline; /* started + timeout_ms (uv_now) */
+    struct sockaddr_storage addrs[STP_MTA_STS_FETCH_MAX_ADDR];
+    size_t naddr, iaddr;      /* iaddr: the address being connected to, or connected */
+    char connect_errors[384]; /* "ADDR: error; ..." of the addresses that failed */
     char host[256]; /* mta-sts.DOMAIN, lower case, no trailing dot */
     char request[512];
     int port;
@@ -47,9 +57,11 @@ struct stp_mta_sts_fetch_s {
     unsigned cancelled : 1;
     unsigned headers : 1;
     unsigned secured : 1; /* handshake done and peer verified */
+    unsigned connected : 1;
+    unsigned reconnecting : 1; /* the conn is closing; its close callback connects anew */
 
-    /* an error found inside start(), reported from the timer */
-    stp_mta_sts_fetch_status_t early_status;
+    /* a connect error found at once (inside start, or for the next
+     * address), reported from the timer */
     const char *early_error;
 };
 
@@ -96,9 +108,23 @@ static void on_timer_close(uv_handle_t *h)
     release(h->data);
 }
 
+static void connect_current(stp_mta_sts_fetch_t *f);
+static void finish(stp_mta_sts_fetch_t *f, stp_mta_sts_fetch_status_t status, const char *error);
+
 static void on_conn_close(stp_conn_t *c)
 {
-    release(c->owner);
+    stp_mta_sts_fetch_t *f = c->owner;
+    if (f->reconnecting && !f->done) {
+        f->reconnecting = 0;
+        if (stp_conn_init(f->loop, &f->conn, &conn_cb, f) < 0) {
+            f->open_handles--; /* no conn any more: only the timer is left */
+            finish(f, STP_MTA_STS_FETCH_INTERNAL, "out of memory");
+            return;
+        }
+        connect_current(f);
+        return;
+    }
+    release(f);
 }
 
 /* The one way out: report (unless cancelled), then close both handles. */
@@ -133,12 +159,46 @@ static void fail_fmt(stp_mta_sts_fetch_t *f, stp_mta_sts_fetch_status_t status, 
     finish(f, status, msg);
 }
 
+/*
+ * Connecting to the current address failed (`err`): the next address if
+ * there is one and time is left, else the failure, naming every address
+ * tried when there were several.
+ */
+static void connect_failed(stp_mta_sts_fetch_t *f, const char *err)
+{
+    char addr[80];
+    size_t used = strlen(f->connect_errors);
+    stp_sockaddr_str((const struct sockaddr *)&f->addrs[f->iaddr], addr, sizeof(addr), 1);
+    snprintf(f->connect_errors + used, sizeof(f->connect_errors) - used, "%s%s: %s",
+             used ? "; " : "", addr, err);
+    if (f->iaddr + 1 < f->naddr && uv_now(f->loop) < f->deadline) {
+        f->iaddr++;
+        f->reconnecting = 1;
+        uv_timer_stop(&f->timer);
+        stp_conn_close(&f->conn); /* on_conn_close connects to the next address */
+        return;
+    }
+    if (f->naddr == 1) {
+        fail_fmt(f, STP_MTA_STS_FETCH_CONNECT, "cannot connect to the policy host", err);
+    } else {
+        fail_fmt(f, STP_MTA_STS_FETCH_CONNECT, "cannot connect to the policy host at any address",
+                 f->connect_errors);
+    }
+}
+
 static void on_timer(uv_timer_t *t)
 {
     stp_mta_sts_fetch_t *f = t->data;
     char msg[384];
     if (f->early_error) {
-        fail_fmt(f, f->early_status, "cannot connect to the policy host", f->early_error);
+        const char *err = f->early_error;
+        f->early_error = NULL;
+        connect_failed(f, err);
+        return;
+    }
+    if (!f->connected && f->iaddr + 1 < f->naddr) {
+        /* this address's share of the time is over: the next one */
+        connect_failed(f, "connection timed out");
         return;
     }
     snprintf(msg, sizeof(msg), "no complete policy from %s within %llu ms", f->host,
@@ -258,8 +318,14 @@ static void on_connect(stp_conn_t *c, const char *err)
 {
     stp_mta_sts_fetch_t *f = c->owner;
     if (err) {
-        fail_fmt(f, STP_MTA_STS_FETCH_CONNECT, "cannot connect to the policy host", err);
+        connect_failed(f, err);
         return;
+    }
+    f->connected = 1;
+    if (f->iaddr + 1 < f->naddr) {
+        /* the timer held this address's share: the rest of the whole time is the bound now */
+        uint64_t now = uv_now(f->loop);
+        uv_timer_start(&f->timer, on_timer, f->deadline > now ? f->deadline - now : 0, 0);
     }
     stp_tls_engine_t *e = stp_tls_engine_new_client(f->ctx, f->host);
     if (e == NULL) {
@@ -290,14 +356,36 @@ static int port_of(const struct sockaddr *sa)
     return -1;
 }
 
+/* Connects to addrs[iaddr] under its share of the time left (see the top). */
+static void connect_current(stp_mta_sts_fetch_t *f)
+{
+    uint64_t now = uv_now(f->loop);
+    uint64_t left = f->deadline > now ? f->deadline - now : 0;
+    uint64_t share = left / (f->naddr - f->iaddr);
+    int rc = stp_conn_connect(&f->conn, (const struct sockaddr *)&f->addrs[f->iaddr]);
+    if (rc < 0) {
+        /* reported from the loop, like every other outcome */
+        f->early_error = uv_strerror(rc);
+        uv_timer_start(&f->timer, on_timer, 0, 0);
+    } else {
+        uv_timer_start(&f->timer, on_timer, share, 0);
+    }
+}
+
 stp_mta_sts_fetch_t *stp_mta_sts_fetch_start(uv_loop_t *loop, const stp_mta_sts_fetch_opts_t *o,
                                              stp_mta_sts_fetch_cb cb, void *arg)
 {
-    if (loop == NULL || o == NULL || o->ctx == NULL || o->domain == NULL || o->addr == NULL ||
-        cb == NULL || !stp_mta_sts_domain_valid(o->domain)) {
+    if (loop == NULL || o == NULL || o->ctx == NULL || o->domain == NULL || o->addrs == NULL ||
+        o->naddr == 0 || cb == NULL || !stp_mta_sts_domain_valid(o->domain)) {
         return NULL;
     }
-    int port = port_of(o->addr);
+    size_t naddr = o->naddr < STP_MTA_STS_FETCH_MAX_ADDR ? o->naddr : STP_MTA_STS_FETCH_MAX_ADDR;
+    int port = port_of((const struct sockaddr *)&o->addrs[0]);
+    for (size_t i = 1; i < naddr; i++) {
+        if (port_of((const struct sockaddr *)&o->addrs[i]) != port) {
+            return NULL; /* one host, one port: the Host header names it */
+        }
+    }
     size_t dlen = strlen(o->domain);
     if (o->domain[dlen - 1] == '.') {
         dlen--;
@@ -314,6 +402,8 @@ stp_mta_sts_fetch_t *stp_mta_sts_fetch_start(uv_loop_t *loop, const stp_mta_sts_
     f->arg = arg;
     f->port = port;
     f->timeout_ms = o->timeout_ms ? o->timeout_ms : DEFAULT_TIMEOUT_MS;
+    memcpy(f->addrs, o->addrs, naddr * sizeof(o->addrs[0]));
+    f->naddr = naddr;
     memcpy(f->host, "mta-sts.", 8);
     for (size_t i = 0; i < dlen; i++) {
         char ch = o->domain[i];
@@ -351,16 +441,8 @@ stp_mta_sts_fetch_t *stp_mta_sts_fetch_start(uv_loop_t *loop, const stp_mta_sts_
     SSL_CTX_up_ref(o->ctx);
     f->ctx = o->ctx;
     f->started = uv_now(loop);
-
-    int rc = stp_conn_connect(&f->conn, o->addr);
-    if (rc < 0) {
-        /* reported from the loop, like every other outcome */
-        f->early_status = STP_MTA_STS_FETCH_CONNECT;
-        f->early_error = uv_strerror(rc);
-        uv_timer_start(&f->timer, on_timer, 0, 0);
-    } else {
-        uv_timer_start(&f->timer, on_timer, f->timeout_ms, 0);
-    }
+    f->deadline = f->started + f->timeout_ms;
+    connect_current(f);
     return f;
 }
 

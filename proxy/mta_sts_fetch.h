@@ -9,8 +9,11 @@
  * timer bounds the whole exchange (connect, handshake, request and the last
  * byte of the body), so a slow server cannot hold the fetch open.
  *
- * The caller resolves mta-sts.DOMAIN itself and passes one address (with
- * the port, normally 443, `mta_sts_port` in tests); the name is used only
+ * The caller resolves mta-sts.DOMAIN itself and passes its addresses (with
+ * the port, normally 443, `mta_sts_port` in tests), which are tried in
+ * order while connecting fails (refused, unreachable, or no connection
+ * within an address's share of the time left), all within the one time cap;
+ * a TLS, certificate or HTTP failure ends the fetch. The name is used only
  * for SNI, the Host header and verification. Nothing is logged here: the
  * result carries a precise status and a one-line reason for the caller to
  * log and count.
@@ -59,12 +62,17 @@ typedef void (*stp_mta_sts_fetch_cb)(const stp_mta_sts_fetch_result_t *r, void *
 
 typedef struct stp_mta_sts_fetch_s stp_mta_sts_fetch_t;
 
+/* The addresses a fetch tries at most (more are ignored). */
+#define STP_MTA_STS_FETCH_MAX_ADDR 16
+
 typedef struct {
-    SSL_CTX *ctx;                /* client context (stp_tls_ctx_client_new); borrowed, the fetch
-                                    takes its own reference */
-    const char *domain;          /* the policy domain, e.g. "example.com" (trailing dot allowed) */
-    const struct sockaddr *addr; /* address and port of mta-sts.DOMAIN to connect to */
-    uint64_t timeout_ms;         /* the whole fetch; 0 means the default of 30 s */
+    SSL_CTX *ctx;       /* client context (stp_tls_ctx_client_new); borrowed, the fetch
+                           takes its own reference */
+    const char *domain; /* the policy domain, e.g. "example.com" (trailing dot allowed) */
+    const struct sockaddr_storage *addrs; /* addresses of mta-sts.DOMAIN, all with the same port,
+                                             tried in order; borrowed (copied at start) */
+    size_t naddr;                         /* at least 1 */
+    uint64_t timeout_ms; /* the whole fetch, every address included; 0 means 30 s */
 } stp_mta_sts_fetch_opts_t;
 
 /* "ok", "connect", "tls", "certificate", "http", "too-big", "policy", "timeout", "io", "internal"
@@ -73,7 +81,8 @@ const char *stp_mta_sts_fetch_status_name(stp_mta_sts_fetch_status_t s);
 
 /*
  * Starts a fetch. Returns the fetch (owned by itself until the callback ran)
- * or NULL if it could not even be started (invalid domain, out of memory);
+ * or NULL if it could not even be started (invalid domain, no address,
+ * addresses with different ports, out of memory);
  * NULL means the callback will not be called. Errors after that (including
  * an immediate connect failure) arrive through the callback, from the loop.
  */

@@ -1265,7 +1265,8 @@ static void on_sts_addr(stp_dns_result_t *res, void *arg)
             stp_mta_sts_fetch_opts_t o = {
                 .ctx = ctx,
                 .domain = nh->domain,
-                .addr = (const struct sockaddr *)&res->addr[0],
+                .addrs = res->addr,
+                .naddr = res->naddr,
                 .timeout_ms = nh->cf->mta_sts_timeout,
             };
             nh->phase = P_STS_FETCH;
@@ -1322,7 +1323,8 @@ static void on_refresh_addr(stp_dns_result_t *res, void *arg)
         stp_mta_sts_fetch_opts_t o = {
             .ctx = ctx,
             .domain = nh->domain,
-            .addr = (const struct sockaddr *)&res->addr[0],
+            .addrs = res->addr,
+            .naddr = res->naddr,
             .timeout_ms = nh->cf->mta_sts_timeout,
         };
         nh->refresh = stp_mta_sts_fetch_start(nh->loop, &o, on_refresh, nh);

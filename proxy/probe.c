@@ -177,7 +177,8 @@ static void probe_sts(probe_t *p, const char *domain)
     stp_mta_sts_fetch_opts_t o = {
         .ctx = ctx,
         .domain = domain,
-        .addr = (const struct sockaddr *)&r->addr[0],
+        .addrs = r->addr,
+        .naddr = r->naddr,
         .timeout_ms = p->cf->mta_sts_timeout,
     };
     stp_mta_sts_fetch_t *f = stp_mta_sts_fetch_start(&p->loop, &o, on_fetch, p);

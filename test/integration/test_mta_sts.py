@@ -126,11 +126,13 @@ http {
         for port in cls.ports.values():
             wait_port(port)
 
-    def fetch(self, case, timeout_ms=10000, ca=None, domain=DOMAIN, port=None):
-        """Runs the fetch binary; returns (exit status, the JSON result)."""
+    def fetch(self, case, timeout_ms=10000, ca=None, domain=DOMAIN, port=None,
+              ips=("127.0.0.1",)):
+        """Runs the fetch binary (on `ips` in that order, each at the port);
+        returns the JSON result."""
         port = port or self.ports[case]
-        argv = [FETCH, domain, "127.0.0.1:%d" % port, "--ca", ca or os.path.join(CERTS, "ca.pem"),
-                "--timeout", str(timeout_ms)]
+        argv = [FETCH, domain, ",".join("%s:%d" % (ip, port) for ip in ips), "--ca",
+                ca or os.path.join(CERTS, "ca.pem"), "--timeout", str(timeout_ms)]
         t0 = time.time()
         out = subprocess.run(argv, capture_output=True, timeout=60 * (2 if ASAN else 1))
         self.elapsed = time.time() - t0
@@ -225,6 +227,29 @@ http {
         r = self.fetch(None, port=free_port())
         self.assertEqual(r["status"], "connect", r)
         self.assertIn("connection refused", r["error"])
+
+    def test_next_address_after_a_refused_one(self):
+        """mta-sts.DOMAIN has several addresses and the first refuses the
+        connection (nothing listens on 127.0.0.61): the next one is tried,
+        within the same time cap, and its policy taken."""
+        r = self.fetch("good", ips=("127.0.0.61", "127.0.0.1"))
+        self.assertEqual(r["status"], "ok", r)
+        self.assertEqual(r["policy"]["mode"], "enforce")
+
+    def test_every_address_refused_names_each(self):
+        r = self.fetch("good", ips=("127.0.0.61", "127.0.0.62"))
+        self.assertEqual(r["status"], "connect", r)
+        self.assertIn("at any address", r["error"])
+        for ip in ("127.0.0.61", "127.0.0.62"):
+            self.assertIn("%s:%d: connection refused" % (ip, self.ports["good"]), r["error"])
+
+    def test_a_tls_failure_is_not_a_reason_for_the_next_address(self):
+        # the first address answers with a wrong certificate: that is the
+        # policy host's answer (an attacker's, perhaps), not an address that
+        # is down, so no other address is asked
+        r = self.fetch("wrongname", ips=("127.0.0.1", "127.0.0.61"))
+        self.assertEqual(r["status"], "certificate", r)
+        self.assertNotIn("127.0.0.61", r["error"])
 
     def test_silent_server_hits_the_time_cap(self):
         import socket

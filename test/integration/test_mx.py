@@ -106,16 +106,25 @@ class Hop:
 
 
 class PolicyServer:
-    """HTTPS on 127.0.0.1: the MTA-STS policy of the domain named by Host."""
+    """HTTPS on 127.0.0.1 (or `host`, "::1" too): the MTA-STS policy of the
+    domain named by Host. `delay` (seconds, settable at any time) holds each
+    answer back; `requests` counts the policy requests per domain."""
 
-    def __init__(self, tmp, policies):
-        cert = make_cert(tmp, "mta-sts", ["mta-sts." + d for d in policies])
+    def __init__(self, tmp, policies, host="127.0.0.1", port=None):
+        cert = make_cert(tmp, "mta-sts-%s" % host.replace(":", "_"),
+                         ["mta-sts." + d for d in policies])
         pol = policies
+        self.delay = 0
+        self.requests = {}
+        server = self
 
         class H(http.server.BaseHTTPRequestHandler):
             def do_GET(self):
-                host = (self.headers.get("Host") or "").split(":")[0]
+                host = (self.headers.get("Host") or "").rsplit(":", 1)[0]
                 dom = host[len("mta-sts."):]
+                server.requests[dom] = server.requests.get(dom, 0) + 1
+                if server.delay:
+                    time.sleep(server.delay)
                 if self.path != "/.well-known/mta-sts.txt" or dom not in pol:
                     self.send_error(404)
                     return
@@ -132,8 +141,12 @@ class PolicyServer:
             def log_message(self, *a):
                 pass
 
-        self.port = free_port()
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", self.port), H)
+        class Server(http.server.ThreadingHTTPServer):
+            address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
+            daemon_threads = True
+
+        self.port = port or free_port()
+        self.httpd = Server((host, self.port), H)
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         ctx.load_cert_chain(*cert)
         self.httpd.socket = ctx.wrap_socket(self.httpd.socket, server_side=True)
@@ -141,8 +154,10 @@ class PolicyServer:
         self.thread.start()
 
     def stop(self):
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        if self.httpd:
+            self.httpd.shutdown()
+            self.httpd.server_close()
+            self.httpd = None
 
 
 def zone(dane_hash, ta_hash=ZERO):
@@ -232,6 +247,12 @@ def zone(dane_hash, ta_hash=ZERO):
 # and one whose policy host has two addresses, the first of them down.
 ZONE_60 = [
     "*.bank IN MX 10 mxw", "mxw IN A 127.0.0.60",
+    "stsslow IN MX 10 mxz", "mxz IN A 127.0.0.63",
+    '_mta-sts.stsslow IN TXT "v=STSv1; id=1"', "mta-sts.stsslow IN A 127.0.0.62",
+    # nothing listens on 127.0.0.61: the first address refuses, ::1 serves
+    "stsmulti IN MX 10 mxy", "mxy IN A 127.0.0.65",
+    '_mta-sts.stsmulti IN TXT "v=STSv1; id=1"', "mta-sts.stsmulti IN A 127.0.0.61",
+    "mta-sts.stsmulti IN AAAA ::1",
 ]
 
 
@@ -1192,6 +1213,36 @@ class PolicyLookup(MxBase):
         self.assertNotIn("policy_section=default", log)
         for dom in ("domain=-x.bank", "domain=x-.bank"):
             self.assertNotIn(dom, log)
+
+
+class StsHosts(MxBase):
+    """MTA-STS policy hosts of their own (127.0.0.60-79 and ::1), on the
+    mta_sts_port of the shared one: a host with a second address, a slow
+    host that then goes down."""
+
+    def policy_server(self, host, policies):
+        srv = PolicyServer(self.tmp, policies, host=host, port=self.https.port)
+        self.addCleanup(srv.stop)
+        return srv
+
+    def test_policy_fetched_from_the_second_address(self):
+        """mta-sts.stsmulti.example.test has an A record (127.0.0.61, where
+        nothing listens: the connection is refused) and an AAAA record (::1,
+        its policy host). The fetch goes on to the second address and the
+        enforce policy applies: the MX, which offers no STARTTLS, is
+        deferred 451 4.7.4 and nothing reaches it. Only the first address
+        was tried before: no policy, and the mail went in plaintext."""
+        srv = self.policy_server("::1", {"stsmulti.example.test": "mxy.example.test"})
+        h = self.hop("127.0.0.65", "mxy", mode="strip",
+                     cert=make_cert(self.tmp, "mxy", ["mxy.example.test"]))
+        port = self.start_proxy(remember="0")
+        r = send(port, ["bob@stsmulti.example.test"])
+        self.assertEqual(r["rcpt"][0][0], 451, r)
+        self.assertIn("4.7.4", r["rcpt"][0][1])
+        self.assertEqual(h.stored(), [])
+        self.assertEqual(srv.requests, {"stsmulti.example.test": 1})
+        self.assertIn("domain=stsmulti.example.test action=fetched policy=enforce",
+                      self.proxy.log())
 
 
 class Dane(MxBase):

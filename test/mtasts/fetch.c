@@ -1,9 +1,11 @@
 /*
  * fetch: one MTA-STS policy fetch from the command line, for tests.
  *
- *   fetch DOMAIN IP:PORT [--ca FILE] [--timeout MS]
+ *   fetch DOMAIN IP:PORT[,IP:PORT...] [--ca FILE] [--timeout MS]
  *
- * Connects to IP:PORT (IPv6 as [addr]:port), verifies the certificate for
+ * Connects to IP:PORT (IPv6 as [addr]:port; several, tried in order while
+ * connecting fails, as the proxy tries the addresses of mta-sts.DOMAIN),
+ * verifies the certificate for
  * mta-sts.DOMAIN against FILE (default: the system store), and prints one
  * JSON object: {"status": "ok"|"http"|..., "http_status": N, "error": "...",
  * "elapsed_ms": N, "policy": {"mode": ..., "max_age": N, "mx": [...]}}
@@ -90,14 +92,34 @@ static int parse_addr(const char *s, struct sockaddr_storage *ss)
     return inet_pton(AF_INET, host, &in->sin_addr) == 1 ? 0 : -1;
 }
 
+/* A comma-separated list of IP:PORT into ss[]; the count, or 0 if one is bad. */
+static size_t parse_addrs(const char *s, struct sockaddr_storage *ss, size_t cap)
+{
+    char buf[1024];
+    size_t n = 0;
+    if (strlen(s) >= sizeof(buf)) {
+        return 0;
+    }
+    memcpy(buf, s, strlen(s) + 1);
+    for (char *save = NULL, *a = strtok_r(buf, ",", &save); a; a = strtok_r(NULL, ",", &save)) {
+        if (n == cap || parse_addr(a, &ss[n]) < 0) {
+            return 0;
+        }
+        n++;
+    }
+    return n;
+}
+
 int main(int argc, char **argv)
 {
     const char *ca = NULL;
     uint64_t timeout = 0;
-    struct sockaddr_storage ss;
+    struct sockaddr_storage ss[STP_MTA_STS_FETCH_MAX_ADDR];
+    size_t nss = argc < 3 ? 0 : parse_addrs(argv[2], ss, STP_MTA_STS_FETCH_MAX_ADDR);
 
-    if (argc < 3 || parse_addr(argv[2], &ss) < 0) {
-        fprintf(stderr, "usage: %s DOMAIN IP:PORT [--ca FILE] [--timeout MS]\n", argv[0]);
+    if (nss == 0) {
+        fprintf(stderr, "usage: %s DOMAIN IP:PORT[,IP:PORT...] [--ca FILE] [--timeout MS]\n",
+                argv[0]);
         return 2;
     }
     for (int i = 3; i < argc; i++) {
@@ -121,7 +143,8 @@ int main(int argc, char **argv)
     stp_mta_sts_fetch_opts_t o = {
         .ctx = ctx,
         .domain = argv[1],
-        .addr = (const struct sockaddr *)&ss,
+        .addrs = ss,
+        .naddr = nss,
         .timeout_ms = timeout,
     };
     stp_mta_sts_fetch_t *f = stp_mta_sts_fetch_start(&loop, &o, on_done, NULL);
