@@ -48,6 +48,7 @@
 #include "proxy/log.h"
 #include "proxy/metrics.h"
 #include "proxy/metrics_http.h"
+#include "proxy/sts_refresh.h"
 
 #define STP_VERSION "0.1.0"
 #define DEFAULT_CONFIG "/etc/smtp-tls-proxy/smtp-tls-proxy.ini"
@@ -146,8 +147,10 @@ static void worker_all_done(worker_t *w)
             return;
         }
     }
-    /* Everything left is the worker's own (async, timer): close it so the
-     * loop ends and the thread returns. */
+    /* MTA-STS refreshes still running (they outlive the sessions that
+     * started them) end here; everything left then is the worker's own
+     * (async, timer): close it so the loop ends and the thread returns. */
+    stp_sts_refresh_stop(&w->loop);
     uv_walk(&w->loop, close_walk, NULL);
 }
 

@@ -35,6 +35,7 @@
 #include "proxy/resolver.h"
 #include "proxy/session_metrics.h"
 #include "proxy/smtp_reply.h"
+#include "proxy/sts_refresh.h"
 #include "tls/dane.h"
 #include "tls/tls_ctx.h"
 #include "tls/tls_verify.h"
@@ -80,7 +81,6 @@ struct stp_nexthop_s {
     stp_resolver_t *res;
     int dns_pending;
     stp_mta_sts_fetch_t *fetch;
-    stp_mta_sts_fetch_t *refresh; /* a refetch of a cached policy, beside the delivery */
     uv_timer_t step_timer, total_timer;
     int handles; /* timers not yet closed */
     int finishing, delivered;
@@ -363,14 +363,6 @@ static void finish(stp_nexthop_t *nh, stp_nexthop_status_t st)
     if (nh->fetch) {
         stp_mta_sts_fetch_cancel(nh->fetch);
         nh->fetch = NULL;
-    }
-    if (nh->refresh) {
-        /* XXX: a refresh still running when the attempt ends is dropped;
-         * the next delivery to the domain tries again (there is a whole
-         * half of max_age for it). */
-        stp_log(STP_LOG_DEBUG, "mta_sts id=%s domain=%s refresh=abandoned", nh->id, nh->domain);
-        stp_mta_sts_fetch_cancel(nh->refresh);
-        nh->refresh = NULL;
     }
     stp_dns_result_free(nh->tlsa);
     nh->tlsa = NULL;
@@ -1286,64 +1278,6 @@ static void on_sts_addr(stp_dns_result_t *res, void *arg)
     sts_set(nh, a, &p, "fetch-failed");
 }
 
-/* Half of the cached policy's max_age has gone: fetch it again while the
- * delivery goes on under the cached copy (RFC 8461 5.1), so the policy never
- * lapses while the domain keeps publishing it. */
-static void on_refresh(const stp_mta_sts_fetch_result_t *r, void *arg)
-{
-    stp_nexthop_t *nh = arg;
-    nh->refresh = NULL;
-    if (r->status == STP_MTA_STS_FETCH_OK) {
-        stp_domain_state_sts_put(nh->loop, nh->domain, nh->sts_id, r->policy);
-        stp_log(STP_LOG_INFO, "mta_sts id=%s domain=%s refresh=ok mode=%s max_age=%u", nh->id,
-                nh->domain, stp_mta_sts_mode_name(r->policy->mode), r->policy->max_age);
-        return;
-    }
-    char esc[300];
-    stp_log_escape(esc, sizeof(esc), r->error, strlen(r->error));
-    stp_log(STP_LOG_WARN, "mta_sts id=%s domain=%s refresh=%s error=\"%s\"", nh->id, nh->domain,
-            stp_mta_sts_fetch_status_name(r->status), esc);
-}
-
-static void on_refresh_addr(stp_dns_result_t *res, void *arg)
-{
-    stp_nexthop_t *nh = arg;
-    if (dns_answer_stale(nh, res)) {
-        return;
-    }
-    if (res->status != STP_DNS_OK || res->naddr == 0) {
-        stp_dns_result_free(res); /* no refresh this time */
-        return;
-    }
-    char err[300];
-    SSL_CTX *ctx =
-        stp_tls_ctx_client_new(nh->cf->mta_sts_ca_file[0] ? nh->cf->mta_sts_ca_file : NULL,
-                               TLS1_2_VERSION, err, sizeof(err));
-    if (ctx) {
-        stp_mta_sts_fetch_opts_t o = {
-            .ctx = ctx,
-            .domain = nh->domain,
-            .addrs = res->addr,
-            .naddr = res->naddr,
-            .timeout_ms = nh->cf->mta_sts_timeout,
-        };
-        nh->refresh = stp_mta_sts_fetch_start(nh->loop, &o, on_refresh, nh);
-        SSL_CTX_free(ctx);
-    }
-    stp_dns_result_free(res);
-}
-
-static void start_refresh(stp_nexthop_t *nh)
-{
-    char name[300];
-    snprintf(name, sizeof(name), "mta-sts.%s", nh->domain);
-    nh->dns_pending++;
-    if (stp_resolver_addrs(nh->res, name, (uint16_t)nh->cf->mta_sts_port, on_refresh_addr, nh) <
-        0) {
-        nh->dns_pending--;
-    }
-}
-
 static void on_sts_txt(stp_dns_result_t *res, void *arg)
 {
     stp_nexthop_t *nh = arg;
@@ -1371,7 +1305,11 @@ static void on_sts_txt(stp_dns_result_t *res, void *arg)
     stp_dns_result_free(res);
     stp_sts_action_t a = stp_domain_state_sts_action(nh->domain, txt, nh->sts_id, &p);
     if (a == STP_STS_USE_CACHED_REFRESH) {
-        start_refresh(nh);
+        /* Half of the cached policy's max_age has gone: fetch it again
+         * while the delivery goes on under the cached copy (RFC 8461 5.1),
+         * so the policy never lapses while the domain keeps publishing it.
+         * The refresh is not this attempt's: it outlives it. */
+        stp_sts_refresh_start(nh->loop, nh->cf, nh->domain, nh->sts_id, nh->id);
     }
     if (a != STP_STS_FETCH) {
         sts_set(nh, a, &p, stp_sts_action_name(a));

@@ -87,6 +87,7 @@
 #include "proxy/log.h"
 #include "proxy/resolver.h"
 #include "proxy/session.h"
+#include "proxy/sts_refresh.h"
 #include "test/fuzz/mx_world.h"
 #include "tls/tls_engine.h"
 
@@ -907,15 +908,20 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     /* The session must end on its own: the client's EOF, a reply, or a
      * (short) timer. Loop time is real time here, so this is bounded. */
     iter = 0;
-    while ((!cl.closed || be.open > 0 || listeners[which].nsessions > 0 || world_sts_open() > 0) &&
+    /* An MTA-STS refresh outlives the delivery that started it: it too
+     * must end (dns_timeout and mta_sts_timeout bound it) before the next
+     * input, which starts with nothing remembered. */
+    while ((!cl.closed || be.open > 0 || listeners[which].nsessions > 0 || world_sts_open() > 0 ||
+            stp_sts_refresh_running(&loop) > 0) &&
            iter++ < MAX_ITER) {
         uv_run(&loop, UV_RUN_ONCE);
     }
     if (iter >= MAX_ITER) {
         fprintf(stderr,
                 "session did not end: client closed %d, backend open %d, sessions %u, "
-                "MTA-STS connections %d\n",
-                cl.closed, be.open, listeners[which].nsessions, world_sts_open());
+                "MTA-STS connections %d, refreshes %u\n",
+                cl.closed, be.open, listeners[which].nsessions, world_sts_open(),
+                stp_sts_refresh_running(&loop));
         abort();
     }
     if (debug) {

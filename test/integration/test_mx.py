@@ -1244,6 +1244,93 @@ class StsHosts(MxBase):
         self.assertIn("domain=stsmulti.example.test action=fetched policy=enforce",
                       self.proxy.log())
 
+    def test_refresh_outlives_the_delivery_that_started_it(self):
+        """An enforce policy with max_age 6 s. Past half of it, a delivery
+        uses the cached copy and starts a refresh; the MX answers at once
+        and the policy host only after 2 s, so the delivery ends first (the
+        refresh used to be cancelled with it, and the policy lapsed). The
+        refresh goes on and stores the policy; a second message meanwhile
+        starts no second refresh. Then the policy host goes down and the MX
+        stops offering STARTTLS: past the first copy's max_age, the
+        refreshed one still enforces (451 4.7.4, nothing delivered in
+        plaintext)."""
+        srv = self.policy_server("127.0.0.62", {"stsslow.example.test": ("mxz.example.test", 6)})
+        cert = make_cert(self.tmp, "mxz", ["mxz.example.test"])
+        h = self.hop("127.0.0.63", "mxz", cert=cert)
+        port = self.start_proxy(remember="0")  # remembered TLS would hide a lapsed policy
+        r = send(port, ["bob@stsslow.example.test"])
+        fetched = time.time()
+        self.assertEqual(r["data"][0], 250, r)
+        self.assertIn("domain=stsslow.example.test action=fetched policy=enforce",
+                      self.proxy.log())
+        time.sleep(max(0.0, fetched + 3.2 - time.time()))  # half of max_age gone, not all
+        srv.delay = 2
+        for _ in range(2):
+            r = send(port, ["bob@stsslow.example.test"])
+            self.assertEqual(r["data"][0], 250, r)
+        self.assertEqual(self.proxy.log().count("action=use-cached-refresh"), 2,
+                         self.proxy.log())
+        self.assertTrue(poll(lambda: "domain=stsslow.example.test refresh=ok mode=enforce "
+                             "max_age=6" in self.proxy.log(), timeout=15), self.proxy.log())
+        self.assertEqual(srv.requests, {"stsslow.example.test": 2})  # the fetch, one refresh
+        self.assertEqual(len(h.stored()), 3)
+        srv.stop()
+        h.stop()
+        h2 = self.hop("127.0.0.63", "mxz", mode="strip", cert=cert)
+        time.sleep(max(0.0, fetched + 6.5 - time.time()))  # the first copy has expired
+        r = send(port, ["bob@stsslow.example.test"])
+        self.assertEqual(r["rcpt"][0][0], 451, r)
+        self.assertIn("4.7.4", r["rcpt"][0][1])
+        self.assertEqual(h2.stored(), [])
+        log = self.proxy.log()
+        self.assertNotIn("outcome=plaintext", log)
+        self.assertNotIn("refresh=abandoned", log)
+
+    def refresh_running(self, delay):
+        """stsslow's policy fetched, then past half its max_age a delivery
+        that starts a refresh the policy host answers `delay` s later.
+        Returns the policy server once the delivery is over."""
+        srv = self.policy_server("127.0.0.62", {"stsslow.example.test": ("mxz.example.test", 6)})
+        self.hop("127.0.0.63", "mxz", cert=make_cert(self.tmp, "mxz", ["mxz.example.test"]))
+        port = self.start_proxy(remember="0")
+        self.assertEqual(send(port, ["bob@stsslow.example.test"])["data"][0], 250)
+        fetched = time.time()
+        time.sleep(max(0.0, fetched + 3.2 - time.time()))
+        srv.delay = delay
+        self.assertEqual(send(port, ["bob@stsslow.example.test"])["data"][0], 250)
+        self.assertIn("action=use-cached-refresh", self.proxy.log())
+        self.assertTrue(poll(lambda: srv.requests.get("stsslow.example.test") == 2, 5))
+        return srv
+
+    def test_refresh_outlives_a_reload(self):
+        """A reload while a refresh runs: the snapshot of the configuration
+        the refresh started under is freed once no session holds it (the
+        ASan build would see a refresh reading it), and the refresh, on the
+        copies it took, ends and stores the policy."""
+        self.refresh_running(delay=2)
+        with open(self.proxy.ini) as f:
+            text = f.read()
+        with open(self.proxy.ini, "w") as f:
+            f.write(text + "\n[policy:other.test]\ntls = secure\n")
+        os.kill(self.proxy.proc.pid, signal.SIGHUP)
+        self.assertTrue(poll(lambda: " reload result=ok" in self.proxy.log(), 10),
+                        self.proxy.log()[-2000:])
+        self.assertNotIn("refresh=ok", self.proxy.log())
+        self.assertTrue(poll(lambda: "domain=stsslow.example.test refresh=ok" in self.proxy.log(),
+                             15), self.proxy.log())
+
+    def test_stop_while_a_refresh_runs(self):
+        """SIGTERM while a refresh waits for a silent policy host: the
+        proxy does not wait for it (its sessions are over), ends it, says
+        so, and exits with status 0 (under ASan: nothing leaked)."""
+        self.refresh_running(delay=30)
+        t0 = time.time()
+        self.assertEqual(self.proxy.stop(), 0)
+        self.assertLess(time.time() - t0, 10)
+        log = self.proxy.log()
+        self.assertIn("domain=stsslow.example.test refresh=cancelled reason=shutdown", log)
+        self.assertNotIn("refresh=ok", log)
+
 
 class Dane(MxBase):
     def test_dane_ee_match_delivers(self):
@@ -1809,7 +1896,9 @@ class MtaSts(MxBase):
         self.assertEqual(h.commands(), [])
 
     def test_policy_refreshed_after_half_its_max_age(self):
-        # The MX greets after 1 s, so the refresh beside the delivery ends first.
+        # The MX greets after 1 s, so the refresh beside the delivery ends
+        # first (StsHosts.test_refresh_outlives_the_delivery_that_started_it:
+        # the other way round).
         h = self.hop("127.0.0.17", "mxg", greet_delay=1)
         port = self.start_proxy()
         r = send(port, ["bob@stsr.example.test"])
