@@ -1852,6 +1852,8 @@ static void finish(loader_t *ld)
     finish_proxy(ld);
     ld->cf->ca_file_line =
         ld->tls_seen[directive_index(tls_directives, COUNT_OF(tls_directives), "ca_file")];
+    ld->cf->resolver_line =
+        ld->proxy_seen[directive_index(proxy_directives, COUNT_OF(proxy_directives), "resolver")];
     if (!ld->proxy_seen[directive_index(proxy_directives, COUNT_OF(proxy_directives),
                                         "mta_sts_ca_file")]) {
         memcpy(ld->cf->mta_sts_ca_file, ld->cf->ca_file, strlen(ld->cf->ca_file) + 1);

@@ -119,6 +119,7 @@ typedef struct {
 
     /* [proxy]: DNS for route = mx, DANE and MTA-STS */
     char resolver[64];          /* DNS server "IP:PORT" or "[IPv6]:PORT"; "" = /etc/resolv.conf */
+    int resolver_line;          /* line of [proxy] resolver, 0: not given */
     uint64_t dns_timeout;       /* 10s: one DNS lookup, retries included */
     char dnssec_probe[256];     /* name whose DNSKEY must validate when DANE is used; "" = root */
 

@@ -22,6 +22,7 @@
  * reply in flight is done); after `shutdown_grace` what
  * is left is closed; the process exits once every worker's loop is empty.
  */
+#include <arpa/inet.h>
 #include <errno.h>
 #include <getopt.h>
 #include <grp.h>
@@ -37,6 +38,7 @@
 
 #include <uv.h>
 
+#include "policy/cidr.h"
 #include "proxy/certwatch.h"
 #include "proxy/crash.h"
 #include "proxy/conn.h"
@@ -636,6 +638,131 @@ static void dane_warn(const char *resolver, const char *why)
             resolver[0] ? resolver : "of /etc/resolv.conf", why);
 }
 
+/*
+ * Where the AD bit comes from. DANE takes "validated" from the resolver's
+ * AD bit; a resolver must only trust that bit over a secure channel, or
+ * where it was configured to (RFC 4035 4.6, 4.9.3), and Postfix, which
+ * trusts it the same way, strongly recommends a validating resolver on a
+ * loopback address of the MTA host (postconf(5), smtp_dns_support_level).
+ * Anywhere else, whoever is on the path to the resolver, or runs it, can
+ * set AD on forged TLSA records and so authenticate a man in the middle.
+ * Warned about (start-up, reload, --check), never refused: a trusted
+ * resolver over a protected link (IPsec, WireGuard) is a deliberate choice.
+ */
+#define RESOLV_CONF "/etc/resolv.conf"
+
+/* 1 if `ip` (no port, IPv6 without brackets) is on loopback: 127.0.0.0/8 or
+ * ::1 (IPv4-mapped too). */
+static int ip_on_loopback(const char *ip)
+{
+    struct sockaddr_storage ss;
+    stp_cidr_t lo[2];
+    memset(&ss, 0, sizeof(ss));
+    struct sockaddr_in *in = (struct sockaddr_in *)&ss;
+    struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)&ss;
+    if (inet_pton(AF_INET, ip, &in->sin_addr) == 1) {
+        in->sin_family = AF_INET;
+    } else if (inet_pton(AF_INET6, ip, &in6->sin6_addr) == 1) {
+        in6->sin6_family = AF_INET6;
+    } else {
+        return 0;
+    }
+    if (stp_cidr_parse("127.0.0.0/8", &lo[0]) < 0 || stp_cidr_parse("::1/128", &lo[1]) < 0) {
+        return 0;
+    }
+    return stp_cidr_list_match(lo, 2, (const struct sockaddr *)&ss);
+}
+
+/*
+ * The resolvers the proxy's DNS goes to that are not on loopback, into
+ * out ("198.51.100.53:53", or the nameservers of /etc/resolv.conf when
+ * [proxy] resolver is not set, "10.0.0.2, 10.0.0.3"). Returns 1 if there is
+ * one, 0 if every one is on loopback (c-ares asks 127.0.0.1 when
+ * /etc/resolv.conf names none or cannot be read).
+ */
+static int remote_resolvers(const stp_config_t *conf, char *out, size_t len)
+{
+    char ip[64];
+    out[0] = '\0';
+    if (conf->resolver[0]) {
+        /* "IP:PORT" or "[IPv6]:PORT", as parse_resolver wrote it */
+        const char *r = conf->resolver, *end = r[0] == '[' ? strchr(r, ']') : strrchr(r, ':');
+        size_t n = end ? (size_t)(end - r) - (r[0] == '[') : strlen(r);
+        snprintf(ip, sizeof(ip), "%.*s", (int)(n < sizeof(ip) ? n : sizeof(ip) - 1),
+                 r + (r[0] == '['));
+        if (!ip_on_loopback(ip)) {
+            snprintf(out, len, "%s", conf->resolver);
+        }
+        return out[0] != '\0';
+    }
+    FILE *f = fopen(RESOLV_CONF, "r");
+    if (f == NULL) {
+        return 0;
+    }
+    char line[512];
+    size_t used = 0;
+    while (fgets(line, sizeof(line), f)) {
+        char *p = line + strspn(line, " \t");
+        if (strncmp(p, "nameserver", 10) != 0 || (p[10] != ' ' && p[10] != '\t')) {
+            continue;
+        }
+        p += 10 + strspn(p + 10, " \t");
+        size_t n = strcspn(p, " \t\r\n%"); /* an IPv6 zone ("%eth0") is not the address */
+        if (n == 0 || n >= sizeof(ip)) {
+            continue;
+        }
+        memcpy(ip, p, n);
+        ip[n] = '\0';
+        if (!ip_on_loopback(ip) && used + n + 3 < len) {
+            used += (size_t)snprintf(out + used, len - used, "%s%s", used ? ", " : "", ip);
+        }
+    }
+    fclose(f);
+    return out[0] != '\0';
+}
+
+/* The warning about a resolver off loopback where DANE is used, without its
+ * prefix, into text; 0 when none is due. `where` gets "FILE:LINE" of
+ * [proxy] resolver, or FILE when the resolvers come from /etc/resolv.conf. */
+static int resolver_locality(const stp_config_t *conf, char *text, size_t len, char *where,
+                             size_t wlen)
+{
+    char who[300];
+    if (!dane_configured(conf) || !remote_resolvers(conf, who, sizeof(who))) {
+        return 0;
+    }
+    if (conf->resolver[0]) {
+        snprintf(where, wlen, "%s:%d", conf->path, conf->resolver_line);
+        snprintf(text, len,
+                 "DANE trusts the AD bit of the resolver %s ([proxy] resolver), which is not on "
+                 "a loopback address",
+                 who);
+    } else {
+        snprintf(where, wlen, "%s", conf->path);
+        snprintf(text, len,
+                 "DANE trusts the AD bit of the nameservers of " RESOLV_CONF
+                 " (%s; [proxy] resolver is not set), which are not on a loopback address",
+                 who);
+    }
+    const char *it = conf->resolver[0] ? "it" : "them";
+    size_t n = strlen(text);
+    snprintf(text + n, len - n,
+             ": whoever is on the path to %s, or runs %s, can pass forged TLSA records as "
+             "validated and so authenticate a man in the middle. Run a validating resolver on "
+             "this host (e.g. unbound on 127.0.0.1:53) and point [proxy] resolver at it, or "
+             "reach a trusted one only over a protected link",
+             it, it);
+    return 1;
+}
+
+static void resolver_locality_warn(const stp_config_t *conf)
+{
+    char text[1200], where[1100];
+    if (resolver_locality(conf, text, sizeof(text), where, sizeof(where))) {
+        stp_log(STP_LOG_WARN, "dnssec WARNING: %s (%s)", text, where);
+    }
+}
+
 /* A reload's check runs on the main loop: a resolver that does not answer
  * must not hold up signals, certificate polling and /metrics for up to
  * dns_timeout. One at a time: a newer reload's check replaces it. */
@@ -676,6 +803,7 @@ static void dane_check_async(const stp_config_t *conf)
     if (!dane_configured(conf)) {
         return;
     }
+    resolver_locality_warn(conf);
     snprintf(dane_async.resolver, sizeof(dane_async.resolver), "%s", conf->resolver);
     snprintf(dane_async.probe, sizeof(dane_async.probe), "%s", conf->dnssec_probe);
     dane_async.r = stp_resolver_new(uv_default_loop(), conf->resolver, (unsigned)conf->dns_timeout,
@@ -697,6 +825,7 @@ static void dane_check_async(const stp_config_t *conf)
 static void dane_check(const stp_config_t *conf)
 {
     char why[300];
+    resolver_locality_warn(conf);
     if (dane_configured(conf) && !stp_resolver_validates(conf->resolver,
                                                          (unsigned)conf->dns_timeout,
                                                          conf->dnssec_probe, why, sizeof(why))) {
@@ -862,6 +991,10 @@ int main(int argc, char **argv)
     conf = rt->conf;
     if (check) {
         cert_expiry_warnings(conf);
+        char text[1200], where[1100];
+        if (resolver_locality(conf, text, sizeof(text), where, sizeof(where))) {
+            fprintf(stderr, "%s: warning: %s\n", where, text);
+        }
         fprintf(stderr, "smtp-tls-proxy: configuration file %s test is successful\n", path);
         stp_runtime_unref(rt);
         return 0;

@@ -6,7 +6,7 @@ import shutil
 import subprocess
 import unittest
 
-from harness import BIN, CERTS, ProxyCase, log_fields, poll, tmpdir
+from harness import BIN, CERTS, Process, ProxyCase, log_fields, poll, tmpdir
 
 
 class Check(unittest.TestCase):
@@ -184,6 +184,99 @@ class Check(unittest.TestCase):
         out = subprocess.run([BIN, "-c", path], capture_output=True, timeout=10)
         self.assertNotEqual(out.returncode, 0)
         self.assertIn(("%s:2:" % path).encode(), out.stderr)
+
+
+class DaneResolver(unittest.TestCase):
+    """DANE takes "validated" from the resolver's AD bit, which only a
+    resolver on this host's loopback cannot have forged on its way: a
+    route = mx listener under a DANE policy (the built-in default) behind any
+    other resolver is warned about, with the line of [proxy] resolver (or
+    naming /etc/resolv.conf when it is not set), by --check and at start-up.
+    A warning, never a refusal. /etc/resolv.conf is replaced in a mount
+    namespace of the proxy's own, and the start-up runs in a network
+    namespace with only loopback, so no DNS query leaves the machine."""
+
+    MX = "[listener:out]\nmode = outbound\nlisten = 127.0.0.1:10025\nroute = mx\n"
+    WARNING = "warning: DANE trusts the AD bit of "
+
+    def setUp(self):
+        self.tmp = tmpdir()
+        self.addCleanup(shutil.rmtree, self.tmp, True)
+
+    def write(self, text):
+        path = os.path.join(self.tmp, "c.ini")
+        with open(path, "w") as f:
+            f.write("[proxy]\nhostname = mx.example.test\ndns_timeout = 1s\n" + text)
+        return path
+
+    def in_namespace(self, resolv_conf, argv, net=False):
+        """argv run with its own /etc/resolv.conf (and only loopback, net=True)."""
+        rc = os.path.join(self.tmp, "resolv.conf")
+        with open(rc, "w") as f:
+            f.write(resolv_conf)
+        script = ("%smount --bind %s /etc/resolv.conf && exec \"$@\""
+                  % ("ip link set lo up && " if net else "", rc))
+        return ["unshare", "-m"] + (["-n"] if net else []) + ["sh", "-c", script, "sh"] + argv
+
+    def check(self, text, resolv_conf=None):
+        path = self.write(text)
+        argv = [BIN, "--check", "-c", path]
+        if resolv_conf is not None:
+            argv = self.in_namespace(resolv_conf, argv)
+        out = subprocess.run(argv, capture_output=True, timeout=20)
+        err = out.stderr.decode() + out.stdout.decode()
+        if resolv_conf is not None and "unshare" in err and out.returncode != 0:
+            self.skipTest("no mount namespace here: " + err)
+        self.assertEqual(out.returncode, 0, err)
+        self.assertIn("test is successful", err)
+        return err, path
+
+    def test_remote_resolver_warned_with_its_line(self):
+        for resolver in ("198.51.100.53:53", "[2001:db8::53]:53", "10.0.0.1:5353"):
+            out, path = self.check("resolver = %s\n" % resolver + self.MX)
+            self.assertIn("%s:4: %sthe resolver %s ([proxy] resolver), which is not on a "
+                          "loopback address" % (path, self.WARNING, resolver), out)
+
+    def test_loopback_resolver_not_warned(self):
+        for resolver in ("127.0.0.1:53", "127.0.1.53:5353", "[::1]:53"):
+            out, _ = self.check("resolver = %s\n" % resolver + self.MX)
+            self.assertNotIn(self.WARNING, out)
+
+    def test_without_dane_or_route_mx_not_warned(self):
+        out, _ = self.check("resolver = 198.51.100.53:53\n" + self.MX
+                            + "[policy:default]\ntls = mta-sts\n[policy:a.test]\ntls = secure\n")
+        self.assertNotIn(self.WARNING, out)
+        # dane-only for one domain is enough
+        out, _ = self.check("resolver = 198.51.100.53:53\n" + self.MX
+                            + "[policy:default]\ntls = mta-sts\n[policy:a.test]\ntls = dane-only\n")
+        self.assertIn(self.WARNING, out)
+        # no route = mx listener: DANE is never used
+        out, _ = self.check("resolver = 198.51.100.53:53\n[listener:out]\nmode = outbound\n"
+                            "listen = 127.0.0.1:10025\nroute = relay:127.0.0.1:2525\n")
+        self.assertNotIn(self.WARNING, out)
+
+    def test_resolv_conf_named_when_no_resolver_is_set(self):
+        out, path = self.check(self.MX, resolv_conf="search example.test\nnameserver 127.0.0.53\n"
+                               "nameserver 192.0.2.53\n  nameserver\tfe80::1%eth0\n")
+        self.assertIn("%s: %sthe nameservers of /etc/resolv.conf (192.0.2.53, fe80::1; [proxy] "
+                      "resolver is not set)" % (path, self.WARNING), out)
+        out, _ = self.check(self.MX, resolv_conf="nameserver 127.0.0.53\nnameserver ::1\n")
+        self.assertNotIn(self.WARNING, out)
+
+    def test_warned_at_start_up(self):
+        path = self.write("resolver = 198.51.100.53:53\nlog_level = info\n" + self.MX)
+        p = Process(self.in_namespace("", [BIN, "-c", path], net=True),
+                    os.path.join(self.tmp, "proxy.log"))
+        self.addCleanup(p.stop)
+        self.assertTrue(poll(lambda: " start version=" in p.log() or not p.running(), 20),
+                        p.log())
+        if not p.running() and "unshare" in p.log():
+            self.skipTest("no namespaces here: " + p.log())
+        lines = [l for l in p.log().splitlines() if "dnssec WARNING: DANE trusts the AD bit" in l]
+        self.assertEqual(len(lines), 1, p.log())
+        self.assertIn("the resolver 198.51.100.53:53 ([proxy] resolver)", lines[0])
+        self.assertTrue(lines[0].endswith("(%s:4)" % path), lines[0])
+        self.assertEqual(p.stop(), 0, p.log())
 
 
 class Flags(unittest.TestCase):
