@@ -29,6 +29,8 @@ struct stp_cache_s {
     size_t nbuckets; /* a power of two */
     size_t count;
     size_t max;
+    int has_evicted; /* evicted holds the last entry dropped, not yet taken */
+    stp_cache_entry_t evicted;
 };
 
 const char *stp_sts_action_name(stp_sts_action_t a)
@@ -176,8 +178,20 @@ static void evict_one(stp_cache_t *c)
         }
     }
     if (victim) {
+        memcpy(&c->evicted, &victim->e, sizeof(c->evicted));
+        c->has_evicted = 1;
         unlink_node(c, victim);
     }
+}
+
+int stp_cache_take_evicted(stp_cache_t *c, stp_cache_entry_t *out)
+{
+    if (!c->has_evicted) {
+        return 0;
+    }
+    c->has_evicted = 0;
+    memcpy(out, &c->evicted, sizeof(*out));
+    return 1;
 }
 
 static node_t *get_or_create(stp_cache_t *c, const char *norm)

@@ -127,6 +127,11 @@ int stp_cache_sts_put(stp_cache_t *c, const char *domain, const char *id,
  * (seconds; 0: the feature is off and nothing is recorded). 0 or -1. */
 int stp_cache_tls_seen(stp_cache_t *c, const char *domain, int64_t now, int64_t period);
 
+/* The entry a put or tls_seen into the full table dropped to make room,
+ * once: 1 with a copy in *out, then 0 until the next eviction (so the owner
+ * can log a protection that went before its time). */
+int stp_cache_take_evicted(stp_cache_t *c, stp_cache_entry_t *out);
+
 /* 1 if `domain` must offer verified TLS at `now`, with *since and *until
  * filled in (either may be NULL); 0 if nothing is remembered. */
 int stp_cache_tls_required(const stp_cache_t *c, const char *domain, int64_t now, int64_t *since,

@@ -4,7 +4,8 @@
  * Every access takes the mutex; the calls are short (a table lookup). A
  * change marks the cache dirty and queues one save on the caller's loop's
  * thread pool; a save already queued or running picks the change up, so a
- * burst of deliveries writes the file once or twice, not once each.
+ * burst of deliveries writes the file once or twice, not once each. An
+ * entry the full cache drops while it still protected its domain is logged.
  */
 #include "proxy/domain_state.h"
 
@@ -148,14 +149,46 @@ stp_sts_action_t stp_domain_state_sts_after_failure(const char *domain,
     return a;
 }
 
+/*
+ * Called with the lock held, after an insertion: takes the entry the full
+ * cache dropped for it, if any. Returns 1 when that entry still protected
+ * its domain (a valid MTA-STS policy in enforce or testing mode, or
+ * remembered TLS), which the caller logs once the lock is released: a
+ * flood of new domains must not take protections away unseen.
+ */
+static int evicted_protection(int64_t now, stp_cache_entry_t *e)
+{
+    if (!stp_cache_take_evicted(cache, e)) {
+        return 0;
+    }
+    int sts = e->has_sts && e->sts_expires > now && e->sts.mode != STP_MTA_STS_MODE_NONE;
+    return sts || e->tls_until > now;
+}
+
+static void log_eviction(const stp_cache_entry_t *e, int64_t now)
+{
+    int sts = e->has_sts && e->sts_expires > now;
+    stp_log(STP_LOG_INFO,
+            "state evicted=%s reason=cache-full mta_sts=%s sts_expires=%lld remembered_until=%lld",
+            e->domain, sts ? stp_mta_sts_mode_name(e->sts.mode) : "none",
+            sts ? (long long)e->sts_expires : 0LL,
+            e->tls_until > now ? (long long)e->tls_until : 0LL);
+}
+
 void stp_domain_state_sts_put(uv_loop_t *loop, const char *domain, const char *id,
                               const stp_mta_sts_policy_t *p)
 {
+    stp_cache_entry_t gone;
     uv_mutex_lock(&lock);
-    if (stp_cache_sts_put(cache, domain, id, p, now_s()) == 0) {
+    int64_t now = now_s();
+    if (stp_cache_sts_put(cache, domain, id, p, now) == 0) {
         queue_save(loop);
     }
+    int lost = evicted_protection(now, &gone);
     uv_mutex_unlock(&lock);
+    if (lost) {
+        log_eviction(&gone, now);
+    }
 }
 
 int stp_domain_state_tls_required(const char *domain, int64_t *since)
@@ -171,9 +204,15 @@ void stp_domain_state_tls_seen(uv_loop_t *loop, const char *domain, uint64_t per
     if (period_ms == 0) {
         return;
     }
+    stp_cache_entry_t gone;
     uv_mutex_lock(&lock);
-    if (stp_cache_tls_seen(cache, domain, now_s(), (int64_t)(period_ms / 1000)) == 0) {
+    int64_t now = now_s();
+    if (stp_cache_tls_seen(cache, domain, now, (int64_t)(period_ms / 1000)) == 0) {
         queue_save(loop); /* coalesced with a save already queued */
     }
+    int lost = evicted_protection(now, &gone);
     uv_mutex_unlock(&lock);
+    if (lost) {
+        log_eviction(&gone, now);
+    }
 }

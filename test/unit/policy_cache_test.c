@@ -139,12 +139,23 @@ static void test_bound_and_expiry(void)
     CHECK_EQ_INT(stp_cache_tls_seen(c, "b.example", t0, 10 * DAY), 0);
     CHECK_EQ_INT(stp_cache_sts_put(c, "c.example", "1", &p, t0 + 100), 0);
     CHECK_EQ_INT(stp_cache_count(c), 3);
+    stp_cache_entry_t gone;
+    CHECK_EQ_INT(stp_cache_take_evicted(c, &gone), 0); /* nothing dropped yet */
     /* full: the entry that matters for the shortest time (a.example) goes */
     CHECK_EQ_INT(stp_cache_sts_put(c, "d.example", "1", &p, t0 + 200), 0);
     CHECK_EQ_INT(stp_cache_count(c), 3);
     CHECK(stp_cache_get(c, "a.example") == NULL);
     CHECK(stp_cache_get(c, "b.example") != NULL);
     CHECK(stp_cache_get(c, "d.example") != NULL);
+    /* ...and the owner learns which, once (to log a protection lost early) */
+    CHECK_EQ_INT(stp_cache_take_evicted(c, &gone), 1);
+    CHECK_STR(gone.domain, "a.example");
+    CHECK(gone.has_sts && gone.sts.mode == STP_MTA_STS_MODE_ENFORCE &&
+          gone.sts_expires == t0 + DAY);
+    CHECK_EQ_INT(stp_cache_take_evicted(c, &gone), 0);
+    /* a domain already known takes no room: nothing dropped */
+    CHECK_EQ_INT(stp_cache_tls_seen(c, "d.example", t0 + 300, DAY), 0);
+    CHECK_EQ_INT(stp_cache_take_evicted(c, &gone), 0);
 
     /* expiry drops policies, then the domains with nothing left */
     CHECK_EQ_INT(stp_cache_expire(c, t0 + DAY + 100), 1); /* c.example */
