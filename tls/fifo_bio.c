@@ -27,6 +27,16 @@
  * everything pending). A write that does not fit behind tail first moves
  * the live bytes to the front, then grows the buffer.
  */
+/* A queue that outgrows one full TLS record (16 KiB of plaintext and its
+ * 22 bytes of header and tag) is carrying bulk data, most often the four
+ * records of a 64 KiB write to a next hop: it grows at once to hold them
+ * all, instead of doubling from 32 to 128 KiB and copying on each step (an
+ * allocator's churn that ASan's quarantine turned into megabytes of RSS
+ * behind a stalled next hop). It is freed once drained, as any queue over
+ * STP_FIFO_BIO_IDLE_CAP. */
+#define FULL_RECORD (16384 + 22)
+#define BULK_CAP (72 * 1024)
+
 typedef struct {
     uint8_t *buf;
     size_t head, tail, cap;
@@ -60,6 +70,9 @@ static int fifo_write(BIO *b, const char *in, int inl)
             memmove(f->buf, f->buf + f->head, live);
         } else {
             size_t cap = f->cap ? f->cap : 256;
+            if (live + n > FULL_RECORD && cap < BULK_CAP) {
+                cap = BULK_CAP; /* one step where doubling took three */
+            }
             while (cap - live < n) {
                 if (cap > SIZE_MAX / 2) {
                     return -1;
