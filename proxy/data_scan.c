@@ -138,6 +138,14 @@ uint64_t stp_data_size(const stp_data_scan_t *s)
     return s->bytes - s->lead_dots - (s->state == DOTCR ? 1 : 0) - (s->ended ? 2 : 0);
 }
 
+/* REJECT mode passes the client's bytes through unchanged, only later by
+ * what it holds; with nothing held and nothing reported, a call's output
+ * is a prefix of its input. */
+int stp_data_scan_verbatim(const stp_data_scan_t *s)
+{
+    return s->mode == STP_DATA_REJECT && !s->saw_bare && (s->state == BOL || s->state == MID);
+}
+
 void stp_data_scan_init(stp_data_scan_t *s, stp_data_mode_t mode)
 {
     memset(s, 0, sizeof(*s));
@@ -156,8 +164,11 @@ int stp_data_scan(stp_data_scan_t *s, const char *in, size_t n, char *out, size_
  * bare CR/LF: the caller forwards nothing of this message after it. */
 #define EMIT(c)                                                                                    \
     do {                                                                                           \
-        if (out != NULL && (norm || !s->saw_bare)) {                                               \
-            out[o++] = (c);                                                                        \
+        if (norm || !s->saw_bare) {                                                                \
+            if (out != NULL) {                                                                     \
+                out[o] = (c);                                                                      \
+            }                                                                                      \
+            o++;                                                                                   \
         }                                                                                          \
     } while (0)
 
@@ -251,8 +262,10 @@ int stp_data_scan(stp_data_scan_t *s, const char *in, size_t n, char *out, size_
                  * meaning here). A NUL that is content (REJECT, after the
                  * report) takes the byte-wise path below. */
                 size_t run = span_lines(in + i, n - i);
-                if (out != NULL && (norm || !s->saw_bare)) {
-                    memcpy(out + o, in + i, run);
+                if (norm || !s->saw_bare) {
+                    if (out != NULL) {
+                        memcpy(out + o, in + i, run);
+                    }
                     o += run;
                 }
                 s->bytes += run;

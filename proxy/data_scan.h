@@ -51,7 +51,8 @@ void stp_data_scan_init(stp_data_scan_t *s, stp_data_mode_t mode);
  * REJECT mode: on BARE, keep feeding the rest (from *consumed) to find the
  *   end; later results never report BARE again and produce no output.
  * out (both modes) must have room for 2*n + 4 bytes; *produced is the
- *   number of bytes written to it, to forward instead of the input. Output
+ *   number of bytes written to it, to forward instead of the input. out
+ *   may be NULL: nothing is written, and *produced counts all the same. Output
  *   is held back lazily (a CR, a line-leading dot) until its meaning is
  *   known, so no prefix of it ends in half a terminator, and in REJECT mode
  *   it stops at the first bare CR/LF.
@@ -63,6 +64,14 @@ void stp_data_scan_init(stp_data_scan_t *s, stp_data_mode_t mode);
  */
 int stp_data_scan(stp_data_scan_t *s, const char *in, size_t n, char *out, size_t *consumed,
                   size_t *produced);
+
+/*
+ * 1 when the next call's output will be a prefix of its input, in[0 ..
+ * *produced): REJECT mode, no bare CR/LF reported, nothing held. The
+ * caller may then scan with out = NULL and forward its own bytes, without
+ * a copy.
+ */
+int stp_data_scan_verbatim(const stp_data_scan_t *s);
 
 /* The message's size as RFC 1870 counts it (what SIZE= and the EHLO's SIZE
  * limit mean): the content without its dot-stuffing and without the

@@ -1480,8 +1480,17 @@ static size_t data_input(stp_session_t *s, const char *p, size_t n)
 {
     size_t consumed = 0, produced = 0;
     size_t chunk = n < DATA_CHUNK ? n : DATA_CHUNK;
-    char *out = data_out();
-    int rc = stp_data_scan(&s->scan, p, chunk, out, &consumed, &produced);
+    /* The usual case forwards the client's own bytes; a copy only where
+     * the scanner holds or repairs some (a chunk that ends inside a line
+     * end, bare_newlines = normalize). */
+    const char *out = p;
+    int rc;
+    if (stp_data_scan_verbatim(&s->scan)) {
+        rc = stp_data_scan(&s->scan, p, chunk, NULL, &consumed, &produced);
+    } else {
+        out = data_out();
+        rc = stp_data_scan(&s->scan, p, chunk, data_out(), &consumed, &produced);
+    }
 
     /* Judged before this chunk is forwarded: the chunk may hold the final
      * dot, and a next hop that got it would deliver a message the client
@@ -1503,7 +1512,7 @@ static size_t data_input(stp_session_t *s, const char *p, size_t n)
             b[nb].base = hdr;
             nb += b[nb].len > 0;
         }
-        b[nb++] = uv_buf_init(out, (unsigned)produced);
+        b[nb++] = uv_buf_init((char *)out, (unsigned)produced);
         if (produced && stp_conn_writev(s->up, b, nb) < 0) {
             if (!is_mx(s)) {
                 finish(s, "451 4.4.2 Error: connection to mail server lost\r\n",

@@ -30,6 +30,13 @@ typedef struct {
     uint64_t size;
 } result_t;
 
+static int same_state(const stp_data_scan_t *a, const stp_data_scan_t *b)
+{
+    return a->mode == b->mode && a->bytes == b->bytes && a->saw_bare == b->saw_bare &&
+           a->state == b->state && a->stuff_next == b->stuff_next && a->ended == b->ended &&
+           a->lead_dots == b->lead_dots;
+}
+
 static void render(stp_data_mode_t mode, const uint8_t *d, size_t n, size_t cut, size_t chunk,
                    result_t *r)
 {
@@ -49,8 +56,18 @@ static void render(stp_data_mode_t mode, const uint8_t *d, size_t n, size_t cut,
         } else if (chunk > 0 && chunk < avail) {
             avail = chunk;
         }
+        stp_data_scan_t twin = s;
+        int verbatim = stp_data_scan_verbatim(&s);
         int rc = stp_data_scan(&s, (const char *)d + pos, avail, tmp, &used, &produced);
         if (used > avail || produced > 2 * avail + 4 || r->out_len + produced > sizeof(r->out)) {
+            abort();
+        }
+        /* without an output buffer: the same counts; verbatim: output = input */
+        size_t twin_used = 0, twin_produced = 0;
+        if (stp_data_scan(&twin, (const char *)d + pos, avail, NULL, &twin_used, &twin_produced) !=
+                rc ||
+            twin_used != used || twin_produced != produced || !same_state(&twin, &s) ||
+            (verbatim && memcmp(tmp, d + pos, produced) != 0)) {
             abort();
         }
         memcpy(r->out + r->out_len, tmp, produced);

@@ -22,6 +22,15 @@ typedef struct {
     uint64_t size; /* stp_data_size at the end */
 } result_t;
 
+static int same_state(const stp_data_scan_t *a, const stp_data_scan_t *b)
+{
+    return a->mode == b->mode && a->bytes == b->bytes && a->saw_bare == b->saw_bare &&
+           a->state == b->state && a->stuff_next == b->stuff_next && a->ended == b->ended &&
+           a->lead_dots == b->lead_dots;
+}
+
+static unsigned long verbatim_calls; /* calls whose output was their input */
+
 /* Feeds in[0..n) from the start of a message, in two pieces cut at `cut`
  * (n: whole), or one byte per call; stops at DONE. */
 static void run(stp_data_mode_t mode, const char *in, size_t n, size_t cut, int bytewise,
@@ -38,7 +47,21 @@ static void run(stp_data_mode_t mode, const char *in, size_t n, size_t cut, int 
         size_t end = bytewise ? pos + 1 : (pos < cut ? cut : n);
         while (pos < end) {
             size_t avail = end - pos, used = 0, produced = 0;
+            /* The same call without an output buffer counts the same,
+             * and where the scanner says so its output is the input. */
+            stp_data_scan_t twin = s;
+            int verbatim = stp_data_scan_verbatim(&s);
             int rc = stp_data_scan(&s, in + pos, avail, out, &used, &produced);
+            size_t twin_used = 0, twin_produced = 0;
+            CHECK_EQ_INT(stp_data_scan(&twin, in + pos, avail, NULL, &twin_used, &twin_produced),
+                         rc);
+            CHECK_EQ_INT(twin_used, used);
+            CHECK_EQ_INT(twin_produced, produced);
+            CHECK(same_state(&twin, &s));
+            if (verbatim) {
+                CHECK_MEM(out, produced, in + pos, produced);
+                verbatim_calls++;
+            }
             CHECK(used <= avail);
             /* the header's bound */
             CHECK(produced <= 2 * avail + 4);
@@ -106,6 +129,36 @@ static void check_case(const char *label, stp_data_mode_t mode, const char *in, 
     if (stp_check_failures != before) {
         fprintf(stderr, "case '%s' mode %d\n", label, mode);
     }
+}
+
+/* REJECT mode forwards a clean message's own bytes (session.c then skips
+ * the copy): verbatim from the start and after every line end; not while a
+ * CR or a line-leading dot is held, nor after a bare CR/LF; never in
+ * NORMALIZE mode. */
+static void test_verbatim(void)
+{
+    stp_data_scan_t s;
+    size_t used, produced;
+    stp_data_scan_init(&s, STP_DATA_REJECT);
+    CHECK(stp_data_scan_verbatim(&s));
+    CHECK_EQ_INT(stp_data_scan(&s, S("line\r\nmore"), NULL, &used, &produced), STP_DATA_AGAIN);
+    CHECK_EQ_INT(produced, 10);
+    CHECK(stp_data_scan_verbatim(&s));
+    CHECK_EQ_INT(stp_data_scan(&s, S("\r"), NULL, &used, &produced), STP_DATA_AGAIN);
+    CHECK_EQ_INT(produced, 0);
+    CHECK(!stp_data_scan_verbatim(&s)); /* the CR is held */
+    CHECK_EQ_INT(stp_data_scan(&s, S("\n."), NULL, &used, &produced), STP_DATA_AGAIN);
+    CHECK_EQ_INT(produced, 2);
+    CHECK(!stp_data_scan_verbatim(&s)); /* the dot is held */
+    CHECK_EQ_INT(stp_data_scan(&s, S("x\n"), NULL, &used, &produced), STP_DATA_BARE);
+    CHECK(!stp_data_scan_verbatim(&s));
+
+    stp_data_scan_init(&s, STP_DATA_NORMALIZE);
+    CHECK(!stp_data_scan_verbatim(&s));
+
+    unsigned long before = verbatim_calls;
+    check_split("verbatim", STP_DATA_REJECT, S("a\r\nb\r\n.\r\n"));
+    CHECK(verbatim_calls > before);
 }
 
 static void test_clean_messages(void)
@@ -443,6 +496,7 @@ static void test_random_soak(void)
 
 int main(void)
 {
+    STP_RUN(test_verbatim);
     STP_RUN(test_clean_messages);
     STP_RUN(test_nul);
     STP_RUN(test_smuggling_reject);
