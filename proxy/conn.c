@@ -2,9 +2,10 @@
  * conn: libuv binding for plaintext and TLS connections.
  *
  * Reading: libuv's alloc callback hands out a per-thread buffer; for TLS the
- * bytes are ciphertext fed to the engine and decrypted into a second
- * per-thread buffer, chunk by chunk, each chunk passed to on_read. Nothing is
- * kept per connection between reads, so an idle connection costs no buffer.
+ * bytes are ciphertext lent to the engine (decrypted where they lie, into a
+ * second per-thread buffer, chunk by chunk, each chunk passed to on_read).
+ * Only a record cut off at the end of a read is kept per connection, so an
+ * idle connection costs no buffer.
  *
  * Writing: while nothing is queued, bytes go straight to the socket with
  * uv_try_write (one writev, no allocation, no copy; and no epoll_ctl, which a
@@ -542,11 +543,16 @@ static void read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     if (c->tls == NULL) {
         c->bytes_in += (uint64_t)nread;
         c->cb->on_read(c, buf->base, (size_t)nread);
-    } else if (stp_tls_engine_feed(c->tls, (const uint8_t *)buf->base, (size_t)nread) !=
-               STP_TLS_OK) {
-        c->cb->on_eof(c, "out of memory");
     } else {
+        /* Decrypted where it lies; only a record cut off at the end of
+         * the read is copied, to wait for the rest. */
+        stp_tls_engine_lend(c->tls, (const uint8_t *)buf->base, (size_t)nread);
         deliver_tls(c);
+        if (stp_tls_engine_keep(c->tls) != STP_TLS_OK && !c->closing && !c->eof) {
+            c->eof = 1;
+            stp_conn_read_stop(c);
+            c->cb->on_eof(c, "out of memory");
+        }
     }
     read_buf_busy = 0;
 }

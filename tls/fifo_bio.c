@@ -37,14 +37,35 @@
 #define FULL_RECORD (16384 + 22)
 #define BULK_CAP (72 * 1024)
 
+/* Lent bytes (stp_fifo_bio_lend) are the caller's: they follow the queue's
+ * own and are read where they lie until stp_fifo_bio_keep() copies what is
+ * left of them. */
 typedef struct {
     uint8_t *buf;
     size_t head, tail, cap;
+    const uint8_t *lent;
+    size_t lent_len;
 } fifo_t;
 
 static size_t fifo_len(const fifo_t *f)
 {
-    return f->tail - f->head;
+    return f->tail - f->head + f->lent_len;
+}
+
+static int fifo_append(fifo_t *f, const uint8_t *in, size_t n);
+
+/* Makes lent bytes the queue's own (a copy), so the lender may reuse them. */
+static int fifo_keep(fifo_t *f)
+{
+    if (f->lent_len == 0) {
+        f->lent = NULL;
+        return 0;
+    }
+    const uint8_t *p = f->lent;
+    size_t n = f->lent_len;
+    f->lent = NULL;
+    f->lent_len = 0;
+    return fifo_append(f, p, n);
 }
 
 /* Gives a large buffer back once the queue is drained. */
@@ -57,14 +78,10 @@ static void fifo_release(fifo_t *f)
     }
 }
 
-static int fifo_write(BIO *b, const char *in, int inl)
+/* Appends in[0..n) to the queue's own bytes. 0, or -1 when out of memory. */
+static int fifo_append(fifo_t *f, const uint8_t *in, size_t n)
 {
-    fifo_t *f = BIO_get_data(b);
-    BIO_clear_retry_flags(b);
-    if (inl <= 0) {
-        return 0;
-    }
-    size_t n = (size_t)inl, live = fifo_len(f);
+    size_t live = f->tail - f->head;
     if (f->cap - f->tail < n) {
         if (f->cap - live >= n) {
             memmove(f->buf, f->buf + f->head, live);
@@ -95,6 +112,20 @@ static int fifo_write(BIO *b, const char *in, int inl)
     }
     memcpy(f->buf + f->tail, in, n);
     f->tail += n;
+    return 0;
+}
+
+static int fifo_write(BIO *b, const char *in, int inl)
+{
+    fifo_t *f = BIO_get_data(b);
+    BIO_clear_retry_flags(b);
+    if (inl <= 0) {
+        return 0;
+    }
+    /* after what was lent, in order */
+    if (fifo_keep(f) < 0 || fifo_append(f, (const uint8_t *)in, (size_t)inl) < 0) {
+        return -1;
+    }
     return inl;
 }
 
@@ -106,18 +137,27 @@ static int fifo_read(BIO *b, char *out, int outl)
     if (outl <= 0) {
         return 0;
     }
-    size_t n = fifo_len(f);
-    if (n == 0) {
+    if (fifo_len(f) == 0) {
         BIO_set_retry_read(b);
         return -1;
     }
-    if (n > (size_t)outl) {
-        n = (size_t)outl;
+    size_t want = (size_t)outl, n = f->tail - f->head;
+    if (n > want) {
+        n = want;
     }
-    memcpy(out, f->buf + f->head, n);
-    f->head += n;
-    if (f->head == f->tail) {
-        f->head = f->tail = 0;
+    if (n > 0) {
+        memcpy(out, f->buf + f->head, n);
+        f->head += n;
+        if (f->head == f->tail) {
+            f->head = f->tail = 0;
+        }
+    }
+    size_t more = want - n < f->lent_len ? want - n : f->lent_len;
+    if (more > 0) {
+        memcpy(out + n, f->lent, more);
+        f->lent += more;
+        f->lent_len -= more;
+        n += more;
     }
     return (int)n;
 }
@@ -134,6 +174,8 @@ static long fifo_ctrl(BIO *b, int cmd, long num, void *ptr)
         return 1; /* SSL flushes after each flight: the bytes are queued */
     case BIO_CTRL_RESET:
         f->head = f->tail = 0;
+        f->lent = NULL;
+        f->lent_len = 0;
         return 1;
     default:
         return 0;
@@ -191,7 +233,11 @@ size_t stp_fifo_bio_pending(BIO *b)
 
 size_t stp_fifo_bio_peek(BIO *b, const uint8_t **out)
 {
-    const fifo_t *f = BIO_get_data(b);
+    fifo_t *f = BIO_get_data(b);
+    if (fifo_keep(f) < 0) { /* nothing is lent to a queue that is peeked */
+        *out = NULL;
+        return 0;
+    }
     *out = f->buf != NULL ? f->buf + f->head : NULL;
     return fifo_len(f);
 }
@@ -200,7 +246,24 @@ void stp_fifo_bio_drop(BIO *b)
 {
     fifo_t *f = BIO_get_data(b);
     f->head = f->tail = 0;
+    f->lent = NULL;
+    f->lent_len = 0;
     fifo_release(f);
+}
+
+void stp_fifo_bio_lend(BIO *b, const uint8_t *in, size_t len)
+{
+    fifo_t *f = BIO_get_data(b);
+    if (f->lent_len > 0) {
+        abort(); /* the last loan was not kept: its bytes may be gone */
+    }
+    f->lent = in;
+    f->lent_len = len;
+}
+
+int stp_fifo_bio_keep(BIO *b)
+{
+    return fifo_keep(BIO_get_data(b));
 }
 
 void stp_fifo_bio_release(BIO *b)

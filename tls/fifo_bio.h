@@ -29,6 +29,17 @@
  * NULL on allocation failure. */
 BIO *stp_fifo_bio_new(void);
 
+/*
+ * Queues in[0..len) without copying it: reads take these bytes where they
+ * lie, after the queue's own. stp_fifo_bio_keep() must be called before
+ * in[] changes or goes away; it copies what was not read yet (returns 0,
+ * or -1 when out of memory: the unread bytes are then lost). One loan
+ * at a time (a second before the first was kept aborts); a write keeps
+ * the loan first, so the bytes stay in order.
+ */
+void stp_fifo_bio_lend(BIO *b, const uint8_t *in, size_t len);
+int stp_fifo_bio_keep(BIO *b);
+
 /* Bytes queued. */
 size_t stp_fifo_bio_pending(BIO *b);
 

@@ -182,6 +182,20 @@ int stp_tls_engine_feed(stp_tls_engine_t *e, const uint8_t *in, size_t len)
     return STP_TLS_OK;
 }
 
+void stp_tls_engine_lend(stp_tls_engine_t *e, const uint8_t *in, size_t len)
+{
+    stp_fifo_bio_lend(e->rbio, in, len);
+}
+
+int stp_tls_engine_keep(stp_tls_engine_t *e)
+{
+    if (stp_fifo_bio_keep(e->rbio) < 0) {
+        set_static_error(e, "out of memory");
+        return STP_TLS_ERROR;
+    }
+    return STP_TLS_OK;
+}
+
 int stp_tls_engine_handshake(stp_tls_engine_t *e)
 {
     if (e->established) {

@@ -47,6 +47,16 @@ void stp_tls_engine_free(stp_tls_engine_t *e);
 /* Appends ciphertext received from the peer. Returns STP_TLS_OK or STP_TLS_ERROR (ENOMEM). */
 int stp_tls_engine_feed(stp_tls_engine_t *e, const uint8_t *in, size_t len);
 
+/*
+ * The same without a copy, for bytes the caller reads into a buffer of its
+ * own: the engine decrypts in[0..len) where it lies. stp_tls_engine_keep()
+ * must follow before in[] is reused; it copies what was not consumed (at
+ * most part of a record) and returns STP_TLS_OK, or STP_TLS_ERROR when out
+ * of memory.
+ */
+void stp_tls_engine_lend(stp_tls_engine_t *e, const uint8_t *in, size_t len);
+int stp_tls_engine_keep(stp_tls_engine_t *e);
+
 /* Advances the handshake: STP_TLS_OK when complete, STP_TLS_AGAIN or STP_TLS_ERROR. */
 int stp_tls_engine_handshake(stp_tls_engine_t *e);
 

@@ -216,6 +216,27 @@ static SSL_CTX *client_ctx(uint16_t max_version)
 
 /* Moves pending ciphertext from one engine to the other, `piece` bytes per
  * take/feed. Returns the bytes moved. */
+static int shuttle_lends; /* shuttle() lends its pieces instead of feeding them */
+
+/* Lends in[0..n) to `to`, lets `step` consume what it can, keeps the rest
+ * and overwrites in[]: whatever the engine still needed must have been
+ * copied by the keep. */
+static int lend_step(stp_tls_engine_t *to, uint8_t *in, size_t n, int (*step)(stp_tls_engine_t *))
+{
+    stp_tls_engine_lend(to, in, n);
+    int rc = step != NULL ? step(to) : STP_TLS_OK;
+    CHECK_EQ_INT(stp_tls_engine_keep(to), STP_TLS_OK);
+    memset(in, 0xAA, n);
+    return rc;
+}
+
+/* Consumes lent handshake bytes before they are kept (the result shows
+ * in the next stp_tls_engine_handshake(), which BoringSSL answers alike). */
+static int handshake_step(stp_tls_engine_t *e)
+{
+    return stp_tls_engine_established(e) ? STP_TLS_OK : stp_tls_engine_handshake(e);
+}
+
 static size_t shuttle(stp_tls_engine_t *from, stp_tls_engine_t *to, size_t piece)
 {
     uint8_t buf[4096];
@@ -224,7 +245,11 @@ static size_t shuttle(stp_tls_engine_t *from, stp_tls_engine_t *to, size_t piece
         piece = sizeof(buf);
     }
     while ((n = stp_tls_engine_take(from, buf, piece)) > 0) {
-        CHECK_EQ_INT(stp_tls_engine_feed(to, buf, n), STP_TLS_OK);
+        if (shuttle_lends) {
+            lend_step(to, buf, n, handshake_step);
+        } else {
+            CHECK_EQ_INT(stp_tls_engine_feed(to, buf, n), STP_TLS_OK);
+        }
         moved += n;
     }
     return moved;
@@ -955,6 +980,82 @@ static void test_queues_interleaved(void)
     link_close(&l);
 }
 
+/*
+ * Lent ciphertext (what conn.c does with every read) gives the same bytes
+ * as fed ciphertext: handshakes lent a byte at a time and in pieces, then
+ * data in random pieces, each lent, read in part or in full through random
+ * windows, kept, and overwritten at once; now and then a piece is fed
+ * instead, and must queue behind what was kept.
+ */
+static void test_lend_and_keep(void)
+{
+    static const size_t pieces[] = {1, 7, 0};
+    for (size_t k = 0; k < sizeof(pieces) / sizeof(pieces[0]); k++) {
+        link_t l;
+        link_open(&l, server_ctx(CERTS_EC, TLS1_2_VERSION), client_ctx(TLS1_3_VERSION), HOST);
+        shuttle_lends = 1;
+        CHECK_EQ_INT(handshake(l.c, l.s, pieces[k]), 0);
+        shuttle_lends = 0;
+        transfer(l.c, l.s, (const uint8_t *)"EHLO x\r\n", 8, 4096, 64);
+        link_close(&l);
+    }
+
+    link_t l;
+    link_open(&l, server_ctx(CERTS_EC, TLS1_2_VERSION), client_ctx(TLS1_3_VERSION), HOST);
+    CHECK_EQ_INT(handshake(l.c, l.s, 0), 0);
+    enum { PLEN = 300000 };
+    uint8_t *plain = malloc(PLEN), *got = malloc(PLEN), *cipher = malloc(2 * PLEN);
+    uint32_t x = 4242;
+#define RND(n) ((x = x * 1103515245u + 12345u), (size_t)((x >> 8) % (n)))
+    for (size_t i = 0; i < PLEN; i++) {
+        plain[i] = (uint8_t)RND(256);
+    }
+    for (size_t off = 0; off < PLEN;) {
+        size_t w = RND(20000) + 1;
+        w = w > PLEN - off ? PLEN - off : w;
+        CHECK_EQ_INT(stp_tls_engine_write(l.s, plain + off, w), STP_TLS_OK);
+        off += w;
+    }
+    size_t clen = stp_tls_engine_take(l.s, cipher, 2 * PLEN);
+    CHECK_EQ_INT(stp_tls_engine_pending(l.s), 0);
+
+    uint8_t *scratch = malloc(70000);
+    size_t have = 0, fed = 0;
+    while (fed < clen) {
+        size_t piece = RND(4) == 0 ? RND(40) + 1 : RND(70000) + 1;
+        piece = piece > clen - fed ? clen - fed : piece;
+        if (RND(5) == 0) {
+            CHECK_EQ_INT(stp_tls_engine_feed(l.c, cipher + fed, piece), STP_TLS_OK);
+        } else {
+            memcpy(scratch, cipher + fed, piece);
+            stp_tls_engine_lend(l.c, scratch, piece);
+        }
+        fed += piece;
+        ssize_t n;
+        int reads = (int)RND(3); /* 0: leave every record for later */
+        while (reads-- > 0 && have < PLEN &&
+               (n = stp_tls_engine_read(l.c, got + have, 1 + RND(PLEN - have))) > 0) {
+            have += (size_t)n;
+        }
+        CHECK_EQ_INT(stp_tls_engine_keep(l.c), STP_TLS_OK);
+        memset(scratch, 0xAA, piece);
+    }
+    ssize_t n;
+    while (have < PLEN && (n = stp_tls_engine_read(l.c, got + have, PLEN - have)) > 0) {
+        have += (size_t)n;
+    }
+#undef RND
+    CHECK_EQ_INT(have, PLEN);
+    CHECK(have == PLEN && memcmp(got, plain, PLEN) == 0);
+    CHECK_EQ_INT(stp_tls_engine_read(l.c, got, 1), STP_TLS_AGAIN);
+    CHECK(stp_tls_engine_buffer_size(l.c) <= 2 * 512);
+    free(scratch);
+    free(plain);
+    free(cipher);
+    free(got);
+    link_close(&l);
+}
+
 int main(void)
 {
     make_fixture();
@@ -963,6 +1064,7 @@ int main(void)
     STP_RUN(test_data_both_ways);
     STP_RUN(test_peek_and_drop);
     STP_RUN(test_queues_interleaved);
+    STP_RUN(test_lend_and_keep);
     STP_RUN(test_byte_at_a_time);
     STP_RUN(test_close_notify);
     STP_RUN(test_refusals);
