@@ -8,9 +8,9 @@
 #   deploy/install-deps.sh --container  what deploy/container/build.sh needs
 set -eu
 
-build_pkgs="bazel-bootstrap android-libboringssl-dev libuv1-dev libinih-dev libc-ares-dev
+build_pkgs="bazel-bootstrap android-libboringssl-dev libuv1-dev libinih-dev libc-ares-dev libidn2-dev
   gcc g++ clang libclang-rt-14-dev"
-runtime_pkgs="android-libboringssl libuv1 libinih1 libc-ares2"
+runtime_pkgs="android-libboringssl libuv1 libinih1 libc-ares2 libidn2-0"
 container_pkgs="podman debootstrap util-linux"
 test_pkgs="swaks libnet-ssleay-perl postfix openssl curl python3 ca-certificates iproute2 procps nftables
   nginx-light libnginx-mod-mail haproxy stunnel4 testssl.sh systemd python3-yaml nsd unbound ldnsutils

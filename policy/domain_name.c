@@ -3,6 +3,11 @@
  */
 #include "policy/domain_name.h"
 
+#include <stdlib.h>
+#include <string.h>
+
+#include <idn2.h>
+
 static int is_alnum(unsigned char c)
 {
     return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
@@ -35,4 +40,51 @@ int stp_domain_name_valid(const char *s, size_t n)
         }
     }
     return label > 0 && s[n - 1] != '-';
+}
+
+int stp_domain_name_ascii(const char *s, size_t n, char out[256])
+{
+    if (s == NULL || n == 0 || n > 1023) {
+        return -1;
+    }
+    /* Even in a UTF-8 name the ASCII bytes are letters, digits, hyphens
+     * and dots: UTS #46 would drop or map some others ("a_\xc3\xbc" came out
+     * as "xn--a-eha", the A-label of "a\xc3\xbc"), routing to a name the
+     * sender did not write. */
+    int ascii = 1;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c < 0x80 && !is_alnum(c) && c != '-' && c != '.') {
+            return -1;
+        }
+        ascii &= c < 0x80;
+    }
+    if (ascii) {
+        if (!stp_domain_name_valid(s, n)) {
+            return -1;
+        }
+        for (size_t i = 0; i < n; i++) {
+            char c = s[i];
+            out[i] = (char)(c >= 'A' && c <= 'Z' ? c + 32 : c);
+        }
+        out[n] = '\0';
+        return (int)n;
+    }
+    char in[1024];
+    memcpy(in, s, n);
+    in[n] = '\0';
+    char *a = NULL;
+    /* STD3 rules: letters, digits and hyphens only, as RFC 5321 wants */
+    int rc = idn2_to_ascii_8z(in, &a, IDN2_NFC_INPUT | IDN2_NONTRANSITIONAL |
+                                          IDN2_USE_STD3_ASCII_RULES);
+    size_t len = a != NULL ? strlen(a) : 0;
+    int ok = rc == IDN2_OK && stp_domain_name_valid(a, len);
+    if (ok) {
+        for (size_t i = 0; i <= len; i++) {
+            char c = a[i];
+            out[i] = (char)(c >= 'A' && c <= 'Z' ? c + 32 : c);
+        }
+    }
+    idn2_free(a);
+    return ok ? (int)len : -1;
 }

@@ -20,4 +20,16 @@
 /* 1 if s[0..n) is a domain name by the rules above, else 0. */
 int stp_domain_name_valid(const char *s, size_t n);
 
+/*
+ * The name as DNS, MTA-STS and the policy table know it, lower case, into
+ * out[256]: an ASCII name is copied; a name with a byte above 0x7f is
+ * UTF-8 with U-labels (an internationalized domain, RFC 6531's SMTPUTF8
+ * addresses), turned into A-labels by libidn2: "Bücher.example" becomes
+ * "xn--bcher-kva.example" (IDNA2008, RFC 5891, after UTS #46's
+ * non-transitional mapping: case, width, NFC; so "ß" stays "ß", as
+ * browsers and registries now have it). Returns the length, or -1 when
+ * the input is no such name or the result fails stp_domain_name_valid().
+ */
+int stp_domain_name_ascii(const char *s, size_t n, char out[256]);
+
 #endif

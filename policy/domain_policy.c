@@ -3,6 +3,7 @@
  */
 #include "policy/domain_policy.h"
 
+#include <stdio.h>
 #include <string.h>
 
 #include "policy/domain_name.h"
@@ -49,12 +50,14 @@ int stp_policy_name_normalize(const char *in, char out[256])
     if (n > 1 && in[n - 1] == '.') {
         n--;
     }
-    const char *dom = in[0] == '.' ? in + 1 : in;
-    size_t dn = n - (size_t)(dom - in);
-    if (!stp_domain_name_valid(dom, dn)) {
+    /* A UTF-8 name is the section of its A-labels, which is what the
+     * routed recipient domain is looked up by. */
+    size_t dot = in[0] == '.';
+    char ascii[256];
+    if (stp_domain_name_ascii(in + dot, n - dot, ascii) < 0) {
         return -1;
     }
-    lower_copy(out, in, n);
+    snprintf(out, 256, "%s%s", dot ? "." : "", ascii);
     return 0;
 }
 

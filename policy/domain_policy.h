@@ -61,7 +61,8 @@ int stp_policy_tls_parse(const char *s, stp_policy_tls_t *out);
 
 /*
  * A section name as the table stores it: lower case, without a trailing
- * dot; "default", a domain, or "." and a domain. Returns 0, or -1 if `in`
+ * dot, a UTF-8 domain by its A-labels (stp_domain_name_ascii); "default",
+ * a domain, or "." and a domain. Returns 0, or -1 if `in`
  * is none of these (wildcards, blanks, empty labels...).
  */
 int stp_policy_name_normalize(const char *in, char out[256]);

@@ -67,15 +67,11 @@ const char *stp_env_rcpt_domain(const char *arg, size_t n, size_t *params, char 
     }
     /* The check the policy lookup makes (stp_policy_lookup): a name the
      * envelope lets through always gets its [policy:...] section. As
-     * Postfix's smtpd says for such a name: 501 5.1.3. */
-    if (!stp_domain_name_valid(d, dl)) {
+     * Postfix's smtpd says for such a name: 501 5.1.3. A UTF-8 domain is
+     * routed, and judged, by its A-labels. */
+    if (stp_domain_name_ascii(d, dl, out) < 0) {
         return "501 5.1.3 Error: bad recipient domain syntax\r\n";
     }
-    for (size_t i = 0; i < dl; i++) {
-        char c = d[i];
-        out[i] = (char)(c >= 'A' && c <= 'Z' ? c + 32 : c);
-    }
-    out[dl] = '\0';
     return NULL;
 }
 

@@ -25,7 +25,8 @@ int stp_env_path(const char *arg, size_t n, size_t *start, size_t *end);
  * path. Returns NULL, or a static reply line (with CRLF) refusing the
  * address: bad syntax, no domain (the proxy cannot route "<postmaster>"),
  * an address literal (550 5.1.3), a domain that is not a domain name by
- * policy/domain_name.h, the check stp_policy_lookup makes (501 5.1.3).
+ * policy/domain_name.h, the check stp_policy_lookup makes (501 5.1.3). A
+ * UTF-8 domain comes out as its A-labels (stp_domain_name_ascii).
  */
 const char *stp_env_rcpt_domain(const char *arg, size_t n, size_t *params, char out[256]);
 

@@ -33,6 +33,7 @@
 #include <uv.h>
 
 #include "policy/dns_msg.h"
+#include "policy/domain_name.h"
 #include "policy/domain_policy.h"
 #include "policy/mta_sts.h"
 #include "proxy/config.h"
@@ -825,11 +826,13 @@ int stp_probe_main(int argc, char **argv, const char *default_config)
         return 2;
     }
     char domain[256];
-    snprintf(domain, sizeof(domain), "%s", argv[optind]);
-    for (char *q = domain; *q; q++) {
-        *q = (char)(*q >= 'A' && *q <= 'Z' ? *q + 32 : *q);
+    const char *arg = argv[optind];
+    size_t arg_len = strlen(arg);
+    if (arg_len > 1 && arg[arg_len - 1] == '.') {
+        arg_len--;
     }
-    if (!stp_mta_sts_domain_valid(domain)) {
+    /* lower case; a UTF-8 domain by its A-labels, as delivery routes it */
+    if (stp_domain_name_ascii(arg, arg_len, domain) < 0 || !stp_mta_sts_domain_valid(domain)) {
         fprintf(stderr, "probe: %s is not a domain name\n", argv[optind]);
         return 2;
     }

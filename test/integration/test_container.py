@@ -149,7 +149,7 @@ if enabled():
             out = self.image.run(self.tls, "dpkg-query", "-W", "-f", "${Package}\\n")
             self.assertEqual(out.returncode, 0, out.stderr)
             packages = set(out.stdout.decode().split())
-            for needed in ("android-libboringssl", "libuv1", "libinih1", "libc-ares2",
+            for needed in ("android-libboringssl", "libuv1", "libinih1", "libc-ares2", "libidn2-0",
                            "ca-certificates"):
                 self.assertIn(needed, packages)
             self.assertEqual(sorted(p for p in packages if p.endswith("-dev")), [])

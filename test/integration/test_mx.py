@@ -1215,6 +1215,39 @@ class PolicyLookup(MxBase):
             self.assertNotIn(dom, log)
 
 
+    def test_internationalized_domain_by_its_a_labels(self):
+        """SMTPUTF8 mail to a UTF-8 domain (RFC 6531) is routed, and judged
+        by the policy table, under the domain's A-labels: MX, TLS policy,
+        logs and the transaction's domain all use
+        xn--bcher-kva.bank.example.test, the name DNS knows; a [policy:]
+        section may be written in UTF-8. The next hop gets the address as
+        the legacy MTA wrote it. Such a recipient was refused 501 5.1.3, so
+        the legacy MTA bounced the mail. A UTF-8 domain that is no domain
+        name in A-labels (an underscore) is still refused."""
+        h = self.hop("127.0.0.60", "mxw", cert=make_cert(self.tmp, "mxw", ["mxw.example.test"]))
+        port = self.start_proxy(
+            policies="[policy:b\u00fccher.bank.example.test]\ntls = verify\n")
+        c = self.legacy_client(port, 60)
+        self.assertEqual(c.cmd("MAIL FROM:<a@legacy.example> SMTPUTF8")[0], 250)
+        code, lines = c.cmd("RCPT TO:<bob@B\u00dcCHER.bank.example.test>")
+        self.assertEqual(code, 250, lines)
+        self.assertEqual(c.cmd("RCPT TO:<eve@a_\u00fc.bank.example.test>")[0], 501)
+        self.assertEqual(c.cmd("DATA")[0], 354)
+        c.send("Subject: \u00fc\r\n\r\nbody\r\n.\r\n".encode())
+        self.assertEqual(c.reply()[0], 250)
+        self.assertEqual(len(h.stored()), 1)
+        self.assertTrue(h.stored()[0].endswith("-tls.eml"), h.stored())
+        cmds = h.commands()
+        self.assertIn("command MAIL FROM:<a@legacy.example> SMTPUTF8 tls=True", cmds)
+        self.assertIn("command RCPT TO:<bob@B\u00dcCHER.bank.example.test> tls=True", cmds)
+        log = self.proxy.log()
+        self.assertIn("domain=xn--bcher-kva.bank.example.test policy=verify "
+                      "policy_section=xn--bcher-kva.bank.example.test", log)
+        self.assertTrue(any("domain=xn--bcher-kva.bank.example.test" in l and
+                            "outcome=tls_verified" in l for l in self.decisions()),
+                        self.decisions())
+
+
 class StsHosts(MxBase):
     """MTA-STS policy hosts of their own (127.0.0.60-79 and ::1), on the
     mta_sts_port of the shared one: a host with a second address, a slow
@@ -2303,6 +2336,20 @@ route = mx
         self.assertTrue(rows["verdict"].startswith("deliver (DANE): DANE-EE(3)"), rows)
         # every value starts in the same column
         self.assertTrue(all(l[15] != " " for l in lines if l.startswith("  ") and len(l) > 15))
+
+    def test_probe_internationalized_domain(self):
+        # a UTF-8 domain is probed by its A-labels, as delivery routes it
+        # (the wildcard MX under bank.example.test); one that has none is
+        # refused as no domain name
+        self.hop("127.0.0.60", "mxw", cert=make_cert(self.tmp, "mxw", ["mxw.example.test"]))
+        rc, out, err = self.probe("B\u00fccher.bank.example.test.", "--json")
+        self.assertEqual(rc, 0, err)
+        j = json.loads(out)
+        self.assertEqual(j["domain"], "xn--bcher-kva.bank.example.test")
+        self.assertEqual(j["mx"][0]["host"], "mxw.example.test")
+        rc, out, err = self.probe("a_\u00fc.bank.example.test")
+        self.assertEqual(rc, 2)
+        self.assertIn("is not a domain name", err)
 
     def test_probe_null_mx(self):
         rc, out, err = self.probe("nullmx.example.test", "--json")

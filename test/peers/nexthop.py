@@ -115,7 +115,8 @@ def serve(c, a, count, lock):
                 if a.mode == "helo-only":
                     conn.send(b"502 5.5.1 EHLO not supported\r\n")
                     continue
-                caps = [b"250-nexthop.example.test", b"250-PIPELINING", b"250-8BITMIME"]
+                caps = [b"250-nexthop.example.test", b"250-PIPELINING", b"250-8BITMIME",
+                        b"250-SMTPUTF8"]
                 if not conn.tls and a.mode not in ("strip", "strip-auth"):
                     caps.append(b"250-STARTTLS")
                 if a.mode == "strip-auth":  # a submission server with its STARTTLS stripped

@@ -97,10 +97,76 @@ static void test_prefixes(void)
     }
 }
 
+/* Names in A-labels: ASCII copied in lower case, UTF-8 converted by
+ * IDNA2008 after UTS #46's mapping; anything else refused. */
+static void test_ascii(void)
+{
+    static const struct {
+        const char *in, *out; /* out NULL: refused */
+    } cases[] = {
+        {"Example.TEST", "example.test"},
+        {"xn--tda.example", "xn--tda.example"},
+        {"XN--TDA.Example", "xn--tda.example"},
+        {"\xc3\xbc.example", "xn--tda.example"},                     /* u-umlaut */
+        {"B\xc3\xbc" "cher.Example", "xn--bcher-kva.example"},      /* mapped to lower case */
+        {"stra\xc3\x9f" "e.example", "xn--strae-oqa.example"},      /* sharp s kept (non-transitional) */
+        {"\xef\xbd\x82\xef\xbd\x81\xef\xbd\x8e\xef\xbd\x8b.test", "bank.test"}, /* fullwidth */
+        {"\xc3\xbc.bank.test", "xn--tda.bank.test"},
+        {"\xff.example", NULL},                             /* not UTF-8 */
+        {"\xc3.example", NULL},                             /* cut short */
+        {"-\xc3\xbc.example", NULL},                        /* leading hyphen */
+        {"\xc3\xbc-.example", NULL},                        /* trailing hyphen */
+        {"a_\xc3\xbc.example", NULL},                       /* UTS #46 would drop the '_' */
+        {"a \xc3\xbc.example", NULL},
+        {"\xc3\xbc..example", NULL},
+        {"\xe2\x80\x8b.example", NULL},                     /* zero-width space */
+        {"a\xe2\x80\xa8" "b.example", NULL},               /* line separator */
+        {"\xc3\xbc.example.", NULL},                        /* the caller strips the dot */
+        {"a_b.example", NULL},
+        {"", NULL},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        char out[256] = "";
+        int rc = stp_domain_name_ascii(cases[i].in, strlen(cases[i].in), out);
+        if (cases[i].out == NULL) {
+            CHECK_EQ_INT(rc, -1);
+        } else {
+            CHECK_EQ_INT(rc, (int)strlen(cases[i].out));
+            CHECK_STR(out, cases[i].out);
+        }
+    }
+    /* 63 octets of A-label is the most for one label */
+    char name[300];
+    size_t k = 0;
+    for (int i = 0; i < 25; i++) { /* 25 u-umlauts: an A-label well under 63 */
+        name[k++] = '\xc3';
+        name[k++] = '\xbc';
+    }
+    memcpy(name + k, ".example", 8);
+    k += 8;
+    char out[256];
+    CHECK(stp_domain_name_ascii(name, k, out) > 0);
+    for (int i = 0; i < 70; i++) {
+        name[i * 2] = '\xc3';
+        name[i * 2 + 1] = '\xbc';
+    }
+    memcpy(name + 140, ".example", 8);
+    CHECK_EQ_INT(stp_domain_name_ascii(name, 148, out), -1); /* the A-label would pass 63 */
+    /* every prefix, exactly allocated (ASan): never a read past it */
+    const char *u = "B\xc3\xbc" "cher.example";
+    for (size_t j = 0; j <= strlen(u); j++) {
+        char *buf = malloc(j + 1);
+        memcpy(buf, u, j);
+        (void)stp_domain_name_ascii(buf, j, out);
+        free(buf);
+    }
+}
+
 int main(void)
 {
     STP_RUN(test_table);
     STP_RUN(test_limits);
     STP_RUN(test_prefixes);
+    STP_RUN(test_ascii);
     return STP_CHECK_DONE();
 }

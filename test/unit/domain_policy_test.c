@@ -90,6 +90,9 @@ static void test_names(void)
         {".Example.com.", ".example.com"},
         {"default", "default"},
         {"xn--caf-dma.example", "xn--caf-dma.example"},
+        {"caf\xc3\xa9.example", "xn--caf-dma.example"}, /* UTF-8: its A-labels */
+        {".Caf\xc3\xa9.Example.", ".xn--caf-dma.example"},
+        {"caf\xc3\xa9_.example", NULL},
         {"localhost", "localhost"},
         {"Default", "default"}, /* a one-label domain named "Default" is the default: documented */
         {"", NULL},
