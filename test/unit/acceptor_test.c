@@ -25,6 +25,7 @@
 
 #include "proxy/acceptor.h"
 #include "test/unit/check.h"
+#include "test/unit/sock_check.h"
 
 static uv_loop_t loop;
 static stp_acceptor_t acc;
@@ -133,26 +134,6 @@ static double now_s(void)
 
 /* Whether the server said `want` and closed fd ("" for a close or reset
  * without a byte). */
-static int told(int fd, const char *want)
-{
-    char buf[64];
-    size_t n = 0;
-    struct pollfd p = {.fd = fd, .events = POLLIN};
-    while (n < sizeof(buf) - 1 && poll(&p, 1, 2000) == 1) {
-        ssize_t r = recv(fd, buf + n, sizeof(buf) - 1 - n, 0);
-        if (r <= 0) {
-            break;
-        }
-        n += (size_t)r;
-    }
-    buf[n] = '\0';
-    if (strcmp(buf, want) != 0) {
-        fprintf(stderr, "told \"%s\", not \"%s\"\n", buf, want);
-        return 0;
-    }
-    return 1;
-}
-
 static void test_classify(void)
 {
     CHECK_EQ_INT(stp_accept_classify(EAGAIN), STP_ACCEPT_AGAIN);
@@ -258,7 +239,7 @@ static void test_out_of_descriptors(void)
     /* the connection's slot became the reserve: never free for another thread */
     CHECK_EQ_INT(acc.reserve, last_shed_fd);
     for (int i = 0; i < NCLIENTS; i++) {
-        CHECK(told(cl[i], "shed\r\n"));
+        CHECK(stp_told(cl[i], "shed\r\n"));
     }
 
     /* The reserve's slot taken, as by another thread: accepting pauses,
@@ -291,7 +272,7 @@ static void test_out_of_descriptors(void)
     run_until(enough_sheds);
     CHECK_EQ_INT(sheds, NCLIENTS + 1);
     CHECK(now_s() - t0 < 2.0 * STP_ACCEPT_PAUSE_MS / 1000.0 + 0.5);
-    CHECK(told(cl[NCLIENTS], "shed\r\n"));
+    CHECK(stp_told(cl[NCLIENTS], "shed\r\n"));
     CHECK(acc.reserve >= 0);
     CHECK_EQ_INT(conns, 0);
 
@@ -324,7 +305,7 @@ static void test_closed_from_on_conn(void)
     CHECK_EQ_INT(acc.reserve, -1);
     uv_run(&loop, UV_RUN_DEFAULT);
     CHECK_EQ_INT(closed_calls, 1);
-    CHECK(told(b, "")); /* reset with the listening socket */
+    CHECK(stp_told(b, "")); /* reset with the listening socket */
     close(a);
     close(b);
     CHECK_EQ_INT(uv_loop_close(&loop), 0);

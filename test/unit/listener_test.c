@@ -24,6 +24,7 @@
 #include "proxy/listener.h"
 #include "proxy/metrics.h"
 #include "test/unit/check.h"
+#include "test/unit/sock_check.h"
 
 #define BURST 4
 
@@ -112,27 +113,6 @@ static void run_until(int (*cond)(void))
     }
 }
 
-/* Whether the server wrote `want` and closed fd ("": closed without a byte). */
-static int told(int fd, const char *want)
-{
-    char buf[256];
-    size_t n = 0;
-    struct pollfd p = {.fd = fd, .events = POLLIN};
-    while (n < sizeof(buf) - 1 && poll(&p, 1, 2000) == 1) {
-        ssize_t r = recv(fd, buf + n, sizeof(buf) - 1 - n, 0);
-        if (r <= 0) {
-            break;
-        }
-        n += (size_t)r;
-    }
-    buf[n] = '\0';
-    if (strcmp(buf, want) != 0) {
-        fprintf(stderr, "told \"%s\", not \"%s\"\n", buf, want);
-        return 0;
-    }
-    return 1;
-}
-
 static int burst_refused(void)
 {
     return refused == BURST;
@@ -181,7 +161,7 @@ static void test_refusals_keep_the_listener_accepting(void)
     const char *log = stp_capture_end(&cap);
     CHECK_EQ_INT(refused, BURST);
     for (int i = 0; i < BURST; i++) {
-        CHECK(told(fds[i], "421 4.3.2 mx.test Out of memory, try again later\r\n"));
+        CHECK(stp_told(fds[i], "421 4.3.2 mx.test Out of memory, try again later\r\n"));
         close(fds[i]);
     }
     /* one line for the burst (a line a second at most) */
@@ -204,7 +184,7 @@ static void test_refusals_keep_the_listener_accepting(void)
     CHECK_EQ_INT(empty_calls, 1);
     CHECK_EQ_INT(released_at_empty, 1);
     CHECK_EQ_INT(refused, BURST + 1);
-    CHECK(told(fd, "421 4.3.2 mx.test Out of memory, try again later\r\n"));
+    CHECK(stp_told(fd, "421 4.3.2 mx.test Out of memory, try again later\r\n"));
     CHECK_EQ_INT(series(oom_series), BURST + 1);
     close(fd);
     uv_run(&loop, UV_RUN_DEFAULT);
@@ -223,7 +203,7 @@ static void test_implicit_tls_listener_only_closes(void)
     stp_capture_begin(&cap);
     run_until(burst_refused_one);
     stp_capture_end(&cap);
-    CHECK(told(fd, ""));
+    CHECK(stp_told(fd, ""));
     CHECK_EQ_INT(series(oom_series), 1);
     close(fd);
     stp_listener_drain(&lst);
