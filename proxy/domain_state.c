@@ -17,8 +17,6 @@
 #include "proxy/log.h"
 #include "proxy/state_store.h"
 
-#define CACHE_MAX_ENTRIES 100000
-
 static uv_mutex_t lock;
 static uv_mutex_t file_lock; /* one save at a time, in order */
 static stp_cache_t *cache;
@@ -39,7 +37,7 @@ int stp_domain_state_init(const char *state_dir)
         uv_mutex_destroy(&lock);
         return -1;
     }
-    cache = stp_cache_new(CACHE_MAX_ENTRIES);
+    cache = stp_cache_new(STP_DOMAIN_STATE_MAX);
     if (cache == NULL) {
         uv_mutex_destroy(&file_lock);
         uv_mutex_destroy(&lock);

@@ -16,6 +16,9 @@
 
 #include "policy/policy_cache.h"
 
+/* Domains remembered at most (the file holds no more). */
+#define STP_DOMAIN_STATE_MAX 100000
+
 /* At start-up, before the workers run: an empty cache, then the file of
  * `state_dir` ("" = none) if there is one. 0, or -1 (out of memory). */
 int stp_domain_state_init(const char *state_dir);

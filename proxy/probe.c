@@ -13,7 +13,9 @@
  * The probe is a one-shot command, so it runs sequentially: DNS and the
  * MTA-STS fetch on a private libuv loop run until each answer, the SMTP
  * exchange over a blocking socket with timeouts, TLS through the memory-BIO
- * engine. It never touches state_dir (it does not teach the cache).
+ * engine. It reads state_dir's file, as delivery would find it (a cached
+ * MTA-STS policy, remembered TLS), and never writes there (it does not
+ * teach the cache).
  */
 #include "proxy/probe.h"
 
@@ -27,6 +29,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/time.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <openssl/x509v3.h>
@@ -36,12 +39,15 @@
 #include "policy/domain_name.h"
 #include "policy/domain_policy.h"
 #include "policy/mta_sts.h"
+#include "policy/policy_cache.h"
 #include "proxy/config.h"
 #include "proxy/conn.h"
+#include "proxy/domain_state.h"
 #include "proxy/ehlo.h"
 #include "proxy/mta_sts_fetch.h"
 #include "proxy/resolver.h"
 #include "proxy/smtp_reply.h"
+#include "proxy/state_store.h"
 #include "tls/dane.h"
 #include "tls/tls_ctx.h"
 #include "tls/tls_engine.h"
@@ -89,10 +95,113 @@ typedef struct {
     SSL_CTX *ctx;
     /* MTA-STS */
     char sts_txt[120];
-    int sts_policy; /* 1 if a policy was fetched */
+    int sts_policy;   /* 1 if a policy applies (fetched, or cached) */
+    int sts_tempfail; /* the TXT lookup failed and nothing is cached: delivery defers */
+    char sts_source[300]; /* where the policy came from */
     char sts_err[400];
     stp_mta_sts_policy_t pol;
+    /* state_dir's file, read only: what delivery remembers */
+    stp_cache_t *state;
+    char state_note[600];
+    int remembered; /* verified TLS required (remember_tls) */
+    int64_t remembered_since, remembered_until;
 } probe_t;
+
+static void utc(int64_t t, char out[32])
+{
+    time_t tt = (time_t)t;
+    struct tm tm;
+    if (gmtime_r(&tt, &tm) == NULL || strftime(out, 32, "%Y-%m-%d %H:%M:%S UTC", &tm) == 0) {
+        snprintf(out, 32, "%lld", (long long)t);
+    }
+}
+
+/* ---- state_dir ---- */
+
+/* Reads STATE_DIR/domains.state into p->state, as the proxy would load it at
+ * start-up (a running proxy writes it after every change); never renames or
+ * writes anything. p->state is an empty cache when there is no file. */
+static void load_state(probe_t *p, const char *domain)
+{
+    char path[1200], why[200];
+    p->state = stp_cache_new(STP_DOMAIN_STATE_MAX);
+    if (p->state == NULL) {
+        snprintf(p->state_note, sizeof(p->state_note), "not read: out of memory");
+        return;
+    }
+    if (p->cf->state_dir[0] == '\0') {
+        snprintf(p->state_note, sizeof(p->state_note),
+                 "no state_dir: a running proxy's memory is not visible here");
+        return;
+    }
+    if (stp_state_path(p->cf->state_dir, path, sizeof(path)) < 0) {
+        snprintf(p->state_note, sizeof(p->state_note), "state_dir path too long");
+        return;
+    }
+    FILE *f = fopen(path, "rb");
+    if (f == NULL) {
+        snprintf(p->state_note, sizeof(p->state_note), "%.300s: %s", path,
+                 errno == ENOENT ? "no file yet (nothing remembered)" : strerror(errno));
+        return;
+    }
+    size_t cap = 1 << 16, len = 0;
+    char *text = malloc(cap);
+    while (text != NULL) {
+        if (len == cap) {
+            char *bigger = cap < ((size_t)1 << 30) ? realloc(text, cap * 2) : NULL;
+            if (bigger == NULL) {
+                free(text);
+                text = NULL;
+                break;
+            }
+            text = bigger;
+            cap *= 2;
+        }
+        size_t got = fread(text + len, 1, cap - len, f);
+        len += got;
+        if (got == 0) {
+            break;
+        }
+    }
+    int failed = ferror(f);
+    fclose(f);
+    if (text == NULL || failed) {
+        snprintf(p->state_note, sizeof(p->state_note), "%.300s: %s", path,
+                 text == NULL ? "too large or out of memory" : "read error");
+        free(text);
+        return;
+    }
+    int64_t now = (int64_t)time(NULL);
+    if (stp_cache_load(p->state, text, len, now, why, sizeof(why)) < 0) {
+        snprintf(p->state_note, sizeof(p->state_note),
+                 "%.200s: damaged (%.150s); a proxy starting now would begin empty", path, why);
+    } else {
+        snprintf(p->state_note, sizeof(p->state_note), "%.300s: %zu domains", path,
+                 stp_cache_count(p->state));
+    }
+    free(text);
+    if (p->cf->remember_tls &&
+        stp_cache_tls_required(p->state, domain, now, &p->remembered_since,
+                               &p->remembered_until)) {
+        p->remembered = 1;
+    }
+}
+
+/* The cached policy applies (`how`: why it was not fetched). */
+static void use_cached(probe_t *p, const char *domain, const char *how)
+{
+    const stp_cache_entry_t *e = stp_cache_sts_valid(p->state, domain, (int64_t)time(NULL));
+    if (e == NULL) {
+        return;
+    }
+    char fetched[32], expires[32];
+    utc(e->sts_fetched, fetched);
+    utc(e->sts_expires, expires);
+    memcpy(&p->pol, &e->sts, sizeof(p->pol));
+    p->sts_policy = 1;
+    snprintf(p->sts_source, sizeof(p->sts_source), "cached (%s): id %s, fetched %s, until %s",
+             how, e->sts_id, fetched, expires);
+}
 
 /* ---- DNS on the private loop, one question at a time ---- */
 
@@ -132,36 +241,77 @@ static void on_fetch(const stp_mta_sts_fetch_result_t *r, void *arg)
     p->done = 1;
 }
 
+static void fetch_sts(probe_t *p, const char *domain);
+
+/* The record, then what delivery would do with it and the cache
+ * (stp_cache_sts_action, as proxy/nexthop.c asks it). */
 static void probe_sts(probe_t *p, const char *domain)
 {
-    char name[300], id[STP_MTA_STS_ID_MAX + 1];
+    char name[300], id[STP_MTA_STS_ID_MAX + 1] = "";
+    stp_sts_txt_state_t txt = STP_STS_TXT_ABSENT;
     snprintf(name, sizeof(name), "_mta-sts.%s", domain);
     stp_dns_result_t *r = wait_dns(p, stp_resolver_txt(p->res, name, on_dns, p));
     if (r == NULL || r->status != STP_DNS_OK) {
         snprintf(p->sts_txt, sizeof(p->sts_txt), "none (%s)",
                  r ? stp_dns_status_name(r->status) : "invalid name");
+        if (r != NULL && r->status != STP_DNS_NXDOMAIN && r->status != STP_DNS_NODATA) {
+            txt = STP_STS_TXT_DNS_ERROR;
+            snprintf(p->sts_txt, sizeof(p->sts_txt), "lookup failed (%s)",
+                     r->why ? r->why : stp_dns_status_name(r->status));
+        }
         stp_dns_result_free(r);
+    } else {
+        const char *recs[STP_RESOLVER_MAX_TXT];
+        size_t lens[STP_RESOLVER_MAX_TXT];
+        for (size_t i = 0; i < r->ntxt; i++) {
+            recs[i] = r->txt[i].text;
+            lens[i] = r->txt[i].len;
+        }
+        const char *why = NULL;
+        stp_mta_sts_txt_t t = stp_mta_sts_txt_select(recs, lens, r->ntxt, id, &why);
+        stp_dns_result_free(r);
+        if (t == STP_MTA_STS_TXT_FOUND) {
+            txt = STP_STS_TXT_FOUND;
+            snprintf(p->sts_txt, sizeof(p->sts_txt), "id=%s", id);
+        } else {
+            snprintf(p->sts_txt, sizeof(p->sts_txt), "%s",
+                     t == STP_MTA_STS_TXT_NONE       ? "none"
+                     : t == STP_MTA_STS_TXT_MULTIPLE ? "unusable (several records)"
+                                                     : "unusable (invalid record)");
+        }
+    }
+    stp_sts_action_t a = stp_cache_sts_action(p->state, domain, txt, id, (int64_t)time(NULL));
+    switch (a) {
+    case STP_STS_USE_CACHED:
+    case STP_STS_USE_CACHED_REFRESH:
+        use_cached(p, domain,
+                   txt == STP_STS_TXT_FOUND ? "the same id"
+                   : txt == STP_STS_TXT_ABSENT
+                       ? "no record now: a record removed from DNS does not end a policy"
+                       : "the lookup failed");
         return;
-    }
-    const char *recs[STP_RESOLVER_MAX_TXT];
-    size_t lens[STP_RESOLVER_MAX_TXT];
-    for (size_t i = 0; i < r->ntxt; i++) {
-        recs[i] = r->txt[i].text;
-        lens[i] = r->txt[i].len;
-    }
-    const char *why = NULL;
-    stp_mta_sts_txt_t t = stp_mta_sts_txt_select(recs, lens, r->ntxt, id, &why);
-    stp_dns_result_free(r);
-    if (t != STP_MTA_STS_TXT_FOUND) {
-        snprintf(p->sts_txt, sizeof(p->sts_txt), "%s",
-                 t == STP_MTA_STS_TXT_NONE       ? "none"
-                 : t == STP_MTA_STS_TXT_MULTIPLE ? "unusable (several records)"
-                                                 : "unusable (invalid record)");
+    case STP_STS_TEMPFAIL:
+        p->sts_tempfail = 1;
+        snprintf(p->sts_err, sizeof(p->sts_err), "policy unknown: the record lookup failed and "
+                                                 "nothing is cached");
         return;
+    case STP_STS_NO_POLICY:
+        return;
+    case STP_STS_FETCH:
+        break;
     }
-    snprintf(p->sts_txt, sizeof(p->sts_txt), "id=%s", id);
+    fetch_sts(p, domain);
+    if (!p->sts_policy) {
+        use_cached(p, domain, "the fetch failed");
+    }
+}
+
+static void fetch_sts(probe_t *p, const char *domain)
+{
+    char name[300];
+    snprintf(p->sts_source, sizeof(p->sts_source), "fetched");
     snprintf(name, sizeof(name), "mta-sts.%s", domain);
-    r = wait_dns(p, stp_resolver_addrs(p->res, name, (uint16_t)p->cf->mta_sts_port, on_dns, p));
+    stp_dns_result_t *r = wait_dns(p, stp_resolver_addrs(p->res, name, (uint16_t)p->cf->mta_sts_port, on_dns, p));
     if (r == NULL || r->status != STP_DNS_OK || r->naddr == 0) {
         snprintf(p->sts_err, sizeof(p->sts_err), "no address for %s", name);
         stp_dns_result_free(r);
@@ -466,6 +616,11 @@ static void verdict(const probe_t *p, const stp_domain_policy_t *pol, mx_report_
         snprintf(m->reason, sizeof(m->reason), "dane-only and no DNSSEC-validated TLSA records");
         return;
     }
+    if (sts_level && p->sts_tempfail) {
+        m->verdict = "defer";
+        snprintf(m->reason, sizeof(m->reason), "MTA-STS %s", p->sts_err);
+        return;
+    }
     if (sts_level && enforce) {
         if (!stp_mta_sts_policy_match(&p->pol, m->host)) {
             m->verdict = "defer";
@@ -483,7 +638,23 @@ static void verdict(const probe_t *p, const stp_domain_policy_t *pol, mx_report_
     stp_policy_tls_t eff = unusable_only ? STP_POLICY_TLS_ENCRYPT
                            : sts_level   ? STP_POLICY_TLS_MAY
                                          : lv;
-    if (eff == STP_POLICY_TLS_NONE) {
+    if (p->remembered && (eff == STP_POLICY_TLS_MAY || eff == STP_POLICY_TLS_ENCRYPT)) {
+        /* remember_tls: verified TLS, as under tls = verify (nexthop.c) */
+        char since[32];
+        utc(p->remembered_since, since);
+        if (!tls || !m->name_ok) {
+            m->verdict = "defer";
+            snprintf(m->reason, sizeof(m->reason),
+                     "remembered TLS (verified TLS since %s): %s", since,
+                     tls           ? m->chain_why
+                     : m->smtp_err[0] ? m->smtp_err
+                                      : "STARTTLS not offered");
+        } else {
+            m->verdict = "deliver (TLS, verified)";
+            snprintf(m->reason, sizeof(m->reason), "remembered TLS (verified TLS since %s)",
+                     since);
+        }
+    } else if (eff == STP_POLICY_TLS_NONE) {
         m->verdict = "deliver (plaintext)";
         snprintf(m->reason, sizeof(m->reason), "tls = none");
     } else if (!tls) {
@@ -575,9 +746,20 @@ static void print_text(const probe_t *p, const char *domain, const stp_domain_po
         }
         text_row("", "mode %s, max_age %u, mx %s", stp_mta_sts_mode_name(p->pol.mode),
                  p->pol.max_age, mxs);
-    } else if (p->sts_err[0]) {
+        text_row("", "policy %s", p->sts_source);
+    }
+    if (p->sts_err[0]) {
         text_row("", "%s", p->sts_err);
     }
+    if (p->remembered) {
+        char since[32], until[32];
+        utc(p->remembered_since, since);
+        utc(p->remembered_until, until);
+        text_row("remembered", "verified TLS required (since %s, until %s)", since, until);
+    } else {
+        text_row("remembered", "%s", p->cf->remember_tls ? "nothing" : "off (remember_tls = 0)");
+    }
+    text_row("state", "%s", p->state_note);
     for (size_t i = 0; i < n; i++) {
         mx_report_t *m = &ms[i];
         printf("\nMX %u %s\n", m->pref, m->host);
@@ -643,12 +825,23 @@ static void print_json(const probe_t *p, const char *domain, const stp_domain_po
             fprintf(f, "%s", i ? "," : "");
             json_str(f, stp_mta_sts_mx(&p->pol, i));
         }
-        fprintf(f, "]");
-    } else if (p->sts_err[0]) {
+        fprintf(f, "],\"source\":");
+        json_str(f, p->sts_source);
+    }
+    if (p->sts_err[0]) {
         fprintf(f, ",\"error\":");
         json_str(f, p->sts_err);
     }
-    fprintf(f, "},\"mx\":[");
+    fprintf(f, "},\"remembered_tls\":");
+    if (p->remembered) {
+        fprintf(f, "{\"since\":%lld,\"until\":%lld}", (long long)p->remembered_since,
+                (long long)p->remembered_until);
+    } else {
+        fprintf(f, "null");
+    }
+    fprintf(f, ",\"state\":");
+    json_str(f, p->state_note);
+    fprintf(f, ",\"mx\":[");
     for (size_t i = 0; i < n; i++) {
         mx_report_t *m = &ms[i];
         fprintf(f, "%s{\"preference\":%u,\"host\":", i ? "," : "", m->pref);
@@ -895,6 +1088,13 @@ int stp_probe_main(int argc, char **argv, const char *default_config)
         rc = 1;
         goto done;
     }
+    load_state(&p, domain);
+    if (p.state == NULL) {
+        fprintf(stderr, "probe: out of memory\n");
+        stp_dns_result_free(mx);
+        rc = 1;
+        goto done;
+    }
     if (pol->tls == STP_POLICY_TLS_DANE || pol->tls == STP_POLICY_TLS_MTA_STS ||
         pol->tls == STP_POLICY_TLS_DANE_ONLY) {
         probe_sts(&p, domain);
@@ -921,6 +1121,7 @@ int stp_probe_main(int argc, char **argv, const char *default_config)
     free(ms);
     stp_dns_result_free(mx);
 done:
+    stp_cache_free(p.state);
     stp_resolver_close(p.res);
     uv_run(&p.loop, UV_RUN_DEFAULT);
     uv_loop_close(&p.loop);

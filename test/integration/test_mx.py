@@ -2152,12 +2152,12 @@ if __name__ == "__main__":
 class Probe(MxBase):
     """`smtp-tls-proxy probe DOMAIN`: what the administrator sees."""
 
-    def probe(self, domain, *args, policies="", resolver=None):
+    def probe(self, domain, *args, policies="", resolver=None, state=False):
         ini = os.path.join(self.tmp, "probe.ini")
         with open(ini, "w") as f:
             f.write("""[proxy]
 hostname = probe.example.test
-resolver = %s
+%sresolver = %s
 dns_timeout = 5s
 mx_port = %d
 mta_sts_port = %d
@@ -2168,11 +2168,91 @@ ca_file = %s/ca.pem
 mode = outbound
 listen = 127.0.0.1:%d
 route = mx
-""" % (resolver or self.dns.resolver, self.mx_port, self.https.port, CERTS, CERTS,
+""" % ("state_dir = %s\nremember_tls = 30d\n" % self.state if state else "",
+       resolver or self.dns.resolver, self.mx_port, self.https.port, CERTS, CERTS,
        free_port()) + policies)
         p = subprocess.run([BIN, "probe", domain, "-c", ini] + list(args), capture_output=True,
                            timeout=60)
         return p.returncode, p.stdout.decode(), p.stderr.decode()
+
+    def test_probe_reads_what_delivery_remembers(self):
+        """The probe reads state_dir as delivery finds it. rem.example.test
+        was reached over verified TLS, so the proxy defers it once its MX
+        stops offering STARTTLS: the probe says "defer" (it said "deliver
+        (plaintext)", reading no state). sts.example.test's MTA-STS policy
+        is cached under the id DNS still publishes: the probe applies the
+        cached copy, as delivery does, and says so. Nothing in state_dir
+        changes."""
+        h = self.hop("127.0.0.18", "mxh")
+        self.hop("127.0.0.17", "mxg")
+        port = self.start_proxy()
+        for dom in ("rem.example.test", "sts.example.test"):
+            r = send(port, ["bob@" + dom])
+            self.assertEqual(r["data"][0], 250, (dom, r))
+        path = os.path.join(self.state, "domains.state")
+
+        def learnt():
+            try:
+                with open(path) as f:
+                    text = f.read()
+            except OSError:
+                return False
+            return "tls rem.example.test " in text and "sts sts.example.test " in text
+        self.assertTrue(poll(learnt), self.proxy.log())
+        self.assertEqual(self.proxy.stop(), 0)
+        self.proxy = None
+        with open(path, "rb") as f:
+            before = f.read()
+        h.stop()
+        self.hops.remove(h)
+        self.hop("127.0.0.18", "mxh", mode="strip")
+
+        rc, out, err = self.probe("rem.example.test", "--json", state=True)
+        self.assertEqual(rc, 0, err)
+        j = json.loads(out)
+        self.assertIsNotNone(j["remembered_tls"], j)
+        self.assertLessEqual(j["remembered_tls"]["since"], time.time())
+        self.assertIn("2 domains", j["state"])
+        self.assertEqual(j["mx"][0]["verdict"], "defer", j)
+        self.assertIn("remembered TLS (verified TLS since ", j["mx"][0]["reason"])
+        self.assertIn("STARTTLS not offered", j["mx"][0]["reason"])
+        rc, out, err = self.probe("rem.example.test", state=True)
+        self.assertIn("verified TLS required (since ", out)
+        self.assertRegex(out, r"verdict +defer: remembered TLS")
+        rc, out, err = self.probe("rem.example.test", "--json")  # no state_dir
+        j = json.loads(out)
+        self.assertIsNone(j["remembered_tls"])
+        self.assertIn("no state_dir", j["state"])
+        self.assertEqual(j["mx"][0]["verdict"], "deliver (plaintext)", j)
+
+        rc, out, err = self.probe("sts.example.test", "--json", state=True)
+        self.assertEqual(rc, 0, err)
+        j = json.loads(out)
+        self.assertEqual(j["mta_sts"]["mode"], "enforce", j)
+        self.assertTrue(j["mta_sts"]["source"].startswith("cached (the same id): id 1, fetched "),
+                        j["mta_sts"])
+        self.assertEqual(j["mx"][0]["verdict"], "deliver (MTA-STS)", j)
+        rc, out, err = self.probe("sts.example.test", "--json")
+        self.assertEqual(json.loads(out)["mta_sts"]["source"], "fetched")
+        with open(path, "rb") as f:
+            self.assertEqual(f.read(), before)
+        self.assertEqual(sorted(os.listdir(self.state)), ["domains.state"])
+
+    def test_probe_mta_sts_lookup_failure_defers_as_delivery(self):
+        """A _mta-sts TXT lookup that fails, with nothing cached, makes
+        delivery defer (451 4.4.3, the policy is unknown): so does the probe,
+        which called the record "none" and went on."""
+        resp = Responder(self.tmp, "servfail")
+        self.addCleanup(resp.stop)
+        dns = DnsEnv(os.path.join(self.tmp, "outage"), extra={"example.test": zone(ZERO)},
+                     stubs={"_mta-sts.sts2.example.test": resp.addr})
+        self.addCleanup(dns.stop)
+        self.hop("127.0.0.19", "mxi")
+        rc, out, err = self.probe("sts2.example.test", "--json", resolver=dns.resolver)
+        j = json.loads(out)
+        self.assertTrue(j["mta_sts"]["record"].startswith("lookup failed"), j)
+        self.assertEqual(j["mx"][0]["verdict"], "defer", j)
+        self.assertIn("MTA-STS policy unknown", j["mx"][0]["reason"])
 
     def test_probe_json_on_a_dane_domain(self):
         self.hop("127.0.0.14", "mxd", cert=self.other)
