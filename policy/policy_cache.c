@@ -22,13 +22,25 @@
 typedef struct node {
     stp_cache_entry_t e;
     struct node *next;
+    size_t hi; /* its place in the heap */
 } node_t;
 
+/*
+ * Every node is in a hash bucket (by domain) and in a binary min-heap by
+ * horizon(), the time its last piece of knowledge stops mattering: the
+ * entry a full table drops is the heap's root, found in O(1) and removed
+ * in O(log n), where a scan of all 100,000 entries under the state lock
+ * took milliseconds per new domain once the table was full (a sender
+ * reaching that many domains pays it on every new one). A change of an
+ * entry's times restores the heap (heap_fix).
+ */
 struct stp_cache_s {
     node_t **buckets;
     size_t nbuckets; /* a power of two */
-    size_t count;
+    size_t count;    /* nodes, and the heap's length */
     size_t max;
+    node_t **heap;
+    size_t heap_cap;
     int has_evicted; /* evicted holds the last entry dropped, not yet taken */
     stp_cache_entry_t evicted;
 };
@@ -83,6 +95,66 @@ static size_t bucket_of(const stp_cache_t *c, const char *domain)
     return (size_t)fnv1a(domain, strlen(domain)) & (c->nbuckets - 1);
 }
 
+/* When the last thing known about the entry stops mattering. */
+static int64_t horizon(const stp_cache_entry_t *e)
+{
+    int64_t h = e->tls_until;
+    if (e->has_sts && e->sts_expires > h) {
+        h = e->sts_expires;
+    }
+    return h;
+}
+
+static void heap_set(stp_cache_t *c, size_t i, node_t *n)
+{
+    c->heap[i] = n;
+    n->hi = i;
+}
+
+static void sift_up(stp_cache_t *c, size_t i)
+{
+    node_t *n = c->heap[i];
+    int64_t h = horizon(&n->e);
+    while (i > 0) {
+        size_t parent = (i - 1) / 2;
+        if (horizon(&c->heap[parent]->e) <= h) {
+            break;
+        }
+        heap_set(c, i, c->heap[parent]);
+        i = parent;
+    }
+    heap_set(c, i, n);
+}
+
+static void sift_down(stp_cache_t *c, size_t i)
+{
+    node_t *n = c->heap[i];
+    int64_t h = horizon(&n->e);
+    for (;;) {
+        size_t child = 2 * i + 1;
+        if (child >= c->count) {
+            break;
+        }
+        if (child + 1 < c->count &&
+            horizon(&c->heap[child + 1]->e) < horizon(&c->heap[child]->e)) {
+            child++;
+        }
+        if (horizon(&c->heap[child]->e) >= h) {
+            break;
+        }
+        heap_set(c, i, c->heap[child]);
+        i = child;
+    }
+    heap_set(c, i, n);
+}
+
+/* After n's times changed. */
+static void heap_fix(stp_cache_t *c, node_t *n)
+{
+    sift_up(c, n->hi);
+    sift_down(c, n->hi);
+}
+
 stp_cache_t *stp_cache_new(size_t max_entries)
 {
     if (max_entries == 0 || max_entries > (1u << 24)) {
@@ -126,6 +198,7 @@ void stp_cache_free(stp_cache_t *c)
     }
     clear(c);
     free(c->buckets);
+    free(c->heap);
     free(c);
 }
 
@@ -152,31 +225,19 @@ static void unlink_node(stp_cache_t *c, node_t *victim)
     }
     if (*pp) {
         *pp = victim->next;
+        size_t i = victim->hi;
         free(victim);
         c->count--;
+        if (i < c->count) { /* the last leaf takes its place */
+            heap_set(c, i, c->heap[c->count]);
+            heap_fix(c, c->heap[i]);
+        }
     }
-}
-
-/* When the last thing known about the entry stops mattering. */
-static int64_t horizon(const stp_cache_entry_t *e)
-{
-    int64_t h = e->tls_until;
-    if (e->has_sts && e->sts_expires > h) {
-        h = e->sts_expires;
-    }
-    return h;
 }
 
 static void evict_one(stp_cache_t *c)
 {
-    node_t *victim = NULL;
-    for (size_t i = 0; i < c->nbuckets; i++) {
-        for (node_t *n = c->buckets[i]; n; n = n->next) {
-            if (victim == NULL || horizon(&n->e) < horizon(&victim->e)) {
-                victim = n;
-            }
-        }
-    }
+    node_t *victim = c->count > 0 ? c->heap[0] : NULL;
     if (victim) {
         memcpy(&c->evicted, &victim->e, sizeof(c->evicted));
         c->has_evicted = 1;
@@ -203,6 +264,18 @@ static node_t *get_or_create(stp_cache_t *c, const char *norm)
     if (c->count >= c->max) {
         evict_one(c);
     }
+    if (c->count == c->heap_cap) {
+        size_t cap = c->heap_cap ? c->heap_cap * 2 : 64;
+        if (cap > c->max) {
+            cap = c->max;
+        }
+        node_t **heap = realloc(c->heap, cap * sizeof(*heap));
+        if (heap == NULL) {
+            return NULL;
+        }
+        c->heap = heap;
+        c->heap_cap = cap;
+    }
     n = calloc(1, sizeof(*n));
     if (n == NULL) {
         return NULL;
@@ -211,7 +284,9 @@ static node_t *get_or_create(stp_cache_t *c, const char *norm)
     size_t b = bucket_of(c, norm);
     n->next = c->buckets[b];
     c->buckets[b] = n;
+    heap_set(c, c->count, n);
     c->count++;
+    sift_up(c, n->hi); /* nothing known yet: horizon 0; the caller's heap_fix() places it */
     return n;
 }
 
@@ -290,6 +365,7 @@ int stp_cache_sts_put(stp_cache_t *c, const char *domain, const char *id,
     n->e.sts_fetched = now;
     n->e.sts_expires = now + (int64_t)p->max_age;
     n->e.sts = *p;
+    heap_fix(c, n);
     return 0;
 }
 
@@ -311,6 +387,7 @@ int stp_cache_tls_seen(stp_cache_t *c, const char *domain, int64_t now, int64_t 
     }
     n->e.tls_last = now;
     n->e.tls_until = now + period;
+    heap_fix(c, n);
     return 0;
 }
 
@@ -346,6 +423,8 @@ size_t stp_cache_expire(stp_cache_t *c, int64_t now)
             if (!n->e.has_sts && n->e.tls_until == 0) {
                 unlink_node(c, n);
                 removed++;
+            } else {
+                heap_fix(c, n);
             }
             n = next;
         }
@@ -596,6 +675,7 @@ static const char *load_tls(stp_cache_t *c, const char **f, size_t *fl, size_t n
     n->e.tls_since = since;
     n->e.tls_last = last;
     n->e.tls_until = until;
+    heap_fix(c, n);
     return NULL;
 }
 

@@ -4,6 +4,7 @@
  * state file: a round trip (what a restart reloads), and every truncation
  * and every single-byte corruption of a file rejected whole without a crash.
  */
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -408,11 +409,76 @@ static void test_file_damage(void)
     free(text);
 }
 
+static int64_t horizon_of(const stp_cache_entry_t *e)
+{
+    int64_t h = e->tls_until;
+    return e->has_sts && e->sts_expires > h ? e->sts_expires : h;
+}
+
+/*
+ * A full table always drops an entry whose knowledge ends first, however
+ * entries were added, pushed out (tls_seen, a new policy) and expired in
+ * between: random operations on 400 domains in a table of 150, each
+ * eviction checked against a scan of what the table holds.
+ */
+static void test_eviction_order(void)
+{
+    enum { MAX = 150, DOMAINS = 400, ROUNDS = 4000 };
+    stp_cache_t *c = stp_cache_new(MAX);
+    stp_mta_sts_policy_t p = policy(ENFORCE);
+    const int64_t t0 = 1700000000;
+    uint32_t x = 2024;
+    unsigned long evictions = 0;
+#define RND(n) ((x = x * 1103515245u + 12345u), (int64_t)((x >> 8) % (n)))
+    for (int r = 0; r < ROUNDS; r++) {
+        char d[32];
+        snprintf(d, sizeof(d), "d%d.example", (int)RND(DOMAINS));
+        int64_t now = t0 + r * 10;
+        /* what the table holds, and the earliest horizon in it */
+        int64_t least = INT64_MAX;
+        size_t held = 0;
+        for (int k = 0; k < DOMAINS; k++) {
+            char o[32];
+            snprintf(o, sizeof(o), "d%d.example", k);
+            const stp_cache_entry_t *e = stp_cache_get(c, o);
+            if (e != NULL) {
+                held++;
+                least = horizon_of(e) < least ? horizon_of(e) : least;
+            }
+        }
+        CHECK_EQ_INT(held, stp_cache_count(c));
+        int is_new = stp_cache_get(c, d) == NULL;
+        int64_t op = RND(10);
+        if (op == 0) {
+            stp_cache_expire(c, now);
+            continue;
+        } else if (op < 5) {
+            CHECK_EQ_INT(stp_cache_tls_seen(c, d, now, 1 + RND(30 * DAY)), 0);
+        } else {
+            p.max_age = (uint32_t)(1 + RND(30 * DAY));
+            CHECK_EQ_INT(stp_cache_sts_put(c, d, "1", &p, now), 0);
+        }
+        stp_cache_entry_t gone;
+        int dropped = stp_cache_take_evicted(c, &gone);
+        CHECK_EQ_INT(dropped, is_new && held == MAX);
+        if (dropped) {
+            evictions++;
+            CHECK_EQ_INT(horizon_of(&gone), least);
+            CHECK(stp_cache_get(c, gone.domain) == NULL);
+        }
+        CHECK(stp_cache_get(c, d) != NULL);
+    }
+#undef RND
+    CHECK(evictions > 100);
+    stp_cache_free(c);
+}
+
 int main(void)
 {
     STP_RUN(test_sts_actions);
     STP_RUN(test_remembered_tls);
     STP_RUN(test_bound_and_expiry);
+    STP_RUN(test_eviction_order);
     STP_RUN(test_file_round_trip);
     STP_RUN(test_file_round_trip_most_mx);
     STP_RUN(test_clock_stepped_back);
