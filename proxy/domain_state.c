@@ -136,6 +136,16 @@ stp_sts_action_t stp_domain_state_sts_action(const char *domain, stp_sts_txt_sta
     return a;
 }
 
+int64_t stp_domain_state_sts_left(const char *domain)
+{
+    uv_mutex_lock(&lock);
+    int64_t now = now_s();
+    const stp_cache_entry_t *e = stp_cache_sts_valid(cache, domain, now);
+    int64_t left = e != NULL ? e->sts_expires - now : 0;
+    uv_mutex_unlock(&lock);
+    return left;
+}
+
 stp_sts_action_t stp_domain_state_sts_after_failure(const char *domain,
                                                     stp_mta_sts_policy_t *policy)
 {

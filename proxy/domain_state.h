@@ -31,6 +31,9 @@ void stp_domain_state_free(void);
 stp_sts_action_t stp_domain_state_sts_action(const char *domain, stp_sts_txt_state_t txt,
                                              const char *txt_id, stp_mta_sts_policy_t *policy);
 
+/* Seconds until `domain`'s cached MTA-STS policy expires (0: none valid). */
+int64_t stp_domain_state_sts_left(const char *domain);
+
 /* After a failed fetch (stp_cache_sts_after_failure), with the same copy. */
 stp_sts_action_t stp_domain_state_sts_after_failure(const char *domain,
                                                     stp_mta_sts_policy_t *policy);

@@ -40,6 +40,7 @@ struct refresh_s {
     /* copies of the configuration, which a reload may free meanwhile */
     char ca_file[1024];
     uint64_t timeout_ms;
+    uint64_t retry_ms; /* after a failure, the next refresh waits this long */
     uint16_t port;
 };
 
@@ -47,6 +48,63 @@ static uv_once_t once = UV_ONCE_INIT;
 static uv_mutex_t lock;
 static refresh_t *running; /* every refresh of the process, on any loop */
 static unsigned nrunning;
+
+/* Domains whose last refresh failed, and until when (uv_hrtime ns) the
+ * next one waits: a quarter of the time the cached policy has left, at
+ * least a second, at most STP_STS_REFRESH_RETRY_MAX_MS. Under `lock`. A
+ * full table forgets the failure that would end first. */
+#define FAILED_MAX 256
+static struct {
+    char domain[256];
+    uint64_t until;
+} failed[FAILED_MAX];
+static unsigned nfailed;
+
+/* With `lock` held: the slot of `domain`'s failure, or -1. Forgets the
+ * failures whose wait is over. */
+static int failed_slot(const char *domain, uint64_t now)
+{
+    int found = -1;
+    for (unsigned i = 0; i < nfailed;) {
+        if (failed[i].until <= now) {
+            failed[i] = failed[--nfailed];
+            continue;
+        }
+        if (strcmp(failed[i].domain, domain) == 0) {
+            found = (int)i;
+        }
+        i++;
+    }
+    return found;
+}
+
+static void failure_note(const char *domain, uint64_t wait_ms)
+{
+    uint64_t now = uv_hrtime();
+    uv_mutex_lock(&lock);
+    int i = failed_slot(domain, now);
+    if (i < 0 && nfailed < FAILED_MAX) {
+        i = (int)nfailed++;
+    } else if (i < 0) {
+        i = 0;
+        for (unsigned k = 1; k < nfailed; k++) {
+            i = failed[k].until < failed[i].until ? (int)k : i;
+        }
+    }
+    snprintf(failed[i].domain, sizeof(failed[i].domain), "%s", domain);
+    failed[i].until = now + wait_ms * 1000000;
+    uv_mutex_unlock(&lock);
+}
+
+static void failure_forget(const char *domain)
+{
+    uv_mutex_lock(&lock);
+    int i = failed_slot(domain, uv_hrtime());
+    if (i >= 0) {
+        failed[i] = failed[--nfailed];
+    }
+    uv_mutex_unlock(&lock);
+}
 
 static void init_lock(void)
 {
@@ -56,12 +114,20 @@ static void init_lock(void)
 }
 
 /* Takes the domain's place in the list: 0, or -1 if a refresh of it is
- * running already or the list is full. */
-static int claim(refresh_t *r)
+ * running already or the list is full, -2 if its last one failed too
+ * recently (*wait_ms: how long it still waits). */
+static int claim(refresh_t *r, uint64_t *wait_ms)
 {
     int rc = 0;
     uv_once(&once, init_lock);
     uv_mutex_lock(&lock);
+    uint64_t now = uv_hrtime();
+    int f = failed_slot(r->domain, now);
+    if (f >= 0) {
+        *wait_ms = (failed[f].until - now) / 1000000;
+        uv_mutex_unlock(&lock);
+        return -2;
+    }
     if (nrunning >= STP_STS_REFRESH_MAX) {
         rc = -1;
     }
@@ -135,14 +201,18 @@ static void on_fetch(const stp_mta_sts_fetch_result_t *f, void *arg)
     refresh_t *r = arg;
     r->fetch = NULL;
     if (f->status == STP_MTA_STS_FETCH_OK) {
+        failure_forget(r->domain);
         stp_domain_state_sts_put(r->loop, r->domain, r->txt_id, f->policy);
         stp_log(STP_LOG_INFO, "mta_sts id=%s domain=%s refresh=ok mode=%s max_age=%u", r->id,
                 r->domain, stp_mta_sts_mode_name(f->policy->mode), f->policy->max_age);
     } else {
         char esc[600];
         stp_log_escape(esc, sizeof(esc), f->error, strlen(f->error));
-        stp_log(STP_LOG_WARN, "mta_sts id=%s domain=%s refresh=%s error=\"%s\"", r->id, r->domain,
-                stp_mta_sts_fetch_status_name(f->status), esc);
+        failure_note(r->domain, r->retry_ms);
+        stp_log(STP_LOG_WARN,
+                "mta_sts id=%s domain=%s refresh=%s error=\"%s\" retry_after=%llums", r->id,
+                r->domain, stp_mta_sts_fetch_status_name(f->status), esc,
+                (unsigned long long)r->retry_ms);
     }
     done(r);
 }
@@ -181,8 +251,9 @@ static void on_addrs(stp_dns_result_t *res, void *arg)
     stp_dns_result_free(res);
     char esc[600];
     stp_log_escape(esc, sizeof(esc), why, strlen(why));
-    stp_log(STP_LOG_WARN, "mta_sts id=%s domain=%s refresh=failed error=\"%s\"", r->id, r->domain,
-            esc);
+    failure_note(r->domain, r->retry_ms);
+    stp_log(STP_LOG_WARN, "mta_sts id=%s domain=%s refresh=failed error=\"%s\" retry_after=%llums",
+            r->id, r->domain, esc, (unsigned long long)r->retry_ms);
     done(r);
 }
 
@@ -203,7 +274,23 @@ int stp_sts_refresh_start(uv_loop_t *loop, const stp_config_t *cf, const char *d
     snprintf(r->ca_file, sizeof(r->ca_file), "%s", cf->mta_sts_ca_file);
     r->timeout_ms = cf->mta_sts_timeout;
     r->port = (uint16_t)cf->mta_sts_port;
-    if (claim(r) < 0) {
+    uint64_t left_ms = (uint64_t)stp_domain_state_sts_left(domain) * 1000;
+    r->retry_ms = left_ms / 4;
+    if (r->retry_ms < 1000) {
+        r->retry_ms = 1000;
+    } else if (r->retry_ms > STP_STS_REFRESH_RETRY_MAX_MS) {
+        r->retry_ms = STP_STS_REFRESH_RETRY_MAX_MS;
+    }
+    uint64_t wait_ms = 0;
+    int claimed = claim(r, &wait_ms);
+    if (claimed == -2) {
+        stp_log(STP_LOG_DEBUG,
+                "mta_sts id=%s domain=%s refresh=skipped reason=failed-recently retry_in=%llums",
+                id, domain, (unsigned long long)wait_ms);
+        free(r);
+        return 0;
+    }
+    if (claimed < 0) {
         stp_log(STP_LOG_DEBUG, "mta_sts id=%s domain=%s refresh=skipped reason=running", id,
                 domain);
         free(r);

@@ -14,7 +14,11 @@
  * One refresh per domain at a time in the whole process, and at most
  * STP_STS_REFRESH_MAX at once: a burst of messages to a domain starts one,
  * the others find it running. A refresh that failed is tried again by the
- * next delivery that finds the policy due.
+ * first delivery that finds the policy due once a quarter of the time the
+ * policy had left has passed (at least a second, at most
+ * STP_STS_REFRESH_RETRY_MAX_MS): a policy host that is down is not asked
+ * again by every message to its domain, and the policy still gets several
+ * tries before it lapses.
  *
  * Ownership: this module owns every refresh it started, in a process-wide
  * list behind a mutex; each refresh runs on the loop it was started on and
@@ -32,13 +36,17 @@
 /* Refreshes running at once, in the whole process, at most. */
 #define STP_STS_REFRESH_MAX 64
 
+/* The longest wait after a failed refresh (5 minutes). */
+#define STP_STS_REFRESH_RETRY_MAX_MS (5 * 60 * 1000)
+
 /*
  * Starts refreshing `domain`'s policy, published under TXT id `txt_id`, on
  * `loop`; `id` is the session id of the delivery, for the log. Reads cf's
  * resolver, dns_timeout, mta_sts_port, mta_sts_timeout and mta_sts_ca_file
  * now (cf may go before the refresh ends). Returns 1 when a refresh started,
  * 0 when one for the domain is running already or STP_STS_REFRESH_MAX are,
- * or it could not start (logged). Only from `loop`'s thread.
+ * its last one failed too recently, or it could not start (logged). Only
+ * from `loop`'s thread.
  */
 int stp_sts_refresh_start(uv_loop_t *loop, const stp_config_t *cf, const char *domain,
                           const char *txt_id, const char *id);

@@ -1319,6 +1319,41 @@ class StsHosts(MxBase):
         self.assertNotIn("outcome=plaintext", log)
         self.assertNotIn("refresh=abandoned", log)
 
+    def test_failed_refresh_waits_before_the_next(self):
+        """stsslow's policy (max_age 6 s) is fetched; past half of it the
+        policy host goes away. The next delivery uses the cached copy and
+        starts a refresh, which fails at once (warn, with how long the next
+        one waits: a quarter of the 2.8 s the policy has left, at least a
+        second). A delivery right after it starts none (refresh=skipped
+        reason=failed-recently); once the wait is over, the next delivery
+        tries again. Every delivery used to ask the dead policy host
+        again."""
+        srv = self.policy_server("127.0.0.62", {"stsslow.example.test": ("mxz.example.test", 6)})
+        h = self.hop("127.0.0.63", "mxz", cert=make_cert(self.tmp, "mxz", ["mxz.example.test"]))
+        port = self.start_proxy(remember="0")
+        self.assertEqual(send(port, ["bob@stsslow.example.test"])["data"][0], 250)
+        fetched = time.time()
+        time.sleep(max(0.0, fetched + 3.2 - time.time()))
+        srv.stop()
+        failed = re.compile(r"domain=stsslow\.example\.test refresh=\S+ error=\".*\" "
+                            r"retry_after=1000ms")
+        self.assertEqual(send(port, ["bob@stsslow.example.test"])["data"][0], 250)
+        self.assertTrue(poll(lambda: len(failed.findall(self.proxy.log())) == 1, 5),
+                        self.proxy.log()[-3000:])
+        failed_at = time.time()
+        self.assertEqual(send(port, ["bob@stsslow.example.test"])["data"][0], 250)
+        log = self.proxy.log()
+        self.assertIn("domain=stsslow.example.test refresh=skipped reason=failed-recently", log)
+        self.assertEqual(log.count("action=use-cached-refresh"), 2, log[-3000:])
+        self.assertEqual(log.count("domain=stsslow.example.test refresh=started"), 1)
+        time.sleep(max(0.0, failed_at + 1.2 - time.time()))
+        self.assertLess(time.time(), fetched + 5.5)  # the cached copy still applies
+        self.assertEqual(send(port, ["bob@stsslow.example.test"])["data"][0], 250)
+        self.assertTrue(poll(lambda: len(failed.findall(self.proxy.log())) == 2, 5),
+                        self.proxy.log()[-3000:])
+        self.assertEqual(self.proxy.log().count("domain=stsslow.example.test refresh=started"), 2)
+        self.assertEqual(len(h.stored()), 4)
+
     def refresh_running(self, delay):
         """stsslow's policy fetched, then past half its max_age a delivery
         that starts a refresh the policy host answers `delay` s later.
