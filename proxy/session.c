@@ -270,7 +270,7 @@ static void mx_mail_replied(stp_session_t *s, const stp_reply_t *r);
 static void mx_end_transaction(stp_session_t *s, int reset_next_hop);
 static void mx_message_done(stp_session_t *s, int ok);
 static void mx_up_gone(stp_session_t *s);
-static int mx_closing_421(stp_session_t *s, unsigned verb, const stp_reply_t *r);
+static int mx_reply_ends_next_hop(stp_session_t *s, unsigned verb, const stp_reply_t *r);
 static void mx_next_hop_failed(stp_session_t *s, unsigned verb, const stp_reply_t *r,
                                const char *err);
 static void mx_next_hop_closed(stp_session_t *s, const char *err);
@@ -2041,7 +2041,7 @@ static void handle_reply(stp_session_t *s, const stp_reply_t *r)
         } else if (!ok) {
             stp_log(STP_LOG_WARN, "backend id=%s internal RSET answered %d", s->id, r->code);
         }
-    } else if (mx_closing_421(s, p.verb, r)) {
+    } else if (mx_reply_ends_next_hop(s, p.verb, r)) {
         /* answered 451; the legacy MTA's session goes on */
     } else {
         switch (p.verb) {
@@ -2878,16 +2878,28 @@ static void mx_next_hop_failed(stp_session_t *s, unsigned verb, const stp_reply_
     mx_up_gone(s);
 }
 
-/* route = mx: a 421 from the next hop to a RCPT, DATA or the final dot is
- * answered 451 4.4.2 (mx_next_hop_failed()); 0 for any other reply, which
- * handle_reply() relays. */
-static int mx_closing_421(stp_session_t *s, unsigned verb, const stp_reply_t *r)
+/* route = mx: the next hop's reply to a RCPT, DATA or the final dot that
+ * ends it: a 421 (it is closing), or a reply no such command can have (a
+ * 354 to RCPT or to the dot, a 250 to DATA: out of step with the commands,
+ * so none of its later replies can be trusted, and the legacy MTA must
+ * never take one for its own). The command is answered 451 4.4.2
+ * (mx_next_hop_failed()) and the session goes on; 0 for any other reply,
+ * which handle_reply() relays. */
+static int mx_reply_ends_next_hop(stp_session_t *s, unsigned verb, const stp_reply_t *r)
 {
-    if (!is_mx(s) || r->code != 421 ||
-        (verb != STP_CMD_RCPT && verb != STP_CMD_DATA && verb != V_DATA_END)) {
+    if (!is_mx(s) || (verb != STP_CMD_RCPT && verb != STP_CMD_DATA && verb != V_DATA_END)) {
         return 0;
     }
+    int cls = r->code / 100;
+    int fits = cls == 4 || cls == 5 || (verb == STP_CMD_DATA ? r->code == 354 : cls == 2);
+    if (r->code != 421 && fits) {
+        return 0;
+    }
+    if (r->code != 421) {
+        s->mx_drop_reply = mx_lost;
+    }
     mx_next_hop_failed(s, verb, r, NULL);
+    s->mx_drop_reply = NULL;
     return 1;
 }
 
@@ -3021,6 +3033,13 @@ static void mx_mail_replied(stp_session_t *s, const stp_reply_t *r)
         forward(s, STP_CMD_RCPT, s->mx_rcpt, s->mx_rcpt_len);
     } else if (r->code == 421) {
         mx_next_hop_failed(s, V_MAIL_REPLAY, r, NULL); /* the RCPT gets 451 4.4.2 */
+    } else if (r->code / 100 != 4 && r->code / 100 != 5) {
+        /* A 1xx or 3xx (a 354, say) to MAIL: a next hop out of step with
+         * the commands, none of whose replies can be trusted any more; it
+         * is dropped and the RCPT gets 451 4.4.2, never the 354. */
+        s->mx_drop_reply = mx_lost;
+        mx_next_hop_failed(s, V_MAIL_REPLAY, r, NULL);
+        s->mx_drop_reply = NULL;
     } else {
         /* The next hop refused the sender: that is this recipient's answer. */
         relay(s, r);

@@ -567,6 +567,43 @@ class Routing(MxBase):
         self.assertIn('mail_reply="421 4.3.2 nexthop.example.test Service shutting down"',
                       self.proxy.log())
 
+    def test_next_hop_out_of_step_is_dropped(self):
+        # A next hop out of step with the commands: 354 to the replayed MAIL,
+        # to RCPT or to the final dot, 250 to DATA. The command gets 451
+        # 4.4.2, the connection is dropped (none of its later replies can be
+        # trusted) and the legacy MTA's session goes on. The reply used to
+        # reach the legacy MTA as its own command's (a 354 to its RCPT, a 250
+        # to its DATA).
+        lost = "451 4.4.2 Error: connection to the recipient's mail server lost"
+        for mode, at, logged in (("mail-354", "rcpt", "mail_reply=\"354 "),
+                                 ("rcpt-354", "rcpt", "command=RCPT reply=\"354 "),
+                                 ("data-250", "data", "command=DATA reply=\"250 "),
+                                 ("dot-354", "dot", "command=end-of-data reply=\"354 ")):
+            h = self.hop("127.0.0.11", "mxa", mode=mode)
+            port = self.start_proxy()
+            c = self.legacy_client(port, 20)
+            self.assertEqual(c.cmd("MAIL FROM:<a@legacy.example>")[0], 250)
+            code, lines = c.cmd("RCPT TO:<bob@d1.example.test>")
+            if at != "rcpt":
+                self.assertEqual(code, 250, (mode, lines))
+                code, lines = c.cmd("DATA")
+            if at == "dot":
+                self.assertEqual(code, 354, (mode, lines))
+                c.send(b"Subject: x\r\n\r\nbody\r\n.\r\n")
+                code, lines = c.reply()
+            self.assertEqual(code, 451, (mode, lines))
+            self.assertTrue(lines[-1].startswith(lost), (mode, lines))
+            self.assertEqual(c.cmd("RSET")[0], 250, mode)
+            self.assertEqual(c.cmd("NOOP")[0], 250, mode)
+            self.assertEqual(c.cmd("QUIT")[0], 221, mode)
+            self.assertEqual(h.stored(), [], mode)
+            self.assertIn(logged, self.proxy.log(), mode)
+            self.assertIn("connection=dropped", self.proxy.log(), mode)
+            h.stop()
+            self.hops.remove(h)
+            self.assertEqual(self.proxy.stop(), 0, mode)
+            self.proxy = None
+
     def one_message_past_a_failure(self, h, port, mode, at, closed):
         """One legacy session whose next hop (in `mode`) fails once `at`
         rcpt, rset (the proxy's own, after the legacy MTA's RSET), data or

@@ -21,7 +21,9 @@ EHLO reply and, in the same TCP segment, a bogus TLS record / an unasked
 reply), idle-421 (after each message, 0.3 s later: 421 and a close),
 dot-421-behind (the reply to the final dot and a 421 in one segment, the
 connection left open),
-mail-421 (421 to MAIL, then closes), mail-421-linger (421 to MAIL, then
+mail-421 (421 to MAIL, then closes), mail-354 / rcpt-354 / data-250 /
+dot-354 (out of step with the commands: 354 to MAIL / 354 to RCPT / 250
+to DATA / 354 to the final dot, nothing stored), mail-421-linger (421 to MAIL, then
 keeps the connection open 5 s before closing: a client must not go on using
 it), rset-421 (421 to RSET, then closes: a server that timed the session
 out as the client came back to it), rset-silent (never answers RSET), rset-extra (answers RSET with two 250
@@ -257,6 +259,19 @@ def serve(c, a, count, lock):
                 sys.stderr.flush()
                 conn.send(b"421 4.3.2 nexthop.example.test Service shutting down\r\n")
                 return
+            elif u.startswith(b"RCPT") and a.mode == "rcpt-354":
+                sys.stderr.write("command %s tls=%s\n" % (l.decode(errors="replace"), conn.tls))
+                sys.stderr.flush()
+                conn.send(b"354 End data with <CR><LF>.<CR><LF>\r\n")
+            elif u == b"DATA" and a.mode == "data-250":
+                sys.stderr.write("data-250 tls=%s\n" % conn.tls)
+                sys.stderr.flush()
+                conn.send(b"250 2.0.0 Ok\r\n")
+            elif u.startswith(b"MAIL") and a.mode == "mail-354":
+                # out of step: a reply meant for DATA
+                sys.stderr.write("command %s tls=%s\n" % (l.decode(errors="replace"), conn.tls))
+                sys.stderr.flush()
+                conn.send(b"354 End data with <CR><LF>.<CR><LF>\r\n")
             elif u.startswith(b"MAIL") or u.startswith(b"RCPT") or u == b"RSET" or u == b"NOOP":
                 # the envelope on stderr ("command ..."; EHLO and HELO above as
                 # "hello ..."), for tests that check what arrived where
@@ -310,6 +325,9 @@ def serve(c, a, count, lock):
                     sys.stderr.flush()
                     conn.send(b"421 4.3.2 nexthop.example.test Service shutting down\r\n")
                     return
+                if a.mode == "dot-354":  # out of step: nothing stored
+                    conn.send(b"354 End data with <CR><LF>.<CR><LF>\r\n")
+                    continue
                 if a.mode == "dot-451":  # a temporary failure: nothing stored
                     conn.send(b"451 4.3.0 nexthop.example.test try again later\r\n")
                     continue
