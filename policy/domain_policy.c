@@ -3,7 +3,6 @@
  */
 #include "policy/domain_policy.h"
 
-#include <stdio.h>
 #include <string.h>
 
 #include "policy/domain_name.h"
@@ -54,10 +53,12 @@ int stp_policy_name_normalize(const char *in, char out[256])
      * routed recipient domain is looked up by. */
     size_t dot = in[0] == '.';
     char ascii[256];
-    if (stp_domain_name_ascii(in + dot, n - dot, ascii) < 0) {
+    int len = stp_domain_name_ascii(in + dot, n - dot, ascii);
+    if (len < 0) {
         return -1;
     }
-    snprintf(out, 256, "%s%s", dot ? "." : "", ascii);
+    out[0] = '.';
+    memcpy(out + dot, ascii, (size_t)len + 1); /* at most 253 and the NUL */
     return 0;
 }
 

@@ -328,8 +328,16 @@ class Proxy:
         return self.proc.log()
 
     def log_lines(self, kind):
-        """Log lines of one kind: "session", "message", "start", ..."""
-        return [l for l in self.log().splitlines() if (" %s " % kind) in l]
+        """Log lines of one event: "session", "message", "start", ... (the
+        field after the time and the level; a kind of several words, such
+        as "accept endpoint=metrics", also wants the rest right after it).
+        A line that merely quotes " message " in a reply is not one."""
+        out = []
+        for l in self.log().splitlines():
+            f = l.split(" ", 2)
+            if len(f) == 3 and (f[2] == kind or f[2].startswith(kind + " ")):
+                out.append(l)
+        return out
 
     def cpu_seconds(self):
         """utime + stime of every thread so far, from /proc/PID/stat."""

@@ -503,7 +503,8 @@ class Behaviour(unittest.TestCase):
         lines = session(None, "EHLO exchange01.corp.local")
         self.assertEqual(lines[0], "250-nexthop.example.test")
         kws = [l[4:].split(" ")[0] for l in lines[1:]]
-        self.assertEqual(kws, ["PIPELINING", "8BITMIME", "ENHANCEDSTATUSCODES"], lines)
+        self.assertEqual(kws, ["PIPELINING", "8BITMIME", "SMTPUTF8", "ENHANCEDSTATUSCODES"],
+                         lines)
         self.assertTrue(poll(lambda: len(hop.stored()) == 1))
         self.assertEqual(self.hop_hellos(hop), ["EHLO mx.example.test tls=False",
                                                   "EHLO mx.example.test tls=True"])
