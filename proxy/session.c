@@ -2707,6 +2707,13 @@ static void backend_connect(stp_session_t *s)
     s->backend_up = 1;
     s->state = S_CONNECTING;
     int rc = stp_conn_connect(s->up, (const struct sockaddr *)&s->next_hop);
+    if (rc == UV_EMFILE || rc == UV_ENFILE) {
+        /* The proxy's own shortage, not the mail server's: said as the
+         * listener says it when it cannot accept (proxy/acceptor.c). */
+        fail_reply(s, "421 4.3.2", "Too many open files, try again later", "error",
+                   "no descriptor for the backend connection");
+        return;
+    }
     if (rc < 0) {
         fail_reply(s, "421 4.4.1", "Service unavailable: mail server not reachable",
                    "backend-unavailable", uv_strerror(rc));

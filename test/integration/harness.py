@@ -99,14 +99,16 @@ def crash_report(binary, directory, pid):
     return out
 
 
-def fault_env(ssl_write):
+def fault_env(ssl_write="", socket_flag=""):
     """The environment for a proxy whose SSL_write toward a next hop fails
-    when what it writes holds the text `ssl_write` (test/fault's LD_PRELOAD
-    shim): the proxy's own write failures, which no peer can cause."""
+    when what it writes holds the text `ssl_write`, and whose new TCP
+    sockets fail with EMFILE while the file `socket_flag` exists (test/fault's
+    LD_PRELOAD shim): the proxy's own failures, which no peer can cause."""
     if not os.path.exists(FAULT_LIB):
         raise RuntimeError("no %s (bazel build //test/fault:all, or set STP_FAULT_LIB)"
                            % FAULT_LIB)
-    env = dict(os.environ, LD_PRELOAD=FAULT_LIB, STP_FAULT_SSL_WRITE=ssl_write)
+    env = dict(os.environ, LD_PRELOAD=FAULT_LIB, STP_FAULT_SSL_WRITE=ssl_write,
+               STP_FAULT_SOCKET=socket_flag)
     if ASAN:  # the shim comes before ASan's runtime in the list of libraries
         env["ASAN_OPTIONS"] = env.get("ASAN_OPTIONS", "") + ":verify_asan_link_order=0"
     return env
@@ -729,6 +731,7 @@ class ProxyCase(unittest.TestCase):
     tls = True
     proxy_extra = None
     nofile = None  # the proxy's descriptor limit
+    env = None  # the proxy's environment (fault_env()), or os.environ
 
     def setUp(self):
         self.tmp = tmpdir()
@@ -741,7 +744,7 @@ class ProxyCase(unittest.TestCase):
             k.update(keys)
             ls[name] = k
         self.proxy = Proxy(self.tmp, ls, tls=self.tls, proxy_extra=self.proxy_extra,
-                           nofile=self.nofile)
+                           nofile=self.nofile, env=self.env)
         self.addCleanup(self.stop_proxy)
 
     def stop_proxy(self):

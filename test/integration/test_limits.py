@@ -1,12 +1,15 @@
 """Bounded everything: timers, connection caps, memory under a 50 MB message, running out
 of descriptors."""
 import hashlib
+import os
 import select
+import shutil
 import socket
 import subprocess
 import time
 
-from harness import ASAN, ProxyCase, free_port, log_fields, poll, split_trace
+import harness
+from harness import ASAN, ProxyCase, free_port, log_fields, poll, split_trace, tmpdir
 from test_metrics import curl, series
 
 
@@ -411,3 +414,34 @@ class OutOfDescriptors(ProxyCase):
 
 class OutOfDescriptorsTwoWorkers(OutOfDescriptors):
     workers = "2"
+
+
+class BackendOutOfDescriptors(ProxyCase):
+    """A client accepted, but no descriptor left for its backend connection
+    (test/fault's shim fails the proxy's new TCP sockets with EMFILE while a
+    file exists): it is told "421 4.3.2 ... Too many open files", as a
+    client the listener cannot take is, and the session line says why. It
+    was told "421 4.4.1 ... mail server not reachable", though the mail
+    server was never asked. Once descriptors are back, sessions work."""
+
+    def setUp(self):
+        d = tmpdir()
+        self.addCleanup(shutil.rmtree, d, True)
+        self.flag = os.path.join(d, "out-of-descriptors")
+        self.env = harness.fault_env(socket_flag=self.flag)
+        super().setUp()
+
+    def test_told_421_4_3_2_then_serves(self):
+        open(self.flag, "w").close()
+        c = self.client(timeout=5)
+        self.assertEqual(c.reply(), (421, ["421 4.3.2 mx.example.test Too many open files, "
+                                           "try again later"]))
+        self.assertTrue(c.closed(5))
+        self.assertTrue(poll(lambda: self.proxy.log_lines("session")), self.proxy.log())
+        f = log_fields(self.proxy.log_lines("session")[-1])
+        self.assertEqual((f["result"], f["error"]),
+                         ("error", "no descriptor for the backend connection"), f)
+        self.assertEqual(self.sink.messages(), [])
+        os.unlink(self.flag)
+        c = self.ready_client()
+        self.assertEqual(c.cmd("QUIT")[0], 221)
