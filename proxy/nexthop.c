@@ -891,6 +891,13 @@ static void next_addr(stp_nexthop_t *nh)
     nh->conn_live = 1;
     nh->phase = P_CONNECT;
     int rc = stp_conn_connect(nh->conn, sa);
+    if (rc == UV_EMFILE || rc == UV_ENFILE) {
+        /* the proxy's own shortage, not the MX host's (4.3.2, as its
+         * listeners say it); the next address may find one freed */
+        set_err(nh, "451 4.3.2", F_CONN, "too many open files in the proxy, try again later");
+        drop_conn(nh);
+        return;
+    }
     if (rc < 0) {
         set_err(nh, "451 4.4.1", F_CONN, "cannot connect to %s [%s]: %s", mx_host(nh),
                 nh->result.addr, uv_strerror(rc));

@@ -567,6 +567,25 @@ class Routing(MxBase):
         self.assertIn('mail_reply="421 4.3.2 nexthop.example.test Service shutting down"',
                       self.proxy.log())
 
+    def test_out_of_descriptors_is_4_3_2(self):
+        # No descriptor for the connection to the MX (test/fault's shim fails
+        # the proxy's new TCP sockets while the file exists): the RCPT gets
+        # 451 4.3.2, the proxy's own shortage, where it got 451 4.4.1 (no MX
+        # host reachable); once descriptors are back, the mail goes.
+        flag = os.path.join(self.tmp, "out-of-descriptors")
+        h = self.hop("127.0.0.11", "mxa")
+        port = self.start_proxy(env=harness.fault_env(socket_flag=flag))
+        open(flag, "w").close()
+        r = send(port, ["bob@d1.example.test"])
+        self.assertEqual(r["rcpt"][0][0], 451, r)
+        self.assertTrue(r["rcpt"][0][1].startswith(
+            "451 4.3.2 too many open files in the proxy, try again later"), r)
+        self.assertEqual(h.commands(), [])
+        os.unlink(flag)
+        r = send(port, ["bob@d1.example.test"])
+        self.assertEqual(r["data"][0], 250, r)
+        self.assertEqual(len(h.stored()), 1)
+
     def test_next_hop_out_of_step_is_dropped(self):
         # A next hop out of step with the commands: 354 to the replayed MAIL,
         # to RCPT or to the final dot, 250 to DATA. The command gets 451
