@@ -45,15 +45,15 @@ flags="-std=c11 -D_GNU_SOURCE -Wall -Wextra -Wno-unused-parameter -g -O1
 declare -A srcs=(
   [fuzz_smtp_line]="proxy/smtp_line.c"
   [fuzz_smtp_cmd]="proxy/smtp_cmd.c"
-  [fuzz_envelope]="proxy/envelope.c policy/domain_name.c"
+  [fuzz_envelope]="proxy/envelope.c policy/domain_name.c -lidn2"
   [fuzz_smtp_reply]="proxy/smtp_reply.c"
   [fuzz_ehlo]="proxy/ehlo.c proxy/smtp_reply.c"
   [fuzz_data_scan]="proxy/data_scan.c"
   [fuzz_dns_msg]="policy/dns_msg.c"
-  [fuzz_mta_sts]="policy/mta_sts.c policy/domain_name.c"
+  [fuzz_mta_sts]="policy/mta_sts.c policy/domain_name.c -lidn2"
   [fuzz_http_resp]="policy/http_resp.c"
-  [fuzz_policy_cache]="policy/policy_cache.c policy/mta_sts.c policy/domain_name.c"
-  [fuzz_config]="proxy/config.c policy/cidr.c policy/domain_policy.c policy/domain_name.c -linih"
+  [fuzz_policy_cache]="policy/policy_cache.c policy/mta_sts.c policy/domain_name.c -lidn2"
+  [fuzz_config]="proxy/config.c policy/cidr.c policy/domain_policy.c policy/domain_name.c -linih -lidn2"
   [fuzz_proxy_proto]="proxy/proxy_proto.c"
   [fuzz_http_req]="proxy/http_req.c"
 
@@ -62,7 +62,7 @@ declare -A srcs=(
   [fuzz_session]="test/fuzz/mx_world.c
     $(ls proxy/*.c tls/*.c policy/*.c | grep -v '^proxy/main\.c$' | tr '\n' ' ')
     -L/usr/lib/x86_64-linux-gnu/android -Wl,-rpath,/usr/lib/x86_64-linux-gnu/android
-    -lssl -lcrypto -luv -linih -lcares"
+    -lssl -lcrypto -luv -linih -lcares -lidn2"
 )
 # The parser targets must exist; fuzz_config is optional (written elsewhere).
 required="fuzz_data_scan fuzz_dns_msg fuzz_ehlo fuzz_envelope fuzz_http_req fuzz_http_resp fuzz_mta_sts fuzz_policy_cache fuzz_proxy_proto fuzz_session fuzz_smtp_cmd fuzz_smtp_line fuzz_smtp_reply"
