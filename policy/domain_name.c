@@ -3,7 +3,6 @@
  */
 #include "policy/domain_name.h"
 
-#include <stdlib.h>
 #include <string.h>
 
 #include <idn2.h>
@@ -42,6 +41,21 @@ int stp_domain_name_valid(const char *s, size_t n)
     return label > 0 && s[n - 1] != '-';
 }
 
+/* s[0..n), a domain name, in lower case into out[256]: its length, or -1
+ * if it is no domain name. */
+static int lower_valid(const char *s, size_t n, char out[256])
+{
+    if (!stp_domain_name_valid(s, n)) {
+        return -1;
+    }
+    for (size_t i = 0; i < n; i++) {
+        char c = s[i];
+        out[i] = (char)(c >= 'A' && c <= 'Z' ? c + 32 : c);
+    }
+    out[n] = '\0';
+    return (int)n;
+}
+
 int stp_domain_name_ascii(const char *s, size_t n, char out[256])
 {
     if (s == NULL || n == 0 || n > 1023) {
@@ -60,15 +74,7 @@ int stp_domain_name_ascii(const char *s, size_t n, char out[256])
         ascii &= c < 0x80;
     }
     if (ascii) {
-        if (!stp_domain_name_valid(s, n)) {
-            return -1;
-        }
-        for (size_t i = 0; i < n; i++) {
-            char c = s[i];
-            out[i] = (char)(c >= 'A' && c <= 'Z' ? c + 32 : c);
-        }
-        out[n] = '\0';
-        return (int)n;
+        return lower_valid(s, n, out);
     }
     char in[1024];
     memcpy(in, s, n);
@@ -77,14 +83,7 @@ int stp_domain_name_ascii(const char *s, size_t n, char out[256])
     /* STD3 rules: letters, digits and hyphens only, as RFC 5321 wants */
     int rc = idn2_to_ascii_8z(in, &a, IDN2_NFC_INPUT | IDN2_NONTRANSITIONAL |
                                           IDN2_USE_STD3_ASCII_RULES);
-    size_t len = a != NULL ? strlen(a) : 0;
-    int ok = rc == IDN2_OK && stp_domain_name_valid(a, len);
-    if (ok) {
-        for (size_t i = 0; i <= len; i++) {
-            char c = a[i];
-            out[i] = (char)(c >= 'A' && c <= 'Z' ? c + 32 : c);
-        }
-    }
+    int len = rc == IDN2_OK ? lower_valid(a, strlen(a), out) : -1;
     idn2_free(a);
-    return ok ? (int)len : -1;
+    return len;
 }

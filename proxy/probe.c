@@ -138,37 +138,12 @@ static void load_state(probe_t *p, const char *domain)
         snprintf(p->state_note, sizeof(p->state_note), "state_dir path too long");
         return;
     }
-    FILE *f = fopen(path, "rb");
-    if (f == NULL) {
+    size_t len = 0;
+    const char *unread = NULL;
+    char *text = stp_state_read(path, &len, &unread);
+    if (text == NULL) {
         snprintf(p->state_note, sizeof(p->state_note), "%.300s: %s", path,
-                 errno == ENOENT ? "no file yet (nothing remembered)" : strerror(errno));
-        return;
-    }
-    size_t cap = 1 << 16, len = 0;
-    char *text = malloc(cap);
-    while (text != NULL) {
-        if (len == cap) {
-            char *bigger = cap < ((size_t)1 << 30) ? realloc(text, cap * 2) : NULL;
-            if (bigger == NULL) {
-                free(text);
-                text = NULL;
-                break;
-            }
-            text = bigger;
-            cap *= 2;
-        }
-        size_t got = fread(text + len, 1, cap - len, f);
-        len += got;
-        if (got == 0) {
-            break;
-        }
-    }
-    int failed = ferror(f);
-    fclose(f);
-    if (text == NULL || failed) {
-        snprintf(p->state_note, sizeof(p->state_note), "%.300s: %s", path,
-                 text == NULL ? "too large or out of memory" : "read error");
-        free(text);
+                 unread ? unread : "no file yet (nothing remembered)");
         return;
     }
     int64_t now = (int64_t)time(NULL);

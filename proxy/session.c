@@ -1483,14 +1483,9 @@ static size_t data_input(stp_session_t *s, const char *p, size_t n)
     /* The usual case forwards the client's own bytes; a copy only where
      * the scanner holds or repairs some (a chunk that ends inside a line
      * end, bare_newlines = normalize). */
-    const char *out = p;
-    int rc;
-    if (stp_data_scan_verbatim(&s->scan)) {
-        rc = stp_data_scan(&s->scan, p, chunk, NULL, &consumed, &produced);
-    } else {
-        out = data_out();
-        rc = stp_data_scan(&s->scan, p, chunk, data_out(), &consumed, &produced);
-    }
+    char *copy = stp_data_scan_verbatim(&s->scan) ? NULL : data_out();
+    const char *out = copy != NULL ? copy : p;
+    int rc = stp_data_scan(&s->scan, p, chunk, copy, &consumed, &produced);
 
     /* Judged before this chunk is forwarded: the chunk may hold the final
      * dot, and a next hop that got it would deliver a message the client
@@ -2885,16 +2880,18 @@ static void mx_next_hop_failed(stp_session_t *s, unsigned verb, const stp_reply_
     mx_up_gone(s);
 }
 
-/* route = mx: the next hop's reply to a RCPT, DATA or the final dot that
- * ends it: a 421 (it is closing), or a reply no such command can have (a
- * 354 to RCPT or to the dot, a 250 to DATA: out of step with the commands,
+/* route = mx: the next hop's reply to the replayed MAIL, a RCPT, DATA or
+ * the final dot that ends it: a 421 (it is closing), or a reply no such
+ * command can have (a 354 to MAIL, RCPT or the dot, a 250 to DATA: out of
+ * step with the commands,
  * so none of its later replies can be trusted, and the legacy MTA must
  * never take one for its own). The command is answered 451 4.4.2
  * (mx_next_hop_failed()) and the session goes on; 0 for any other reply,
  * which handle_reply() relays. */
 static int mx_reply_ends_next_hop(stp_session_t *s, unsigned verb, const stp_reply_t *r)
 {
-    if (!is_mx(s) || (verb != STP_CMD_RCPT && verb != STP_CMD_DATA && verb != V_DATA_END)) {
+    if (!is_mx(s) || (verb != V_MAIL_REPLAY && verb != STP_CMD_RCPT && verb != STP_CMD_DATA &&
+                      verb != V_DATA_END)) {
         return 0;
     }
     int cls = r->code / 100;
@@ -3035,18 +3032,11 @@ static void mx_replay_mail(stp_session_t *s)
 static void mx_mail_replied(stp_session_t *s, const stp_reply_t *r)
 {
     s->paused = 0;
-    if (r->code / 100 == 2 && s->mx_rcpt) {
+    if (mx_reply_ends_next_hop(s, V_MAIL_REPLAY, r)) {
+        /* a 421, or out of step: the RCPT got 451 4.4.2 */
+    } else if (r->code / 100 == 2 && s->mx_rcpt) {
         s->mx_mail_sent = 1;
         forward(s, STP_CMD_RCPT, s->mx_rcpt, s->mx_rcpt_len);
-    } else if (r->code == 421) {
-        mx_next_hop_failed(s, V_MAIL_REPLAY, r, NULL); /* the RCPT gets 451 4.4.2 */
-    } else if (r->code / 100 != 4 && r->code / 100 != 5) {
-        /* A 1xx or 3xx (a 354, say) to MAIL: a next hop out of step with
-         * the commands, none of whose replies can be trusted any more; it
-         * is dropped and the RCPT gets 451 4.4.2, never the 354. */
-        s->mx_drop_reply = mx_lost;
-        mx_next_hop_failed(s, V_MAIL_REPLAY, r, NULL);
-        s->mx_drop_reply = NULL;
     } else {
         /* The next hop refused the sender: that is this recipient's answer. */
         relay(s, r);

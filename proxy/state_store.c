@@ -31,41 +31,30 @@ static void warn_ignored(const char *path, const char *why, const char *moved)
             moved ? moved : "", moved ? "\"" : "");
 }
 
-int stp_state_load(stp_cache_t *c, const char *path, int64_t now)
+char *stp_state_read(const char *path, size_t *len, const char **why)
 {
-    char why[256];
     struct stat st;
-
-    stp_cache_load(c, "", 0, now, NULL, 0); /* empty whatever happens */
+    *why = NULL;
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
-        if (errno == ENOENT) {
-            return 0;
+        if (errno != ENOENT) {
+            *why = strerror(errno);
         }
-        warn_ignored(path, strerror(errno), NULL);
-        return -1;
+        return NULL;
     }
-    const char *refuse = NULL;
     if (fstat(fd, &st) != 0) {
-        refuse = strerror(errno);
+        *why = strerror(errno);
     } else if (!S_ISREG(st.st_mode)) {
-        refuse = "not a regular file";
+        *why = "not a regular file";
     } else if (st.st_size > MAX_STATE_SIZE) {
-        refuse = "too large";
+        *why = "too large";
     }
-    if (refuse) {
-        warn_ignored(path, refuse, NULL);
-        close(fd);
-        return -1;
+    size_t size = *why == NULL ? (size_t)st.st_size : 0, got = 0;
+    char *text = *why == NULL ? malloc(size ? size : 1) : NULL;
+    if (*why == NULL && text == NULL) {
+        *why = "out of memory";
     }
-    size_t size = (size_t)st.st_size, got = 0;
-    char *text = malloc(size ? size : 1);
-    if (text == NULL) {
-        close(fd);
-        warn_ignored(path, "out of memory", NULL);
-        return -1;
-    }
-    while (got < size) {
+    while (text != NULL && got < size) {
         ssize_t n = read(fd, text + got, size - got);
         if (n < 0 && errno == EINTR) {
             continue;
@@ -76,6 +65,25 @@ int stp_state_load(stp_cache_t *c, const char *path, int64_t now)
         got += (size_t)n;
     }
     close(fd);
+    *len = got;
+    return text;
+}
+
+int stp_state_load(stp_cache_t *c, const char *path, int64_t now)
+{
+    char why[256];
+    const char *refuse;
+    size_t got = 0;
+
+    stp_cache_load(c, "", 0, now, NULL, 0); /* empty whatever happens */
+    char *text = stp_state_read(path, &got, &refuse);
+    if (text == NULL) {
+        if (refuse == NULL) {
+            return 0;
+        }
+        warn_ignored(path, refuse, NULL);
+        return -1;
+    }
     if (stp_cache_load(c, text, got, now, why, sizeof(why)) == 0) {
         free(text);
         return 1;

@@ -28,6 +28,14 @@
 int stp_state_path(const char *state_dir, char *buf, size_t len);
 
 /*
+ * The whole file at `path` in a new buffer (the caller frees it), *len its
+ * length; or NULL, with *why NULL when there is no file, else why it could
+ * not be read (not a regular file, larger than the state ever is, ...).
+ * Reads only: stp_state_load() and `smtp-tls-proxy probe` both use it.
+ */
+char *stp_state_read(const char *path, size_t *len, const char **why);
+
+/*
  * Replaces the content of `c` with the file at `path`. Returns 1 when it
  * was loaded, 0 when there is no file yet (c left empty), -1 when it could
  * not be read or was damaged (c left empty, a warning logged, a damaged file

@@ -259,7 +259,8 @@ def serve(c, a, count, lock):
                 sys.stderr.flush()
                 conn.send(b"421 4.3.2 nexthop.example.test Service shutting down\r\n")
                 return
-            elif u.startswith(b"RCPT") and a.mode == "rcpt-354":
+            elif (a.mode, u[:4]) in (("mail-354", b"MAIL"), ("rcpt-354", b"RCPT")):
+                # out of step: a reply meant for DATA
                 sys.stderr.write("command %s tls=%s\n" % (l.decode(errors="replace"), conn.tls))
                 sys.stderr.flush()
                 conn.send(b"354 End data with <CR><LF>.<CR><LF>\r\n")
@@ -267,11 +268,6 @@ def serve(c, a, count, lock):
                 sys.stderr.write("data-250 tls=%s\n" % conn.tls)
                 sys.stderr.flush()
                 conn.send(b"250 2.0.0 Ok\r\n")
-            elif u.startswith(b"MAIL") and a.mode == "mail-354":
-                # out of step: a reply meant for DATA
-                sys.stderr.write("command %s tls=%s\n" % (l.decode(errors="replace"), conn.tls))
-                sys.stderr.flush()
-                conn.send(b"354 End data with <CR><LF>.<CR><LF>\r\n")
             elif u.startswith(b"MAIL") or u.startswith(b"RCPT") or u == b"RSET" or u == b"NOOP":
                 # the envelope on stderr ("command ..."; EHLO and HELO above as
                 # "hello ..."), for tests that check what arrived where
