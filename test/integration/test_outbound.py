@@ -377,6 +377,28 @@ class Behaviour(unittest.TestCase):
         self.assertTrue(lines[0].startswith("421 4.3.2 "), lines)
         self.assertEqual(p.stop(), 0)  # already stopping: its exit code
 
+    def auth_session(self, p, level, offered, refusal=None):
+        """A legacy session that asks to authenticate: AUTH is offered in the
+        EHLO reply and relayed (235) when `offered`, else neither offered nor
+        relayed (538 5.7.11, saying `refusal` if given)."""
+        c = Client(p.port("out"))
+        self.addCleanup(c.close)
+        self.assertEqual(c.reply()[0], 220)
+        code, lines = c.cmd("EHLO legacy.example")
+        self.assertEqual(code, 250, lines)
+        kws = [l[4:].split(" ")[0].upper() for l in lines[1:]]
+        self.assertEqual("AUTH" in kws, offered, (level, lines))
+        code, lines = c.cmd("AUTH PLAIN AHVzZXIAc2VjcmV0")
+        if offered:
+            self.assertEqual(code, 235, (level, lines))
+        else:
+            self.assertEqual(code, 538, (level, lines))
+            self.assertTrue(lines[0].startswith("538 5.7.11 "), lines)
+            if refusal:
+                self.assertIn(refusal, lines[0])
+        self.assertEqual(c.cmd("QUIT")[0], 221)
+        c.close()
+
     def test_auth_never_in_plaintext_under_may(self):
         """`may` and a submission server whose STARTTLS was stripped: the mail
         may go in plaintext, the legacy MTA's password may not. AUTH is not
@@ -386,19 +408,7 @@ class Behaviour(unittest.TestCase):
         self.addCleanup(hop.stop)
         for level, offered in (("may", False), ("none", True)):
             p = self.proxy(hop.port, tls=level)
-            c = Client(p.port("out"))
-            self.assertEqual(c.reply()[0], 220)
-            code, lines = c.cmd("EHLO legacy.example")
-            kws = [l[4:].split(" ")[0].upper() for l in lines[1:]]
-            self.assertEqual("AUTH" in kws, offered, (level, lines))
-            code, lines = c.cmd("AUTH PLAIN AHVzZXIAc2VjcmV0")
-            if offered:
-                self.assertEqual(code, 235, lines)
-            else:
-                self.assertEqual(code, 538, lines)
-                self.assertTrue(lines[0].startswith("538 5.7.11 "), lines)
-            self.assertEqual(c.cmd("QUIT")[0], 221)
-            c.close()
+            self.auth_session(p, level, offered)
             self.assertEqual(p.stop(), 0)
         auths = [l for l in hop.proc.log().splitlines() if l.startswith("auth ")]
         self.assertEqual(auths, ["auth tls=False"])  # the tls = none session's only
@@ -415,21 +425,7 @@ class Behaviour(unittest.TestCase):
         self.addCleanup(hop.stop)
         for level, offered in (("verify", False), ("secure", False), ("encrypt", True)):
             p = self.proxy(hop.port, tls=level, testing="yes")
-            c = Client(p.port("out"))
-            self.assertEqual(c.reply()[0], 220)
-            code, lines = c.cmd("EHLO legacy.example")
-            self.assertEqual(code, 250, lines)
-            kws = [l[4:].split(" ")[0].upper() for l in lines[1:]]
-            self.assertEqual("AUTH" in kws, offered, (level, lines))
-            code, lines = c.cmd("AUTH PLAIN AHVzZXIAc2VjcmV0")
-            if offered:
-                self.assertEqual(code, 235, lines)
-            else:
-                self.assertEqual(code, 538, (level, lines))
-                self.assertTrue(lines[0].startswith("538 5.7.11 "), lines)
-                self.assertIn("not verified", lines[0])
-            self.assertEqual(c.cmd("QUIT")[0], 221)
-            c.close()
+            self.auth_session(p, level, offered, refusal="not verified")
             self.assertEqual(p.stop(), 0)
             self.assertEqual("decision=testing-override" in p.log(), not offered, level)
         auths = [l for l in hop.proc.log().splitlines() if l.startswith("auth ")]
