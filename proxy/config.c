@@ -1759,6 +1759,22 @@ static void finish_listener(loader_t *ld, size_t li)
                      "connection carries no name to verify)",
                      lc->tls == STP_TLS_LEVEL_SECURE ? "secure" : "verify");
         }
+        /* route = mx takes each domain's level and name from [policy:*]: a
+         * listener's own would be silently ignored (tls = secure here once
+         * meant mail going out in plaintext under the built-in dane). */
+        if (lc->route == STP_ROUTE_MX) {
+            static const char *const per_domain[] = {"tls", "servername"};
+            for (size_t k = 0; k < sizeof(per_domain) / sizeof(per_domain[0]); k++) {
+                int line = listener_key_line(ld, li, per_domain[k]);
+                if (line) {
+                    error_at(ld, line,
+                             "%s has no effect with route = mx: each recipient domain's TLS "
+                             "comes from its [policy:DOMAIN] section (for every domain: "
+                             "[policy:default])",
+                             per_domain[k]);
+                }
+            }
+        }
         if (lc->connection_cache_time && lc->route == STP_ROUTE_MX) {
             error_at(ld, listener_key_line(ld, li, "connection_cache_time"),
                      "connection_cache_time works with route = relay or original-dst; "

@@ -321,7 +321,9 @@ int stp_listener_start(stp_listener_t *l, uv_loop_t *loop, stp_runtime_t *rt,
                      conf->route == STP_ROUTE_ORIGINAL_DST ? "original-dst" : "mx");
         }
         stp_log(STP_LOG_INFO, "listen listener=%s mode=outbound addr=%s route=%s tls=%s%s",
-                conf->name, addr, hop, levels[conf->tls], conf->testing ? " testing=yes" : "");
+                conf->name, addr, hop,
+                conf->route == STP_ROUTE_MX ? "per-domain" : levels[conf->tls],
+                conf->testing ? " testing=yes" : "");
         return 0;
     }
     stp_log(STP_LOG_INFO, "listen listener=%s mode=%s addr=%s starttls=%s", conf->name,

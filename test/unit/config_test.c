@@ -698,6 +698,13 @@ static void test_outbound_keys(void)
          "connection_cache_time = 2s\n",
          {"t.ini:5: connection_cache_time works with route = relay or original-dst; route = mx "
           "keeps a next hop connection for one session"}},
+        {"tls and servername with route mx",
+         "[listener:out]\nmode = outbound\nlisten = 127.0.0.1:10025\nroute = mx\n"
+         "tls = secure\nservername = mx.example\n",
+         {"t.ini:5: tls has no effect with route = mx: each recipient domain's TLS comes from "
+          "its [policy:DOMAIN] section (for every domain: [policy:default])",
+          "t.ini:6: servername has no effect with route = mx: each recipient domain's TLS comes "
+          "from its [policy:DOMAIN] section (for every domain: [policy:default])"}},
         {"connection_reuse_time and count",
          OUT "connection_cache_time = 2s\nconnection_reuse_time = 60s\nconnection_reuse_count = 100\n",
          {NULL}},
