@@ -581,8 +581,14 @@ static int drop_privileges(const stp_config_t *conf)
         }
         gid = gr->gr_gid;
     }
-    if (geteuid() == 0 && setgroups(1, &gid) < 0) {
-        stp_log(STP_LOG_ERROR, "privileges error=\"setgroups: %s\"", strerror(errno));
+    /* The user's supplementary groups come along (initgroups, as nginx and
+     * Postfix do): on Debian a key is shared through group ssl-cert, and a
+     * reload reads it again as this user. Only `group =` alone gets that
+     * group and no other. */
+    if (geteuid() == 0 &&
+        (conf->user[0] ? initgroups(conf->user, gid) : setgroups(1, &gid)) < 0) {
+        stp_log(STP_LOG_ERROR, "privileges error=\"%s: %s\"",
+                conf->user[0] ? "initgroups" : "setgroups", strerror(errno));
         return -1;
     }
     if (setgid(gid) < 0 || setuid(uid) < 0) {
@@ -597,8 +603,17 @@ static int drop_privileges(const stp_config_t *conf)
         stp_log(STP_LOG_ERROR, "privileges error=\"drop did not take effect\"");
         return -1;
     }
-    stp_log(STP_LOG_INFO, "privileges user=%s uid=%u gid=%u", conf->user[0] ? conf->user : "-",
-            (unsigned)uid, (unsigned)gid);
+    gid_t groups[64];
+    int ngroups = getgroups(64, groups);
+    char glist[64 * 11 + 1] = "";
+    size_t gl = 0;
+    for (int i = 0; i < ngroups && gl < sizeof(glist) - 12; i++) {
+        gl += (size_t)snprintf(glist + gl, sizeof(glist) - gl, "%s%u", i ? "," : "",
+                               (unsigned)groups[i]);
+    }
+    stp_log(STP_LOG_INFO, "privileges user=%s uid=%u gid=%u groups=%s",
+            conf->user[0] ? conf->user : "-", (unsigned)uid, (unsigned)gid,
+            ngroups > 0 ? glist : ngroups == 0 ? "none" : "more-than-64");
     return 0;
 }
 

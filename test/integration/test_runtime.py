@@ -227,6 +227,59 @@ class CertificatesOnlyRootCanRead(ProxyCase):
         self.assertEqual(log.count(" changed=yes"), 4, log[-3000:])  # each file once, now seen
 
 
+@__import__("unittest").skipUnless(os.geteuid() == 0, "needs root to add a user and drop to it")
+class KeyThroughSupplementaryGroup(ProxyCase):
+    """The key is shared with the proxy's user through a group it is a member
+    of (Debian's ssl-cert way): a directory root:GROUP 0710, the key 0640.
+    The drop keeps the user's supplementary groups, so the certificates are
+    watched and a reload reads them (setgroups(1, primary) left only the
+    primary group: "Permission denied" at the reload)."""
+
+    def setUp(self):
+        import grp, shutil
+        from harness import CERTS, Proxy
+        self.tmp = harness.tmpdir()
+        self.addCleanup(shutil.rmtree, self.tmp, True)
+        name = "stpk%d" % os.getpid()
+        subprocess.run(["groupadd", "--system", name], check=True)
+        self.addCleanup(subprocess.run, ["groupdel", name], stderr=subprocess.DEVNULL)
+        subprocess.run(["useradd", "--system", "--no-create-home", "--no-user-group",
+                        "--gid", "nogroup", "--groups", name, "--shell", "/usr/sbin/nologin",
+                        name], check=True)
+        self.addCleanup(subprocess.run, ["userdel", name], stderr=subprocess.DEVNULL)
+        self.gid = grp.getgrnam(name).gr_gid
+        keys = os.path.join(self.tmp, "keys")
+        os.mkdir(keys)
+        for n in ("ecdsa.pem", "ecdsa.key", "rsa.pem", "rsa.key"):
+            shutil.copy(os.path.join(CERTS, n), keys)
+            os.chown(os.path.join(keys, n), 0, self.gid)
+            os.chmod(os.path.join(keys, n), 0o640)
+        os.chown(keys, 0, self.gid)
+        os.chmod(keys, 0o710)
+        os.chmod(self.tmp, 0o711)
+        self.sink = harness.Sink(self.tmp)
+        self.addCleanup(self.sink.stop)
+        self.proxy = Proxy(self.tmp, {"in": {"backend": "127.0.0.1:%d" % self.sink.port}},
+                           tls=keys, proxy_extra={"user": name})
+        self.addCleanup(self.stop_proxy)
+        os.chmod(self.proxy.ini, 0o644)  # the reload reads it as the user too
+
+    def test_reload_reads_the_key_through_the_group(self):
+        self.assertIn(str(self.gid), proc_status(self.proxy.pid, "Groups"))
+        log = self.proxy.log()
+        self.assertIn(" privileges user=stpk", log)
+        self.assertIn(str(self.gid), log.split(" privileges ")[1].split("\n")[0])
+        self.assertNotIn("Permission denied", log)
+        os.kill(self.proxy.pid, signal.SIGHUP)
+        self.assertTrue(poll(lambda: " reload result=" in self.proxy.log(), 15),
+                        self.proxy.log()[-2000:])
+        log = self.proxy.log()
+        self.assertIn(" reload result=ok", log)
+        self.assertNotIn("Permission denied", log)
+        c = self.ready_client()
+        self.assertEqual(self.send_message(c)[0], 250)
+
+
 class FdLimit(ProxyCase):
     """Start-up raises the descriptor soft limit to the hard one, and says
     when the listeners' max_connections (two descriptors a session) still
