@@ -101,6 +101,12 @@ static unsigned nworkers;
 static slot_t slots[SLOTS];
 static stp_limits_t limits[SLOTS]; /* per slot, shared by the workers */
 static uv_signal_t sig_term, sig_int, sig_hup, sig_usr1, sig_usr2;
+/* A SIGHUP before the loop's handler exists (start-up can wait dns_timeout
+ * for the DANE check) would end the process with no line logged, and systemd
+ * takes a SIGHUP death for a clean exit: it is noted and becomes one reload
+ * once the proxy has started. */
+static volatile sig_atomic_t hup_at_start_up;
+static uv_timer_t hup_later;
 static uv_async_t worker_done;
 static atomic_uint workers_finished;
 static int stopping;
@@ -552,6 +558,19 @@ static void on_hup(uv_signal_t *h, int signum)
     reload("signal");
 }
 
+static void on_early_hup(int signum)
+{
+    (void)signum;
+    hup_at_start_up = 1;
+}
+
+static void on_hup_later(uv_timer_t *t)
+{
+    (void)t;
+    stp_log(STP_LOG_INFO, "signal name=HUP result=reload reason=\"received during start-up\"");
+    reload("signal");
+}
+
 /*
  * Drops to `user`/`group` once every socket is bound and every file read.
  * Returns 0, or -1 (logged) when asked to drop and it could not be done:
@@ -985,6 +1004,9 @@ int main(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
     signal(SIGUSR1, SIG_IGN); /* until the loop logs them (on_ignored_signal) */
     signal(SIGUSR2, SIG_IGN);
+    struct sigaction early = {.sa_handler = on_early_hup, .sa_flags = SA_RESTART};
+    sigemptyset(&early.sa_mask);
+    sigaction(SIGHUP, &early, NULL);
     err[0] = '\0';
     stp_config_t *conf = stp_config_load(path, err, sizeof(err));
     if (conf == NULL) {
@@ -1094,6 +1116,10 @@ int main(int argc, char **argv)
         uv_signal_start(&sig_term, on_stop_signal, SIGTERM);
         uv_signal_start(&sig_int, on_stop_signal, SIGINT);
         uv_signal_start(&sig_hup, on_hup, SIGHUP);
+        uv_timer_init(loop, &hup_later);
+        if (hup_at_start_up) { /* reloaded once the workers run */
+            uv_timer_start(&hup_later, on_hup_later, 0, 0);
+        }
         uv_signal_start(&sig_usr1, on_ignored_signal, SIGUSR1);
         uv_signal_start(&sig_usr2, on_ignored_signal, SIGUSR2);
         if (geteuid() == 0) {

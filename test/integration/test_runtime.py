@@ -8,6 +8,7 @@ import socket
 import subprocess
 import threading
 import time
+import unittest
 
 import harness
 from harness import ProxyCase, poll
@@ -278,6 +279,42 @@ class KeyThroughSupplementaryGroup(ProxyCase):
         self.assertNotIn("Permission denied", log)
         c = self.ready_client()
         self.assertEqual(self.send_message(c)[0], 250)
+
+
+class HupDuringStartUp(unittest.TestCase):
+    """A SIGHUP while the proxy is still starting (here: its start-up DANE
+    check waits dns_timeout for a resolver that never answers) used to end it
+    at once, killed by the signal with no line logged (systemd counts that a
+    clean exit and does not restart it). Now it starts and reloads once it
+    runs."""
+
+    def test_starts_and_reloads(self):
+        import shutil
+        tmp = harness.tmpdir()
+        self.addCleanup(shutil.rmtree, tmp, True)
+        mute = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)  # a resolver that never answers
+        mute.bind(("127.0.0.1", 0))
+        self.addCleanup(mute.close)
+        port = harness.free_port()
+        ini = os.path.join(tmp, "p.ini")
+        with open(ini, "w") as f:
+            f.write("[proxy]\nhostname = mx.example.test\nresolver = 127.0.0.1:%d\n"
+                    "dns_timeout = 3s\nlog_level = info\n"
+                    "[listener:out]\nmode = outbound\nlisten = 127.0.0.1:%d\nroute = mx\n"
+                    % (mute.getsockname()[1], port))
+        p = harness.Process([harness.BIN, "-c", ini], ini + ".log")
+        self.addCleanup(p.stop)
+        self.assertTrue(poll(lambda: "fd_limit" in p.log(), 10), p.log())
+        self.assertNotIn(" start version=", p.log())  # still waiting for the resolver
+        os.kill(p.pid, signal.SIGHUP)
+        self.assertTrue(poll(lambda: " reload result=" in p.log() or not p.running(), 15),
+                        p.log())
+        self.assertTrue(p.running(), p.log())
+        log = p.log()
+        self.assertIn(" start version=", log)
+        self.assertIn('signal name=HUP result=reload reason="received during start-up"', log)
+        self.assertIn(" reload result=ok", log)
+        self.assertEqual(p.stop(), 0, p.log()[-2000:])
 
 
 class FdLimit(ProxyCase):
