@@ -3,6 +3,7 @@
  */
 #include "tls/tls_verify.h"
 
+#include <arpa/inet.h>
 #include <ctype.h>
 #include <stdio.h>
 #include <string.h>
@@ -77,16 +78,63 @@ static void append(char *buf, size_t len, const char *s, size_t n)
     buf[used + n] = '\0';
 }
 
+size_t stp_tls_ip_literal(const char *name, unsigned char out[16])
+{
+    char buf[INET6_ADDRSTRLEN];
+    size_t len = strlen(name);
+    if (len >= 2 && name[0] == '[' && name[len - 1] == ']') {
+        name++;
+        len -= 2;
+    }
+    if (len == 0 || len >= sizeof(buf)) {
+        return 0;
+    }
+    memcpy(buf, name, len);
+    buf[len] = '\0';
+    if (inet_pton(AF_INET, buf, out) == 1) {
+        return 4;
+    }
+    return inet_pton(AF_INET6, buf, out) == 1 ? 16 : 0;
+}
+
+/* An IP-address SAN against the names that are IP literals (RFC 6125 1.7.2:
+ * an IP-ID matches iPAddress SANs only, byte for byte); its text goes to
+ * `seen` like a DNS-ID's. */
+static int ip_san_match(const ASN1_OCTET_STRING *ip, const char *const *names, size_t n,
+                        char *seen, size_t seenlen, int shown)
+{
+    const unsigned char *b = ASN1_STRING_get0_data(ip);
+    int blen = ASN1_STRING_length(ip);
+    int matched = 0;
+    for (size_t k = 0; k < n && !matched; k++) {
+        unsigned char want[16];
+        size_t wlen = stp_tls_ip_literal(names[k], want);
+        matched = wlen != 0 && (size_t)blen == wlen && memcmp(b, want, wlen) == 0;
+    }
+    char text[INET6_ADDRSTRLEN];
+    if (shown <= 4 && (blen == 4 || blen == 16) &&
+        inet_ntop(blen == 4 ? AF_INET : AF_INET6, b, text, sizeof(text)) != NULL) {
+        append(seen, seenlen, shown > 1 ? ", " : "", shown > 1 ? 2 : 0);
+        append(seen, seenlen, text, strlen(text));
+    }
+    return matched;
+}
+
 int stp_tls_leaf_name_match(X509 *leaf, const char *const *names, size_t n, char *seen,
                             size_t seenlen)
 {
-    int dns_sans = 0, matched = 0;
+    int dns_sans = 0, shown = 0, matched = 0;
+    unsigned char ip[16];
     if (seenlen > 0) {
         seen[0] = '\0';
     }
     GENERAL_NAMES *sans = X509_get_ext_d2i(leaf, NID_subject_alt_name, NULL, NULL);
     for (size_t i = 0; sans && i < sk_GENERAL_NAME_num(sans) && !matched; i++) {
         const GENERAL_NAME *gn = sk_GENERAL_NAME_value(sans, i);
+        if (gn->type == GEN_IPADD) {
+            matched = ip_san_match(gn->d.iPAddress, names, n, seen, seenlen, ++shown);
+            continue;
+        }
         if (gn->type != GEN_DNS) {
             continue;
         }
@@ -94,17 +142,19 @@ int stp_tls_leaf_name_match(X509 *leaf, const char *const *names, size_t n, char
         size_t plen = (size_t)ASN1_STRING_length(gn->d.dNSName);
         dns_sans++;
         for (size_t k = 0; k < n && !matched; k++) {
-            matched = stp_tls_name_match(p, plen, names[k]);
+            /* an address is never matched against a DNS-ID */
+            matched = !stp_tls_ip_literal(names[k], ip) && stp_tls_name_match(p, plen, names[k]);
         }
-        if (dns_sans <= 4) {
-            append(seen, seenlen, dns_sans > 1 ? ", " : "", dns_sans > 1 ? 2 : 0);
+        if (++shown <= 4) {
+            append(seen, seenlen, shown > 1 ? ", " : "", shown > 1 ? 2 : 0);
             append(seen, seenlen, p, plen);
         }
     }
     GENERAL_NAMES_free(sans);
 
-    if (dns_sans == 0) {
-        /* RFC 6125 6.4.4: the CN only when there is no DNS-ID at all. */
+    if (dns_sans == 0 && !matched) {
+        /* RFC 6125 6.4.4: the CN only when there is no DNS-ID at all (and
+         * never for an address). */
         X509_NAME *subj = X509_get_subject_name(leaf);
         int idx = X509_NAME_get_index_by_NID(subj, NID_commonName, -1);
         if (idx >= 0) {
@@ -112,8 +162,10 @@ int stp_tls_leaf_name_match(X509 *leaf, const char *const *names, size_t n, char
             const char *p = (const char *)ASN1_STRING_get0_data(cn);
             size_t plen = (size_t)ASN1_STRING_length(cn);
             for (size_t k = 0; k < n && !matched; k++) {
-                matched = stp_tls_name_match(p, plen, names[k]);
+                matched = !stp_tls_ip_literal(names[k], ip) &&
+                          stp_tls_name_match(p, plen, names[k]);
             }
+            append(seen, seenlen, shown ? ", " : "", shown ? 2 : 0);
             append(seen, seenlen, p, plen);
         }
     }

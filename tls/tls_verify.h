@@ -29,10 +29,16 @@ typedef enum {
 /* 1 if the certificate name `pattern` (a SAN dNSName or CN) matches `host`. Pure. */
 int stp_tls_name_match(const char *pattern, size_t plen, const char *host);
 
+/* The bytes of an IP address literal ("192.0.2.1", "2001:db8::1" or
+ * "[2001:db8::1]") in out: returns 4 or 16, or 0 for anything else. */
+size_t stp_tls_ip_literal(const char *name, unsigned char out[16]);
+
 /*
  * 1 if the certificate's DNS-ID SANs (or, without any, its subject CN) match
- * one of names[0..n) under RFC 6125 rules. `seen` receives up to four of the
- * certificate's names, comma-separated, for error messages.
+ * one of names[0..n) under RFC 6125 rules; a name that is an IP literal (a
+ * relay given by address) matches an iPAddress SAN of the same address and
+ * nothing else. `seen` receives up to four of the certificate's names,
+ * comma-separated, for error messages.
  */
 int stp_tls_leaf_name_match(X509 *leaf, const char *const *names, size_t n, char *seen,
                             size_t seenlen);

@@ -350,6 +350,26 @@ class Behaviour(unittest.TestCase):
         self.assertIn("sni=mx.example.test", inbound.log())
 
 
+    def test_relay_by_address_verifies_its_ip_san(self):
+        """route = relay:127.0.0.1:PORT without servername: the address is
+        the name to verify (its default), matched against the certificate's
+        iPAddress SANs (RFC 6125 IP-ID); a DNS-only certificate was the only
+        kind it could be checked against, so tls = verify deferred every
+        message. No SNI is sent for an address (RFC 6066 3)."""
+        sink = Sink(self.tmp)
+        self.addCleanup(sink.stop)
+        inbound = Proxy(self.tmp, {"in": {"backend": "127.0.0.1:%d" % sink.port}})
+        self.addCleanup(inbound.stop)
+        p = Proxy(self.tmp, {"out": {"mode": "outbound", "tls": "verify",
+                                     "route": "relay:127.0.0.1:%d" % inbound.port("in"),
+                                     "ca_file": os.path.join(CERTS, "ca.pem")}}, tls=False)
+        self.addCleanup(p.stop)
+        self.assertEqual(attempt(p.port("out")), ("delivered", 250))
+        self.assertEqual(p.stop(), 0)
+        self.assertIn("verify=ok", p.log())
+        self.assertEqual(inbound.stop(), 0)
+        self.assertNotIn("sni=127.0.0.1", inbound.log())
+
     def test_may_retries_once_in_plaintext_and_logs_it(self):
         hop = NextHop(self.tmp, "tls10")
         self.addCleanup(hop.stop)

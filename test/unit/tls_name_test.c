@@ -89,10 +89,74 @@ static void test_cn_only_without_dns_ids(void)
     X509_free(san);
 }
 
+/* A certificate with the given subjectAltNames: "DNS:name" or "IP:address". */
+static X509 *cert_with_sans(const char *cn, const char *const *sans, size_t n)
+{
+    X509 *x = cert_with(cn, NULL);
+    GENERAL_NAMES *gens = GENERAL_NAMES_new();
+    CHECK(gens != NULL);
+    for (size_t i = 0; i < n; i++) {
+        GENERAL_NAME *gn = GENERAL_NAME_new();
+        CHECK(gn != NULL);
+        if (strncmp(sans[i], "IP:", 3) == 0) {
+            unsigned char b[16];
+            size_t blen = stp_tls_ip_literal(sans[i] + 3, b);
+            CHECK(blen != 0);
+            ASN1_OCTET_STRING *os = ASN1_OCTET_STRING_new();
+            CHECK(os != NULL && ASN1_OCTET_STRING_set(os, b, (int)blen) == 1);
+            GENERAL_NAME_set0_value(gn, GEN_IPADD, os);
+        } else {
+            ASN1_IA5STRING *ia5 = ASN1_IA5STRING_new();
+            CHECK(ia5 != NULL && ASN1_STRING_set(ia5, sans[i] + 4, -1) == 1);
+            GENERAL_NAME_set0_value(gn, GEN_DNS, ia5);
+        }
+        CHECK(sk_GENERAL_NAME_push(gens, gn) > 0);
+    }
+    CHECK(X509_add1_ext_i2d(x, NID_subject_alt_name, gens, 0, 0) == 1);
+    GENERAL_NAMES_free(gens);
+    return x;
+}
+
+/* A relay given by address (route = relay:192.0.2.1:587, its default
+ * servername): the address matches an iPAddress SAN of the same bytes, and
+ * never a DNS-ID or a CN spelling it out. */
+static void test_ip_literal(void)
+{
+    unsigned char b[16];
+    CHECK_EQ_INT((int)stp_tls_ip_literal("127.0.0.1", b), 4);
+    CHECK_EQ_INT((int)stp_tls_ip_literal("::1", b), 16);
+    CHECK_EQ_INT((int)stp_tls_ip_literal("[2001:db8::1]", b), 16);
+    CHECK_EQ_INT((int)stp_tls_ip_literal("mx.example.test", b), 0);
+    CHECK_EQ_INT((int)stp_tls_ip_literal("[127.0.0.1", b), 0);
+    CHECK_EQ_INT((int)stp_tls_ip_literal("", b), 0);
+
+    static const char *const both[] = {"DNS:mx.example.test", "IP:127.0.0.1", "IP:2001:db8::25"};
+    static const char *const dns_ip[] = {"DNS:127.0.0.1"};
+    X509 *x = cert_with_sans("mx.example.test", both, 3);
+    X509 *spelt = cert_with_sans("127.0.0.1", dns_ip, 1);
+    X509 *cn = cert_with("127.0.0.1", NULL);
+    char seen[256];
+    const char *v4[] = {"127.0.0.1"}, *v6[] = {"[2001:db8::25]"}, *v6b[] = {"2001:db8:0::25"},
+               *other[] = {"127.0.0.2"}, *name[] = {"mx.example.test"};
+    CHECK_EQ_INT(stp_tls_leaf_name_match(x, v4, 1, seen, sizeof(seen)), 1);
+    CHECK_EQ_INT(stp_tls_leaf_name_match(x, v6, 1, seen, sizeof(seen)), 1);
+    CHECK_EQ_INT(stp_tls_leaf_name_match(x, v6b, 1, seen, sizeof(seen)), 1);
+    CHECK_EQ_INT(stp_tls_leaf_name_match(x, name, 1, seen, sizeof(seen)), 1);
+    CHECK_EQ_INT(stp_tls_leaf_name_match(x, other, 1, seen, sizeof(seen)), 0);
+    CHECK(strcmp(seen, "mx.example.test, 127.0.0.1, 2001:db8::25") == 0);
+    CHECK_EQ_INT(stp_tls_leaf_name_match(spelt, v4, 1, seen, sizeof(seen)), 0);
+    CHECK_EQ_INT(stp_tls_leaf_name_match(cn, v4, 1, seen, sizeof(seen)), 0);
+    CHECK(strcmp(seen, "127.0.0.1") == 0);
+    X509_free(x);
+    X509_free(spelt);
+    X509_free(cn);
+}
+
 int main(void)
 {
     STP_RUN(test_name_match);
     STP_RUN(test_embedded_nul);
     STP_RUN(test_cn_only_without_dns_ids);
+    STP_RUN(test_ip_literal);
     return STP_CHECK_DONE();
 }
