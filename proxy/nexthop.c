@@ -120,6 +120,7 @@ struct stp_nexthop_s {
 
     char err[768]; /* the reply so far if everything fails */
     int err_policy;
+    int temp_seen; /* a host or address failed in a way a later try may not */
     stp_nexthop_result_t result;
 };
 
@@ -190,13 +191,22 @@ static void set_err(stp_nexthop_t *nh, const char *code, failure_t kind, const c
     va_end(ap);
     stp_log(STP_LOG_INFO, "mx_attempt id=%s domain=%s mx=%s addr=%s result=failed reason=\"%s\"",
             nh->id, nh->domain, mx_host(nh), nh->result.addr[0] ? nh->result.addr : "-", esc);
+    /* on_failure = reject bounces what the policy refused (4.7.x becomes
+     * 5.7.x) only when every host was refused so: a DNS failure, or a host
+     * that could not be reached, may go better at the legacy MTA's next try
+     * (a resolver outage, or the preferred MX down, must not bounce mail),
+     * whichever host failed first. */
+    if (kind == F_POLICY_TEMP || (kind == F_CONN && code[0] == '4')) {
+        nh->temp_seen = 1;
+        if (strncmp(nh->err, "550 5.7.", 8) == 0) {
+            memcpy(nh->err, "451 4", 5); /* the refusal said so far, deferred */
+        }
+    }
     if (nh->err_policy && kind == F_CONN) {
         return;
     }
-    /* on_failure = reject bounces what the policy refused (4.7.x becomes
-     * 5.7.x), never a DNS failure: a resolver outage would bounce mail. */
     int reject = kind == F_POLICY && nh->lc->on_failure == STP_ON_FAILURE_REJECT &&
-                 strncmp(code, "451 4.7.", 8) == 0;
+                 !nh->temp_seen && strncmp(code, "451 4.7.", 8) == 0;
     if (reject) {
         snprintf(nh->err, sizeof(nh->err), "550 5%s %s\r\n", code + 5, text);
     } else {

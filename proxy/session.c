@@ -3166,6 +3166,17 @@ static void mx_rcpt(stp_session_t *s, const stp_cmd_t *cmd, const char *line, si
         mx_write(s, "451 4.4.2 Error: connection to the recipient's mail server lost\r\n");
         return;
     }
+    if (s->mx_mail_sent && strcmp(domain, s->mx_domain) != 0 && s->rcpts == 0 &&
+        s->pq_len == 0) {
+        /* The transaction's domain accepted no recipient: its connection
+         * holds nothing of the message, so this domain takes it over (the
+         * old next hop gets QUIT) rather than a 452 and a retry. */
+        stp_log(STP_LOG_INFO,
+                "mx id=%s domain=%s previous_domain=%s connection=closed reason=\"no recipient "
+                "accepted\"",
+                s->id, domain, s->mx_domain);
+        mx_drop_up(s);
+    }
     if (s->mx_mail_sent && strcmp(domain, s->mx_domain) != 0) {
         char buf[400];
         snprintf(buf, sizeof(buf),

@@ -167,6 +167,9 @@ def zone(dane_hash, ta_hash=ZERO):
         "mxb IN A 127.0.0.13",
         "dane IN MX 10 mxd", "mxd IN A 127.0.0.14", "_25._tcp.mxd IN TLSA 3 1 1 " + dane_hash,
         "danebad IN MX 10 mxe", "mxe IN A 127.0.0.15", "_25._tcp.mxe IN TLSA 3 1 1 " + ZERO,
+        # the same DANE failure beside an MX host that is down, before and after it
+        "danemix1 IN MX 10 mxdown", "danemix1 IN MX 20 mxe",
+        "danemix2 IN MX 10 mxe", "danemix2 IN MX 20 mxdown",
         "stsdane IN MX 10 mxf", "mxf IN A 127.0.0.16", "_25._tcp.mxf IN TLSA 3 1 1 " + ZERO,
         '_mta-sts.stsdane IN TXT "v=STSv1; id=1"', "mta-sts.stsdane IN A 127.0.0.1",
         "sts IN MX 10 mxg", "mxg IN A 127.0.0.17",
@@ -1242,6 +1245,29 @@ class Routing(MxBase):
                          ["command RCPT TO:<y@d2.example.test> tls=True"])
 
 
+    def test_domain_that_accepted_no_recipient_gives_way(self):
+        """The transaction's first domain refused its only recipient (550):
+        its connection holds nothing of the message, so a recipient of
+        another domain takes the transaction over (the old next hop gets
+        QUIT) where it got 452 4.5.3 and had to wait for the legacy MTA's
+        retry; once that domain accepted one, the first domain's next
+        recipient is the one deferred."""
+        ha = self.hop("127.0.0.11", "mxa")
+        hb = self.hop("127.0.0.13", "mxb")
+        port = self.start_proxy()
+        r = send(port, ["unknown@d1.example.test", "y@d2.example.test", "z@d1.example.test"])
+        self.assertEqual([x[0] for x in r["rcpt"]], [550, 250, 452], r)
+        self.assertIn("4.5.3", r["rcpt"][2][1])
+        self.assertEqual(r["data"][0], 250, r)
+        self.assertEqual(ha.stored(), [])
+        self.assertEqual(len(hb.stored()), 1)
+        self.assertIn("bye", ha.proc.log())
+        self.assertIn("mx id=", self.proxy.log())
+        self.assertTrue([l for l in self.proxy.log().splitlines()
+                         if " domain=d2.example.test previous_domain=d1.example.test "
+                            "connection=closed" in l], self.proxy.log()[-3000:])
+
+
 class PolicyLookup(MxBase):
     def test_recipient_domain_the_policy_cannot_judge_is_refused(self):
         """[policy:.bank.example.test] tls = secure, a wildcard MX under it,
@@ -1507,6 +1533,25 @@ class Dane(MxBase):
         self.assertIn("DANE", r["rcpt"][0][1])
         self.assertEqual(h.stored(), [])
         self.assertEqual(h.commands(), [])  # no envelope, no plaintext retry
+
+    def test_dane_failure_beside_a_host_down_stays_451_under_reject(self):
+        # on_failure = reject bounces a domain whose every host the policy
+        # refused; here its other MX could not be reached, and may be up at
+        # the legacy MTA's next try: 451, whichever of the two came first
+        # (the refusal of the later host was a 550 5.7.5, a bounce)
+        h = self.hop("127.0.0.15", "mxe")
+        port = self.start_proxy(listener={"on_failure": "reject"})
+        for domain in ("danemix1", "danemix2"):
+            r = send(port, ["bob@%s.example.test" % domain])
+            self.assertEqual(r["rcpt"][0][0], 451, (domain, r))
+            self.assertTrue(r["rcpt"][0][1].startswith(
+                "451 4.7.5 DANE verification of mxe.example.test failed"), (domain, r))
+            d = [l for l in self.decisions() if "domain=%s." % domain in l and "outcome=" in l]
+            self.assertTrue(any("outcome=deferred" in l for l in d), d)
+            self.assertFalse(any("outcome=rejected" in l for l in d), d)
+        r = send(port, ["bob@danebad.example.test"])  # its only host: bounced
+        self.assertEqual(r["rcpt"][0][0], 550, r)
+        self.assertEqual(h.stored(), [])
 
     def test_dane_failure_never_falls_back_to_mta_sts(self):
         # the certificate is valid for mxf and the MTA-STS policy names mxf

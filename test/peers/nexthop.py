@@ -41,6 +41,7 @@ of answering RCPT / DATA / the final dot), data-stall-close (after its 354
 reads nothing of the message for 1 s, then closes: a client sending faster
 than it reads is held back meanwhile). The rcpt-421 ... dot-close and
 data-stall-close modes fail on their first occasion only (first_421()).
+In every mode a RCPT whose address starts with "unknown" gets 550 5.1.1.
 QUIT is logged on stderr as a "bye" line, the SNI a client sends as "sni NAME".
 """
 import argparse
@@ -276,6 +277,9 @@ def serve(c, a, count, lock):
                 if a.mode == "slow" and not u.startswith(b"RSET") and not u == b"NOOP":
                     time.sleep(0.5)
                 conn.txn = not u.startswith(b"RSET") and (conn.txn or u.startswith(b"MAIL"))
+                if u.startswith(b"RCPT TO:<UNKNOWN"):  # in every mode: a user it does not have
+                    conn.send(b"550 5.1.1 <%s> User unknown\r\n" % l[9:].split(b">")[0])
+                    continue
                 conn.send(b"250 2.0.0 Ok\r\n")
             elif u == b"DATA" and a.mode.startswith("data-554-"):
                 sys.stderr.write("data-554 tls=%s\n" % conn.tls)
