@@ -1197,6 +1197,16 @@ static void handle_line(stp_session_t *s, const char *line, size_t len)
     if (is_mx(s) && mx_command(s, &cmd, line, len)) {
         return;
     }
+    /* starttls = require: before TLS only what leads to it. RFC 3207 4:
+     * every command but NOOP, EHLO, STARTTLS and QUIT gets 530, so VRFY,
+     * EXPN, ETRN or HELP never reach the backend in plaintext (nor HELO: a
+     * client without EHLO cannot start TLS). */
+    if (c->mode == STP_MODE_INBOUND && c->starttls == STP_STARTTLS_REQUIRE && !tls &&
+        cmd.verb != STP_CMD_EHLO && cmd.verb != STP_CMD_NOOP && cmd.verb != STP_CMD_QUIT &&
+        cmd.verb != STP_CMD_STARTTLS) {
+        local_reply(s, "530 5.7.0 Must issue a STARTTLS command first\r\n", A_NONE);
+        return;
+    }
     if (c->mode == STP_MODE_INBOUND && c->xclient && !s->xclient_done &&
         (cmd.verb == STP_CMD_MAIL || cmd.verb == STP_CMD_RCPT || cmd.verb == STP_CMD_DATA ||
          cmd.verb == STP_CMD_AUTH || cmd.verb == STP_CMD_VRFY || cmd.verb == STP_CMD_EXPN ||

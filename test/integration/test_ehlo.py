@@ -7,7 +7,7 @@
      ENHANCEDSTATUSCODES / STARTTLS                  (before TLS: AUTH hidden)
   S: ... AUTH PLAIN LOGIN ... (no STARTTLS)           (after TLS)
 """
-from harness import ProxyCase, parse_trace
+from harness import ProxyCase, parse_trace, poll
 
 KEPT = ("PIPELINING", "SIZE", "8BITMIME", "SMTPUTF8", "DSN", "ENHANCEDSTATUSCODES")
 STRIPPED = ("CHUNKING", "BINARYMIME", "XCLIENT", "XFORWARD")
@@ -73,6 +73,28 @@ class EhloRewrite(ProxyCase):
         kws = keywords(c.cmd("EHLO x.example")[1])
         self.assertEqual(kws.count("STARTTLS"), 1)
         self.assertNotIn("AUTH", kws)
+
+    def test_require_listener_refuses_all_but_the_way_to_tls(self):
+        """RFC 3207 4: before TLS a require listener answers every command
+        but NOOP, EHLO, STARTTLS and QUIT with 530 5.7.0, so VRFY, EXPN,
+        ETRN and HELP never reach the backend in plaintext; inside TLS they
+        are relayed."""
+        c = self.client("req")
+        c.reply()
+        for cmd in ("VRFY postmaster", "EXPN staff", "HELP", "ETRN example.test", "RSET",
+                    "HELO x.example", "MAIL FROM:<a@example.test>", "XYZZY"):
+            code, lines = c.cmd(cmd)
+            self.assertEqual(code, 530, (cmd, lines))
+            self.assertTrue(lines[0].startswith("530 5.7.0 Must issue a STARTTLS command first"),
+                            lines)
+        self.assertEqual(c.cmd("NOOP")[0], 250)
+        self.assertEqual(c.cmd("EHLO x.example")[0], 250)
+        before = [l.decode() for l in self.sink.lines() if not l.startswith(b"(")]
+        for verb in ("VRFY", "EXPN", "HELP", "ETRN", "RSET", "HELO", "MAIL", "XYZZY"):
+            self.assertFalse([l for l in before if l.upper().startswith(verb)], before)
+        c.starttls()
+        self.assertNotEqual(c.cmd("VRFY postmaster")[0], 530)
+        self.assertTrue(poll(lambda: any(l.startswith(b"VRFY") for l in self.sink.lines())))
 
     def test_helo(self):
         c = self.client()
