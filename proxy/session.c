@@ -1508,6 +1508,16 @@ static size_t data_input(stp_session_t *s, const char *p, size_t n)
         s->msg_abort == NULL) {
         s->msg_abort = "552 5.3.4 Error: message size exceeds fixed limit\r\n";
     }
+    if (s->msg_abort != NULL && s->backend_up && !is_mx(s)) {
+        /* Refused: the backend gets nothing more. Left waiting, idle, for
+         * the rest of the message, it could time out (Postfix: 300 s) and
+         * its close would turn the refusal into a 421 (a retry, for days, of
+         * a message that can never pass). Dropped now, without the dot, it
+         * discards what it got. */
+        stp_conn_close(s->up);
+        s->backend_up = 0;
+        s->up = NULL;
+    }
     if (s->msg_abort == NULL) {
         char hdr[1024];
         uv_buf_t b[2];

@@ -4,6 +4,7 @@ proves what never reached it.
 """
 
 import shutil
+import time
 import unittest
 
 from harness import (BODY, BODY_UNSTUFFED, Client, Proxy, ProxyCase, Sink, log_fields,
@@ -626,3 +627,37 @@ class Smuggling(ProxyCase):
         self.assertEqual(c.cmd("DATA")[0], 354)
         c.send(body + b".\r\n")
         return c.reply()
+
+
+class RefusedMessageOutlivesBackendTimeout(ProxyCase):
+    """A message the proxy refuses in the middle (a bare LF, or over
+    max_message_size) is still read to its end, which can take longer than
+    the backend's own DATA timeout (here 1 s; Postfix's smtpd_timeout is
+    300 s). The backend is dropped at the refusal, so its timeout can no
+    longer turn the client's 554/552 (a bounce) into a 421 (a retry, for
+    days, of a message that can never pass)."""
+    sink_args = ("--data-timeout", "1")
+    listeners = {"in": {"max_message_size": "1000"}}
+
+    def refused_slowly(self, first, reply):
+        c = self.ready_client()
+        for cmd in ("MAIL FROM:<a@example.test>", "RCPT TO:<b@example.test>"):
+            self.assertEqual(c.cmd(cmd)[0], 250)
+        self.assertEqual(c.cmd("DATA")[0], 354)
+        c.send(first)
+        time.sleep(2)  # the rest comes after the backend's timeout
+        c.send(b"the rest\r\n.\r\n")
+        code, lines = c.reply()
+        self.assertTrue(lines[0].startswith(reply), lines)
+        c.close()
+
+    def test_bare_lf_refusal_stands(self):
+        self.refused_slowly(b"Subject: x\r\n\r\nbare\nLF\r\n", "554 5.6.0")
+        self.assertTrue(poll(lambda: b"(connection lost in DATA)" in self.sink.lines(), 5))
+        self.assertNotIn(b"(timeout in DATA)", self.sink.lines())
+        self.assertEqual(self.sink.messages(), [])
+
+    def test_size_refusal_stands(self):
+        self.refused_slowly(b"Subject: x\r\n\r\n" + (b"y" * 78 + b"\r\n") * 30, "552 5.3.4")
+        self.assertTrue(poll(lambda: b"(connection lost in DATA)" in self.sink.lines(), 5))
+        self.assertEqual(self.sink.messages(), [])

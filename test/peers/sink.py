@@ -20,6 +20,7 @@ be told to misbehave the way real legacy servers do:
   --eod-delay S      wait S seconds before the reply to the end of data
   --auth-challenge   AUTH LOGIN gets 334; the next line is the SASL response
   --silent-quit      never answers QUIT; waits for the peer to close
+  --data-timeout S   in DATA, S seconds without a byte: 421 and close
   --strict-params    555 for a MAIL SIZE= parameter when --ehlo-caps offers no
                      SIZE (RFC 1870 servers without the extension may refuse it)
 
@@ -92,7 +93,13 @@ class Sink:
                 lines = body.split(b"\r\n")
                 body = b"\r\n".join(l[1:] if l.startswith(b".") else l for l in lines)
                 return body, bytes(data[i + len(e):])
-            chunk = await reader.read(1 << 20)
+            if self.args.data_timeout:
+                try:
+                    chunk = await asyncio.wait_for(reader.read(1 << 20), self.args.data_timeout)
+                except asyncio.TimeoutError:
+                    return TIMED_OUT, b""
+            else:
+                chunk = await reader.read(1 << 20)
             if not chunk:
                 return None, b""
             start = max(0, len(data) - 8)  # an ending may straddle two reads
@@ -170,6 +177,11 @@ class Sink:
                         await writer.drain()
                         msg, buf = await self.read_data(reader, buf)
                         mail, rcpts = False, 0
+                        if msg is TIMED_OUT:  # as Postfix's smtpd at smtpd_timeout
+                            self.record(b"(timeout in DATA)")
+                            writer.write(b"421 4.4.2 backend.test Error: timeout exceeded\r\n")
+                            await writer.drain()
+                            return
                         if msg is None:
                             self.record(b"(connection lost in DATA)")
                             return
@@ -225,6 +237,9 @@ class Sink:
                 pass
 
 
+TIMED_OUT = object()  # read_data(): the client sent nothing for --data-timeout
+
+
 async def serve(args):
     host, port = args.listen.rsplit(":", 1)
     sink = Sink(args)
@@ -265,6 +280,9 @@ def parser():
     p.add_argument("--auth-challenge", action="store_true",
                    help="AUTH LOGIN gets 334 and the next line is its response ('*' cancels: 501)")
     p.add_argument("--silent-quit", action="store_true", help="never answer QUIT; wait for the peer to close")
+    p.add_argument("--data-timeout", type=float, default=0, metavar="S",
+                   help="in DATA, after S seconds without a byte: 421 and close (a server's "
+                        "own timeout, Postfix's smtpd_timeout)")
     p.add_argument("--strict-params", action="store_true",
                    help="555 for MAIL SIZE= unless --ehlo-caps offers SIZE")
     return p
