@@ -960,6 +960,25 @@ static void probe_mx(probe_t *p, const stp_domain_policy_t *pol, mx_report_t *m,
     verdict(p, pol, m, usable, none_usable);
 }
 
+
+/* The trust store delivery would verify DOMAIN's MX hosts with: its
+ * [policy:] section's ca_file, else the route = mx listener's (which
+ * defaults to [tls] ca_file), else [tls] ca_file. "" is the system's. */
+static const char *probe_ca_file(const stp_config_t *cf, const char *domain)
+{
+    const stp_domain_policy_t *pol = stp_policy_lookup(&cf->policies, domain);
+    if (pol != NULL && pol->ca_file[0]) {
+        return pol->ca_file;
+    }
+    for (size_t i = 0; i < cf->nlisteners; i++) {
+        const stp_listener_conf_t *lc = &cf->listeners[i];
+        if (lc->mode == STP_MODE_OUTBOUND && lc->route == STP_ROUTE_MX) {
+            return lc->ca_file;
+        }
+    }
+    return cf->ca_file;
+}
+
 int stp_probe_main(int argc, char **argv, const char *default_config)
 {
     static const struct option opts[] = {
@@ -1022,8 +1041,8 @@ int stp_probe_main(int argc, char **argv, const char *default_config)
         return 1;
     }
     probe_t p = {.cf = cf, .domain = domain};
-    p.ctx = stp_tls_ctx_client_new(cf->ca_file[0] ? cf->ca_file : NULL, TLS1_2_VERSION, err,
-                                   sizeof(err));
+    const char *ca = probe_ca_file(cf, domain);
+    p.ctx = stp_tls_ctx_client_new(ca[0] ? ca : NULL, TLS1_2_VERSION, err, sizeof(err));
     if (p.ctx == NULL || stp_resolver_global_init() < 0) {
         fprintf(stderr, "probe: %s\n", p.ctx ? "c-ares initialisation failed" : err);
         SSL_CTX_free(p.ctx);

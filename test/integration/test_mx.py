@@ -2311,6 +2311,26 @@ route = mx
                            timeout=60)
         return p.returncode, p.stdout.decode(), p.stderr.decode()
 
+    def test_probe_uses_the_trust_store_delivery_uses(self):
+        """An MX host whose certificate only a [policy:] section's ca_file
+        (or the route = mx listener's) trusts: delivery verifies it, and so
+        does the probe (it took [tls] ca_file alone and said "defer")."""
+        self.hop("127.0.0.11", "mxa",
+                 cert=make_cert(self.tmp, "mxa-other", ["mxa.example.test"], ca="otherca"))
+        other = os.path.join(CERTS, "otherca.pem")
+        for policies in ("[policy:d1.example.test]\ntls = verify\nca_file = %s\n" % other,
+                         "ca_file = %s\n[policy:d1.example.test]\ntls = verify\n" % other):
+            rc, out, err = self.probe("d1.example.test", policies=policies)
+            self.assertIn("chain valid", out, (policies, out, err))
+            self.assertIn("verdict      deliver", out, (policies, out, err))
+        port = self.start_proxy(policies="[policy:d1.example.test]\ntls = verify\n"
+                                "ca_file = %s\n" % other)
+        r = send(port, ["bob@d1.example.test"])
+        self.assertEqual(r["data"][0], 250, r)
+        rc, out, err = self.probe("d1.example.test", policies="[policy:d1.example.test]\n"
+                                  "tls = verify\n")  # [tls] ca_file only: not trusted
+        self.assertIn("verdict      defer", out, (out, err))
+
     def test_probe_reads_what_delivery_remembers(self):
         """The probe reads state_dir as delivery finds it. rem.example.test
         was reached over verified TLS, so the proxy defers it once its MX
