@@ -1675,22 +1675,28 @@ static int reaches(const stp_hostport_t *listen, const stp_hostport_t *to)
     return is_wildcard(&to->addr) && is_first_loopback(&listen->addr);
 }
 
+const char *stp_config_loop_note(const stp_hostport_t *listen, const stp_hostport_t *to)
+{
+    if (!reaches(listen, to)) {
+        return NULL;
+    }
+    size_t len;
+    const void *lb = ip_bytes(&listen->addr, &len), *tb = ip_bytes(&to->addr, &len);
+    return memcmp(lb, tb, len) == 0 ? ""
+           : is_wildcard(&listen->addr)
+               ? " (a wildcard listen address accepts loopback connections on its port)"
+               : " (a connection to the wildcard address reaches loopback)";
+}
+
 /* backend (inbound) or a relay route (outbound) that leads back to `listen`. */
 static void report_loop(loader_t *ld, int line, const char *key, const stp_hostport_t *listen,
                         const stp_hostport_t *to)
 {
-    if (!reaches(listen, to)) {
-        return;
+    const char *note = stp_config_loop_note(listen, to);
+    if (note != NULL) {
+        error_at(ld, line, "%s is the listener's own address%s: connections would loop", key,
+                 note);
     }
-    size_t len;
-    const void *lb = ip_bytes(&listen->addr, &len), *tb = ip_bytes(&to->addr, &len);
-    int same = memcmp(lb, tb, len) == 0;
-    error_at(ld, line, "%s is the listener's own address%s: connections would loop", key,
-             same ? ""
-                  : is_wildcard(&listen->addr) ? " (a wildcard listen address accepts loopback "
-                                                 "connections on its port)"
-                                               : " (a connection to the wildcard address "
-                                                 "reaches loopback)");
 }
 
 static void finish_listener(loader_t *ld, size_t li)

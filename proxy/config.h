@@ -159,4 +159,9 @@ int64_t stp_duration_parse(const char *s);
 /* "2048", "10k", "50M" -> bytes; -1 on error. */
 int64_t stp_size_parse(const char *s);
 
+/* NULL unless a connection to `to` would reach the listener on `listen`
+ * (the same address and port, or through a wildcard); else a note for the
+ * error ("" when the addresses are the same). */
+const char *stp_config_loop_note(const stp_hostport_t *listen, const stp_hostport_t *to);
+
 #endif

@@ -102,6 +102,15 @@ stp_runtime_t *stp_runtime_new(stp_config_t *conf, char *err, size_t errlen)
             } else {
                 memcpy(&l->relay.addr, res->ai_addr, res->ai_addrlen);
                 l->relay.addr_len = res->ai_addrlen;
+                /* the check config.c makes for an address, once the name has one */
+                const char *loop = stp_config_loop_note(&l->listen, &l->relay);
+                if (loop != NULL) {
+                    add_error(err, errlen, file, l->route_line,
+                              "route: relay '%s' is the listener's own address%s: connections "
+                              "would loop",
+                              l->relay.host, loop);
+                    failed = 1;
+                }
             }
             if (res != NULL) {
                 freeaddrinfo(res);

@@ -76,6 +76,24 @@ class Check(unittest.TestCase):
                 self.assertIn("%s:%d:" % (path, line), out, label)
                 self.assertIn(word, out, label)
 
+    def test_relay_by_name_that_is_the_listener_itself(self):
+        """route = relay:NAME:PORT whose name resolves to the listener's own
+        address: refused at the route line like the same relay given by
+        address (it was accepted, and each connection looped back into the
+        proxy until max_connections)."""
+        import socket
+        fam = socket.getaddrinfo("localhost", 25, type=socket.SOCK_STREAM)[0][0]
+        listen = "127.0.0.1" if fam == socket.AF_INET else "[::1]"
+        for relay in ("localhost", listen):
+            rc, out, path = self.check("[listener:out]\nmode = outbound\nlisten = %s:47023\n"
+                                       "route = relay:%s:47023\ntls = none\n" % (listen, relay))
+            self.assertNotEqual(rc, 0, out)
+            self.assertIn("%s:4: route" % path, out)
+            self.assertIn("the listener's own address", out)
+        rc, out, _ = self.check("[listener:out]\nmode = outbound\nlisten = %s:47023\n"
+                                "route = relay:localhost:47024\ntls = none\n" % listen)
+        self.assertEqual(rc, 0, out)
+
     def test_all_errors_reported(self):
         rc, out, path = self.check("[proxy]\nbogus = 1\n[listener:a]\nmode = sideways\n"
                                    "listen = 127.0.0.1:2525\nbackend = 127.0.0.1:x\n"
