@@ -75,10 +75,13 @@ stp_runtime_t *stp_runtime_new(stp_config_t *conf, char *err, size_t errlen)
             }
         }
         if (!failed) {
-            rt->server_ctx =
-                stp_tls_ctx_server_new(pairs, conf->ncerts, conf->min_version, e, sizeof(e));
+            size_t bad;
+            rt->server_ctx = stp_tls_ctx_server_new(pairs, conf->ncerts, conf->min_version, e,
+                                                    sizeof(e), &bad);
             if (rt->server_ctx == NULL) {
-                add_error(err, errlen, file, 0, "%s", e);
+                /* at the line of the cert it is about (the second of two that clash) */
+                add_error(err, errlen, file, bad < conf->ncerts ? conf->certs[bad].cert_line : 0,
+                          "%s", e);
                 failed = 1;
             }
         }

@@ -537,8 +537,12 @@ int stp_tls_keypair_check(const stp_tls_keypair_t *pair, char *err, size_t err_l
 }
 
 SSL_CTX *stp_tls_ctx_server_new(const stp_tls_keypair_t *pairs, size_t n, uint16_t min_version,
-                                char *err, size_t err_len)
+                                char *err, size_t err_len, size_t *bad)
 {
+    size_t culprit = n;
+    if (bad != NULL) {
+        *bad = n;
+    }
     if (n == 0 || n > MAX_PAIRS) {
         snprintf(err, err_len, "%s",
                  n == 0 ? "no certificate configured" : "at most 8 certificates");
@@ -556,6 +560,7 @@ SSL_CTX *stp_tls_ctx_server_new(const stp_tls_keypair_t *pairs, size_t n, uint16
     }
     for (size_t i = 0; i < n; i++) {
         if (load_credential(&pairs[i], &choice->e[i].cred, err, err_len) < 0) {
+            culprit = i;
             goto fail;
         }
         choice->n++;
@@ -570,6 +575,7 @@ SSL_CTX *stp_tls_ctx_server_new(const stp_tls_keypair_t *pairs, size_t n, uint16
                          "cert %s and cert %s: same name and key type (per name: one RSA and "
                          "one ECDSA certificate)",
                          pairs[i].cert_file, pairs[j].cert_file);
+                culprit = j;
                 goto fail;
             }
         }
@@ -613,6 +619,9 @@ SSL_CTX *stp_tls_ctx_server_new(const stp_tls_keypair_t *pairs, size_t n, uint16
     return ctx;
 
 fail:
+    if (bad != NULL) {
+        *bad = culprit;
+    }
     cert_choice_free(NULL, choice, NULL, 0, 0, NULL);
     SSL_CTX_free(ctx);
     return NULL;

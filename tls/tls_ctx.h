@@ -23,10 +23,12 @@ typedef struct {
  * Server context with `n` key pairs (1 to 8; per name at most one RSA and one
  * ECDSA).
  * min_version: TLS1_2_VERSION or TLS1_3_VERSION.
- * Returns a new SSL_CTX (caller frees with SSL_CTX_free) or NULL with `err` set.
+ * Returns a new SSL_CTX (caller frees with SSL_CTX_free) or NULL with `err` set
+ * and, if `bad` is not NULL, *bad the index of the pair the error is about
+ * (the second of two that clash), or n when it is about none.
  */
 SSL_CTX *stp_tls_ctx_server_new(const stp_tls_keypair_t *pairs, size_t n, uint16_t min_version,
-                                char *err, size_t err_len);
+                                char *err, size_t err_len, size_t *bad);
 
 /*
  * Loads one pair as stp_tls_ctx_server_new would and checks that key and

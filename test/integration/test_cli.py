@@ -112,6 +112,15 @@ class Check(unittest.TestCase):
     HEAD = "[proxy]\nhostname = mx.example.test\n"  # lines 1-2
     INBOUND = "[listener:a]\nmode = inbound\nlisten = 127.0.0.1:2525\nbackend = 127.0.0.1:2526\n"
 
+    def test_two_certificates_of_one_name_and_type_have_a_line(self):
+        # the second of the two is the one that can never be chosen
+        rc, out, path = self.check(self.HEAD + "[tls]\ncert = {c}/ecdsa.pem\nkey = {c}/ecdsa.key\n"
+                                   "cert = {c}/soon.pem\nkey = {c}/soon.key\n".format(c=CERTS)
+                                   + self.INBOUND)
+        self.assertNotEqual(rc, 0, out)
+        self.assertIn("%s:6: cert %s/ecdsa.pem and cert %s/soon.pem: same name and key type"
+                      % (path, CERTS, CERTS), out)
+
     def test_certificate_errors_have_file_and_line(self):
         # read when the snapshot is built, after the file parsed: these had
         # no line ("m.ini: key ... does not match ...")

@@ -197,7 +197,7 @@ static SSL_CTX *server_ctx(int certs, uint16_t min_version)
     if (certs & CERTS_RSA || certs == CERTS_P384_RSA) {
         pairs[n++] = (stp_tls_keypair_t){path[F_RSA_CERT], path[F_RSA_KEY]};
     }
-    SSL_CTX *ctx = stp_tls_ctx_server_new(pairs, n, min_version, err, sizeof(err));
+    SSL_CTX *ctx = stp_tls_ctx_server_new(pairs, n, min_version, err, sizeof(err), NULL);
     if (ctx == NULL) {
         fprintf(stderr, "server ctx: %s\n", err);
     }
@@ -692,7 +692,7 @@ static void test_ctx_errors(void)
                                   : cases[i].key < 0 ? "/nonexistent/stp.pem"
                                                      : path[cases[i].key]};
         err[0] = '\0';
-        SSL_CTX *ctx = stp_tls_ctx_server_new(&pair, 1, TLS1_2_VERSION, err, sizeof(err));
+        SSL_CTX *ctx = stp_tls_ctx_server_new(&pair, 1, TLS1_2_VERSION, err, sizeof(err), NULL);
         CHECK(ctx == NULL);
         if (!strstr(err, cases[i].want1) || !strstr(err, cases[i].want2)) {
             fprintf(stderr, "case '%s': got '%s'\n", cases[i].label, err);
@@ -704,28 +704,33 @@ static void test_ctx_errors(void)
 
     /* key and certificate in one file, key_file NULL */
     stp_tls_keypair_t combined = {path[F_COMBINED], NULL};
-    SSL_CTX *ctx = stp_tls_ctx_server_new(&combined, 1, TLS1_2_VERSION, err, sizeof(err));
+    SSL_CTX *ctx = stp_tls_ctx_server_new(&combined, 1, TLS1_2_VERSION, err, sizeof(err), NULL);
     CHECK(ctx != NULL);
     SSL_CTX_free(ctx);
 
     /* pair combinations and versions */
     stp_tls_keypair_t two_ec[2] = {{path[F_EC_CERT], path[F_EC_KEY]},
                                    {path[F_P384_CERT], path[F_P384_KEY]}};
-    CHECK(stp_tls_ctx_server_new(two_ec, 2, TLS1_2_VERSION, err, sizeof(err)) == NULL);
+    size_t bad = 99;
+    CHECK(stp_tls_ctx_server_new(two_ec, 2, TLS1_2_VERSION, err, sizeof(err), &bad) == NULL);
     CHECK(strstr(err, "one RSA and one ECDSA") != NULL);
-    CHECK(stp_tls_ctx_server_new(two_ec, 0, TLS1_2_VERSION, err, sizeof(err)) == NULL);
+    CHECK_EQ_INT((int)bad, 1); /* the second of the two: the config error's line */
+    CHECK(stp_tls_ctx_server_new(two_ec, 0, TLS1_2_VERSION, err, sizeof(err), NULL) == NULL);
     stp_tls_keypair_t nine[9];
     for (int i = 0; i < 9; i++) {
         nine[i] = two_ec[0];
     }
-    CHECK(stp_tls_ctx_server_new(nine, 9, TLS1_2_VERSION, err, sizeof(err)) == NULL);
+    CHECK(stp_tls_ctx_server_new(nine, 9, TLS1_2_VERSION, err, sizeof(err), NULL) == NULL);
     CHECK(strstr(err, "at most 8") != NULL);
-    CHECK(stp_tls_ctx_server_new(two_ec, 1, TLS1_1_VERSION, err, sizeof(err)) == NULL);
+    CHECK(stp_tls_ctx_server_new(two_ec, 1, TLS1_1_VERSION, err, sizeof(err), NULL) == NULL);
     CHECK(strstr(err, "1.2 or 1.3") != NULL);
     stp_tls_keypair_t bad_second[2] = {{path[F_EC_CERT], path[F_EC_KEY]},
                                        {path[F_RSA_CERT], path[F_OTHER_EC_KEY]}};
-    CHECK(stp_tls_ctx_server_new(bad_second, 2, TLS1_2_VERSION, err, sizeof(err)) == NULL);
+    CHECK(stp_tls_ctx_server_new(bad_second, 2, TLS1_2_VERSION, err, sizeof(err), &bad) == NULL);
     CHECK(strstr(err, "other-ec.key does not match certificate") != NULL);
+    CHECK_EQ_INT((int)bad, 1);
+    CHECK(stp_tls_ctx_server_new(two_ec, 1, TLS1_1_VERSION, err, sizeof(err), &bad) == NULL);
+    CHECK_EQ_INT((int)bad, 1); /* about no pair: n */
 
     /* client contexts */
     CHECK(stp_tls_ctx_client_new("/nonexistent/ca.pem", TLS1_2_VERSION, err, sizeof(err)) == NULL);
