@@ -1730,6 +1730,11 @@ static void finish_listener(loader_t *ld, size_t li)
         }
         report_loop(ld, listener_key_line(ld, li, "backend"), "backend", &lc->listen,
                     &lc->backend);
+        if (!lc->hide_auth_before_tls) {
+            error_at(ld, listener_key_line(ld, li, "hide_auth_before_tls"),
+                     "hide_auth_before_tls = no would advertise AUTH where it is refused: before "
+                     "TLS every AUTH gets 530 5.7.0 (no password crosses in plaintext)");
+        }
         if (!lc->proxy_protocol && lc->nproxy_from > 0) {
             error_at(ld, listener_key_line(ld, li, "proxy_from"),
                      "proxy_from without proxy_protocol = yes does nothing (no PROXY header is "

@@ -518,9 +518,13 @@ static void test_inbound_keys(void)
 {
     static const config_case_t cases[] = {
         {"every inbound key",
-         MX "starttls = require\nhide_auth_before_tls = no\n"
+         MX "starttls = require\nhide_auth_before_tls = yes\n"
             "bare_newlines = normalize\ntrace_header = no\n" TLS,
          {NULL}},
+        {"hide_auth_before_tls = no",
+         MX "hide_auth_before_tls = no\n",
+         {"t.ini:5: hide_auth_before_tls = no would advertise AUTH where it is refused: before "
+          "TLS every AUTH gets 530 5.7.0 (no password crosses in plaintext)"}},
         {"starttls implicit", MX "starttls = implicit\n" TLS, {NULL}},
         {"starttls offer without a cert", MX "starttls = offer\n", {NULL}},
         {"[tls] may come after the listener", MX "starttls = require\n" TLS, {NULL}},
@@ -1207,7 +1211,7 @@ static void test_values(void)
                                "log_format = json\nlog_level = debug\n"
                                "[tls]\ncert = cert.pem\nkey = key.pem\ncert = cert2.pem\n"
                                "min_version = 1.3\nca_file = ca.pem\n" MX
-                               "starttls = implicit\nhide_auth_before_tls = no\n"
+                               "starttls = implicit\nhide_auth_before_tls = yes\n"
                                "bare_newlines = normalise\ntrace_header = off\n"
                                "max_line_length = 4k\nmax_connections = 0\n"
                                "max_connections_per_ip = 3\nmax_message_size = 50M\n"
@@ -1245,7 +1249,7 @@ static void test_values(void)
     CHECK_STR(in->backend.host, "127.0.0.1");
     CHECK_EQ_INT(in->backend.port, 2526);
     CHECK_EQ_INT(in->starttls, STP_STARTTLS_IMPLICIT);
-    CHECK_EQ_INT(in->hide_auth_before_tls, 0);
+    CHECK_EQ_INT(in->hide_auth_before_tls, 1);
     CHECK_EQ_INT(in->bare_newlines, STP_BARE_NORMALIZE);
     CHECK_EQ_INT(in->trace_header, 0);
     CHECK_EQ_INT(in->max_line_length, 4096);
@@ -1512,7 +1516,7 @@ static void test_truncated_everywhere(void)
         "log_format = json\nlog_level = debug\n[tls]\ncert = cert.pem\nkey = key.pem\n"
         "cert = cert2.pem\nkey = key2.pem\nmin_version = 1.3\nca_file = ca.pem\n"
         "[listener:mx]\nmode = inbound\nlisten = [::1]:2525\nbackend = localhost:2526\n"
-        "starttls = require\nhide_auth_before_tls = no\nbare_newlines = normalise\n"
+        "starttls = require\nhide_auth_before_tls = yes\nbare_newlines = normalise\n"
         "trace_header = no\nmax_line_length = 4k\nmax_connections = 10\n"
         "max_connections_per_ip = 2\nmax_message_size = 10M\nconnect_timeout = 250ms\n"
         "greeting_timeout = 1m\ncommand_timeout = 5m\nidle_timeout = 60\n"
