@@ -82,6 +82,7 @@ enum {
     V_XCLIENT,     /* xclient: the XCLIENT command */
     V_MAIL_REPLAY, /* route = mx: the remembered MAIL FROM, sent to a new next hop */
     V_MESSAGE,     /* route = mx: the message, after the 354 (never queued) */
+    V_HELO_FALLBACK, /* inbound: HELO for a backend that refused the client's EHLO */
 };
 
 typedef enum { P_BACKEND = 1, P_LOCAL, P_INTERNAL } pending_kind_t;
@@ -1823,6 +1824,29 @@ static void relay_ehlo(stp_session_t *s, const stp_reply_t *r)
 }
 
 /*
+ * Inbound, a backend that does not know EHLO (RFC 821 only: 500 or 502, RFC
+ * 5321 4.1.4) is greeted with HELO instead, and the client's EHLO answered
+ * from that reply as an EHLO reply without extensions, which the rewrite
+ * gives STARTTLS (and SIZE under a limit). Relayed as it was, the 5xx made
+ * clients fall back to HELO and never see STARTTLS: all mail in plaintext
+ * (under starttls = require, none at all). Only with nothing else owed
+ * (no command pipelined behind the EHLO). 1 if the HELO went.
+ */
+static int ehlo_fallback(stp_session_t *s, const stp_reply_t *r)
+{
+    char line[sizeof(s->helo) + 8];
+    if (s->conf->mode != STP_MODE_INBOUND || (r->code != 500 && r->code != 502) ||
+        s->pq_len != 0 || s->helo[0] == '\0') {
+        return 0;
+    }
+    int n = snprintf(line, sizeof(line), "HELO %s", s->helo);
+    stp_log(STP_LOG_INFO, "backend id=%s backend=%s ehlo=refused code=%d fallback=HELO", s->id,
+            s->next_hop_str, r->code);
+    backend_send(s, V_HELO_FALLBACK, line, (size_t)n, P_BACKEND);
+    return s->state != S_CLOSING;
+}
+
+/*
  * Outbound: the next hop has just answered the proxy's own EHLO (after TLS,
  * or before it where TLS is optional and not offered). The legacy MTA's
  * first EHLO is answered with that reply instead of being sent again: the
@@ -2061,9 +2085,12 @@ static void handle_reply(stp_session_t *s, const stp_reply_t *r)
     } else {
         switch (p.verb) {
         case STP_CMD_EHLO:
+        case V_HELO_FALLBACK:
             if (ok) {
                 relay_ehlo(s, r);
                 txn_reset(s); /* RFC 5321 4.1.4: as if RSET */
+            } else if (p.verb == STP_CMD_EHLO && ehlo_fallback(s, r)) {
+                break; /* the HELO's reply answers the client's EHLO */
             } else {
                 relay(s, r);
             }

@@ -128,6 +128,45 @@ class BackendWithoutStarttls(ProxyCase):
         self.assertEqual(keywords(lines), ["PIPELINING", "8BITMIME", "STARTTLS"])
 
 
+class BackendWithoutEhlo(ProxyCase):
+    """An RFC 821 backend (502 to EHLO, as old appliances answer): the proxy
+    greets it with HELO and answers the client's EHLO itself from that
+    reply, with STARTTLS (and SIZE for its limit), so the client still
+    encrypts. The 502 relayed as it was made clients fall back to HELO and
+    never see STARTTLS (under starttls = require: no mail at all)."""
+    sink_args = ("--no-ehlo",)
+    listeners = {"in": {"max_message_size": "10000"}, "req": {"starttls": "require"}}
+
+    def test_starttls_offered_and_used(self):
+        for name in ("in", "req"):
+            c = self.client(name)
+            c.reply()
+            code, lines = c.cmd("EHLO x.example")
+            self.assertEqual(code, 250, lines)
+            self.assertIn("STARTTLS", keywords(lines))
+            self.assertEqual("SIZE" in keywords(lines), name == "in", lines)
+            c.starttls()
+            code, lines = c.cmd("EHLO x.example")
+            self.assertEqual(code, 250, lines)
+            self.assertNotIn("STARTTLS", keywords(lines))
+            self.assertEqual(self.send_message(c)[0], 250)
+            c.close()
+        msgs = self.messages(2)  # one sink behind both listeners
+        for m in msgs:
+            self.assertIn(b" with ESMTPS id ", m.split(b"\r\n\r\n")[0])
+        sent = [l for l in self.sink.lines() if not l.startswith(b"(")]
+        self.assertIn(b"HELO x.example", sent)
+        self.assertIn("ehlo=refused code=502 fallback=HELO", self.proxy.log())
+
+    def test_pipelined_behind_ehlo_gets_the_502(self):
+        # with a command owed behind the EHLO, the HELO could not come first
+        c = self.client()
+        c.reply()
+        c.send(b"EHLO x.example\r\nNOOP\r\n")
+        self.assertEqual(c.reply()[0], 502)
+        self.assertEqual(c.reply()[0], 250)
+
+
 class BackendWithOnlyGreetingLine(ProxyCase):
     """A backend whose EHLO reply is one line still gets STARTTLS added."""
     sink_args = ("--ehlo-caps", "")

@@ -20,6 +20,7 @@ be told to misbehave the way real legacy servers do:
   --eod-delay S      wait S seconds before the reply to the end of data
   --auth-challenge   AUTH LOGIN gets 334; the next line is the SASL response
   --silent-quit      never answers QUIT; waits for the peer to close
+  --no-ehlo          502 to EHLO, as an RFC 821 server (HELO works)
   --data-timeout S   in DATA, S seconds without a byte: 421 and close
   --strict-params    555 for a MAIL SIZE= parameter when --ehlo-caps offers no
                      SIZE (RFC 1870 servers without the extension may refuse it)
@@ -139,6 +140,8 @@ class Sink:
                         out = b"235 2.7.0 Authentication successful\r\n"
                     else:
                         out = b"535 5.7.8 Error: authentication failed\r\n"
+                elif verb == b"EHLO" and a.no_ehlo:
+                    out = b"502 5.5.2 Error: command not recognized\r\n"
                 elif verb == b"EHLO":
                     caps = [c for c in a.ehlo_caps.split(",") if c]
                     lines = ["backend.test"] + caps
@@ -280,6 +283,8 @@ def parser():
     p.add_argument("--auth-challenge", action="store_true",
                    help="AUTH LOGIN gets 334 and the next line is its response ('*' cancels: 501)")
     p.add_argument("--silent-quit", action="store_true", help="never answer QUIT; wait for the peer to close")
+    p.add_argument("--no-ehlo", action="store_true",
+                   help="an RFC 821 server: 502 to EHLO (HELO works)")
     p.add_argument("--data-timeout", type=float, default=0, metavar="S",
                    help="in DATA, after S seconds without a byte: 421 and close (a server's "
                         "own timeout, Postfix's smtpd_timeout)")
