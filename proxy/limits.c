@@ -16,16 +16,21 @@ struct stp_ip_count_s {
     unsigned count;
 };
 
-/* IPv4 and IPv4-mapped IPv6 use the same key, so both count together. */
+/* IPv4 and IPv4-mapped IPv6 use the same key, so both count together. An
+ * IPv6 client counts by its /64: one subscriber's network (RFC 6177), from
+ * which it could otherwise open max_connections_per_ip connections per
+ * address it picks. */
 static void addr_key(const struct sockaddr *sa, unsigned char key[16])
 {
+    static const unsigned char mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
     memset(key, 0, 16);
     if (sa->sa_family == AF_INET) {
         const struct sockaddr_in *in = (const struct sockaddr_in *)sa;
         key[10] = key[11] = 0xff;
         memcpy(key + 12, &in->sin_addr, 4);
     } else if (sa->sa_family == AF_INET6) {
-        memcpy(key, &((const struct sockaddr_in6 *)sa)->sin6_addr, 16);
+        const unsigned char *a = ((const struct sockaddr_in6 *)sa)->sin6_addr.s6_addr;
+        memcpy(key, a, memcmp(a, mapped, sizeof(mapped)) == 0 ? 16 : 8);
     }
 }
 

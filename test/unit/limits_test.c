@@ -76,6 +76,30 @@ static void test_mapped_counts_as_ipv4(void)
     stp_limits_free(&l);
 }
 
+/* IPv6 clients count by /64: addresses picked from one network share the
+ * cap, another network has its own. */
+static void test_ipv6_counts_by_64(void)
+{
+    stp_limits_t l;
+    struct sockaddr_storage a = v6("2001:db8:1:2::1"), b = v6("2001:db8:1:2:ffff:1:2:3"),
+                            c = v6("2001:db8:1:3::1"), m1 = v6("::ffff:192.0.2.1"),
+                            m2 = v6("::ffff:192.0.2.2");
+    CHECK_EQ_INT(stp_limits_init(&l, 0, 2), 0);
+    CHECK_EQ_INT(stp_limits_acquire(&l, SA(a)), STP_LIMIT_OK);
+    CHECK_EQ_INT(stp_limits_acquire(&l, SA(b)), STP_LIMIT_OK);
+    CHECK_EQ_INT(stp_limits_acquire(&l, SA(a)), STP_LIMIT_PER_IP);
+    CHECK_EQ_INT(stp_limits_acquire(&l, SA(b)), STP_LIMIT_PER_IP);
+    CHECK_EQ_INT(stp_limits_acquire(&l, SA(c)), STP_LIMIT_OK);
+    stp_limits_release(&l, SA(b)); /* frees a slot of the /64 */
+    CHECK_EQ_INT(stp_limits_acquire(&l, SA(a)), STP_LIMIT_OK);
+    /* IPv4-mapped addresses stay per address, as IPv4 */
+    CHECK_EQ_INT(stp_limits_acquire(&l, SA(m1)), STP_LIMIT_OK);
+    CHECK_EQ_INT(stp_limits_acquire(&l, SA(m1)), STP_LIMIT_OK);
+    CHECK_EQ_INT(stp_limits_acquire(&l, SA(m2)), STP_LIMIT_OK);
+    CHECK_EQ_INT(stp_limits_acquire(&l, SA(m1)), STP_LIMIT_PER_IP);
+    stp_limits_free(&l);
+}
+
 static void test_release_unknown_is_harmless(void)
 {
     stp_limits_t l;
@@ -182,6 +206,7 @@ int main(void)
     STP_RUN(test_per_ip_cap);
     STP_RUN(test_total_cap);
     STP_RUN(test_mapped_counts_as_ipv4);
+    STP_RUN(test_ipv6_counts_by_64);
     STP_RUN(test_release_unknown_is_harmless);
     return STP_CHECK_DONE();
 }
