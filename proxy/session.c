@@ -651,6 +651,15 @@ static void fail_reply(stp_session_t *s, const char *code, const char *text, con
 
 /* ---- timers ---- */
 
+
+/* A client's handshake that did not finish (refused, timed out, or the
+ * client closed): counted in both metrics, whatever ended it. */
+static void client_handshake_failed(stp_session_t *s, const char *reason)
+{
+    stp_sm_handshake(s->conf->name, "server", NULL, 0, (uv_hrtime() - s->hs_start_ns) / 1e9);
+    stp_sm_starttls(s->conf->name, "failed", reason);
+}
+
 static void on_client_timeout(uv_timer_t *t)
 {
     stp_session_t *s = t->data;
@@ -660,7 +669,7 @@ static void on_client_timeout(uv_timer_t *t)
                                                         : "idle";
     stp_log(STP_LOG_INFO, "timeout id=%s client=%s phase=\"%s\"", s->id, s->peer_str, what);
     if (s->tls == T_HANDSHAKE) {
-        stp_sm_starttls(s->conf->name, "failed", "timeout");
+        client_handshake_failed(s, "timeout");
     }
     fail_reply(s, "421 4.4.2", "Error: timeout exceeded", "timeout", what);
 }
@@ -1654,7 +1663,7 @@ static void client_on_eof(stp_conn_t *c, const char *err)
         s->client_eof = 1;
     } else {
         if (s->tls == T_HANDSHAKE) {
-            stp_sm_starttls(s->conf->name, "failed", "closed");
+            client_handshake_failed(s, "closed");
         }
         finish(s, NULL, s->tls == T_HANDSHAKE ? "tls-failed" : "client-closed", err);
     }
@@ -1668,8 +1677,7 @@ static void client_on_handshake(stp_conn_t *c, const char *err)
         s->tls = T_NONE;
         stp_log(STP_LOG_INFO, "tls id=%s client=%s result=failed error=\"%s\"", s->id,
                 s->peer_str, err);
-        stp_sm_handshake(s->conf->name, "server", NULL, 0, (uv_hrtime() - s->hs_start_ns) / 1e9);
-        stp_sm_starttls(s->conf->name, "failed", "handshake");
+        client_handshake_failed(s, "handshake");
         finish(s, NULL, "tls-failed", err);
         return;
     }

@@ -133,6 +133,42 @@ class Metrics(unittest.TestCase):
             self.assertNotIn('side="client"', k)
         self.assertEqual(m['stp_tls_handshake_seconds_bucket{listener="in",side="server",le="+Inf"}'], 3)
 
+    def test_failed_handshakes_counted_whatever_ended_them(self):
+        """A client handshake refused (garbage), given up by the client
+        (closed) or timed out: each a failed TLS handshake in
+        stp_tls_handshakes_total and the histogram, beside its
+        stp_starttls_total reason (only the refused one was counted there:
+        a handshake slowloris left the failure counters flat)."""
+        p = Proxy(self.tmp, {"hs": {"backend": "127.0.0.1:%d" % self.sink.port,
+                                    "handshake_timeout": "1s"}},
+                  proxy_extra={"metrics": "127.0.0.1:%d" % self.mport2()})
+        self.addCleanup(p.stop)
+        for how in ("garbage", "close", "silence"):
+            c = Client(p.port("hs"))
+            self.assertEqual(c.reply()[0], 220)
+            self.assertEqual(c.cmd("STARTTLS")[0], 220)
+            if how == "garbage":
+                c.send(b"this is not a TLS record\r\n" * 4)
+            elif how == "close":
+                c.send(b"\x16\x03\x01\x00\x80")  # a ClientHello's header, no body
+                time.sleep(0.2)
+            c.closed(5) if how != "close" else None
+            c.close()
+        poll(lambda: len(p.log_lines("session")) >= 3, 10)
+        m = series(curl(self.mport2(), "/metrics")[1])
+        for reason in ("handshake", "closed", "timeout"):
+            self.assertEqual(m.get('stp_starttls_total{listener="hs",result="failed",'
+                                   'reason="%s"}' % reason), 1, (reason, m))
+        self.assertEqual(m.get('stp_tls_handshakes_total{listener="hs",side="server",'
+                               'version="none",result="failed"}'), 3, m)
+        self.assertEqual(m.get('stp_tls_handshake_seconds_count{listener="hs",side="server"}'),
+                         3, m)
+
+    def mport2(self):
+        if not hasattr(self, "_mport2"):
+            self._mport2 = free_port()
+        return self._mport2
+
     def test_certificate_expiry_follows_the_configuration(self):
         # a reload that drops a certificate drops its expiry series: an alert
         # on it would fire for a certificate nobody serves any more
