@@ -146,6 +146,10 @@ static int decode_v2(stp_proxy_t *p)
         p->local = 1;
         return STP_PROXY_DONE;
     }
+    if (proto > 2) {
+        /* only UNSPEC, STREAM and DGRAM are assigned: receivers drop the rest */
+        return fail(p, "PROXY v2: unknown transport protocol");
+    }
     if (fam == 1 || fam == 2) {
         if (proto != 1) {
             return fail(p, "PROXY v2: not a stream connection");

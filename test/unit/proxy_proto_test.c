@@ -235,6 +235,14 @@ static void test_v2(void)
     check_case("v2 dgram", (char *)b, n, "error");
     n = v2(b, 0x21, 0x41, in4, sizeof(in4), 0);
     check_case("v2 family 4", (char *)b, n, "error");
+    n = v2(b, 0x21, 0x07, "", 0, 0);
+    check_case("v2 unspec, transport 7", (char *)b, n, "error");
+    n = v2(b, 0x21, 0x39, un, sizeof(un), 0);
+    check_case("v2 unix, transport 9", (char *)b, n, "error");
+    n = v2(b, 0x21, 0x13, in4, sizeof(in4), 0);
+    check_case("v2 tcp4, transport 3", (char *)b, n, "error");
+    n = v2(b, 0x21, 0x32, un, sizeof(un), 0);
+    check_case("v2 unix dgram", (char *)b, n, "v2 local used=235");
     n = v2(b, 0x21, 0x11, in4, 8, 0);
     check_case("v2 length short of ipv4", (char *)b, n, "error");
     n = v2(b, 0x21, 0x21, in6, 20, 0);
