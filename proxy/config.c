@@ -1730,7 +1730,7 @@ static void finish_listener(loader_t *ld, size_t li)
         }
         report_loop(ld, listener_key_line(ld, li, "backend"), "backend", &lc->listen,
                     &lc->backend);
-        if (!lc->hide_auth_before_tls) {
+        if (!lc->hide_auth_before_tls && lc->starttls != STP_STARTTLS_IMPLICIT) {
             error_at(ld, listener_key_line(ld, li, "hide_auth_before_tls"),
                      "hide_auth_before_tls = no would advertise AUTH where it is refused: before "
                      "TLS every AUTH gets 530 5.7.0 (no password crosses in plaintext)");

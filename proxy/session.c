@@ -251,6 +251,7 @@ static void flush_queue(stp_session_t *s);
 static void up_reply(stp_session_t *s, const stp_reply_t *r);
 static void relay(stp_session_t *s, const stp_reply_t *r);
 static void relay_ehlo(stp_session_t *s, const stp_reply_t *r);
+static int ehlo_fallback(stp_session_t *s, const stp_reply_t *r);
 static void up_lost(stp_session_t *s, const char *why);
 static void up_on_handshake(stp_conn_t *c, const char *err);
 static void backend_connect(stp_session_t *s);
@@ -1063,7 +1064,8 @@ static void xclient_probe_reply(stp_session_t *s, const stp_reply_t *r)
         backend_send(s, V_XCLIENT, line, n, P_BACKEND);
         return;
     }
-    if (r->code / 100 == 2) {
+    if (r->code / 100 == 2 || r->code == 500 || r->code == 502) {
+        /* 500/502: a server without EHLO (RFC 821) has no XCLIENT either */
         xclient_log(s, "unsupported", 0);
         s->xclient_done = 1;
     } else {
@@ -1079,6 +1081,8 @@ static void xclient_probe_reply(stp_session_t *s, const stp_reply_t *r)
     }
     if (r->code / 100 == 2) {
         relay_ehlo(s, r);
+    } else if (ehlo_fallback(s, r)) {
+        return; /* the HELO's reply answers the client's EHLO (and ends this) */
     } else {
         relay(s, r);
     }
@@ -1213,7 +1217,8 @@ static void handle_line(stp_session_t *s, const char *line, size_t len)
      * client without EHLO cannot start TLS). */
     if (c->mode == STP_MODE_INBOUND && c->starttls == STP_STARTTLS_REQUIRE && !tls &&
         cmd.verb != STP_CMD_EHLO && cmd.verb != STP_CMD_NOOP && cmd.verb != STP_CMD_QUIT &&
-        cmd.verb != STP_CMD_STARTTLS) {
+        cmd.verb != STP_CMD_STARTTLS &&
+        cmd.verb != STP_CMD_BDAT) { /* its chunk must never be read as commands: below */
         local_reply(s, "530 5.7.0 Must issue a STARTTLS command first\r\n", A_NONE);
         return;
     }

@@ -390,6 +390,8 @@ class BdatChunkCase:
 
 
 class BdatChunk(BdatChunkCase, ProxyCase):
+    listeners = {"in": {}, "req": {"starttls": "require"}}
+
     def backend_lines(self):
         return [l.upper() for l in self.sink.lines()]
 
@@ -444,6 +446,15 @@ class BdatChunk(BdatChunkCase, ProxyCase):
         self.assertEqual((f["result"], f["error"]), ("protocol", "BDAT without CHUNKING"), f)
         self.assertGreater(int(f["bytes_in"]), size)
         self.assertEqual(self.sink.messages(), [])
+
+    def test_chunk_before_tls_on_a_require_listener(self):
+        # BDAT is not one of the commands refused with 530 before TLS: its
+        # chunk would then have been read as commands
+        c = self.client("req")
+        c.reply()
+        c.cmd("EHLO x.example")
+        c.send(b"BDAT %d LAST\r\n" % len(CHUNK) + CHUNK)
+        self.check_refused(c, self.proxy.log_lines)  # the backend got none of it
 
     def test_bdat_without_a_transaction(self):
         # the chunk's QUIT is content too: no 221; no message to log

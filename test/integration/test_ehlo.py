@@ -135,7 +135,22 @@ class BackendWithoutEhlo(ProxyCase):
     encrypts. The 502 relayed as it was made clients fall back to HELO and
     never see STARTTLS (under starttls = require: no mail at all)."""
     sink_args = ("--no-ehlo",)
-    listeners = {"in": {"max_message_size": "10000"}, "req": {"starttls": "require"}}
+    listeners = {"in": {"max_message_size": "10000"}, "req": {"starttls": "require"},
+                 "xc": {"xclient": "yes"}}
+
+    def test_xclient_listener_falls_back_too(self):
+        # the EHLO that asks for XCLIENT is refused: no XCLIENT there either,
+        # and the client's EHLO is answered from the HELO's reply
+        c = self.client("xc")
+        c.reply()
+        code, lines = c.cmd("EHLO x.example")
+        self.assertEqual(code, 250, lines)
+        self.assertIn("STARTTLS", keywords(lines))
+        c.starttls()
+        self.assertEqual(c.cmd("EHLO x.example")[0], 250)
+        self.assertEqual(self.send_message(c)[0], 250)
+        self.assertIn("xclient=unsupported", self.proxy.log())
+        self.assertFalse([l for l in self.sink.lines() if l.startswith(b"XCLIENT")])
 
     def test_starttls_offered_and_used(self):
         for name in ("in", "req"):

@@ -521,6 +521,9 @@ static void test_inbound_keys(void)
          MX "starttls = require\nhide_auth_before_tls = yes\n"
             "bare_newlines = normalize\ntrace_header = no\n" TLS,
          {NULL}},
+        {"hide_auth_before_tls = no on an implicit listener (never before TLS)",
+         MX "hide_auth_before_tls = no\nstarttls = implicit\n" TLS,
+         {NULL}},
         {"hide_auth_before_tls = no",
          MX "hide_auth_before_tls = no\n",
          {"t.ini:5: hide_auth_before_tls = no would advertise AUTH where it is refused: before "
