@@ -172,6 +172,24 @@ int stp_tls_leaf_name_match(X509 *leaf, const char *const *names, size_t n, char
     return matched;
 }
 
+/* A resumed session carries the verify result of the handshake that made
+ * it, when its chain was valid; a ticket can outlive a certificate, so the
+ * validity periods of the chain the peer sent are checked again, now. */
+static long resumed_validity(SSL *ssl)
+{
+    STACK_OF(X509) *chain = SSL_get_peer_cert_chain(ssl);
+    for (size_t i = 0; chain != NULL && i < sk_X509_num(chain); i++) {
+        X509 *x = sk_X509_value(chain, i);
+        if (X509_cmp_current_time(X509_get0_notAfter(x)) <= 0) {
+            return X509_V_ERR_CERT_HAS_EXPIRED; /* 0: unreadable, taken as expired */
+        }
+        if (X509_cmp_current_time(X509_get0_notBefore(x)) >= 0) {
+            return X509_V_ERR_CERT_NOT_YET_VALID;
+        }
+    }
+    return X509_V_OK;
+}
+
 stp_verify_result_t stp_tls_verify_peer(SSL *ssl, const char *const *names, size_t n, char *why,
                                         size_t whylen)
 {
@@ -181,6 +199,9 @@ stp_verify_result_t stp_tls_verify_peer(SSL *ssl, const char *const *names, size
         return STP_VERIFY_NO_CERT;
     }
     long vr = SSL_get_verify_result(ssl);
+    if (vr == X509_V_OK && SSL_session_reused(ssl)) {
+        vr = resumed_validity(ssl);
+    }
     if (vr != X509_V_OK) {
         snprintf(why, whylen, "%s", X509_verify_cert_error_string(vr));
         X509_free(leaf);

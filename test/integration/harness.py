@@ -265,6 +265,10 @@ class Sink:
         self.stop()
 
 
+# Every Proxy started during the current test (run.py checks and clears it).
+STARTED = []
+
+
 class Proxy:
     """Writes an INI into tmp and runs the proxy in the foreground.
 
@@ -310,6 +314,12 @@ class Proxy:
             raise RuntimeError("proxy did not start:\n" + self.proc.log())
         if not self.proc.running():
             raise RuntimeError("proxy exited:\n" + self.proc.log())
+        # run.py stops it after the test if the test did not, and fails the
+        # test unless it exited as expected (0: a clean drain; under ASan a
+        # leak or a sanitizer report is not 0). A test that means it to end
+        # otherwise sets expected_exit (None: whatever it is).
+        self.expected_exit = 0
+        STARTED.append(self)
 
     def port(self, name="in"):
         return self.ports[name]

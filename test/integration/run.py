@@ -85,6 +85,12 @@ def main():
             r.errors.append((test, "TestTimeout: test timed out after %ss\n" % limit))
         finally:
             signal.setitimer(signal.ITIMER_REAL, 0)
+        for proxy in harness.STARTED:  # each proxy the test started: a clean exit
+            rc = proxy.stop()
+            if proxy.expected_exit is not None and rc != proxy.expected_exit:
+                r.failures.append((test, "proxy %s exited %s, not %s; log tail:\n%s"
+                                   % (proxy.ini, rc, proxy.expected_exit, proxy.log()[-3000:])))
+        del harness.STARTED[:]
         problems = (r.failures + r.errors +
                     [(t, "unexpected success") for t in r.unexpectedSuccesses] +
                     [(t, "skipped: " + why) for t, why in r.skipped])

@@ -853,6 +853,56 @@ static void test_session_cache(void)
     }
 }
 
+/* A ticket outlives the certificate it was made under: resumed after the
+ * certificate expired, the session is not verified (SSL_get_verify_result
+ * still says what the first handshake found: it said verify=ok). */
+static void test_resumed_after_expiry(void)
+{
+    char file[2][300], err[300], why[300];
+    snprintf(file[0], sizeof(file[0]), "%s/short.pem", dir);
+    snprintf(file[1], sizeof(file[1]), "%s/short.key", dir);
+    EVP_PKEY *key = ec_key_new(NID_X9_62_prime256v1);
+    X509 *x = make_cert(key, HOST, NULL, NULL, 0, 1);
+    X509_gmtime_adj(X509_getm_notAfter(x), 2); /* two seconds from now */
+    CHECK(X509_sign(x, key, EVP_sha256()) > 0);
+    for (int i = 0; i < 2; i++) {
+        FILE *f = fopen(file[i], "w");
+        CHECK(f != NULL);
+        CHECK(i == 0 ? PEM_write_X509(f, x) : PEM_write_PrivateKey(f, key, NULL, NULL, 0, NULL,
+                                                                      NULL));
+        fclose(f);
+    }
+    stp_tls_keypair_t pair = {file[0], file[1]};
+    SSL_CTX *sctx = stp_tls_ctx_server_new(&pair, 1, TLS1_2_VERSION, err, sizeof(err), NULL);
+    SSL_CTX *cctx = stp_tls_ctx_client_new(file[0], TLS1_3_VERSION, err, sizeof(err));
+    CHECK(sctx != NULL && cctx != NULL);
+    const char *name = HOST;
+    for (int round = 0; round < 2; round++) {
+        if (round == 1) {
+            sleep(3);
+        }
+        link_t l;
+        SSL_CTX_up_ref(sctx);
+        SSL_CTX_up_ref(cctx);
+        link_open(&l, sctx, cctx, HOST);
+        stp_tls_verify_prepare(stp_tls_engine_ssl(l.c));
+        CHECK_EQ_INT(stp_tls_session_cache_prepare(stp_tls_engine_ssl(l.c), "k"), 0);
+        CHECK_EQ_INT(handshake(l.c, l.s, 0), 0);
+        transfer(l.c, l.s, (const uint8_t *)"EHLO c\r\n", 8, 4096, 64);
+        transfer(l.s, l.c, (const uint8_t *)"250 ok\r\n", 8, 4096, 64);
+        CHECK_EQ_INT(SSL_session_reused(stp_tls_engine_ssl(l.c)), round);
+        stp_verify_result_t got =
+            stp_tls_verify_peer(stp_tls_engine_ssl(l.c), &name, 1, why, sizeof(why));
+        CHECK_EQ_INT(got, (round == 0 ? STP_VERIFY_OK : STP_VERIFY_CHAIN));
+        CHECK(round == 0 || strstr(why, "expired") != NULL);
+        link_close(&l);
+    }
+    SSL_CTX_free(sctx);
+    SSL_CTX_free(cctx);
+    X509_free(x);
+    EVP_PKEY_free(key);
+}
+
 /* A client engine on stp_tls_ctx_client_new: the handshake never aborts on
  * the certificate; the chain and name results are read afterwards. */
 static void test_verify_reports(void)
@@ -1077,6 +1127,7 @@ int main(void)
     STP_RUN(test_ctx_errors);
     STP_RUN(test_cert_expiry);
     STP_RUN(test_ticket_resumption);
+    STP_RUN(test_resumed_after_expiry);
     STP_RUN(test_session_cache);
     STP_RUN(test_verify_reports);
     remove_fixture();
