@@ -56,6 +56,9 @@ declare -A srcs=(
   [fuzz_config]="proxy/config.c policy/cidr.c policy/domain_policy.c policy/domain_name.c -linih -lidn2"
   [fuzz_proxy_proto]="proxy/proxy_proto.c"
   [fuzz_http_req]="proxy/http_req.c"
+  [fuzz_cidr]="policy/cidr.c"
+  [fuzz_tls_name]="tls/tls_verify.c -L/usr/lib/x86_64-linux-gnu/android
+    -Wl,-rpath,/usr/lib/x86_64-linux-gnu/android -lssl -lcrypto"
 
   # the whole daemon but main(): every proxy/, tls/ and policy/ source; and
   # the DNS, certificates and MTA-STS server of its route = mx listeners
@@ -65,7 +68,7 @@ declare -A srcs=(
     -lssl -lcrypto -luv -linih -lcares -lidn2"
 )
 # The parser targets must exist; fuzz_config is optional (written elsewhere).
-required="fuzz_data_scan fuzz_dns_msg fuzz_ehlo fuzz_envelope fuzz_http_req fuzz_http_resp fuzz_mta_sts fuzz_policy_cache fuzz_proxy_proto fuzz_session fuzz_smtp_cmd fuzz_smtp_line fuzz_smtp_reply"
+required="fuzz_cidr fuzz_data_scan fuzz_dns_msg fuzz_ehlo fuzz_envelope fuzz_http_req fuzz_http_resp fuzz_mta_sts fuzz_policy_cache fuzz_proxy_proto fuzz_session fuzz_smtp_cmd fuzz_smtp_line fuzz_smtp_reply fuzz_tls_name"
 
 passed=0
 failed=0
