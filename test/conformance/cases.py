@@ -599,7 +599,8 @@ class SmugglingEndings(Smuggling):
             reject = "250, one message (content)"
         else:
             self.assertTrue(lines[0].startswith("554 5.6.0"), lines)
-            poll(lambda: b"(connection lost in DATA)" in self.sink.lines(), 5)
+            self.assertTrue(poll(lambda: b"(connection lost in DATA)" in self.sink.lines(), 5),
+                            self.sink.lines())
             self.assertEqual(self.sink.messages(), [])
             reject = "554 5.6.0, nothing stored"
         n = len(self.sink.messages())

@@ -8,9 +8,9 @@ run by a timeout. -e lists every accepted cipher with its bits.
 
 The JSON findings (--jsonfile) must show: no SSLv2/SSLv3/TLS 1.0/TLS 1.1,
 no cipher category under 128 bits (NULL, aNULL, EXPORT, LOW, 3DES/IDEA),
-no compression, no client-initiated renegotiation, no STARTTLS injection
-finding (testssl.sh 3.0 has no such check; the conformance suite's own
-starttls_* cases cover it) and no finding of severity HIGH or CRITICAL.
+no compression, no client-initiated renegotiation and no finding of
+severity HIGH or CRITICAL. (STARTTLS injection: testssl.sh 3.0 has no such
+check; the conformance suite's own starttls_* cases test it.)
 The findings' summary is printed (and so lands in the conformance log).
 """
 import json
@@ -87,7 +87,6 @@ class Testssl(unittest.TestCase):
         summary.append("%d ciphers, %d-%d bits" % (len(ciphers), min(int(c[-2]) for c in ciphers),
                                                    max(int(c[-2]) for c in ciphers)))
         for fi in findings:
-            self.assertNotIn("starttls_injection", fi["id"].lower(), fi)
             self.assertNotIn(fi["severity"], ("HIGH", "CRITICAL"), fi)
         offered = [fid for fid in ("TLS1_2", "TLS1_3")
                    if by_id.get(fid) and by_id[fid][0]["finding"].startswith("offered")]

@@ -88,8 +88,12 @@ def main():
         for proxy in harness.STARTED:  # each proxy the test started: a clean exit
             rc = proxy.stop()
             if proxy.expected_exit is not None and rc != proxy.expected_exit:
+                try:
+                    tail = proxy.log()[-3000:]
+                except OSError:  # its directory is gone with the test's cleanup
+                    tail = "(log removed)"
                 r.failures.append((test, "proxy %s exited %s, not %s; log tail:\n%s"
-                                   % (proxy.ini, rc, proxy.expected_exit, proxy.log()[-3000:])))
+                                   % (proxy.ini, rc, proxy.expected_exit, tail)))
         del harness.STARTED[:]
         problems = (r.failures + r.errors +
                     [(t, "unexpected success") for t in r.unexpectedSuccesses] +

@@ -580,6 +580,9 @@ class Smuggling(ProxyCase):
         c.cmd("EHLO x.example")
         code, lines = self.attempt(c, b"\n.\r\n")
         self.assertTrue(lines[0].startswith("554 5.6.0"), lines)
+        # the backend lost the connection inside DATA: nothing kept, then or later
+        self.assertTrue(poll(lambda: b"(connection lost in DATA)" in self.sink.lines(), 5),
+                        self.sink.lines())
         self.assertEqual(self.sink.messages(), [])
         self.assert_nothing_smuggled()
 

@@ -12,6 +12,7 @@ lying counts, 64-byte labels) each give their own status.
 """
 import json
 import os
+import shutil
 import subprocess
 import time
 import unittest
@@ -42,6 +43,7 @@ class Validating(unittest.TestCase):
         if not os.access(resolve_bin(), os.X_OK):
             self.fail("no %s (bazel build //test/dns:resolve)" % resolve_bin())
         self.tmp = harness.tmpdir()
+        self.addCleanup(shutil.rmtree, self.tmp, True)
         # v6bogus: its AAAA is bogus, its A validates; v4bogus the other way
         self.dns = DnsEnv(self.tmp, extra={"example.test": [
             "v6bogus IN A 127.0.0.5", "v6bogus IN AAAA ::5",
@@ -178,6 +180,7 @@ class Scripted(unittest.TestCase):
         if not os.access(resolve_bin(), os.X_OK):
             self.fail("no %s (bazel build //test/dns:resolve)" % resolve_bin())
         self.tmp = harness.tmpdir()
+        self.addCleanup(shutil.rmtree, self.tmp, True)
 
     def run_mode(self, mode, kind="mx", name="x.test", timeout_ms=3000):
         with Responder(self.tmp, mode) as resp:

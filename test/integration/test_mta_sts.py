@@ -257,8 +257,12 @@ http {
         s.bind(("127.0.0.1", 0))
         s.listen(1)
         self.addCleanup(s.close)
+        t0 = time.time()
         r = self.fetch(None, timeout_ms=500, port=s.getsockname()[1])
         self.assertEqual(r["status"], "timeout", r)
+        # the cap, not a default or the handshake's own timer (slack for ASan)
+        self.assertGreaterEqual(time.time() - t0, 0.45)
+        self.assertLess(time.time() - t0, 5)
 
 
 class CloseDelimited(unittest.TestCase):

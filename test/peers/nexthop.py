@@ -24,7 +24,7 @@ connection left open),
 mail-421 (421 to MAIL, then closes), mail-354 / rcpt-354 / data-250 /
 dot-354 (out of step with the commands: 354 to MAIL / 354 to RCPT / 250
 to DATA / 354 to the final dot, nothing stored), mail-421-linger (421 to MAIL, then
-keeps the connection open 5 s before closing: a client must not go on using
+keeps the connection open 10 s before closing: a client must not go on using
 it), rset-421 (421 to RSET, then closes: a server that timed the session
 out as the client came back to it), rset-silent (never answers RSET), rset-extra (answers RSET with two 250
 replies in one segment), slow (0.5 s before answering MAIL, RCPT, DATA
@@ -207,7 +207,7 @@ def serve(c, a, count, lock):
                 sys.stderr.flush()
                 conn.send(b"421 4.3.2 nexthop.example.test Service shutting down\r\n")
                 if a.mode == "mail-421-linger":
-                    time.sleep(5)
+                    time.sleep(10)
                 return
             elif u == b"RSET" and a.mode == "data-554-rset-421":
                 sys.stderr.write("rset-421 tls=%s\n" % conn.tls)
