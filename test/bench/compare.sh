@@ -245,13 +245,13 @@ start_sink $((idle + 500)) 4096 || exit 1
 peer plain "$SINK" - plain 0
 
 # 2. The bare BoringSSL STARTTLS sink (relays nothing): the floor.
-BARE=$(free_port)
+free_port BARE
 start_bare "$BARE" "$tmp/bare.log" "$certs" || exit 1
 peer bare "$BARE" "$BARE_PID" starttls 1
 
 # 3. nginx's mail proxy, starttls only, auth_http answered by nginx itself.
 mkdir -p "$tmp/nginx"
-AUTH=$(free_port) NGX=$(free_port)
+free_port AUTH; free_port NGX
 cat >"$tmp/nginx/nginx.conf" <<EOF
 load_module $NGINX_MAIL;
 $([ "$(id -u)" = 0 ] && echo "user root;")
@@ -298,7 +298,7 @@ peer nginx "$NGX" "$ngx_pid" starttls 1
 
 # 4. stunnel, protocol = smtp: server mode in front of smtp-sink, client
 # mode in front of the bare sink (the outbound comparison).
-STS=$(free_port) STC=$(free_port)
+free_port STS; free_port STC
 cat >"$tmp/stunnel.conf" <<EOF
 foreground = yes
 pid =
@@ -328,8 +328,8 @@ peer stunnel_client "$STC" "$st_pid" plain 0
 # own (which counts the resumed handshakes); the same with
 # connection_cache_time (another bare sink, counting the handshakes the
 # cache saved); and outbound -> inbound -> smtp-sink.
-IN=$(free_port) OUT=$(free_port) CHAIN=$(free_port) BARE2=$(free_port) CACHED=$(free_port)
-BARE3=$(free_port)
+free_port IN; free_port OUT; free_port CHAIN; free_port BARE2; free_port CACHED
+free_port BARE3
 start_bare "$BARE2" "$tmp/bare2.log" "$certs" || exit 1
 bare2_pid=$BARE_PID
 start_bare "$BARE3" "$tmp/bare3.log" "$certs" || exit 1

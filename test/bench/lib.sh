@@ -1,8 +1,21 @@
 # lib.sh: shell helpers shared by compare.sh and profile.sh (sourced).
 # The caller keeps the PIDs of what it started in the array `pids`.
 
+# free_port VAR: sets VAR to a loopback port nobody listens on, never one
+# this script was given before (the kernel may offer a just-closed port
+# again, and compare.sh asks for several in a row before starting anything
+# on them). Not $(free_port): a subshell could not remember what it gave.
+_given_ports=" "
 free_port() {
-    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+    local -n _port_var=$1
+    local p
+    while :; do
+        p=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+        case "$_given_ports" in *" $p "*) continue ;; esac
+        _given_ports="$_given_ports$p "
+        _port_var=$p
+        return 0
+    done
 }
 
 # wait_port PORT [TENTHS]: until something accepts on 127.0.0.1:PORT (10 s by default).

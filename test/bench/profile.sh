@@ -72,11 +72,11 @@ done
 scratch stp-profile
 
 certs=$(test_certs "$tmp/certs") || exit 1
-IN=$(free_port)
+free_port IN
 mode=()
 if [ "$outbound" = 1 ]; then
     # The next hop: a bare sink, which relays nothing and resumes tickets.
-    HOP=$(free_port)
+    free_port HOP
     start_bare "$HOP" "$tmp/hop.log" "$certs" || exit 1
     outbound_ini "$tmp/in.ini" 1 "$IN" "$HOP"
     mode=(-M plain) # the legacy MTA's side

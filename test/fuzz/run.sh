@@ -57,6 +57,7 @@ declare -A srcs=(
   [fuzz_proxy_proto]="proxy/proxy_proto.c"
   [fuzz_http_req]="proxy/http_req.c"
   [fuzz_cidr]="policy/cidr.c"
+  [fuzz_xclient]="proxy/xclient.c proxy/smtp_reply.c"
   [fuzz_tls_name]="tls/tls_verify.c -L/usr/lib/x86_64-linux-gnu/android
     -Wl,-rpath,/usr/lib/x86_64-linux-gnu/android -lssl -lcrypto"
 
@@ -68,7 +69,7 @@ declare -A srcs=(
     -lssl -lcrypto -luv -linih -lcares -lidn2"
 )
 # The parser targets must exist; fuzz_config is optional (written elsewhere).
-required="fuzz_cidr fuzz_data_scan fuzz_dns_msg fuzz_ehlo fuzz_envelope fuzz_http_req fuzz_http_resp fuzz_mta_sts fuzz_policy_cache fuzz_proxy_proto fuzz_session fuzz_smtp_cmd fuzz_smtp_line fuzz_smtp_reply fuzz_tls_name"
+required="fuzz_cidr fuzz_data_scan fuzz_dns_msg fuzz_ehlo fuzz_envelope fuzz_http_req fuzz_http_resp fuzz_mta_sts fuzz_policy_cache fuzz_proxy_proto fuzz_session fuzz_smtp_cmd fuzz_smtp_line fuzz_smtp_reply fuzz_tls_name fuzz_xclient"
 
 passed=0
 failed=0

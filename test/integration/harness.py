@@ -193,6 +193,17 @@ class Process:
     def running(self):
         return self.p.poll() is None
 
+    def wait_ready(self, what, timeout=20):
+        """For a peer that prints "ready" on stdout once it listens: waits for
+        that line (at most `timeout` s); otherwise stops the peer and raises,
+        so a peer that failed to start is never left running."""
+        line = b""
+        if select.select([self.p.stdout], [], [], timeout)[0]:
+            line = self.p.stdout.readline()
+        if b"ready" not in line:
+            self.stop()
+            raise RuntimeError("%s did not start: %s" % (what, self.log()))
+
     def stop(self, sig=signal.SIGTERM, timeout=15):
         """Returns the exit code (negative: killed by a signal)."""
         if self.p.poll() is None:
@@ -234,10 +245,7 @@ class Sink:
         self.proc = Process([PY, SINK, "--listen", "127.0.0.1:%d" % self.port, "--maildir",
                              self.maildir, "--transcript", self.transcript] + list(args),
                             os.path.join(tmp, "sink-%d.log" % self.port))
-        line = self.proc.p.stdout.readline()
-        if b"ready" not in line:
-            self.proc.stop()
-            raise RuntimeError("sink did not start: " + self.proc.log())
+        self.proc.wait_ready("sink")
 
     def messages(self):
         """The stored messages, oldest first, as bytes."""
@@ -416,9 +424,7 @@ class NextHop:
                              "--maildir", self.maildir, "--cert", os.path.join(CERTS, cert + ".pem"), "--key",
                              os.path.join(CERTS, cert + ".key"), "--mode", mode],
                             os.path.join(tmp, "nexthop-%d.log" % self.port))
-        line = self.proc.p.stdout.readline()
-        if b"ready" not in line:
-            raise RuntimeError("nexthop did not start: " + self.proc.log())
+        self.proc.wait_ready("nexthop")
 
     def stored(self):
         return sorted(os.listdir(self.maildir)) if os.path.isdir(self.maildir) else []

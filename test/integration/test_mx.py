@@ -91,9 +91,7 @@ class Hop:
                              self.maildir, "--cert", cert[0], "--key", cert[1], "--mode", mode,
                              "--greet-delay", str(greet_delay)],
                             self.maildir + ".log")
-        line = self.proc.p.stdout.readline()
-        if b"ready" not in line:
-            raise RuntimeError("nexthop did not start: " + self.proc.log())
+        self.proc.wait_ready("nexthop")
 
     def stored(self):
         return sorted(os.listdir(self.maildir)) if os.path.isdir(self.maildir) else []
