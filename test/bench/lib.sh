@@ -85,7 +85,7 @@ test_certs() {
 start_sink() {
     local user_opt=()
     [ "$(id -u)" = 0 ] && user_opt=(-u nobody)
-    SINK=$(free_port)
+    free_port SINK
     smtp-sink "${user_opt[@]}" -m "$1" "127.0.0.1:$SINK" "$2" >"$tmp/smtp-sink.log" 2>&1 &
     pids+=($!)
     wait_port "$SINK"
